@@ -1,0 +1,205 @@
+// The validated configuration: what `portcullis check` prints and what every shard serves from.
+// A Config is immutable once loaded; reload builds a whole new one (SPEC section 6).
+//
+//   auto loaded = config::load("/etc/portcullis");
+//   if (!loaded.ok()) { for (auto& e : loaded.errors) print(e.format()); return 2; }
+//   const Config& cfg = *loaded.config;
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace portcullis::config {
+
+// Where a value came from, for messages: "file:line:column".
+struct SourceMark {
+    std::string file;
+    int line = 0;   // 1-based
+    int column = 0; // 1-based
+};
+
+// One finding of the loader or the validator. format() gives
+// "portcullis.yaml:12:7: routes.github.verify.scheme: unknown scheme \"gitlab\" (expected one of ...)".
+struct Diagnostic {
+    SourceMark mark;
+    std::string key_path; // dotted, list items as [i]: "routes.github.verify.secrets[1]"
+    std::string message;
+    std::string format() const;
+};
+
+// An IPv4 or IPv6 network. IPv4 is kept as an IPv4-mapped IPv6 address (::ffff:a.b.c.d) with
+// prefix_len + 96, so one comparison serves both families.
+struct Cidr {
+    std::array<uint8_t, 16> addr{};
+    uint8_t prefix_len = 0; // 0..128, in the mapped space
+    std::string text;       // as written, for messages
+};
+
+// host:port; host is an IPv4 literal, a bracketed IPv6 literal or "localhost". Port 0 asks the
+// kernel for an ephemeral port (tests).
+struct ListenAddress {
+    std::string host;
+    uint16_t port = 0;
+    std::string text; // as written
+};
+
+enum class SecretSource : uint8_t { env, file, value };
+
+// A secret is resolved at load: `{env: NAME}` reads the environment, `{file: PATH}` reads the
+// file (one trailing newline stripped), `{value: "..."}` is taken as written and warned about.
+struct Secret {
+    std::string material; // never logged, never printed
+    SecretSource source = SecretSource::value;
+    std::string origin;   // "env:GITHUB_WEBHOOK_SECRET", "file:/etc/...", "value": safe to print
+};
+
+// N requests per period: `20/s`, `100/min`, `5000/h`.
+struct Rate {
+    uint64_t count = 0;
+    int64_t period_ns = 0;
+};
+
+// `header:NAME`, `json:/pointer`, `query:NAME`, `path:PARAM`.
+struct FieldRef {
+    enum class Kind : uint8_t { header, json, query, path };
+    Kind kind = Kind::header;
+    std::string name; // header names lowercased; json pointers as written
+    std::string text; // as written
+};
+
+enum class Scheme : uint8_t {
+    github,
+    stripe,
+    slack,
+    standard,
+    shopify,
+    hmac,
+    shared_secret,
+    ed25519,
+    none,
+};
+
+enum class Encoding : uint8_t { hex, base64 };
+enum class Algorithm : uint8_t { sha256, sha512, sha1 };
+
+struct VerifyConfig {
+    Scheme scheme = Scheme::none;
+    std::vector<Secret> secrets;
+    std::optional<int64_t> tolerance_ns; // overrides the scheme's window
+    // `hmac` and `shared_secret` options; empty when not set. Header names are lowercased.
+    std::string header;
+    std::string prefix;
+    Encoding encoding = Encoding::hex;
+    Algorithm algorithm = Algorithm::sha256;
+    std::string timestamp_header;
+    std::string signed_template; // `template`, e.g. "{timestamp}.{body}"
+    SourceMark mark;             // of the `verify` key
+};
+
+enum class Durability : uint8_t {
+    fsync, // answer after fdatasync
+    batch, // answer after write; fdatasync within 10 ms
+    none,  // answer after write; the kernel flushes when it will
+};
+
+struct DedupConfig {
+    FieldRef key;
+    int64_t window_ns = 0;
+};
+
+struct OrderingConfig {
+    FieldRef key;
+    FieldRef timestamp;
+};
+
+struct RateLimitConfig {
+    std::optional<Rate> per_ip;
+    uint32_t burst = 0; // 0: the per_ip count of one period
+    std::optional<Rate> route;
+};
+
+struct RouteConfig {
+    std::string name;                 // [a-z0-9_-]{1,64}
+    std::string path;                 // exact, with optional {param} segments
+    std::vector<std::string> methods; // upper case; default [POST]
+    VerifyConfig verify;
+    std::optional<DedupConfig> dedup;
+    std::optional<OrderingConfig> ordering;
+    std::optional<RateLimitConfig> rate_limit;
+    std::vector<Cidr> allow; // empty: everyone
+    uint32_t max_attempts = 10;
+    std::optional<Durability> durability; // overrides spool.durability
+    SourceMark mark;
+};
+
+enum class ProxyProtocol : uint8_t { off, v1, v2, any };
+
+struct ServerConfig {
+    std::vector<ListenAddress> listen;  // default ["0.0.0.0:8080"]
+    uint32_t shards = 0;                // 0: auto, one per core
+    uint32_t max_connections = 10000;
+    uint32_t max_connections_per_ip = 256;
+    std::vector<Cidr> deny;
+    int64_t drain_timeout_ns = 10'000'000'000;
+    uint32_t header_bytes = 16 * 1024;
+    uint32_t headers = 64;
+    uint64_t body_bytes = 1024 * 1024;
+    int64_t header_timeout_ns = 10'000'000'000;
+    int64_t body_timeout_ns = 30'000'000'000;
+    int64_t idle_timeout_ns = 60'000'000'000;
+    std::vector<Cidr> trusted_proxies;
+    ProxyProtocol proxy_protocol = ProxyProtocol::off;
+};
+
+struct AdminConfig {
+    std::optional<ListenAddress> listen; // default 127.0.0.1:9090
+};
+
+struct SpoolConfig {
+    std::string dir = "./var/spool";
+    Durability durability = Durability::fsync;
+    uint64_t segment_size = 64ull * 1024 * 1024;
+    int64_t retention_ns = 72ll * 3600 * 1'000'000'000;
+};
+
+struct TokenConfig {
+    std::string name;
+    std::array<uint8_t, 32> sha256{};
+    std::vector<std::string> scopes;
+};
+
+struct Config {
+    ServerConfig server;
+    AdminConfig admin;
+    SpoolConfig spool;
+    std::vector<RouteConfig> routes; // in the order they appear
+    std::vector<TokenConfig> tokens;
+    std::map<std::string, std::string> integrity; // file name -> "sha256:<hex>"
+    std::vector<std::string> files;               // the YAML files read, in merge order
+};
+
+struct LoadResult {
+    std::optional<Config> config;     // set when errors is empty
+    std::vector<Diagnostic> errors;   // each names file:line:column and the key path
+    std::vector<Diagnostic> warnings; // `check --strict` fails on these
+    bool ok() const { return config.has_value() && errors.empty(); }
+};
+
+// Loads a YAML file or a directory of *.yaml files (name order, deep-merged). Reads the
+// environment and secret files; never throws.
+LoadResult load(const std::string& path);
+
+// Loads from YAML text held in memory (tests, fuzzing). `name` stands for the file in messages.
+LoadResult load_text(const std::string& name, const std::string& yaml);
+
+// The default window of each scheme that has one (stripe, slack, standard, ed25519: 300 s).
+std::optional<int64_t> default_tolerance_ns(Scheme s);
+
+std::string_view scheme_name(Scheme s);
+std::string_view durability_name(Durability d);
+
+} // namespace portcullis::config

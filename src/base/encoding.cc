@@ -1,0 +1,150 @@
+#include "portcullis/base/encoding.hh"
+
+#include <array>
+
+namespace portcullis::base {
+
+namespace {
+
+constexpr char hex_digits[] = "0123456789abcdef";
+constexpr char b64_standard[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+constexpr char b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+constexpr uint8_t invalid = 0xff;
+
+constexpr std::array<uint8_t, 256> make_hex_table() {
+    std::array<uint8_t, 256> t{};
+    t.fill(invalid);
+    for (int i = 0; i < 10; ++i) {
+        t['0' + i] = static_cast<uint8_t>(i);
+    }
+    for (int i = 0; i < 6; ++i) {
+        t['a' + i] = static_cast<uint8_t>(10 + i);
+        t['A' + i] = static_cast<uint8_t>(10 + i);
+    }
+    return t;
+}
+
+constexpr std::array<uint8_t, 256> make_b64_table(const char* alphabet) {
+    std::array<uint8_t, 256> t{};
+    t.fill(invalid);
+    for (int i = 0; i < 64; ++i) {
+        t[static_cast<uint8_t>(alphabet[i])] = static_cast<uint8_t>(i);
+    }
+    return t;
+}
+
+constexpr auto hex_table = make_hex_table();
+constexpr auto b64_standard_table = make_b64_table(b64_standard);
+constexpr auto b64_url_table = make_b64_table(b64_url);
+
+} // namespace
+
+void hex_encode(std::span<const uint8_t> in, char* out) {
+    for (uint8_t b : in) {
+        *out++ = hex_digits[b >> 4];
+        *out++ = hex_digits[b & 0xf];
+    }
+}
+
+std::optional<size_t> hex_decode(std::string_view in, std::span<uint8_t> out) {
+    if (in.size() % 2 != 0 || in.size() / 2 > out.size()) {
+        return std::nullopt;
+    }
+    for (size_t i = 0; i < in.size(); i += 2) {
+        uint8_t hi = hex_table[static_cast<uint8_t>(in[i])];
+        uint8_t lo = hex_table[static_cast<uint8_t>(in[i + 1])];
+        if (hi == invalid || lo == invalid) {
+            return std::nullopt;
+        }
+        out[i / 2] = static_cast<uint8_t>(hi << 4 | lo);
+    }
+    return in.size() / 2;
+}
+
+void base64_encode(std::span<const uint8_t> in, char* out, Base64Alphabet a) {
+    const char* alphabet = a == Base64Alphabet::standard ? b64_standard : b64_url;
+    size_t i = 0;
+    for (; i + 3 <= in.size(); i += 3) {
+        uint32_t v = uint32_t(in[i]) << 16 | uint32_t(in[i + 1]) << 8 | in[i + 2];
+        *out++ = alphabet[v >> 18];
+        *out++ = alphabet[(v >> 12) & 63];
+        *out++ = alphabet[(v >> 6) & 63];
+        *out++ = alphabet[v & 63];
+    }
+    size_t rest = in.size() - i;
+    if (rest == 0) {
+        return;
+    }
+    uint32_t v = uint32_t(in[i]) << 16 | (rest == 2 ? uint32_t(in[i + 1]) << 8 : 0);
+    *out++ = alphabet[v >> 18];
+    *out++ = alphabet[(v >> 12) & 63];
+    if (rest == 2) {
+        *out++ = alphabet[(v >> 6) & 63];
+    }
+    if (a == Base64Alphabet::standard) {
+        if (rest == 1) {
+            *out++ = '=';
+        }
+        *out++ = '=';
+    }
+}
+
+std::optional<size_t> base64_decode(std::string_view in, std::span<uint8_t> out,
+                                    Base64Alphabet a) {
+    const auto& table = a == Base64Alphabet::standard ? b64_standard_table : b64_url_table;
+    size_t len = in.size();
+    if (a == Base64Alphabet::standard && len % 4 != 0) {
+        return std::nullopt;
+    }
+    if (len % 4 == 0 && len > 0) {
+        // At most two trailing '=' and nothing after them.
+        if (in[len - 1] == '=') {
+            --len;
+            if (in[len - 1] == '=') {
+                --len;
+            }
+        }
+    }
+    if (len % 4 == 1) {
+        return std::nullopt;
+    }
+    size_t produced = len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
+    if (produced > out.size()) {
+        return std::nullopt;
+    }
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; ++i) {
+        uint8_t v = table[static_cast<uint8_t>(in[i])];
+        if (v == invalid) {
+            return std::nullopt;
+        }
+        acc = acc << 6 | v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = static_cast<uint8_t>(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    // Non-canonical encodings (leftover bits set) are refused so one value has one spelling.
+    if (acc != 0) {
+        return std::nullopt;
+    }
+    return o;
+}
+
+std::string hex(std::span<const uint8_t> in) {
+    std::string s(hex_encoded_size(in.size()), '\0');
+    hex_encode(in, s.data());
+    return s;
+}
+
+std::string base64(std::span<const uint8_t> in, Base64Alphabet a) {
+    std::string s(base64_encoded_size(in.size(), a), '\0');
+    base64_encode(in, s.data(), a);
+    return s;
+}
+
+} // namespace portcullis::base
