@@ -89,8 +89,7 @@ void base64_encode(std::span<const uint8_t> in, char* out, Base64Alphabet a) {
     }
 }
 
-std::optional<size_t> base64_decode(std::string_view in, std::span<uint8_t> out,
-                                    Base64Alphabet a) {
+std::optional<size_t> base64_decode(std::string_view in, std::span<uint8_t> out, Base64Alphabet a) {
     const auto& table = a == Base64Alphabet::standard ? b64_standard_table : b64_url_table;
     size_t len = in.size();
     if (a == Base64Alphabet::standard && len % 4 != 0) {

@@ -26,8 +26,12 @@ std::string_view level_name(Level l) {
     return "info";
 }
 
-void set_log_level(Level l) { min_level.store(l, std::memory_order_relaxed); }
-bool log_enabled(Level l) { return l >= min_level.load(std::memory_order_relaxed); }
+void set_log_level(Level l) {
+    min_level.store(l, std::memory_order_relaxed);
+}
+bool log_enabled(Level l) {
+    return l >= min_level.load(std::memory_order_relaxed);
+}
 
 LogLine::LogLine(Level level, std::string_view msg, int64_t unix_nanos)
     : _enabled(log_enabled(level)) {

@@ -22,11 +22,15 @@ enum class Base64Alphabet : uint8_t {
     url,      // RFC 4648 section 5, '-' and '_', unpadded on output, padding optional on input
 };
 
-constexpr size_t hex_encoded_size(size_t n) { return 2 * n; }
+constexpr size_t hex_encoded_size(size_t n) {
+    return 2 * n;
+}
 constexpr size_t base64_encoded_size(size_t n, Base64Alphabet a = Base64Alphabet::standard) {
     return a == Base64Alphabet::standard ? (n + 2) / 3 * 4 : (n * 4 + 2) / 3;
 }
-constexpr size_t base64_decoded_max_size(size_t n) { return n / 4 * 3 + 3; }
+constexpr size_t base64_decoded_max_size(size_t n) {
+    return n / 4 * 3 + 3;
+}
 
 // Writes hex_encoded_size(in.size()) lowercase characters to out.
 void hex_encode(std::span<const uint8_t> in, char* out);

@@ -30,6 +30,10 @@ public:
     LogLine(Level level, std::string_view msg); // reads the clock: cold paths only
 
     LogLine& field(std::string_view key, std::string_view value);
+    // Without this overload a string literal would pick the bool one.
+    LogLine& field(std::string_view key, const char* value) {
+        return field(key, std::string_view(value));
+    }
     LogLine& field(std::string_view key, int64_t value);
     LogLine& field(std::string_view key, bool value);
     // Starts a nested object; close it with end_object().

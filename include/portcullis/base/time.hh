@@ -17,9 +17,13 @@ inline int64_t read_clock(clockid_t id) {
     return int64_t(ts.tv_sec) * ns_per_s + ts.tv_nsec;
 }
 // Wall-clock time in nanoseconds since the Unix epoch (timestamps, signature windows).
-inline int64_t unix_ns() { return read_clock(CLOCK_REALTIME); }
+inline int64_t unix_ns() {
+    return read_clock(CLOCK_REALTIME);
+}
 // Monotonic time in nanoseconds (deadlines, rates).
-inline int64_t mono_ns() { return read_clock(CLOCK_MONOTONIC); }
+inline int64_t mono_ns() {
+    return read_clock(CLOCK_MONOTONIC);
+}
 
 // Formats t as RFC 3339 UTC with milliseconds, "2026-11-22T13:18:00.123Z", into out (which must
 // hold 24 characters). Returns the view of out that was written.

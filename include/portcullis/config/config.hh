@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace portcullis::config {
@@ -23,7 +24,8 @@ struct SourceMark {
 };
 
 // One finding of the loader or the validator. format() gives
-// "portcullis.yaml:12:7: routes.github.verify.scheme: unknown scheme \"gitlab\" (expected one of ...)".
+// "portcullis.yaml:12:7: routes.github.verify.scheme: unknown scheme \"gitlab\" (expected one of
+// ...)".
 struct Diagnostic {
     SourceMark mark;
     std::string key_path; // dotted, list items as [i]: "routes.github.verify.secrets[1]"
@@ -42,7 +44,7 @@ struct Cidr {
 // host:port; host is an IPv4 literal, a bracketed IPv6 literal or "localhost". Port 0 asks the
 // kernel for an ephemeral port (tests).
 struct ListenAddress {
-    std::string host;
+    std::string host; // without the brackets: "0.0.0.0", "::1", "localhost"
     uint16_t port = 0;
     std::string text; // as written
 };
@@ -54,7 +56,7 @@ enum class SecretSource : uint8_t { env, file, value };
 struct Secret {
     std::string material; // never logged, never printed
     SecretSource source = SecretSource::value;
-    std::string origin;   // "env:GITHUB_WEBHOOK_SECRET", "file:/etc/...", "value": safe to print
+    std::string origin; // "env:GITHUB_WEBHOOK_SECRET", "file:/etc/...", "value": safe to print
 };
 
 // N requests per period: `20/s`, `100/min`, `5000/h`.
@@ -90,7 +92,9 @@ struct VerifyConfig {
     Scheme scheme = Scheme::none;
     std::vector<Secret> secrets;
     std::optional<int64_t> tolerance_ns; // overrides the scheme's window
-    // `hmac` and `shared_secret` options; empty when not set. Header names are lowercased.
+    // `hmac` and `shared_secret` options; empty when not set. Header names are lowercased. The
+    // loader fills the defaults: shared_secret's header (x-callback-secret) and hmac's template
+    // ("{body}", or "{timestamp}.{body}" with a timestamp_header).
     std::string header;
     std::string prefix;
     Encoding encoding = Encoding::hex;
@@ -139,8 +143,8 @@ struct RouteConfig {
 enum class ProxyProtocol : uint8_t { off, v1, v2, any };
 
 struct ServerConfig {
-    std::vector<ListenAddress> listen;  // default ["0.0.0.0:8080"]
-    uint32_t shards = 0;                // 0: auto, one per core
+    std::vector<ListenAddress> listen; // default ["0.0.0.0:8080"]
+    uint32_t shards = 0;               // 0: auto, one per core
     uint32_t max_connections = 10000;
     uint32_t max_connections_per_ip = 256;
     std::vector<Cidr> deny;
@@ -180,6 +184,7 @@ struct Config {
     std::vector<TokenConfig> tokens;
     std::map<std::string, std::string> integrity; // file name -> "sha256:<hex>"
     std::vector<std::string> files;               // the YAML files read, in merge order
+    std::string directory; // the directory given to -c or the file's folder; "" for load_text
 };
 
 struct LoadResult {
@@ -201,5 +206,25 @@ std::optional<int64_t> default_tolerance_ns(Scheme s);
 
 std::string_view scheme_name(Scheme s);
 std::string_view durability_name(Durability d);
+std::string_view proxy_protocol_name(ProxyProtocol p);
+
+// The parsers the loader uses for single values, for the rest of the program (the admin API, the
+// CLI). Each returns std::nullopt on error and then, when why is not null, sets it to a message
+// fragment ("host bits set beyond /8: did you mean 10.0.0.0/8?").
+
+// "10.0.0.0/8", "2001:db8::/32", "::ffff:10.0.0.0/104", or a bare address (a host route).
+std::optional<Cidr> parse_cidr(std::string_view text, std::string* why = nullptr);
+// "0.0.0.0:8080", "[::1]:9090", "localhost:8080".
+std::optional<ListenAddress> parse_listen_address(std::string_view text,
+                                                  std::string* why = nullptr);
+// True when binding a and b would collide: the same address and port, or a wildcard host
+// (0.0.0.0, ::) and anything on the same port; localhost counts as 127.0.0.1 and ::1. Port 0
+// never collides: each bind gets its own ephemeral port.
+bool listen_overlaps(const ListenAddress& a, const ListenAddress& b);
+// "header:X-GitHub-Delivery", "json:/data/id", "query:id", "path:job_id". A path ref is checked
+// here only for its name's shape; whether the route's path has that parameter is the caller's.
+std::optional<FieldRef> parse_field_ref(std::string_view text, std::string* why = nullptr);
+// An RFC 9110 token (header names, methods).
+bool is_token(std::string_view s);
 
 } // namespace portcullis::config

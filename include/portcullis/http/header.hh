@@ -14,7 +14,9 @@ struct Header {
     std::string_view value;
 };
 
-constexpr char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; }
+constexpr char ascii_lower(char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
+}
 
 // True when name equals lower_name ignoring ASCII case. Precondition: lower_name is lowercase.
 constexpr bool name_equals(std::string_view name, std::string_view lower_name) {

@@ -1,0 +1,46 @@
+// The immutable runtime form of a Config that the shards serve from: routes compiled for
+// matching, each with its verifier built (key pads precomputed) and its Allow header.
+//
+//   auto snap = Snapshot::build(std::move(cfg), error);
+//   if (const Route* r = snap->match("/webhooks/github")) { ... }
+#pragma once
+
+#include "portcullis/config/config.hh"
+#include "portcullis/verify/verifier.hh"
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace portcullis::config {
+
+struct Route {
+    const RouteConfig* config = nullptr;
+    uint32_t index = 0;
+    std::unique_ptr<verify::Verifier> verifier;
+    std::string allow_header; // "Allow: POST\r\n"
+    // Path pattern split into segments; a segment "{x}" matches any non-empty segment.
+    std::vector<std::string> segments;
+    std::vector<bool> is_param;
+
+    bool allows_method(std::string_view method) const;
+    bool matches(std::string_view path) const;
+};
+
+class Snapshot {
+public:
+    // Compiles cfg. On failure returns nullptr and sets error ("route github: ...").
+    static std::unique_ptr<Snapshot> build(Config cfg, std::string& error);
+
+    const Config& config() const { return _config; }
+    const std::vector<Route>& routes() const { return _routes; }
+    // The route whose path matches, or nullptr. Paths are compared as sent (no decoding).
+    const Route* match(std::string_view path) const;
+
+private:
+    Config _config;
+    std::vector<Route> _routes;
+};
+
+} // namespace portcullis::config

@@ -1,0 +1,64 @@
+// One shard: a thread pinned to its core with its own ring, listeners, connections, timers,
+// buffers and spool. It serves the public plane from an immutable config snapshot; nothing on
+// its request path takes a lock, allocates after warm-up, or makes a syscall of its own.
+//
+//   ShardShared shared{snapshot, features};
+//   Shard shard(0, shared, listen_fds);
+//   if (auto err = shard.init(); !err.empty()) { ... }   // start-up: ring, buffers, spool
+//   std::thread t([&] { shard.run(); });                   // returns after a drain
+#pragma once
+
+#include "portcullis/config/snapshot.hh"
+#include "portcullis/io/ring.hh"
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace portcullis::io {
+
+// The state all shards share: immutable, or atomics.
+struct ShardShared {
+    const config::Snapshot* snapshot = nullptr;
+    Features features;
+    std::atomic<bool> draining{false};
+    std::atomic<uint32_t> connections{0};
+};
+
+// Counters of one shard, written by its thread only, read (racily, for reports) by others.
+struct ShardStats {
+    std::atomic<uint64_t> accepted_connections{0};
+    std::atomic<uint64_t> refused_connections{0}; // over max_connections
+    std::atomic<uint64_t> requests{0};
+    std::atomic<uint64_t> jobs_queued{0};
+    std::atomic<uint64_t> timeouts{0};
+    std::atomic<uint64_t> log_lines_dropped{0};
+    // By reason code (verify::Reason values), for 401s.
+    std::array<std::atomic<uint64_t>, 16> rejected{};
+    // By status class: index status / 100.
+    std::array<std::atomic<uint64_t>, 6> responses{};
+};
+
+class Shard {
+public:
+    Shard(uint32_t index, ShardShared& shared, std::vector<int> listen_fds);
+    ~Shard();
+    Shard(const Shard&) = delete;
+    Shard& operator=(const Shard&) = delete;
+
+    // Start-up (blocking): ring, provided buffers, spool recovery. Returns "" or the error.
+    std::string init();
+    // The event loop; returns when a drain has finished.
+    void run();
+
+    const ShardStats& stats() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> _impl;
+};
+
+} // namespace portcullis::io

@@ -1,0 +1,89 @@
+#include "portcullis/config/snapshot.hh"
+
+namespace portcullis::config {
+
+namespace {
+
+// Calls f(segment) for each segment of a path that starts with '/'.
+template <typename F>
+bool for_each_segment(std::string_view path, F&& f) {
+    if (path.empty() || path[0] != '/') {
+        return false;
+    }
+    path.remove_prefix(1);
+    while (true) {
+        size_t slash = path.find('/');
+        if (!f(path.substr(0, slash))) {
+            return false;
+        }
+        if (slash == std::string_view::npos) {
+            return true;
+        }
+        path.remove_prefix(slash + 1);
+    }
+}
+
+} // namespace
+
+bool Route::allows_method(std::string_view method) const {
+    for (const std::string& m : config->methods) {
+        if (m == method) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool Route::matches(std::string_view path) const {
+    size_t i = 0;
+    bool ok = for_each_segment(path, [&](std::string_view seg) {
+        if (i >= segments.size()) {
+            return false;
+        }
+        bool match = is_param[i] ? !seg.empty() : seg == segments[i];
+        ++i;
+        return match;
+    });
+    return ok && i == segments.size();
+}
+
+std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
+    auto snap = std::unique_ptr<Snapshot>(new Snapshot);
+    snap->_config = std::move(cfg);
+    snap->_routes.reserve(snap->_config.routes.size());
+    for (const RouteConfig& rc : snap->_config.routes) {
+        Route r;
+        r.config = &rc;
+        r.index = static_cast<uint32_t>(snap->_routes.size());
+        std::string verr;
+        r.verifier = verify::make_verifier(rc.verify, verr);
+        if (!r.verifier) {
+            error = "route " + rc.name + ": " + verr;
+            return nullptr;
+        }
+        r.allow_header = "Allow: ";
+        for (size_t i = 0; i < rc.methods.size(); ++i) {
+            r.allow_header += (i == 0 ? "" : ", ") + rc.methods[i];
+        }
+        r.allow_header += "\r\n";
+        for_each_segment(rc.path, [&](std::string_view seg) {
+            bool param = seg.size() >= 2 && seg.front() == '{' && seg.back() == '}';
+            r.segments.emplace_back(seg);
+            r.is_param.push_back(param);
+            return true;
+        });
+        snap->_routes.push_back(std::move(r));
+    }
+    return snap;
+}
+
+const Route* Snapshot::match(std::string_view path) const {
+    for (const Route& r : _routes) {
+        if (r.matches(path)) {
+            return &r;
+        }
+    }
+    return nullptr;
+}
+
+} // namespace portcullis::config

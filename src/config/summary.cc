@@ -1,0 +1,174 @@
+#include "portcullis/config/summary.hh"
+
+#include "portcullis/config/units.hh"
+
+#include <algorithm>
+
+namespace portcullis::config {
+
+namespace {
+
+constexpr std::string_view dot = " \u00b7 ";
+
+std::string plural(size_t n, std::string_view one, std::string_view many) {
+    return std::to_string(n) + " " + std::string(n == 1 ? one : many);
+}
+
+std::string join(const std::vector<std::string>& parts, std::string_view sep) {
+    std::string out;
+    for (const std::string& p : parts) {
+        if (!out.empty()) {
+            out += sep;
+        }
+        out += p;
+    }
+    return out;
+}
+
+std::string verify_summary(const VerifyConfig& v) {
+    std::string out = "verify " + std::string(scheme_name(v.scheme));
+    std::vector<std::string> options;
+    if (v.scheme == Scheme::shared_secret) {
+        options.push_back(v.header);
+    }
+    if (v.scheme == Scheme::hmac) {
+        static constexpr std::string_view algorithms[] = {"sha256", "sha512", "sha1"};
+        options.push_back(v.header);
+        options.push_back(std::string(algorithms[static_cast<size_t>(v.algorithm)]) + " " +
+                          (v.encoding == Encoding::hex ? "hex" : "base64"));
+        if (!v.prefix.empty()) {
+            options.push_back("prefix " + v.prefix);
+        }
+        if (!v.timestamp_header.empty()) {
+            options.push_back("timestamp " + v.timestamp_header);
+            options.push_back("signs " + v.signed_template);
+        }
+    }
+    if (v.tolerance_ns) {
+        options.push_back("tolerance " + format_duration(*v.tolerance_ns));
+    }
+    if (!options.empty()) {
+        out += " (" + join(options, ", ") + ")";
+    }
+    if (v.scheme == Scheme::none) {
+        return out + ", unsigned";
+    }
+    std::vector<std::string> origins;
+    for (const Secret& s : v.secrets) {
+        origins.push_back(s.material.empty() ? s.origin + " unset" : s.origin);
+    }
+    return out + ", " + plural(v.secrets.size(), "secret", "secrets") + " (" + join(origins, ", ") +
+           ")";
+}
+
+std::string route_extras(const RouteConfig& r) {
+    std::vector<std::string> extras;
+    if (r.dedup) {
+        extras.push_back("dedup " + r.dedup->key.text + " " + format_duration(r.dedup->window_ns));
+    }
+    if (r.ordering) {
+        extras.push_back("ordering " + r.ordering->key.text + " by " + r.ordering->timestamp.text);
+    }
+    if (r.rate_limit) {
+        std::vector<std::string> parts;
+        if (r.rate_limit->per_ip) {
+            parts.push_back(format_rate(*r.rate_limit->per_ip) + " per ip");
+        }
+        if (r.rate_limit->burst != 0) {
+            parts.push_back("burst " + std::to_string(r.rate_limit->burst));
+        }
+        if (r.rate_limit->route) {
+            parts.push_back(format_rate(*r.rate_limit->route) + " route");
+        }
+        extras.push_back("rate " + join(parts, " "));
+    }
+    if (!r.allow.empty()) {
+        extras.push_back("allow " + plural(r.allow.size(), "network", "networks"));
+    }
+    if (r.max_attempts != 10) {
+        extras.push_back(plural(r.max_attempts, "attempt", "attempts"));
+    }
+    if (r.durability) {
+        extras.push_back("durability " + std::string(durability_name(*r.durability)));
+    }
+    std::string out;
+    for (const std::string& e : extras) {
+        out += dot;
+        out += e;
+    }
+    return out;
+}
+
+} // namespace
+
+std::string summarize(const Config& cfg, unsigned cores) {
+    std::string out;
+    std::vector<std::string> publics;
+    for (const ListenAddress& l : cfg.server.listen) {
+        publics.push_back(l.text);
+    }
+    out += "listen   public " + join(publics, ", ");
+    if (cfg.admin.listen) {
+        out += std::string(dot) + "admin " + cfg.admin.listen->text;
+    }
+    out += '\n';
+
+    out += "shards   ";
+    out += cfg.server.shards == 0 ? "auto (" + plural(cores, "core", "cores") + ")"
+                                  : std::to_string(cfg.server.shards);
+    out += std::string(dot) + "max " + std::to_string(cfg.server.max_connections) + " connections";
+    out += std::string(dot) + "drain " + format_duration(cfg.server.drain_timeout_ns) + '\n';
+
+    out += "spool    " + cfg.spool.dir + std::string(dot) + "durability " +
+           std::string(durability_name(cfg.spool.durability)) + std::string(dot) + "segments " +
+           format_size(cfg.spool.segment_size) + std::string(dot) + "retention " +
+           format_duration(cfg.spool.retention_ns) + '\n';
+
+    const ServerConfig& s = cfg.server;
+    out += "limits   header " + format_size(s.header_bytes) + std::string(dot) +
+           plural(s.headers, "header", "headers") + std::string(dot) + "body " +
+           format_size(s.body_bytes) + std::string(dot) + "timeouts header " +
+           format_duration(s.header_timeout_ns) + " body " + format_duration(s.body_timeout_ns) +
+           " idle " + format_duration(s.idle_timeout_ns) + '\n';
+
+    if (!s.trusted_proxies.empty() || s.proxy_protocol != ProxyProtocol::off || !s.deny.empty()) {
+        out += "clients  " + plural(s.trusted_proxies.size(), "trusted proxy", "trusted proxies") +
+               std::string(dot) + "proxy_protocol " +
+               std::string(proxy_protocol_name(s.proxy_protocol)) + std::string(dot) + "deny " +
+               plural(s.deny.size(), "network", "networks") + '\n';
+    }
+
+    out += "routes   " + std::to_string(cfg.routes.size()) + '\n';
+    size_t name_width = 0;
+    size_t target_width = 0;
+    std::vector<std::string> targets;
+    for (const RouteConfig& r : cfg.routes) {
+        targets.push_back(join(r.methods, ",") + " " + r.path);
+        name_width = std::max(name_width, r.name.size());
+        target_width = std::max(target_width, targets.back().size());
+    }
+    for (size_t i = 0; i < cfg.routes.size(); ++i) {
+        const RouteConfig& r = cfg.routes[i];
+        out += "  " + r.name + std::string(name_width - r.name.size() + 2, ' ') + targets[i] +
+               std::string(target_width - targets[i].size() + 2, ' ') + verify_summary(r.verify) +
+               route_extras(r) + '\n';
+    }
+
+    if (!cfg.tokens.empty()) {
+        std::vector<std::string> names;
+        for (const TokenConfig& t : cfg.tokens) {
+            names.push_back(t.name);
+        }
+        out += "tokens   " + std::to_string(cfg.tokens.size()) + " (" + join(names, ", ") + ")\n";
+    }
+    if (!cfg.integrity.empty()) {
+        std::vector<std::string> files;
+        for (const auto& [file, digest] : cfg.integrity) {
+            files.push_back(file);
+        }
+        out += "pinned   " + join(files, ", ") + '\n';
+    }
+    return out;
+}
+
+} // namespace portcullis::config

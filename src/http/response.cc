@@ -1,0 +1,126 @@
+#include "portcullis/http/response.hh"
+
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace portcullis::http {
+
+std::string_view status_text(uint16_t status) {
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 202:
+        return "Accepted";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
+}
+
+namespace {
+
+class Writer {
+public:
+    explicit Writer(std::span<char> out) : _out(out) {}
+    void put(std::string_view s) {
+        if (s.size() > _out.size() - _n) {
+            _overflow = true;
+            return;
+        }
+        std::memcpy(_out.data() + _n, s.data(), s.size());
+        _n += s.size();
+    }
+    void put_uint(uint64_t v) {
+        char tmp[20];
+        char* p = tmp + sizeof tmp;
+        do {
+            *--p = static_cast<char>('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        put({p, static_cast<size_t>(tmp + sizeof tmp - p)});
+    }
+    size_t finish() const { return _overflow ? 0 : _n; }
+
+private:
+    std::span<char> _out;
+    size_t _n = 0;
+    bool _overflow = false;
+};
+
+} // namespace
+
+size_t write_response(std::span<char> out, const Response& r, std::string_view date) {
+    Writer w(out);
+    w.put("HTTP/1.1 ");
+    w.put_uint(r.status);
+    w.put(" ");
+    w.put(status_text(r.status));
+    w.put("\r\nDate: ");
+    w.put(date);
+    w.put("\r\n");
+    if (r.status != 100) {
+        if (!r.body.empty()) {
+            w.put("Content-Type: ");
+            w.put(r.content_type);
+            w.put("\r\n");
+        }
+        w.put("Content-Length: ");
+        w.put_uint(r.body.size());
+        w.put("\r\n");
+    }
+    w.put(r.extra_headers);
+    if (r.close) {
+        w.put("Connection: close\r\n");
+    }
+    w.put("\r\n");
+    if (!r.head_only) {
+        w.put(r.body);
+    }
+    return w.finish();
+}
+
+void DateCache::update(int64_t unix_ns) {
+    int64_t second = unix_ns / 1'000'000'000;
+    if (second == _second) {
+        return;
+    }
+    _second = second;
+    time_t t = static_cast<time_t>(second);
+    tm parts{};
+    gmtime_r(&t, &parts);
+    strftime(_text, sizeof _text, "%a, %d %b %Y %H:%M:%S GMT", &parts);
+}
+
+} // namespace portcullis::http

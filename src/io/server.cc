@@ -1,0 +1,249 @@
+#include "portcullis/io/server.hh"
+
+#include "portcullis/base/address.hh"
+#include "portcullis/base/log.hh"
+#include "portcullis/io/shard.hh"
+
+#include <arpa/inet.h>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <future>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+namespace portcullis::io {
+
+namespace {
+
+using base::Level;
+using base::LogLine;
+
+constexpr int listen_backlog = 4096;
+
+bool resolve(const config::ListenAddress& a, sockaddr_storage& ss, socklen_t& len) {
+    std::string host = a.host == "localhost" ? "127.0.0.1" : a.host;
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        host = host.substr(1, host.size() - 2);
+    }
+    std::memset(&ss, 0, sizeof ss);
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+    if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(a.port);
+        len = sizeof(sockaddr_in);
+        return true;
+    }
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(a.port);
+        len = sizeof(sockaddr_in6);
+        return true;
+    }
+    return false;
+}
+
+void pin_to_core(unsigned shard) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+        return;
+    }
+    unsigned usable = static_cast<unsigned>(CPU_COUNT(&allowed));
+    if (usable == 0) {
+        return;
+    }
+    unsigned want = shard % usable;
+    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &allowed) && static_cast<unsigned>(seen++) == want) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+    }
+}
+
+} // namespace
+
+unsigned usable_cores() {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+        return 1;
+    }
+    int n = CPU_COUNT(&allowed);
+    return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+std::string bound_address(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+        return "?";
+    }
+    return base::PeerAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss)).to_string();
+}
+
+std::vector<int> open_listeners(const config::ListenAddress& address, unsigned count,
+                                std::string& error) {
+    std::vector<int> fds;
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (!resolve(address, ss, len)) {
+        error = "cannot listen on " + address.text + ": not an IP address";
+        return {};
+    }
+    for (unsigned i = 0; i < count; ++i) {
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+                  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 &&
+                  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0 &&
+                  bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0 &&
+                  listen(fd, listen_backlog) == 0;
+        if (!ok) {
+            error = "cannot listen on " + address.text + ": " + std::strerror(errno);
+            if (fd >= 0) {
+                close(fd);
+            }
+            for (int f : fds) {
+                close(f);
+            }
+            return {};
+        }
+        if (i == 0) {
+            // Port 0: the other shards' sockets join the port the kernel chose.
+            socklen_t l = sizeof ss;
+            getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &l);
+        }
+        fds.push_back(fd);
+    }
+    return fds;
+}
+
+int serve(std::unique_ptr<config::Snapshot> snapshot) {
+    const config::Config& cfg = snapshot->config();
+    ShardShared shared;
+    shared.snapshot = snapshot.get();
+    shared.features = probe_features();
+    if (!shared.features.available) {
+        LogLine(Level::error, "cannot start: " + shared.features.unavailable).write();
+        return 1;
+    }
+    if (!shared.features.missing.empty()) {
+        LogLine(Level::error, "cannot start: " + shared.features.missing).write();
+        return 1;
+    }
+    unsigned shards = cfg.server.shards != 0 ? cfg.server.shards : usable_cores();
+
+    // Signals are taken by this thread with sigwait; the shards never see them.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    // listeners[shard] = that shard's socket for each listen address
+    std::vector<std::vector<int>> listeners(shards);
+    std::vector<std::string> addresses;
+    for (const config::ListenAddress& a : cfg.server.listen) {
+        std::string error;
+        std::vector<int> fds = open_listeners(a, shards, error);
+        if (fds.empty()) {
+            LogLine(Level::error, "cannot start: " + error).write();
+            return 1;
+        }
+        addresses.push_back(bound_address(fds[0]));
+        for (unsigned s = 0; s < shards; ++s) {
+            listeners[s].push_back(fds[s]);
+        }
+    }
+
+    // Each shard creates its ring on its own thread (SINGLE_ISSUER wants the creator to be the
+    // submitter), reports how its start-up went, and waits for the go.
+    std::vector<std::unique_ptr<Shard>> all;
+    std::vector<std::thread> threads;
+    std::vector<std::promise<std::string>> ready(shards);
+    std::promise<bool> go;
+    std::shared_future<bool> go_future = go.get_future().share();
+    for (unsigned s = 0; s < shards; ++s) {
+        all.push_back(std::make_unique<Shard>(s, shared, listeners[s]));
+    }
+    for (unsigned s = 0; s < shards; ++s) {
+        threads.emplace_back([&, s] {
+            pin_to_core(s);
+            ready[s].set_value(all[s]->init());
+            if (go_future.get()) {
+                all[s]->run();
+            }
+        });
+    }
+    std::string failure;
+    for (unsigned s = 0; s < shards; ++s) {
+        std::string err = ready[s].get_future().get();
+        if (!err.empty() && failure.empty()) {
+            failure = "shard " + std::to_string(s) + ": " + err;
+        }
+    }
+    go.set_value(failure.empty());
+    if (!failure.empty()) {
+        for (auto& t : threads) {
+            t.join();
+        }
+        LogLine(Level::error, "cannot start: " + failure).write();
+        return 1;
+    }
+    for (const std::string& a : addresses) {
+        LogLine(Level::info, "listening")
+            .field("plane", "public")
+            .field("address", a)
+            .field("shards", static_cast<int64_t>(shards))
+            .write();
+    }
+    if (cfg.admin.listen) {
+        LogLine(Level::warn, "the control plane (admin.listen) is not served by this build yet")
+            .field("address", cfg.admin.listen->text)
+            .write();
+    }
+
+    while (true) {
+        int sig = 0;
+        if (sigwait(&signals, &sig) != 0) {
+            continue;
+        }
+        if (sig == SIGHUP) {
+            LogLine(Level::warn, "SIGHUP: configuration reload is not available in this build "
+                                 "yet; restart to apply changes")
+                .write();
+            continue;
+        }
+        LogLine(Level::info, "draining")
+            .field("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
+            .field("timeout_ms", cfg.server.drain_timeout_ns / 1'000'000)
+            .write();
+        shared.draining.store(true, std::memory_order_relaxed);
+        break;
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    uint64_t jobs = 0;
+    for (auto& s : all) {
+        jobs += s->stats().jobs_queued.load(std::memory_order_relaxed);
+    }
+    LogLine(Level::info, "stopped").field("jobs_queued", static_cast<int64_t>(jobs)).write();
+    return 0;
+}
+
+} // namespace portcullis::io

@@ -1,0 +1,1145 @@
+#include "portcullis/io/shard.hh"
+
+#include "portcullis/base/address.hh"
+#include "portcullis/base/encoding.hh"
+#include "portcullis/base/json.hh"
+#include "portcullis/base/log.hh"
+#include "portcullis/base/time.hh"
+#include "portcullis/http/parser.hh"
+#include "portcullis/http/response.hh"
+#include "portcullis/io/buffers.hh"
+#include "portcullis/queue/job_id.hh"
+#include "portcullis/queue/record.hh"
+#include "portcullis/queue/spool_writer.hh"
+#include "portcullis/verify/verifier.hh"
+
+#include <cerrno>
+#include <cstring>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace portcullis::io {
+
+namespace {
+
+using base::Level;
+using base::LogLine;
+
+// Receive buffers: 256 x 16 KiB per shard. Every receive lands in one of them and they go back
+// to the kernel as soon as their bytes are parsed or copied, so the count bounds memory, not
+// connections.
+constexpr unsigned recv_buffer_count = 256;
+constexpr unsigned recv_buffer_size = 16 * 1024;
+constexpr uint16_t recv_buffer_group = 1;
+constexpr unsigned ring_entries = 4096;
+// A client may send this much beyond the request being answered (pipelining) before it is
+// cut off; past it the connection is closed.
+constexpr size_t max_pipelined_bytes = 256 * 1024;
+// After a final response with unread input: how long to drain the input before closing, so
+// that the peer reads the response instead of a reset.
+constexpr int64_t linger_ns = 2 * base::ns_per_s;
+// The loop wakes at least this often to expire timers and notice a drain.
+constexpr int64_t tick_ns = 50 * base::ns_per_ms;
+// Chunked bodies start with this much room and grow by doubling.
+constexpr size_t chunked_initial_room = 16 * 1024;
+
+enum class Op : uint8_t {
+    accept = 1,
+    recv = 2,
+    send = 3,
+    close = 4,
+    cancel = 5,
+    shutdown = 6,
+    log_write = 7,
+    close_unowned = 8,
+};
+
+constexpr uint64_t pack(Op op, uint32_t gen, uint32_t index) {
+    return uint64_t(op) << 56 | uint64_t(gen & 0xffffff) << 32 | index;
+}
+constexpr uint8_t op_of(uint64_t ud) {
+    return static_cast<uint8_t>(ud >> 56);
+}
+constexpr uint32_t gen_of(uint64_t ud) {
+    return static_cast<uint32_t>(ud >> 32) & 0xffffff;
+}
+constexpr uint32_t index_of(uint64_t ud) {
+    return static_cast<uint32_t>(ud);
+}
+
+enum class State : uint8_t {
+    free,
+    reading_head, // idle between requests, or a head partly received
+    reading_body,
+    spooling,  // the job is in a group commit
+    sending,   // a response is being written
+    lingering, // final response sent; draining input until EOF or the deadline
+    closing,   // close submitted; the slot is freed when it completes
+};
+
+// A request between its head and its answer. Pooled per shard: only connections with a request
+// in progress hold one.
+struct Request {
+    const config::Route* route = nullptr;
+    Buffer* record = nullptr; // record head, then the body as it arrives
+    size_t body_start = 0;
+    uint64_t body_bytes = 0;
+    uint64_t remaining = 0; // content-length framing
+    http::BodyFraming framing = http::BodyFraming::none;
+    http::ChunkedDecoder chunked;
+    queue::JobId id;
+    verify::VerifyState verify;
+    Request* next_free = nullptr;
+};
+
+struct TimerList;
+
+struct Connection {
+    uint32_t index = 0;
+    uint32_t gen = 0;
+    int fd = -1;
+    State state = State::free;
+    bool recv_armed = false;
+    bool send_inflight = false;
+    bool keep_alive = true;
+    bool peer_eof = false;
+    bool abandoned = false; // closed while its job was in the spool group
+    bool continue_sent = false;
+    base::PeerAddress peer;
+    Buffer* staging = nullptr; // bytes not yet parsed: a partial head or pipelined requests
+    size_t staged_from = 0;    // parsed prefix of staging
+    size_t scanned = 0;        // bytes of the current head already seen by the parser
+    Request* req = nullptr;
+    // Timer: one intrusive list per kind of deadline, each ordered by deadline.
+    int64_t deadline = 0;
+    TimerList* timer = nullptr;
+    Connection* t_prev = nullptr;
+    Connection* t_next = nullptr;
+    // Output: responses here are small; a 202 with its job id is about 200 bytes.
+    uint16_t out_len = 0;
+    uint16_t out_sent = 0;
+    bool close_after_send = false;
+    char out[400];
+};
+
+// Deadlines of one kind (idle, header, body, linger) all have the same length, so appending
+// at the tail keeps each list sorted and expiry only looks at heads.
+struct TimerList {
+    Connection* head = nullptr;
+    Connection* tail = nullptr;
+    int64_t length_ns = 0;
+
+    void remove(Connection& c) {
+        (c.t_prev != nullptr ? c.t_prev->t_next : head) = c.t_next;
+        (c.t_next != nullptr ? c.t_next->t_prev : tail) = c.t_prev;
+        c.t_prev = c.t_next = nullptr;
+        c.timer = nullptr;
+    }
+    void push(Connection& c, int64_t deadline) {
+        c.deadline = deadline;
+        c.timer = this;
+        c.t_prev = tail;
+        c.t_next = nullptr;
+        (tail != nullptr ? tail->t_next : head) = &c;
+        tail = &c;
+    }
+};
+
+// Log lines written on the request path are gathered per iteration and written to stderr
+// through the ring; with one write in flight at a time, lines that find both halves full are
+// counted as dropped rather than blocking the shard.
+class LogRing {
+public:
+    static constexpr size_t half = 64 * 1024;
+
+    bool append(std::string_view line) {
+        Half& h = _halves[_current];
+        if (line.size() > half - h.size) {
+            return false;
+        }
+        std::memcpy(h.data + h.size, line.data(), line.size());
+        h.size += line.size();
+        return true;
+    }
+    void flush(Ring& ring) {
+        Half& h = _halves[_current];
+        if (_inflight || h.size == 0) {
+            return;
+        }
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_write(sqe, STDERR_FILENO, h.data, static_cast<unsigned>(h.size),
+                            static_cast<uint64_t>(-1));
+        sqe->user_data = pack(Op::log_write, 0, 0);
+        _inflight = true;
+        _current ^= 1;
+    }
+    void on_written() {
+        _inflight = false;
+        _halves[_current ^ 1].size = 0;
+    }
+    bool idle() const { return !_inflight && _halves[_current].size == 0; }
+
+private:
+    struct Half {
+        char data[half];
+        size_t size = 0;
+    };
+    Half _halves[2];
+    unsigned _current = 0;
+    bool _inflight = false;
+};
+
+constexpr std::string_view body_not_found = R"({"error":"not_found"})";
+constexpr std::string_view body_unauthorized = R"({"error":"unauthorized"})";
+constexpr std::string_view body_method_not_allowed = R"({"error":"method_not_allowed"})";
+constexpr std::string_view body_too_large = R"({"error":"body_too_large"})";
+constexpr std::string_view body_unavailable = R"({"error":"unavailable"})";
+constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
+constexpr std::string_view body_timeout = R"({"error":"timeout"})";
+constexpr std::string_view retry_after_header = "Retry-After: 1\r\n";
+
+// Hop-by-hop fields describe this connection, not the webhook; they are not stored with jobs.
+bool is_hop_by_hop(std::string_view name) {
+    constexpr std::string_view names[] = {"connection", "keep-alive", "transfer-encoding",
+                                          "te",         "upgrade",    "proxy-connection",
+                                          "trailer",    "expect"};
+    for (std::string_view n : names) {
+        if (http::name_equals(name, n)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+} // namespace
+
+struct Shard::Impl {
+    uint32_t index;
+    ShardShared& shared;
+    const config::Snapshot& snap;
+    const config::Config& cfg;
+    std::vector<int> listen_fds;
+    ShardStats stats;
+
+    Ring ring;
+    BufferRing buffers;
+    BufferPool pool;
+    queue::SpoolWriter spool;
+    queue::JobIdGenerator ids;
+    http::DateCache date;
+    http::Limits limits;
+    LogRing logs;
+
+    std::vector<std::unique_ptr<Connection[]>> conn_chunks;
+    std::vector<Connection*> conns; // by index
+    std::vector<uint32_t> free_conns;
+    uint32_t open_conns = 0;
+    static constexpr uint32_t chunk = 256;
+
+    Request* free_requests = nullptr;
+    std::vector<std::unique_ptr<Request>> all_requests;
+
+    std::vector<http::Header> header_scratch;
+    std::vector<http::Header> stored_headers;
+
+    TimerList idle_timers, header_timers, body_timers, linger_timers;
+
+    int64_t now_unix = 0;
+    int64_t now_mono = 0;
+    bool draining = false;
+    int64_t drain_deadline = 0;
+    uint32_t accepts_armed = 0;
+
+    Impl(uint32_t i, ShardShared& s, std::vector<int> fds)
+        : index(i), shared(s), snap(*s.snapshot), cfg(s.snapshot->config()),
+          listen_fds(std::move(fds)), ids(static_cast<uint8_t>(i)) {}
+
+    // ---- start-up --------------------------------------------------------------------------
+
+    std::string init() {
+        if (auto err = ring.init(ring_entries, shared.features.setup_flags()); !err.empty()) {
+            return err;
+        }
+        if (auto err = buffers.init(ring, recv_buffer_group, recv_buffer_count, recv_buffer_size);
+            !err.empty()) {
+            return err;
+        }
+        if (auto err = spool.open(cfg.spool.dir, index, cfg.spool); !err.empty()) {
+            return err;
+        }
+        limits.header_bytes = cfg.server.header_bytes;
+        limits.max_headers = cfg.server.headers;
+        header_scratch.resize(cfg.server.headers);
+        stored_headers.resize(cfg.server.headers);
+        idle_timers.length_ns = cfg.server.idle_timeout_ns;
+        header_timers.length_ns = cfg.server.header_timeout_ns;
+        body_timers.length_ns = cfg.server.body_timeout_ns;
+        linger_timers.length_ns = linger_ns;
+        return {};
+    }
+
+    // ---- event loop ------------------------------------------------------------------------
+
+    void run() {
+        read_clocks();
+        for (uint32_t i = 0; i < listen_fds.size(); ++i) {
+            arm_accept(i);
+        }
+        while (true) {
+            read_clocks();
+            date.update(now_unix);
+            if (!draining && shared.draining.load(std::memory_order_relaxed)) {
+                start_drain();
+            }
+            expire_timers();
+            if (draining && drain_finished()) {
+                break;
+            }
+            spool.flush(ring, now_mono,
+                        [this](uint64_t cookie, bool durable) { on_spooled(cookie, durable); });
+            buffers.publish();
+            logs.flush(ring);
+            int rc = ring.submit_and_wait(tick_ns);
+            if (rc < 0) {
+                LogLine(Level::error, "io_uring_enter failed")
+                    .field("shard", static_cast<int64_t>(index))
+                    .field("error", std::strerror(-rc))
+                    .write();
+                break;
+            }
+            read_clocks();
+            ring.for_each_cqe([this](const io_uring_cqe& cqe) { dispatch(cqe); });
+        }
+        // Let the last log lines out before the thread ends.
+        logs.flush(ring);
+        while (!logs.idle()) {
+            ring.submit_and_wait(tick_ns);
+            ring.for_each_cqe([this](const io_uring_cqe& cqe) { dispatch(cqe); });
+            logs.flush(ring);
+        }
+    }
+
+    void read_clocks() {
+        now_unix = base::unix_ns();
+        now_mono = base::mono_ns();
+    }
+
+    void dispatch(const io_uring_cqe& cqe) {
+        uint8_t op = op_of(cqe.user_data);
+        if (op == queue::spool_write_tag || op == queue::spool_sync_tag) {
+            spool.on_cqe(cqe, now_mono,
+                         [this](uint64_t cookie, bool durable) { on_spooled(cookie, durable); });
+            return;
+        }
+        switch (static_cast<Op>(op)) {
+        case Op::accept:
+            on_accept(cqe);
+            return;
+        case Op::recv:
+            on_recv(cqe);
+            return;
+        case Op::send:
+            on_send(cqe);
+            return;
+        case Op::close:
+            on_closed(cqe);
+            return;
+        case Op::log_write:
+            logs.on_written();
+            return;
+        case Op::cancel:
+        case Op::shutdown:
+        case Op::close_unowned:
+            return;
+        }
+    }
+
+    Connection* lookup(uint64_t ud) {
+        uint32_t i = index_of(ud);
+        if (i >= conns.size()) {
+            return nullptr;
+        }
+        Connection* c = conns[i];
+        if (c->state == State::free || (c->gen & 0xffffff) != gen_of(ud)) {
+            return nullptr;
+        }
+        return c;
+    }
+
+    // ---- accept ----------------------------------------------------------------------------
+
+    void arm_accept(uint32_t listener) {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_multishot_accept(sqe, listen_fds[listener], nullptr, nullptr, SOCK_CLOEXEC);
+        sqe->user_data = pack(Op::accept, 0, listener);
+        ++accepts_armed;
+    }
+
+    void on_accept(const io_uring_cqe& cqe) {
+        uint32_t listener = index_of(cqe.user_data);
+        bool more = (cqe.flags & IORING_CQE_F_MORE) != 0;
+        if (!more) {
+            --accepts_armed;
+            if (!draining && listener < listen_fds.size() && listen_fds[listener] >= 0) {
+                arm_accept(listener);
+            }
+        }
+        if (cqe.res < 0) {
+            return; // ECANCELED on drain; EMFILE and the like: the re-armed accept retries
+        }
+        int fd = cqe.res;
+        uint32_t total = shared.connections.fetch_add(1, std::memory_order_relaxed);
+        if (draining || total >= cfg.server.max_connections) {
+            shared.connections.fetch_sub(1, std::memory_order_relaxed);
+            stats.refused_connections.fetch_add(1, std::memory_order_relaxed);
+            io_uring_sqe* sqe = ring.sqe();
+            io_uring_prep_close(sqe, fd);
+            sqe->user_data = pack(Op::close_unowned, 0, 0);
+            return;
+        }
+        Connection& c = allocate_connection();
+        c.fd = fd;
+        // The peer address: multishot accept shares one address buffer between completions,
+        // so it is read per connection instead (once per connection, not per request).
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+            c.peer = base::PeerAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
+        }
+        stats.accepted_connections.fetch_add(1, std::memory_order_relaxed);
+        c.state = State::reading_head;
+        idle_timers.push(c, now_mono + idle_timers.length_ns);
+        arm_recv(c);
+    }
+
+    Connection& allocate_connection() {
+        if (free_conns.empty()) {
+            auto block = std::make_unique<Connection[]>(chunk);
+            uint32_t base_index = static_cast<uint32_t>(conns.size());
+            for (uint32_t i = 0; i < chunk; ++i) {
+                block[i].index = base_index + i;
+                conns.push_back(&block[i]);
+            }
+            for (uint32_t i = chunk; i-- > 0;) {
+                free_conns.push_back(base_index + i);
+            }
+            conn_chunks.push_back(std::move(block));
+        }
+        Connection& c = *conns[free_conns.back()];
+        free_conns.pop_back();
+        uint32_t index_keep = c.index;
+        uint32_t gen = c.gen + 1;
+        c = Connection{};
+        c.index = index_keep;
+        c.gen = gen;
+        ++open_conns;
+        return c;
+    }
+
+    // ---- receive ---------------------------------------------------------------------------
+
+    void arm_recv(Connection& c) {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_recv_multishot(sqe, c.fd, nullptr, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = recv_buffer_group;
+        sqe->user_data = pack(Op::recv, c.gen, c.index);
+        c.recv_armed = true;
+    }
+
+    void on_recv(const io_uring_cqe& cqe) {
+        bool has_buffer = (cqe.flags & IORING_CQE_F_BUFFER) != 0;
+        uint16_t bid = static_cast<uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+        Connection* c = lookup(cqe.user_data);
+        if (c == nullptr || c->fd < 0 || c->state == State::closing) {
+            if (has_buffer) {
+                buffers.recycle(bid);
+            }
+            return;
+        }
+        bool more = (cqe.flags & IORING_CQE_F_MORE) != 0;
+        if (!more) {
+            c->recv_armed = false;
+        }
+        if (cqe.res > 0 && has_buffer) {
+            on_bytes(*c, std::string_view(buffers.buffer(bid), static_cast<size_t>(cqe.res)));
+            buffers.recycle(bid);
+        } else if (has_buffer) {
+            buffers.recycle(bid);
+        }
+        if (c->state == State::free || c->state == State::closing) {
+            return;
+        }
+        if (cqe.res == 0) {
+            on_peer_eof(*c);
+            return;
+        }
+        if (cqe.res < 0 && cqe.res != -ENOBUFS) {
+            close_connection(*c);
+            return;
+        }
+        // The multishot receive ended (out of buffers, or the kernel decided so): re-arm it.
+        if (!c->recv_armed && !c->peer_eof) {
+            arm_recv(*c);
+        }
+    }
+
+    void on_peer_eof(Connection& c) {
+        c.peer_eof = true;
+        // A request already complete is still answered (a client may half-close after sending);
+        // anything else ends here.
+        if (c.state == State::spooling || c.state == State::sending) {
+            c.keep_alive = false;
+            return;
+        }
+        close_connection(c);
+    }
+
+    // Bytes arrived for c: parse them in place when nothing is staged, else add them to the
+    // staging buffer. Whatever cannot be used now is staged before the receive buffer goes back.
+    void on_bytes(Connection& c, std::string_view in) {
+        if (c.state == State::lingering) {
+            return; // discarded: the connection is closing
+        }
+        if (c.staging != nullptr) {
+            if (!stage(c, in)) {
+                close_connection(c);
+                return;
+            }
+            drive_staged(c);
+            return;
+        }
+        size_t used = process(c, in);
+        if (used < in.size() && is_open(c) && c.state != State::lingering) {
+            if (!stage(c, in.substr(used))) {
+                close_connection(c);
+            }
+        }
+    }
+
+    static bool is_open(const Connection& c) {
+        return c.state != State::free && c.state != State::closing;
+    }
+
+    bool stage(Connection& c, std::string_view bytes) {
+        size_t have = c.staging != nullptr ? c.staging->size - c.staged_from : 0;
+        if (have + bytes.size() > cfg.server.header_bytes + max_pipelined_bytes) {
+            return false;
+        }
+        if (c.staging == nullptr) {
+            c.staging = pool.acquire(bytes.size());
+            if (c.staging == nullptr) {
+                return false;
+            }
+        } else if (c.staging->room() < bytes.size()) {
+            // Compact first; grow only if the unparsed bytes still do not fit.
+            if (c.staged_from != 0) {
+                std::memmove(c.staging->data(), c.staging->data() + c.staged_from, have);
+                c.staging->size = have;
+                c.staged_from = 0;
+            }
+            if (c.staging->room() < bytes.size()) {
+                Buffer* bigger = pool.grow(c.staging, have + bytes.size());
+                if (bigger == nullptr) {
+                    return false;
+                }
+                c.staging = bigger;
+            }
+        }
+        c.staging->append(bytes.data(), bytes.size());
+        return true;
+    }
+
+    // Parses what is staged as far as the state allows.
+    void drive_staged(Connection& c) {
+        while (c.staging != nullptr && is_open(c)) {
+            std::string_view pending = c.staging->view().substr(c.staged_from);
+            size_t used = process(c, pending);
+            if (c.staging == nullptr || !is_open(c)) {
+                return;
+            }
+            c.staged_from += used;
+            if (c.staged_from == c.staging->size) {
+                pool.release(c.staging);
+                c.staging = nullptr;
+                c.staged_from = 0;
+                return;
+            }
+            if (used == 0) {
+                return;
+            }
+        }
+    }
+
+    // Feeds bytes to the request state machine; returns how many it used. Stops when a
+    // request is complete and waiting for its answer, or when more bytes are needed.
+    size_t process(Connection& c, std::string_view in) {
+        size_t total = 0;
+        while (total < in.size() && is_open(c)) {
+            size_t n = 0;
+            if (c.state == State::reading_head) {
+                n = on_head_bytes(c, in.substr(total));
+            } else if (c.state == State::reading_body) {
+                n = on_body_bytes(c, in.substr(total));
+            } else if (c.state == State::lingering) {
+                return in.size();
+            }
+            if (n == 0) {
+                break;
+            }
+            total += n;
+        }
+        return total;
+    }
+
+    // ---- request head ----------------------------------------------------------------------
+
+    size_t on_head_bytes(Connection& c, std::string_view in) {
+        http::RequestHead head;
+        http::HeadResult r = http::parse_head(in, c.scanned, limits, header_scratch, head);
+        if (r.error != http::Error::none) {
+            reject_malformed(c, r.error, r.detail);
+            return in.size();
+        }
+        if (r.consumed == 0) {
+            if (c.timer == &idle_timers) {
+                // The first bytes of a head start its deadline; it does not move after that, so
+                // a client trickling bytes is cut off at header timeout.
+                idle_timers.remove(c);
+                header_timers.push(c, now_mono + header_timers.length_ns);
+            }
+            c.scanned = in.size();
+            return 0;
+        }
+        c.scanned = 0;
+        stats.requests.fetch_add(1, std::memory_order_relaxed);
+        on_head(c, head);
+        return r.consumed;
+    }
+
+    void on_head(Connection& c, const http::RequestHead& head) {
+        if (c.timer != nullptr) {
+            c.timer->remove(c);
+        }
+        c.keep_alive = head.keep_alive;
+        c.continue_sent = false;
+        bool has_body =
+            head.framing == http::BodyFraming::chunked ||
+            (head.framing == http::BodyFraming::content_length && head.content_length > 0);
+        if (draining) {
+            respond(c, 503, body_unavailable, retry_after_header, true);
+            return;
+        }
+        if (head.path == "/healthz") {
+            bool is_head = head.method == "HEAD";
+            if (head.method != "GET" && !is_head) {
+                respond(c, 405, body_method_not_allowed, "Allow: GET, HEAD\r\n", has_body);
+                return;
+            }
+            respond(c, 200, "ok", {}, has_body, "text/plain", is_head);
+            return;
+        }
+        const config::Route* route = snap.match(head.path);
+        if (route == nullptr) {
+            respond(c, 404, body_not_found, {}, has_body);
+            return;
+        }
+        if (!route->allows_method(head.method)) {
+            respond(c, 405, body_method_not_allowed, route->allow_header, has_body);
+            return;
+        }
+        Request* req = acquire_request();
+        c.req = req;
+        req->route = route;
+        req->id = ids.next(now_unix);
+        req->framing = head.framing;
+        req->remaining = head.content_length;
+        req->body_bytes = 0;
+        req->chunked.reset();
+        req->verify.reset();
+        if (head.framing == http::BodyFraming::content_length &&
+            head.content_length > cfg.server.body_bytes) {
+            // Decided from Content-Length before reading any of the body.
+            reject(c, 413, "body_too_large", head.headers, verify::Reason::ok, true);
+            return;
+        }
+        verify::Reason reason = route->verifier->begin(head.headers, now_unix, req->verify);
+        if (reason != verify::Reason::ok) {
+            reject(c, 401, verify::reason_code(reason), head.headers, reason, has_body);
+            return;
+        }
+        // Stored with the job: the request's fields less hop-by-hop ones and any field that
+        // carries a secret.
+        std::string_view secret_header = route->verifier->secret_header();
+        size_t kept = 0;
+        for (const http::Header& h : head.headers) {
+            if (is_hop_by_hop(h.name) ||
+                (!secret_header.empty() && http::name_equals(h.name, secret_header))) {
+                continue;
+            }
+            stored_headers[kept++] = h;
+        }
+        std::span<const http::Header> stored(stored_headers.data(), kept);
+        queue::JobMeta meta{req->id, route->config->name, now_unix, c.peer};
+        size_t head_size = queue::job_record_head_size(meta.route, stored);
+        size_t body_room =
+            head.framing == http::BodyFraming::chunked ? chunked_initial_room : head.content_length;
+        req->record = pool.acquire(head_size + body_room);
+        if (req->record == nullptr) {
+            respond(c, 503, body_unavailable, retry_after_header, true);
+            return;
+        }
+        req->record->size = queue::encode_job_head(
+            meta, stored, std::span<uint8_t>(req->record->data(), req->record->capacity));
+        req->body_start = req->record->size;
+        if (!has_body) {
+            complete_body(c);
+            return;
+        }
+        c.state = State::reading_body;
+        body_timers.push(c, now_mono + body_timers.length_ns);
+        if (head.expect_continue) {
+            c.continue_sent = true;
+            queue_output(c, 100, {}, {}, false);
+            start_send(c);
+        }
+    }
+
+    // ---- request body ----------------------------------------------------------------------
+
+    size_t on_body_bytes(Connection& c, std::string_view in) {
+        Request& req = *c.req;
+        if (req.framing == http::BodyFraming::content_length) {
+            size_t take =
+                in.size() < req.remaining ? in.size() : static_cast<size_t>(req.remaining);
+            if (!append_body(c, in.substr(0, take))) {
+                return in.size();
+            }
+            req.remaining -= take;
+            if (req.remaining == 0) {
+                complete_body(c);
+            }
+            return take;
+        }
+        http::ChunkedDecoder::Step step = req.chunked.feed(in);
+        if (step.error != http::Error::none) {
+            reject_malformed(c, step.error, step.detail);
+            return in.size();
+        }
+        if (!step.data.empty()) {
+            if (req.body_bytes + step.data.size() > cfg.server.body_bytes) {
+                reject(c, 413, "body_too_large", {}, verify::Reason::ok, true);
+                return in.size();
+            }
+            if (!append_body(c, step.data)) {
+                return in.size();
+            }
+        }
+        if (step.done) {
+            complete_body(c);
+        }
+        return step.consumed;
+    }
+
+    bool append_body(Connection& c, std::string_view data) {
+        Request& req = *c.req;
+        if (req.record->room() < data.size()) {
+            size_t want = req.record->capacity * 2;
+            if (want < req.record->size + data.size()) {
+                want = req.record->size + data.size();
+            }
+            Buffer* bigger = pool.grow(req.record, want);
+            if (bigger == nullptr) {
+                respond(c, 503, body_unavailable, retry_after_header, true);
+                return false;
+            }
+            req.record = bigger;
+        }
+        req.record->append(data.data(), data.size());
+        req.body_bytes += data.size();
+        req.route->verifier->update(req.verify, base::as_bytes(data));
+        return true;
+    }
+
+    void complete_body(Connection& c) {
+        Request& req = *c.req;
+        if (c.timer != nullptr) {
+            c.timer->remove(c);
+        }
+        std::span<uint8_t> record = req.record->bytes();
+        verify::Reason reason =
+            req.route->verifier->finish(req.verify, record.subspan(req.body_start));
+        if (reason != verify::Reason::ok) {
+            reject(c, 401, verify::reason_code(reason), {}, reason, false);
+            return;
+        }
+        queue::seal_record(record);
+        config::Durability durability =
+            req.route->config->durability.value_or(cfg.spool.durability);
+        if (!spool.append(record, uint64_t(c.gen) << 32 | c.index, durability)) {
+            respond(c, 503, body_unavailable, retry_after_header, !c.keep_alive);
+            return;
+        }
+        c.state = State::spooling;
+    }
+
+    void on_spooled(uint64_t cookie, bool durable) {
+        uint32_t i = static_cast<uint32_t>(cookie);
+        if (i >= conns.size()) {
+            return;
+        }
+        Connection& c = *conns[i];
+        if (c.gen != static_cast<uint32_t>(cookie >> 32) || c.req == nullptr) {
+            return;
+        }
+        if (c.abandoned) {
+            // The peer went away while its job was being written; the job stands (it is on
+            // disk if durable), only the answer is lost. Now the record buffer can go, and the
+            // slot too once its close has completed.
+            release_request(c);
+            c.abandoned = false;
+            if (c.state != State::closing) {
+                free_connection(c);
+            }
+            return;
+        }
+        if (!durable) {
+            respond(c, 503, body_unavailable, retry_after_header, !c.keep_alive);
+            return;
+        }
+        stats.jobs_queued.fetch_add(1, std::memory_order_relaxed);
+        char id[26];
+        c.req->id.format(id);
+        base::FixedBuffer<96> body;
+        base::JsonWriter json(body);
+        json.begin_object()
+            .key("id")
+            .string(std::string_view(id, sizeof id))
+            .key("status")
+            .string("queued")
+            .end_object();
+        respond(c, 202, body.view(), {}, !c.keep_alive);
+    }
+
+    // ---- answers ---------------------------------------------------------------------------
+
+    void reject_malformed(Connection& c, http::Error error, std::string_view detail) {
+        uint16_t status = http::status_of(error);
+        LogLine line(Level::warn, "request refused", now_unix);
+        line.field("reason", status == 431 ? std::string_view("headers_too_large")
+                                           : std::string_view("malformed"))
+            .field("detail", detail)
+            .field("status", static_cast<int64_t>(status));
+        add_peer(line, c);
+        log(line);
+        respond(c, status, body_bad_request, {}, true);
+    }
+
+    // Refuses the current request (c.req is set). `close` when its body is left unread.
+    void reject(Connection& c, uint16_t status, std::string_view reason,
+                std::span<const http::Header> headers, verify::Reason vreason, bool close) {
+        if (vreason != verify::Reason::ok) {
+            stats.rejected[static_cast<size_t>(vreason)].fetch_add(1, std::memory_order_relaxed);
+        }
+        LogLine line(Level::warn, "webhook rejected", now_unix);
+        line.field("reason", reason)
+            .field("status", static_cast<int64_t>(status))
+            .field("route", std::string_view(c.req->route->config->name));
+        add_peer(line, c);
+        char id[26];
+        c.req->id.format(id);
+        line.field("request_id", std::string_view(id, sizeof id));
+        if (!headers.empty()) {
+            // Never a body, never a secret: only fields that identify the sender.
+            line.object("headers");
+            for (std::string_view name : {"user-agent", "content-type", "content-length"}) {
+                if (const http::Header* h = http::find_header(headers, name)) {
+                    line.field(name, h->value.substr(0, 64));
+                }
+            }
+            line.end_object();
+        }
+        log(line);
+        respond(c, status, status == 413 ? body_too_large : body_unauthorized, {}, close);
+    }
+
+    void add_peer(LogLine& line, const Connection& c) {
+        char ip[INET6_ADDRSTRLEN];
+        line.field("peer", c.peer.format_ip(ip));
+    }
+
+    void log(LogLine& line) {
+        if (!base::log_enabled(Level::warn)) {
+            return;
+        }
+        if (!logs.append(line.finish())) {
+            stats.log_lines_dropped.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    void queue_output(Connection& c, uint16_t status, std::string_view body, std::string_view extra,
+                      bool close, std::string_view content_type = "application/json",
+                      bool head_only = false) {
+        http::Response r;
+        r.status = status;
+        r.body = body;
+        r.extra_headers = extra;
+        r.close = close;
+        r.content_type = content_type;
+        r.head_only = head_only;
+        size_t n = http::write_response(std::span<char>(c.out, sizeof c.out), r, date.view());
+        if (n == 0) {
+            // Impossible with the fixed answers above: they are all far smaller than out.
+            std::abort();
+        }
+        c.out_len = static_cast<uint16_t>(n);
+        c.out_sent = 0;
+        stats.responses[status / 100 < 6 ? status / 100 : 5].fetch_add(1,
+                                                                       std::memory_order_relaxed);
+    }
+
+    // The final answer to the current request; afterwards the connection either reads the next
+    // request or closes (lingering when input may be unread).
+    void respond(Connection& c, uint16_t status, std::string_view body, std::string_view extra,
+                 bool close, std::string_view content_type = "application/json",
+                 bool head_only = false) {
+        if (c.timer != nullptr) {
+            c.timer->remove(c);
+        }
+        close = close || !c.keep_alive || draining;
+        if (c.send_inflight) {
+            // A 100 Continue is still on its way; the final answer follows it. Rare enough to
+            // close rather than queue a second response.
+            close = true;
+        }
+        queue_output(c, status, body, extra, close, content_type, head_only);
+        c.close_after_send = close;
+        c.state = State::sending;
+        if (!c.send_inflight) {
+            start_send(c);
+        }
+    }
+
+    void start_send(Connection& c) {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_send(sqe, c.fd, c.out + c.out_sent, c.out_len - c.out_sent, MSG_NOSIGNAL);
+        sqe->user_data = pack(Op::send, c.gen, c.index);
+        c.send_inflight = true;
+    }
+
+    void on_send(const io_uring_cqe& cqe) {
+        Connection* c = lookup(cqe.user_data);
+        if (c == nullptr || c->state == State::closing) {
+            return;
+        }
+        c->send_inflight = false;
+        if (cqe.res < 0) {
+            close_connection(*c);
+            return;
+        }
+        c->out_sent = static_cast<uint16_t>(c->out_sent + cqe.res);
+        if (c->out_sent < c->out_len) {
+            start_send(*c);
+            return;
+        }
+        if (c->state != State::sending) {
+            // That was a 100 Continue; the body is being read.
+            c->out_len = c->out_sent = 0;
+            return;
+        }
+        release_request(*c);
+        c->out_len = c->out_sent = 0;
+        if (c->close_after_send || c->peer_eof) {
+            start_linger(*c);
+            return;
+        }
+        c->state = State::reading_head;
+        idle_timers.push(*c, now_mono + idle_timers.length_ns);
+        drive_staged(*c);
+        if (is_open(*c) && !c->recv_armed && !c->peer_eof) {
+            arm_recv(*c);
+        }
+    }
+
+    // ---- closing ---------------------------------------------------------------------------
+
+    void start_linger(Connection& c) {
+        if (c.peer_eof) {
+            close_connection(c);
+            return;
+        }
+        c.state = State::lingering;
+        if (c.staging != nullptr) {
+            pool.release(c.staging);
+            c.staging = nullptr;
+            c.staged_from = 0;
+        }
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_shutdown(sqe, c.fd, SHUT_WR);
+        sqe->user_data = pack(Op::shutdown, c.gen, c.index);
+        linger_timers.push(c, now_mono + linger_timers.length_ns);
+        if (!c.recv_armed) {
+            arm_recv(c);
+        }
+    }
+
+    void close_connection(Connection& c) {
+        if (c.state == State::closing || c.state == State::free) {
+            return;
+        }
+        if (c.timer != nullptr) {
+            c.timer->remove(c);
+        }
+        if (c.staging != nullptr) {
+            pool.release(c.staging);
+            c.staging = nullptr;
+        }
+        bool in_spool = c.state == State::spooling;
+        if (!in_spool) {
+            release_request(c);
+        }
+        c.state = State::closing;
+        c.abandoned = in_spool;
+        // Cancel the multishot receive and any send, then close; hard-linked so that the close
+        // runs whether or not there was anything to cancel.
+        io_uring_sqe* cancel = ring.sqe();
+        io_uring_prep_cancel_fd(cancel, c.fd, IORING_ASYNC_CANCEL_ALL);
+        cancel->flags |= IOSQE_IO_HARDLINK;
+        cancel->user_data = pack(Op::cancel, c.gen, c.index);
+        io_uring_sqe* close = ring.sqe();
+        io_uring_prep_close(close, c.fd);
+        close->user_data = pack(Op::close, c.gen, c.index);
+        c.fd = -1;
+    }
+
+    void on_closed(const io_uring_cqe& cqe) {
+        Connection* c = lookup(cqe.user_data);
+        if (c == nullptr) {
+            return;
+        }
+        shared.connections.fetch_sub(1, std::memory_order_relaxed);
+        if (c->abandoned) {
+            // The slot stays until the spool group holding its record completes.
+            c->state = State::spooling;
+            c->fd = -1;
+            return;
+        }
+        free_connection(*c);
+    }
+
+    void free_connection(Connection& c) {
+        c.state = State::free;
+        c.abandoned = false;
+        free_conns.push_back(c.index);
+        --open_conns;
+    }
+
+    Request* acquire_request() {
+        if (free_requests == nullptr) {
+            all_requests.push_back(std::make_unique<Request>());
+            return all_requests.back().get();
+        }
+        Request* r = free_requests;
+        free_requests = r->next_free;
+        return r;
+    }
+
+    void release_request(Connection& c) {
+        if (c.req == nullptr) {
+            return;
+        }
+        pool.release(c.req->record);
+        c.req->record = nullptr;
+        c.req->next_free = free_requests;
+        free_requests = c.req;
+        c.req = nullptr;
+    }
+
+    // ---- timers and drain ------------------------------------------------------------------
+
+    void expire_timers() {
+        expire(idle_timers, [this](Connection& c) { close_connection(c); });
+        expire(header_timers, [this](Connection& c) { on_timeout(c); });
+        expire(body_timers, [this](Connection& c) { on_timeout(c); });
+        expire(linger_timers, [this](Connection& c) { close_connection(c); });
+    }
+
+    template <typename F>
+    void expire(TimerList& list, F&& on_expired) {
+        while (list.head != nullptr && list.head->deadline <= now_mono) {
+            Connection& c = *list.head;
+            list.remove(c);
+            on_expired(c);
+        }
+    }
+
+    void on_timeout(Connection& c) {
+        stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+        LogLine line(Level::info, "request timed out", now_unix);
+        line.field("phase", c.state == State::reading_body ? std::string_view("body")
+                                                           : std::string_view("header"));
+        add_peer(line, c);
+        log(line);
+        if (c.send_inflight) {
+            close_connection(c);
+            return;
+        }
+        respond(c, 408, body_timeout, {}, true);
+    }
+
+    void start_drain() {
+        draining = true;
+        drain_deadline = now_mono + cfg.server.drain_timeout_ns;
+        for (int& fd : listen_fds) {
+            if (fd >= 0) {
+                io_uring_sqe* cancel = ring.sqe();
+                io_uring_prep_cancel_fd(cancel, fd, IORING_ASYNC_CANCEL_ALL);
+                cancel->flags |= IOSQE_IO_HARDLINK;
+                cancel->user_data = pack(Op::cancel, 0, 0);
+                io_uring_sqe* close = ring.sqe();
+                io_uring_prep_close(close, fd);
+                close->user_data = pack(Op::close_unowned, 0, 0);
+                fd = -1;
+            }
+        }
+        // Idle keep-alive connections have nothing in flight: close them now.
+        for (Connection* c : conns) {
+            if (c->state == State::reading_head && c->timer == &idle_timers) {
+                close_connection(*c);
+            }
+        }
+    }
+
+    bool drain_finished() {
+        bool connections_done = open_conns == 0;
+        if (!connections_done && now_mono >= drain_deadline) {
+            for (Connection* c : conns) {
+                if (is_open(*c) && c->state != State::spooling) {
+                    close_connection(*c);
+                }
+            }
+        }
+        return (connections_done || now_mono >= drain_deadline + base::ns_per_s) && spool.idle() &&
+               accepts_armed == 0;
+    }
+};
+
+Shard::Shard(uint32_t index, ShardShared& shared, std::vector<int> listen_fds)
+    : _impl(std::make_unique<Impl>(index, shared, std::move(listen_fds))) {}
+
+Shard::~Shard() = default;
+
+std::string Shard::init() {
+    return _impl->init();
+}
+
+void Shard::run() {
+    _impl->run();
+}
+
+const ShardStats& Shard::stats() const {
+    return _impl->stats;
+}
+
+} // namespace portcullis::io

@@ -1,0 +1,89 @@
+#include "portcullis/config/summary.hh"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+using namespace portcullis::config;
+
+TEST(Summary, ListsPlanesSpoolLimitsAndRoutesWithoutSecrets) {
+    setenv("PORTCULLIS_TEST_SUMMARY", "summary-secret-material", 1);
+    unsetenv("PORTCULLIS_TEST_SUMMARY_UNSET");
+    LoadResult res = load_text("c.yaml", R"(
+server:
+  listen: ["0.0.0.0:8080"]
+admin:
+  listen: "127.0.0.1:9090"
+routes:
+  github:
+    path: /webhooks/github
+    verify:
+      scheme: github
+      secrets: [{env: PORTCULLIS_TEST_SUMMARY}, {env: PORTCULLIS_TEST_SUMMARY_UNSET}]
+  gitlab:
+    path: /webhooks/gitlab
+    methods: [POST, PUT]
+    verify: {scheme: shared_secret, header: X-Gitlab-Token, secrets: [{env: PORTCULLIS_TEST_SUMMARY}]}
+    dedup: {key: "header:X-Gitlab-Event-UUID", window: 24h}
+    max_attempts: 3
+)");
+    unsetenv("PORTCULLIS_TEST_SUMMARY");
+    ASSERT_TRUE(res.ok());
+    std::string summary = summarize(*res.config, 2);
+    EXPECT_EQ(
+        summary,
+        "listen   public 0.0.0.0:8080 \u00b7 admin 127.0.0.1:9090\n"
+        "shards   auto (2 cores) \u00b7 max 10000 connections \u00b7 drain 10s\n"
+        "spool    ./var/spool \u00b7 durability fsync \u00b7 segments 64MiB \u00b7 retention 72h\n"
+        "limits   header 16KiB \u00b7 64 headers \u00b7 body 1MiB \u00b7 timeouts header 10s "
+        "body 30s idle 1m\n"
+        "routes   2\n"
+        "  github  POST /webhooks/github      verify github, 2 secrets "
+        "(env:PORTCULLIS_TEST_SUMMARY, env:PORTCULLIS_TEST_SUMMARY_UNSET unset)\n"
+        "  gitlab  POST,PUT /webhooks/gitlab  verify shared_secret (x-gitlab-token), 1 secret "
+        "(env:PORTCULLIS_TEST_SUMMARY) \u00b7 dedup header:X-Gitlab-Event-UUID 24h \u00b7 3 "
+        "attempts\n");
+    EXPECT_EQ(summary.find("summary-secret-material"), std::string::npos);
+}
+
+TEST(Summary, ShowsFixedShardsHmacOptionsAndTokens) {
+    LoadResult res = load_text("c.yaml", R"(
+server: {shards: 4, client_ip: {proxy_protocol: v2}}
+routes:
+  acme:
+    path: /acme/{tenant}
+    verify:
+      scheme: hmac
+      header: X-Acme-Signature
+      prefix: "sha256="
+      timestamp_header: X-Acme-Timestamp
+      tolerance: 5m
+      secrets: [{value: abc}]
+    rate_limit: {per_ip: 20/s, burst: 40, route: 100/min}
+  open:
+    path: /open
+    verify: {scheme: none}
+tokens:
+  worker: {sha256: "0000000000000000000000000000000000000000000000000000000000000000", scopes: ["jobs:read:*"]}
+)");
+    ASSERT_TRUE(res.ok());
+    std::string summary = summarize(*res.config, 8);
+    EXPECT_NE(summary.find("shards   4 \u00b7"), std::string::npos) << summary;
+    EXPECT_NE(summary.find("clients  0 trusted proxies \u00b7 proxy_protocol v2 \u00b7 deny 0 "
+                           "networks\n"),
+              std::string::npos)
+        << summary;
+    EXPECT_NE(
+        summary.find("  acme  POST /acme/{tenant}  verify hmac (x-acme-signature, sha256 hex, "
+                     "prefix sha256=, timestamp x-acme-timestamp, signs "
+                     "{timestamp}.{body}, tolerance 5m), 1 secret (value) \u00b7 rate 20/s "
+                     "per ip burst 40 100/min route\n"),
+        std::string::npos)
+        << summary;
+    EXPECT_NE(summary.find("  open  POST /open           verify none, unsigned\n"),
+              std::string::npos)
+        << summary;
+    EXPECT_NE(summary.find("tokens   1 (worker)\n"), std::string::npos) << summary;
+    EXPECT_EQ(summary.find("abc"), std::string::npos) << summary;
+}

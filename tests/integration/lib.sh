@@ -1,0 +1,289 @@
+# shellcheck shell=bash
+# Shared helpers for the integration tests. Source it right after `set -euo pipefail`:
+#
+#   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+#   source "$here/lib.sh"
+#   need python3 openssl                        # exit 77 (skipped) when one is missing
+#   write_config "$WORKDIR/config.yaml"         # the minimal github + gitlab configuration
+#   start_server "$WORKDIR/config.yaml"         # sets SERVER_PID, PORT, ADMIN_PORT, SERVER_LOG
+#   sig=$(hmac_sha256_hex "$GH_SECRET" "$body")
+#   post /webhooks/github "$file" -H "X-Hub-Signature-256: sha256=$sig"
+#   expect_eq "status" 202 "$HTTP_STATUS"
+#   stop_server                                 # SIGTERM; fails unless it exits 0
+#
+# WORKDIR is a fresh directory removed at exit, together with any server still running; set
+# PORTCULLIS_KEEP_WORKDIR=1 to keep it for a post-mortem. Everything here talks to 127.0.0.1
+# only and every wait is bounded.
+
+skip() {
+    echo "SKIP: $*" >&2
+    exit 77
+}
+
+# Prints the failure and the end of the server's log (which never holds bodies or secrets).
+fail() {
+    echo "FAIL: $*" >&2
+    if [[ -n ${SERVER_LOG:-} && -s ${SERVER_LOG:-} ]]; then
+        echo "--- last lines of $SERVER_LOG ---" >&2
+        tail -n 20 "$SERVER_LOG" >&2
+    fi
+    exit 1
+}
+
+need() {
+    local c
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 || skip "$c is not installed"
+    done
+}
+
+[[ -n ${PORTCULLIS:-} && -x ${PORTCULLIS:-} ]] ||
+    skip "PORTCULLIS does not name the portcullis binary (run through meson test)"
+need curl mktemp
+
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/portcullis-it.XXXXXX")
+SERVER_PID=""
+SERVER_LOG=""
+PORT=""
+ADMIN_PORT=""
+_server_count=0
+_at_exit=()
+
+# Registers a command run at exit, before the server is killed and WORKDIR removed.
+at_exit() {
+    _at_exit+=("$1")
+}
+
+_lib_cleanup() {
+    local rc=$?
+    local c
+    for c in "${_at_exit[@]}"; do
+        eval "$c" || true
+    done
+    if [[ -n $SERVER_PID ]]; then
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+        { wait "$SERVER_PID"; } 2>/dev/null || true
+    fi
+    if [[ -n ${PORTCULLIS_KEEP_WORKDIR:-} ]]; then
+        echo "work directory kept: $WORKDIR" >&2
+    else
+        rm -rf "$WORKDIR"
+    fi
+    exit "$rc"
+}
+trap _lib_cleanup EXIT
+
+# The configuration every test starts from: two shards, fsync, a github and a gitlab route.
+# write_config FILE [SPOOL_DIR]; append more YAML to FILE for more routes.
+write_config() {
+    local file=$1
+    local spool=${2:-$WORKDIR/spool}
+    cat >"$file" <<EOF
+server: {listen: ["127.0.0.1:0"], shards: 2}
+admin: {listen: "127.0.0.1:0"}
+spool: {dir: $spool, durability: fsync}
+routes:
+  github: {path: /webhooks/github, verify: {scheme: github, secrets: [{env: GH_SECRET}]}}
+  gitlab: {path: /webhooks/gitlab, verify: {scheme: shared_secret, header: X-Gitlab-Token, secrets: [{env: GL_TOKEN}]}}
+EOF
+}
+
+# start_server CONFIG [extra serve arguments]: runs `portcullis serve` in the background with
+# its stderr in a new SERVER_LOG, and waits (up to 20 s) for the public listening line.
+start_server() {
+    local config=$1
+    shift
+    [[ -z $SERVER_PID ]] || fail "start_server: a server is already running (pid $SERVER_PID)"
+    _server_count=$((_server_count + 1))
+    SERVER_LOG="$WORKDIR/server-$_server_count.log"
+    PORT=""
+    ADMIN_PORT=""
+    # Created here, not by the background redirection, so that polling it cannot race it.
+    : >"$SERVER_LOG"
+    "$PORTCULLIS" serve -c "$config" "$@" 2>"$SERVER_LOG" &
+    SERVER_PID=$!
+    local i
+    for ((i = 0; i < 400; i++)); do
+        PORT=$(sed -n 's/.*"msg":"listening","plane":"public","address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
+            "$SERVER_LOG" | head -n 1)
+        if [[ -n $PORT ]]; then
+            # shellcheck disable=SC2034 # for the tests that use the control plane
+            ADMIN_PORT=$(sed -n 's/.*"msg":"listening","plane":"admin","address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
+                "$SERVER_LOG" | head -n 1)
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            local rc=0
+            wait "$SERVER_PID" || rc=$?
+            SERVER_PID=""
+            fail "server exited with status $rc before listening"
+        fi
+        sleep 0.05
+    done
+    fail "server did not report a public listening address within 20 s"
+}
+
+# Waits (up to LIMIT seconds, then SIGKILL) for the server, so a hung drain fails the test
+# instead of hanging the runner. Sets SERVER_STATUS (124 when it had to be killed).
+_wait_server() {
+    local limit=$1
+    local pid=$SERVER_PID
+    local i timed_out=0
+    for ((i = 0; i < limit * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        timed_out=1
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    SERVER_STATUS=0
+    # The braces keep bash's "Killed" job report out of the test's output.
+    { wait "$pid"; } 2>/dev/null || SERVER_STATUS=$?
+    ((timed_out == 0)) || SERVER_STATUS=124
+    SERVER_PID=""
+}
+
+# SIGTERM, wait up to 30 s, fail unless the server exits 0.
+stop_server() {
+    [[ -n $SERVER_PID ]] || fail "stop_server: no server running"
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    _wait_server 30
+    [[ $SERVER_STATUS == 0 ]] ||
+        fail "server exited with status $SERVER_STATUS after SIGTERM (expected 0; 124: still running after 30 s)"
+}
+
+# SIGKILL and reap; the exit status is not checked (it is 137).
+kill9_server() {
+    [[ -n $SERVER_PID ]] || fail "kill9_server: no server running"
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    _wait_server 10
+}
+
+# hmac_sha256_hex SECRET BODY: lowercase hex HMAC-SHA256 of BODY's bytes.
+hmac_sha256_hex() {
+    printf %s "$2" | openssl dgst -sha256 -hmac "$1" -hex | sed 's/^.*= *//'
+}
+
+# hmac_sha256_hex_file SECRET FILE: the same for a file (binary bodies).
+hmac_sha256_hex_file() {
+    openssl dgst -sha256 -hmac "$1" -hex <"$2" | sed 's/^.*= *//'
+}
+
+# expect_eq WHAT EXPECTED ACTUAL
+expect_eq() {
+    [[ $2 == "$3" ]] || fail "$1: expected '$2', got '$3'"
+}
+
+# post PATH BODY_FILE [curl arguments...]: POSTs the file's bytes to the public plane.
+# Sets HTTP_STATUS, HTTP_BODY (the answer's body), HTTP_HEADERS (a file) and HTTP_TRACE (a file
+# holding curl's -v output, where interim answers such as 100 Continue show).
+post() {
+    local path=$1
+    local file=$2
+    shift 2
+    HTTP_HEADERS="$WORKDIR/last-headers"
+    HTTP_TRACE="$WORKDIR/last-trace"
+    local out="$WORKDIR/last-body"
+    : >"$out"
+    HTTP_STATUS=$(curl -sS -v -m 20 -o "$out" -D "$HTTP_HEADERS" -w '%{http_code}' \
+        -X POST --data-binary "@$file" "$@" "http://127.0.0.1:$PORT$path" 2>"$HTTP_TRACE") ||
+        HTTP_STATUS="curl-failed-$?"
+    HTTP_BODY=$(cat "$out")
+}
+
+# json_field JSON KEY: one top-level string field of a JSON object ("" when absent).
+json_field() {
+    python3 -c 'import json, sys
+v = json.loads(sys.argv[1]).get(sys.argv[2], "")
+print(v if isinstance(v, str) else json.dumps(v))' "$1" "$2"
+}
+
+# expect_queued: the last answer is 202 {"id":"...","status":"queued"}; sets JOB_ID.
+expect_queued() {
+    local what=$1
+    expect_eq "$what: status (answer: $HTTP_BODY)" 202 "$HTTP_STATUS"
+    expect_eq "$what: answer status field" queued "$(json_field "$HTTP_BODY" status)"
+    JOB_ID=$(json_field "$HTTP_BODY" id)
+    [[ $JOB_ID =~ ^[A-Za-z0-9_-]+$ ]] || fail "$what: job id '$JOB_ID' is not URL-safe"
+}
+
+# expect_unauthorized WHAT: the last answer is exactly 401 {"error":"unauthorized"}.
+expect_unauthorized() {
+    expect_eq "$1: status (answer: $HTTP_BODY)" 401 "$HTTP_STATUS"
+    expect_eq "$1: answer body" '{"error":"unauthorized"}' "$HTTP_BODY"
+}
+
+# spool_dump DIR OUT: `portcullis spool dump` into OUT; fails unless it exits 0.
+spool_dump() {
+    local rc=0
+    "$PORTCULLIS" spool dump --dir "$1" >"$2" 2>"$2.err" || rc=$?
+    [[ $rc == 0 ]] || fail "spool dump --dir $1 exited $rc: $(cat "$2.err")"
+}
+
+# check_job DUMP ID ROUTE BODY_FILE [name=value | !name ...]: the dump holds exactly one job
+# with that id, for that route, from 127.0.0.1, whose body is the file's bytes; each name=value
+# is a stored header (lowercased name) and each !name a header that must not be stored.
+check_job() {
+    python3 - "$@" <<'PY'
+import base64, json, sys
+dump, job_id, route, body_file, *headers = sys.argv[1:]
+jobs = [json.loads(l) for l in open(dump, encoding="utf-8") if l.strip()]
+found = [j for j in jobs if j.get("id") == job_id]
+def fail(msg):
+    print(f"FAIL: job {job_id}: {msg}", file=sys.stderr)
+    sys.exit(1)
+if len(found) != 1:
+    fail(f"expected exactly 1 job with this id in the spool dump, found {len(found)}")
+job = found[0]
+if job.get("route") != route:
+    fail(f"route: expected {route!r}, got {job.get('route')!r}")
+if job.get("source_ip") != "127.0.0.1":
+    fail(f"source_ip: expected '127.0.0.1', got {job.get('source_ip')!r}")
+enc = job.get("body_encoding")
+if enc == "utf8":
+    body = job["body"].encode("utf-8")
+elif enc == "base64":
+    body = base64.b64decode(job["body"], validate=True)
+else:
+    fail(f"body_encoding: expected utf8 or base64, got {enc!r}")
+want = open(body_file, "rb").read()
+if body != want:
+    fail(f"body ({enc}) differs from what was sent: {len(body)} bytes stored, {len(want)} sent")
+try:
+    want.decode("utf-8")
+    want_enc = "utf8"
+except UnicodeDecodeError:
+    want_enc = "base64"
+if enc != want_enc:
+    fail(f"body_encoding: expected {want_enc}, got {enc}")
+stored = job.get("headers", {})
+for h in headers:
+    if h.startswith("!"):
+        if h[1:] in stored:
+            fail(f"header {h[1:]!r} must not be stored, but the dump has it")
+        continue
+    name, value = h.split("=", 1)
+    if stored.get(name) != value:
+        fail(f"header {name!r}: expected {value!r}, got {stored.get(name)!r}")
+PY
+}
+
+# count_lines FILE
+count_lines() {
+    local n
+    n=$(wc -l <"$1")
+    echo $((n))
+}
+
+# wait_for_log PATTERN COUNT: waits (up to 10 s) until SERVER_LOG has COUNT lines matching the
+# fixed string PATTERN; log lines are written asynchronously by the shards.
+wait_for_log() {
+    local i n=0
+    for ((i = 0; i < 200; i++)); do
+        n=$(grep -cF -- "$1" "$SERVER_LOG" || true)
+        ((n >= $2)) && return 0
+        sleep 0.05
+    done
+    fail "expected $2 log lines containing '$1' in $SERVER_LOG, found $n"
+}
