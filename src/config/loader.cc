@@ -76,9 +76,6 @@ constexpr std::string_view route_keys[] = {"path",  "methods",      "verify",
 constexpr std::string_view verify_keys[] = {"scheme",    "secrets",          "tolerance",
                                             "header",    "prefix",           "encoding",
                                             "algorithm", "timestamp_header", "template"};
-constexpr std::string_view hmac_keys[] = {"scheme",    "secrets",          "tolerance",
-                                          "header",    "prefix",           "encoding",
-                                          "algorithm", "timestamp_header", "template"};
 constexpr std::string_view shared_secret_keys[] = {"scheme", "secrets", "header"};
 constexpr std::string_view windowed_keys[] = {"scheme", "secrets", "tolerance"};
 constexpr std::string_view plain_keys[] = {"scheme", "secrets"};
@@ -119,7 +116,7 @@ constexpr Choice<Algorithm> algorithms[] = {
 std::span<const std::string_view> scheme_keys(Scheme s) {
     switch (s) {
     case Scheme::hmac:
-        return hmac_keys;
+        return verify_keys; // every option is hmac's
     case Scheme::shared_secret:
         return shared_secret_keys;
     case Scheme::stripe:
@@ -1581,12 +1578,12 @@ struct Source {
     std::string text;
 };
 
-LoadResult load_sources(std::vector<Source> sources, std::string directory) {
+LoadResult load_sources(const std::vector<Source>& sources, std::string directory) {
     LoadResult result;
     Config cfg;
     cfg.directory = std::move(directory);
     std::optional<YamlNode> root;
-    for (Source& src : sources) {
+    for (const Source& src : sources) {
         cfg.files.push_back(src.file);
         detail::YamlDocument doc = detail::parse_yaml(src.file, src.text);
         for (Diagnostic& d : doc.errors) {
@@ -1687,7 +1684,7 @@ LoadResult load_path(const std::string& path) {
     if (!result.errors.empty()) {
         return result;
     }
-    return load_sources(std::move(sources), std::move(directory));
+    return load_sources(sources, std::move(directory));
 }
 
 LoadResult internal_error(const std::string& name, const char* what) {
@@ -1711,9 +1708,7 @@ LoadResult load(const std::string& path) {
 
 LoadResult load_text(const std::string& name, const std::string& yaml) {
     try {
-        std::vector<Source> sources;
-        sources.push_back(Source{name, yaml});
-        return load_sources(std::move(sources), "");
+        return load_sources({Source{name, yaml}}, "");
     } catch (const std::exception& e) {
         return internal_error(name, e.what());
     } catch (...) {

@@ -135,6 +135,9 @@ inline size_t token_run(const char* p, const char* end) {
         const unsigned other = ~static_cast<unsigned>(_mm_movemask_epi8(ok)) & 0xffffu;
         if (other != 0) {
             p += __builtin_ctz(other);
+            if (*p == ':') {
+                return static_cast<size_t>(p - start); // the usual end of a field name
+            }
             break;
         }
         p += 16;
@@ -172,6 +175,40 @@ inline size_t field_value_run(const char* p, const char* end) {
         ++p;
     }
     return static_cast<size_t>(p - start);
+}
+
+inline uint64_t load64(const char* p) {
+    uint64_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// ASCII case-insensitive equality, 8 bytes at a time. Precondition: `lower` holds only lowercase
+// letters, digits and '-', and `s` is a checked token or field value (no control bytes but
+// HTAB): then setting bit 0x20 of a byte of s yields the byte of lower exactly when the two
+// match ignoring case (the only other candidates, 0x10-0x19 and CR, cannot occur in s).
+inline bool equals_lowercase(std::string_view s, std::string_view lower) {
+    const size_t n = s.size();
+    if (n != lower.size()) {
+        return false;
+    }
+    constexpr uint64_t case_bits = 0x2020202020202020ull;
+    if (n >= 8) {
+        uint64_t diff = 0;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            diff |= (load64(s.data() + i) | case_bits) ^ load64(lower.data() + i);
+        }
+        if (i < n) {
+            diff |= (load64(s.data() + n - 8) | case_bits) ^ load64(lower.data() + n - 8);
+        }
+        return diff == 0;
+    }
+    unsigned diff = 0;
+    for (size_t i = 0; i < n; ++i) {
+        diff |= static_cast<unsigned>((uchar(s[i]) | 0x20) ^ uchar(lower[i]));
+    }
+    return diff == 0;
 }
 
 constexpr HeadResult incomplete{};
@@ -300,18 +337,17 @@ bool valid_host(std::string_view h) {
         }
         i = close + 1;
     } else {
-        while (i < h.size() && h[i] != ':') {
-            if (h[i] == '%') {
-                if (h.size() - i < 3 || hex_value(h[i + 1]) < 0 || hex_value(h[i + 2]) < 0) {
-                    return false;
-                }
-                i += 3;
-                continue;
+        for (;;) {
+            while (i < h.size() && reg_name_byte[uchar(h[i])]) {
+                ++i;
             }
-            if (!reg_name_byte[uchar(h[i])]) {
+            if (i == h.size() || h[i] != '%') {
+                break;
+            }
+            if (h.size() - i < 3 || hex_value(h[i + 1]) < 0 || hex_value(h[i + 2]) < 0) {
                 return false;
             }
-            ++i;
+            i += 3;
         }
         if (i == 0) {
             return false;
@@ -403,7 +439,7 @@ std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
         if (coding.empty() || (p < end && *p != ',')) {
             return why::bad_transfer_encoding;
         }
-        const bool chunked = name_equals(coding, "chunked");
+        const bool chunked = equals_lowercase(coding, "chunked");
         if (s.te_chunked) {
             return chunked ? why::chunked_twice : why::chunked_not_last;
         }
@@ -435,9 +471,9 @@ std::string_view check_connection(std::string_view v, Semantics& s) {
         if (p < end && *p != ',') {
             return why::bad_connection;
         }
-        if (name_equals(option, "close")) {
+        if (equals_lowercase(option, "close")) {
             s.connection_close = true;
-        } else if (name_equals(option, "keep-alive")) {
+        } else if (equals_lowercase(option, "keep-alive")) {
             s.connection_keep_alive = true;
         }
     }
@@ -447,9 +483,14 @@ std::string_view check_connection(std::string_view v, Semantics& s) {
 // Looks at the fields that decide framing, routing and the connection's fate. Returns an empty
 // view when the field is fine.
 std::string_view check_field(const Header& h, Semantics& s) {
+    // Most fields are none of these: one test on the name length sends them away.
+    constexpr uint32_t interesting_lengths = 1u << 4 | 1u << 6 | 1u << 10 | 1u << 14 | 1u << 17;
+    if (h.name.size() >= 32 || (interesting_lengths >> h.name.size() & 1u) == 0) {
+        return {};
+    }
     switch (h.name.size()) {
     case 4:
-        if (name_equals(h.name, "host")) {
+        if (equals_lowercase(h.name, "host")) {
             if (s.host_seen) {
                 return why::duplicate_host;
             }
@@ -460,25 +501,25 @@ std::string_view check_field(const Header& h, Semantics& s) {
         break;
     case 6:
         // RFC 9110 section 10.1.1: a 100-continue in an HTTP/1.0 request is ignored.
-        if (s.minor_version == 1 && name_equals(h.name, "expect")) {
-            if (!name_equals(h.value, "100-continue")) {
+        if (s.minor_version == 1 && equals_lowercase(h.name, "expect")) {
+            if (!equals_lowercase(h.value, "100-continue")) {
                 return why::bad_expect;
             }
             s.expect_continue = true;
         }
         break;
     case 10:
-        if (name_equals(h.name, "connection")) {
+        if (equals_lowercase(h.name, "connection")) {
             return check_connection(h.value, s);
         }
         break;
     case 14:
-        if (name_equals(h.name, "content-length")) {
+        if (equals_lowercase(h.name, "content-length")) {
             return check_content_length(h.value, s);
         }
         break;
     case 17:
-        if (name_equals(h.name, "transfer-encoding")) {
+        if (equals_lowercase(h.name, "transfer-encoding")) {
             return check_transfer_encoding(h.value, s);
         }
         break;
@@ -717,6 +758,9 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         }
         const std::string_view name_view(name, static_cast<size_t>(p - name));
         ++p;
+        if (p < end && *p == ' ') {
+            ++p; // the usual single space, before looking for more
+        }
         while (p < end && is_ows(*p)) {
             ++p;
         }

@@ -81,7 +81,7 @@ std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
             return seg.path + ": " + error;
         }
         _stats.recovered_records += report.records;
-        if (report.tail_bytes != 0 && !report.tail_all_zero) {
+        if (report.tail_cut) {
             _stats.cut_tail_bytes += report.tail_bytes;
             LogLine(Level::warn, "spool: cut torn tail")
                 .field("segment", seg.path)

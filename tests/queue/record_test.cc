@@ -87,6 +87,7 @@ TEST(SpoolRecord, RoundTripsRouteHeadersPeerAndBody) {
         std::string peer;
     };
     std::vector<std::pair<std::string, std::string>> many;
+    many.reserve(300);
     for (int i = 0; i < 300; ++i) {
         many.emplace_back("X-Header-" + std::to_string(i), std::string(i % 7, 'v'));
     }

@@ -44,7 +44,7 @@ Image three_records(uint32_t shard = 0) {
     Image img;
     img.bytes = segment_header(shard);
     img.add(job("github", R"({"action":"opened"})", 1));
-    img.add(job("stripe", std::string("\x00\x01PCR1\xff", 8), 2));
+    img.add(job("stripe", std::string("\x00\x01PCR1\xff", 7), 2));
     img.add(job("github", "", 3));
     return img;
 }

@@ -36,6 +36,7 @@ struct JobId {
     int64_t unix_ms() const;
     uint8_t shard() const { return bytes[6]; }
 
+    // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads the defaulted <=>.
     auto operator<=>(const JobId&) const = default;
 };
 
