@@ -37,8 +37,7 @@ int try_setup(unsigned flags, io_uring_probe** probe) {
 bool probe_buf_ring_and_multishot_recv(io_uring& ring, bool& multishot_recv) {
     multishot_recv = false;
     constexpr size_t page = 4096;
-    void* mem = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1,
-                     0);
+    void* mem = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) {
         return false;
     }

@@ -53,6 +53,7 @@ enum class Op : uint8_t {
     shutdown = 6,
     log_write = 7,
     close_unowned = 8,
+    send_continue = 9,
 };
 
 constexpr uint64_t pack(Op op, uint32_t gen, uint32_t index) {
@@ -104,8 +105,9 @@ struct Connection {
     bool send_inflight = false;
     bool keep_alive = true;
     bool peer_eof = false;
-    bool abandoned = false; // closed while its job was in the spool group
-    bool continue_sent = false;
+    bool abandoned = false;         // closed while its job was in the spool group
+    bool continue_inflight = false; // the interim 100 Continue is being sent
+    uint8_t continue_bytes_sent = 0;
     base::PeerAddress peer;
     Buffer* staging = nullptr; // bytes not yet parsed: a partial head or pipelined requests
     size_t staged_from = 0;    // parsed prefix of staging
@@ -341,6 +343,9 @@ struct Shard::Impl {
             return;
         case Op::send:
             on_send(cqe);
+            return;
+        case Op::send_continue:
+            on_send_continue(cqe);
             return;
         case Op::close:
             on_closed(cqe);
@@ -623,7 +628,6 @@ struct Shard::Impl {
             c.timer->remove(c);
         }
         c.keep_alive = head.keep_alive;
-        c.continue_sent = false;
         bool has_body =
             head.framing == http::BodyFraming::chunked ||
             (head.framing == http::BodyFraming::content_length && head.content_length > 0);
@@ -700,9 +704,8 @@ struct Shard::Impl {
         c.state = State::reading_body;
         body_timers.push(c, now_mono + body_timers.length_ns);
         if (head.expect_continue) {
-            c.continue_sent = true;
-            queue_output(c, 100, {}, {}, false);
-            start_send(c);
+            c.continue_bytes_sent = 0;
+            start_continue(c);
         }
     }
 
@@ -908,16 +911,45 @@ struct Shard::Impl {
             c.timer->remove(c);
         }
         close = close || !c.keep_alive || draining;
-        if (c.send_inflight) {
-            // A 100 Continue is still on its way; the final answer follows it. Rare enough to
-            // close rather than queue a second response.
-            close = true;
-        }
         queue_output(c, status, body, extra, close, content_type, head_only);
         c.close_after_send = close;
         c.state = State::sending;
-        if (!c.send_inflight) {
+        // A 100 Continue still on its way goes first; its completion starts this answer.
+        if (!c.continue_inflight) {
             start_send(c);
+        }
+    }
+
+    // The interim answer comes from a constant, so that the final answer can be written into
+    // c.out while the interim one is still being sent.
+    static constexpr std::string_view continue_response = "HTTP/1.1 100 Continue\r\n\r\n";
+
+    void start_continue(Connection& c) {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_send(sqe, c.fd, continue_response.data() + c.continue_bytes_sent,
+                           continue_response.size() - c.continue_bytes_sent, MSG_NOSIGNAL);
+        sqe->user_data = pack(Op::send_continue, c.gen, c.index);
+        c.continue_inflight = true;
+    }
+
+    void on_send_continue(const io_uring_cqe& cqe) {
+        Connection* c = lookup(cqe.user_data);
+        if (c == nullptr || c->state == State::closing) {
+            return;
+        }
+        c->continue_inflight = false;
+        if (cqe.res < 0) {
+            close_connection(*c);
+            return;
+        }
+        c->continue_bytes_sent = static_cast<uint8_t>(c->continue_bytes_sent + cqe.res);
+        if (c->continue_bytes_sent < continue_response.size()) {
+            start_continue(*c);
+            return;
+        }
+        stats.responses[1].fetch_add(1, std::memory_order_relaxed);
+        if (c->state == State::sending && !c->send_inflight) {
+            start_send(*c);
         }
     }
 
@@ -941,11 +973,6 @@ struct Shard::Impl {
         c->out_sent = static_cast<uint16_t>(c->out_sent + cqe.res);
         if (c->out_sent < c->out_len) {
             start_send(*c);
-            return;
-        }
-        if (c->state != State::sending) {
-            // That was a 100 Continue; the body is being read.
-            c->out_len = c->out_sent = 0;
             return;
         }
         release_request(*c);
@@ -1081,7 +1108,7 @@ struct Shard::Impl {
                                                            : std::string_view("header"));
         add_peer(line, c);
         log(line);
-        if (c.send_inflight) {
+        if (c.send_inflight || c.continue_inflight) {
             close_connection(c);
             return;
         }

@@ -161,6 +161,13 @@ row "github: valid signature" "202" no "$(gh "X-Hub-Signature-256: sha256=${good
 row "github: wrong signature, connection stays usable" "401" no \
     "$(gh "X-Hub-Signature-256: sha256=${bad_sig}\r\n")" --check 'body={"error":"unauthorized"}'
 row "github: missing signature" "401" any "$(gh "")"
+# The client sends its body without waiting for the interim answer: the 100 goes out first and
+# the final answer follows it intact, on a connection that stays usable.
+row "github: Expect 100-continue with the body at once, wrong signature" "100 401" no \
+    "$(gh "Expect: 100-continue\r\nX-Hub-Signature-256: sha256=${bad_sig}\r\n")" \
+    --check 'body={"error":"unauthorized"}'
+row "github: Expect 100-continue with the body at once, valid" "100 202" no \
+    "$(gh "Expect: 100-continue\r\nX-Hub-Signature-256: sha256=${good_sig}\r\n")"
 row "github: pipelined valid then tampered" "202 401 202" no \
     "$(gh "X-Hub-Signature-256: sha256=${good_sig}\r\n")$(gh "X-Hub-Signature-256: sha256=${bad_sig}\r\n")$(gh "X-Hub-Signature-256: sha256=${good_sig}\r\n")"
 
