@@ -1,5 +1,7 @@
 #include "portcullis/config/snapshot.hh"
 
+#include <algorithm>
+
 namespace portcullis::config {
 
 namespace {
@@ -78,12 +80,21 @@ std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
 }
 
 const Route* Snapshot::match(std::string_view path) const {
+    // A literal segment is more specific than a {param} one: /jobs/latest wins over /jobs/{id}
+    // whatever their order in the configuration (equal shapes are refused at load).
+    const Route* best = nullptr;
+    size_t best_params = 0;
     for (const Route& r : _routes) {
-        if (r.matches(path)) {
-            return &r;
+        if (!r.matches(path)) {
+            continue;
+        }
+        size_t params = static_cast<size_t>(std::count(r.is_param.begin(), r.is_param.end(), true));
+        if (best == nullptr || params < best_params) {
+            best = &r;
+            best_params = params;
         }
     }
-    return nullptr;
+    return best;
 }
 
 } // namespace portcullis::config

@@ -8,8 +8,6 @@ namespace portcullis::http {
 
 std::string_view status_text(uint16_t status) {
     switch (status) {
-    case 100:
-        return "Continue";
     case 200:
         return "OK";
     case 202:
@@ -90,16 +88,14 @@ size_t write_response(std::span<char> out, const Response& r, std::string_view d
     w.put("\r\nDate: ");
     w.put(date);
     w.put("\r\n");
-    if (r.status != 100) {
-        if (!r.body.empty()) {
-            w.put("Content-Type: ");
-            w.put(r.content_type);
-            w.put("\r\n");
-        }
-        w.put("Content-Length: ");
-        w.put_uint(r.body.size());
+    if (!r.body.empty()) {
+        w.put("Content-Type: ");
+        w.put(r.content_type);
         w.put("\r\n");
     }
+    w.put("Content-Length: ");
+    w.put_uint(r.body.size());
+    w.put("\r\n");
     w.put(r.extra_headers);
     if (r.close) {
         w.put("Connection: close\r\n");

@@ -35,7 +35,8 @@ public:
 
     const Config& config() const { return _config; }
     const std::vector<Route>& routes() const { return _routes; }
-    // The route whose path matches, or nullptr. Paths are compared as sent (no decoding).
+    // The route whose path matches, or nullptr; with several, the one with the fewest {param}
+    // segments. Paths are compared as sent (no decoding).
     const Route* match(std::string_view path) const;
 
 private:

@@ -1,4 +1,5 @@
-// Response writer: one complete HTTP/1.1 response head and body into a caller buffer.
+// Response writer: one complete final HTTP/1.1 response, head and body, into a caller buffer
+// (the interim 100 Continue is a constant of the connection layer).
 //
 //   char out[512];
 //   size_t n = write_response(out, {.status = 202, .body = json}, date.view());
