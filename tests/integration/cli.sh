@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The operator's commands: --help everywhere, check's exit statuses and messages, sign's headers
+# checked against openssl and accepted by a running server, token new, probe, version.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/lib.sh"
+need curl openssl
+
+P=$PORTCULLIS
+status_of() {
+    local rc=0
+    "$@" >"$WORKDIR/out" 2>"$WORKDIR/err" || rc=$?
+    echo "$rc"
+}
+
+# --help on every command, exit 0, usage on stdout.
+for cmd in serve check sign "spool verify" "spool dump" "token new" probe version; do
+    # shellcheck disable=SC2086
+    rc=$(status_of "$P" $cmd --help)
+    expect_eq "portcullis $cmd --help exit status" 0 "$rc"
+    grep -q "^usage: portcullis ${cmd%% *}" "$WORKDIR/out" || fail "portcullis $cmd --help: no usage line"
+done
+expect_eq "unknown command exit status" 2 "$(status_of "$P" frobnicate)"
+expect_eq "unknown option exit status" 2 "$(status_of "$P" check --nope)"
+
+# check: 0 on a valid configuration with its summary; 2 with file:line:column and key path.
+export GH_SECRET=cli-secret GL_TOKEN=cli-token
+write_config "$WORKDIR/ok.yaml"
+expect_eq "check on a valid config" 0 "$(status_of "$P" check -c "$WORKDIR/ok.yaml")"
+grep -q "configuration ok" "$WORKDIR/out" || fail "check printed no 'configuration ok'"
+grep -q "github" "$WORKDIR/out" || fail "check's summary does not list the github route"
+printf 'server:\n  listen: ["127.0.0.1:0"]\n  shardz: 2\n' >"$WORKDIR/bad.yaml"
+expect_eq "check on an unknown key" 2 "$(status_of "$P" check -c "$WORKDIR/bad.yaml")"
+grep -q "bad.yaml:3:3: server.shardz" "$WORKDIR/err" ||
+    fail "check's error does not name file:line:column and key: $(cat "$WORKDIR/err")"
+# An unset secret is a warning: fine normally, fatal with --strict.
+unset GL_TOKEN
+expect_eq "check with an unset secret" 0 "$(status_of "$P" check -c "$WORKDIR/ok.yaml")"
+expect_eq "check --strict with an unset secret" 2 \
+    "$(status_of "$P" check --strict -c "$WORKDIR/ok.yaml")"
+grep -q "GL_TOKEN" "$WORKDIR/err" || fail "the warning does not name the variable"
+export GL_TOKEN=cli-token
+
+# sign: the github header is the HMAC openssl computes over the same body.
+printf '{"action":"opened","n":1}' >"$WORKDIR/body.json"
+expect_eq "sign exit status" 0 \
+    "$(status_of "$P" sign -c "$WORKDIR/ok.yaml" github --body "$WORKDIR/body.json")"
+expected="X-Hub-Signature-256: sha256=$(hmac_sha256_hex_file "$GH_SECRET" "$WORKDIR/body.json")"
+expect_eq "sign github header" "$expected" "$(cat "$WORKDIR/out")"
+expect_eq "sign for an unknown route" 2 "$(status_of "$P" sign -c "$WORKDIR/ok.yaml" nope)"
+
+# sign --curl: the printed command, run as it is, gets a 202 from a running server.
+start_server "$WORKDIR/ok.yaml"
+for route in github gitlab; do
+    "$P" sign -c "$WORKDIR/ok.yaml" "$route" --curl "http://127.0.0.1:$PORT" >"$WORKDIR/cmd"
+    answer=$(bash "$WORKDIR/cmd")
+    [[ $answer == *'"status":"queued"'* ]] || fail "sign --curl for $route: $answer"
+done
+stop_server
+
+# token new: a token and the SHA-256 of exactly that token.
+expect_eq "token new exit status" 0 "$(status_of "$P" token new)"
+token=$(sed -n 's/^token: *//p' "$WORKDIR/out")
+hash=$(sed -n 's/^sha256: *//p' "$WORKDIR/out")
+expect_eq "token hash" "$(printf %s "$token" | openssl dgst -sha256 -r | cut -d' ' -f1)" "$hash"
+
+rc=$(status_of "$P" probe)
+[[ $rc == 0 || $rc == 1 ]] || fail "probe exit status $rc"
+grep -q "multishot recv" "$WORKDIR/out" || grep -q "io_uring" "$WORKDIR/out" || fail "probe printed nothing useful"
+expect_eq "version exit status" 0 "$(status_of "$P" version)"
+grep -q "^portcullis [0-9]" "$WORKDIR/out" || fail "version printed no version"
+echo "cli: ok"
