@@ -201,6 +201,43 @@ constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
 constexpr std::string_view body_timeout = R"({"error":"timeout"})";
 constexpr std::string_view retry_after_header = "Retry-After: 1\r\n";
 
+// The request fields a rejection log line may show, under their lowercase names, and how many
+// characters of each: signature values are cut to 12 so that a line never carries a usable
+// signature. Returns the name to log, empty for a field that is not logged.
+std::string_view logged_header(std::string_view name, size_t& cut) {
+    constexpr std::string_view identifying[] = {"user-agent",
+                                                "content-type",
+                                                "content-length",
+                                                "x-github-event",
+                                                "x-github-delivery",
+                                                "x-gitlab-event",
+                                                "x-request-id",
+                                                "webhook-id",
+                                                "webhook-timestamp",
+                                                "svix-id",
+                                                "svix-timestamp",
+                                                "x-slack-request-timestamp",
+                                                "x-signature-timestamp",
+                                                "x-shopify-webhook-id",
+                                                "x-shopify-topic"};
+    constexpr std::string_view signatures[] = {
+        "x-hub-signature-256", "x-hub-signature", "stripe-signature",      "x-slack-signature",
+        "webhook-signature",   "svix-signature",  "x-shopify-hmac-sha256", "x-signature-ed25519"};
+    for (std::string_view n : identifying) {
+        if (http::name_equals(name, n)) {
+            cut = 128;
+            return n;
+        }
+    }
+    for (std::string_view n : signatures) {
+        if (http::name_equals(name, n)) {
+            cut = 12;
+            return n;
+        }
+    }
+    return {};
+}
+
 // Hop-by-hop fields describe this connection, not the webhook; they are not stored with jobs.
 bool is_hop_by_hop(std::string_view name) {
     constexpr std::string_view names[] = {"connection", "keep-alive", "transfer-encoding",
@@ -853,16 +890,34 @@ struct Shard::Impl {
         char id[26];
         c.req->id.format(id);
         line.field("request_id", std::string_view(id, sizeof id));
-        if (!headers.empty()) {
-            // Never a body, never a secret: only fields that identify the sender.
-            line.object("headers");
-            for (std::string_view name : {"user-agent", "content-type", "content-length"}) {
-                if (const http::Header* h = http::find_header(headers, name)) {
-                    line.field(name, h->value.substr(0, 64));
-                }
+        // Never a body, never a secret: only fields that identify the sender, with signature
+        // values cut short. After the body, the head is gone from the receive buffers; the
+        // stored copy in the record is read back instead (this path only).
+        std::string_view secret = c.req->route->verifier->secret_header();
+        line.object("headers");
+        auto add = [&](std::string_view name, std::string_view value) {
+            if (!secret.empty() && http::name_equals(name, secret)) {
+                return;
             }
-            line.end_object();
+            size_t cut = 0;
+            if (std::string_view logged = logged_header(name, cut); !logged.empty()) {
+                line.field(logged, value.substr(0, cut));
+            }
+        };
+        if (!headers.empty()) {
+            for (const http::Header& h : headers) {
+                add(h.name, h.value);
+            }
+        } else if (c.req->record != nullptr && c.req->record->size >= c.req->body_start) {
+            queue::seal_record(c.req->record->bytes());
+            queue::JobRecord stored;
+            size_t size = 0;
+            if (queue::decode_record(c.req->record->bytes(), stored, size) ==
+                queue::DecodeStatus::ok) {
+                stored.for_each_header(add);
+            }
         }
+        line.end_object();
         log(line);
         respond(c, status, status == 413 ? body_too_large : body_unauthorized, {}, close);
     }

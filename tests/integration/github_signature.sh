@@ -108,9 +108,9 @@ check_rejection_log() {
     wait_for_log '"msg":"webhook rejected"' "$refused"
     local line
     line=$(grep -F '"msg":"webhook rejected"' "$SERVER_LOG" | tail -n 1)
-    python3 - "$what" "$reasons" "$line" <<'PY' || exit 1
+    python3 - "$what" "$reasons" "$line" "$signature" <<'PY' || exit 1
 import json, re, sys
-what, reasons, line = sys.argv[1:]
+what, reasons, line, signature = sys.argv[1:]
 try:
     entry = json.loads(line)
 except ValueError as e:
@@ -124,6 +124,12 @@ check(re.fullmatch(reasons, str(entry.get("reason"))), f"reason should match {re
 check(entry.get("route") == "github", "route should be 'github'")
 check(entry.get("peer") == "127.0.0.1", "peer should be '127.0.0.1'")
 check(isinstance(entry.get("request_id"), str) and entry["request_id"], "request_id missing")
+headers = entry.get("headers")
+check(isinstance(headers, dict), "no headers object")
+check(str(headers.get("user-agent", "")).startswith("curl/"), "user-agent not among the headers")
+if signature.startswith("sha256="):
+    check(headers.get("x-hub-signature-256") == signature[:12],
+          f"x-hub-signature-256 should be logged cut to {signature[:12]!r}")
 PY
     local marker
     marker=$(grep -o 'REFUSED-[^"]*' "$file")
