@@ -884,19 +884,28 @@ private:
         return ref;
     }
 
+    // A member of `routes` or `tokens`: its key must be a name and its value a mapping.
+    bool named_mapping(const YamlNode& member, const std::string& p, std::string_view what,
+                       std::string_view keys) {
+        if (!is_name(member.key)) {
+            error(member.key_mark, p,
+                  std::string(what) + " names are 1 to 64 characters of [a-z0-9_-], found " +
+                      quote(member.key));
+            return false;
+        }
+        if (!member.is_mapping()) {
+            error(member.mark, p,
+                  "expected a mapping (" + std::string(keys) + "), found " + describe(member));
+            return false;
+        }
+        return true;
+    }
+
     void routes(const YamlNode& map, const std::string& path) {
         std::map<std::string, size_t> shapes; // shape -> index into _cfg.routes
         for (const YamlNode& member : map.children) {
             std::string p = join_path(path, member.key);
-            if (!is_name(member.key)) {
-                error(member.key_mark, p,
-                      "route names are 1 to 64 characters of [a-z0-9_-], found " +
-                          quote(member.key));
-                continue;
-            }
-            if (!member.is_mapping()) {
-                error(member.mark, p,
-                      "expected a mapping (path, verify, ...), found " + describe(member));
+            if (!named_mapping(member, p, "route", "path, verify, ...")) {
                 continue;
             }
             RouteConfig r;
@@ -1395,15 +1404,7 @@ private:
         std::map<std::array<uint8_t, 32>, std::string> seen;
         for (const YamlNode& member : map.children) {
             std::string p = join_path(path, member.key);
-            if (!is_name(member.key)) {
-                error(member.key_mark, p,
-                      "token names are 1 to 64 characters of [a-z0-9_-], found " +
-                          quote(member.key));
-                continue;
-            }
-            if (!member.is_mapping()) {
-                error(member.mark, p,
-                      "expected a mapping (sha256, scopes), found " + describe(member));
+            if (!named_mapping(member, p, "token", "sha256, scopes")) {
                 continue;
             }
             check_keys(member, p, token_keys);

@@ -7,22 +7,12 @@ namespace portcullis::verify {
 
 namespace {
 
-class NoneVerifier final : public Verifier {
+class NoneVerifier final : public HeaderOnlyScheme {
 public:
     Reason begin(std::span<const http::Header> /*headers*/, int64_t /*now_unix_ns*/,
                  VerifyState& st) const override {
         st.reset();
         st.begun = true;
-        return Reason::ok;
-    }
-
-    void update(VerifyState& /*st*/, std::span<const uint8_t> /*body_part*/) const override {}
-
-    Reason finish(VerifyState& st, std::span<const uint8_t> /*whole_body*/) const override {
-        if (!st.begun) {
-            return Reason::malformed;
-        }
-        st.begun = false;
         return Reason::ok;
     }
 };

@@ -17,7 +17,7 @@ namespace {
 
 using Digest = std::array<uint8_t, SHA256_DIGEST_LENGTH>;
 
-class SharedSecretVerifier final : public Verifier {
+class SharedSecretVerifier final : public HeaderOnlyScheme {
 public:
     SharedSecretVerifier(std::string header, std::vector<Digest> digests)
         : _header(std::move(header)), _digests(std::move(digests)) {}
@@ -53,16 +53,6 @@ public:
         }
         // Nothing is signed: the decision is made here, before the body is read.
         st.begun = true;
-        return Reason::ok;
-    }
-
-    void update(VerifyState& /*st*/, std::span<const uint8_t> /*body_part*/) const override {}
-
-    Reason finish(VerifyState& st, std::span<const uint8_t> /*whole_body*/) const override {
-        if (!st.begun) {
-            return Reason::malformed;
-        }
-        st.begun = false;
         return Reason::ok;
     }
 

@@ -196,6 +196,20 @@ constexpr Reason check_timestamp(std::string_view text, int64_t now_unix_ns, int
 // start_macs(st) and feed()s its prefix, then sets st.begun. update() and finish() are shared:
 // finish() computes every MAC and compares it with every presented signature, without early
 // exit, so the time taken does not depend on which secret or signature matched.
+// Base of the schemes that decide in begin() from the headers alone (shared_secret, none):
+// the body needs no hashing, and finish() confirms the decision of begin() once.
+class HeaderOnlyScheme : public Verifier {
+public:
+    void update(VerifyState& /*st*/, std::span<const uint8_t> /*body_part*/) const override {}
+    Reason finish(VerifyState& st, std::span<const uint8_t> /*whole_body*/) const override {
+        if (!st.begun) {
+            return Reason::malformed;
+        }
+        st.begun = false;
+        return Reason::ok;
+    }
+};
+
 class HmacScheme : public Verifier {
 public:
     void update(VerifyState& st, std::span<const uint8_t> body_part) const override;
