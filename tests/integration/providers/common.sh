@@ -1,0 +1,213 @@
+# shellcheck shell=bash
+# Helpers shared by the provider signature tests (stripe_signature.sh, slack_signature.sh, ...).
+# Source it after lib.sh:
+#
+#   source "$here/lib.sh"
+#   source "$here/providers/common.sh"
+#   need_signers                                  # exit 77 without node or node_modules
+#   provider_config "$WORKDIR/config.yaml" <<'EOF'  # the routes, indented by two spaces
+#     stripe: {path: /webhooks/stripe, verify: {scheme: stripe, secrets: [{env: STRIPE_SECRET}]}}
+#   EOF
+#   sign_with stripe --secret "$STRIPE_SECRET" --body "$file"    # sets SIGNED (curl -H args)
+#   post /webhooks/stripe "$file" "${SIGNED[@]}"
+#   accept stripe "unicode body" "$file"          # 202, remembered for check_spool
+#   refuse stripe "wrong secret" signature_mismatch "$file"   # 401 + log line
+#   check_spool                                   # after stop_server: 202s stored, 401s not
+#
+# Requests signed by the providers' own libraries come from providers/sign.mjs; schemes with
+# no signing library (Slack, Shopify, generic hmac) are signed with openssl in the tests.
+
+PROVIDERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SIGNER="$PROVIDERS_DIR/sign.mjs"
+SPOOL="$WORKDIR/spool"
+
+# Skips (77) when node or the npm packages are missing; fails when node_modules is there but
+# does not match package-lock.json, which would test against other library versions than the
+# pinned ones.
+need_signers() {
+    need node
+    [[ -d $PROVIDERS_DIR/node_modules ]] ||
+        skip "tests/integration/providers/node_modules is missing (run scripts/deps --test)"
+    local out
+    out=$(cd "$PROVIDERS_DIR" && node -e '
+const fs = require("fs");
+const lock = JSON.parse(fs.readFileSync("package-lock.json", "utf8"));
+const bad = [];
+for (const [path, entry] of Object.entries(lock.packages)) {
+    if (path === "") continue;
+    let installed;
+    try { installed = JSON.parse(fs.readFileSync(path + "/package.json", "utf8")).version; }
+    catch { installed = "missing"; }
+    if (installed !== entry.version) bad.push(`${path}: ${installed}, lock ${entry.version}`);
+}
+if (bad.length) { console.log(bad.join("; ")); process.exit(1); }
+' 2>&1) || fail "providers/node_modules does not match package-lock.json ($out): run scripts/deps --test"
+}
+
+# provider_config FILE: a server on ephemeral ports with the spool in $SPOOL and the routes
+# read from standard input (YAML, each route indented by two spaces).
+provider_config() {
+    {
+        cat <<EOF
+server: {listen: ["127.0.0.1:0"], shards: 2}
+admin: {listen: "127.0.0.1:0"}
+spool: {dir: $SPOOL, durability: fsync}
+routes:
+EOF
+        cat
+    } >"$1"
+}
+
+now() { date +%s; }
+
+# sign_with ARGS...: runs sign.mjs; sets SIGNED_LINES (the "Name: value" lines) and SIGNED
+# (the same as curl -H arguments).
+sign_with() {
+    local out
+    out=$(node "$SIGNER" "$@") || fail "sign.mjs $* failed"
+    mapfile -t SIGNED_LINES <<<"$out"
+    SIGNED=()
+    local l
+    for l in "${SIGNED_LINES[@]}"; do
+        SIGNED+=(-H "$l")
+    done
+}
+
+# signed_value NAME: the value of header NAME (case-insensitive) from the last sign_with.
+signed_value() {
+    local l name
+    for l in "${SIGNED_LINES[@]}"; do
+        name=${l%%:*}
+        if [[ ${name,,} == "${1,,}" ]]; then
+            echo "${l#*: }"
+            return 0
+        fi
+    done
+    fail "sign.mjs printed no $1 header"
+}
+
+# hmac_file ALGORITHM SECRET FORMAT PREFIX_TEXT FILE: HMAC of PREFIX_TEXT followed by FILE's
+# bytes, as hex or base64 (FORMAT).
+hmac_file() {
+    local algorithm=$1 secret=$2 format=$3 prefix=$4 file=$5
+    if [[ $format == hex ]]; then
+        { printf %s "$prefix"; cat "$file"; } | openssl dgst "-$algorithm" -hmac "$secret" -hex |
+            sed 's/^.*= *//'
+    else
+        { printf %s "$prefix"; cat "$file"; } | openssl dgst "-$algorithm" -hmac "$secret" -binary |
+            base64 -w0
+    fi
+}
+
+# flip_hex HEX: the same string with its last hex digit changed (a wrong value of the right shape).
+flip_hex() {
+    local s=$1 last=${1: -1}
+    echo "${s:0:${#s}-1}$([[ $last == 0 ]] && echo 1 || echo 0)"
+}
+
+# Bodies ----------------------------------------------------------------------------------------
+
+_body_count=0
+# new_body CASE [TEXT]: a JSON body file naming the case, with non-ASCII text; sets BODY.
+new_body() {
+    _body_count=$((_body_count + 1))
+    BODY="$WORKDIR/body-$_body_count.json"
+    printf '{"case":"%s","n":%d,"text":"%s"}' "$1" "$_body_count" \
+        "${2:-Grüße, 漢字, emoji 🚀, quote \\\" backslash \\\\}" >"$BODY"
+}
+
+# refused_body CASE: a body carrying a marker that must reach neither the spool nor the log.
+refused_body() {
+    _body_count=$((_body_count + 1))
+    BODY="$WORKDIR/refused-$_body_count.json"
+    printf '{"refused":"REFUSED-%s-%s","case":"%s","note":"ne doit pas être stocké"}' \
+        "$_body_count" "$RANDOM$RANDOM" "$1" >"$BODY"
+}
+
+# Answers ----------------------------------------------------------------------------------------
+
+declare -A ACCEPTED=() # job id -> "route|body file"
+REJECTIONS=0
+
+# accept ROUTE WHAT BODY_FILE: the last answer queued the job; check_spool checks its body.
+accept() {
+    expect_queued "$2"
+    ACCEPTED[$JOB_ID]="$1|$3"
+}
+
+# refuse ROUTE WHAT REASON_REGEX BODY_FILE [SENSITIVE...]: the last answer is the bare 401 and
+# the newest rejection log line names the route, the peer, a request id and a reason matching
+# REASON_REGEX; neither the body's marker nor any SENSITIVE string (secrets, whole signatures)
+# is in the log.
+refuse() {
+    local route=$1 what=$2 reasons=$3 file=$4
+    shift 4
+    expect_unauthorized "$what"
+    REJECTIONS=$((REJECTIONS + 1))
+    wait_for_log '"msg":"webhook rejected"' "$REJECTIONS"
+    local line
+    line=$(grep -F '"msg":"webhook rejected"' "$SERVER_LOG" | tail -n 1)
+    python3 - "$what" "$route" "$reasons" "$line" <<'PY' || fail "$what: see above"
+import json, re, sys
+what, route, reasons, line = sys.argv[1:]
+try:
+    entry = json.loads(line)
+except ValueError as e:
+    sys.exit(f"FAIL: {what}: rejection log line is not JSON ({e}): {line}")
+def check(cond, msg):
+    if not cond:
+        sys.exit(f"FAIL: {what}: rejection log line: {msg}: {line}")
+check(re.fullmatch(reasons, str(entry.get("reason"))),
+      f"reason should be {reasons}, is {entry.get('reason')!r}")
+check(entry.get("route") == route, f"route should be {route!r}")
+check(entry.get("peer") == "127.0.0.1", "peer should be '127.0.0.1'")
+check(isinstance(entry.get("request_id"), str) and entry["request_id"], "request_id missing")
+PY
+    local marker
+    marker=$(grep -o 'REFUSED-[^"]*' "$file" || true)
+    [[ -z $marker ]] || ! grep -qF -- "$marker" "$SERVER_LOG" ||
+        fail "$what: the refused body appears in the log"
+    local s
+    for s in "$@"; do
+        [[ -z $s ]] || ! grep -qF -- "$s" "$SERVER_LOG" ||
+            fail "$what: a secret or a whole signature appears in the log"
+    done
+}
+
+# expect_json_answer WHAT STATUS JSON: the last answer has that status, a JSON content type and
+# a body equal to JSON as a JSON value (spacing aside).
+expect_json_answer() {
+    local what=$1 status=$2 want=$3
+    expect_eq "$what: status (answer: $HTTP_BODY)" "$status" "$HTTP_STATUS"
+    python3 - "$what" "$want" "$HTTP_BODY" <<'PY' || fail "$what: see above"
+import json, sys
+what, want, got = sys.argv[1:]
+try:
+    value = json.loads(got)
+except ValueError:
+    sys.exit(f"FAIL: {what}: answer body is not JSON: {got!r}")
+if value != json.loads(want):
+    sys.exit(f"FAIL: {what}: answer body should be {want}, is {got}")
+PY
+    grep -qi '^content-type: *application/json' "$HTTP_HEADERS" ||
+        fail "$what: answer has no Content-Type: application/json ($(tr -d '\r' <"$HTTP_HEADERS" | tr '\n' '|'))"
+}
+
+# check_spool [SPOOL]: after stop_server, the spool holds exactly the accepted jobs, each under
+# its route with its body byte for byte, and no refused body; `spool verify` passes. Sets DUMP.
+check_spool() {
+    local spool=${1:-$SPOOL}
+    local dump
+    dump="$WORKDIR/dump-$(basename "$spool").jsonl"
+    spool_dump "$spool" "$dump"
+    expect_eq "jobs in the spool (one per 202, none per 401 or handshake)" "${#ACCEPTED[@]}" \
+        "$(count_lines "$dump")"
+    ! grep -q 'REFUSED-' "$dump" || fail "a refused body is in the spool"
+    local id
+    for id in "${!ACCEPTED[@]}"; do
+        check_job "$dump" "$id" "${ACCEPTED[$id]%%|*}" "${ACCEPTED[$id]#*|}"
+    done
+    "$PORTCULLIS" spool verify --dir "$spool" >"$WORKDIR/verify.txt" 2>&1 ||
+        fail "spool verify after a clean stop: $(cat "$WORKDIR/verify.txt")"
+    DUMP=$dump
+}

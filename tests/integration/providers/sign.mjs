@@ -1,0 +1,168 @@
+#!/usr/bin/env node
+// Signs a webhook body the way the provider does, with the provider's own published library,
+// and prints the headers for curl, one "Name: value" per line. The integration tests use it so
+// that portcullis is checked against the providers' code, never against its own signing code.
+//
+//   node sign.mjs github   --secret S --body FILE
+//   node sign.mjs stripe   --secret whsec_... --body FILE [--timestamp T] [--scheme v1|v0]
+//   node sign.mjs standard --body FILE --id MSG_ID [--timestamp T] [--headers webhook|svix]
+//                          (--secret whsec_... | --seed HEX)...
+//   node sign.mjs ed25519  --seed HEX --body FILE [--timestamp T]
+//   node sign.mjs public-key --seed HEX [--format hex|whpk]
+//
+// Libraries: github @octokit/webhooks-methods sign(); stripe
+// stripe.webhooks.generateTestHeaderString(); standard v1 standardwebhooks (or svix with
+// --headers svix) Webhook#sign(); Ed25519 (Discord's X-Signature-Ed25519 and Standard Webhooks'
+// v1a) tweetnacl's sign.detached: neither Discord nor the Standard Webhooks JavaScript library
+// publishes an Ed25519 signer, and tweetnacl is the one Discord's documentation verifies with.
+// --seed is the 32-byte Ed25519 seed in hex; the key pair is derived from it.
+//
+// T is Unix seconds (default: now). Several --secret/--seed for standard give a space-separated
+// signature list in argument order. Slack, Shopify and the generic hmac scheme have no signing
+// library: their tests sign with openssl dgst.
+//
+// The provider libraries take the body as a string, so a body that is not valid UTF-8 (which
+// would not survive the conversion byte for byte) is refused here; the Ed25519 signer signs the
+// raw bytes, so ed25519 and a standard list of --seed only take any body.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+
+import { sign as octokitSign } from "@octokit/webhooks-methods";
+import Stripe from "stripe";
+import { Webhook as StandardWebhook } from "standardwebhooks";
+import nacl from "tweetnacl";
+
+const require = createRequire(import.meta.url);
+
+function die(message) {
+    process.stderr.write(`sign.mjs: ${message}\n`);
+    process.exit(2);
+}
+
+// --name value pairs; repeated names keep every value in order (for standard's list).
+function parseArgs(argv) {
+    const options = { order: [] };
+    for (let i = 0; i < argv.length; i += 2) {
+        const name = argv[i];
+        if (!name.startsWith("--") || i + 1 >= argv.length) {
+            die(`expected --name value pairs, got ${JSON.stringify(argv.slice(i))}`);
+        }
+        const key = name.slice(2);
+        const value = argv[i + 1];
+        options.order.push([key, value]);
+        options[key] = value;
+    }
+    return options;
+}
+
+function required(options, key) {
+    if (options[key] === undefined) {
+        die(`--${key} is required`);
+    }
+    return options[key];
+}
+
+function bodyBytes(options) {
+    return readFileSync(required(options, "body"));
+}
+
+function bodyString(options) {
+    const bytes = bodyBytes(options);
+    try {
+        return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+    } catch {
+        die("the body is not valid UTF-8: the provider libraries sign strings");
+    }
+}
+
+function timestamp(options) {
+    if (options.timestamp === undefined) {
+        return Math.floor(Date.now() / 1000);
+    }
+    if (!/^[0-9]+$/.test(options.timestamp)) {
+        die(`--timestamp must be Unix seconds, got ${options.timestamp}`);
+    }
+    return Number(options.timestamp);
+}
+
+function keyPair(seedHex) {
+    if (!/^[0-9a-fA-F]{64}$/.test(seedHex)) {
+        die("--seed must be 64 hex characters (a 32-byte Ed25519 seed)");
+    }
+    return nacl.sign.keyPair.fromSeed(Buffer.from(seedHex, "hex"));
+}
+
+function ed25519Detached(seedHex, message) {
+    return Buffer.from(nacl.sign.detached(new Uint8Array(message), keyPair(seedHex).secretKey));
+}
+
+const commands = {
+    async github(o) {
+        const signature = await octokitSign(required(o, "secret"), bodyString(o));
+        return [`X-Hub-Signature-256: ${signature}`];
+    },
+
+    stripe(o) {
+        const header = Stripe.webhooks.generateTestHeaderString({
+            payload: bodyString(o),
+            secret: required(o, "secret"),
+            timestamp: timestamp(o),
+            ...(o.scheme === undefined ? {} : { scheme: o.scheme }),
+        });
+        return [`Stripe-Signature: ${header}`];
+    },
+
+    standard(o) {
+        const id = required(o, "id");
+        const ts = timestamp(o);
+        const prefix = o.headers ?? "webhook";
+        if (prefix !== "webhook" && prefix !== "svix") {
+            die("--headers is webhook or svix");
+        }
+        // svix's Webhook wraps standardwebhooks' and names the headers svix-*.
+        const Webhook = prefix === "svix" ? require("svix").Webhook : StandardWebhook;
+        const signatures = [];
+        for (const [key, value] of o.order) {
+            if (key === "secret") {
+                signatures.push(new Webhook(value).sign(id, new Date(ts * 1000), bodyString(o)));
+            } else if (key === "seed") {
+                const message = Buffer.concat([Buffer.from(`${id}.${ts}.`), bodyBytes(o)]);
+                signatures.push(`v1a,${ed25519Detached(value, message).toString("base64")}`);
+            }
+        }
+        if (signatures.length === 0) {
+            die("standard needs at least one --secret whsec_... or --seed HEX");
+        }
+        return [
+            `${prefix}-id: ${id}`,
+            `${prefix}-timestamp: ${ts}`,
+            `${prefix}-signature: ${signatures.join(" ")}`,
+        ];
+    },
+
+    ed25519(o) {
+        const ts = String(timestamp(o));
+        const message = Buffer.concat([Buffer.from(ts), bodyBytes(o)]);
+        const signature = ed25519Detached(required(o, "seed"), message);
+        return [`X-Signature-Ed25519: ${signature.toString("hex")}`, `X-Signature-Timestamp: ${ts}`];
+    },
+
+    "public-key"(o) {
+        const key = Buffer.from(keyPair(required(o, "seed")).publicKey);
+        const format = o.format ?? "hex";
+        if (format === "hex") {
+            return [key.toString("hex")];
+        }
+        if (format === "whpk") {
+            return [`whpk_${key.toString("base64")}`];
+        }
+        die("--format is hex or whpk");
+    },
+};
+
+const [command, ...rest] = process.argv.slice(2);
+if (!Object.hasOwn(commands, command ?? "")) {
+    die(`usage: sign.mjs ${Object.keys(commands).join("|")} --name value...`);
+}
+const lines = await commands[command](parseArgs(rest));
+process.stdout.write(lines.map((l) => `${l}\n`).join(""));
