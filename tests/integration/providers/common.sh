@@ -205,7 +205,8 @@ check_spool() {
     ! grep -q 'REFUSED-' "$dump" || fail "a refused body is in the spool"
     local id
     for id in "${!ACCEPTED[@]}"; do
-        check_job "$dump" "$id" "${ACCEPTED[$id]%%|*}" "${ACCEPTED[$id]#*|}"
+        check_job "$dump" "$id" "${ACCEPTED[$id]%%|*}" "${ACCEPTED[$id]#*|}" ||
+            fail "job $id (${ACCEPTED[$id]}) is not stored as sent"
     done
     "$PORTCULLIS" spool verify --dir "$spool" >"$WORKDIR/verify.txt" 2>&1 ||
         fail "spool verify after a clean stop: $(cat "$WORKDIR/verify.txt")"
