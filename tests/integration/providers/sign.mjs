@@ -9,6 +9,7 @@
 //                          (--secret whsec_... | --seed HEX)...
 //   node sign.mjs ed25519  --seed HEX --body FILE [--timestamp T]
 //   node sign.mjs public-key --seed HEX [--format hex|whpk]
+//   node sign.mjs serve      (the same commands read from standard input, see serve())
 //
 // Libraries: github @octokit/webhooks-methods sign(); stripe
 // stripe.webhooks.generateTestHeaderString(); standard v1 standardwebhooks (or svix with
@@ -27,16 +28,14 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
-import { sign as octokitSign } from "@octokit/webhooks-methods";
-import Stripe from "stripe";
-import { Webhook as StandardWebhook } from "standardwebhooks";
-import nacl from "tweetnacl";
-
+// Each command loads only its own library: the stripe package alone takes most of a second to
+// load on a busy machine, and the tests run this many times.
 const require = createRequire(import.meta.url);
 
+class UsageError extends Error {}
+
 function die(message) {
-    process.stderr.write(`sign.mjs: ${message}\n`);
-    process.exit(2);
+    throw new UsageError(message);
 }
 
 // --name value pairs; repeated names keep every value in order (for standard's list).
@@ -86,6 +85,7 @@ function timestamp(options) {
 }
 
 function keyPair(seedHex) {
+    const nacl = require("tweetnacl");
     if (!/^[0-9a-fA-F]{64}$/.test(seedHex)) {
         die("--seed must be 64 hex characters (a 32-byte Ed25519 seed)");
     }
@@ -93,16 +93,19 @@ function keyPair(seedHex) {
 }
 
 function ed25519Detached(seedHex, message) {
+    const nacl = require("tweetnacl");
     return Buffer.from(nacl.sign.detached(new Uint8Array(message), keyPair(seedHex).secretKey));
 }
 
 const commands = {
     async github(o) {
-        const signature = await octokitSign(required(o, "secret"), bodyString(o));
+        const { sign } = await import("@octokit/webhooks-methods");
+        const signature = await sign(required(o, "secret"), bodyString(o));
         return [`X-Hub-Signature-256: ${signature}`];
     },
 
-    stripe(o) {
+    async stripe(o) {
+        const { default: Stripe } = await import("stripe");
         const header = Stripe.webhooks.generateTestHeaderString({
             payload: bodyString(o),
             secret: required(o, "secret"),
@@ -120,7 +123,7 @@ const commands = {
             die("--headers is webhook or svix");
         }
         // svix's Webhook wraps standardwebhooks' and names the headers svix-*.
-        const Webhook = prefix === "svix" ? require("svix").Webhook : StandardWebhook;
+        const { Webhook } = prefix === "svix" ? require("svix") : require("standardwebhooks");
         const signatures = [];
         for (const [key, value] of o.order) {
             if (key === "secret") {
@@ -160,9 +163,50 @@ const commands = {
     },
 };
 
-const [command, ...rest] = process.argv.slice(2);
-if (!Object.hasOwn(commands, command ?? "")) {
-    die(`usage: sign.mjs ${Object.keys(commands).join("|")} --name value...`);
+async function run(argv) {
+    const [command, ...rest] = argv;
+    if (!Object.hasOwn(commands, command ?? "")) {
+        die(`usage: sign.mjs ${Object.keys(commands).join("|")} --name value... (or: sign.mjs serve)`);
+    }
+    return commands[command](parseArgs(rest));
 }
-const lines = await commands[command](parseArgs(rest));
-process.stdout.write(lines.map((l) => `${l}\n`).join(""));
+
+// `sign.mjs serve` answers many requests from one process, so that a test does not pay node's
+// start-up for each signature: a request is the arguments, each followed by a NUL byte, then a
+// newline; the answer is "OK <n>" and n lines, or "ERR <message>".
+async function serve() {
+    let pending = "";
+    let queue = Promise.resolve();
+    process.stdin.setEncoding("utf8");
+    for await (const chunk of process.stdin) {
+        pending += chunk;
+        let newline;
+        while ((newline = pending.indexOf("\n")) >= 0) {
+            const argv = pending.slice(0, newline).split("\0").slice(0, -1);
+            pending = pending.slice(newline + 1);
+            queue = queue.then(async () => {
+                let answer;
+                try {
+                    const lines = await run(argv);
+                    answer = `OK ${lines.length}\n${lines.map((l) => `${l}\n`).join("")}`;
+                } catch (e) {
+                    answer = `ERR ${String(e.message).replace(/\n/g, " ")}\n`;
+                }
+                process.stdout.write(answer);
+            });
+        }
+    }
+    await queue;
+}
+
+if (process.argv[2] === "serve") {
+    await serve();
+} else {
+    try {
+        const lines = await run(process.argv.slice(2));
+        process.stdout.write(lines.map((l) => `${l}\n`).join(""));
+    } catch (e) {
+        process.stderr.write(`sign.mjs: ${e instanceof UsageError ? e.message : e.stack}\n`);
+        process.exit(2);
+    }
+}
