@@ -808,10 +808,20 @@ struct Shard::Impl {
             c.timer->remove(c);
         }
         std::span<uint8_t> record = req.record->bytes();
-        verify::Reason reason =
-            req.route->verifier->finish(req.verify, record.subspan(req.body_start));
+        const verify::Verifier& verifier = *req.route->verifier;
+        verify::Reason reason = verifier.finish(req.verify, {record, req.body_start});
+        stats.ed25519_checks.fetch_add(req.verify.ed25519_checks, std::memory_order_relaxed);
         if (reason != verify::Reason::ok) {
             reject(c, 401, verify::reason_code(reason), {}, reason, false);
+            return;
+        }
+        std::array<char, verify::max_handshake_answer> answer;
+        if (std::string_view hs = verifier.handshake(record.subspan(req.body_start), answer);
+            !hs.empty()) {
+            // The provider checking the endpoint (Slack url_verification, Discord PING): answered
+            // after verification, never enqueued.
+            stats.handshakes.fetch_add(1, std::memory_order_relaxed);
+            respond(c, 200, hs, {}, !c.keep_alive);
             return;
         }
         queue::seal_record(record);

@@ -34,6 +34,8 @@ struct ShardStats {
     std::atomic<uint64_t> refused_connections{0}; // over max_connections
     std::atomic<uint64_t> requests{0};
     std::atomic<uint64_t> jobs_queued{0};
+    std::atomic<uint64_t> handshakes{0};     // answered by the verifier, not enqueued
+    std::atomic<uint64_t> ed25519_checks{0}; // signature verifications (~50 us of CPU each)
     std::atomic<uint64_t> timeouts{0};
     std::atomic<uint64_t> log_lines_dropped{0};
     // By reason code (verify::Reason values), for 401s.
