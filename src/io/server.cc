@@ -242,6 +242,26 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     for (auto& s : all) {
         jobs += s->stats().jobs_queued.load(std::memory_order_relaxed);
     }
+    // The refusals of each route that had any, by reason code: what an operator reads first
+    // after a provider reported failed deliveries.
+    for (const config::Route& route : snapshot->routes()) {
+        LogLine line(Level::info, "route refusals");
+        line.field("route", std::string_view(route.config->name));
+        bool any = false;
+        line.object("rejected");
+        for (size_t i = 0; i < base::reject_reason_count; ++i) {
+            const uint64_t n = route.counters->rejected[i].load(std::memory_order_relaxed);
+            if (n != 0) {
+                line.field(base::reject_reason_code(static_cast<base::RejectReason>(i)),
+                           static_cast<int64_t>(n));
+                any = true;
+            }
+        }
+        line.end_object();
+        if (any) {
+            line.write();
+        }
+    }
     LogLine(Level::info, "stopped").field("jobs_queued", static_cast<int64_t>(jobs)).write();
     return 0;
 }

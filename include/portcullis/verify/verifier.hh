@@ -14,6 +14,7 @@
 // Nothing here allocates, locks, throws or makes a syscall once the verifier is built.
 #pragma once
 
+#include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/http/header.hh"
 #include "portcullis/verify/hmac.hh"
@@ -66,6 +67,18 @@ constexpr std::string_view reason_code(Reason r) {
     }
     return "malformed";
 }
+
+// A refusal's reason among all of them (base::RejectReason mirrors Reason, less ok).
+constexpr base::RejectReason reject_reason_of(Reason r) {
+    return r == Reason::ok ? base::RejectReason::malformed
+                           : static_cast<base::RejectReason>(static_cast<uint8_t>(r) - 1);
+}
+static_assert(base::reject_reason_code(reject_reason_of(Reason::malformed)) == "malformed" &&
+                  base::reject_reason_code(reject_reason_of(Reason::signature_missing)) ==
+                      "signature_missing" &&
+                  base::reject_reason_code(reject_reason_of(Reason::secret_unset)) ==
+                      "secret_unset",
+              "base::RejectReason mirrors Reason");
 
 constexpr size_t max_secrets = 8;    // config allows at most 8 per route
 constexpr size_t max_signatures = 8; // presented signatures kept per request; more are ignored
