@@ -239,8 +239,12 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         t.join();
     }
     uint64_t jobs = 0;
+    uint64_t handshakes = 0;
+    uint64_t ed25519_checks = 0;
     for (auto& s : all) {
         jobs += s->stats().jobs_queued.load(std::memory_order_relaxed);
+        handshakes += s->stats().handshakes.load(std::memory_order_relaxed);
+        ed25519_checks += s->stats().ed25519_checks.load(std::memory_order_relaxed);
     }
     // The refusals of each route that had any, by reason code: what an operator reads first
     // after a provider reported failed deliveries.
@@ -262,7 +266,11 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             line.write();
         }
     }
-    LogLine(Level::info, "stopped").field("jobs_queued", static_cast<int64_t>(jobs)).write();
+    LogLine(Level::info, "stopped")
+        .field("jobs_queued", static_cast<int64_t>(jobs))
+        .field("handshakes", static_cast<int64_t>(handshakes))
+        .field("ed25519_checks", static_cast<int64_t>(ed25519_checks))
+        .write();
     return 0;
 }
 
