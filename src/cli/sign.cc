@@ -5,9 +5,15 @@
 #include "portcullis/cli/args.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/verify/hmac.hh"
+#include "portcullis/verify/signature_header.hh"
+
+#include <openssl/mem.h>
+#include <openssl/rand.h>
 
 #include <cstdio>
+#include <ctime>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <vector>
 
@@ -33,9 +39,34 @@ std::string shell_quote(std::string_view s) {
     return q + "'";
 }
 
-// The headers that make `body` pass the route's verification now, or an error.
+// MAC of the parts, one after another, as the verifier streams them.
+std::vector<uint8_t> mac_of(config::Algorithm alg, std::span<const uint8_t> key,
+                            std::initializer_list<std::string_view> parts) {
+    verify::HmacKey k(alg, key);
+    verify::HmacStream s;
+    k.start(s);
+    for (std::string_view p : parts) {
+        s.update(p);
+    }
+    std::vector<uint8_t> mac(k.size());
+    k.finish(s, mac.data());
+    return mac;
+}
+
+std::string encode(std::span<const uint8_t> mac, config::Encoding e) {
+    return e == config::Encoding::hex ? base::hex(mac) : base::base64(mac);
+}
+
+// A fresh Standard Webhooks message id: "msg_" and 16 random bytes, URL-safe.
+std::string message_id() {
+    uint8_t random[16];
+    RAND_bytes(random, sizeof random);
+    return "msg_" + base::base64(random, base::Base64Alphabet::url);
+}
+
+// The headers that make `body` pass the route's verification at unix time `now`, or an error.
 std::vector<SignedHeader> sign(const config::RouteConfig& route, const std::string& body,
-                               std::string& error) {
+                               int64_t now, std::string& error) {
     const config::VerifyConfig& v = route.verify;
     if (v.scheme == config::Scheme::none) {
         return {};
@@ -46,21 +77,64 @@ std::vector<SignedHeader> sign(const config::RouteConfig& route, const std::stri
                 ") is not set";
         return {};
     }
-    const std::string& secret = v.secrets.front().material;
+    const std::string& secret_text = v.secrets.front().material;
+    const auto secret = base::as_bytes(secret_text);
+    const std::string ts = std::to_string(now);
+    constexpr auto sha256 = config::Algorithm::sha256;
     switch (v.scheme) {
-    case config::Scheme::github: {
-        verify::HmacKey key(config::Algorithm::sha256, base::as_bytes(secret));
-        uint8_t mac[32];
-        key.compute(base::as_bytes(body), mac);
-        return {{"X-Hub-Signature-256", "sha256=" + base::hex(mac)}};
+    case config::Scheme::github:
+        return {{"X-Hub-Signature-256", "sha256=" + base::hex(mac_of(sha256, secret, {body}))}};
+    case config::Scheme::stripe:
+        return {{"Stripe-Signature",
+                 "t=" + ts + ",v1=" + base::hex(mac_of(sha256, secret, {ts, ".", body}))}};
+    case config::Scheme::slack:
+        return {{"X-Slack-Request-Timestamp", ts},
+                {"X-Slack-Signature",
+                 "v0=" + base::hex(mac_of(sha256, secret, {"v0:", ts, ":", body}))}};
+    case config::Scheme::standard: {
+        constexpr std::string_view hmac_prefix = "whsec_";
+        if (!secret_text.starts_with(hmac_prefix)) {
+            error = "route " + route.name + ": its first secret (" + v.secrets.front().origin +
+                    ") is a public key; signing needs a whsec_ secret, so list one first";
+            return {};
+        }
+        const std::string_view b64 = std::string_view(secret_text).substr(hmac_prefix.size());
+        std::vector<uint8_t> key(base::base64_decoded_max_size(b64.size()));
+        key.resize(base::base64_decode(b64, key).value_or(0));
+        const std::string id = message_id();
+        const auto mac = mac_of(sha256, key, {id, ".", ts, ".", body});
+        OPENSSL_cleanse(key.data(), key.size());
+        return {{"webhook-id", id},
+                {"webhook-timestamp", ts},
+                {"webhook-signature", "v1," + base::base64(mac)}};
+    }
+    case config::Scheme::shopify:
+        return {{"X-Shopify-Hmac-Sha256", base::base64(mac_of(sha256, secret, {body}))}};
+    case config::Scheme::hmac: {
+        verify::SignedTemplate t;
+        t.parse(v.signed_template); // filled and checked by the loader
+        std::string signed_text;
+        t.render_prefix(ts, [&](std::string_view piece) { signed_text += piece; });
+        std::vector<SignedHeader> headers;
+        if (!v.timestamp_header.empty()) {
+            headers.push_back({v.timestamp_header, ts});
+        }
+        headers.push_back(
+            {v.header,
+             v.prefix + encode(mac_of(v.algorithm, secret, {signed_text, body}), v.encoding)});
+        return headers;
     }
     case config::Scheme::shared_secret:
-        return {{v.header.empty() ? "X-Callback-Secret" : v.header, secret}};
-    default:
-        error = "route " + route.name + ": signing for scheme " +
-                std::string(config::scheme_name(v.scheme)) + " is not available in this build yet";
+        return {{v.header.empty() ? "X-Callback-Secret" : v.header, secret_text}};
+    case config::Scheme::ed25519:
+        error = "route " + route.name +
+                ": scheme ed25519 is checked with the sender's public key; only the sender, "
+                "who holds the private key, can sign";
         return {};
+    case config::Scheme::none:
+        break;
     }
+    return {};
 }
 
 } // namespace
@@ -122,7 +196,7 @@ int run_sign(int argc, char** argv) {
         body = ss.str();
     }
     std::string error;
-    std::vector<SignedHeader> headers = sign(*route, body, error);
+    std::vector<SignedHeader> headers = sign(*route, body, std::time(nullptr), error);
     if (!error.empty()) {
         std::fprintf(stderr, "portcullis sign: %s\n", error.c_str());
         return 2;

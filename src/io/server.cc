@@ -239,10 +239,38 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         t.join();
     }
     uint64_t jobs = 0;
+    uint64_t handshakes = 0;
+    uint64_t ed25519_checks = 0;
     for (auto& s : all) {
         jobs += s->stats().jobs_queued.load(std::memory_order_relaxed);
+        handshakes += s->stats().handshakes.load(std::memory_order_relaxed);
+        ed25519_checks += s->stats().ed25519_checks.load(std::memory_order_relaxed);
     }
-    LogLine(Level::info, "stopped").field("jobs_queued", static_cast<int64_t>(jobs)).write();
+    // The refusals of each route that had any, by reason code: what an operator reads first
+    // after a provider reported failed deliveries.
+    for (const config::Route& route : snapshot->routes()) {
+        LogLine line(Level::info, "route refusals");
+        line.field("route", std::string_view(route.config->name));
+        bool any = false;
+        line.object("rejected");
+        for (size_t i = 0; i < base::reject_reason_count; ++i) {
+            const uint64_t n = route.counters->rejected[i].load(std::memory_order_relaxed);
+            if (n != 0) {
+                line.field(base::reject_reason_code(static_cast<base::RejectReason>(i)),
+                           static_cast<int64_t>(n));
+                any = true;
+            }
+        }
+        line.end_object();
+        if (any) {
+            line.write();
+        }
+    }
+    LogLine(Level::info, "stopped")
+        .field("jobs_queued", static_cast<int64_t>(jobs))
+        .field("handshakes", static_cast<int64_t>(handshakes))
+        .field("ed25519_checks", static_cast<int64_t>(ed25519_checks))
+        .write();
     return 0;
 }
 

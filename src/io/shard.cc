@@ -702,12 +702,12 @@ struct Shard::Impl {
         if (head.framing == http::BodyFraming::content_length &&
             head.content_length > cfg.server.body_bytes) {
             // Decided from Content-Length before reading any of the body.
-            reject(c, 413, "body_too_large", head.headers, verify::Reason::ok, true);
+            reject(c, 413, base::RejectReason::body_too_large, head.headers, true);
             return;
         }
         verify::Reason reason = route->verifier->begin(head.headers, now_unix, req->verify);
         if (reason != verify::Reason::ok) {
-            reject(c, 401, verify::reason_code(reason), head.headers, reason, has_body);
+            reject(c, 401, verify::reject_reason_of(reason), head.headers, has_body);
             return;
         }
         // Stored with the job: the request's fields less hop-by-hop ones and any field that
@@ -769,7 +769,7 @@ struct Shard::Impl {
         }
         if (!step.data.empty()) {
             if (req.body_bytes + step.data.size() > cfg.server.body_bytes) {
-                reject(c, 413, "body_too_large", {}, verify::Reason::ok, true);
+                reject(c, 413, base::RejectReason::body_too_large, {}, true);
                 return in.size();
             }
             if (!append_body(c, step.data)) {
@@ -808,10 +808,20 @@ struct Shard::Impl {
             c.timer->remove(c);
         }
         std::span<uint8_t> record = req.record->bytes();
-        verify::Reason reason =
-            req.route->verifier->finish(req.verify, record.subspan(req.body_start));
+        const verify::Verifier& verifier = *req.route->verifier;
+        verify::Reason reason = verifier.finish(req.verify, {record, req.body_start});
+        stats.ed25519_checks.fetch_add(req.verify.ed25519_checks, std::memory_order_relaxed);
         if (reason != verify::Reason::ok) {
-            reject(c, 401, verify::reason_code(reason), {}, reason, false);
+            reject(c, 401, verify::reject_reason_of(reason), {}, false);
+            return;
+        }
+        std::array<char, verify::max_handshake_answer> answer;
+        if (std::string_view hs = verifier.handshake(record.subspan(req.body_start), answer);
+            !hs.empty()) {
+            // The provider checking the endpoint (Slack url_verification, Discord PING): answered
+            // after verification, never enqueued.
+            stats.handshakes.fetch_add(1, std::memory_order_relaxed);
+            respond(c, 200, hs, {}, !c.keep_alive);
             return;
         }
         queue::seal_record(record);
@@ -877,13 +887,15 @@ struct Shard::Impl {
     }
 
     // Refuses the current request (c.req is set). `close` when its body is left unread.
-    void reject(Connection& c, uint16_t status, std::string_view reason,
-                std::span<const http::Header> headers, verify::Reason vreason, bool close) {
-        if (vreason != verify::Reason::ok) {
-            stats.rejected[static_cast<size_t>(vreason)].fetch_add(1, std::memory_order_relaxed);
-        }
+    // One log line and one count per route and reason; the webhook.rejected event will join
+    // them here.
+    void reject(Connection& c, uint16_t status, base::RejectReason reason,
+                std::span<const http::Header> headers, bool close) {
+        stats.rejected[base::index(reason)].fetch_add(1, std::memory_order_relaxed);
+        c.req->route->counters->rejected[base::index(reason)].fetch_add(1,
+                                                                        std::memory_order_relaxed);
         LogLine line(Level::warn, "webhook rejected", now_unix);
-        line.field("reason", reason)
+        line.field("reason", base::reject_reason_code(reason))
             .field("status", static_cast<int64_t>(status))
             .field("route", std::string_view(c.req->route->config->name));
         add_peer(line, c);

@@ -1,6 +1,6 @@
 // GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`. The legacy SHA-1
 // `X-Hub-Signature` is ignored: accepting it would let a downgrade through.
-#include "portcullis/base/encoding.hh"
+#include "portcullis/verify/signature_header.hh"
 #include "portcullis/verify/verifier.hh"
 
 #include <memory>
@@ -19,26 +19,19 @@ public:
         if (!has_keys()) {
             return Reason::secret_unset;
         }
-        const HeaderMatch m = find_single_header(headers, "x-hub-signature-256");
-        if (m.header == nullptr) {
-            return Reason::signature_missing;
-        }
-        if (m.repeated) {
-            return Reason::malformed;
+        std::string_view value;
+        if (Reason r = single_header_value(headers, "x-hub-signature-256",
+                                           Reason::signature_missing, value);
+            r != Reason::ok) {
+            return r;
         }
         constexpr std::string_view prefix = "sha256=";
-        constexpr size_t mac_size = HashState::digest_size(config::Algorithm::sha256);
-        const std::string_view value = m.header->value;
-        if (value.size() != prefix.size() + base::hex_encoded_size(mac_size) ||
-            !value.starts_with(prefix)) {
+        if (!value.starts_with(prefix) ||
+            !decode_signature(value.substr(prefix.size()), config::Encoding::hex,
+                              HashState::digest_size(config::Algorithm::sha256),
+                              st.signatures[0])) {
             return Reason::malformed;
         }
-        PresentedSignature& sig = st.signatures[0];
-        if (!base::hex_decode(value.substr(prefix.size()), sig.bytes)) {
-            return Reason::malformed;
-        }
-        sig.size = mac_size;
-        sig.kind = 0;
         st.signature_count = 1;
         start_macs(st);
         st.begun = true;

@@ -2,6 +2,7 @@
 #include "portcullis/verify/hmac.hh"
 
 #include "portcullis/verify/constant_time.hh"
+#include "portcullis/verify/signature_header.hh"
 #include "portcullis/verify/verifier.hh"
 
 #include <openssl/mem.h>
@@ -157,14 +158,15 @@ bool HmacScheme::any_mac_matches(VerifyState& st) const {
         const std::span<const uint8_t> computed{mac.data(), _keys[k].size()};
         for (size_t i = 0; i < st.signature_count; ++i) {
             const PresentedSignature& sig = st.signatures[i];
-            matched |= equal_ct(computed, {sig.bytes.data(), sig.size});
+            matched |=
+                sig.kind == signature_hmac && equal_ct(computed, {sig.bytes.data(), sig.size});
         }
     }
     OPENSSL_cleanse(mac.data(), mac.size());
     return matched;
 }
 
-Reason HmacScheme::finish(VerifyState& st, std::span<const uint8_t> /*whole_body*/) const {
+Reason HmacScheme::finish(VerifyState& st, BodyBuffer /*body*/) const {
     if (!st.begun) {
         return Reason::malformed;
     }

@@ -7,30 +7,34 @@
 namespace portcullis::verify {
 
 // Defined in the scheme's own file, src/verify/<scheme>.cc.
-std::unique_ptr<Verifier> make_github_verifier(const config::VerifyConfig& cfg, std::string& error);
-std::unique_ptr<Verifier> make_shared_secret_verifier(const config::VerifyConfig& cfg,
-                                                      std::string& error);
-std::unique_ptr<Verifier> make_none_verifier(const config::VerifyConfig& cfg, std::string& error);
+using MakeVerifier = std::unique_ptr<Verifier>(const config::VerifyConfig&, std::string&);
+MakeVerifier make_github_verifier;
+MakeVerifier make_stripe_verifier;
+MakeVerifier make_slack_verifier;
+MakeVerifier make_standard_verifier;
+MakeVerifier make_shopify_verifier;
+MakeVerifier make_hmac_verifier;
+MakeVerifier make_shared_secret_verifier;
+MakeVerifier make_ed25519_verifier;
+MakeVerifier make_none_verifier;
 
 namespace {
-
-using Factory = std::unique_ptr<Verifier> (*)(const config::VerifyConfig&, std::string&);
 
 struct SchemeEntry {
     config::Scheme scheme;
     std::string_view name;
-    Factory make; // nullptr: not available in this build yet
+    MakeVerifier* make;
 };
 
 constexpr std::array<SchemeEntry, 9> schemes{{
     {config::Scheme::github, "github", make_github_verifier},
-    {config::Scheme::stripe, "stripe", nullptr},
-    {config::Scheme::slack, "slack", nullptr},
-    {config::Scheme::standard, "standard", nullptr},
-    {config::Scheme::shopify, "shopify", nullptr},
-    {config::Scheme::hmac, "hmac", nullptr},
+    {config::Scheme::stripe, "stripe", make_stripe_verifier},
+    {config::Scheme::slack, "slack", make_slack_verifier},
+    {config::Scheme::standard, "standard", make_standard_verifier},
+    {config::Scheme::shopify, "shopify", make_shopify_verifier},
+    {config::Scheme::hmac, "hmac", make_hmac_verifier},
     {config::Scheme::shared_secret, "shared_secret", make_shared_secret_verifier},
-    {config::Scheme::ed25519, "ed25519", nullptr},
+    {config::Scheme::ed25519, "ed25519", make_ed25519_verifier},
     {config::Scheme::none, "none", make_none_verifier},
 }};
 
@@ -53,10 +57,6 @@ std::unique_ptr<Verifier> make_verifier(const config::VerifyConfig& cfg, std::st
         return nullptr;
     }
     const SchemeEntry& entry = schemes[index];
-    if (entry.make == nullptr) {
-        error = "scheme \"" + std::string(entry.name) + "\" is not available in this build yet";
-        return nullptr;
-    }
     // The config loader enforces this too; the per-request state has room for no more.
     if (cfg.secrets.size() > max_secrets) {
         error = "at most " + std::to_string(max_secrets) + " secrets per route (" +

@@ -49,14 +49,35 @@ expected="X-Hub-Signature-256: sha256=$(hmac_sha256_hex_file "$GH_SECRET" "$WORK
 expect_eq "sign github header" "$expected" "$(cat "$WORKDIR/out")"
 expect_eq "sign for an unknown route" 2 "$(status_of "$P" sign -c "$WORKDIR/ok.yaml" nope)"
 
-# sign --curl: the printed command, run as it is, gets a 202 from a running server.
+# sign --curl: the printed command, run as it is, gets a 202 from a running server, for every
+# scheme that can be signed with a shared secret.
+export STRIPE_SECRET=whsec_cli0123456789abcdef SLACK_SECRET=cli-slack-secret
+STANDARD_SECRET=whsec_$(printf 'cli standard key' | base64)
+DISCORD_KEY=$(printf '%064d' 0 | tr 0 a)
+export STANDARD_SECRET DISCORD_KEY SHOPIFY_SECRET=cli-shopify ACME_SECRET=cli-acme
+cat >>"$WORKDIR/ok.yaml" <<'YAML'
+  stripe: {path: /webhooks/stripe, verify: {scheme: stripe, secrets: [{env: STRIPE_SECRET}]}}
+  slack: {path: /webhooks/slack, verify: {scheme: slack, secrets: [{env: SLACK_SECRET}]}}
+  standard: {path: /webhooks/standard, verify: {scheme: standard, secrets: [{env: STANDARD_SECRET}]}}
+  shopify: {path: /webhooks/shopify, verify: {scheme: shopify, secrets: [{env: SHOPIFY_SECRET}]}}
+  acme:
+    path: /webhooks/acme
+    verify: {scheme: hmac, header: X-Acme-Signature, prefix: "sha512=", encoding: base64,
+             algorithm: sha512, timestamp_header: X-Acme-Time, template: "v1:{timestamp}:{body}",
+             secrets: [{env: ACME_SECRET}]}
+  discord: {path: /webhooks/discord, verify: {scheme: ed25519, secrets: [{env: DISCORD_KEY}]}}
+YAML
 start_server "$WORKDIR/ok.yaml"
-for route in github gitlab; do
+for route in github gitlab stripe slack standard shopify acme; do
     "$P" sign -c "$WORKDIR/ok.yaml" "$route" --curl "http://127.0.0.1:$PORT" >"$WORKDIR/cmd"
     answer=$(bash "$WORKDIR/cmd")
     [[ $answer == *'"status":"queued"'* ]] || fail "sign --curl for $route: $answer"
 done
 stop_server
+# Only the sender holds an Ed25519 private key: sign says so instead of printing anything.
+expect_eq "sign for an ed25519 route" 2 "$(status_of "$P" sign -c "$WORKDIR/ok.yaml" discord)"
+grep -q "public key" "$WORKDIR/err" || fail "sign discord: $(cat "$WORKDIR/err")"
+[[ ! -s $WORKDIR/out ]] || fail "sign discord printed headers"
 
 # token new: a token and the SHA-256 of exactly that token.
 expect_eq "token new exit status" 0 "$(status_of "$P" token new)"

@@ -284,6 +284,11 @@ sig=$(hmac_sha256_hex_file "$GH_SECRET" "$file")
 post_github rotation-other "$file" -H "X-Hub-Signature-256: sha256=$sig"
 expect_unauthorized "rotation: signed with a secret not configured"
 stop_server
+# At stop, each route with refusals gets one line counting them by reason code.
+refusals=$(grep -F '"msg":"route refusals"' "$SERVER_LOG" || true)
+expect_eq "rotation: refusal summary lines" 1 "$(printf '%s\n' "$refusals" | grep -c .)"
+printf '%s\n' "$refusals" | grep -qF '"route":"github","rejected":{"signature_mismatch":1}' ||
+    fail "rotation: refusal summary: $refusals"
 
 spool_dump "$SPOOL2" "$WORKDIR/dump-rotation.jsonl"
 expect_eq "rotation: jobs in the spool" 2 "$(count_lines "$WORKDIR/dump-rotation.jsonl")"

@@ -7,37 +7,56 @@
 using namespace portcullis;
 using namespace portcullis::verify;
 
-TEST(VerifierRegistry, EverySchemeGivesAVerifierOrSaysItIsNotAvailable) {
+TEST(VerifierRegistry, EverySchemeBuildsFromAWellFormedSecret) {
     struct Row {
         config::Scheme scheme;
-        const char* name;
-        bool available;
+        const char* secret; // nullptr: the scheme takes none
     };
     const Row rows[] = {
-        {config::Scheme::github, "github", true},
-        {config::Scheme::stripe, "stripe", false},
-        {config::Scheme::slack, "slack", false},
-        {config::Scheme::standard, "standard", false},
-        {config::Scheme::shopify, "shopify", false},
-        {config::Scheme::hmac, "hmac", false},
-        {config::Scheme::shared_secret, "shared_secret", true},
-        {config::Scheme::ed25519, "ed25519", false},
-        {config::Scheme::none, "none", true},
+        {config::Scheme::github, "secret"},
+        {config::Scheme::stripe, "whsec_secret"},
+        {config::Scheme::slack, "secret"},
+        {config::Scheme::standard, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
+        {config::Scheme::shopify, "secret"},
+        {config::Scheme::hmac, "secret"},
+        {config::Scheme::shared_secret, "secret"},
+        {config::Scheme::ed25519,
+         "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"},
+        {config::Scheme::none, nullptr},
     };
     for (const Row& row : rows) {
         config::VerifyConfig cfg;
         cfg.scheme = row.scheme;
-        cfg.secrets.push_back({"secret", config::SecretSource::value, "value"});
-        std::string error;
-        auto v = make_verifier(cfg, error);
-        if (row.available) {
-            EXPECT_TRUE(v) << row.name;
-            EXPECT_EQ(error, "") << row.name;
-        } else {
-            EXPECT_FALSE(v) << row.name;
-            EXPECT_EQ(error, "scheme \"" + std::string(row.name) +
-                                 "\" is not available in this build yet");
+        cfg.header = "x-signature"; // hmac's required option
+        if (row.secret != nullptr) {
+            cfg.secrets.push_back({row.secret, config::SecretSource::value, "value"});
         }
+        std::string error;
+        EXPECT_TRUE(make_verifier(cfg, error)) << config::scheme_name(row.scheme) << ": " << error;
+        EXPECT_EQ(error, "") << config::scheme_name(row.scheme);
+    }
+}
+
+TEST(VerifierRegistry, RefusesKeysOfTheWrongShapeNamingTheSecretNotItsValue) {
+    struct Row {
+        config::Scheme scheme;
+        const char* secret;
+    };
+    const Row rows[] = {
+        {config::Scheme::standard, "not-prefixed"},
+        {config::Scheme::standard, "whpk_c2hvcnQ="},
+        {config::Scheme::ed25519, "abcd"},
+        {config::Scheme::ed25519,
+         "zz5a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"},
+    };
+    for (const Row& row : rows) {
+        config::VerifyConfig cfg;
+        cfg.scheme = row.scheme;
+        cfg.secrets.push_back({row.secret, config::SecretSource::env, "env:KEY"});
+        std::string error;
+        EXPECT_FALSE(make_verifier(cfg, error)) << row.secret;
+        EXPECT_NE(error.find("env:KEY"), std::string::npos) << error;
+        EXPECT_EQ(error.find(row.secret), std::string::npos) << error;
     }
 }
 

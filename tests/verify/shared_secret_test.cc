@@ -1,5 +1,7 @@
 #include "portcullis/verify/verifier.hh"
 
+#include "harness.hh"
+
 #include "portcullis/base/encoding.hh"
 
 #include <gtest/gtest.h>
@@ -35,18 +37,11 @@ Reason run(const Verifier& v, std::span<const http::Header> headers) {
         return r;
     }
     v.update(st, body);
-    return v.finish(st, body);
+    return v.finish(st, {});
 }
 
-using Fields = std::vector<std::pair<std::string, std::string>>;
-
-std::vector<http::Header> views(const Fields& fields) {
-    std::vector<http::Header> headers;
-    for (const auto& [name, value] : fields) {
-        headers.push_back({name, value});
-    }
-    return headers;
-}
+using harness::Fields;
+using harness::views;
 
 } // namespace
 

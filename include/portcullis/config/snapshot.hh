@@ -5,9 +5,13 @@
 //   if (const Route* r = snap->match("/webhooks/github")) { ... }
 #pragma once
 
+#include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/verify/verifier.hh"
 
+#include <array>
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,8 +19,15 @@
 
 namespace portcullis::config {
 
+// What befell a route's requests, counted by every shard with relaxed atomics and read by
+// reports. It lives as long as the snapshot: a reload starts the counts again.
+struct RouteCounters {
+    std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};
+};
+
 struct Route {
     const RouteConfig* config = nullptr;
+    std::unique_ptr<RouteCounters> counters = std::make_unique<RouteCounters>();
     uint32_t index = 0;
     std::unique_ptr<verify::Verifier> verifier;
     std::string allow_header; // "Allow: POST\r\n"

@@ -8,6 +8,7 @@
 //   std::thread t([&] { shard.run(); });                   // returns after a drain
 #pragma once
 
+#include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/io/ring.hh"
 
@@ -34,10 +35,12 @@ struct ShardStats {
     std::atomic<uint64_t> refused_connections{0}; // over max_connections
     std::atomic<uint64_t> requests{0};
     std::atomic<uint64_t> jobs_queued{0};
+    std::atomic<uint64_t> handshakes{0};     // answered by the verifier, not enqueued
+    std::atomic<uint64_t> ed25519_checks{0}; // signature verifications (~50 us of CPU each)
     std::atomic<uint64_t> timeouts{0};
     std::atomic<uint64_t> log_lines_dropped{0};
-    // By reason code (verify::Reason values), for 401s.
-    std::array<std::atomic<uint64_t>, 16> rejected{};
+    // By reason code (base::RejectReason), for every refused webhook.
+    std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};
     // By status class: index status / 100.
     std::array<std::atomic<uint64_t>, 6> responses{};
 };
