@@ -18,8 +18,10 @@ SEED_OTHER="f5e5767cf153319517630f226876b86c8160cc583bc013744c6bf255f5cc0ee5"
 DISCORD_PUBLIC_KEY=$(node "$SIGNER" public-key --seed "$SEED")
 DISCORD_PUBLIC_KEY_OLD=$(node "$SIGNER" public-key --seed "$SEED_OLD")
 export DISCORD_PUBLIC_KEY DISCORD_PUBLIC_KEY_OLD
+unset DISCORD_PUBLIC_KEY_NEVER_SET
 provider_config "$WORKDIR/config.yaml" <<EOF
   discord: {path: /webhooks/discord, verify: {scheme: ed25519, secrets: [{env: DISCORD_PUBLIC_KEY}]}}
+  discord_unset: {path: /webhooks/discord-unset, verify: {scheme: ed25519, secrets: [{env: DISCORD_PUBLIC_KEY_NEVER_SET}]}}
   discord_rotating: {path: /webhooks/discord-rotating, verify: {scheme: ed25519, secrets: [{value: "$DISCORD_PUBLIC_KEY_OLD"}, {env: DISCORD_PUBLIC_KEY}]}}
 EOF
 start_server "$WORKDIR/config.yaml"
@@ -86,6 +88,15 @@ sign_with ed25519 --seed "$SEED_OLD" --body "$WORKDIR/ping-full.json"
 post_discord /webhooks/discord-rotating "$WORKDIR/ping-full.json" "${SIGNED[@]}"
 expect_json_answer "full PING signed by the old key" 200 '{"type":1}'
 
+# Only a top-level type 1 is a PING: other verified interactions are queued.
+for ping_like in '{"type":2,"data":{"type":1,"name":"nested"}}' '{"type":10}' '{"type":"1"}'; do
+    new_body ping-like
+    printf '%s' "$ping_like" >"$BODY"
+    sign_with ed25519 --seed "$SEED" --body "$BODY"
+    post_discord /webhooks/discord "$BODY" "${SIGNED[@]}"
+    accept discord "not a PING: $ping_like" "$BODY"
+done
+
 # Discord checks that endpoints refuse PINGs with bad signatures.
 cp "$WORKDIR/ping.json" "$WORKDIR/ping-bad.json"
 sign_with ed25519 --seed "$SEED_OTHER" --body "$WORKDIR/ping-bad.json"
@@ -139,6 +150,12 @@ refuse discord "the signature of another timestamp" signature_mismatch "$BODY" "
 post_discord /webhooks/discord "$BODY" -H "X-Signature-Timestamp: ${ts}.0" -H "X-Signature-Ed25519: $sig"
 refuse discord "timestamp that is not digits" timestamp_malformed "$BODY" "$sig"
 
+# No key configured: everything is refused, a correctly signed request too.
+refused_body unset
+sign_with ed25519 --seed "$SEED" --body "$BODY"
+post_discord /webhooks/discord-unset "$BODY" "${SIGNED[@]}"
+refuse discord_unset "a route whose only key's variable is unset" secret_unset "$BODY"
+
 refused_body malformed
 sign_with ed25519 --seed "$SEED" --body "$BODY"
 ts=$(signed_value X-Signature-Timestamp)
@@ -154,6 +171,13 @@ refuse discord "32 bytes of hex (an Ed25519 signature has 64)" malformed "$BODY"
 post_discord /webhooks/discord "$BODY" -H "X-Signature-Timestamp: $ts" \
     -H "X-Signature-Ed25519: $(python3 -c 'import base64, sys; print(base64.b64encode(bytes.fromhex(sys.argv[1])).decode())' "$sig")"
 refuse discord "the right signature in base64 instead of hex" malformed "$BODY"
+
+# A correct pair, but a field sent twice: which one counts would be the server's guess.
+post_discord /webhooks/discord "$BODY" "${SIGNED[@]}" -H "X-Signature-Timestamp: $ts"
+refuse discord "X-Signature-Timestamp sent twice" malformed "$BODY" "$sig"
+
+post_discord /webhooks/discord "$BODY" "${SIGNED[@]}" -H "X-Signature-Ed25519: $sig"
+refuse discord "X-Signature-Ed25519 sent twice" malformed "$BODY" "$sig"
 
 stop_server
 check_spool

@@ -130,6 +130,9 @@ post_json /webhooks/acme "$BODY" -H "X-Acme-Signature: ${good#sha512=}"
 refuse acme "the right base64 without its prefix" 'malformed|signature_mismatch' "$BODY" \
     "$ACME_SECRET" "$good"
 
+post_json /webhooks/acme "$BODY" -H "X-Acme-Signature: $good" -H "X-Acme-Signature: $good"
+refuse acme "the right signature sent twice" malformed "$BODY" "$ACME_SECRET" "$good"
+
 refused_body legacy-wrong
 sig=$(hmac_file sha1 "not the legacy secret" hex "" "$BODY")
 post_json /webhooks/legacy "$BODY" -H "X-Legacy-Signature: $sig"
@@ -166,6 +169,12 @@ post_json /webhooks/timed "$BODY" -H "X-Timed-Timestamp: $ts" \
     -H "X-Timed-Signature: $(timed_sign "$TIMED_SECRET" "$ts" "$BODY")"
 refuse timed "correctly signed 300 s in the future (tolerance 2m)" timestamp_too_new "$BODY" \
     "$TIMED_SECRET"
+
+ts=$(now)
+sig=$(timed_sign "$TIMED_SECRET" "$ts" "$BODY")
+post_json /webhooks/timed "$BODY" -H "X-Timed-Timestamp: $ts" -H "X-Timed-Timestamp: $ts" \
+    -H "X-Timed-Signature: $sig"
+refuse timed "the timestamp header sent twice" malformed "$BODY" "$TIMED_SECRET" "$sig"
 
 refused_body timed-template
 ts=$(now)

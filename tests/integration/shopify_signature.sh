@@ -91,6 +91,10 @@ post_shopify /webhooks/shopify "$BODY" -H "X-Shopify-Hmac-Sha256: sha256=$good"
 refuse shopify "sha256= before the base64" 'malformed|signature_mismatch' "$BODY" "$SHOPIFY_SECRET" \
     "$good"
 
+post_shopify /webhooks/shopify "$BODY" -H "X-Shopify-Hmac-Sha256: $good" \
+    -H "X-Shopify-Hmac-Sha256: $good"
+refuse shopify "the right signature sent twice" malformed "$BODY" "$SHOPIFY_SECRET" "$good"
+
 stop_server
 check_spool
 echo "shopify_signature: ok (${#ACCEPTED[@]} accepted, $REJECTIONS refused)"

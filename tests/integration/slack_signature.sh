@@ -93,6 +93,26 @@ post_slack /webhooks/slack-rotating "$WORKDIR/url_verification2.json" "$ts" \
 expect_json_answer "url_verification signed with the old secret" 200 \
     "{\"challenge\":\"$challenge2\"}"
 
+# The challenge is echoed as the same JSON string, escapes included.
+printf '{"type":"url_verification","challenge":"caf\\u00e9 \\"quoted\\" \\/ slash","token":"t"}' \
+    >"$WORKDIR/url_verification3.json"
+ts=$(now)
+post_slack /webhooks/slack "$WORKDIR/url_verification3.json" "$ts" \
+    "$(slack_sign "$SLACK_SECRET" "$ts" "$WORKDIR/url_verification3.json")" \
+    -H 'Content-Type: application/json'
+expect_json_answer "url_verification with escapes in the challenge" 200 \
+    '{"challenge":"café \"quoted\" / slash"}'
+
+# Only the top-level type counts: an event that merely contains a url_verification object is
+# an event, queued.
+new_body nested
+printf '{"type":"event_callback","event":{"type":"url_verification","challenge":"not-a-handshake"},"event_id":"Ev%s"}' \
+    "$RANDOM" >"$BODY"
+ts=$(now)
+post_slack /webhooks/slack "$BODY" "$ts" "$(slack_sign "$SLACK_SECRET" "$ts" "$BODY")" \
+    -H 'Content-Type: application/json'
+accept slack "an event with a nested url_verification object" "$BODY"
+
 # An unverified url_verification gets the 401 and no challenge.
 refused_body url-verification
 printf '{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"REFUSED-challenge-%s","type":"url_verification"}' \
@@ -162,6 +182,12 @@ refuse slack "v0= followed by 16 bytes of hex" malformed "$BODY" "$SLACK_SECRET"
 post_slack /webhooks/slack "$BODY" "${ts}abc" "$sig"
 refuse slack "timestamp that is not digits" timestamp_malformed "$BODY" "$SLACK_SECRET"
 
+post_slack /webhooks/slack "$BODY" "$ts" "$sig" -H "X-Slack-Signature: $sig"
+refuse slack "X-Slack-Signature sent twice" malformed "$BODY" "$SLACK_SECRET"
+
+post_slack /webhooks/slack "$BODY" "$ts" "$sig" -H "X-Slack-Request-Timestamp: $ts"
+refuse slack "X-Slack-Request-Timestamp sent twice" malformed "$BODY" "$SLACK_SECRET"
+
 stop_server
 check_spool
-echo "slack_signature: ok (${#ACCEPTED[@]} accepted, 2 handshakes answered, $REJECTIONS refused)"
+echo "slack_signature: ok (${#ACCEPTED[@]} accepted, 3 handshakes answered, $REJECTIONS refused)"

@@ -91,6 +91,15 @@ post_std /webhooks/standard "$BODY" -H "webhook-id: $id" -H "webhook-timestamp: 
     -H "webhook-signature: v2,c29tZXRoaW5nIGVsc2U= v0,!!notbase64 $good"
 accept standard "unknown v2 and v0 entries before the good v1" "$BODY"
 
+# An entry that does not decode is skipped; the good one after it wins.
+new_body undecodable-then-good
+id=$(msg_id)
+sign_with standard --secret "$STD_SECRET" --id "$id" --body "$BODY"
+post_std /webhooks/standard "$BODY" -H "webhook-id: $id" \
+    -H "webhook-timestamp: $(signed_value webhook-timestamp)" \
+    -H "webhook-signature: v1,!!not*base64!! $(signature_of)"
+accept standard "a v1 that is not base64 before the good one" "$BODY"
+
 # A v1a entry on a route without public keys is not usable; the good v1 after it wins.
 new_body v1a-on-hmac-route
 sign_with standard --seed "$ED_SEED" --secret "$STD_SECRET" --id "$(msg_id)" --body "$BODY"
@@ -154,10 +163,32 @@ post_std /webhooks/standard "$BODY" -H "webhook-id: $(signed_value webhook-id)" 
     -H "webhook-signature: $(signature_of)"
 refuse standard "no webhook-timestamp" timestamp_missing "$BODY" "$(signature_of)"
 
-# Without the id the signed bytes are unknown; the id belongs to the signature.
+# Without the id the signed bytes are unknown (README: a missing or empty webhook-id is
+# malformed).
 post_std /webhooks/standard "$BODY" -H "webhook-timestamp: $(signed_value webhook-timestamp)" \
     -H "webhook-signature: $(signature_of)"
-refuse standard "no webhook-id" 'signature_missing|malformed' "$BODY" "$(signature_of)"
+refuse standard "no webhook-id" malformed "$BODY" "$(signature_of)"
+
+refused_body empty-id
+sign_with standard --secret "$STD_SECRET" --id "" --body "$BODY"
+post_std /webhooks/standard "$BODY" -H "webhook-id;" \
+    -H "webhook-timestamp: $(signed_value webhook-timestamp)" -H "webhook-signature: $(signature_of)"
+refuse standard "empty webhook-id (signed as empty by the library)" malformed "$BODY"
+
+# The headers come from one family: a webhook-id and webhook-timestamp do not complete an
+# svix-signature.
+refused_body mixed-families
+id=$(msg_id)
+sign_with standard --headers svix --secret "$STD_SECRET" --id "$id" --body "$BODY"
+post_std /webhooks/standard "$BODY" -H "webhook-id: $id" \
+    -H "webhook-timestamp: $(signed_value svix-timestamp)" -H "svix-signature: $(signature_of)"
+refuse standard "svix-signature with webhook-id and webhook-timestamp" \
+    'malformed|timestamp_missing' "$BODY" "$STD_SECRET"
+
+refused_body signature-twice
+sign_with standard --secret "$STD_SECRET" --id "$(msg_id)" --body "$BODY"
+post_std /webhooks/standard "$BODY" "${SIGNED[@]}" -H "webhook-signature: $(signature_of)"
+refuse standard "webhook-signature sent twice" malformed "$BODY" "$STD_SECRET"
 
 refused_body wrong-secret
 sign_with standard --secret "whsec_$(printf 'a different key' | base64 -w0)" --id "$(msg_id)" \

@@ -14,10 +14,15 @@ need_signers
 
 export STRIPE_SECRET="whsec_4eC39HqLyjWDarjtT1zdp7dcQ2vNbHzR"
 export STRIPE_SECRET_OLD="whsec_oldPreviousEndpointSecret0123456789"
+# Never set: a route whose only secret is missing refuses everything (secret_unset); next to a
+# set one, it is skipped.
+unset STRIPE_SECRET_NEVER_SET
 provider_config "$WORKDIR/config.yaml" <<'EOF'
   stripe: {path: /webhooks/stripe, verify: {scheme: stripe, secrets: [{env: STRIPE_SECRET}]}}
   stripe_rotating: {path: /webhooks/stripe-rotating, verify: {scheme: stripe, secrets: [{env: STRIPE_SECRET_OLD}, {env: STRIPE_SECRET}]}}
   stripe_tight: {path: /webhooks/stripe-tight, verify: {scheme: stripe, secrets: [{env: STRIPE_SECRET}], tolerance: 30s}}
+  stripe_unset: {path: /webhooks/stripe-unset, verify: {scheme: stripe, secrets: [{env: STRIPE_SECRET_NEVER_SET}]}}
+  stripe_half_set: {path: /webhooks/stripe-half-set, verify: {scheme: stripe, secrets: [{env: STRIPE_SECRET_NEVER_SET}, {env: STRIPE_SECRET}]}}
 EOF
 start_server "$WORKDIR/config.yaml"
 
@@ -71,6 +76,13 @@ good=$(v1_of "$(signed_value Stripe-Signature)")
 post_stripe /webhooks/stripe "$BODY" -H "Stripe-Signature: t=$ts,v1=$good,v1=$other"
 accept stripe "the good v1 before a bad one" "$BODY"
 
+# A v1 that does not decode is skipped like any other bad entry.
+stripe_body undecodable-then-good
+sign_with stripe --secret "$STRIPE_SECRET" --body "$BODY" --timestamp "$ts"
+good=$(v1_of "$(signed_value Stripe-Signature)")
+post_stripe /webhooks/stripe "$BODY" -H "Stripe-Signature: t=$ts,v1=$(printf 'g%.0s' {1..64}),v1=$good"
+accept stripe "a v1 that is not hex before the good one" "$BODY"
+
 # Stripe's test-mode headers also carry a v0 entry next to v1: it is ignored.
 stripe_body with-v0
 sign_with stripe --secret "$STRIPE_SECRET" --body "$BODY" --timestamp "$ts"
@@ -85,6 +97,11 @@ for secret_var in STRIPE_SECRET_OLD STRIPE_SECRET; do
     post_stripe /webhooks/stripe-rotating "$BODY" "${SIGNED[@]}"
     accept stripe_rotating "rotation: signed with $secret_var" "$BODY"
 done
+
+stripe_body half-set
+sign_with stripe --secret "$STRIPE_SECRET" --body "$BODY"
+post_stripe /webhooks/stripe-half-set "$BODY" "${SIGNED[@]}"
+accept stripe_half_set "a route whose other secret's variable is unset" "$BODY"
 
 stripe_body tight-now
 sign_with stripe --secret "$STRIPE_SECRET" --body "$BODY"
@@ -175,10 +192,21 @@ refuse stripe "empty v1" malformed "$BODY" "$STRIPE_SECRET"
 post_stripe /webhooks/stripe "$BODY" -H "Stripe-Signature: t=${ts}x,v1=$good"
 refuse stripe "t is not digits" timestamp_malformed "$BODY" "$STRIPE_SECRET" "$good"
 
-# Without t the signature cannot be checked; the timestamp is part of the one header, so either
-# reason is fair.
+# Without t the signature cannot be checked (README: timestamp_missing).
 post_stripe /webhooks/stripe "$BODY" -H "Stripe-Signature: v1=$good"
-refuse stripe "no t= in the header" 'timestamp_missing|malformed' "$BODY" "$STRIPE_SECRET" "$good"
+refuse stripe "no t= in the header" timestamp_missing "$BODY" "$STRIPE_SECRET" "$good"
+
+# Two Stripe-Signature fields: which one counts would be the server's guess.
+sign_with stripe --secret "$STRIPE_SECRET" --body "$BODY"
+post_stripe /webhooks/stripe "$BODY" "${SIGNED[@]}" "${SIGNED[@]}"
+refuse stripe "Stripe-Signature sent twice" malformed "$BODY" "$STRIPE_SECRET"
+
+# No secret configured: everything is refused, a correctly signed request too.
+refused_body unset
+sign_with stripe --secret "$STRIPE_SECRET" --body "$BODY"
+post_stripe /webhooks/stripe-unset "$BODY" "${SIGNED[@]}"
+refuse stripe_unset "a route whose only secret's variable is unset" secret_unset "$BODY" \
+    "$STRIPE_SECRET"
 
 stop_server
 check_spool
