@@ -32,6 +32,21 @@ bool decode_signature(std::string_view text, config::Encoding encoding, size_t s
     return true;
 }
 
+Reason read_signature_header(std::span<const http::Header> headers, std::string_view lower_name,
+                             std::string_view prefix, config::Encoding encoding, size_t size,
+                             PresentedSignature& sig) {
+    std::string_view value;
+    if (Reason r = single_header_value(headers, lower_name, Reason::signature_missing, value);
+        r != Reason::ok) {
+        return r;
+    }
+    if (!value.starts_with(prefix) ||
+        !decode_signature(value.substr(prefix.size()), encoding, size, sig)) {
+        return Reason::malformed;
+    }
+    return Reason::ok;
+}
+
 StripeSignature parse_stripe_signature(std::string_view value, std::span<PresentedSignature> out) {
     constexpr size_t mac_size = HashState::digest_size(config::Algorithm::sha256);
     StripeSignature result;

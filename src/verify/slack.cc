@@ -2,8 +2,7 @@
 // HMAC-SHA256 keyed with the signing secret. A verified `url_verification` request is Slack
 // checking the endpoint: it is answered with its challenge and never enqueued.
 #include "portcullis/base/json_pointer.hh"
-#include "portcullis/verify/signature_header.hh"
-#include "portcullis/verify/verifier.hh"
+#include "portcullis/verify/template_hmac.hh"
 
 #include <memory>
 
@@ -11,44 +10,10 @@ namespace portcullis::verify {
 
 namespace {
 
-class SlackVerifier final : public HmacScheme {
+class SlackVerifier final : public TemplateHmacScheme {
 public:
-    SlackVerifier(std::vector<HmacKey> keys, int64_t tolerance_ns)
-        : HmacScheme(std::move(keys)), _tolerance_ns(tolerance_ns) {}
-
-    Reason begin(std::span<const http::Header> headers, int64_t now_unix_ns,
-                 VerifyState& st) const override {
-        st.reset();
-        if (!has_keys()) {
-            return Reason::secret_unset;
-        }
-        std::string_view value;
-        if (Reason r =
-                single_header_value(headers, "x-slack-signature", Reason::signature_missing, value);
-            r != Reason::ok) {
-            return r;
-        }
-        std::string_view timestamp;
-        if (Reason r = read_timestamp(headers, "x-slack-request-timestamp", now_unix_ns,
-                                      _tolerance_ns, st, timestamp);
-            r != Reason::ok) {
-            return r;
-        }
-        constexpr std::string_view version = "v0=";
-        if (!value.starts_with(version) ||
-            !decode_signature(value.substr(version.size()), config::Encoding::hex,
-                              HashState::digest_size(config::Algorithm::sha256),
-                              st.signatures[0])) {
-            return Reason::malformed;
-        }
-        st.signature_count = 1;
-        start_macs(st);
-        feed(st, "v0:");
-        feed(st, timestamp);
-        feed(st, ":");
-        st.begun = true;
-        return Reason::ok;
-    }
+    SlackVerifier(const config::VerifyConfig& form, const std::vector<config::Secret>& secrets)
+        : TemplateHmacScheme(form, secrets) {}
 
     std::string_view handshake(std::span<const uint8_t> body, std::span<char> out) const override {
         const std::string_view doc(reinterpret_cast<const char*>(body.data()), body.size());
@@ -73,18 +38,21 @@ public:
         }
         return {out.data(), n};
     }
-
-private:
-    int64_t _tolerance_ns;
 };
 
 } // namespace
 
 std::unique_ptr<Verifier> make_slack_verifier(const config::VerifyConfig& cfg,
                                               std::string& /*error*/) {
-    return std::make_unique<SlackVerifier>(
-        HmacScheme::keys_from(config::Algorithm::sha256, cfg.secrets),
-        cfg.tolerance_ns.value_or(*config::default_tolerance_ns(config::Scheme::slack)));
+    config::VerifyConfig form;
+    form.header = "x-slack-signature";
+    form.prefix = "v0=";
+    form.encoding = config::Encoding::hex;
+    form.timestamp_header = "x-slack-request-timestamp";
+    form.signed_template = "v0:{timestamp}:{body}";
+    form.tolerance_ns =
+        cfg.tolerance_ns.value_or(*config::default_tolerance_ns(config::Scheme::slack));
+    return std::make_unique<SlackVerifier>(form, cfg.secrets);
 }
 
 } // namespace portcullis::verify

@@ -33,9 +33,9 @@ public:
 
     Reason begin(std::span<const http::Header> headers, int64_t now_unix_ns,
                  VerifyState& st) const override {
-        st.reset();
-        if (!has_keys() && _public_keys.empty()) {
-            return Reason::secret_unset;
+        // Either kind of key will do: HMAC secrets (start() counts those) or public keys.
+        if (Reason r = start(st); r != Reason::ok && _public_keys.empty()) {
+            return r;
         }
         // The family is chosen by the signature header; the other two come from the same one,
         // so that a webhook-id can never be paired with an svix-signature.

@@ -17,9 +17,8 @@ public:
 
     Reason begin(std::span<const http::Header> headers, int64_t now_unix_ns,
                  VerifyState& st) const override {
-        st.reset();
-        if (!has_keys()) {
-            return Reason::secret_unset;
+        if (Reason r = start(st); r != Reason::ok) {
+            return r;
         }
         std::string_view value;
         if (Reason r =

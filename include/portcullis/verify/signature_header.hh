@@ -29,6 +29,14 @@ constexpr size_t ed25519_key_size = 32;
 bool decode_signature(std::string_view text, config::Encoding encoding, size_t size,
                       PresentedSignature& out);
 
+// The one `lower_name` header holding `prefix` and then a MAC of `size` bytes in `encoding`
+// (GitHub's "sha256=<hex>", Slack's "v0=<hex>", Shopify's bare base64, the hmac scheme's
+// configured form), decoded into sig. signature_missing when absent; malformed when repeated or
+// not of that form. Precondition: lower_name is lowercase.
+Reason read_signature_header(std::span<const http::Header> headers, std::string_view lower_name,
+                             std::string_view prefix, config::Encoding encoding, size_t size,
+                             PresentedSignature& sig);
+
 struct StripeSignature {
     Reason reason = Reason::ok;
     std::string_view timestamp; // the t= value, as sent (not yet checked)

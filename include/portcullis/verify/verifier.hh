@@ -288,11 +288,12 @@ public:
 };
 
 // Base of the schemes that MAC a signed prefix and the body with every usable secret (github,
-// stripe, slack, shopify, hmac, and standard's v1). A scheme's begin() calls st.reset(),
-// refuses with secret_unset when !has_keys(), decodes the presented signature(s) into st, calls
-// start_macs(st) and feed()s its prefix, then sets st.begun. update() and finish() are shared:
-// finish() computes every MAC and compares it with every presented signature, without early
-// exit, so the time taken does not depend on which secret or signature matched.
+// stripe, slack, shopify, hmac, and standard's v1). A scheme's begin() calls start(st), which
+// resets it and refuses with secret_unset when no secret is usable, decodes the presented
+// signature(s) into st, calls start_macs(st) and feed()s its prefix, then sets st.begun. update()
+// and finish() are shared: finish() computes every MAC and compares it with every presented
+// signature, without early exit, so the time taken does not depend on which secret or signature
+// matched.
 class HmacScheme : public Verifier {
 public:
     void update(VerifyState& st, std::span<const uint8_t> body_part) const override;
@@ -308,6 +309,10 @@ protected:
     explicit HmacScheme(std::vector<HmacKey> keys);
 
     bool has_keys() const { return !_keys.empty(); }
+    Reason start(VerifyState& st) const {
+        st.reset();
+        return has_keys() ? Reason::ok : Reason::secret_unset;
+    }
     void start_macs(VerifyState& st) const;
     void feed(VerifyState& st, std::string_view signed_text) const;
     // Finishes every stream; true when any MAC equals any presented signature.
