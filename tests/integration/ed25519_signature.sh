@@ -51,6 +51,16 @@ sign_with ed25519 --seed "$SEED" --body "$WORKDIR/binary.bin"
 post /webhooks/discord "$WORKDIR/binary.bin" -H 'Content-Type: application/octet-stream' "${SIGNED[@]}"
 accept discord "binary body" "$WORKDIR/binary.bin"
 
+# Ed25519 needs the whole message: a body of most of the 1 MiB limit, sent chunked with
+# Expect: 100-continue, so that it arrives over many reads.
+python3 -c 'import json
+print(json.dumps({"type": 2, "data": {"rows": ["Grüße 漢字 🎲 %d" % i for i in range(30000)]}}, ensure_ascii=False))' \
+    >"$WORKDIR/large.json"
+sign_with ed25519 --seed "$SEED" --body "$WORKDIR/large.json"
+post_discord /webhooks/discord "$WORKDIR/large.json" "${SIGNED[@]}" -H 'Transfer-Encoding: chunked' \
+    -H 'Expect: 100-continue' --expect100-timeout 15
+accept discord "a $(wc -c <"$WORKDIR/large.json")-byte body, chunked, 100-continue" "$WORKDIR/large.json"
+
 interaction_body past
 sign_with ed25519 --seed "$SEED" --body "$BODY" --timestamp $(($(now) - 240))
 post_discord /webhooks/discord "$BODY" "${SIGNED[@]}"

@@ -120,6 +120,14 @@ post "/webhooks/standard-ed" "$WORKDIR/binary.bin" -H 'Content-Type: application
     "${SIGNED[@]}"
 accept standard_ed "v1a over a binary body" "$WORKDIR/binary.bin"
 
+# A body of most of the 1 MiB limit, chunked: Ed25519 checks it whole, over many reads.
+python3 -c 'import json
+print(json.dumps({"type": "invoice.paid", "rows": ["Grüße 漢字 %d" % i for i in range(40000)]}, ensure_ascii=False))' \
+    >"$WORKDIR/large.json"
+sign_with standard --seed "$ED_SEED" --id "$(msg_id)" --body "$WORKDIR/large.json"
+post_std /webhooks/standard-ed "$WORKDIR/large.json" "${SIGNED[@]}" -H 'Transfer-Encoding: chunked'
+accept standard_ed "v1a over a $(wc -c <"$WORKDIR/large.json")-byte chunked body" "$WORKDIR/large.json"
+
 new_body v1a-svix
 sign_with standard --headers svix --seed "$ED_SEED" --id "$(msg_id)" --body "$BODY"
 post_std /webhooks/standard-ed "$BODY" "${SIGNED[@]}"

@@ -91,6 +91,13 @@ post_stripe /webhooks/stripe "$BODY" \
     -H "Stripe-Signature: t=$ts,v1=$good,v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39"
 accept stripe "v1 next to a v0 entry" "$BODY"
 
+# Keys Stripe may add later are ignored.
+stripe_body unknown-keys
+sign_with stripe --secret "$STRIPE_SECRET" --body "$BODY" --timestamp "$ts"
+post_stripe /webhooks/stripe "$BODY" \
+    -H "Stripe-Signature: $(signed_value Stripe-Signature),v2=00ff,x-future=1"
+accept stripe "unknown v2= and x-future= entries after the v1" "$BODY"
+
 for secret_var in STRIPE_SECRET_OLD STRIPE_SECRET; do
     stripe_body "rotation-$secret_var"
     sign_with stripe --secret "${!secret_var}" --body "$BODY"
