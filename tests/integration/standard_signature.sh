@@ -15,7 +15,8 @@ need_signers
 
 # The whsec_ example secret of the Standard Webhooks specification, and another one.
 export STD_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-STD_SECRET_OLD="whsec_$(printf 'previous standard webhooks secret' | base64 -w0)"
+# Binary key bytes, so that its base64 holds '+', '/' and '=' padding.
+STD_SECRET_OLD="whsec_$(printf '\xfb\xff\xbf previous secret \xfe\xff' | base64 -w0)"
 # Ed25519 keys from fixed seeds (hex); the route knows only the public keys.
 ED_SEED="9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"
 ED_SEED_OTHER="4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"
