@@ -162,8 +162,8 @@ accept() {
 
 # refuse ROUTE WHAT REASON_REGEX BODY_FILE [SENSITIVE...]: the last answer is the bare 401 and
 # the newest rejection log line names the route, the peer, a request id and a reason matching
-# REASON_REGEX; neither the body's marker nor any SENSITIVE string (secrets, whole signatures)
-# is in the log.
+# REASON_REGEX, with signature fields cut to 12 characters; neither the body's marker nor any
+# SENSITIVE string (secrets, whole signatures) is in the log.
 refuse() {
     local route=$1 what=$2 reasons=$3 file=$4
     shift 4
@@ -180,6 +180,15 @@ refuse() {
     [[ $line == *"\"route\":\"$route\""* ]] || fail "$what: rejection log should name route $route: $line"
     [[ $line == *'"peer":"127.0.0.1"'* ]] || fail "$what: rejection log should name peer 127.0.0.1: $line"
     [[ $line =~ \"request_id\":\"[^\"]+\" ]] || fail "$what: rejection log has no request_id: $line"
+    # Signature fields are logged cut to 12 characters at most.
+    local name value
+    for name in x-hub-signature-256 stripe-signature x-slack-signature webhook-signature \
+        svix-signature x-shopify-hmac-sha256 x-signature-ed25519; do
+        value=$(grep -o "\"$name\":\"[^\"]*\"" <<<"$line" | head -n 1 || true)
+        value=${value#\"$name\":\"}
+        value=${value%\"}
+        ((${#value} <= 12)) || fail "$what: $name logged with ${#value} characters (at most 12): $line"
+    done
     local marker
     marker=$(grep -o 'REFUSED-[^"]*' "$file" || true)
     [[ -z $marker ]] || ! grep -qF -- "$marker" "$SERVER_LOG" ||
