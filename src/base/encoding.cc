@@ -116,24 +116,36 @@ std::optional<size_t> base64_decode(std::string_view in, std::span<uint8_t> out,
     if (produced > out.size()) {
         return std::nullopt;
     }
+    // Whole quads first, then the 2 or 3 characters of a short last quad. As in hex_decode, an
+    // invalid character is found once at the end: valid ones are below 64, invalid is 0xff.
+    const auto at = [&](size_t i) { return table[static_cast<uint8_t>(in[i])]; };
+    uint8_t seen = 0;
     size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; ++i) {
-        uint8_t v = table[static_cast<uint8_t>(in[i])];
-        if (v == invalid) {
-            return std::nullopt;
-        }
-        acc = acc << 6 | v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = static_cast<uint8_t>(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        const uint8_t c0 = at(i), c1 = at(i + 1), c2 = at(i + 2), c3 = at(i + 3);
+        seen |= c0 | c1 | c2 | c3;
+        const uint32_t v = uint32_t(c0) << 18 | uint32_t(c1) << 12 | uint32_t(c2) << 6 | c3;
+        out[o++] = static_cast<uint8_t>(v >> 16);
+        out[o++] = static_cast<uint8_t>(v >> 8);
+        out[o++] = static_cast<uint8_t>(v);
     }
     // Non-canonical encodings (leftover bits set) are refused so one value has one spelling.
-    if (acc != 0) {
+    bool leftover = false;
+    if (len - i >= 2) {
+        const uint8_t c0 = at(i), c1 = at(i + 1);
+        const uint8_t c2 = len - i == 3 ? at(i + 2) : 0;
+        seen |= c0 | c1 | c2;
+        const uint32_t v = uint32_t(c0) << 18 | uint32_t(c1) << 12 | uint32_t(c2) << 6;
+        out[o++] = static_cast<uint8_t>(v >> 16);
+        if (len - i == 3) {
+            out[o++] = static_cast<uint8_t>(v >> 8);
+            leftover = (c2 & 0x03) != 0;
+        } else {
+            leftover = (c1 & 0x0f) != 0;
+        }
+    }
+    if ((seen & 0xc0) != 0 || leftover) {
         return std::nullopt;
     }
     return o;

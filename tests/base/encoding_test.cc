@@ -61,7 +61,8 @@ TEST(Base64, MatchesRfc4648Vectors) {
 
 TEST(Base64, RejectsMalformedInput) {
     uint8_t out[16];
-    const char* bad[] = {"Zg=", "Zg", "Z===", "Zh==", "Zm9v!A==", "=Zg=", "Zm9vYmFy\n"};
+    const char* bad[] = {
+        "Zg=", "Zg", "Z===", "Zh==", "Zm9v!A==", "=Zg=", "Zm9=", "Zm!=", "Zm9vYm!y", "Zm9vYmFy\n"};
     for (const char* b : bad) {
         EXPECT_FALSE(base64_decode(b, out)) << b;
     }
