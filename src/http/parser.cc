@@ -2,11 +2,21 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <bit>
 #include <cstring>
 #include <limits>
 
+// The vector paths of the byte scans (see "Byte classes, 64 bytes at a time" below). SSE2 is
+// part of x86-64; AVX2 code is compiled in with a target attribute and only run on CPUs that
+// have it. Other architectures get the scalar path.
 #if defined(__SSE2__)
+#define PORTCULLIS_PARSER_SSE2 1
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PORTCULLIS_PARSER_AVX2 1
+#include <immintrin.h>
 #endif
 
 namespace portcullis::http {
@@ -83,6 +93,10 @@ constexpr ByteTable target_byte =
 // RFC 3986 reg-name bytes without '%'.
 constexpr ByteTable reg_name_byte =
     make_table([](unsigned char c) { return is_alnum(c) || is_one_of(c, "-._~!$&'()*+,;="); });
+// Control bytes: none may appear in a request head but HTAB (in field values) and the CRLF that
+// ends each line.
+constexpr ByteTable control = make_table([](unsigned char c) { return c < 0x20 || c == 0x7f; });
+constexpr ByteTable non_token = make_table([](unsigned char c) { return !tchar[c]; });
 // quoted-string contents (RFC 9110 qdtext).
 constexpr ByteTable qdtext = make_table([](unsigned char c) {
     return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
@@ -112,37 +126,9 @@ constexpr int hex_value(char c) {
     return -1;
 }
 
-// Length of the run of tchar bytes at the start of [p, end). Header names are nearly always
-// letters, digits and '-': 16 bytes at a time check that, then any other tchar continues byte
-// by byte.
+// Length of the run of tchar bytes at the start of [p, end).
 inline size_t token_run(const char* p, const char* end) {
     const char* const start = p;
-#if defined(__SSE2__)
-    const __m128i case_bit = _mm_set1_epi8(0x20);
-    const __m128i before_a = _mm_set1_epi8('a' - 1);
-    const __m128i after_z = _mm_set1_epi8('z' + 1);
-    const __m128i before_0 = _mm_set1_epi8('0' - 1);
-    const __m128i after_9 = _mm_set1_epi8('9' + 1);
-    const __m128i dash = _mm_set1_epi8('-');
-    while (end - p >= 16) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-        const __m128i lower = _mm_or_si128(v, case_bit);
-        const __m128i alpha =
-            _mm_and_si128(_mm_cmpgt_epi8(lower, before_a), _mm_cmplt_epi8(lower, after_z));
-        const __m128i digit =
-            _mm_and_si128(_mm_cmpgt_epi8(v, before_0), _mm_cmplt_epi8(v, after_9));
-        const __m128i ok = _mm_or_si128(_mm_or_si128(alpha, digit), _mm_cmpeq_epi8(v, dash));
-        const unsigned other = ~static_cast<unsigned>(_mm_movemask_epi8(ok)) & 0xffffu;
-        if (other != 0) {
-            p += __builtin_ctz(other);
-            if (*p == ':') {
-                return static_cast<size_t>(p - start); // the usual end of a field name
-            }
-            break;
-        }
-        p += 16;
-    }
-#endif
     while (p < end && tchar[uchar(*p)]) {
         ++p;
     }
@@ -153,24 +139,6 @@ inline size_t token_run(const char* p, const char* end) {
 // normally the CR that ends the line.
 inline size_t field_value_run(const char* p, const char* end) {
     const char* const start = p;
-#if defined(__SSE2__)
-    const __m128i space = _mm_set1_epi8(0x20);
-    const __m128i minus_one = _mm_set1_epi8(-1);
-    const __m128i tab = _mm_set1_epi8('\t');
-    const __m128i del = _mm_set1_epi8(0x7f);
-    while (end - p >= 16) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-        // Signed compares: obs-text (0x80-0xff) is negative and must not count as a control.
-        __m128i ctl = _mm_and_si128(_mm_cmplt_epi8(v, space), _mm_cmpgt_epi8(v, minus_one));
-        ctl = _mm_andnot_si128(_mm_cmpeq_epi8(v, tab), ctl);
-        const __m128i bad = _mm_or_si128(ctl, _mm_cmpeq_epi8(v, del));
-        const unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(bad));
-        if (mask != 0) {
-            return static_cast<size_t>(p - start) + __builtin_ctz(mask);
-        }
-        p += 16;
-    }
-#endif
     while (p < end && field_value_byte[uchar(*p)]) {
         ++p;
     }
@@ -179,6 +147,12 @@ inline size_t field_value_run(const char* p, const char* end) {
 
 inline uint64_t load64(const char* p) {
     uint64_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+inline uint32_t load32(const char* p) {
+    uint32_t v;
     std::memcpy(&v, p, sizeof v);
     return v;
 }
@@ -203,6 +177,11 @@ inline bool equals_lowercase(std::string_view s, std::string_view lower) {
             diff |= (load64(s.data() + n - 8) | case_bits) ^ load64(lower.data() + n - 8);
         }
         return diff == 0;
+    }
+    if (n >= 4) {
+        constexpr uint32_t case_bits32 = 0x20202020u;
+        return ((load32(s.data()) | case_bits32) ^ load32(lower.data())) == 0 &&
+               ((load32(s.data() + n - 4) | case_bits32) ^ load32(lower.data() + n - 4)) == 0;
     }
     unsigned diff = 0;
     for (size_t i = 0; i < n; ++i) {
@@ -329,6 +308,15 @@ bool valid_ipv6(std::string_view s) {
 // RFC 9110 Host: uri-host [ ":" port ], with uri-host = IP-literal / IPv4address / reg-name.
 // An empty host and an empty port are refused, as nginx does.
 bool valid_host(std::string_view h) {
+    // The usual host, a plain reg-name (no port, no percent-encoding), in one pass without
+    // branches per byte.
+    bool plain = !h.empty();
+    for (char c : h) {
+        plain &= reg_name_byte[uchar(c)];
+    }
+    if (plain) {
+        return true;
+    }
     size_t i = 0;
     if (!h.empty() && h[0] == '[') {
         const size_t close = h.find(']');
@@ -400,13 +388,16 @@ std::string_view check_content_length(std::string_view v, Semantics& s) {
         return why::bad_content_length;
     }
     constexpr uint64_t max = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    // Up to 18 digits cannot pass max (19 digits): only longer values need the overflow test.
+    constexpr size_t safe_digits = std::numeric_limits<int64_t>::digits10;
     uint64_t n = 0;
-    for (char c : v) {
+    for (size_t i = 0; i < v.size(); ++i) {
+        const char c = v[i];
         if (!is_digit(c)) {
             return c == ',' ? why::content_length_list : why::bad_content_length;
         }
         const auto digit = static_cast<uint64_t>(c - '0');
-        if (n > (max - digit) / 10) {
+        if (i >= safe_digits && n > (max - digit) / 10) {
             return why::content_length_overflow;
         }
         n = n * 10 + digit;
@@ -453,6 +444,15 @@ std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
 }
 
 std::string_view check_connection(std::string_view v, Semantics& s) {
+    // The usual values, a single option.
+    if (equals_lowercase(v, "close")) {
+        s.connection_close = true;
+        return {};
+    }
+    if (equals_lowercase(v, "keep-alive")) {
+        s.connection_keep_alive = true;
+        return {};
+    }
     const char* p = v.data();
     const char* const end = p + v.size();
     while (p < end) {
@@ -480,12 +480,27 @@ std::string_view check_connection(std::string_view v, Semantics& s) {
     return {};
 }
 
+// The first letter, lowercase, of the names check_field looks at, by name length (0: none).
+constexpr std::array<char, 32> first_letter_by_length = [] {
+    std::array<char, 32> t{};
+    for (std::string_view name :
+         {"host", "expect", "connection", "content-length", "transfer-encoding"}) {
+        t.at(name.size()) = name[0];
+    }
+    return t;
+}();
+
+// False for most fields, from the length and first letter of the name: check_field passes over
+// those. Precondition: name is a token (for the case folding, see equals_lowercase).
+inline bool may_matter(std::string_view name) {
+    return name.size() < first_letter_by_length.size() && !name.empty() &&
+           (name[0] | 0x20) == first_letter_by_length[name.size()];
+}
+
 // Looks at the fields that decide framing, routing and the connection's fate. Returns an empty
 // view when the field is fine.
 std::string_view check_field(const Header& h, Semantics& s) {
-    // Most fields are none of these: one test on the name length sends them away.
-    constexpr uint32_t interesting_lengths = 1u << 4 | 1u << 6 | 1u << 10 | 1u << 14 | 1u << 17;
-    if (h.name.size() >= 32 || (interesting_lengths >> h.name.size() & 1u) == 0) {
+    if (!may_matter(h.name)) {
         return {};
     }
     switch (h.name.size()) {
@@ -602,8 +617,561 @@ std::string_view reason_of(Error e) {
 
 namespace {
 
+// ---------------------------------------------------------------------------------------------
+// Byte classes, 64 bytes at a time
+//
+// Most of a head is field lines "name: value CRLF". Whether one is well-formed, and where its
+// parts end, follows from two byte classes: control bytes (the line ends at the first, which
+// must be its CR) and non-token bytes (the name ends at the first, which must be the colon).
+// Both are computed for 64-byte blocks at once, as bit masks, by a classifier that uses the
+// widest vector instructions at hand. Finding a line's parts is then a couple of bit scans in a
+// window of the masks. The blocks are classified a few at a time ahead of the parse, which does
+// not wait for them: the work that each line depends on stays a few cycles.
+//
+// A classifier computes, for each 64-byte block (bit i for byte i):
+//   controls:   exactly the `control` bytes;
+//   non_tokens: every non-token byte, and possibly some token bytes too (the SSE2 classifier
+//               flags all but letters, digits and '-'). Every control byte is a non-token byte.
+// The parser checks the byte a scan stops at, so a superset only sends unusual lines to the
+// byte-by-byte path.
+
+constexpr size_t block_size = 64;
+
+// Classifies `count` whole blocks from p: block k into controls[k] and non_tokens[k].
+using Classifier = void (*)(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens);
+
+// Scalar: tables, one byte at a time. For CPUs without vector code here, and the reference the
+// vector classifiers are tested against.
+void classify_scalar(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
+    for (size_t k = 0; k < count; ++k, p += block_size) {
+        uint64_t c = 0;
+        uint64_t n = 0;
+        for (size_t i = 0; i < block_size; ++i) {
+            c |= uint64_t{control[uchar(p[i])]} << i;
+            n |= uint64_t{non_token[uchar(p[i])]} << i;
+        }
+        controls[k] = c;
+        non_tokens[k] = n;
+    }
+}
+
+#if defined(PORTCULLIS_PARSER_SSE2)
+// SSE2, 16 bytes per step: the baseline of every x86-64 CPU. SSE2 has no byte shuffle for an
+// exact token class; field names nearly always keep to letters, digits and '-', which it can
+// check with compares.
+void classify_sse2(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
+    const __m128i max_control = _mm_set1_epi8(0x1f);
+    const __m128i del = _mm_set1_epi8(0x7f);
+    const __m128i case_bit = _mm_set1_epi8(0x20);
+    const __m128i before_a = _mm_set1_epi8('a' - 1);
+    const __m128i after_z = _mm_set1_epi8('z' + 1);
+    const __m128i before_0 = _mm_set1_epi8('0' - 1);
+    const __m128i after_9 = _mm_set1_epi8('9' + 1);
+    const __m128i dash = _mm_set1_epi8('-');
+    for (size_t k = 0; k < count; ++k, p += block_size) {
+        uint64_t c = 0;
+        uint64_t n = 0;
+        for (size_t i = 0; i < block_size; i += 16) {
+            const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+            // v <= 0x1f as an unsigned byte, or DEL.
+            const __m128i control_bytes = _mm_or_si128(
+                _mm_cmpeq_epi8(_mm_min_epu8(v, max_control), v), _mm_cmpeq_epi8(v, del));
+            // Signed compares: bytes 0x80-0xff are negative and fall outside both ranges.
+            const __m128i lower = _mm_or_si128(v, case_bit);
+            const __m128i letters =
+                _mm_and_si128(_mm_cmpgt_epi8(lower, before_a), _mm_cmplt_epi8(lower, after_z));
+            const __m128i digits =
+                _mm_and_si128(_mm_cmpgt_epi8(v, before_0), _mm_cmplt_epi8(v, after_9));
+            const __m128i name_bytes =
+                _mm_or_si128(_mm_or_si128(letters, digits), _mm_cmpeq_epi8(v, dash));
+            c |= uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(control_bytes))} << i;
+            n |= uint64_t{static_cast<uint16_t>(~_mm_movemask_epi8(name_bytes))} << i;
+        }
+        controls[k] = c;
+        non_tokens[k] = n;
+    }
+}
+#endif
+
+#if defined(PORTCULLIS_PARSER_AVX2)
+// A byte class as the two 16-entry tables of a nibble lookup (PSHUFB): byte b is in the class
+// exactly when by_low[b & 0x0f] & by_high[b >> 4] is not zero. Each distinct row of the class
+// (the set of low nibbles it takes under one high nibble) gets a bit of its own, which works
+// for a class of at most 8 distinct rows and no byte above 0x7f. For the latter, PSHUFB gives 0
+// for an index byte with its top bit set, so the raw byte can index by_low.
+struct NibbleTables {
+    std::array<uint8_t, 16> by_low{};
+    std::array<uint8_t, 16> by_high{};
+};
+
+constexpr NibbleTables nibble_tables(const ByteTable& in_class) {
+    NibbleTables t;
+    std::array<uint16_t, 8> rows{}; // the distinct rows seen, as bit sets of low nibbles
+    size_t distinct = 0;
+    for (int high = 0; high < 8; ++high) {
+        uint16_t row = 0;
+        for (int low = 0; low < 16; ++low) {
+            row = static_cast<uint16_t>(row | in_class[high * 16 + low] << low);
+        }
+        if (row == 0) {
+            continue;
+        }
+        size_t bit = 0;
+        while (bit < distinct && rows[bit] != row) {
+            ++bit;
+        }
+        if (bit == distinct) {
+            rows.at(distinct++) = row; // at(): a ninth row fails the constant evaluation
+        }
+        t.by_high[high] = static_cast<uint8_t>(1u << bit);
+        for (int low = 0; low < 16; ++low) {
+            if ((row >> low & 1) != 0) {
+                t.by_low[low] = static_cast<uint8_t>(t.by_low[low] | 1u << bit);
+            }
+        }
+    }
+    return t;
+}
+
+constexpr bool nibble_lookup_matches(const NibbleTables& t, const ByteTable& in_class) {
+    for (int b = 0; b < 256; ++b) {
+        const bool looked_up = b < 0x80 && (t.by_low[b & 0x0f] & t.by_high[b >> 4]) != 0;
+        if (looked_up != in_class[b]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+constexpr NibbleTables token_nibbles = nibble_tables(tchar);
+static_assert(nibble_lookup_matches(token_nibbles, tchar));
+
+// AVX2, 32 bytes per step, exact classes.
+[[gnu::target("avx2")]] void classify_avx2(const char* p, size_t count, uint64_t* controls,
+                                           uint64_t* non_tokens) {
+    const __m256i max_control = _mm256_set1_epi8(0x1f);
+    const __m256i del = _mm256_set1_epi8(0x7f);
+    const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
+    const __m256i token_by_low = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(token_nibbles.by_low.data())));
+    const __m256i token_by_high = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(token_nibbles.by_high.data())));
+    for (size_t k = 0; k < count; ++k, p += block_size) {
+        uint64_t c = 0;
+        uint64_t n = 0;
+        for (size_t i = 0; i < block_size; i += 32) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
+            // v <= 0x1f as an unsigned byte, or DEL.
+            const __m256i control_bytes = _mm256_or_si256(
+                _mm256_cmpeq_epi8(_mm256_min_epu8(v, max_control), v), _mm256_cmpeq_epi8(v, del));
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles);
+            const __m256i token_rows = _mm256_and_si256(_mm256_shuffle_epi8(token_by_low, v),
+                                                        _mm256_shuffle_epi8(token_by_high, high));
+            const __m256i non_token_bytes = _mm256_cmpeq_epi8(token_rows, _mm256_setzero_si256());
+            c |= uint64_t{static_cast<uint32_t>(_mm256_movemask_epi8(control_bytes))} << i;
+            n |= uint64_t{static_cast<uint32_t>(_mm256_movemask_epi8(non_token_bytes))} << i;
+        }
+        controls[k] = c;
+        non_tokens[k] = n;
+    }
+}
+#endif
+
+// The index of the lowest set bit. Precondition: bits != 0 (which std::countr_zero would test
+// again).
+inline size_t first_bit(uint64_t bits) {
+#if defined(__GNUC__) || defined(__clang__)
+    return static_cast<unsigned>(__builtin_ctzll(bits));
+#else
+    return static_cast<unsigned>(std::countr_zero(bits));
+#endif
+}
+
+// The byte classes of the window [begin, end), as bit arrays (bit i for byte i) over a few blocks
+// at a time: classified as the parse reaches them, each block once as long as the parse moves
+// forward (it only moves back to retry a line byte by byte, within the blocks at hand). Never
+// reads outside [begin, end): the buffer may end right before an unmapped page.
+class ByteClasses {
+public:
+    // The bits of the bytes from p on, at least `reach` of them (fewer at the end of the
+    // window, past which bits are 0). Each is one unaligned 8-byte load from the bit array.
+    static constexpr size_t reach = 64 - 7;
+
+    struct Near {
+        uint64_t controls;
+        uint64_t non_tokens;
+    };
+
+    ByteClasses(const char* begin, const char* end, Classifier classify)
+        : _begin(begin), _end(end),
+          _blocks((static_cast<size_t>(end - begin) + block_size - 1) / block_size),
+          _classify(classify), _first(begin) {}
+
+    // Precondition: begin <= p < end.
+    Near near(const char* p) {
+        // Unsigned: a position before the blocks at hand wraps around and fails the test too.
+        auto bit = static_cast<size_t>(p - _first);
+        if (bit >= _ready_bytes) [[unlikely]] {
+            classify_from(p);
+            bit = static_cast<size_t>(p - _first);
+        }
+        const unsigned shift = bit % 8;
+        return {load64(bytes_of(_controls) + bit / 8) >> shift,
+                load64(bytes_of(_non_tokens) + bit / 8) >> shift};
+    }
+
+    // The first control byte in [p, end), or end.
+    const char* find_control(const char* p) { return find(p, &Near::controls); }
+    // The first non-token byte in [p, end) (or a token byte the classifier flags), or end.
+    const char* find_non_token(const char* p) { return find(p, &Near::non_tokens); }
+
+private:
+    // Blocks classified per call of the classifier: enough to amortize the call, few enough
+    // not to classify much past the end of a head (the body that follows is not looked at).
+    static constexpr size_t batch = 8;
+
+    static const char* bytes_of(const std::array<uint64_t, batch + 1>& bits) {
+        return reinterpret_cast<const char*>(bits.data());
+    }
+
+    const char* find(const char* p, uint64_t Near::*bits_of) {
+        for (;;) {
+            if (p == _end) {
+                return _end;
+            }
+            if (const uint64_t bits = near(p).*bits_of; bits != 0) {
+                return p + first_bit(bits);
+            }
+            if (_end - p <= static_cast<ptrdiff_t>(reach)) {
+                return _end;
+            }
+            p += reach;
+        }
+    }
+
+    // Makes the bit arrays start at the block of p, with the next `reach` bits of every byte of
+    // at least that block in them.
+    [[gnu::noinline]] void classify_from(const char* p) {
+        const size_t block = static_cast<size_t>(p - _begin) / block_size;
+        const size_t full_blocks = static_cast<size_t>(_end - _begin) / block_size;
+        const size_t first_block = static_cast<size_t>(_first - _begin) / block_size;
+        size_t have = 0;
+        if (block - first_block < _classified) {
+            // Classified already, but not the block after it: keep it.
+            _controls[0] = _controls[block - first_block];
+            _non_tokens[0] = _non_tokens[block - first_block];
+            have = 1;
+        }
+        const size_t count = std::min(batch, _blocks - block);
+        const size_t whole = std::min(count, full_blocks - block);
+        if (whole > have) {
+            _classify(_begin + (block + have) * block_size, whole - have, &_controls[have],
+                      &_non_tokens[have]);
+        }
+        if (count > whole && have < count) {
+            classify_partial_block(_controls[count - 1], _non_tokens[count - 1]);
+        }
+        // Past the end of the window: no bytes of any class.
+        _controls[count] = 0;
+        _non_tokens[count] = 0;
+        _first = _begin + block * block_size;
+        _classified = count;
+        // A block's bytes have their `reach` bits at hand once the next block is there too,
+        // or when there is no next block.
+        _ready_bytes = (block + count == _blocks ? count : count - 1) * block_size;
+    }
+
+    // The last block, shorter than 64 bytes: classified from the window's last 64 bytes (the
+    // bits shifted to match) or, in a window shorter than a block, from a copy.
+    void classify_partial_block(uint64_t& controls, uint64_t& non_tokens) const {
+        const auto size = static_cast<size_t>(_end - _begin);
+        const size_t available = size % block_size;
+        if (size >= block_size) {
+            _classify(_end - block_size, 1, &controls, &non_tokens);
+            controls >>= block_size - available;
+            non_tokens >>= block_size - available;
+        } else {
+            alignas(block_size) char copy[block_size] = {};
+            std::memcpy(copy, _end - available, available);
+            _classify(copy, 1, &controls, &non_tokens);
+            const uint64_t inside = (uint64_t{1} << available) - 1;
+            controls &= inside;
+            non_tokens &= inside;
+        }
+    }
+
+    const char* const _begin;
+    const char* const _end;
+    const size_t _blocks; // blocks in the window, the last one possibly partial
+    const Classifier _classify;
+    const char* _first = nullptr; // the start of the block that the arrays start with
+    size_t _classified = 0;       // blocks in the arrays
+    size_t _ready_bytes = 0;      // bytes from _first that near() can answer for
+    std::array<uint64_t, batch + 1> _controls{};
+    std::array<uint64_t, batch + 1> _non_tokens{};
+};
+
+// ---------------------------------------------------------------------------------------------
+// The head, line by line
+
+struct RequestLine {
+    std::string_view method;
+    std::string_view target;
+    uint8_t minor_version = 1;
+};
+
+constexpr std::string_view space_http11 = " HTTP/1.1";
+
+bool only_target_bytes(const char* p, const char* end) {
+    return std::all_of(p, end, [](char c) { return target_byte[uchar(c)]; });
+}
+
+// The usual request line: "method SP /target SP HTTP/1.1 CRLF" whose target has no
+// percent-encoding, given where its method and its line end (the first non-token and the first
+// control byte). The byte-by-byte parse accepts such a line with the same method and target.
+bool is_plain_request_line(const char* line, const char* method_end, const char* line_end,
+                           const char* end) {
+    if (end - line_end < 2 || line_end[0] != '\r' || line_end[1] != '\n') {
+        return false;
+    }
+    // Here method_end <= line_end < end: every control byte is a non-token byte.
+    if (method_end == line || *method_end != ' ') {
+        return false;
+    }
+    const char* const target = method_end + 1;
+    if (line_end - target <= static_cast<ptrdiff_t>(space_http11.size())) {
+        return false;
+    }
+    const char* const version = line_end - space_http11.size();
+    return *target == '/' && std::memcmp(version, space_http11.data(), space_http11.size()) == 0 &&
+           only_target_bytes(target, version);
+}
+
+// The request line, byte by byte: the reference for every answer about it, errors included.
+// Returns the first byte after its CRLF, or nullptr with `stop` set (incomplete or an error).
+[[gnu::noinline]] const char* parse_request_line(const char* p, const char* const end,
+                                                 RequestLine& line, HeadResult& stop) {
+    auto halt = [&stop](HeadResult r) -> const char* {
+        stop = r;
+        return nullptr;
+    };
+
+    // method SP
+    const char* const method = p;
+    while (p < end && tchar[uchar(*p)]) {
+        ++p;
+    }
+    if (p == end) {
+        return halt(incomplete);
+    }
+    if (*p != ' ' || p == method) {
+        return halt(
+            request_line_stop(p, end, Error::bad_request, why::bad_method, why::bad_method));
+    }
+    line.method = std::string_view(method, static_cast<size_t>(p - method));
+    ++p;
+
+    // origin-form request-target SP
+    const char* const target = p;
+    if (p == end) {
+        return halt(incomplete);
+    }
+    if (*p != '/') {
+        return halt(request_line_stop(p, end, Error::bad_request, why::not_origin_form,
+                                      *p == '*' ? why::asterisk_form : why::not_origin_form));
+    }
+    for (;;) {
+        while (p < end && target_byte[uchar(*p)]) {
+            ++p;
+        }
+        if (p == end) {
+            return halt(incomplete);
+        }
+        if (*p != '%') {
+            break;
+        }
+        for (int i = 1; i <= 2; ++i) {
+            if (p + i == end) {
+                return halt(incomplete);
+            }
+            if (hex_value(p[i]) < 0) {
+                return halt(bad(why::bad_percent_encoding));
+            }
+        }
+        p += 3;
+    }
+    if (*p != ' ') {
+        // A line that ends after the target is an HTTP/0.9 simple request.
+        return halt(request_line_stop(p, end, Error::version_unsupported, why::http09,
+                                      why::invalid_target_byte));
+    }
+    line.target = std::string_view(target, static_cast<size_t>(p - target));
+    ++p;
+
+    // HTTP-version CRLF
+    if (end - p >= 10 && std::memcmp(p, "HTTP/1.1\r\n", 10) == 0) {
+        line.minor_version = 1;
+        return p + 10;
+    }
+    constexpr std::string_view pattern = "HTTP/D.D";
+    int major = 0;
+    int minor = 0;
+    for (char expected : pattern) {
+        if (p == end) {
+            return halt(incomplete);
+        }
+        if (expected == 'D' ? !is_digit(*p) : *p != expected) {
+            return halt(
+                request_line_stop(p, end, Error::bad_request, why::bad_version, why::bad_version));
+        }
+        if (expected == 'D') {
+            major = minor;
+            minor = *p - '0';
+        }
+        ++p;
+    }
+    if (major != 1) {
+        return halt(fail(Error::version_unsupported, why::unsupported_version));
+    }
+    if (p == end) {
+        return halt(incomplete);
+    }
+    if (*p != '\r') {
+        return halt(
+            request_line_stop(p, end, Error::bad_request, why::bad_version, why::bad_version));
+    }
+    if (p + 1 == end) {
+        return halt(incomplete);
+    }
+    if (p[1] != '\n') {
+        return halt(bad(why::bare_cr));
+    }
+    line.minor_version = minor == 0 ? 0 : 1;
+    return p + 2;
+}
+
+// The usual field line: "name: value CRLF" with a token name, given where its name and its line
+// end (the first non-token and the first control byte). The byte-by-byte parse accepts such a
+// line with the same name and value.
+bool is_plain_field_line(const char* line, const char* name_end, const char* line_end,
+                         const char* end) {
+    // name_end <= line_end < end once the CRLF is there: every control byte is a non-token byte.
+    return end - line_end >= 2 && std::memcmp(line_end, "\r\n", 2) == 0 && name_end != line &&
+           *name_end == ':';
+}
+
+// The field of a plain field line. Its value has no control byte, so no HTAB: the whitespace
+// around it can only be spaces, and the CR stops the leading ones.
+Header plain_field(const char* line, const char* name_end, const char* line_end) {
+    const char* value = name_end + 1;
+    while (*value == ' ') {
+        ++value;
+    }
+    const char* value_end = line_end;
+    while (value_end > value && value_end[-1] == ' ') {
+        --value_end;
+    }
+    return {std::string_view(line, static_cast<size_t>(name_end - line)),
+            std::string_view(value, static_cast<size_t>(value_end - value))};
+}
+
+// What take_plain_fields did.
+struct PlainFields {
+    const char* next; // the start of the first line not taken
+    size_t count;     // fields stored
+    bool check_last;  // the last field stored is one that check_field must see
+};
+
+// Takes the plain field lines that fit within reach of their start, from p on, storing their
+// fields into fields[0, room). Stops before a line that is not such a line (the empty line at
+// the end of the head, a longer line, anything unusual), after a field that may matter to
+// check_field, or when the storage is full. `fields` is restrict: storing a field does not
+// change the byte classes, which can stay in registers.
+PlainFields take_plain_fields(ByteClasses& classes, const char* p, const char* const end,
+                              Header* __restrict fields, size_t room) {
+    size_t count = 0;
+    while (count < room && p != end) {
+        const ByteClasses::Near near = classes.near(p);
+        if (near.controls == 0) {
+            break;
+        }
+        // Every control byte is a non-token byte: near.non_tokens is not 0 either.
+        const char* const line_end = p + first_bit(near.controls);
+        const char* const name_end = p + first_bit(near.non_tokens);
+        if (!is_plain_field_line(p, name_end, line_end, end)) {
+            break;
+        }
+        Header& h = fields[count++];
+        h = plain_field(p, name_end, line_end);
+        p = line_end + 2;
+        if (may_matter(h.name)) {
+            return {p, count, true};
+        }
+    }
+    return {p, count, false};
+}
+
+// A field line, byte by byte: the reference for every answer about it, errors included.
+// Precondition: *p starts a field name (not CR, LF or whitespace). Returns the first byte after
+// its CRLF, or nullptr with `stop` set (incomplete or an error).
+[[gnu::noinline]] const char* parse_field_line(const char* p, const char* const end, Header& h,
+                                               HeadResult& stop) {
+    const char* const name = p;
+    p += token_run(p, end);
+    if (p == end) {
+        stop = incomplete;
+        return nullptr;
+    }
+    if (*p != ':' || p == name) {
+        std::string_view detail = why::invalid_token_byte;
+        if (*p == ':') {
+            detail = why::empty_header_name;
+        } else if (is_ows(*p)) {
+            detail = why::space_before_colon;
+        } else if (*p == '\n') {
+            detail = why::bare_lf;
+        } else if (*p == '\r') {
+            detail = p + 1 < end && p[1] == '\n' ? why::missing_colon : why::bare_cr;
+        }
+        stop = header_line_error(p, end, detail);
+        return nullptr;
+    }
+    const std::string_view name_view(name, static_cast<size_t>(p - name));
+    ++p;
+    while (p < end && is_ows(*p)) {
+        ++p;
+    }
+    const char* const value = p;
+    p += field_value_run(p, end);
+    if (p == end || (*p == '\r' && p + 1 == end)) {
+        stop = incomplete;
+        return nullptr;
+    }
+    if (*p != '\r' || p[1] != '\n') {
+        std::string_view detail = why::invalid_header_byte;
+        if (*p == '\n') {
+            detail = why::bare_lf;
+        } else if (*p == '\r') {
+            detail = why::bare_cr;
+        }
+        stop = header_line_error(p, end, detail);
+        return nullptr;
+    }
+    const char* value_end = p;
+    while (value_end > value && is_ows(value_end[-1])) {
+        --value_end;
+    }
+    h.name = name_view;
+    h.value = std::string_view(value, static_cast<size_t>(value_end - value));
+    return p + 2;
+}
+
+// The head in [begin, end). Each line is first tried as a plain line, found with the byte
+// classes; anything else (the empty line that ends the head, an incomplete line, errors, and
+// rarer forms such as an HTAB in a value or percent-encoding in the target) goes byte by byte,
+// which decides the exact answer.
 HeadResult parse_window(const char* const begin, const char* const end, std::span<Header> headers,
-                        size_t max_headers, RequestHead& out) {
+                        size_t max_headers, Classifier classify, RequestHead& out) {
     const char* p = begin;
 
     // RFC 9112 section 2.2: empty lines before the request line are ignored.
@@ -616,105 +1184,61 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         }
         p += 2;
     }
-
-    // method SP
-    const char* const method = p;
-    while (p < end && tchar[uchar(*p)]) {
-        ++p;
-    }
     if (p == end) {
         return incomplete;
     }
-    if (*p != ' ' || p == method) {
-        return request_line_stop(p, end, Error::bad_request, why::bad_method, why::bad_method);
-    }
-    const std::string_view method_view(method, static_cast<size_t>(p - method));
-    ++p;
 
-    // origin-form request-target SP
-    const char* const target = p;
-    if (p == end) {
-        return incomplete;
-    }
-    if (*p != '/') {
-        return request_line_stop(p, end, Error::bad_request, why::not_origin_form,
-                                 *p == '*' ? why::asterisk_form : why::not_origin_form);
-    }
-    for (;;) {
-        while (p < end && target_byte[uchar(*p)]) {
-            ++p;
-        }
-        if (p == end) {
-            return incomplete;
-        }
-        if (*p != '%') {
-            break;
-        }
-        for (int i = 1; i <= 2; ++i) {
-            if (p + i == end) {
-                return incomplete;
-            }
-            if (hex_value(p[i]) < 0) {
-                return bad(why::bad_percent_encoding);
-            }
-        }
-        p += 3;
-    }
-    if (*p != ' ') {
-        // A line that ends after the target is an HTTP/0.9 simple request.
-        return request_line_stop(p, end, Error::version_unsupported, why::http09,
-                                 why::invalid_target_byte);
-    }
-    const std::string_view target_view(target, static_cast<size_t>(p - target));
-    ++p;
-
-    // HTTP-version CRLF
-    uint8_t minor_version = 1;
-    if (end - p >= 10 && std::memcmp(p, "HTTP/1.1\r\n", 10) == 0) {
-        p += 10;
+    ByteClasses classes(begin, end, classify);
+    RequestLine line;
+    const char* const method_end = classes.find_non_token(p);
+    const char* const request_line_end = classes.find_control(method_end);
+    if (is_plain_request_line(p, method_end, request_line_end, end)) {
+        line.method = std::string_view(p, static_cast<size_t>(method_end - p));
+        const char* const target = method_end + 1;
+        line.target = std::string_view(
+            target, static_cast<size_t>(request_line_end - space_http11.size() - target));
+        p = request_line_end + 2;
     } else {
-        constexpr std::string_view pattern = "HTTP/D.D";
-        int major = 0;
-        int minor = 0;
-        for (char expected : pattern) {
-            if (p == end) {
-                return incomplete;
-            }
-            if (expected == 'D' ? !is_digit(*p) : *p != expected) {
-                return request_line_stop(p, end, Error::bad_request, why::bad_version,
-                                         why::bad_version);
-            }
-            if (expected == 'D') {
-                major = minor;
-                minor = *p - '0';
-            }
-            ++p;
+        HeadResult stop;
+        p = parse_request_line(p, end, line, stop);
+        if (p == nullptr) {
+            return stop;
         }
-        if (major != 1) {
-            return fail(Error::version_unsupported, why::unsupported_version);
-        }
-        if (p == end) {
-            return incomplete;
-        }
-        if (*p != '\r') {
-            return request_line_stop(p, end, Error::bad_request, why::bad_version,
-                                     why::bad_version);
-        }
-        if (p + 1 == end) {
-            return incomplete;
-        }
-        if (p[1] != '\n') {
-            return bad(why::bare_cr);
-        }
-        p += 2;
-        minor_version = minor == 0 ? 0 : 1;
     }
 
     // *( field-line CRLF ) CRLF
     Semantics s;
-    s.minor_version = minor_version;
+    s.minor_version = line.minor_version;
     size_t count = 0;
     for (;;) {
+        const PlainFields taken =
+            take_plain_fields(classes, p, end, headers.data() + count, max_headers - count);
+        p = taken.next;
+        count += taken.count;
+        if (taken.check_last) {
+            if (std::string_view detail = check_field(headers[count - 1], s); !detail.empty()) {
+                return bad(detail);
+            }
+            continue;
+        }
+
+        // A plain line that ends beyond reach of its start (such as a long signature).
+        if (count < max_headers && p != end) {
+            // The name ends at or before the first control byte: searching in this order
+            // only moves forward through the blocks.
+            const char* const name_end = classes.find_non_token(p);
+            const char* const line_end = classes.find_control(name_end);
+            if (is_plain_field_line(p, name_end, line_end, end)) {
+                Header& h = headers[count++];
+                h = plain_field(p, name_end, line_end);
+                p = line_end + 2;
+                if (std::string_view detail = check_field(h, s); !detail.empty()) {
+                    return bad(detail);
+                }
+                continue;
+            }
+        }
+
         if (p == end) {
             return incomplete;
         }
@@ -737,62 +1261,19 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         if (count == max_headers) {
             return fail(Error::header_too_large, why::too_many_headers);
         }
-
-        const char* const name = p;
-        p += token_run(p, end);
-        if (p == end) {
-            return incomplete;
+        HeadResult stop;
+        Header& h = headers[count];
+        p = parse_field_line(p, end, h, stop);
+        if (p == nullptr) {
+            return stop;
         }
-        if (*p != ':' || p == name) {
-            std::string_view detail = why::invalid_token_byte;
-            if (*p == ':') {
-                detail = why::empty_header_name;
-            } else if (is_ows(*p)) {
-                detail = why::space_before_colon;
-            } else if (*p == '\n') {
-                detail = why::bare_lf;
-            } else if (*p == '\r') {
-                detail = p + 1 < end && p[1] == '\n' ? why::missing_colon : why::bare_cr;
-            }
-            return header_line_error(p, end, detail);
-        }
-        const std::string_view name_view(name, static_cast<size_t>(p - name));
-        ++p;
-        if (p < end && *p == ' ') {
-            ++p; // the usual single space, before looking for more
-        }
-        while (p < end && is_ows(*p)) {
-            ++p;
-        }
-        const char* const value = p;
-        p += field_value_run(p, end);
-        if (p == end || (*p == '\r' && p + 1 == end)) {
-            return incomplete;
-        }
-        if (*p != '\r' || p[1] != '\n') {
-            std::string_view detail = why::invalid_header_byte;
-            if (*p == '\n') {
-                detail = why::bare_lf;
-            } else if (*p == '\r') {
-                detail = why::bare_cr;
-            }
-            return header_line_error(p, end, detail);
-        }
-        const char* value_end = p;
-        while (value_end > value && is_ows(value_end[-1])) {
-            --value_end;
-        }
-        p += 2;
-
-        Header& h = headers[count++];
-        h.name = name_view;
-        h.value = std::string_view(value, static_cast<size_t>(value_end - value));
+        ++count;
         if (std::string_view detail = check_field(h, s); !detail.empty()) {
             return bad(detail);
         }
     }
 
-    if (minor_version == 1 && !s.host_seen) {
+    if (line.minor_version == 1 && !s.host_seen) {
         return bad(why::missing_host);
     }
     BodyFraming framing = BodyFraming::none;
@@ -808,28 +1289,96 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         framing = BodyFraming::content_length;
     }
 
-    const size_t question = target_view.find('?');
-    out.method = method_view;
-    out.target = target_view;
+    const std::string_view target = line.target;
+    const size_t question = target.find('?');
+    out.method = line.method;
+    out.target = target;
     if (question == std::string_view::npos) {
-        out.path = target_view;
-        out.query = target_view.substr(target_view.size());
+        out.path = target;
+        out.query = target.substr(target.size());
     } else {
-        out.path = target_view.substr(0, question);
-        out.query = target_view.substr(question + 1);
+        out.path = target.substr(0, question);
+        out.query = target.substr(question + 1);
     }
-    out.minor_version = minor_version;
+    out.minor_version = line.minor_version;
     out.headers = std::span<const Header>(headers.data(), count);
     out.framing = framing;
     out.content_length = framing == BodyFraming::content_length ? s.content_length : 0;
     out.host = s.host;
-    out.keep_alive =
-        minor_version == 1 ? !s.connection_close : s.connection_keep_alive && !s.connection_close;
+    out.keep_alive = line.minor_version == 1 ? !s.connection_close
+                                             : s.connection_keep_alive && !s.connection_close;
     out.expect_continue = s.expect_continue;
     return {static_cast<size_t>(p - begin), Error::none, {}};
 }
 
+Classifier classifier_for(ScanPath path) {
+    switch (path) {
+    case ScanPath::scalar:
+        break;
+    case ScanPath::sse2:
+#if defined(PORTCULLIS_PARSER_SSE2)
+        return classify_sse2;
+#endif
+        break;
+    case ScanPath::avx2:
+#if defined(PORTCULLIS_PARSER_AVX2)
+        return classify_avx2;
+#endif
+        break;
+    }
+    return classify_scalar;
+}
+
+ScanPath best_scan_path() {
+    if (scan_path_available(ScanPath::avx2)) {
+        return ScanPath::avx2;
+    }
+    if (scan_path_available(ScanPath::sse2)) {
+        return ScanPath::sse2;
+    }
+    return ScanPath::scalar;
+}
+
+// Zero-initialized (the scalar path, right on every CPU) until its dynamic initializer picks the
+// best path: a parse from another file's static initializer is still correct.
+std::atomic<ScanPath> active_scan_path{best_scan_path()};
+
 } // namespace
+
+ScanPath scan_path() {
+    return active_scan_path.load(std::memory_order_relaxed);
+}
+
+bool scan_path_available(ScanPath path) {
+#if defined(PORTCULLIS_PARSER_SSE2)
+    constexpr bool sse2_built = true;
+#else
+    constexpr bool sse2_built = false;
+#endif
+    switch (path) {
+    case ScanPath::scalar:
+        return true;
+    case ScanPath::sse2:
+        return sse2_built;
+    case ScanPath::avx2:
+#if defined(PORTCULLIS_PARSER_AVX2)
+        // Also called from a static initializer, possibly before the runtime has probed the CPU.
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+#else
+        return false;
+#endif
+    }
+    return false;
+}
+
+bool use_scan_path(ScanPath path) {
+    if (!scan_path_available(path)) {
+        return false;
+    }
+    active_scan_path.store(path, std::memory_order_relaxed);
+    return true;
+}
 
 HeadResult parse_head(std::string_view buf, size_t scanned, const Limits& limits,
                       std::span<Header> headers, RequestHead& out) {
@@ -839,7 +1388,9 @@ HeadResult parse_head(std::string_view buf, size_t scanned, const Limits& limits
         return incomplete;
     }
     const size_t max_headers = std::min<size_t>(headers.size(), limits.max_headers);
-    HeadResult r = parse_window(buf.data(), buf.data() + window, headers, max_headers, out);
+    const Classifier classify = classifier_for(active_scan_path.load(std::memory_order_relaxed));
+    HeadResult r =
+        parse_window(buf.data(), buf.data() + window, headers, max_headers, classify, out);
     if (r.error == Error::none && r.consumed == 0 && buf.size() > window) {
         return fail(Error::header_too_large, why::head_too_large);
     }
