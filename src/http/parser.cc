@@ -8,14 +8,14 @@
 #include <limits>
 
 // The vector paths of the byte scans (see "Byte classes, 64 bytes at a time" below). SSE2 is
-// part of x86-64; AVX2 code is compiled in with a target attribute and only run on CPUs that
-// have it. Other architectures get the scalar path.
+// part of x86-64; AVX2 and AVX-512 code is compiled in with target attributes and only run on
+// CPUs that have it. Other architectures get the scalar path.
 #if defined(__SSE2__)
 #define PORTCULLIS_PARSER_SSE2 1
 #include <emmintrin.h>
 #endif
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define PORTCULLIS_PARSER_AVX2 1
+#define PORTCULLIS_PARSER_AVX 1
 #include <immintrin.h>
 #endif
 
@@ -190,6 +190,20 @@ inline bool equals_lowercase(std::string_view s, std::string_view lower) {
     return diff == 0;
 }
 
+// True when every byte of [p, end) is in the class. No branch per byte: the usual strings here
+// are short and all in the class.
+inline bool all_in(const ByteTable& in_class, const char* p, const char* const end) {
+    auto in = [&in_class](char c) { return static_cast<unsigned>(in_class[uchar(c)]); };
+    unsigned all = 1;
+    for (; end - p >= 4; p += 4) {
+        all &= in(p[0]) & in(p[1]) & in(p[2]) & in(p[3]);
+    }
+    for (; p < end; ++p) {
+        all &= in(*p);
+    }
+    return all != 0;
+}
+
 constexpr HeadResult incomplete{};
 
 constexpr HeadResult fail(Error e, std::string_view detail) {
@@ -308,13 +322,8 @@ bool valid_ipv6(std::string_view s) {
 // RFC 9110 Host: uri-host [ ":" port ], with uri-host = IP-literal / IPv4address / reg-name.
 // An empty host and an empty port are refused, as nginx does.
 bool valid_host(std::string_view h) {
-    // The usual host, a plain reg-name (no port, no percent-encoding), in one pass without
-    // branches per byte.
-    bool plain = !h.empty();
-    for (char c : h) {
-        plain &= reg_name_byte[uchar(c)];
-    }
-    if (plain) {
+    // The usual host: a plain reg-name, without port or percent-encoding.
+    if (!h.empty() && all_in(reg_name_byte, h.data(), h.data() + h.size())) {
         return true;
     }
     size_t i = 0;
@@ -480,9 +489,10 @@ std::string_view check_connection(std::string_view v, Semantics& s) {
     return {};
 }
 
-// The first letter, lowercase, of the names check_field looks at, by name length (0: none).
-constexpr std::array<char, 32> first_letter_by_length = [] {
-    std::array<char, 32> t{};
+// The first letter, lowercase, of the names check_field looks at, by name length modulo 64
+// (0: none). Longer names share the entries of shorter ones: check_field tells them apart.
+constexpr std::array<char, 64> first_letter_by_length = [] {
+    std::array<char, 64> t{};
     for (std::string_view name :
          {"host", "expect", "connection", "content-length", "transfer-encoding"}) {
         t.at(name.size()) = name[0];
@@ -491,10 +501,9 @@ constexpr std::array<char, 32> first_letter_by_length = [] {
 }();
 
 // False for most fields, from the length and first letter of the name: check_field passes over
-// those. Precondition: name is a token (for the case folding, see equals_lowercase).
+// those. Precondition: name is a token (for the case folding, see equals_lowercase), not empty.
 inline bool may_matter(std::string_view name) {
-    return name.size() < first_letter_by_length.size() && !name.empty() &&
-           (name[0] | 0x20) == first_letter_by_length[name.size()];
+    return (name[0] | 0x20) == first_letter_by_length[name.size() % first_letter_by_length.size()];
 }
 
 // Looks at the fields that decide framing, routing and the connection's fate. Returns an empty
@@ -637,12 +646,24 @@ namespace {
 
 constexpr size_t block_size = 64;
 
-// Classifies `count` whole blocks from p: block k into controls[k] and non_tokens[k].
-using Classifier = void (*)(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens);
+// Classifies up to `count` whole blocks from p, block k into controls[k] and non_tokens[k], and
+// returns how many it did: it stops one block after the first block with four control bytes in
+// a row (see ends_head_likely).
+using Classifier = size_t (*)(const char* p, size_t count, uint64_t* controls,
+                              uint64_t* non_tokens);
+
+// Four control bytes in a row are nearly always the CRLF CRLF that ends a head. The body that
+// often follows a head in the buffer is never looked at; a classifier stopping soon after them
+// does not classify much of it either. Stopping only one block later keeps a CRLF CRLF that
+// straddles two blocks in the batch, and the parse asks for more blocks if it needs them.
+constexpr bool ends_head_likely(uint64_t controls) {
+    const uint64_t pairs = controls & controls >> 1;
+    return (pairs & pairs >> 2) != 0;
+}
 
 // Scalar: tables, one byte at a time. For CPUs without vector code here, and the reference the
 // vector classifiers are tested against.
-void classify_scalar(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
+size_t classify_scalar(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
     for (size_t k = 0; k < count; ++k, p += block_size) {
         uint64_t c = 0;
         uint64_t n = 0;
@@ -652,14 +673,18 @@ void classify_scalar(const char* p, size_t count, uint64_t* controls, uint64_t* 
         }
         controls[k] = c;
         non_tokens[k] = n;
+        if (ends_head_likely(c)) {
+            count = std::min(count, k + 2);
+        }
     }
+    return count;
 }
 
 #if defined(PORTCULLIS_PARSER_SSE2)
 // SSE2, 16 bytes per step: the baseline of every x86-64 CPU. SSE2 has no byte shuffle for an
 // exact token class; field names nearly always keep to letters, digits and '-', which it can
 // check with compares.
-void classify_sse2(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
+size_t classify_sse2(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
     const __m128i max_control = _mm_set1_epi8(0x1f);
     const __m128i del = _mm_set1_epi8(0x7f);
     const __m128i case_bit = _mm_set1_epi8(0x20);
@@ -689,11 +714,15 @@ void classify_sse2(const char* p, size_t count, uint64_t* controls, uint64_t* no
         }
         controls[k] = c;
         non_tokens[k] = n;
+        if (ends_head_likely(c)) {
+            count = std::min(count, k + 2);
+        }
     }
+    return count;
 }
 #endif
 
-#if defined(PORTCULLIS_PARSER_AVX2)
+#if defined(PORTCULLIS_PARSER_AVX)
 // A byte class as the two 16-entry tables of a nibble lookup (PSHUFB): byte b is in the class
 // exactly when by_low[b & 0x0f] & by_high[b >> 4] is not zero. Each distinct row of the class
 // (the set of low nibbles it takes under one high nibble) gets a bit of its own, which works
@@ -747,8 +776,8 @@ constexpr NibbleTables token_nibbles = nibble_tables(tchar);
 static_assert(nibble_lookup_matches(token_nibbles, tchar));
 
 // AVX2, 32 bytes per step, exact classes.
-[[gnu::target("avx2")]] void classify_avx2(const char* p, size_t count, uint64_t* controls,
-                                           uint64_t* non_tokens) {
+[[gnu::target("avx2")]] size_t classify_avx2(const char* p, size_t count, uint64_t* controls,
+                                             uint64_t* non_tokens) {
     const __m256i max_control = _mm256_set1_epi8(0x1f);
     const __m256i del = _mm256_set1_epi8(0x7f);
     const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
@@ -773,7 +802,48 @@ static_assert(nibble_lookup_matches(token_nibbles, tchar));
         }
         controls[k] = c;
         non_tokens[k] = n;
+        if (ends_head_likely(c)) {
+            count = std::min(count, k + 2);
+        }
     }
+    return count;
+}
+
+// A 16-byte table four times over, for the four 128-bit lanes of a 512-bit PSHUFB. (GCC 12's
+// _mm512_broadcast_i32x4 warns about its own uninitialized operand.)
+constexpr std::array<uint8_t, 64> four_times(const std::array<uint8_t, 16>& t) {
+    std::array<uint8_t, 64> out{};
+    for (size_t i = 0; i < out.size(); ++i) {
+        out[i] = t[i % t.size()];
+    }
+    return out;
+}
+constexpr std::array<uint8_t, 64> token_by_low_x4 = four_times(token_nibbles.by_low);
+constexpr std::array<uint8_t, 64> token_by_high_x4 = four_times(token_nibbles.by_high);
+
+// AVX-512 (BW), a block per step, exact classes. The nibble lookup is the AVX2 one; the masks
+// come straight from compares into mask registers.
+[[gnu::target("avx512f,avx512bw")]] size_t
+classify_avx512(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
+    const __m512i max_control = _mm512_set1_epi8(0x1f);
+    const __m512i del = _mm512_set1_epi8(0x7f);
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
+    const __m512i token_by_low = _mm512_loadu_si512(token_by_low_x4.data());
+    const __m512i token_by_high = _mm512_loadu_si512(token_by_high_x4.data());
+    for (size_t k = 0; k < count; ++k, p += block_size) {
+        const __m512i v = _mm512_loadu_si512(p);
+        // v <= 0x1f as an unsigned byte, or DEL.
+        const uint64_t c = _mm512_cmple_epu8_mask(v, max_control) | _mm512_cmpeq_epi8_mask(v, del);
+        const __m512i high = _mm512_and_si512(_mm512_srli_epi16(v, 4), low_nibbles);
+        const uint64_t tokens = _mm512_test_epi8_mask(_mm512_shuffle_epi8(token_by_low, v),
+                                                      _mm512_shuffle_epi8(token_by_high, high));
+        controls[k] = c;
+        non_tokens[k] = ~tokens;
+        if (ends_head_likely(c)) {
+            count = std::min(count, k + 2);
+        }
+    }
+    return count;
 }
 #endif
 
@@ -807,7 +877,7 @@ public:
           _blocks((static_cast<size_t>(end - begin) + block_size - 1) / block_size),
           _classify(classify), _first(begin) {}
 
-    // Precondition: begin <= p < end.
+    // Precondition: begin <= p <= end.
     Near near(const char* p) {
         // Unsigned: a position before the blocks at hand wraps around and fails the test too.
         auto bit = static_cast<size_t>(p - _first);
@@ -828,7 +898,7 @@ public:
 private:
     // Blocks classified per call of the classifier: enough to amortize the call, few enough
     // not to classify much past the end of a head (the body that follows is not looked at).
-    static constexpr size_t batch = 8;
+    static constexpr size_t batch = 16;
 
     static const char* bytes_of(const std::array<uint64_t, batch + 1>& bits) {
         return reinterpret_cast<const char*>(bits.data());
@@ -849,36 +919,38 @@ private:
         }
     }
 
-    // Makes the bit arrays start at the block of p, with the next `reach` bits of every byte of
-    // at least that block in them.
+    // Makes the bit arrays start at the block of p (the last block for p == end), with the
+    // next `reach` bits of every byte of at least that block in them.
     [[gnu::noinline]] void classify_from(const char* p) {
-        const size_t block = static_cast<size_t>(p - _begin) / block_size;
+        const size_t block = std::min(static_cast<size_t>(p - _begin) / block_size, _blocks - 1);
         const size_t full_blocks = static_cast<size_t>(_end - _begin) / block_size;
         const size_t first_block = static_cast<size_t>(_first - _begin) / block_size;
-        size_t have = 0;
+        size_t count = 0;
         if (block - first_block < _classified) {
             // Classified already, but not the block after it: keep it.
             _controls[0] = _controls[block - first_block];
             _non_tokens[0] = _non_tokens[block - first_block];
-            have = 1;
+            count = 1;
         }
-        const size_t count = std::min(batch, _blocks - block);
-        const size_t whole = std::min(count, full_blocks - block);
-        if (whole > have) {
-            _classify(_begin + (block + have) * block_size, whole - have, &_controls[have],
-                      &_non_tokens[have]);
+        const size_t wanted = std::min(batch, _blocks - block);
+        const size_t whole = std::min(wanted, full_blocks - block);
+        if (whole > count) {
+            count += _classify(_begin + (block + count) * block_size, whole - count,
+                               &_controls[count], &_non_tokens[count]);
         }
-        if (count > whole && have < count) {
-            classify_partial_block(_controls[count - 1], _non_tokens[count - 1]);
+        if (count == whole && wanted > whole) {
+            classify_partial_block(_controls[count], _non_tokens[count]);
+            ++count;
         }
-        // Past the end of the window: no bytes of any class.
+        // Past the classified blocks: no bytes of any class, or not known yet (see below).
         _controls[count] = 0;
         _non_tokens[count] = 0;
         _first = _begin + block * block_size;
         _classified = count;
         // A block's bytes have their `reach` bits at hand once the next block is there too,
-        // or when there is no next block.
-        _ready_bytes = (block + count == _blocks ? count : count - 1) * block_size;
+        // or when there is no next block; then the end of the window has its bits (all 0) too,
+        // in the slot after the last block.
+        _ready_bytes = block + count == _blocks ? count * block_size + 1 : (count - 1) * block_size;
     }
 
     // The last block, shorter than 64 bytes: classified from the window's last 64 bytes (the
@@ -891,13 +963,19 @@ private:
             controls >>= block_size - available;
             non_tokens >>= block_size - available;
         } else {
-            alignas(block_size) char copy[block_size] = {};
-            std::memcpy(copy, _end - available, available);
-            _classify(copy, 1, &controls, &non_tokens);
-            const uint64_t inside = (uint64_t{1} << available) - 1;
-            controls &= inside;
-            non_tokens &= inside;
+            classify_copy(_end - available, available, controls, non_tokens);
         }
+    }
+
+    // Out of line: its 64-byte buffer would make every caller realign the stack.
+    [[gnu::noinline]] void classify_copy(const char* p, size_t size, uint64_t& controls,
+                                         uint64_t& non_tokens) const {
+        alignas(block_size) char copy[block_size] = {};
+        std::memcpy(copy, p, size);
+        _classify(copy, 1, &controls, &non_tokens);
+        const uint64_t inside = (uint64_t{1} << size) - 1;
+        controls &= inside;
+        non_tokens &= inside;
     }
 
     const char* const _begin;
@@ -907,8 +985,9 @@ private:
     const char* _first = nullptr; // the start of the block that the arrays start with
     size_t _classified = 0;       // blocks in the arrays
     size_t _ready_bytes = 0;      // bytes from _first that near() can answer for
-    std::array<uint64_t, batch + 1> _controls{};
-    std::array<uint64_t, batch + 1> _non_tokens{};
+    // Not initialized: classify_from writes every slot near() reads.
+    std::array<uint64_t, batch + 1> _controls;
+    std::array<uint64_t, batch + 1> _non_tokens;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -921,10 +1000,6 @@ struct RequestLine {
 };
 
 constexpr std::string_view space_http11 = " HTTP/1.1";
-
-bool only_target_bytes(const char* p, const char* end) {
-    return std::all_of(p, end, [](char c) { return target_byte[uchar(c)]; });
-}
 
 // The usual request line: "method SP /target SP HTTP/1.1 CRLF" whose target has no
 // percent-encoding, given where its method and its line end (the first non-token and the first
@@ -944,7 +1019,7 @@ bool is_plain_request_line(const char* line, const char* method_end, const char*
     }
     const char* const version = line_end - space_http11.size();
     return *target == '/' && std::memcmp(version, space_http11.data(), space_http11.size()) == 0 &&
-           only_target_bytes(target, version);
+           all_in(target_byte, target, version);
 }
 
 // The request line, byte by byte: the reference for every answer about it, errors included.
@@ -1050,65 +1125,83 @@ bool is_plain_request_line(const char* line, const char* method_end, const char*
     return p + 2;
 }
 
-// The usual field line: "name: value CRLF" with a token name, given where its name and its line
-// end (the first non-token and the first control byte). The byte-by-byte parse accepts such a
-// line with the same name and value.
-bool is_plain_field_line(const char* line, const char* name_end, const char* line_end,
-                         const char* end) {
-    // name_end <= line_end < end once the CRLF is there: every control byte is a non-token byte.
-    return end - line_end >= 2 && std::memcmp(line_end, "\r\n", 2) == 0 && name_end != line &&
-           *name_end == ':';
+// The usual field line: "name: value CRLF" with a token name, given the lengths of its name and
+// of the line before its CR (up to the first non-token and the first control byte). The
+// byte-by-byte parse accepts such a line with the same name and value. `last` is the last byte
+// of the window: the LF must be inside it.
+bool is_plain_field_line(const char* line, size_t name_length, size_t line_length,
+                         const char* last) {
+    // name_length <= line_length: every control byte is a non-token byte.
+    const char* const line_end = line + line_length;
+    return line_end < last && std::memcmp(line_end, "\r\n", 2) == 0 && name_length != 0 &&
+           line[name_length] == ':';
 }
 
 // The field of a plain field line. Its value has no control byte, so no HTAB: the whitespace
-// around it can only be spaces, and the CR stops the leading ones.
-Header plain_field(const char* line, const char* name_end, const char* line_end) {
-    const char* value = name_end + 1;
-    while (*value == ' ') {
-        ++value;
+// around it can only be spaces. Usually there is one space before the value and none after it.
+Header plain_field(const char* line, size_t name_length, size_t line_length) {
+    const char* value = line + name_length + 1;
+    value += *value == ' ';
+    const char* value_end = line + line_length;
+    // value <= value_end, the line's CR: both loops stop.
+    if (*value == ' ' || value_end[-1] == ' ') [[unlikely]] {
+        while (*value == ' ') {
+            ++value;
+        }
+        while (value_end > value && value_end[-1] == ' ') {
+            --value_end;
+        }
     }
-    const char* value_end = line_end;
-    while (value_end > value && value_end[-1] == ' ') {
-        --value_end;
-    }
-    return {std::string_view(line, static_cast<size_t>(name_end - line)),
+    return {std::string_view(line, name_length),
             std::string_view(value, static_cast<size_t>(value_end - value))};
 }
 
 // What take_plain_fields did.
 struct PlainFields {
-    const char* next; // the start of the first line not taken
-    size_t count;     // fields stored
-    bool check_last;  // the last field stored is one that check_field must see
+    const char* next;        // the start of the first line not taken
+    size_t count;            // fields stored
+    std::string_view detail; // not empty: check_field refused the last field stored
 };
 
-// Takes the plain field lines that fit within reach of their start, from p on, storing their
-// fields into fields[0, room). Stops before a line that is not such a line (the empty line at
-// the end of the head, a longer line, anything unusual), after a field that may matter to
-// check_field, or when the storage is full. `fields` is restrict: storing a field does not
-// change the byte classes, which can stay in registers.
+// Takes the plain field lines from p on, storing their fields into fields[0, room) and passing
+// those that may matter to check_field. Stops before a line that is not plain (the empty line
+// at the end of the head, anything unusual), when check_field refuses a field, or when the
+// storage is full. `fields` is restrict: storing a field does not change the byte classes,
+// which can stay in registers. Precondition: begin < end, and p <= end.
 PlainFields take_plain_fields(ByteClasses& classes, const char* p, const char* const end,
-                              Header* __restrict fields, size_t room) {
-    size_t count = 0;
-    while (count < room && p != end) {
-        const ByteClasses::Near near = classes.near(p);
-        if (near.controls == 0) {
+                              Header* __restrict fields, size_t room, Semantics& s) {
+    const char* const last = end - 1;
+    Header* h = fields;
+    Header* const fields_end = fields + room;
+    while (h != fields_end) {
+        const ByteClasses::Near near = classes.near(p); // all 0 at the end of the window
+        size_t line_length;
+        size_t name_length;
+        if (near.controls != 0) [[likely]] {
+            // Every control byte is a non-token byte: near.non_tokens is not 0 either.
+            line_length = first_bit(near.controls);
+            name_length = first_bit(near.non_tokens);
+        } else if (near.non_tokens != 0) {
+            // A line longer than the reach of near(), such as a signature. Its name ends
+            // within reach; its end comes after the name.
+            name_length = first_bit(near.non_tokens);
+            line_length = static_cast<size_t>(classes.find_control(p + name_length) - p);
+        } else {
+            break; // the end of the window, or a name longer than the reach
+        }
+        if (!is_plain_field_line(p, name_length, line_length, last)) {
             break;
         }
-        // Every control byte is a non-token byte: near.non_tokens is not 0 either.
-        const char* const line_end = p + first_bit(near.controls);
-        const char* const name_end = p + first_bit(near.non_tokens);
-        if (!is_plain_field_line(p, name_end, line_end, end)) {
-            break;
+        *h = plain_field(p, name_length, line_length);
+        p += line_length + 2;
+        if (may_matter(h->name)) {
+            if (std::string_view detail = check_field(*h, s); !detail.empty()) {
+                return {p, static_cast<size_t>(h + 1 - fields), detail};
+            }
         }
-        Header& h = fields[count++];
-        h = plain_field(p, name_end, line_end);
-        p = line_end + 2;
-        if (may_matter(h.name)) {
-            return {p, count, true};
-        }
+        ++h;
     }
-    return {p, count, false};
+    return {p, static_cast<size_t>(h - fields), {}};
 }
 
 // A field line, byte by byte: the reference for every answer about it, errors included.
@@ -1190,8 +1283,12 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
 
     ByteClasses classes(begin, end, classify);
     RequestLine line;
-    const char* const method_end = classes.find_non_token(p);
-    const char* const request_line_end = classes.find_control(method_end);
+    // The method ends at or before the first control byte, usually both within reach.
+    const ByteClasses::Near near = classes.near(p);
+    const char* const method_end =
+        near.non_tokens != 0 ? p + first_bit(near.non_tokens) : classes.find_non_token(p);
+    const char* const request_line_end =
+        near.controls != 0 ? p + first_bit(near.controls) : classes.find_control(method_end);
     if (is_plain_request_line(p, method_end, request_line_end, end)) {
         line.method = std::string_view(p, static_cast<size_t>(method_end - p));
         const char* const target = method_end + 1;
@@ -1212,32 +1309,12 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
     size_t count = 0;
     for (;;) {
         const PlainFields taken =
-            take_plain_fields(classes, p, end, headers.data() + count, max_headers - count);
+            take_plain_fields(classes, p, end, headers.data() + count, max_headers - count, s);
+        if (!taken.detail.empty()) {
+            return bad(taken.detail);
+        }
         p = taken.next;
         count += taken.count;
-        if (taken.check_last) {
-            if (std::string_view detail = check_field(headers[count - 1], s); !detail.empty()) {
-                return bad(detail);
-            }
-            continue;
-        }
-
-        // A plain line that ends beyond reach of its start (such as a long signature).
-        if (count < max_headers && p != end) {
-            // The name ends at or before the first control byte: searching in this order
-            // only moves forward through the blocks.
-            const char* const name_end = classes.find_non_token(p);
-            const char* const line_end = classes.find_control(name_end);
-            if (is_plain_field_line(p, name_end, line_end, end)) {
-                Header& h = headers[count++];
-                h = plain_field(p, name_end, line_end);
-                p = line_end + 2;
-                if (std::string_view detail = check_field(h, s); !detail.empty()) {
-                    return bad(detail);
-                }
-                continue;
-            }
-        }
 
         if (p == end) {
             return incomplete;
@@ -1261,6 +1338,26 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         if (count == max_headers) {
             return fail(Error::header_too_large, why::too_many_headers);
         }
+
+        // A plain line whose name goes beyond the reach of near().
+        {
+            // The name ends at or before the first control byte: searching in this order
+            // only moves forward through the blocks.
+            const char* const name_end = classes.find_non_token(p);
+            const char* const line_end = classes.find_control(name_end);
+            const auto name_length = static_cast<size_t>(name_end - p);
+            const auto line_length = static_cast<size_t>(line_end - p);
+            if (is_plain_field_line(p, name_length, line_length, end - 1)) {
+                Header& h = headers[count++];
+                h = plain_field(p, name_length, line_length);
+                p = line_end + 2;
+                if (std::string_view detail = check_field(h, s); !detail.empty()) {
+                    return bad(detail);
+                }
+                continue;
+            }
+        }
+
         HeadResult stop;
         Header& h = headers[count];
         p = parse_field_line(p, end, h, stop);
@@ -1321,8 +1418,13 @@ Classifier classifier_for(ScanPath path) {
 #endif
         break;
     case ScanPath::avx2:
-#if defined(PORTCULLIS_PARSER_AVX2)
+#if defined(PORTCULLIS_PARSER_AVX)
         return classify_avx2;
+#endif
+        break;
+    case ScanPath::avx512:
+#if defined(PORTCULLIS_PARSER_AVX)
+        return classify_avx512;
 #endif
         break;
     }
@@ -1330,6 +1432,9 @@ Classifier classifier_for(ScanPath path) {
 }
 
 ScanPath best_scan_path() {
+    if (scan_path_available(ScanPath::avx512)) {
+        return ScanPath::avx512;
+    }
     if (scan_path_available(ScanPath::avx2)) {
         return ScanPath::avx2;
     }
@@ -1339,9 +1444,11 @@ ScanPath best_scan_path() {
     return ScanPath::scalar;
 }
 
-// Zero-initialized (the scalar path, right on every CPU) until its dynamic initializer picks the
-// best path: a parse from another file's static initializer is still correct.
+// The path in use and its classifier. Zero-initialized (no classifier: the scalar one, right on
+// every CPU) until their dynamic initializers pick the best path, so that a parse from another
+// file's static initializer is still correct.
 std::atomic<ScanPath> active_scan_path{best_scan_path()};
+std::atomic<Classifier> active_classifier{classifier_for(best_scan_path())};
 
 } // namespace
 
@@ -1361,10 +1468,18 @@ bool scan_path_available(ScanPath path) {
     case ScanPath::sse2:
         return sse2_built;
     case ScanPath::avx2:
-#if defined(PORTCULLIS_PARSER_AVX2)
+#if defined(PORTCULLIS_PARSER_AVX)
         // Also called from a static initializer, possibly before the runtime has probed the CPU.
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") != 0;
+#else
+        return false;
+#endif
+    case ScanPath::avx512:
+#if defined(PORTCULLIS_PARSER_AVX)
+        // The runtime's probe also checks that the OS saves the AVX-512 registers.
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0;
 #else
         return false;
 #endif
@@ -1377,6 +1492,7 @@ bool use_scan_path(ScanPath path) {
         return false;
     }
     active_scan_path.store(path, std::memory_order_relaxed);
+    active_classifier.store(classifier_for(path), std::memory_order_relaxed);
     return true;
 }
 
@@ -1388,7 +1504,10 @@ HeadResult parse_head(std::string_view buf, size_t scanned, const Limits& limits
         return incomplete;
     }
     const size_t max_headers = std::min<size_t>(headers.size(), limits.max_headers);
-    const Classifier classify = classifier_for(active_scan_path.load(std::memory_order_relaxed));
+    Classifier classify = active_classifier.load(std::memory_order_relaxed);
+    if (classify == nullptr) {
+        classify = classify_scalar;
+    }
     HeadResult r =
         parse_window(buf.data(), buf.data() + window, headers, max_headers, classify, out);
     if (r.error == Error::none && r.consumed == 0 && buf.size() > window) {

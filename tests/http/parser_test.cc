@@ -635,6 +635,8 @@ TEST(ScanPaths, TheBestAvailablePathIsInUse) {
     EXPECT_TRUE(scan_path_available(ScanPath::sse2));
     __builtin_cpu_init();
     EXPECT_EQ(scan_path_available(ScanPath::avx2), __builtin_cpu_supports("avx2") != 0);
+    EXPECT_EQ(scan_path_available(ScanPath::avx512),
+              __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0);
 #endif
     const std::vector<ScanPath> paths = available_scan_paths();
     EXPECT_EQ(scan_path(), paths.back());

@@ -1,5 +1,5 @@
-// Helpers for tests that run parse_head on every scan path (AVX2, SSE2, scalar) this build and
-// CPU offer:
+// Helpers for tests that run parse_head on every scan path (AVX-512, AVX2, SSE2, scalar) this
+// build and CPU offer:
 //
 //   for (ScanPath path : available_scan_paths()) {
 //       ScopedScanPath on(path);
@@ -24,6 +24,8 @@ inline std::string_view name_of(ScanPath path) {
         return "sse2";
     case ScanPath::avx2:
         return "avx2";
+    case ScanPath::avx512:
+        return "avx512";
     }
     return "?";
 }
@@ -31,7 +33,7 @@ inline std::string_view name_of(ScanPath path) {
 // Scalar first: it is the reference the others are compared with.
 inline std::vector<ScanPath> available_scan_paths() {
     std::vector<ScanPath> paths;
-    for (ScanPath path : {ScanPath::scalar, ScanPath::sse2, ScanPath::avx2}) {
+    for (ScanPath path : {ScanPath::scalar, ScanPath::sse2, ScanPath::avx2, ScanPath::avx512}) {
         if (scan_path_available(path)) {
             paths.push_back(path);
         }
