@@ -321,11 +321,7 @@ bool valid_ipv6(std::string_view s) {
 
 // RFC 9110 Host: uri-host [ ":" port ], with uri-host = IP-literal / IPv4address / reg-name.
 // An empty host and an empty port are refused, as nginx does.
-bool valid_host(std::string_view h) {
-    // The usual host: a plain reg-name, without port or percent-encoding.
-    if (!h.empty() && all_in(reg_name_byte, h.data(), h.data() + h.size())) {
-        return true;
-    }
+[[gnu::noinline]] bool valid_host_in_full(std::string_view h) {
     size_t i = 0;
     if (!h.empty() && h[0] == '[') {
         const size_t close = h.find(']');
@@ -368,6 +364,15 @@ bool valid_host(std::string_view h) {
         value = value * 10 + static_cast<unsigned>(c - '0');
     }
     return value <= 65535;
+}
+
+bool valid_host(std::string_view h) {
+    // The usual host, a plain reg-name without port or percent-encoding, checked in one pass.
+    // The rest, out of line, keeps the callers' frames small.
+    if (!h.empty() && all_in(reg_name_byte, h.data(), h.data() + h.size())) {
+        return true;
+    }
+    return valid_host_in_full(h);
 }
 
 // What the header fields say about the message, gathered line by line.
@@ -417,7 +422,8 @@ std::string_view check_content_length(std::string_view v, Semantics& s) {
 
 // Transfer-Encoding lines are joined as one list; each element is a bare coding name (transfer
 // parameters are refused: chunked takes none, and any other coding is refused anyway).
-std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
+// Out of line: rare in webhooks, and it keeps check_field's frame small.
+[[gnu::noinline]] std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
     if (s.minor_version == 0) {
         return why::te_in_http10;
     }
@@ -452,16 +458,7 @@ std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
     }
 }
 
-std::string_view check_connection(std::string_view v, Semantics& s) {
-    // The usual values, a single option.
-    if (equals_lowercase(v, "close")) {
-        s.connection_close = true;
-        return {};
-    }
-    if (equals_lowercase(v, "keep-alive")) {
-        s.connection_keep_alive = true;
-        return {};
-    }
+[[gnu::noinline]] std::string_view check_connection_list(std::string_view v, Semantics& s) {
     const char* p = v.data();
     const char* const end = p + v.size();
     while (p < end) {
@@ -489,6 +486,19 @@ std::string_view check_connection(std::string_view v, Semantics& s) {
     return {};
 }
 
+std::string_view check_connection(std::string_view v, Semantics& s) {
+    // The usual values, a single option, first; any list out of line.
+    if (equals_lowercase(v, "close")) {
+        s.connection_close = true;
+        return {};
+    }
+    if (equals_lowercase(v, "keep-alive")) {
+        s.connection_keep_alive = true;
+        return {};
+    }
+    return check_connection_list(v, s);
+}
+
 // The first letter, lowercase, of the names check_field looks at, by name length modulo 64
 // (0: none). Longer names share the entries of shorter ones: check_field tells them apart.
 constexpr std::array<char, 64> first_letter_by_length = [] {
@@ -507,11 +517,8 @@ inline bool may_matter(std::string_view name) {
 }
 
 // Looks at the fields that decide framing, routing and the connection's fate. Returns an empty
-// view when the field is fine.
+// view when the field is fine. The field loop calls it only for names that may_matter.
 std::string_view check_field(const Header& h, Semantics& s) {
-    if (!may_matter(h.name)) {
-        return {};
-    }
     switch (h.name.size()) {
     case 4:
         if (equals_lowercase(h.name, "host")) {
@@ -647,18 +654,18 @@ namespace {
 constexpr size_t block_size = 64;
 
 // Classifies up to `count` whole blocks from p, block k into controls[k] and non_tokens[k], and
-// returns how many it did: it stops one block after the first block with four control bytes in
-// a row (see ends_head_likely).
+// returns how many it did: it stops one block after the first block where the head likely
+// ends (see ends_head_likely).
 using Classifier = size_t (*)(const char* p, size_t count, uint64_t* controls,
                               uint64_t* non_tokens);
 
-// Four control bytes in a row are nearly always the CRLF CRLF that ends a head. The body that
-// often follows a head in the buffer is never looked at; a classifier stopping soon after them
-// does not classify much of it either. Stopping only one block later keeps a CRLF CRLF that
-// straddles two blocks in the batch, and the parse asks for more blocks if it needs them.
+// Two control bytes one byte apart are nearly always the CR LF CR LF that ends a head (or, rarely,
+// two HTABs in a value). The body that often follows a head in the buffer is never looked at; a
+// classifier stopping soon after them does not classify much of it either. Stopping one block
+// later keeps a CR LF CR LF that straddles two blocks in the batch; a parse that needs more
+// blocks (the guess was wrong) asks for them.
 constexpr bool ends_head_likely(uint64_t controls) {
-    const uint64_t pairs = controls & controls >> 1;
-    return (pairs & pairs >> 2) != 0;
+    return (controls & controls >> 2) != 0;
 }
 
 // Scalar: tables, one byte at a time. For CPUs without vector code here, and the reference the
@@ -723,20 +730,26 @@ size_t classify_sse2(const char* p, size_t count, uint64_t* controls, uint64_t* 
 #endif
 
 #if defined(PORTCULLIS_PARSER_AVX)
-// A byte class as the two 16-entry tables of a nibble lookup (PSHUFB): byte b is in the class
-// exactly when by_low[b & 0x0f] & by_high[b >> 4] is not zero. Each distinct row of the class
-// (the set of low nibbles it takes under one high nibble) gets a bit of its own, which works
-// for a class of at most 8 distinct rows and no byte above 0x7f. For the latter, PSHUFB gives 0
-// for an index byte with its top bit set, so the raw byte can index by_low.
+// Both byte classes as the two 16-entry tables of a nibble lookup (PSHUFB): byte b has the bits
+// by_low[b & 0x0f] & by_high[b >> 4]. Each distinct row of a class (the set of low nibbles it
+// takes under one high nibble) gets a bit of its own, from the bits given to the class: tokens
+// have six rows (bits 0-5), control bytes two (bits 6-7: 0x00-0x1f, then DEL). No byte above
+// 0x7f is in either class: PSHUFB gives 0 for an index byte with its top bit set, so the raw
+// byte can index by_low.
 struct NibbleTables {
     std::array<uint8_t, 16> by_low{};
     std::array<uint8_t, 16> by_high{};
+    bool fits = true; // false: a class has more rows than bits
 };
 
-constexpr NibbleTables nibble_tables(const ByteTable& in_class) {
-    NibbleTables t;
+constexpr uint8_t token_bits = 0x3f;
+constexpr uint8_t control_bits = 0xc0;
+
+constexpr void add_class(NibbleTables& t, const ByteTable& in_class, uint8_t class_bits) {
     std::array<uint16_t, 8> rows{}; // the distinct rows seen, as bit sets of low nibbles
+    std::array<uint8_t, 8> row_bits{};
     size_t distinct = 0;
+    unsigned free_bits = class_bits;
     for (int high = 0; high < 8; ++high) {
         uint16_t row = 0;
         for (int low = 0; low < 16; ++low) {
@@ -745,26 +758,34 @@ constexpr NibbleTables nibble_tables(const ByteTable& in_class) {
         if (row == 0) {
             continue;
         }
-        size_t bit = 0;
-        while (bit < distinct && rows[bit] != row) {
-            ++bit;
+        size_t seen = 0;
+        while (seen < distinct && rows[seen] != row) {
+            ++seen;
         }
-        if (bit == distinct) {
-            rows.at(distinct++) = row; // at(): a ninth row fails the constant evaluation
+        if (seen == distinct) {
+            if (free_bits == 0) {
+                t.fits = false;
+                return;
+            }
+            rows.at(distinct) = row;
+            row_bits.at(distinct) = static_cast<uint8_t>(free_bits & (~free_bits + 1));
+            free_bits &= free_bits - 1;
+            ++distinct;
         }
-        t.by_high[high] = static_cast<uint8_t>(1u << bit);
+        t.by_high[high] = static_cast<uint8_t>(t.by_high[high] | row_bits[seen]);
         for (int low = 0; low < 16; ++low) {
             if ((row >> low & 1) != 0) {
-                t.by_low[low] = static_cast<uint8_t>(t.by_low[low] | 1u << bit);
+                t.by_low[low] = static_cast<uint8_t>(t.by_low[low] | row_bits[seen]);
             }
         }
     }
-    return t;
 }
 
-constexpr bool nibble_lookup_matches(const NibbleTables& t, const ByteTable& in_class) {
+constexpr bool lookup_matches(const NibbleTables& t, uint8_t class_bits,
+                              const ByteTable& in_class) {
     for (int b = 0; b < 256; ++b) {
-        const bool looked_up = b < 0x80 && (t.by_low[b & 0x0f] & t.by_high[b >> 4]) != 0;
+        const bool looked_up =
+            b < 0x80 && (t.by_low[b & 0x0f] & t.by_high[b >> 4] & class_bits) != 0;
         if (looked_up != in_class[b]) {
             return false;
         }
@@ -772,31 +793,39 @@ constexpr bool nibble_lookup_matches(const NibbleTables& t, const ByteTable& in_
     return true;
 }
 
-constexpr NibbleTables token_nibbles = nibble_tables(tchar);
-static_assert(nibble_lookup_matches(token_nibbles, tchar));
+constexpr NibbleTables class_nibbles = [] {
+    NibbleTables t;
+    add_class(t, tchar, token_bits);
+    add_class(t, control, control_bits);
+    return t;
+}();
+static_assert(class_nibbles.fits);
+static_assert(lookup_matches(class_nibbles, token_bits, tchar));
+static_assert(lookup_matches(class_nibbles, control_bits, control));
 
 // AVX2, 32 bytes per step, exact classes.
 [[gnu::target("avx2")]] size_t classify_avx2(const char* p, size_t count, uint64_t* controls,
                                              uint64_t* non_tokens) {
-    const __m256i max_control = _mm256_set1_epi8(0x1f);
-    const __m256i del = _mm256_set1_epi8(0x7f);
     const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
-    const __m256i token_by_low = _mm256_broadcastsi128_si256(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(token_nibbles.by_low.data())));
-    const __m256i token_by_high = _mm256_broadcastsi128_si256(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(token_nibbles.by_high.data())));
+    const __m256i tokens = _mm256_set1_epi8(static_cast<char>(token_bits));
+    // Adding 0x40 with saturation sets the top bit exactly of the bytes with a control bit.
+    static_assert(control_bits == 0xc0);
+    const __m256i to_top_bit = _mm256_set1_epi8(0x40);
+    const __m256i by_low = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(class_nibbles.by_low.data())));
+    const __m256i by_high = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(class_nibbles.by_high.data())));
     for (size_t k = 0; k < count; ++k, p += block_size) {
         uint64_t c = 0;
         uint64_t n = 0;
         for (size_t i = 0; i < block_size; i += 32) {
             const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
-            // v <= 0x1f as an unsigned byte, or DEL.
-            const __m256i control_bytes = _mm256_or_si256(
-                _mm256_cmpeq_epi8(_mm256_min_epu8(v, max_control), v), _mm256_cmpeq_epi8(v, del));
             const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles);
-            const __m256i token_rows = _mm256_and_si256(_mm256_shuffle_epi8(token_by_low, v),
-                                                        _mm256_shuffle_epi8(token_by_high, high));
-            const __m256i non_token_bytes = _mm256_cmpeq_epi8(token_rows, _mm256_setzero_si256());
+            const __m256i bits = _mm256_and_si256(_mm256_shuffle_epi8(by_low, v),
+                                                  _mm256_shuffle_epi8(by_high, high));
+            const __m256i control_bytes = _mm256_adds_epu8(bits, to_top_bit);
+            const __m256i non_token_bytes =
+                _mm256_cmpeq_epi8(_mm256_and_si256(bits, tokens), _mm256_setzero_si256());
             c |= uint64_t{static_cast<uint32_t>(_mm256_movemask_epi8(control_bytes))} << i;
             n |= uint64_t{static_cast<uint32_t>(_mm256_movemask_epi8(non_token_bytes))} << i;
         }
@@ -818,27 +847,26 @@ constexpr std::array<uint8_t, 64> four_times(const std::array<uint8_t, 16>& t) {
     }
     return out;
 }
-constexpr std::array<uint8_t, 64> token_by_low_x4 = four_times(token_nibbles.by_low);
-constexpr std::array<uint8_t, 64> token_by_high_x4 = four_times(token_nibbles.by_high);
+constexpr std::array<uint8_t, 64> by_low_x4 = four_times(class_nibbles.by_low);
+constexpr std::array<uint8_t, 64> by_high_x4 = four_times(class_nibbles.by_high);
 
-// AVX-512 (BW), a block per step, exact classes. The nibble lookup is the AVX2 one; the masks
-// come straight from compares into mask registers.
+// AVX-512 (BW), a block per step, exact classes, with the AVX2 nibble lookup; the masks come
+// straight from tests into mask registers.
 [[gnu::target("avx512f,avx512bw")]] size_t
 classify_avx512(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
-    const __m512i max_control = _mm512_set1_epi8(0x1f);
-    const __m512i del = _mm512_set1_epi8(0x7f);
     const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
-    const __m512i token_by_low = _mm512_loadu_si512(token_by_low_x4.data());
-    const __m512i token_by_high = _mm512_loadu_si512(token_by_high_x4.data());
+    const __m512i tokens = _mm512_set1_epi8(static_cast<char>(token_bits));
+    const __m512i control_bytes = _mm512_set1_epi8(static_cast<char>(control_bits));
+    const __m512i by_low = _mm512_loadu_si512(by_low_x4.data());
+    const __m512i by_high = _mm512_loadu_si512(by_high_x4.data());
     for (size_t k = 0; k < count; ++k, p += block_size) {
         const __m512i v = _mm512_loadu_si512(p);
-        // v <= 0x1f as an unsigned byte, or DEL.
-        const uint64_t c = _mm512_cmple_epu8_mask(v, max_control) | _mm512_cmpeq_epi8_mask(v, del);
         const __m512i high = _mm512_and_si512(_mm512_srli_epi16(v, 4), low_nibbles);
-        const uint64_t tokens = _mm512_test_epi8_mask(_mm512_shuffle_epi8(token_by_low, v),
-                                                      _mm512_shuffle_epi8(token_by_high, high));
+        const __m512i bits =
+            _mm512_and_si512(_mm512_shuffle_epi8(by_low, v), _mm512_shuffle_epi8(by_high, high));
+        const uint64_t c = _mm512_test_epi8_mask(bits, control_bytes);
         controls[k] = c;
-        non_tokens[k] = ~tokens;
+        non_tokens[k] = _mm512_testn_epi8_mask(bits, tokens);
         if (ends_head_likely(c)) {
             count = std::min(count, k + 2);
         }
@@ -847,11 +875,17 @@ classify_avx512(const char* p, size_t count, uint64_t* controls, uint64_t* non_t
 }
 #endif
 
-// The index of the lowest set bit. Precondition: bits != 0 (which std::countr_zero would test
-// again).
+// The index of the lowest set bit. Precondition: bits != 0.
+//
+// On x86-64 this is TZCNT written out: __builtin_ctzll and std::countr_zero return an int,
+// which GCC sign-extends before every use as an offset, one more cycle on the path from one
+// line to the next. ("rep bsf" is TZCNT's encoding; CPUs without it run it as BSF, which is
+// the same for bits != 0.)
 inline size_t first_bit(uint64_t bits) {
-#if defined(__GNUC__) || defined(__clang__)
-    return static_cast<unsigned>(__builtin_ctzll(bits));
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    uint64_t index;
+    __asm__("rep bsf %1, %0" : "=r"(index) : "rm"(bits) : "cc");
+    return index;
 #else
     return static_cast<unsigned>(std::countr_zero(bits));
 #endif
@@ -878,16 +912,31 @@ public:
           _classify(classify), _first(begin) {}
 
     // Precondition: begin <= p <= end.
-    Near near(const char* p) {
+    Near near(const char* p) { return near_at(offset_of(p)); }
+
+    // Positions as offsets from the start of the blocks at hand, for the loop over field lines:
+    // stepping an offset from line to line takes one subtraction fewer than a pointer on the
+    // path each line waits for. An offset is only good until the blocks change (offset_of or
+    // a find may change them).
+    //
+    // The offset of p, classifying blocks if p is not at hand. Precondition: begin <= p <= end.
+    size_t offset_of(const char* p) {
         // Unsigned: a position before the blocks at hand wraps around and fails the test too.
-        auto bit = static_cast<size_t>(p - _first);
-        if (bit >= _ready_bytes) [[unlikely]] {
+        auto offset = static_cast<size_t>(p - _first);
+        if (offset >= _ready_bytes) [[unlikely]] {
             classify_from(p);
-            bit = static_cast<size_t>(p - _first);
+            offset = static_cast<size_t>(p - _first);
         }
-        const unsigned shift = bit % 8;
-        return {load64(bytes_of(_controls) + bit / 8) >> shift,
-                load64(bytes_of(_non_tokens) + bit / 8) >> shift};
+        return offset;
+    }
+    // True when near_at(offset) can answer.
+    bool at_hand(size_t offset) const { return offset < _ready_bytes; }
+    const char* pointer(size_t offset) const { return _first + offset; }
+    // Precondition: at_hand(offset).
+    Near near_at(size_t offset) const {
+        const unsigned shift = offset % 8;
+        return {load64(bytes_of(_controls) + offset / 8) >> shift,
+                load64(bytes_of(_non_tokens) + offset / 8) >> shift};
     }
 
     // The first control byte in [p, end), or end.
@@ -985,9 +1034,10 @@ private:
     const char* _first = nullptr; // the start of the block that the arrays start with
     size_t _classified = 0;       // blocks in the arrays
     size_t _ready_bytes = 0;      // bytes from _first that near() can answer for
-    // Not initialized: classify_from writes every slot near() reads.
-    std::array<uint64_t, batch + 1> _controls;
-    std::array<uint64_t, batch + 1> _non_tokens;
+    // Not initialized: classify_from writes every slot near() reads. Aligned to a cache line,
+    // so that which windows of near_at cross a line does not depend on where the stack is.
+    alignas(64) std::array<uint64_t, batch + 1> _controls;
+    alignas(64) std::array<uint64_t, batch + 1> _non_tokens;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1173,35 +1223,46 @@ PlainFields take_plain_fields(ByteClasses& classes, const char* p, const char* c
     const char* const last = end - 1;
     Header* h = fields;
     Header* const fields_end = fields + room;
+    size_t at = classes.offset_of(p); // the start of the line, for the blocks at hand
     while (h != fields_end) {
-        const ByteClasses::Near near = classes.near(p); // all 0 at the end of the window
+        if (!classes.at_hand(at)) [[unlikely]] {
+            at = classes.offset_of(classes.pointer(at));
+        }
+        const char* const line = classes.pointer(at);
+        const ByteClasses::Near near = classes.near_at(at); // all 0 at the end of the window
+        const auto taken = [&] { return static_cast<size_t>(h - fields); };
         size_t line_length;
         size_t name_length;
+        size_t next_at; // the start of the next line, if this one is taken
         if (near.controls != 0) [[likely]] {
             // Every control byte is a non-token byte: near.non_tokens is not 0 either.
             line_length = first_bit(near.controls);
             name_length = first_bit(near.non_tokens);
+            next_at = at + line_length + 2;
         } else if (near.non_tokens != 0) {
             // A line longer than the reach of near(), such as a signature. Its name ends
-            // within reach; its end comes after the name.
+            // within reach; its end comes after the name. The search may move the blocks on,
+            // past the start of the line: the next line's offset comes from its pointer.
             name_length = first_bit(near.non_tokens);
-            line_length = static_cast<size_t>(classes.find_control(p + name_length) - p);
+            const char* const line_end = classes.find_control(line + name_length);
+            line_length = static_cast<size_t>(line_end - line);
+            next_at = line_end < last ? classes.offset_of(line_end + 2) : 0;
         } else {
-            break; // the end of the window, or a name longer than the reach
+            return {line, taken(), {}}; // the end of the window, or a name beyond reach
         }
-        if (!is_plain_field_line(p, name_length, line_length, last)) {
-            break;
+        if (!is_plain_field_line(line, name_length, line_length, last)) {
+            return {line, taken(), {}};
         }
-        *h = plain_field(p, name_length, line_length);
-        p += line_length + 2;
+        *h = plain_field(line, name_length, line_length);
+        at = next_at;
         if (may_matter(h->name)) {
             if (std::string_view detail = check_field(*h, s); !detail.empty()) {
-                return {p, static_cast<size_t>(h + 1 - fields), detail};
+                return {nullptr, taken() + 1, detail};
             }
         }
         ++h;
     }
-    return {p, static_cast<size_t>(h - fields), {}};
+    return {classes.pointer(at), static_cast<size_t>(h - fields), {}};
 }
 
 // A field line, byte by byte: the reference for every answer about it, errors included.
@@ -1387,16 +1448,13 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
     }
 
     const std::string_view target = line.target;
-    const size_t question = target.find('?');
+    const size_t question = std::min(target.find('?'), target.size());
+    // After the '?', or empty at the end of the target.
+    const size_t query = std::min(question + 1, target.size());
     out.method = line.method;
     out.target = target;
-    if (question == std::string_view::npos) {
-        out.path = target;
-        out.query = target.substr(target.size());
-    } else {
-        out.path = target.substr(0, question);
-        out.query = target.substr(question + 1);
-    }
+    out.path = std::string_view(target.data(), question);
+    out.query = std::string_view(target.data() + query, target.size() - query);
     out.minor_version = line.minor_version;
     out.headers = std::span<const Header>(headers.data(), count);
     out.framing = framing;
