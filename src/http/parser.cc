@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 // The vector paths of the byte scans (see "Byte classes, 64 bytes at a time" below). SSE2 is
 // part of x86-64; AVX2 and AVX-512 code is compiled in with target attributes and only run on
@@ -96,7 +97,6 @@ constexpr ByteTable reg_name_byte =
 // Control bytes: none may appear in a request head but HTAB (in field values) and the CRLF that
 // ends each line.
 constexpr ByteTable control = make_table([](unsigned char c) { return c < 0x20 || c == 0x7f; });
-constexpr ByteTable non_token = make_table([](unsigned char c) { return !tchar[c]; });
 // quoted-string contents (RFC 9110 qdtext).
 constexpr ByteTable qdtext = make_table([](unsigned char c) {
     return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
@@ -640,9 +640,10 @@ namespace {
 // parts end, follows from two byte classes: control bytes (the line ends at the first, which
 // must be its CR) and non-token bytes (the name ends at the first, which must be the colon).
 // Both are computed for 64-byte blocks at once, as bit masks, by a classifier that uses the
-// widest vector instructions at hand. Finding a line's parts is then a couple of bit scans in a
-// window of the masks. The blocks are classified a few at a time ahead of the parse, which does
-// not wait for them: the work that each line depends on stays a few cycles.
+// widest vector instructions at hand, in batches of up to 1 KiB that stop soon after the likely
+// end of the head. Finding a line's parts is then one unaligned load from the masks and two bit
+// scans; the next line's start depends on nothing else, which keeps the chain of work from line
+// to line short.
 //
 // A classifier computes, for each 64-byte block (bit i for byte i):
 //   controls:   exactly the `control` bytes;
@@ -650,6 +651,10 @@ namespace {
 //               flags all but letters, digits and '-'). Every control byte is a non-token byte.
 // The parser checks the byte a scan stops at, so a superset only sends unusual lines to the
 // byte-by-byte path.
+//
+// Without vector instructions (ScanPath::scalar) no classes are computed: classifying a byte at
+// a time costs more than it saves, so every line goes byte by byte. That path is the reference
+// the vector paths are tested against, and it shares no code with their line loop.
 
 constexpr size_t block_size = 64;
 
@@ -666,25 +671,6 @@ using Classifier = size_t (*)(const char* p, size_t count, uint64_t* controls,
 // blocks (the guess was wrong) asks for them.
 constexpr bool ends_head_likely(uint64_t controls) {
     return (controls & controls >> 2) != 0;
-}
-
-// Scalar: tables, one byte at a time. For CPUs without vector code here, and the reference the
-// vector classifiers are tested against.
-size_t classify_scalar(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
-    for (size_t k = 0; k < count; ++k, p += block_size) {
-        uint64_t c = 0;
-        uint64_t n = 0;
-        for (size_t i = 0; i < block_size; ++i) {
-            c |= uint64_t{control[uchar(p[i])]} << i;
-            n |= uint64_t{non_token[uchar(p[i])]} << i;
-        }
-        controls[k] = c;
-        non_tokens[k] = n;
-        if (ends_head_likely(c)) {
-            count = std::min(count, k + 2);
-        }
-    }
-    return count;
 }
 
 #if defined(PORTCULLIS_PARSER_SSE2)
@@ -1072,6 +1058,25 @@ bool is_plain_request_line(const char* line, const char* method_end, const char*
            all_in(target_byte, target, version);
 }
 
+// The request line when it is plain: returns the first byte after its CRLF, or nullptr.
+const char* take_plain_request_line(ByteClasses& classes, const char* p, const char* end,
+                                    RequestLine& line) {
+    // The method ends at or before the first control byte, usually both within reach.
+    const ByteClasses::Near near = classes.near(p);
+    const char* const method_end =
+        near.non_tokens != 0 ? p + first_bit(near.non_tokens) : classes.find_non_token(p);
+    const char* const line_end =
+        near.controls != 0 ? p + first_bit(near.controls) : classes.find_control(method_end);
+    if (!is_plain_request_line(p, method_end, line_end, end)) {
+        return nullptr;
+    }
+    line.method = std::string_view(p, static_cast<size_t>(method_end - p));
+    const char* const target = method_end + 1;
+    line.target =
+        std::string_view(target, static_cast<size_t>(line_end - space_http11.size() - target));
+    return line_end + 2;
+}
+
 // The request line, byte by byte: the reference for every answer about it, errors included.
 // Returns the first byte after its CRLF, or nullptr with `stop` set (incomplete or an error).
 [[gnu::noinline]] const char* parse_request_line(const char* p, const char* const end,
@@ -1342,20 +1347,16 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         return incomplete;
     }
 
-    ByteClasses classes(begin, end, classify);
+    // No classifier (the scalar path): every line byte by byte.
+    std::optional<ByteClasses> classes;
+    if (classify != nullptr) {
+        classes.emplace(begin, end, classify);
+    }
+
     RequestLine line;
-    // The method ends at or before the first control byte, usually both within reach.
-    const ByteClasses::Near near = classes.near(p);
-    const char* const method_end =
-        near.non_tokens != 0 ? p + first_bit(near.non_tokens) : classes.find_non_token(p);
-    const char* const request_line_end =
-        near.controls != 0 ? p + first_bit(near.controls) : classes.find_control(method_end);
-    if (is_plain_request_line(p, method_end, request_line_end, end)) {
-        line.method = std::string_view(p, static_cast<size_t>(method_end - p));
-        const char* const target = method_end + 1;
-        line.target = std::string_view(
-            target, static_cast<size_t>(request_line_end - space_http11.size() - target));
-        p = request_line_end + 2;
+    if (const char* const next =
+            classes ? take_plain_request_line(*classes, p, end, line) : nullptr) {
+        p = next;
     } else {
         HeadResult stop;
         p = parse_request_line(p, end, line, stop);
@@ -1369,13 +1370,15 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
     s.minor_version = line.minor_version;
     size_t count = 0;
     for (;;) {
-        const PlainFields taken =
-            take_plain_fields(classes, p, end, headers.data() + count, max_headers - count, s);
-        if (!taken.detail.empty()) {
-            return bad(taken.detail);
+        if (classes) {
+            const PlainFields taken =
+                take_plain_fields(*classes, p, end, headers.data() + count, max_headers - count, s);
+            if (!taken.detail.empty()) {
+                return bad(taken.detail);
+            }
+            p = taken.next;
+            count += taken.count;
         }
-        p = taken.next;
-        count += taken.count;
 
         if (p == end) {
             return incomplete;
@@ -1401,11 +1404,11 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         }
 
         // A plain line whose name goes beyond the reach of near().
-        {
+        if (classes) {
             // The name ends at or before the first control byte: searching in this order
             // only moves forward through the blocks.
-            const char* const name_end = classes.find_non_token(p);
-            const char* const line_end = classes.find_control(name_end);
+            const char* const name_end = classes->find_non_token(p);
+            const char* const line_end = classes->find_control(name_end);
             const auto name_length = static_cast<size_t>(name_end - p);
             const auto line_length = static_cast<size_t>(line_end - p);
             if (is_plain_field_line(p, name_length, line_length, end - 1)) {
@@ -1466,6 +1469,7 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
     return {static_cast<size_t>(p - begin), Error::none, {}};
 }
 
+// nullptr for the scalar path.
 Classifier classifier_for(ScanPath path) {
     switch (path) {
     case ScanPath::scalar:
@@ -1486,7 +1490,7 @@ Classifier classifier_for(ScanPath path) {
 #endif
         break;
     }
-    return classify_scalar;
+    return nullptr;
 }
 
 ScanPath best_scan_path() {
@@ -1502,9 +1506,9 @@ ScanPath best_scan_path() {
     return ScanPath::scalar;
 }
 
-// The path in use and its classifier. Zero-initialized (no classifier: the scalar one, right on
-// every CPU) until their dynamic initializers pick the best path, so that a parse from another
-// file's static initializer is still correct.
+// The path in use and its classifier. Zero-initialized (the scalar path, without classifier,
+// right on every CPU) until their dynamic initializers pick the best path, so that a parse from
+// another file's static initializer is still correct.
 std::atomic<ScanPath> active_scan_path{best_scan_path()};
 std::atomic<Classifier> active_classifier{classifier_for(best_scan_path())};
 
@@ -1562,10 +1566,7 @@ HeadResult parse_head(std::string_view buf, size_t scanned, const Limits& limits
         return incomplete;
     }
     const size_t max_headers = std::min<size_t>(headers.size(), limits.max_headers);
-    Classifier classify = active_classifier.load(std::memory_order_relaxed);
-    if (classify == nullptr) {
-        classify = classify_scalar;
-    }
+    const Classifier classify = active_classifier.load(std::memory_order_relaxed);
     HeadResult r =
         parse_window(buf.data(), buf.data() + window, headers, max_headers, classify, out);
     if (r.error == Error::none && r.consumed == 0 && buf.size() > window) {
