@@ -47,6 +47,49 @@ void BM_ParseGithubWebhookHead(benchmark::State& state) {
 }
 BENCHMARK(BM_ParseGithubWebhookHead);
 
+// The same head on each scan path (argument: ScanPath value). Unavailable paths are skipped.
+void BM_ParseGithubWebhookHeadOnPath(benchmark::State& state) {
+    const auto path = static_cast<ScanPath>(state.range(0));
+    const ScanPath previous = scan_path();
+    if (!use_scan_path(path)) {
+        state.SkipWithError("scan path not available here");
+        return;
+    }
+    constexpr const char* names[] = {"scalar", "sse2", "avx2", "avx512"};
+    state.SetLabel(names[static_cast<int>(path)]);
+    std::array<Header, 64> storage;
+    RequestHead head;
+    const Limits limits;
+    for (auto _ : state) {
+        const HeadResult r = parse_head(github_head, 0, limits, storage, head);
+        benchmark::DoNotOptimize(r);
+        benchmark::DoNotOptimize(head);
+    }
+    use_scan_path(previous);
+    state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                            static_cast<int64_t>(github_head.size()));
+}
+BENCHMARK(BM_ParseGithubWebhookHeadOnPath)->DenseRange(0, 3);
+
+// As the server usually sees it: the start of the body in the same buffer as the head. The
+// parser must not spend much on bytes after the head.
+void BM_ParseGithubWebhookHeadBeforeBody(benchmark::State& state) {
+    const std::string buffer = github_head + std::string(4096, 'j');
+    std::array<Header, 64> storage;
+    RequestHead head;
+    const Limits limits;
+    for (auto _ : state) {
+        const HeadResult r = parse_head(buffer, 0, limits, storage, head);
+        benchmark::DoNotOptimize(r);
+        benchmark::DoNotOptimize(head);
+        if (r.consumed != github_head.size()) {
+            state.SkipWithError("head not parsed");
+            break;
+        }
+    }
+}
+BENCHMARK(BM_ParseGithubWebhookHeadBeforeBody);
+
 // A 25 KiB body in 1 KiB chunks.
 std::string chunked_body() {
     std::string body;

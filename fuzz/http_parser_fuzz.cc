@@ -2,12 +2,16 @@
 // is a sequence of reads separated by "\n--MARK--\n" (the h2o corpus convention). After every
 // read: parse_head on the unconsumed bytes (passing what it already saw), then the body by its
 // framing, then the next pipelined request. Checks that answers and views stay inside the input,
-// and that `scanned` never changes an answer (the same buffer parsed with scanned = 0 agrees).
+// that `scanned` never changes an answer (the same buffer parsed with scanned = 0 agrees), that
+// every scan path (AVX-512, AVX2, SSE2, scalar: whichever this CPU has) gives the scalar path's
+// answer and views, and that the buffer cut at a point taken from the input is either still
+// incomplete or gets the same answer.
 #include "portcullis/http/parser.hh"
 
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +48,62 @@ bool same(const HeadResult& a, const HeadResult& b) {
     return a.consumed == b.consumed && a.error == b.error && a.detail == b.detail;
 }
 
+// The same views (same bytes of the same buffer), not just equal text.
+bool identical(std::string_view a, std::string_view b) {
+    return a.data() == b.data() && a.size() == b.size();
+}
+
+// Fields by fields, views by position; the header arrays themselves may differ.
+bool same_head(const RequestHead& a, const RequestHead& b) {
+    if (!identical(a.method, b.method) || !identical(a.target, b.target) ||
+        !identical(a.path, b.path) || !identical(a.query, b.query) || !identical(a.host, b.host) ||
+        a.minor_version != b.minor_version || a.framing != b.framing ||
+        a.content_length != b.content_length || a.keep_alive != b.keep_alive ||
+        a.expect_continue != b.expect_continue || a.headers.size() != b.headers.size()) {
+        return false;
+    }
+    for (size_t i = 0; i < a.headers.size(); ++i) {
+        if (!identical(a.headers[i].name, b.headers[i].name) ||
+            !identical(a.headers[i].value, b.headers[i].value)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+std::vector<ScanPath> other_scan_paths() {
+    std::vector<ScanPath> paths;
+    for (ScanPath path : {ScanPath::sse2, ScanPath::avx2, ScanPath::avx512}) {
+        if (scan_path_available(path)) {
+            paths.push_back(path);
+        }
+    }
+    return paths;
+}
+
+// parse_head on the scalar path, then on every other path: all must agree with it, answer and
+// views. Leaves the best path in use.
+HeadResult parse_on_every_path(std::string_view buf, size_t scanned, const Limits& limits,
+                               std::span<Header> storage, RequestHead& head) {
+    static const std::vector<ScanPath> others = other_scan_paths();
+    const ScanPath best = scan_path();
+    check(use_scan_path(ScanPath::scalar));
+    const HeadResult r = parse_head(buf, scanned, limits, storage, head);
+    std::array<Header, 64> other_storage;
+    for (ScanPath path : others) {
+        check(use_scan_path(path));
+        RequestHead other;
+        const HeadResult o = parse_head(
+            buf, scanned, limits, std::span<Header>(other_storage).first(storage.size()), other);
+        check(same(o, r));
+        if (r.error == Error::none && r.consumed > 0) {
+            check(same_head(other, head));
+        }
+    }
+    check(use_scan_path(best));
+    return r;
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -70,7 +130,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             if (phase == Phase::head) {
                 const std::string_view buf = pending;
                 RequestHead head;
-                const HeadResult r = parse_head(buf, scanned, limits, storage, head);
+                const HeadResult r = parse_on_every_path(buf, scanned, limits, storage, head);
                 check(r.consumed <= buf.size());
                 check(r.error == Error::none || r.consumed == 0);
                 check(r.error == Error::none || !r.detail.empty());
@@ -78,6 +138,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 if (scanned > 0) {
                     RequestHead again;
                     check(same(parse_head(buf, 0, limits, storage2, again), r));
+                }
+                if (!buf.empty()) {
+                    // A cut taken from the input: the prefix is incomplete, or answers the same.
+                    const size_t cut = (size * 7919 + buf.size()) % buf.size();
+                    RequestHead prefix_head;
+                    const HeadResult prefix =
+                        parse_head(buf.substr(0, cut), 0, limits, storage2, prefix_head);
+                    check((prefix.error == Error::none && prefix.consumed == 0) || same(prefix, r));
                 }
                 if (r.error != Error::none) {
                     return 0; // the connection is closed

@@ -2,11 +2,22 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <bit>
 #include <cstring>
 #include <limits>
+#include <optional>
 
+// The vector paths of the byte scans (see "Byte classes, 64 bytes at a time" below). SSE2 is
+// part of x86-64; AVX2 and AVX-512 code is compiled in with target attributes and only run on
+// CPUs that have it. Other architectures get the scalar path.
 #if defined(__SSE2__)
+#define PORTCULLIS_PARSER_SSE2 1
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PORTCULLIS_PARSER_AVX 1
+#include <immintrin.h>
 #endif
 
 namespace portcullis::http {
@@ -83,6 +94,9 @@ constexpr ByteTable target_byte =
 // RFC 3986 reg-name bytes without '%'.
 constexpr ByteTable reg_name_byte =
     make_table([](unsigned char c) { return is_alnum(c) || is_one_of(c, "-._~!$&'()*+,;="); });
+// Control bytes: none may appear in a request head but HTAB (in field values) and the CRLF that
+// ends each line.
+constexpr ByteTable control = make_table([](unsigned char c) { return c < 0x20 || c == 0x7f; });
 // quoted-string contents (RFC 9110 qdtext).
 constexpr ByteTable qdtext = make_table([](unsigned char c) {
     return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
@@ -112,37 +126,9 @@ constexpr int hex_value(char c) {
     return -1;
 }
 
-// Length of the run of tchar bytes at the start of [p, end). Header names are nearly always
-// letters, digits and '-': 16 bytes at a time check that, then any other tchar continues byte
-// by byte.
+// Length of the run of tchar bytes at the start of [p, end).
 inline size_t token_run(const char* p, const char* end) {
     const char* const start = p;
-#if defined(__SSE2__)
-    const __m128i case_bit = _mm_set1_epi8(0x20);
-    const __m128i before_a = _mm_set1_epi8('a' - 1);
-    const __m128i after_z = _mm_set1_epi8('z' + 1);
-    const __m128i before_0 = _mm_set1_epi8('0' - 1);
-    const __m128i after_9 = _mm_set1_epi8('9' + 1);
-    const __m128i dash = _mm_set1_epi8('-');
-    while (end - p >= 16) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-        const __m128i lower = _mm_or_si128(v, case_bit);
-        const __m128i alpha =
-            _mm_and_si128(_mm_cmpgt_epi8(lower, before_a), _mm_cmplt_epi8(lower, after_z));
-        const __m128i digit =
-            _mm_and_si128(_mm_cmpgt_epi8(v, before_0), _mm_cmplt_epi8(v, after_9));
-        const __m128i ok = _mm_or_si128(_mm_or_si128(alpha, digit), _mm_cmpeq_epi8(v, dash));
-        const unsigned other = ~static_cast<unsigned>(_mm_movemask_epi8(ok)) & 0xffffu;
-        if (other != 0) {
-            p += __builtin_ctz(other);
-            if (*p == ':') {
-                return static_cast<size_t>(p - start); // the usual end of a field name
-            }
-            break;
-        }
-        p += 16;
-    }
-#endif
     while (p < end && tchar[uchar(*p)]) {
         ++p;
     }
@@ -153,24 +139,6 @@ inline size_t token_run(const char* p, const char* end) {
 // normally the CR that ends the line.
 inline size_t field_value_run(const char* p, const char* end) {
     const char* const start = p;
-#if defined(__SSE2__)
-    const __m128i space = _mm_set1_epi8(0x20);
-    const __m128i minus_one = _mm_set1_epi8(-1);
-    const __m128i tab = _mm_set1_epi8('\t');
-    const __m128i del = _mm_set1_epi8(0x7f);
-    while (end - p >= 16) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-        // Signed compares: obs-text (0x80-0xff) is negative and must not count as a control.
-        __m128i ctl = _mm_and_si128(_mm_cmplt_epi8(v, space), _mm_cmpgt_epi8(v, minus_one));
-        ctl = _mm_andnot_si128(_mm_cmpeq_epi8(v, tab), ctl);
-        const __m128i bad = _mm_or_si128(ctl, _mm_cmpeq_epi8(v, del));
-        const unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(bad));
-        if (mask != 0) {
-            return static_cast<size_t>(p - start) + __builtin_ctz(mask);
-        }
-        p += 16;
-    }
-#endif
     while (p < end && field_value_byte[uchar(*p)]) {
         ++p;
     }
@@ -179,6 +147,12 @@ inline size_t field_value_run(const char* p, const char* end) {
 
 inline uint64_t load64(const char* p) {
     uint64_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+inline uint32_t load32(const char* p) {
+    uint32_t v;
     std::memcpy(&v, p, sizeof v);
     return v;
 }
@@ -204,11 +178,30 @@ inline bool equals_lowercase(std::string_view s, std::string_view lower) {
         }
         return diff == 0;
     }
+    if (n >= 4) {
+        constexpr uint32_t case_bits32 = 0x20202020u;
+        return ((load32(s.data()) | case_bits32) ^ load32(lower.data())) == 0 &&
+               ((load32(s.data() + n - 4) | case_bits32) ^ load32(lower.data() + n - 4)) == 0;
+    }
     unsigned diff = 0;
     for (size_t i = 0; i < n; ++i) {
         diff |= static_cast<unsigned>((uchar(s[i]) | 0x20) ^ uchar(lower[i]));
     }
     return diff == 0;
+}
+
+// True when every byte of [p, end) is in the class. No branch per byte: the usual strings here
+// are short and all in the class.
+inline bool all_in(const ByteTable& in_class, const char* p, const char* const end) {
+    auto in = [&in_class](char c) { return static_cast<unsigned>(in_class[uchar(c)]); };
+    unsigned all = 1;
+    for (; end - p >= 4; p += 4) {
+        all &= in(p[0]) & in(p[1]) & in(p[2]) & in(p[3]);
+    }
+    for (; p < end; ++p) {
+        all &= in(*p);
+    }
+    return all != 0;
 }
 
 constexpr HeadResult incomplete{};
@@ -328,7 +321,7 @@ bool valid_ipv6(std::string_view s) {
 
 // RFC 9110 Host: uri-host [ ":" port ], with uri-host = IP-literal / IPv4address / reg-name.
 // An empty host and an empty port are refused, as nginx does.
-bool valid_host(std::string_view h) {
+[[gnu::noinline]] bool valid_host_in_full(std::string_view h) {
     size_t i = 0;
     if (!h.empty() && h[0] == '[') {
         const size_t close = h.find(']');
@@ -373,6 +366,15 @@ bool valid_host(std::string_view h) {
     return value <= 65535;
 }
 
+bool valid_host(std::string_view h) {
+    // The usual host, a plain reg-name without port or percent-encoding, checked in one pass.
+    // The rest, out of line, keeps the callers' frames small.
+    if (!h.empty() && all_in(reg_name_byte, h.data(), h.data() + h.size())) {
+        return true;
+    }
+    return valid_host_in_full(h);
+}
+
 // What the header fields say about the message, gathered line by line.
 struct Semantics {
     uint8_t minor_version = 1;
@@ -400,13 +402,16 @@ std::string_view check_content_length(std::string_view v, Semantics& s) {
         return why::bad_content_length;
     }
     constexpr uint64_t max = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    // Up to 18 digits cannot pass max (19 digits): only longer values need the overflow test.
+    constexpr size_t safe_digits = std::numeric_limits<int64_t>::digits10;
     uint64_t n = 0;
-    for (char c : v) {
+    for (size_t i = 0; i < v.size(); ++i) {
+        const char c = v[i];
         if (!is_digit(c)) {
             return c == ',' ? why::content_length_list : why::bad_content_length;
         }
         const auto digit = static_cast<uint64_t>(c - '0');
-        if (n > (max - digit) / 10) {
+        if (i >= safe_digits && n > (max - digit) / 10) {
             return why::content_length_overflow;
         }
         n = n * 10 + digit;
@@ -417,7 +422,8 @@ std::string_view check_content_length(std::string_view v, Semantics& s) {
 
 // Transfer-Encoding lines are joined as one list; each element is a bare coding name (transfer
 // parameters are refused: chunked takes none, and any other coding is refused anyway).
-std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
+// Out of line: rare in webhooks, and it keeps check_field's frame small.
+[[gnu::noinline]] std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
     if (s.minor_version == 0) {
         return why::te_in_http10;
     }
@@ -452,7 +458,7 @@ std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
     }
 }
 
-std::string_view check_connection(std::string_view v, Semantics& s) {
+[[gnu::noinline]] std::string_view check_connection_list(std::string_view v, Semantics& s) {
     const char* p = v.data();
     const char* const end = p + v.size();
     while (p < end) {
@@ -480,14 +486,39 @@ std::string_view check_connection(std::string_view v, Semantics& s) {
     return {};
 }
 
-// Looks at the fields that decide framing, routing and the connection's fate. Returns an empty
-// view when the field is fine.
-std::string_view check_field(const Header& h, Semantics& s) {
-    // Most fields are none of these: one test on the name length sends them away.
-    constexpr uint32_t interesting_lengths = 1u << 4 | 1u << 6 | 1u << 10 | 1u << 14 | 1u << 17;
-    if (h.name.size() >= 32 || (interesting_lengths >> h.name.size() & 1u) == 0) {
+std::string_view check_connection(std::string_view v, Semantics& s) {
+    // The usual values, a single option, first; any list out of line.
+    if (equals_lowercase(v, "close")) {
+        s.connection_close = true;
         return {};
     }
+    if (equals_lowercase(v, "keep-alive")) {
+        s.connection_keep_alive = true;
+        return {};
+    }
+    return check_connection_list(v, s);
+}
+
+// The first letter, lowercase, of the names check_field looks at, by name length modulo 64
+// (0: none). Longer names share the entries of shorter ones: check_field tells them apart.
+constexpr std::array<char, 64> first_letter_by_length = [] {
+    std::array<char, 64> t{};
+    for (std::string_view name :
+         {"host", "expect", "connection", "content-length", "transfer-encoding"}) {
+        t.at(name.size()) = name[0];
+    }
+    return t;
+}();
+
+// False for most fields, from the length and first letter of the name: check_field passes over
+// those. Precondition: name is a token (for the case folding, see equals_lowercase), not empty.
+inline bool may_matter(std::string_view name) {
+    return (name[0] | 0x20) == first_letter_by_length[name.size() % first_letter_by_length.size()];
+}
+
+// Looks at the fields that decide framing, routing and the connection's fate. Returns an empty
+// view when the field is fine. The field loop calls it only for names that may_matter.
+std::string_view check_field(const Header& h, Semantics& s) {
     switch (h.name.size()) {
     case 4:
         if (equals_lowercase(h.name, "host")) {
@@ -602,8 +633,704 @@ std::string_view reason_of(Error e) {
 
 namespace {
 
+// ---------------------------------------------------------------------------------------------
+// Byte classes, 64 bytes at a time
+//
+// Most of a head is field lines "name: value CRLF". Whether one is well-formed, and where its
+// parts end, follows from two byte classes: control bytes (the line ends at the first, which
+// must be its CR) and non-token bytes (the name ends at the first, which must be the colon).
+// Both are computed for 64-byte blocks at once, as bit masks, by a classifier that uses the
+// widest vector instructions at hand, in batches of up to 1 KiB that stop soon after the likely
+// end of the head. Finding a line's parts is then one unaligned load from the masks and two bit
+// scans; the next line's start depends on nothing else, which keeps the chain of work from line
+// to line short.
+//
+// A classifier computes, for each 64-byte block (bit i for byte i):
+//   controls:   exactly the `control` bytes;
+//   non_tokens: every non-token byte, and possibly some token bytes too (the SSE2 classifier
+//               flags all but letters, digits and '-'). Every control byte is a non-token byte.
+// The parser checks the byte a scan stops at, so a superset only sends unusual lines to the
+// byte-by-byte path.
+//
+// Without vector instructions (ScanPath::scalar) no classes are computed: classifying a byte at
+// a time costs more than it saves, so every line goes byte by byte. That path is the reference
+// the vector paths are tested against, and it shares no code with their line loop.
+
+constexpr size_t block_size = 64;
+
+// Classifies up to `count` whole blocks from p, block k into controls[k] and non_tokens[k], and
+// returns how many it did: it stops one block after the first block where the head likely
+// ends (see ends_head_likely).
+using Classifier = size_t (*)(const char* p, size_t count, uint64_t* controls,
+                              uint64_t* non_tokens);
+
+// Two control bytes one byte apart are nearly always the CR LF CR LF that ends a head (or, rarely,
+// two HTABs in a value). The body that often follows a head in the buffer is never looked at; a
+// classifier stopping soon after them does not classify much of it either. Stopping one block
+// later keeps a CR LF CR LF that straddles two blocks in the batch; a parse that needs more
+// blocks (the guess was wrong) asks for them.
+constexpr bool ends_head_likely(uint64_t controls) {
+    return (controls & controls >> 2) != 0;
+}
+
+#if defined(PORTCULLIS_PARSER_SSE2)
+// SSE2, 16 bytes per step: the baseline of every x86-64 CPU. SSE2 has no byte shuffle for an
+// exact token class; field names nearly always keep to letters, digits and '-', which it can
+// check with compares.
+size_t classify_sse2(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
+    const __m128i max_control = _mm_set1_epi8(0x1f);
+    const __m128i del = _mm_set1_epi8(0x7f);
+    const __m128i case_bit = _mm_set1_epi8(0x20);
+    const __m128i before_a = _mm_set1_epi8('a' - 1);
+    const __m128i after_z = _mm_set1_epi8('z' + 1);
+    const __m128i before_0 = _mm_set1_epi8('0' - 1);
+    const __m128i after_9 = _mm_set1_epi8('9' + 1);
+    const __m128i dash = _mm_set1_epi8('-');
+    for (size_t k = 0; k < count; ++k, p += block_size) {
+        uint64_t c = 0;
+        uint64_t n = 0;
+        for (size_t i = 0; i < block_size; i += 16) {
+            const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+            // v <= 0x1f as an unsigned byte, or DEL.
+            const __m128i control_bytes = _mm_or_si128(
+                _mm_cmpeq_epi8(_mm_min_epu8(v, max_control), v), _mm_cmpeq_epi8(v, del));
+            // Signed compares: bytes 0x80-0xff are negative and fall outside both ranges.
+            const __m128i lower = _mm_or_si128(v, case_bit);
+            const __m128i letters =
+                _mm_and_si128(_mm_cmpgt_epi8(lower, before_a), _mm_cmplt_epi8(lower, after_z));
+            const __m128i digits =
+                _mm_and_si128(_mm_cmpgt_epi8(v, before_0), _mm_cmplt_epi8(v, after_9));
+            const __m128i name_bytes =
+                _mm_or_si128(_mm_or_si128(letters, digits), _mm_cmpeq_epi8(v, dash));
+            c |= uint64_t{static_cast<uint16_t>(_mm_movemask_epi8(control_bytes))} << i;
+            n |= uint64_t{static_cast<uint16_t>(~_mm_movemask_epi8(name_bytes))} << i;
+        }
+        controls[k] = c;
+        non_tokens[k] = n;
+        if (ends_head_likely(c)) {
+            count = std::min(count, k + 2);
+        }
+    }
+    return count;
+}
+#endif
+
+#if defined(PORTCULLIS_PARSER_AVX)
+// Both byte classes as the two 16-entry tables of a nibble lookup (PSHUFB): byte b has the bits
+// by_low[b & 0x0f] & by_high[b >> 4]. Each distinct row of a class (the set of low nibbles it
+// takes under one high nibble) gets a bit of its own, from the bits given to the class: tokens
+// have six rows (bits 0-5), control bytes two (bits 6-7: 0x00-0x1f, then DEL). No byte above
+// 0x7f is in either class: PSHUFB gives 0 for an index byte with its top bit set, so the raw
+// byte can index by_low.
+struct NibbleTables {
+    std::array<uint8_t, 16> by_low{};
+    std::array<uint8_t, 16> by_high{};
+    bool fits = true; // false: a class has more rows than bits
+};
+
+constexpr uint8_t token_bits = 0x3f;
+constexpr uint8_t control_bits = 0xc0;
+
+constexpr void add_class(NibbleTables& t, const ByteTable& in_class, uint8_t class_bits) {
+    std::array<uint16_t, 8> rows{}; // the distinct rows seen, as bit sets of low nibbles
+    std::array<uint8_t, 8> row_bits{};
+    size_t distinct = 0;
+    unsigned free_bits = class_bits;
+    for (int high = 0; high < 8; ++high) {
+        uint16_t row = 0;
+        for (int low = 0; low < 16; ++low) {
+            row = static_cast<uint16_t>(row | in_class[high * 16 + low] << low);
+        }
+        if (row == 0) {
+            continue;
+        }
+        size_t seen = 0;
+        while (seen < distinct && rows[seen] != row) {
+            ++seen;
+        }
+        if (seen == distinct) {
+            if (free_bits == 0) {
+                t.fits = false;
+                return;
+            }
+            rows.at(distinct) = row;
+            row_bits.at(distinct) = static_cast<uint8_t>(free_bits & (~free_bits + 1));
+            free_bits &= free_bits - 1;
+            ++distinct;
+        }
+        t.by_high[high] = static_cast<uint8_t>(t.by_high[high] | row_bits[seen]);
+        for (int low = 0; low < 16; ++low) {
+            if ((row >> low & 1) != 0) {
+                t.by_low[low] = static_cast<uint8_t>(t.by_low[low] | row_bits[seen]);
+            }
+        }
+    }
+}
+
+constexpr bool lookup_matches(const NibbleTables& t, uint8_t class_bits,
+                              const ByteTable& in_class) {
+    for (int b = 0; b < 256; ++b) {
+        const bool looked_up =
+            b < 0x80 && (t.by_low[b & 0x0f] & t.by_high[b >> 4] & class_bits) != 0;
+        if (looked_up != in_class[b]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+constexpr NibbleTables class_nibbles = [] {
+    NibbleTables t;
+    add_class(t, tchar, token_bits);
+    add_class(t, control, control_bits);
+    return t;
+}();
+static_assert(class_nibbles.fits);
+static_assert(lookup_matches(class_nibbles, token_bits, tchar));
+static_assert(lookup_matches(class_nibbles, control_bits, control));
+
+// AVX2, 32 bytes per step, exact classes.
+[[gnu::target("avx2")]] size_t classify_avx2(const char* p, size_t count, uint64_t* controls,
+                                             uint64_t* non_tokens) {
+    const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
+    const __m256i tokens = _mm256_set1_epi8(static_cast<char>(token_bits));
+    // Adding 0x40 with saturation sets the top bit exactly of the bytes with a control bit.
+    static_assert(control_bits == 0xc0);
+    const __m256i to_top_bit = _mm256_set1_epi8(0x40);
+    const __m256i by_low = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(class_nibbles.by_low.data())));
+    const __m256i by_high = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(class_nibbles.by_high.data())));
+    for (size_t k = 0; k < count; ++k, p += block_size) {
+        uint64_t c = 0;
+        uint64_t n = 0;
+        for (size_t i = 0; i < block_size; i += 32) {
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
+            const __m256i high = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles);
+            const __m256i bits = _mm256_and_si256(_mm256_shuffle_epi8(by_low, v),
+                                                  _mm256_shuffle_epi8(by_high, high));
+            const __m256i control_bytes = _mm256_adds_epu8(bits, to_top_bit);
+            const __m256i non_token_bytes =
+                _mm256_cmpeq_epi8(_mm256_and_si256(bits, tokens), _mm256_setzero_si256());
+            c |= uint64_t{static_cast<uint32_t>(_mm256_movemask_epi8(control_bytes))} << i;
+            n |= uint64_t{static_cast<uint32_t>(_mm256_movemask_epi8(non_token_bytes))} << i;
+        }
+        controls[k] = c;
+        non_tokens[k] = n;
+        if (ends_head_likely(c)) {
+            count = std::min(count, k + 2);
+        }
+    }
+    return count;
+}
+
+// A 16-byte table four times over, for the four 128-bit lanes of a 512-bit PSHUFB. (GCC 12's
+// _mm512_broadcast_i32x4 warns about its own uninitialized operand.)
+constexpr std::array<uint8_t, 64> four_times(const std::array<uint8_t, 16>& t) {
+    std::array<uint8_t, 64> out{};
+    for (size_t i = 0; i < out.size(); ++i) {
+        out[i] = t[i % t.size()];
+    }
+    return out;
+}
+constexpr std::array<uint8_t, 64> by_low_x4 = four_times(class_nibbles.by_low);
+constexpr std::array<uint8_t, 64> by_high_x4 = four_times(class_nibbles.by_high);
+
+// AVX-512 (BW), a block per step, exact classes, with the AVX2 nibble lookup; the masks come
+// straight from tests into mask registers.
+[[gnu::target("avx512f,avx512bw")]] size_t
+classify_avx512(const char* p, size_t count, uint64_t* controls, uint64_t* non_tokens) {
+    const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
+    const __m512i tokens = _mm512_set1_epi8(static_cast<char>(token_bits));
+    const __m512i control_bytes = _mm512_set1_epi8(static_cast<char>(control_bits));
+    const __m512i by_low = _mm512_loadu_si512(by_low_x4.data());
+    const __m512i by_high = _mm512_loadu_si512(by_high_x4.data());
+    for (size_t k = 0; k < count; ++k, p += block_size) {
+        const __m512i v = _mm512_loadu_si512(p);
+        const __m512i high = _mm512_and_si512(_mm512_srli_epi16(v, 4), low_nibbles);
+        const __m512i bits =
+            _mm512_and_si512(_mm512_shuffle_epi8(by_low, v), _mm512_shuffle_epi8(by_high, high));
+        const uint64_t c = _mm512_test_epi8_mask(bits, control_bytes);
+        controls[k] = c;
+        non_tokens[k] = _mm512_testn_epi8_mask(bits, tokens);
+        if (ends_head_likely(c)) {
+            count = std::min(count, k + 2);
+        }
+    }
+    return count;
+}
+#endif
+
+// The index of the lowest set bit. Precondition: bits != 0.
+//
+// On x86-64 this is TZCNT written out: __builtin_ctzll and std::countr_zero return an int,
+// which GCC sign-extends before every use as an offset, one more cycle on the path from one
+// line to the next. ("rep bsf" is TZCNT's encoding; CPUs without it run it as BSF, which is
+// the same for bits != 0.)
+inline size_t first_bit(uint64_t bits) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    uint64_t index;
+    __asm__("rep bsf %1, %0" : "=r"(index) : "rm"(bits) : "cc");
+    return index;
+#else
+    return static_cast<unsigned>(std::countr_zero(bits));
+#endif
+}
+
+// The byte classes of the window [begin, end), as bit arrays (bit i for byte i) over a few blocks
+// at a time: classified as the parse reaches them, each block once as long as the parse moves
+// forward (it only moves back to retry a line byte by byte, within the blocks at hand). Never
+// reads outside [begin, end): the buffer may end right before an unmapped page.
+class ByteClasses {
+public:
+    // The bits of the bytes from p on, at least `reach` of them (fewer at the end of the
+    // window, past which bits are 0). Each is one unaligned 8-byte load from the bit array.
+    static constexpr size_t reach = 64 - 7;
+
+    struct Near {
+        uint64_t controls;
+        uint64_t non_tokens;
+    };
+
+    ByteClasses(const char* begin, const char* end, Classifier classify)
+        : _begin(begin), _end(end),
+          _blocks((static_cast<size_t>(end - begin) + block_size - 1) / block_size),
+          _classify(classify), _first(begin) {}
+
+    // Precondition: begin <= p <= end.
+    Near near(const char* p) { return near_at(offset_of(p)); }
+
+    // Positions as offsets from the start of the blocks at hand, for the loop over field lines:
+    // stepping an offset from line to line takes one subtraction fewer than a pointer on the
+    // path each line waits for. An offset is only good until the blocks change (offset_of or
+    // a find may change them).
+    //
+    // The offset of p, classifying blocks if p is not at hand. Precondition: begin <= p <= end.
+    size_t offset_of(const char* p) {
+        // Unsigned: a position before the blocks at hand wraps around and fails the test too.
+        auto offset = static_cast<size_t>(p - _first);
+        if (offset >= _ready_bytes) [[unlikely]] {
+            classify_from(p);
+            offset = static_cast<size_t>(p - _first);
+        }
+        return offset;
+    }
+    // True when near_at(offset) can answer.
+    bool at_hand(size_t offset) const { return offset < _ready_bytes; }
+    const char* pointer(size_t offset) const { return _first + offset; }
+    // Precondition: at_hand(offset).
+    Near near_at(size_t offset) const {
+        const unsigned shift = offset % 8;
+        return {load64(bytes_of(_controls) + offset / 8) >> shift,
+                load64(bytes_of(_non_tokens) + offset / 8) >> shift};
+    }
+
+    // The first control byte in [p, end), or end.
+    const char* find_control(const char* p) { return find(p, &Near::controls); }
+    // The first non-token byte in [p, end) (or a token byte the classifier flags), or end.
+    const char* find_non_token(const char* p) { return find(p, &Near::non_tokens); }
+
+private:
+    // Blocks classified per call of the classifier: enough to amortize the call, few enough
+    // not to classify much past the end of a head (the body that follows is not looked at).
+    static constexpr size_t batch = 16;
+
+    static const char* bytes_of(const std::array<uint64_t, batch + 1>& bits) {
+        return reinterpret_cast<const char*>(bits.data());
+    }
+
+    const char* find(const char* p, uint64_t Near::*bits_of) {
+        for (;;) {
+            if (p == _end) {
+                return _end;
+            }
+            if (const uint64_t bits = near(p).*bits_of; bits != 0) {
+                return p + first_bit(bits);
+            }
+            if (_end - p <= static_cast<ptrdiff_t>(reach)) {
+                return _end;
+            }
+            p += reach;
+        }
+    }
+
+    // Makes the bit arrays start at the block of p (the last block for p == end), with the
+    // next `reach` bits of every byte of at least that block in them.
+    [[gnu::noinline]] void classify_from(const char* p) {
+        const size_t block = std::min(static_cast<size_t>(p - _begin) / block_size, _blocks - 1);
+        const size_t full_blocks = static_cast<size_t>(_end - _begin) / block_size;
+        const size_t first_block = static_cast<size_t>(_first - _begin) / block_size;
+        size_t count = 0;
+        if (block - first_block < _classified) {
+            // Classified already, but not the block after it: keep it.
+            _controls[0] = _controls[block - first_block];
+            _non_tokens[0] = _non_tokens[block - first_block];
+            count = 1;
+        }
+        const size_t wanted = std::min(batch, _blocks - block);
+        const size_t whole = std::min(wanted, full_blocks - block);
+        if (whole > count) {
+            count += _classify(_begin + (block + count) * block_size, whole - count,
+                               &_controls[count], &_non_tokens[count]);
+        }
+        if (count == whole && wanted > whole) {
+            classify_partial_block(_controls[count], _non_tokens[count]);
+            ++count;
+        }
+        // Past the classified blocks: no bytes of any class, or not known yet (see below).
+        _controls[count] = 0;
+        _non_tokens[count] = 0;
+        _first = _begin + block * block_size;
+        _classified = count;
+        // A block's bytes have their `reach` bits at hand once the next block is there too,
+        // or when there is no next block; then the end of the window has its bits (all 0) too,
+        // in the slot after the last block.
+        _ready_bytes = block + count == _blocks ? count * block_size + 1 : (count - 1) * block_size;
+    }
+
+    // The last block, shorter than 64 bytes: classified from the window's last 64 bytes (the
+    // bits shifted to match) or, in a window shorter than a block, from a copy.
+    void classify_partial_block(uint64_t& controls, uint64_t& non_tokens) const {
+        const auto size = static_cast<size_t>(_end - _begin);
+        const size_t available = size % block_size;
+        if (size >= block_size) {
+            _classify(_end - block_size, 1, &controls, &non_tokens);
+            controls >>= block_size - available;
+            non_tokens >>= block_size - available;
+        } else {
+            classify_copy(_end - available, available, controls, non_tokens);
+        }
+    }
+
+    // Out of line: its 64-byte buffer would make every caller realign the stack.
+    [[gnu::noinline]] void classify_copy(const char* p, size_t size, uint64_t& controls,
+                                         uint64_t& non_tokens) const {
+        alignas(block_size) char copy[block_size] = {};
+        std::memcpy(copy, p, size);
+        _classify(copy, 1, &controls, &non_tokens);
+        const uint64_t inside = (uint64_t{1} << size) - 1;
+        controls &= inside;
+        non_tokens &= inside;
+    }
+
+    const char* const _begin;
+    const char* const _end;
+    const size_t _blocks; // blocks in the window, the last one possibly partial
+    const Classifier _classify;
+    const char* _first = nullptr; // the start of the block that the arrays start with
+    size_t _classified = 0;       // blocks in the arrays
+    size_t _ready_bytes = 0;      // bytes from _first that near() can answer for
+    // Not initialized: classify_from writes every slot near() reads. Aligned to a cache line,
+    // so that which windows of near_at cross a line does not depend on where the stack is.
+    alignas(64) std::array<uint64_t, batch + 1> _controls;
+    alignas(64) std::array<uint64_t, batch + 1> _non_tokens;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The head, line by line
+
+struct RequestLine {
+    std::string_view method;
+    std::string_view target;
+    uint8_t minor_version = 1;
+};
+
+constexpr std::string_view space_http11 = " HTTP/1.1";
+
+// The usual request line: "method SP /target SP HTTP/1.1 CRLF" whose target has no
+// percent-encoding, given where its method and its line end (the first non-token and the first
+// control byte). The byte-by-byte parse accepts such a line with the same method and target.
+bool is_plain_request_line(const char* line, const char* method_end, const char* line_end,
+                           const char* end) {
+    if (end - line_end < 2 || line_end[0] != '\r' || line_end[1] != '\n') {
+        return false;
+    }
+    // Here method_end <= line_end < end: every control byte is a non-token byte.
+    if (method_end == line || *method_end != ' ') {
+        return false;
+    }
+    const char* const target = method_end + 1;
+    if (line_end - target <= static_cast<ptrdiff_t>(space_http11.size())) {
+        return false;
+    }
+    const char* const version = line_end - space_http11.size();
+    return *target == '/' && std::memcmp(version, space_http11.data(), space_http11.size()) == 0 &&
+           all_in(target_byte, target, version);
+}
+
+// The request line when it is plain: returns the first byte after its CRLF, or nullptr.
+const char* take_plain_request_line(ByteClasses& classes, const char* p, const char* end,
+                                    RequestLine& line) {
+    // The method ends at or before the first control byte, usually both within reach.
+    const ByteClasses::Near near = classes.near(p);
+    const char* const method_end =
+        near.non_tokens != 0 ? p + first_bit(near.non_tokens) : classes.find_non_token(p);
+    const char* const line_end =
+        near.controls != 0 ? p + first_bit(near.controls) : classes.find_control(method_end);
+    if (!is_plain_request_line(p, method_end, line_end, end)) {
+        return nullptr;
+    }
+    line.method = std::string_view(p, static_cast<size_t>(method_end - p));
+    const char* const target = method_end + 1;
+    line.target =
+        std::string_view(target, static_cast<size_t>(line_end - space_http11.size() - target));
+    return line_end + 2;
+}
+
+// The request line, byte by byte: the reference for every answer about it, errors included.
+// Returns the first byte after its CRLF, or nullptr with `stop` set (incomplete or an error).
+[[gnu::noinline]] const char* parse_request_line(const char* p, const char* const end,
+                                                 RequestLine& line, HeadResult& stop) {
+    auto halt = [&stop](HeadResult r) -> const char* {
+        stop = r;
+        return nullptr;
+    };
+
+    // method SP
+    const char* const method = p;
+    while (p < end && tchar[uchar(*p)]) {
+        ++p;
+    }
+    if (p == end) {
+        return halt(incomplete);
+    }
+    if (*p != ' ' || p == method) {
+        return halt(
+            request_line_stop(p, end, Error::bad_request, why::bad_method, why::bad_method));
+    }
+    line.method = std::string_view(method, static_cast<size_t>(p - method));
+    ++p;
+
+    // origin-form request-target SP
+    const char* const target = p;
+    if (p == end) {
+        return halt(incomplete);
+    }
+    if (*p != '/') {
+        return halt(request_line_stop(p, end, Error::bad_request, why::not_origin_form,
+                                      *p == '*' ? why::asterisk_form : why::not_origin_form));
+    }
+    for (;;) {
+        while (p < end && target_byte[uchar(*p)]) {
+            ++p;
+        }
+        if (p == end) {
+            return halt(incomplete);
+        }
+        if (*p != '%') {
+            break;
+        }
+        for (int i = 1; i <= 2; ++i) {
+            if (p + i == end) {
+                return halt(incomplete);
+            }
+            if (hex_value(p[i]) < 0) {
+                return halt(bad(why::bad_percent_encoding));
+            }
+        }
+        p += 3;
+    }
+    if (*p != ' ') {
+        // A line that ends after the target is an HTTP/0.9 simple request.
+        return halt(request_line_stop(p, end, Error::version_unsupported, why::http09,
+                                      why::invalid_target_byte));
+    }
+    line.target = std::string_view(target, static_cast<size_t>(p - target));
+    ++p;
+
+    // HTTP-version CRLF
+    if (end - p >= 10 && std::memcmp(p, "HTTP/1.1\r\n", 10) == 0) {
+        line.minor_version = 1;
+        return p + 10;
+    }
+    constexpr std::string_view pattern = "HTTP/D.D";
+    int major = 0;
+    int minor = 0;
+    for (char expected : pattern) {
+        if (p == end) {
+            return halt(incomplete);
+        }
+        if (expected == 'D' ? !is_digit(*p) : *p != expected) {
+            return halt(
+                request_line_stop(p, end, Error::bad_request, why::bad_version, why::bad_version));
+        }
+        if (expected == 'D') {
+            major = minor;
+            minor = *p - '0';
+        }
+        ++p;
+    }
+    if (major != 1) {
+        return halt(fail(Error::version_unsupported, why::unsupported_version));
+    }
+    if (p == end) {
+        return halt(incomplete);
+    }
+    if (*p != '\r') {
+        return halt(
+            request_line_stop(p, end, Error::bad_request, why::bad_version, why::bad_version));
+    }
+    if (p + 1 == end) {
+        return halt(incomplete);
+    }
+    if (p[1] != '\n') {
+        return halt(bad(why::bare_cr));
+    }
+    line.minor_version = minor == 0 ? 0 : 1;
+    return p + 2;
+}
+
+// The usual field line: "name: value CRLF" with a token name, given the lengths of its name and
+// of the line before its CR (up to the first non-token and the first control byte). The
+// byte-by-byte parse accepts such a line with the same name and value. `last` is the last byte
+// of the window: the LF must be inside it.
+bool is_plain_field_line(const char* line, size_t name_length, size_t line_length,
+                         const char* last) {
+    // name_length <= line_length: every control byte is a non-token byte.
+    const char* const line_end = line + line_length;
+    return line_end < last && std::memcmp(line_end, "\r\n", 2) == 0 && name_length != 0 &&
+           line[name_length] == ':';
+}
+
+// The field of a plain field line. Its value has no control byte, so no HTAB: the whitespace
+// around it can only be spaces. Usually there is one space before the value and none after it.
+Header plain_field(const char* line, size_t name_length, size_t line_length) {
+    const char* value = line + name_length + 1;
+    value += *value == ' ';
+    const char* value_end = line + line_length;
+    // value <= value_end, the line's CR: both loops stop.
+    if (*value == ' ' || value_end[-1] == ' ') [[unlikely]] {
+        while (*value == ' ') {
+            ++value;
+        }
+        while (value_end > value && value_end[-1] == ' ') {
+            --value_end;
+        }
+    }
+    return {std::string_view(line, name_length),
+            std::string_view(value, static_cast<size_t>(value_end - value))};
+}
+
+// What take_plain_fields did.
+struct PlainFields {
+    const char* next;        // the start of the first line not taken
+    size_t count;            // fields stored
+    std::string_view detail; // not empty: check_field refused the last field stored
+};
+
+// Takes the plain field lines from p on, storing their fields into fields[0, room) and passing
+// those that may matter to check_field. Stops before a line that is not plain (the empty line
+// at the end of the head, anything unusual), when check_field refuses a field, or when the
+// storage is full. `fields` is restrict: storing a field does not change the byte classes,
+// which can stay in registers. Precondition: begin < end, and p <= end.
+PlainFields take_plain_fields(ByteClasses& classes, const char* p, const char* const end,
+                              Header* __restrict fields, size_t room, Semantics& s) {
+    const char* const last = end - 1;
+    Header* h = fields;
+    Header* const fields_end = fields + room;
+    size_t at = classes.offset_of(p); // the start of the line, for the blocks at hand
+    while (h != fields_end) {
+        if (!classes.at_hand(at)) [[unlikely]] {
+            at = classes.offset_of(classes.pointer(at));
+        }
+        const char* const line = classes.pointer(at);
+        const ByteClasses::Near near = classes.near_at(at); // all 0 at the end of the window
+        const auto taken = [&] { return static_cast<size_t>(h - fields); };
+        size_t line_length;
+        size_t name_length;
+        size_t next_at; // the start of the next line, if this one is taken
+        if (near.controls != 0) [[likely]] {
+            // Every control byte is a non-token byte: near.non_tokens is not 0 either.
+            line_length = first_bit(near.controls);
+            name_length = first_bit(near.non_tokens);
+            next_at = at + line_length + 2;
+        } else if (near.non_tokens != 0) {
+            // A line longer than the reach of near(), such as a signature. Its name ends
+            // within reach; its end comes after the name. The search may move the blocks on,
+            // past the start of the line: the next line's offset comes from its pointer.
+            name_length = first_bit(near.non_tokens);
+            const char* const line_end = classes.find_control(line + name_length);
+            line_length = static_cast<size_t>(line_end - line);
+            next_at = line_end < last ? classes.offset_of(line_end + 2) : 0;
+        } else {
+            return {line, taken(), {}}; // the end of the window, or a name beyond reach
+        }
+        if (!is_plain_field_line(line, name_length, line_length, last)) {
+            return {line, taken(), {}};
+        }
+        *h = plain_field(line, name_length, line_length);
+        at = next_at;
+        if (may_matter(h->name)) {
+            if (std::string_view detail = check_field(*h, s); !detail.empty()) {
+                return {nullptr, taken() + 1, detail};
+            }
+        }
+        ++h;
+    }
+    return {classes.pointer(at), static_cast<size_t>(h - fields), {}};
+}
+
+// A field line, byte by byte: the reference for every answer about it, errors included.
+// Precondition: *p starts a field name (not CR, LF or whitespace). Returns the first byte after
+// its CRLF, or nullptr with `stop` set (incomplete or an error).
+[[gnu::noinline]] const char* parse_field_line(const char* p, const char* const end, Header& h,
+                                               HeadResult& stop) {
+    const char* const name = p;
+    p += token_run(p, end);
+    if (p == end) {
+        stop = incomplete;
+        return nullptr;
+    }
+    if (*p != ':' || p == name) {
+        std::string_view detail = why::invalid_token_byte;
+        if (*p == ':') {
+            detail = why::empty_header_name;
+        } else if (is_ows(*p)) {
+            detail = why::space_before_colon;
+        } else if (*p == '\n') {
+            detail = why::bare_lf;
+        } else if (*p == '\r') {
+            detail = p + 1 < end && p[1] == '\n' ? why::missing_colon : why::bare_cr;
+        }
+        stop = header_line_error(p, end, detail);
+        return nullptr;
+    }
+    const std::string_view name_view(name, static_cast<size_t>(p - name));
+    ++p;
+    while (p < end && is_ows(*p)) {
+        ++p;
+    }
+    const char* const value = p;
+    p += field_value_run(p, end);
+    if (p == end || (*p == '\r' && p + 1 == end)) {
+        stop = incomplete;
+        return nullptr;
+    }
+    if (*p != '\r' || p[1] != '\n') {
+        std::string_view detail = why::invalid_header_byte;
+        if (*p == '\n') {
+            detail = why::bare_lf;
+        } else if (*p == '\r') {
+            detail = why::bare_cr;
+        }
+        stop = header_line_error(p, end, detail);
+        return nullptr;
+    }
+    const char* value_end = p;
+    while (value_end > value && is_ows(value_end[-1])) {
+        --value_end;
+    }
+    h.name = name_view;
+    h.value = std::string_view(value, static_cast<size_t>(value_end - value));
+    return p + 2;
+}
+
+// The head in [begin, end). Each line is first tried as a plain line, found with the byte
+// classes; anything else (the empty line that ends the head, an incomplete line, errors, and
+// rarer forms such as an HTAB in a value or percent-encoding in the target) goes byte by byte,
+// which decides the exact answer.
 HeadResult parse_window(const char* const begin, const char* const end, std::span<Header> headers,
-                        size_t max_headers, RequestHead& out) {
+                        size_t max_headers, Classifier classify, RequestHead& out) {
     const char* p = begin;
 
     // RFC 9112 section 2.2: empty lines before the request line are ignored.
@@ -616,105 +1343,43 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         }
         p += 2;
     }
-
-    // method SP
-    const char* const method = p;
-    while (p < end && tchar[uchar(*p)]) {
-        ++p;
-    }
     if (p == end) {
         return incomplete;
     }
-    if (*p != ' ' || p == method) {
-        return request_line_stop(p, end, Error::bad_request, why::bad_method, why::bad_method);
-    }
-    const std::string_view method_view(method, static_cast<size_t>(p - method));
-    ++p;
 
-    // origin-form request-target SP
-    const char* const target = p;
-    if (p == end) {
-        return incomplete;
+    // No classifier (the scalar path): every line byte by byte.
+    std::optional<ByteClasses> classes;
+    if (classify != nullptr) {
+        classes.emplace(begin, end, classify);
     }
-    if (*p != '/') {
-        return request_line_stop(p, end, Error::bad_request, why::not_origin_form,
-                                 *p == '*' ? why::asterisk_form : why::not_origin_form);
-    }
-    for (;;) {
-        while (p < end && target_byte[uchar(*p)]) {
-            ++p;
-        }
-        if (p == end) {
-            return incomplete;
-        }
-        if (*p != '%') {
-            break;
-        }
-        for (int i = 1; i <= 2; ++i) {
-            if (p + i == end) {
-                return incomplete;
-            }
-            if (hex_value(p[i]) < 0) {
-                return bad(why::bad_percent_encoding);
-            }
-        }
-        p += 3;
-    }
-    if (*p != ' ') {
-        // A line that ends after the target is an HTTP/0.9 simple request.
-        return request_line_stop(p, end, Error::version_unsupported, why::http09,
-                                 why::invalid_target_byte);
-    }
-    const std::string_view target_view(target, static_cast<size_t>(p - target));
-    ++p;
 
-    // HTTP-version CRLF
-    uint8_t minor_version = 1;
-    if (end - p >= 10 && std::memcmp(p, "HTTP/1.1\r\n", 10) == 0) {
-        p += 10;
+    RequestLine line;
+    if (const char* const next =
+            classes ? take_plain_request_line(*classes, p, end, line) : nullptr) {
+        p = next;
     } else {
-        constexpr std::string_view pattern = "HTTP/D.D";
-        int major = 0;
-        int minor = 0;
-        for (char expected : pattern) {
-            if (p == end) {
-                return incomplete;
-            }
-            if (expected == 'D' ? !is_digit(*p) : *p != expected) {
-                return request_line_stop(p, end, Error::bad_request, why::bad_version,
-                                         why::bad_version);
-            }
-            if (expected == 'D') {
-                major = minor;
-                minor = *p - '0';
-            }
-            ++p;
+        HeadResult stop;
+        p = parse_request_line(p, end, line, stop);
+        if (p == nullptr) {
+            return stop;
         }
-        if (major != 1) {
-            return fail(Error::version_unsupported, why::unsupported_version);
-        }
-        if (p == end) {
-            return incomplete;
-        }
-        if (*p != '\r') {
-            return request_line_stop(p, end, Error::bad_request, why::bad_version,
-                                     why::bad_version);
-        }
-        if (p + 1 == end) {
-            return incomplete;
-        }
-        if (p[1] != '\n') {
-            return bad(why::bare_cr);
-        }
-        p += 2;
-        minor_version = minor == 0 ? 0 : 1;
     }
 
     // *( field-line CRLF ) CRLF
     Semantics s;
-    s.minor_version = minor_version;
+    s.minor_version = line.minor_version;
     size_t count = 0;
     for (;;) {
+        if (classes) {
+            const PlainFields taken =
+                take_plain_fields(*classes, p, end, headers.data() + count, max_headers - count, s);
+            if (!taken.detail.empty()) {
+                return bad(taken.detail);
+            }
+            p = taken.next;
+            count += taken.count;
+        }
+
         if (p == end) {
             return incomplete;
         }
@@ -738,61 +1403,38 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
             return fail(Error::header_too_large, why::too_many_headers);
         }
 
-        const char* const name = p;
-        p += token_run(p, end);
-        if (p == end) {
-            return incomplete;
-        }
-        if (*p != ':' || p == name) {
-            std::string_view detail = why::invalid_token_byte;
-            if (*p == ':') {
-                detail = why::empty_header_name;
-            } else if (is_ows(*p)) {
-                detail = why::space_before_colon;
-            } else if (*p == '\n') {
-                detail = why::bare_lf;
-            } else if (*p == '\r') {
-                detail = p + 1 < end && p[1] == '\n' ? why::missing_colon : why::bare_cr;
+        // A plain line whose name goes beyond the reach of near().
+        if (classes) {
+            // The name ends at or before the first control byte: searching in this order
+            // only moves forward through the blocks.
+            const char* const name_end = classes->find_non_token(p);
+            const char* const line_end = classes->find_control(name_end);
+            const auto name_length = static_cast<size_t>(name_end - p);
+            const auto line_length = static_cast<size_t>(line_end - p);
+            if (is_plain_field_line(p, name_length, line_length, end - 1)) {
+                Header& h = headers[count++];
+                h = plain_field(p, name_length, line_length);
+                p = line_end + 2;
+                if (std::string_view detail = check_field(h, s); !detail.empty()) {
+                    return bad(detail);
+                }
+                continue;
             }
-            return header_line_error(p, end, detail);
         }
-        const std::string_view name_view(name, static_cast<size_t>(p - name));
-        ++p;
-        if (p < end && *p == ' ') {
-            ++p; // the usual single space, before looking for more
-        }
-        while (p < end && is_ows(*p)) {
-            ++p;
-        }
-        const char* const value = p;
-        p += field_value_run(p, end);
-        if (p == end || (*p == '\r' && p + 1 == end)) {
-            return incomplete;
-        }
-        if (*p != '\r' || p[1] != '\n') {
-            std::string_view detail = why::invalid_header_byte;
-            if (*p == '\n') {
-                detail = why::bare_lf;
-            } else if (*p == '\r') {
-                detail = why::bare_cr;
-            }
-            return header_line_error(p, end, detail);
-        }
-        const char* value_end = p;
-        while (value_end > value && is_ows(value_end[-1])) {
-            --value_end;
-        }
-        p += 2;
 
-        Header& h = headers[count++];
-        h.name = name_view;
-        h.value = std::string_view(value, static_cast<size_t>(value_end - value));
+        HeadResult stop;
+        Header& h = headers[count];
+        p = parse_field_line(p, end, h, stop);
+        if (p == nullptr) {
+            return stop;
+        }
+        ++count;
         if (std::string_view detail = check_field(h, s); !detail.empty()) {
             return bad(detail);
         }
     }
 
-    if (minor_version == 1 && !s.host_seen) {
+    if (line.minor_version == 1 && !s.host_seen) {
         return bad(why::missing_host);
     }
     BodyFraming framing = BodyFraming::none;
@@ -808,28 +1450,113 @@ HeadResult parse_window(const char* const begin, const char* const end, std::spa
         framing = BodyFraming::content_length;
     }
 
-    const size_t question = target_view.find('?');
-    out.method = method_view;
-    out.target = target_view;
-    if (question == std::string_view::npos) {
-        out.path = target_view;
-        out.query = target_view.substr(target_view.size());
-    } else {
-        out.path = target_view.substr(0, question);
-        out.query = target_view.substr(question + 1);
-    }
-    out.minor_version = minor_version;
+    const std::string_view target = line.target;
+    const size_t question = std::min(target.find('?'), target.size());
+    // After the '?', or empty at the end of the target.
+    const size_t query = std::min(question + 1, target.size());
+    out.method = line.method;
+    out.target = target;
+    out.path = std::string_view(target.data(), question);
+    out.query = std::string_view(target.data() + query, target.size() - query);
+    out.minor_version = line.minor_version;
     out.headers = std::span<const Header>(headers.data(), count);
     out.framing = framing;
     out.content_length = framing == BodyFraming::content_length ? s.content_length : 0;
     out.host = s.host;
-    out.keep_alive =
-        minor_version == 1 ? !s.connection_close : s.connection_keep_alive && !s.connection_close;
+    out.keep_alive = line.minor_version == 1 ? !s.connection_close
+                                             : s.connection_keep_alive && !s.connection_close;
     out.expect_continue = s.expect_continue;
     return {static_cast<size_t>(p - begin), Error::none, {}};
 }
 
+// nullptr for the scalar path.
+Classifier classifier_for(ScanPath path) {
+    switch (path) {
+    case ScanPath::scalar:
+        break;
+    case ScanPath::sse2:
+#if defined(PORTCULLIS_PARSER_SSE2)
+        return classify_sse2;
+#endif
+        break;
+    case ScanPath::avx2:
+#if defined(PORTCULLIS_PARSER_AVX)
+        return classify_avx2;
+#endif
+        break;
+    case ScanPath::avx512:
+#if defined(PORTCULLIS_PARSER_AVX)
+        return classify_avx512;
+#endif
+        break;
+    }
+    return nullptr;
+}
+
+ScanPath best_scan_path() {
+    if (scan_path_available(ScanPath::avx512)) {
+        return ScanPath::avx512;
+    }
+    if (scan_path_available(ScanPath::avx2)) {
+        return ScanPath::avx2;
+    }
+    if (scan_path_available(ScanPath::sse2)) {
+        return ScanPath::sse2;
+    }
+    return ScanPath::scalar;
+}
+
+// The path in use and its classifier. Zero-initialized (the scalar path, without classifier,
+// right on every CPU) until their dynamic initializers pick the best path, so that a parse from
+// another file's static initializer is still correct.
+std::atomic<ScanPath> active_scan_path{best_scan_path()};
+std::atomic<Classifier> active_classifier{classifier_for(best_scan_path())};
+
 } // namespace
+
+ScanPath scan_path() {
+    return active_scan_path.load(std::memory_order_relaxed);
+}
+
+bool scan_path_available(ScanPath path) {
+#if defined(PORTCULLIS_PARSER_SSE2)
+    constexpr bool sse2_built = true;
+#else
+    constexpr bool sse2_built = false;
+#endif
+    switch (path) {
+    case ScanPath::scalar:
+        return true;
+    case ScanPath::sse2:
+        return sse2_built;
+    case ScanPath::avx2:
+#if defined(PORTCULLIS_PARSER_AVX)
+        // Also called from a static initializer, possibly before the runtime has probed the CPU.
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+#else
+        return false;
+#endif
+    case ScanPath::avx512:
+#if defined(PORTCULLIS_PARSER_AVX)
+        // The runtime's probe also checks that the OS saves the AVX-512 registers.
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0;
+#else
+        return false;
+#endif
+    }
+    return false;
+}
+
+bool use_scan_path(ScanPath path) {
+    if (!scan_path_available(path)) {
+        return false;
+    }
+    active_scan_path.store(path, std::memory_order_relaxed);
+    active_classifier.store(classifier_for(path), std::memory_order_relaxed);
+    return true;
+}
 
 HeadResult parse_head(std::string_view buf, size_t scanned, const Limits& limits,
                       std::span<Header> headers, RequestHead& out) {
@@ -839,7 +1566,9 @@ HeadResult parse_head(std::string_view buf, size_t scanned, const Limits& limits
         return incomplete;
     }
     const size_t max_headers = std::min<size_t>(headers.size(), limits.max_headers);
-    HeadResult r = parse_window(buf.data(), buf.data() + window, headers, max_headers, out);
+    const Classifier classify = active_classifier.load(std::memory_order_relaxed);
+    HeadResult r =
+        parse_window(buf.data(), buf.data() + window, headers, max_headers, classify, out);
     if (r.error == Error::none && r.consumed == 0 && buf.size() > window) {
         return fail(Error::header_too_large, why::head_too_large);
     }

@@ -3,6 +3,7 @@
 // The outside corpora (llhttp's request tests, h2o's fuzzing corpus) are run the same way.
 #include "portcullis/base/encoding.hh"
 #include "portcullis/http/parser.hh"
+#include "scan_paths.hh"
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -22,6 +23,7 @@
 
 using namespace portcullis;
 using namespace portcullis::http;
+using namespace portcullis::http::test;
 using namespace std::string_literals;
 
 namespace {
@@ -174,6 +176,12 @@ const std::vector<std::string>& sample_inputs() {
         "GET / HTTP/2.0\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n",
         "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX_Y: a\tb \r\n\r\n",
+        "POST /webhooks/github?" + std::string(70, 'q') +
+            " HTTP/1.1\r\nHost: a\r\nX-Hub-Signature-256: sha256=" + std::string(64, 'd') +
+            "\r\nX-" + std::string(60, 'n') + ": " + std::string(130, 'v') + "\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(30, 'v') + "\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(31, 'v') + "\r\n\r\n",
     };
     return inputs;
 }
@@ -199,6 +207,24 @@ TEST(GuardPage, EveryPrefixOfTheSampleHeadsIsParsedInBounds) {
             for (size_t scanned : {size_t{0}, n / 2, n > 0 ? n - 1 : 0}) {
                 const HeadResult r = parse_head(buf, scanned, Limits{}, storage, head);
                 EXPECT_LE(r.consumed, buf.size());
+            }
+        }
+    }
+}
+
+TEST(GuardPage, EveryPrefixIsParsedInBoundsOnEveryScanPath) {
+    GuardedBuffer guard(4096);
+    std::array<Header, 64> storage;
+    for (ScanPath path : available_scan_paths()) {
+        ScopedScanPath on(path);
+        for (const std::string& input : sample_inputs()) {
+            for (size_t n = 0; n <= input.size(); ++n) {
+                const std::string_view buf = guard.place(std::string_view(input).substr(0, n));
+                RequestHead head;
+                for (size_t scanned : {size_t{0}, n / 2, n > 0 ? n - 1 : 0}) {
+                    const HeadResult r = parse_head(buf, scanned, Limits{}, storage, head);
+                    EXPECT_LE(r.consumed, buf.size()) << name_of(path);
+                }
             }
         }
     }
@@ -587,6 +613,81 @@ TEST(H2oCorpus, EveryInputIsParsedInBounds) {
         ++files;
     }
     EXPECT_GT(files, 1000);
+}
+
+bool operator==(const Verdict& a, const Verdict& b) {
+    return a.refused == b.refused && a.detail == b.detail && a.heads == b.heads;
+}
+
+// The outside corpora as connections: each llhttp request whole and one byte per read, each
+// h2o input in its reads.
+std::vector<std::vector<std::string>> corpus_connections() {
+    std::vector<std::vector<std::string>> connections;
+    std::ifstream llhttp(shared_dir() + "/corpora/llhttp-requests.jsonl");
+    std::string line;
+    while (!shared_dir().empty() && std::getline(llhttp, line)) {
+        Json c;
+        if (line.empty() || !JsonReader(line).read(c)) {
+            continue;
+        }
+        const Json* raw_b64 = c.get("raw_b64");
+        if (raw_b64 == nullptr) {
+            continue;
+        }
+        std::string raw(base::base64_decoded_max_size(raw_b64->text.size()), '\0');
+        const auto n = base::base64_decode(raw_b64->text,
+                                           {reinterpret_cast<uint8_t*>(raw.data()), raw.size()});
+        if (!n) {
+            continue;
+        }
+        raw.resize(*n);
+        connections.push_back({raw});
+        std::vector<std::string> bytes;
+        for (char b : raw) {
+            bytes.emplace_back(1, b);
+        }
+        connections.push_back(bytes);
+    }
+    const std::filesystem::path h2o = shared_dir() + "/corpora/h2o-http1";
+    std::error_code ec;
+    if (!shared_dir().empty() && std::filesystem::is_directory(h2o, ec)) {
+        for (const auto& entry : std::filesystem::directory_iterator(h2o)) {
+            std::ifstream in(entry.path(), std::ios::binary);
+            std::stringstream ss;
+            ss << in.rdbuf();
+            const std::string data = ss.str();
+            std::vector<std::string> reads;
+            for (std::string_view read : split_reads(data)) {
+                reads.emplace_back(read);
+            }
+            connections.push_back(reads);
+        }
+    }
+    return connections;
+}
+
+TEST(GuardPage, CorporaGetTheSameVerdictsOnEveryScanPath) {
+    const std::vector<std::vector<std::string>> connections = corpus_connections();
+    if (connections.empty()) {
+        GTEST_SKIP() << "no corpora under " << shared_dir();
+    }
+    GuardedBuffer guard(64 * 1024);
+    for (const std::vector<std::string>& connection : connections) {
+        const std::vector<std::string_view> reads(connection.begin(), connection.end());
+        Verdict reference;
+        for (ScanPath path : available_scan_paths()) {
+            ScopedScanPath on(path);
+            const Verdict v = run_connection(reads, guard);
+            if (path == ScanPath::scalar) {
+                reference = v;
+                continue;
+            }
+            ASSERT_TRUE(v == reference)
+                << name_of(path) << ": " << v.detail << " / " << v.heads << " instead of "
+                << reference.detail << " / " << reference.heads << " for a connection of "
+                << reads.size() << " reads starting " << std::string(reads[0].substr(0, 80));
+        }
+    }
 }
 
 } // namespace

@@ -1,14 +1,18 @@
 #include "portcullis/http/parser.hh"
+#include "scan_paths.hh"
 
 #include <gtest/gtest.h>
 
 #include <array>
+#include <iostream>
 #include <ostream>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
 using namespace portcullis::http;
+using namespace portcullis::http::test;
 using namespace std::string_literals;
 
 namespace {
@@ -384,6 +388,8 @@ std::vector<GoodRow> good_rows() {
         {"GET / HTTP/1.1\r\nHost: a\r\nX:  a b \t\r\nY:\r\nZ: \t\r\nW:v\r\n\r\n",
          head("GET", "/", "/", "", 1, "a",
               H{{"Host", "a"}, {"X", "a b"}, {"Y", ""}, {"Z", ""}, {"W", "v"}})},
+        {"GET / HTTP/1.1\r\nHost: a \r\nX: v  \r\nY:v \r\nZ: \r\n\r\n",
+         head("GET", "/", "/", "", 1, "a", H{{"Host", "a"}, {"X", "v"}, {"Y", "v"}, {"Z", ""}})},
         {"GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9 \x80\xff\r\n\r\n",
          head("GET", "/", "/", "", 1, "a", H{{"Host", "a"}, {"X", "caf\xc3\xa9 \x80\xff"}})},
         {"GET / HTTP/1.1\r\nHost: a\r\nX-Under_score.dot~!#$%&'*+^`|: 1\r\n\r\n",
@@ -607,6 +613,224 @@ TEST(ParseHead, IncompleteInputsStayIncomplete) {
     };
     for (const char* raw : rows) {
         EXPECT_TRUE(parse(raw).incomplete()) << escaped(raw) << " -> " << parse(raw);
+    }
+}
+
+// --- Scan paths. parse_head classifies the bytes of a head with AVX2, SSE2 or plain C++ (see
+// ScanPath); every path must give every answer above, whatever the alignment of the lines to
+// its 64-byte blocks.
+
+std::vector<std::string> all_rows() {
+    std::vector<std::string> rows;
+    for (const BadRow& row : bad_rows()) {
+        rows.push_back(row.raw);
+    }
+    for (const GoodRow& row : good_rows()) {
+        rows.push_back(row.raw);
+    }
+    return rows;
+}
+
+TEST(ScanPaths, TheBestAvailablePathIsInUse) {
+    EXPECT_TRUE(scan_path_available(ScanPath::scalar));
+#if defined(__x86_64__)
+    EXPECT_TRUE(scan_path_available(ScanPath::sse2));
+    __builtin_cpu_init();
+    EXPECT_EQ(scan_path_available(ScanPath::avx2), __builtin_cpu_supports("avx2") != 0);
+    EXPECT_EQ(scan_path_available(ScanPath::avx512),
+              __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0);
+#endif
+    const std::vector<ScanPath> paths = available_scan_paths();
+    EXPECT_EQ(scan_path(), paths.back());
+    std::string tested;
+    for (ScanPath path : paths) {
+        tested += " " + std::string(name_of(path));
+    }
+    RecordProperty("scan_paths", tested);
+    std::cout << "scan paths tested here:" << tested << "\n";
+}
+
+TEST(ScanPaths, EveryPathGivesEveryAnswer) {
+    for (ScanPath path : available_scan_paths()) {
+        ScopedScanPath on(path);
+        for (const BadRow& row : bad_rows()) {
+            const Outcome o = parse(row.raw);
+            EXPECT_EQ(o.error, row.error)
+                << name_of(path) << ": " << escaped(row.raw) << " -> " << o;
+            EXPECT_EQ(o.detail, row.detail)
+                << name_of(path) << ": " << escaped(row.raw) << " -> " << o;
+        }
+        for (const GoodRow& row : good_rows()) {
+            const Outcome o = parse(row.raw);
+            ASSERT_TRUE(o.complete()) << name_of(path) << ": " << escaped(row.raw) << " -> " << o;
+            if (row.expected.minor_version < 0) {
+                continue;
+            }
+            Outcome expected = row.expected;
+            if (expected.consumed == 0) {
+                expected.consumed = row.raw.size();
+            }
+            EXPECT_EQ(o, expected) << name_of(path) << ": " << escaped(row.raw);
+        }
+    }
+}
+
+TEST(ScanPaths, EveryPathGivesTheSameAnswerWhereverTheInputIsSplit) {
+    for (ScanPath path : available_scan_paths()) {
+        ScopedScanPath on(path);
+        for (const std::string& raw : all_rows()) {
+            if (raw.size() >= 4096) {
+                continue;
+            }
+            const Outcome whole = parse(raw);
+            for (size_t k = 0; k <= raw.size(); ++k) {
+                const Outcome first = parse(std::string_view(raw).substr(0, k));
+                if (!first.incomplete()) {
+                    EXPECT_EQ(first, whole) << name_of(path) << ": " << escaped(raw) << " at " << k;
+                    continue;
+                }
+                EXPECT_EQ(parse(raw, k), whole)
+                    << name_of(path) << ": " << escaped(raw) << " split at " << k;
+            }
+        }
+    }
+}
+
+// Lines that start, end or break at every offset of a 64-byte block: an X-Pad field of every
+// length from 0 to 130 bytes moves the line after it through all of them, and the head's end
+// through the last, partial block.
+TEST(ScanPaths, LinesAtEveryOffsetOfABlock) {
+    struct Tail {
+        std::string lines; // after the pad line, up to and including the empty line
+        std::string_view detail;
+        std::string last_value; // of the last field, when accepted
+    };
+    const Tail tails[] = {
+        {"Content-Length: 5\r\n\r\n", "", "5"},
+        {"X-Under_score: v\r\n\r\n", "", "v"},
+        {"X: a\tb \t\r\n\r\n", "", "a\tb"},
+        {"X:v\r\n\r\n", "", "v"},
+        {"X: v  \r\n\r\n", "", "v"},
+        {"X:   \r\n\r\n", "", ""},
+        {"X: " + std::string(70, 'v') + "\r\n\r\n", "", std::string(70, 'v')},
+        {"X-" + std::string(70, 'n') + ": v\r\n\r\n", "", "v"},
+        {"X: caf\xc3\xa9\r\n\r\n", "", "caf\xc3\xa9"},
+        {"Connection: close\r\n\r\n", "", "close"},
+        {"X: a\x01\r\n\r\n", "invalid_header_byte", ""},
+        {"X: a\x7f\r\n\r\n", "invalid_header_byte", ""},
+        {"X: a\rb\r\n\r\n", "bare_cr", ""},
+        {"X: a\nb\r\n\r\n", "bare_lf", ""},
+        {"X: a\r\r\n\r\n", "bare_cr", ""},
+        {"X : a\r\n\r\n", "space_before_colon", ""},
+        {"X\x7f: a\r\n\r\n", "invalid_token_byte", ""},
+        {"X\r\n\r\n", "missing_colon", ""},
+        {": a\r\n\r\n", "empty_header_name", ""},
+        {" X: a\r\n\r\n", "obs_fold", ""},
+        {"\n", "bare_lf", ""},
+        {"\r\r\n", "bare_cr", ""},
+        {"Content-Length: 1\r\nContent-Length: 2\r\n\r\n", "duplicate_content_length", ""},
+    };
+    for (size_t pad = 0; pad <= 130; ++pad) {
+        const std::string head =
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + std::string(pad, 'p') + "\r\n";
+        for (const Tail& tail : tails) {
+            const std::string raw = head + tail.lines;
+            Outcome reference;
+            for (ScanPath path : available_scan_paths()) {
+                ScopedScanPath on(path);
+                const Outcome o = parse(raw);
+                if (path == ScanPath::scalar) {
+                    reference = o;
+                } else {
+                    EXPECT_EQ(o, reference) << name_of(path) << ": " << escaped(raw);
+                }
+                if (tail.detail.empty()) {
+                    ASSERT_TRUE(o.complete())
+                        << name_of(path) << ": " << escaped(raw) << " -> " << o;
+                    EXPECT_EQ(o.consumed, raw.size());
+                    EXPECT_EQ(o.headers.back().second, tail.last_value)
+                        << name_of(path) << ": " << escaped(raw);
+                    EXPECT_EQ(o.headers[1],
+                              std::make_pair(std::string("X-Pad"), std::string(pad, 'p')));
+                } else {
+                    EXPECT_EQ(o.detail, tail.detail)
+                        << name_of(path) << ": " << escaped(raw) << " -> " << o;
+                }
+            }
+        }
+    }
+}
+
+// Heads of every length up to a few blocks, cut anywhere: the last, partial block and heads
+// shorter than a block are classified without reading past the input.
+TEST(ScanPaths, HeadsOfEveryLength) {
+    // 36: the shortest head_of_size makes.
+    for (size_t length = 36; length <= 200; ++length) {
+        const std::string raw = head_of_size(length);
+        for (ScanPath path : available_scan_paths()) {
+            ScopedScanPath on(path);
+            ASSERT_TRUE(parse(raw).complete()) << name_of(path) << ": " << escaped(raw);
+            for (size_t n = 0; n < raw.size(); ++n) {
+                ASSERT_TRUE(parse(std::string_view(raw).substr(0, n)).incomplete())
+                    << name_of(path) << ": " << escaped(raw.substr(0, n));
+            }
+        }
+    }
+}
+
+// Random changes to good heads (fixed seed): every path gives the answer of the scalar one.
+TEST(ScanPaths, MutatedHeadsGetTheSameAnswerOnEveryPath) {
+    std::vector<std::string> seeds;
+    for (const GoodRow& row : good_rows()) {
+        if (row.raw.size() < 1024) {
+            seeds.push_back(row.raw);
+        }
+    }
+    seeds.push_back(
+        "POST /webhooks/github?x=%2F HTTP/1.1\r\nHost: hooks.example.com\r\nUser-Agent: "
+        "GitHub-Hookshot/8e03811\r\nContent-Length: 7421\r\nContent-Type: "
+        "application/json\r\nX-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=" +
+        std::string(64, 'd') + "\r\nConnection: close\r\n\r\n");
+    std::string interesting = "\r\n\t :;,_-%/?\x7f\x80\xff\x01\"@";
+    interesting += '\0';
+    std::mt19937 random(20260522);
+    const std::vector<ScanPath> paths = available_scan_paths();
+    for (int round = 0; round < 20000; ++round) {
+        std::string raw = seeds[random() % seeds.size()];
+        const int changes = 1 + static_cast<int>(random() % 3);
+        for (int c = 0; c < changes && !raw.empty(); ++c) {
+            const size_t at = random() % raw.size();
+            switch (random() % 4) {
+            case 0:
+                raw[at] = interesting[random() % interesting.size()];
+                break;
+            case 1:
+                raw[at] = static_cast<char>(random());
+                break;
+            case 2:
+                raw.insert(at, random() % 80, static_cast<char>('a' + random() % 26));
+                break;
+            default:
+                raw.erase(at, 1 + random() % 8);
+                break;
+            }
+        }
+        const size_t scanned = raw.empty() ? 0 : random() % raw.size();
+        Outcome reference;
+        Outcome reference_scanned;
+        for (ScanPath path : paths) {
+            ScopedScanPath on(path);
+            const Outcome o = parse(raw);
+            const Outcome o_scanned = parse(raw, scanned);
+            if (path == ScanPath::scalar) {
+                reference = o;
+                reference_scanned = o_scanned;
+                continue;
+            }
+            ASSERT_EQ(o, reference) << name_of(path) << ": " << escaped(raw);
+            ASSERT_EQ(o_scanned, reference_scanned)
+                << name_of(path) << ": " << escaped(raw) << " scanned " << scanned;
+        }
     }
 }
 

@@ -91,6 +91,17 @@ struct HeadResult {
 HeadResult parse_head(std::string_view buf, size_t scanned, const Limits& limits,
                       std::span<Header> headers, RequestHead& out);
 
+// The code parse_head uses to classify the bytes of a head, 64 at a time: AVX-512 (BW) or AVX2
+// when the build and the CPU have them, else SSE2 (every x86-64). The scalar path classifies
+// nothing and parses byte by byte (elsewhere, and as the reference). All give the same answers;
+// the best available one is picked at start-up. Tests and benchmarks switch paths to compare
+// them; switching while other threads parse is not supported.
+enum class ScanPath : uint8_t { scalar, sse2, avx2, avx512 };
+ScanPath scan_path();
+bool scan_path_available(ScanPath path);
+// Switches to `path`; returns false and changes nothing when it is not available.
+bool use_scan_path(ScanPath path);
+
 // Incremental decoder of a chunked body (RFC 9112 section 7.1). Keeps a few bytes of state;
 // never copies data. Chunk extensions and trailer fields are checked strictly and ignored.
 // A chunk-size line (size and extensions) is limited to 4 KiB and the trailer section to
