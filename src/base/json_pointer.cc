@@ -1,5 +1,6 @@
 #include "portcullis/base/json_pointer.hh"
 
+#include "portcullis/base/encoding.hh"
 #include "portcullis/base/json.hh"
 
 #include <array>
@@ -90,23 +91,6 @@ constexpr std::array<uint8_t, 256> make_string_bytes() {
 
 constexpr auto string_bytes = make_string_bytes();
 
-constexpr uint8_t not_hex = 0xff;
-
-constexpr std::array<uint8_t, 256> make_hex_values() {
-    std::array<uint8_t, 256> t{};
-    t.fill(not_hex);
-    for (int i = 0; i < 10; ++i) {
-        t['0' + i] = static_cast<uint8_t>(i);
-    }
-    for (int i = 0; i < 6; ++i) {
-        t['a' + i] = static_cast<uint8_t>(10 + i);
-        t['A' + i] = static_cast<uint8_t>(10 + i);
-    }
-    return t;
-}
-
-constexpr auto hex_values = make_hex_values();
-
 bool is_high_surrogate(uint32_t u) {
     return u >= 0xd800 && u < 0xdc00;
 }
@@ -119,14 +103,11 @@ bool read_u_escape(const char* p, const char* end, uint32_t& unit) {
     if (end - p < 6 || p[0] != '\\' || p[1] != 'u') {
         return false;
     }
-    unit = 0;
-    for (int i = 2; i < 6; ++i) {
-        const uint8_t v = hex_values[static_cast<uint8_t>(p[i])];
-        if (v == not_hex) {
-            return false;
-        }
-        unit = unit << 4 | v;
+    std::array<uint8_t, 2> bytes;
+    if (!hex_decode(std::string_view(p + 2, 4), bytes)) {
+        return false;
     }
+    unit = uint32_t(bytes[0]) << 8 | bytes[1];
     return true;
 }
 
