@@ -1,5 +1,7 @@
 #include "portcullis/base/json_pointer.hh"
 
+#include "../guard_page.hh"
+
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -628,47 +630,7 @@ TEST(JsonUnescape, RefusesInvalidTokensAndLoneSurrogates) {
     EXPECT_EQ(json_unescape(R"("")", std::span<char>()), 0u);
 }
 
-namespace {
-
-// Pages that end in a PROT_NONE page: bytes placed at the end of the usable part are followed
-// by nothing readable, so a read one byte too far crashes the test (as in
-// tests/http/guard_page_test.cc).
-class GuardedBuffer {
-public:
-    explicit GuardedBuffer(size_t capacity) {
-        _page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-        _usable = (capacity + _page - 1) / _page * _page;
-        void* base = mmap(nullptr, _usable + _page, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED) {
-            std::abort();
-        }
-        _base = static_cast<char*>(base);
-        if (mprotect(_base + _usable, _page, PROT_NONE) != 0) {
-            std::abort();
-        }
-    }
-    ~GuardedBuffer() { munmap(_base, _usable + _page); }
-    GuardedBuffer(const GuardedBuffer&) = delete;
-    GuardedBuffer& operator=(const GuardedBuffer&) = delete;
-
-    // Copies bytes so that they end exactly at the guard page.
-    std::string_view place(std::string_view bytes) {
-        if (bytes.size() > _usable) {
-            std::abort();
-        }
-        char* at = _base + _usable - bytes.size();
-        std::memcpy(at, bytes.data(), bytes.size());
-        return {at, bytes.size()};
-    }
-
-private:
-    char* _base = nullptr;
-    size_t _usable = 0;
-    size_t _page = 0;
-};
-
-} // namespace
+using portcullis::testing_support::GuardedBuffer;
 
 TEST(JsonFind, NeverReadsPastTheEndOfTheDocumentOrThePointer) {
     GuardedBuffer doc_guard(4096);

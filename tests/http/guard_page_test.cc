@@ -5,6 +5,8 @@
 #include "portcullis/http/parser.hh"
 #include "scan_paths.hh"
 
+#include "../guard_page.hh"
+
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -25,46 +27,9 @@ using namespace portcullis;
 using namespace portcullis::http;
 using namespace portcullis::http::test;
 using namespace std::string_literals;
+using portcullis::testing_support::GuardedBuffer;
 
 namespace {
-
-class GuardedBuffer {
-public:
-    explicit GuardedBuffer(size_t capacity) {
-        const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-        _usable = (capacity + page - 1) / page * page;
-        void* base = mmap(nullptr, _usable + page, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED) {
-            std::abort();
-        }
-        _base = static_cast<char*>(base);
-        if (mprotect(_base + _usable, page, PROT_NONE) != 0) {
-            std::abort();
-        }
-        _page = page;
-    }
-    ~GuardedBuffer() { munmap(_base, _usable + _page); }
-    GuardedBuffer(const GuardedBuffer&) = delete;
-    GuardedBuffer& operator=(const GuardedBuffer&) = delete;
-
-    size_t capacity() const { return _usable; }
-
-    // Copies bytes so that they end exactly at the guard page.
-    std::string_view place(std::string_view bytes) {
-        if (bytes.size() > _usable) {
-            std::abort();
-        }
-        char* at = _base + _usable - bytes.size();
-        std::memcpy(at, bytes.data(), bytes.size());
-        return {at, bytes.size()};
-    }
-
-private:
-    char* _base = nullptr;
-    size_t _usable = 0;
-    size_t _page = 0;
-};
 
 bool inside(std::string_view v, std::string_view buf) {
     return v.empty() || (v.data() >= buf.data() && v.data() + v.size() <= buf.data() + buf.size());
