@@ -44,8 +44,6 @@ struct NotEnforced {
     std::string_view unless;
 };
 constexpr NotEnforced not_enforced[] = {
-    {"routes.*.dedup", ""},
-    {"routes.*.ordering", ""},
     {"routes.*.rate_limit", ""},
     {"routes.*.allow", ""},
     {"server.deny", ""},

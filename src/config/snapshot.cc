@@ -1,5 +1,7 @@
 #include "portcullis/config/snapshot.hh"
 
+#include "portcullis/queue/fingerprint.hh"
+
 #include <algorithm>
 
 namespace portcullis::config {
@@ -49,6 +51,21 @@ bool Route::matches(std::string_view path) const {
     return ok && i == segments.size();
 }
 
+std::string_view Route::path_param(std::string_view path, std::string_view name) const {
+    size_t i = 0;
+    std::string_view found;
+    for_each_segment(path, [&](std::string_view seg) {
+        if (i < segments.size() && is_param[i] &&
+            std::string_view(segments[i]).substr(1, segments[i].size() - 2) == name) {
+            found = seg;
+            return false;
+        }
+        ++i;
+        return true;
+    });
+    return found;
+}
+
 std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
     auto snap = std::unique_ptr<Snapshot>(new Snapshot);
     snap->_config = std::move(cfg);
@@ -57,6 +74,7 @@ std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
         Route r;
         r.config = &rc;
         r.index = static_cast<uint32_t>(snap->_routes.size());
+        r.key_seed = queue::route_seed(rc.name);
         std::string verr;
         r.verifier = verify::make_verifier(rc.verify, verr);
         if (!r.verifier) {

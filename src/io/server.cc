@@ -22,6 +22,13 @@ namespace portcullis::io {
 
 namespace {
 
+// Keys the dedup table holds: 64 bytes each (one cache line), so 64 MiB of address space, taken
+// from the system only as buckets are first written. Past it, a full bucket forgets the key that
+// would expire first.
+constexpr size_t dedup_entries = size_t{1} << 20;
+// Ordering keys: 16 MiB.
+constexpr size_t ordering_entries = size_t{1} << 18;
+
 using base::Level;
 using base::LogLine;
 
@@ -145,6 +152,20 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     }
     unsigned shards = cfg.server.shards != 0 ? cfg.server.shards : usable_cores();
 
+    // The dedup and ordering tables, shared by the shards, only when some route uses them.
+    std::unique_ptr<queue::DedupTable> dedup;
+    std::unique_ptr<queue::OrderingTable> ordering;
+    for (const config::RouteConfig& r : cfg.routes) {
+        if (r.dedup && !dedup) {
+            dedup = std::make_unique<queue::DedupTable>(dedup_entries);
+        }
+        if (r.ordering && !ordering) {
+            ordering = std::make_unique<queue::OrderingTable>(ordering_entries);
+        }
+    }
+    shared.dedup = dedup.get();
+    shared.ordering = ordering.get();
+
     // Signals are taken by this thread with sigwait; the shards never see them.
     sigset_t signals;
     sigemptyset(&signals);
@@ -238,14 +259,14 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     for (auto& t : threads) {
         t.join();
     }
-    uint64_t jobs = 0;
-    uint64_t handshakes = 0;
-    uint64_t ed25519_checks = 0;
-    for (auto& s : all) {
-        jobs += s->stats().jobs_queued.load(std::memory_order_relaxed);
-        handshakes += s->stats().handshakes.load(std::memory_order_relaxed);
-        ed25519_checks += s->stats().ed25519_checks.load(std::memory_order_relaxed);
-    }
+    // Counters of all shards, summed for the last line.
+    auto total = [&](std::atomic<uint64_t> ShardStats::*counter) {
+        uint64_t n = 0;
+        for (auto& s : all) {
+            n += (s->stats().*counter).load(std::memory_order_relaxed);
+        }
+        return static_cast<int64_t>(n);
+    };
     // The refusals of each route that had any, by reason code: what an operator reads first
     // after a provider reported failed deliveries.
     for (const config::Route& route : snapshot->routes()) {
@@ -266,11 +287,22 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             line.write();
         }
     }
-    LogLine(Level::info, "stopped")
-        .field("jobs_queued", static_cast<int64_t>(jobs))
-        .field("handshakes", static_cast<int64_t>(handshakes))
-        .field("ed25519_checks", static_cast<int64_t>(ed25519_checks))
-        .write();
+    LogLine stopped(Level::info, "stopped");
+    stopped.field("jobs_queued", total(&ShardStats::jobs_queued))
+        .field("handshakes", total(&ShardStats::handshakes))
+        .field("ed25519_checks", total(&ShardStats::ed25519_checks));
+    if (dedup) {
+        stopped.field("duplicates", total(&ShardStats::duplicates))
+            .field("dedup_in_flight", total(&ShardStats::dedup_in_flight))
+            .field("dedup_unkeyed", total(&ShardStats::dedup_unkeyed))
+            .field("dedup_evictions", static_cast<int64_t>(dedup->table().evictions()));
+    }
+    if (ordering) {
+        stopped.field("ordering_unkeyed", total(&ShardStats::ordering_unkeyed))
+            .field("ordering_unrecorded", total(&ShardStats::ordering_unrecorded))
+            .field("ordering_evictions", static_cast<int64_t>(ordering->table().evictions()));
+    }
+    stopped.write();
     return 0;
 }
 

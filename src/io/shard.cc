@@ -8,7 +8,9 @@
 #include "portcullis/http/parser.hh"
 #include "portcullis/http/response.hh"
 #include "portcullis/io/buffers.hh"
+#include "portcullis/queue/dedup.hh"
 #include "portcullis/queue/job_id.hh"
+#include "portcullis/queue/keys.hh"
 #include "portcullis/queue/record.hh"
 #include "portcullis/queue/spool_writer.hh"
 #include "portcullis/verify/verifier.hh"
@@ -16,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 #include <netinet/in.h>
+#include <optional>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -90,7 +93,15 @@ struct Request {
     http::BodyFraming framing = http::BodyFraming::none;
     http::ChunkedDecoder chunked;
     queue::JobId id;
+    int64_t received_ns = 0;
     verify::VerifyState verify;
+    // Dedup and ordering: the keys found so far (head fields at the head, json fields once the
+    // body is complete), and the dedup claim held while the job is being written.
+    queue::RecordKeys keys;
+    std::optional<queue::Fingerprint> ordering_key;
+    std::optional<int64_t> ordering_ts;
+    queue::FingerprintTable::Ref dedup_claim;
+    bool dedup_held = false;
     Request* next_free = nullptr;
 };
 
@@ -199,6 +210,10 @@ constexpr std::string_view body_too_large = R"({"error":"body_too_large"})";
 constexpr std::string_view body_unavailable = R"({"error":"unavailable"})";
 constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
 constexpr std::string_view body_timeout = R"({"error":"timeout"})";
+constexpr std::string_view body_conflict = R"({"error":"conflict"})";
+constexpr std::string_view body_stale = R"({"error":"stale"})";
+// The first copy of this delivery is still being written: its outcome is not known yet.
+constexpr std::string_view body_in_progress = R"({"error":"in_progress"})";
 constexpr std::string_view retry_after_header = "Retry-After: 1\r\n";
 
 // The request fields a rejection log line may show, under their lowercase names, and how many
@@ -304,7 +319,8 @@ struct Shard::Impl {
             !err.empty()) {
             return err;
         }
-        if (auto err = spool.open(cfg.spool.dir, index, cfg.spool); !err.empty()) {
+        auto remember = [this](uint64_t, const queue::JobRecord& rec) { remember_keys(rec); };
+        if (auto err = spool.open(cfg.spool.dir, index, cfg.spool, remember); !err.empty()) {
             return err;
         }
         limits.header_bytes = cfg.server.header_bytes;
@@ -694,6 +710,8 @@ struct Shard::Impl {
         c.req = req;
         req->route = route;
         req->id = ids.next(now_unix);
+        req->received_ns = now_unix;
+        read_head_keys(*req, head);
         req->framing = head.framing;
         req->remaining = head.content_length;
         req->body_bytes = 0;
@@ -722,8 +740,10 @@ struct Shard::Impl {
             stored_headers[kept++] = h;
         }
         std::span<const http::Header> stored(stored_headers.data(), kept);
-        queue::JobMeta meta{req->id, route->config->name, now_unix, c.peer};
-        size_t head_size = queue::job_record_head_size(meta.route, stored);
+        queue::JobMeta meta{req->id, route->config->name, now_unix, c.peer,
+                            route->config->dedup.has_value() ||
+                                route->config->ordering.has_value()};
+        size_t head_size = queue::job_record_head_size(meta.route, stored, meta.with_keys);
         size_t body_room =
             head.framing == http::BodyFraming::chunked ? chunked_initial_room : head.content_length;
         req->record = pool.acquire(head_size + body_room);
@@ -824,14 +844,175 @@ struct Shard::Impl {
             respond(c, 200, hs, {}, !c.keep_alive);
             return;
         }
+        if (!admit_keys(c, record)) {
+            return;
+        }
         queue::seal_record(record);
         config::Durability durability =
             req.route->config->durability.value_or(cfg.spool.durability);
         if (!spool.append(record, uint64_t(c.gen) << 32 | c.index, durability)) {
+            settle_keys(req, false);
             respond(c, 503, body_unavailable, retry_after_header, !c.keep_alive);
             return;
         }
         c.state = State::spooling;
+    }
+
+    // ---- dedup and ordering ----------------------------------------------------------------
+
+    // Start-up: a job recovered from the spool is remembered as if it had just been accepted,
+    // under the dedup window its route has now, so that a restart does not forget.
+    void remember_keys(const queue::JobRecord& rec) {
+        const config::Route* route = nullptr;
+        for (const config::Route& r : snap.routes()) {
+            if (r.config->name == rec.route) {
+                route = &r;
+            }
+        }
+        if (route == nullptr) {
+            return;
+        }
+        const int64_t now = base::unix_ns();
+        if (rec.keys.has_dedup && route->config->dedup && shared.dedup != nullptr) {
+            shared.dedup->remember(rec.keys.dedup_key, rec.keys.body, rec.id,
+                                   rec.received_at_ns + route->config->dedup->window_ns, now);
+        }
+        if (rec.keys.has_ordering && route->config->ordering && shared.ordering != nullptr) {
+            shared.ordering->advance(rec.keys.ordering_key, rec.keys.ordering_ts, now);
+        }
+    }
+
+    // The keys that come from the head: read now, while its views are valid.
+    void read_head_keys(Request& req, const http::RequestHead& head) {
+        const config::RouteConfig& rc = *req.route->config;
+        req.keys = {};
+        req.ordering_key.reset();
+        req.ordering_ts.reset();
+        req.dedup_held = false;
+        if (rc.dedup && rc.dedup->key.kind != config::FieldRef::Kind::json) {
+            if (auto v = queue::head_field(rc.dedup->key, head, *req.route)) {
+                req.keys.has_dedup = true;
+                req.keys.dedup_key = queue::fingerprint(base::as_bytes(*v), req.route->key_seed);
+            }
+        }
+        if (rc.ordering) {
+            if (rc.ordering->key.kind != config::FieldRef::Kind::json) {
+                if (auto v = queue::head_field(rc.ordering->key, head, *req.route)) {
+                    req.ordering_key = queue::fingerprint(base::as_bytes(*v), req.route->key_seed);
+                }
+            }
+            if (rc.ordering->timestamp.kind != config::FieldRef::Kind::json) {
+                if (auto v = queue::head_field(rc.ordering->timestamp, head, *req.route)) {
+                    req.ordering_ts = queue::parse_timestamp(*v);
+                }
+            }
+        }
+    }
+
+    // With the body complete and verified: reads the json keys, answers a duplicate, a conflict
+    // or a stale event, and otherwise claims the dedup key and fills the record's keys block.
+    // Returns false when the request has been answered.
+    bool admit_keys(Connection& c, std::span<uint8_t> record) {
+        Request& req = *c.req;
+        const config::RouteConfig& rc = *req.route->config;
+        if (!rc.dedup && !rc.ordering) {
+            return true;
+        }
+        std::string_view body(reinterpret_cast<const char*>(record.data()) + req.body_start,
+                              record.size() - req.body_start);
+        if (rc.dedup && rc.dedup->key.kind == config::FieldRef::Kind::json) {
+            if (auto v = queue::json_field(rc.dedup->key, body)) {
+                req.keys.has_dedup = true;
+                req.keys.dedup_key = queue::fingerprint(base::as_bytes(*v), req.route->key_seed);
+            }
+        }
+        if (rc.ordering) {
+            if (rc.ordering->key.kind == config::FieldRef::Kind::json) {
+                if (auto v = queue::json_field(rc.ordering->key, body)) {
+                    req.ordering_key = queue::fingerprint(base::as_bytes(*v), req.route->key_seed);
+                }
+            }
+            if (rc.ordering->timestamp.kind == config::FieldRef::Kind::json) {
+                if (auto v = queue::json_field(rc.ordering->timestamp, body)) {
+                    req.ordering_ts = queue::parse_timestamp(*v);
+                }
+            }
+        }
+        if (rc.dedup && !req.keys.has_dedup) {
+            // Nothing to deduplicate by: accepted as it is, and counted.
+            stats.dedup_unkeyed.fetch_add(1, std::memory_order_relaxed);
+        }
+        if (req.keys.has_dedup) {
+            req.keys.body = queue::fingerprint(base::as_bytes(body));
+            queue::DedupTable::Claim claim =
+                shared.dedup->claim(req.keys.dedup_key, req.keys.body, req.id,
+                                    req.received_ns + rc.dedup->window_ns, now_unix);
+            switch (claim.outcome) {
+            case queue::DedupTable::Outcome::claimed:
+                req.dedup_claim = claim.ticket;
+                req.dedup_held = true;
+                break;
+            case queue::DedupTable::Outcome::duplicate:
+                stats.duplicates.fetch_add(1, std::memory_order_relaxed);
+                answer_job(c, 200, claim.first, "duplicate");
+                return false;
+            case queue::DedupTable::Outcome::conflict:
+                reject(c, 409, base::RejectReason::conflict, {}, false);
+                return false;
+            case queue::DedupTable::Outcome::in_flight:
+                stats.dedup_in_flight.fetch_add(1, std::memory_order_relaxed);
+                respond(c, 503, body_in_progress, retry_after_header, !c.keep_alive);
+                return false;
+            }
+        }
+        if (rc.ordering) {
+            req.keys.has_ordering = req.ordering_key.has_value() && req.ordering_ts.has_value();
+            if (!req.keys.has_ordering) {
+                stats.ordering_unkeyed.fetch_add(1, std::memory_order_relaxed);
+            } else {
+                req.keys.ordering_key = *req.ordering_key;
+                req.keys.ordering_ts = *req.ordering_ts;
+                if (shared.ordering->stale(req.keys.ordering_key, req.keys.ordering_ts, now_unix)) {
+                    settle_keys(req, false);
+                    reject(c, 409, base::RejectReason::stale, {}, false);
+                    return false;
+                }
+            }
+        }
+        queue::set_record_keys(record, req.keys);
+        return true;
+    }
+
+    // The job is durable (the keys take effect) or was not written (the dedup key is free).
+    void settle_keys(Request& req, bool durable) {
+        if (req.dedup_held) {
+            if (durable) {
+                shared.dedup->commit(req.dedup_claim);
+            } else {
+                shared.dedup->abandon(req.dedup_claim);
+            }
+            req.dedup_held = false;
+        }
+        if (durable && req.keys.has_ordering &&
+            !shared.ordering->advance(req.keys.ordering_key, req.keys.ordering_ts, now_unix)) {
+            stats.ordering_unrecorded.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+
+    // 202 {"id":..,"status":"queued"} or 200 {"id":<first>,"status":"duplicate"}.
+    void answer_job(Connection& c, uint16_t status, const queue::JobId& id,
+                    std::string_view state) {
+        char text[queue::job_id_text_size];
+        id.format(text);
+        base::FixedBuffer<96> body;
+        base::JsonWriter json(body);
+        json.begin_object()
+            .key("id")
+            .string(std::string_view(text, sizeof text))
+            .key("status")
+            .string(state)
+            .end_object();
+        respond(c, status, body.view(), {}, !c.keep_alive);
     }
 
     void on_spooled(uint64_t cookie, bool durable) {
@@ -843,6 +1024,7 @@ struct Shard::Impl {
         if (c.gen != static_cast<uint32_t>(cookie >> 32) || c.req == nullptr) {
             return;
         }
+        settle_keys(*c.req, durable);
         if (c.abandoned) {
             // The peer went away while its job was being written; the job stands (it is on
             // disk if durable), only the answer is lost. Now the record buffer can go, and the
@@ -859,17 +1041,7 @@ struct Shard::Impl {
             return;
         }
         stats.jobs_queued.fetch_add(1, std::memory_order_relaxed);
-        char id[26];
-        c.req->id.format(id);
-        base::FixedBuffer<96> body;
-        base::JsonWriter json(body);
-        json.begin_object()
-            .key("id")
-            .string(std::string_view(id, sizeof id))
-            .key("status")
-            .string("queued")
-            .end_object();
-        respond(c, 202, body.view(), {}, !c.keep_alive);
+        answer_job(c, 202, c.req->id, "queued");
     }
 
     // ---- answers ---------------------------------------------------------------------------
@@ -931,7 +1103,20 @@ struct Shard::Impl {
         }
         line.end_object();
         log(line);
-        respond(c, status, status == 413 ? body_too_large : body_unauthorized, {}, close);
+        respond(c, status, reject_body(reason), {}, close);
+    }
+
+    static std::string_view reject_body(base::RejectReason reason) {
+        switch (reason) {
+        case base::RejectReason::body_too_large:
+            return body_too_large;
+        case base::RejectReason::conflict:
+            return body_conflict;
+        case base::RejectReason::stale:
+            return body_stale;
+        default:
+            return body_unauthorized;
+        }
     }
 
     void add_peer(LogLine& line, const Connection& c) {
@@ -1143,6 +1328,7 @@ struct Shard::Impl {
         if (c.req == nullptr) {
             return;
         }
+        settle_keys(*c.req, false);
         pool.release(c.req->record);
         c.req->record = nullptr;
         c.req->next_free = free_requests;

@@ -40,6 +40,14 @@ void store_le64(uint64_t v, uint8_t* p) {
     store_le32(static_cast<uint32_t>(v >> 32), p + 4);
 }
 
+void store_fingerprint(Fingerprint fp, uint8_t* p) {
+    store_le64(fp.hi, p);
+    store_le64(fp.lo, p + 8);
+}
+Fingerprint load_fingerprint(const uint8_t* p) {
+    return {detail::load_le64(p), detail::load_le64(p + 8)};
+}
+
 // Walks the headers block: exactly `count` headers that fill exactly `block`.
 bool headers_block_valid(const uint8_t* p, size_t left, uint16_t count) {
     for (uint16_t i = 0; i < count; ++i) {
@@ -64,8 +72,10 @@ std::string_view view(const uint8_t* p, size_t n) {
 
 } // namespace
 
-size_t job_record_head_size(std::string_view route, std::span<const http::Header> headers) {
-    size_t n = record_prefix_size + record_fixed_payload_size + route.size();
+size_t job_record_head_size(std::string_view route, std::span<const http::Header> headers,
+                            bool with_keys) {
+    size_t n = record_prefix_size + record_fixed_payload_size + (with_keys ? record_keys_size : 0) +
+               route.size();
     for (const http::Header& h : headers) {
         n += record_header_overhead + h.name.size() + h.value.size();
     }
@@ -86,16 +96,19 @@ size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> header
         }
         headers_len += record_header_overhead + h.name.size() + h.value.size();
     }
-    size_t head = record_prefix_size + record_fixed_payload_size + meta.route.size() + headers_len;
+    const size_t keys = meta.with_keys ? record_keys_size : 0;
+    size_t head =
+        record_prefix_size + record_fixed_payload_size + keys + meta.route.size() + headers_len;
     if (head - record_prefix_size > u32_max || out.size() < head) {
         return 0;
     }
 
     uint8_t* p = out.data();
-    std::memset(p, 0, record_prefix_size + record_fixed_payload_size);
+    std::memset(p, 0, record_prefix_size + record_fixed_payload_size + keys);
     std::memcpy(p, magic, sizeof magic);
     uint8_t* f = p + record_prefix_size;
     f[off_type] = record_type_job;
+    f[off_flags] = meta.with_keys ? record_flag_keys : 0;
     store_le16(static_cast<uint16_t>(meta.route.size()), f + off_route_len);
     store_le16(static_cast<uint16_t>(headers.size()), f + off_header_count);
     store_le32(static_cast<uint32_t>(headers_len), f + off_headers_len);
@@ -104,7 +117,7 @@ size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> header
     std::memcpy(f + off_peer_addr, meta.peer.addr.data(), meta.peer.addr.size());
     store_le16(meta.peer.port, f + off_peer_port);
 
-    uint8_t* w = f + record_fixed_payload_size;
+    uint8_t* w = f + record_fixed_payload_size + keys;
     if (!meta.route.empty()) {
         std::memcpy(w, meta.route.data(), meta.route.size());
         w += meta.route.size();
@@ -126,6 +139,31 @@ size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> header
     return head;
 }
 
+bool set_record_keys(std::span<uint8_t> record, const RecordKeys& keys) {
+    if (record.size() < record_prefix_size + record_fixed_payload_size + record_keys_size) {
+        return false;
+    }
+    uint8_t* f = record.data() + record_prefix_size;
+    if ((f[off_flags] & record_flag_keys) == 0) {
+        return false;
+    }
+    uint8_t* k = f + record_fixed_payload_size;
+    std::memset(k, 0, record_keys_size);
+    uint8_t flags = record_flag_keys;
+    if (keys.has_dedup) {
+        flags |= record_flag_dedup;
+        store_fingerprint(keys.dedup_key, k);
+        store_fingerprint(keys.body, k + 16);
+    }
+    if (keys.has_ordering) {
+        flags |= record_flag_ordering;
+        store_fingerprint(keys.ordering_key, k + 32);
+        store_le64(static_cast<uint64_t>(keys.ordering_ts), k + 48);
+    }
+    f[off_flags] = flags;
+    return true;
+}
+
 void seal_record(std::span<uint8_t> record) {
     if (record.size() < record_prefix_size) {
         return;
@@ -137,7 +175,7 @@ void seal_record(std::span<uint8_t> record) {
 
 std::vector<uint8_t> make_job_record(const JobMeta& meta, std::span<const http::Header> headers,
                                      std::string_view body) {
-    size_t head = job_record_head_size(meta.route, headers);
+    size_t head = job_record_head_size(meta.route, headers, meta.with_keys);
     if (body.size() > std::numeric_limits<uint32_t>::max() - (head - record_prefix_size)) {
         return {};
     }
@@ -194,13 +232,22 @@ DecodeStatus decode_record(std::span<const uint8_t> in, JobRecord& out, size_t& 
     uint16_t header_count = detail::load_le16(f + off_header_count);
     size_t headers_len = detail::load_le32(f + off_headers_len);
     size_t variable = payload_len - record_fixed_payload_size;
-    if (f[off_type] != record_type_job || f[off_flags] != 0 ||
-        detail::load_le16(f + off_reserved_a) != 0 || detail::load_le32(f + off_reserved_b) != 0 ||
+    const uint8_t flags = f[off_flags];
+    const bool has_keys = (flags & record_flag_keys) != 0;
+    const size_t keys = has_keys ? record_keys_size : 0;
+    if (f[off_type] != record_type_job ||
+        (flags & ~(record_flag_keys | record_flag_dedup | record_flag_ordering)) != 0 ||
+        (!has_keys && flags != 0) || keys > variable) {
+        return DecodeStatus::bad_fields;
+    }
+    variable -= keys;
+    if (detail::load_le16(f + off_reserved_a) != 0 || detail::load_le32(f + off_reserved_b) != 0 ||
         detail::load_le16(f + off_reserved_c) != 0 || detail::load_le32(f + off_reserved_d) != 0 ||
         route_len > variable || headers_len > variable - route_len) {
         return DecodeStatus::bad_fields;
     }
-    const uint8_t* route = f + record_fixed_payload_size;
+    const uint8_t* k = f + record_fixed_payload_size;
+    const uint8_t* route = k + keys;
     const uint8_t* headers = route + route_len;
     if (!headers_block_valid(headers, headers_len, header_count)) {
         return DecodeStatus::bad_fields;
@@ -212,6 +259,17 @@ DecodeStatus decode_record(std::span<const uint8_t> in, JobRecord& out, size_t& 
     out.received_at_ns = static_cast<int64_t>(detail::load_le64(f + off_received_at));
     std::memcpy(out.peer.addr.data(), f + off_peer_addr, out.peer.addr.size());
     out.peer.port = detail::load_le16(f + off_peer_port);
+    out.keys = RecordKeys{};
+    if ((flags & record_flag_dedup) != 0) {
+        out.keys.has_dedup = true;
+        out.keys.dedup_key = load_fingerprint(k);
+        out.keys.body = load_fingerprint(k + 16);
+    }
+    if ((flags & record_flag_ordering) != 0) {
+        out.keys.has_ordering = true;
+        out.keys.ordering_key = load_fingerprint(k + 32);
+        out.keys.ordering_ts = static_cast<int64_t>(detail::load_le64(k + 48));
+    }
     out.header_count = header_count;
     out.headers_block = view(headers, headers_len);
     out.body = view(body, variable - route_len - headers_len);

@@ -81,8 +81,13 @@ bool plausible_record_start(std::span<const uint8_t> in) {
     const uint8_t* f = in.data() + record_prefix_size;
     size_t route_len = detail::load_le16(f + 2);
     size_t headers_len = detail::load_le32(f + 8);
-    return f[0] == record_type_job && f[1] == 0 &&
-           route_len + headers_len <= payload_len - record_fixed_payload_size &&
+    const uint8_t flags = f[1];
+    const size_t keys = (flags & record_flag_keys) != 0 ? record_keys_size : 0;
+    const bool flags_known =
+        (flags & ~(record_flag_keys | record_flag_dedup | record_flag_ordering)) == 0 &&
+        (keys != 0 || flags == 0);
+    return f[0] == record_type_job && flags_known &&
+           route_len + headers_len + keys <= payload_len - record_fixed_payload_size &&
            std::all_of(f + 6, f + 8, [](uint8_t b) { return b == 0; }) &&
            std::all_of(f + 12, f + 16, [](uint8_t b) { return b == 0; }) &&
            std::all_of(f + 58, f + 64, [](uint8_t b) { return b == 0; });

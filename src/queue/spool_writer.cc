@@ -55,7 +55,7 @@ SpoolWriter::~SpoolWriter() {
 }
 
 std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
-                              const config::SpoolConfig& cfg) {
+                              const config::SpoolConfig& cfg, const RecordCallback& on_record) {
     _dir = dir;
     _shard = shard;
     _cfg = cfg;
@@ -76,7 +76,7 @@ std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
         }
         _seq = std::max(_seq, seg.seq);
         std::string error;
-        ScanReport report = recover_segment(seg.path, error);
+        ScanReport report = recover_segment(seg.path, on_record, error);
         if (!error.empty()) {
             return seg.path + ": " + error;
         }

@@ -329,3 +329,60 @@ TEST(SpoolRecordSeeds, DISABLED_WriteFuzzCorpus) {
     segment.insert(segment.end(), three.begin(), three.end());
     write("segment-with-header", segment);
 }
+
+TEST(RecordKeys, RoundTripThroughTheKeysBlock) {
+    JobMeta meta = sample_meta();
+    meta.with_keys = true;
+    std::vector<http::Header> headers = {{"X-GitHub-Delivery", "d-1"}};
+    const std::string body = "{\"id\":1}";
+    std::vector<uint8_t> rec = make_job_record(meta, headers, body);
+    ASSERT_EQ(rec.size(), job_record_head_size(meta.route, headers, true) + body.size());
+    // Without keys filled in, the block is there but says nothing.
+    Decoded plain = decode_exact(rec);
+    ASSERT_EQ(plain.status, DecodeStatus::ok);
+    EXPECT_FALSE(plain.record.keys.has_dedup);
+    EXPECT_FALSE(plain.record.keys.has_ordering);
+    EXPECT_EQ(plain.record.body, body);
+
+    RecordKeys keys;
+    keys.has_dedup = true;
+    keys.dedup_key = {1, 2};
+    keys.body = {3, 4};
+    keys.has_ordering = true;
+    keys.ordering_key = {5, 6};
+    keys.ordering_ts = -7;
+    ASSERT_TRUE(set_record_keys(rec, keys));
+    seal_record(rec);
+    Decoded d = decode_exact(rec);
+    ASSERT_EQ(d.status, DecodeStatus::ok);
+    EXPECT_TRUE(d.record.keys.has_dedup);
+    EXPECT_EQ(d.record.keys.dedup_key, (Fingerprint{1, 2}));
+    EXPECT_EQ(d.record.keys.body, (Fingerprint{3, 4}));
+    EXPECT_TRUE(d.record.keys.has_ordering);
+    EXPECT_EQ(d.record.keys.ordering_key, (Fingerprint{5, 6}));
+    EXPECT_EQ(d.record.keys.ordering_ts, -7);
+    EXPECT_EQ(d.record.route, "github");
+    EXPECT_EQ(d.record.body, body);
+    int seen = 0;
+    d.record.for_each_header([&](std::string_view name, std::string_view value) {
+        EXPECT_EQ(name, "X-GitHub-Delivery");
+        EXPECT_EQ(value, "d-1");
+        ++seen;
+    });
+    EXPECT_EQ(seen, 1);
+
+    // A record without the block has nowhere to put keys.
+    std::vector<uint8_t> plain_rec = make_job_record(sample_meta(), headers, body);
+    EXPECT_FALSE(set_record_keys(plain_rec, keys));
+}
+
+TEST(RecordKeys, UnknownFlagsOrKeysWithoutTheBlockAreRefused) {
+    std::vector<http::Header> headers;
+    constexpr size_t flags_at = record_prefix_size + 1;
+    for (uint8_t flags : {uint8_t{0x08}, uint8_t{0x80}, record_flag_dedup, record_flag_ordering}) {
+        std::vector<uint8_t> rec = make_job_record(sample_meta(), headers, "body");
+        rec[flags_at] = flags;
+        seal_record(rec);
+        EXPECT_EQ(decode_exact(rec).status, DecodeStatus::bad_fields) << int(flags);
+    }
+}

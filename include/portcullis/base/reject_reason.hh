@@ -11,7 +11,8 @@
 
 namespace portcullis::base {
 
-// The first eight mirror verify::Reason (less ok), in its order; the rest come from admission.
+// The first eight mirror verify::Reason (less ok), in its order; then admission's, then the
+// queue's (dedup, ordering).
 enum class RejectReason : uint8_t {
     signature_missing,
     signature_mismatch,
@@ -24,14 +25,26 @@ enum class RejectReason : uint8_t {
     ip_denied,
     rate_limited,
     body_too_large,
+    conflict, // the dedup key of an earlier job with another body
+    stale,    // not newer than the newest event accepted for its ordering key
 };
-constexpr size_t reject_reason_count = static_cast<size_t>(RejectReason::body_too_large) + 1;
+constexpr size_t reject_reason_count = static_cast<size_t>(RejectReason::stale) + 1;
 
 constexpr std::string_view reject_reason_code(RejectReason r) {
     constexpr std::string_view codes[reject_reason_count] = {
-        "signature_missing", "signature_mismatch", "timestamp_missing", "timestamp_malformed",
-        "timestamp_too_old", "timestamp_too_new",  "secret_unset",      "malformed",
-        "ip_denied",         "rate_limited",       "body_too_large",
+        "signature_missing",
+        "signature_mismatch",
+        "timestamp_missing",
+        "timestamp_malformed",
+        "timestamp_too_old",
+        "timestamp_too_new",
+        "secret_unset",
+        "malformed",
+        "ip_denied",
+        "rate_limited",
+        "body_too_large",
+        "conflict",
+        "stale",
     };
     return codes[static_cast<size_t>(r)];
 }

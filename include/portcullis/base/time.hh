@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <ctime>
+#include <optional>
 #include <string_view>
 
 namespace portcullis::base {
@@ -28,5 +29,10 @@ inline int64_t mono_ns() {
 // Formats t as RFC 3339 UTC with milliseconds, "2026-11-22T13:18:00.123Z", into out (which must
 // hold 24 characters). Returns the view of out that was written.
 std::string_view format_rfc3339(int64_t unix_nanos, char (&out)[24]);
+
+// Parses an RFC 3339 date-time ("2026-11-30T03:44:15.5Z", "2026-11-30t04:44:15+01:00"; 'T', 't'
+// or a space between date and time; up to 9 fraction digits are kept, more are cut) to Unix
+// nanoseconds. Years 1970 to 2262; nullopt for anything else.
+std::optional<int64_t> parse_rfc3339(std::string_view text);
 
 } // namespace portcullis::base

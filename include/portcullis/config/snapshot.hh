@@ -35,8 +35,14 @@ struct Route {
     std::vector<std::string> segments;
     std::vector<bool> is_param;
 
+    // Seeds the fingerprints of this route's dedup and ordering keys (queue::route_seed).
+    uint64_t key_seed = 0;
+
     bool allows_method(std::string_view method) const;
     bool matches(std::string_view path) const;
+    // What the route's `{name}` segment matched in path (a path this route matches); empty if
+    // the route has no such parameter.
+    std::string_view path_param(std::string_view path, std::string_view name) const;
 };
 
 class Snapshot {

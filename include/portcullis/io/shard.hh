@@ -11,6 +11,7 @@
 #include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/io/ring.hh"
+#include "portcullis/queue/dedup.hh"
 
 #include <array>
 #include <atomic>
@@ -27,6 +28,9 @@ struct ShardShared {
     Features features;
     std::atomic<bool> draining{false};
     std::atomic<uint32_t> connections{0};
+    // Shared by all shards; null when no route dedups (orders).
+    queue::DedupTable* dedup = nullptr;
+    queue::OrderingTable* ordering = nullptr;
 };
 
 // Counters of one shard, written by its thread only, read (racily, for reports) by others.
@@ -38,6 +42,12 @@ struct ShardStats {
     std::atomic<uint64_t> handshakes{0};     // answered by the verifier, not enqueued
     std::atomic<uint64_t> ed25519_checks{0}; // signature verifications (~50 us of CPU each)
     std::atomic<uint64_t> timeouts{0};
+    std::atomic<uint64_t> duplicates{0};          // answered 200 duplicate
+    std::atomic<uint64_t> dedup_in_flight{0};     // answered 503: the first copy was being written
+    std::atomic<uint64_t> dedup_unkeyed{0};       // dedup route, request without the key: accepted
+    std::atomic<uint64_t> ordering_unkeyed{0};    // ordering route, no key or timestamp: accepted
+    std::atomic<uint64_t> ordering_unrecorded{0}; // accepted, but its bucket was too busy
+
     std::atomic<uint64_t> log_lines_dropped{0};
     // By reason code (base::RejectReason), for every refused webhook.
     std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};

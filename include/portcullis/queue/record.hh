@@ -20,14 +20,21 @@
 //     u8 type (1 = job), u8 flags (0), u16 route_len, u16 header_count, u16 reserved (0),
 //     u32 headers_len, u32 reserved (0), i64 received_at_ns (Unix), u8[16] job id,
 //     u8[16] peer address, u16 peer port, u16 reserved (0), u32 reserved (0),
+//     keys block, only when flags has record_flag_keys (routes with dedup or ordering):
+//       u8[16] dedup key fingerprint, u8[16] body fingerprint, u8[16] ordering key fingerprint,
+//       i64 ordering timestamp; flags record_flag_dedup / record_flag_ordering say which hold
+//       values (the rest is zero),
 //     route, headers block (per header: u16 name_len, u32 value_len, name, value),
 //     body (everything up to the end of the payload).
+// The keys are kept so that a restart rebuilds the dedup and ordering tables from the spool
+// alone, whatever the configuration says by then.
 // Reserved fields must be zero, so that later versions can give them meaning and older readers
 // refuse rather than misread such records.
 #pragma once
 
 #include "portcullis/base/address.hh"
 #include "portcullis/http/header.hh"
+#include "portcullis/queue/fingerprint.hh"
 #include "portcullis/queue/job_id.hh"
 
 #include <cstddef>
@@ -44,6 +51,20 @@ constexpr size_t record_fixed_payload_size = 64;
 // Per header in the headers block: u16 name_len, u32 value_len.
 constexpr size_t record_header_overhead = 6;
 constexpr uint8_t record_type_job = 1;
+constexpr uint8_t record_flag_dedup = 0x01;
+constexpr uint8_t record_flag_ordering = 0x02;
+constexpr uint8_t record_flag_keys = 0x04; // the keys block is present
+constexpr size_t record_keys_size = 56;
+
+// What a job was deduplicated and ordered by (fingerprints, never the values themselves).
+struct RecordKeys {
+    bool has_dedup = false;
+    bool has_ordering = false;
+    Fingerprint dedup_key;
+    Fingerprint body;
+    Fingerprint ordering_key;
+    int64_t ordering_ts = 0;
+};
 
 using base::PeerAddress;
 
@@ -52,10 +73,12 @@ struct JobMeta {
     std::string_view route;
     int64_t received_at_ns = 0;
     PeerAddress peer;
+    bool with_keys = false; // reserve the keys block (set_record_keys fills it)
 };
 
 // Bytes of prefix + fixed payload fields + route + headers block: everything before the body.
-size_t job_record_head_size(std::string_view route, std::span<const http::Header> headers);
+size_t job_record_head_size(std::string_view route, std::span<const http::Header> headers,
+                            bool with_keys = false);
 
 // Writes everything before the body into out; the prefix's length and checksum are left zero
 // for seal_record. Returns the bytes written (job_record_head_size), or 0 if out is too small or
@@ -63,6 +86,10 @@ size_t job_record_head_size(std::string_view route, std::span<const http::Header
 // headers, a payload over 4 GiB): limits far above what the HTTP layer admits.
 size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> headers,
                        std::span<uint8_t> out);
+
+// Fills the keys block of a head encoded with_keys (before seal_record); false if the record has
+// no keys block.
+bool set_record_keys(std::span<uint8_t> record, const RecordKeys& keys);
 
 // The caller appended the body right after the head: fills in payload_length and checksum.
 // Precondition: record is head + body exactly, at least the head and under 4 GiB.
@@ -106,6 +133,7 @@ struct JobRecord {
     std::string_view route;
     int64_t received_at_ns = 0;
     PeerAddress peer;
+    RecordKeys keys; // all false and zero without a keys block
     uint16_t header_count = 0;
     std::string_view headers_block;
     std::string_view body;

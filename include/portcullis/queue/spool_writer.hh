@@ -12,6 +12,7 @@
 
 #include "portcullis/config/config.hh"
 #include "portcullis/io/ring.hh"
+#include "portcullis/queue/segment.hh"
 
 #include <cstdint>
 #include <span>
@@ -47,8 +48,10 @@ public:
     ~SpoolWriter();
 
     // Start-up: creates <dir>/shard-<k>/, recovers its segments (cutting torn tails, reported
-    // through the log) and starts a new segment. Blocking I/O; returns "" or the error.
-    std::string open(const std::string& dir, uint32_t shard, const config::SpoolConfig& cfg);
+    // through the log; on_record sees every valid record) and starts a new segment. Blocking
+    // I/O; returns "" or the error.
+    std::string open(const std::string& dir, uint32_t shard, const config::SpoolConfig& cfg,
+                     const RecordCallback& on_record = {});
 
     // Queues a sealed record. `record` must stay valid until the cookie is reported. Returns
     // false when the spool cannot take it now (group full, or the disk failed recently): the
