@@ -156,6 +156,23 @@ private:
     bool _after_key = false;
 };
 
+namespace detail {
+
+// True when one of the 8 bytes at p is below 0x20, a quote, a backslash or non-ASCII. Each test
+// is exact about whether some byte matches (the borrows of the subtractions only blur which one).
+inline bool json_needs_look(const char* p) {
+    constexpr uint64_t ones = 0x0101010101010101;
+    constexpr uint64_t highs = 0x8080808080808080;
+    uint64_t x;
+    std::memcpy(&x, p, sizeof x);
+    const auto has_zero = [](uint64_t v) { return (v - ones) & ~v & highs; };
+    const uint64_t below_space = (x - ones * 0x20) & ~x & highs;
+    return ((x & highs) | below_space | has_zero(x ^ (ones * '"')) | has_zero(x ^ (ones * '\\'))) !=
+           0;
+}
+
+} // namespace detail
+
 template <typename Buffer>
 void append_json_escaped(Buffer& out, std::string_view s) {
     static constexpr char hex_digits[] = "0123456789abcdef";
@@ -166,6 +183,13 @@ void append_json_escaped(Buffer& out, std::string_view s) {
         }
     };
     for (size_t i = 0; i < s.size();) {
+        // Eight bytes at a time while none needs a look (bodies are mostly such runs).
+        while (s.size() - i >= 8 && !detail::json_needs_look(s.data() + i)) {
+            i += 8;
+        }
+        if (i == s.size()) {
+            break;
+        }
         auto c = static_cast<uint8_t>(s[i]);
         if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
             ++i;
