@@ -2,6 +2,7 @@
 
 #include "portcullis/base/encoding.hh"
 #include "portcullis/base/json.hh"
+#include "portcullis/base/utf8.hh"
 
 #include <array>
 #include <cstring>

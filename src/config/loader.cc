@@ -3,6 +3,7 @@
 // The walk reports every problem it can find in one pass: a bad value is reported and skipped,
 // and the rest of its section is still checked. Nothing in here throws on bad input; load() and
 // load_text() catch what the standard library might throw (allocation) at the boundary.
+#include "portcullis/admin/auth.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/config/units.hh"
@@ -196,25 +197,6 @@ bool all_of_chars(std::string_view s, std::string_view extra, bool digits) {
         }
     }
     return true;
-}
-
-// `[!]resource:action[:route-glob]`
-bool is_scope(std::string_view s) {
-    if (!s.empty() && s[0] == '!') {
-        s.remove_prefix(1);
-    }
-    size_t first = s.find(':');
-    if (first == std::string_view::npos) {
-        return false;
-    }
-    std::string_view resource = s.substr(0, first);
-    std::string_view rest = s.substr(first + 1);
-    size_t second = rest.find(':');
-    std::string_view action = rest.substr(0, second);
-    if (!all_of_chars(resource, "*", false) || !all_of_chars(action, "*", false)) {
-        return false;
-    }
-    return second == std::string_view::npos || all_of_chars(rest.substr(second + 1), "_*?-", true);
 }
 
 bool is_hex(char c) {
@@ -1441,13 +1423,14 @@ private:
                     for (size_t i = 0; i < n->children.size(); ++i) {
                         std::string ip = index_path(sp, i);
                         auto scope = string(n->children[i], ip);
+                        std::string why;
                         if (!scope) {
                             ok = false;
-                        } else if (!is_scope(*scope)) {
+                        } else if (!admin::Scope::parse(*scope, &why)) {
                             error(n->children[i].mark, ip,
                                   "expected [!]resource:action[:route-glob] (like "
                                   "jobs:consume:github or !jobs:read:stripe), found " +
-                                      quote(*scope));
+                                      quote(*scope) + ": " + why);
                             ok = false;
                         } else {
                             t.scopes.push_back(*scope);

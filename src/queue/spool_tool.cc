@@ -1,8 +1,6 @@
 #include "portcullis/queue/spool_tool.hh"
 
-#include "portcullis/base/encoding.hh"
-#include "portcullis/base/json.hh"
-#include "portcullis/base/time.hh"
+#include "portcullis/queue/job_json.hh"
 #include "portcullis/queue/segment.hh"
 
 #include <sys/statvfs.h>
@@ -40,52 +38,6 @@ std::string plural(uint64_t n, const char* one, const char* many) {
 }
 
 } // namespace
-
-void append_job_json(const JobRecord& record, std::string& out) {
-    base::StringBuffer buf(out);
-    base::JsonWriter w(buf);
-
-    char id[job_id_text_size];
-    record.id.format(id);
-    char when[24];
-    char ip[INET6_ADDRSTRLEN];
-    w.begin_object();
-    w.key("id").string(std::string_view(id, sizeof id));
-    w.key("route").string(record.route);
-    w.key("received_at").string(base::format_rfc3339(record.received_at_ns, when));
-    w.key("source_ip").string(record.peer.format_ip(ip));
-
-    // Repeated names are joined in order, as an HTTP recipient may combine them (RFC 9110
-    // section 5.3); the object keeps the order of first appearance.
-    std::vector<std::pair<std::string, std::string>> headers;
-    record.for_each_header([&](std::string_view name, std::string_view value) {
-        std::string lower(name);
-        for (char& c : lower) {
-            c = http::ascii_lower(c);
-        }
-        for (auto& [n, v] : headers) {
-            if (n == lower) {
-                v.append(", ").append(value);
-                return;
-            }
-        }
-        headers.emplace_back(std::move(lower), std::string(value));
-    });
-    w.key("headers").begin_object();
-    for (const auto& [n, v] : headers) {
-        w.key(n).string(v);
-    }
-    w.end_object();
-
-    if (base::is_utf8(record.body)) {
-        w.key("body").string(record.body);
-        w.key("body_encoding").string("utf8");
-    } else {
-        w.key("body").string(base::base64(base::as_bytes(record.body)));
-        w.key("body_encoding").string("base64");
-    }
-    w.end_object();
-}
 
 int spool_verify(const std::string& dir, std::ostream& out, std::ostream& err) {
     ListResult listed = list_segments(dir);
@@ -196,7 +148,7 @@ int spool_dump(const std::string& dir, std::optional<std::string> route, std::os
                     return;
                 }
                 line.clear();
-                append_job_json(rec, line);
+                append_job_json(line, rec);
                 line.push_back('\n');
                 out << line;
             },

@@ -831,6 +831,19 @@ TEST_F(ConfigLoad, Tokens) {
          {"tokens.w.scopes[0]: expected"}},
         {"tokens:\n  w: {sha256: \"" + sha + "\", scopes: [\"jobs::x\"]}\n",
          {"tokens.w.scopes[0]: expected"}},
+        // The scope grammar is admin::Scope::parse's; the message says what is wrong.
+        {"tokens:\n  w: {sha256: \"" + sha +
+             "\", scopes: [\"events:read\", \"!job:read:stripe\"]}\n",
+         {"c.yaml:2:107: tokens.w.scopes[1]: expected [!]resource:action[:route-glob] (like "
+          "jobs:consume:github or !jobs:read:stripe), found \"!job:read:stripe\": unknown "
+          "resource \"job\" (jobs, metrics, events, admin or *)"}},
+        {"tokens:\n  w: {sha256: \"" + sha + "\", scopes: [\"jobs:reed\"]}\n",
+         {"tokens.w.scopes[0]: expected", "jobs has no action \"reed\" (consume, read, replay, "
+                                          "enqueue or *)"}},
+        {"tokens:\n  w: {sha256: \"" + sha + "\", scopes: [\"metrics:read:github\"]}\n",
+         {"metrics:read is not per route: it takes no route glob"}},
+        {"tokens:\n  w: {sha256: \"" + sha + "\", scopes: [\"jo*:read\"]}\n",
+         {"unknown resource \"jo*\""}},
         {"tokens:\n  a: {sha256: \"" + sha + "\", scopes: [\"events:read\"]}\n  b: {sha256: \"" +
              sha + "\", scopes: [\"events:read\"]}\n",
          {"c.yaml:3:15: tokens.b.sha256: same sha256 as token a"}},

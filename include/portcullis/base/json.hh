@@ -7,6 +7,8 @@
 //   if (buf.overflowed()) { ... }
 #pragma once
 
+#include "portcullis/base/utf8.hh"
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -154,29 +156,22 @@ private:
     bool _after_key = false;
 };
 
-// The length of the well-formed UTF-8 sequence (RFC 3629) starting at s[i], or 0 if there is
-// none there. Precondition: i < s.size().
-inline size_t utf8_sequence_length(std::string_view s, size_t i) {
-    auto c = static_cast<uint8_t>(s[i]);
-    if (c < 0x80) {
-        return 1;
-    }
-    size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-    if (n == 0 || i + n > s.size()) {
-        return 0;
-    }
-    for (size_t k = 1; k < n; ++k) {
-        if ((static_cast<uint8_t>(s[i + k]) & 0xc0) != 0x80) {
-            return 0;
-        }
-    }
-    auto c1 = static_cast<uint8_t>(s[i + 1]);
-    if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0) || (c == 0xf0 && c1 < 0x90) ||
-        (c == 0xf4 && c1 >= 0x90)) {
-        return 0;
-    }
-    return n;
+namespace detail {
+
+// True when one of the 8 bytes at p is below 0x20, a quote, a backslash or non-ASCII. Each test
+// is exact about whether some byte matches (the borrows of the subtractions only blur which one).
+inline bool json_needs_look(const char* p) {
+    constexpr uint64_t ones = 0x0101010101010101;
+    constexpr uint64_t highs = 0x8080808080808080;
+    uint64_t x;
+    std::memcpy(&x, p, sizeof x);
+    const auto has_zero = [](uint64_t v) { return (v - ones) & ~v & highs; };
+    const uint64_t below_space = (x - ones * 0x20) & ~x & highs;
+    return ((x & highs) | below_space | has_zero(x ^ (ones * '"')) | has_zero(x ^ (ones * '\\'))) !=
+           0;
 }
+
+} // namespace detail
 
 template <typename Buffer>
 void append_json_escaped(Buffer& out, std::string_view s) {
@@ -188,6 +183,13 @@ void append_json_escaped(Buffer& out, std::string_view s) {
         }
     };
     for (size_t i = 0; i < s.size();) {
+        // Eight bytes at a time while none needs a look (bodies are mostly such runs).
+        while (s.size() - i >= 8 && !detail::json_needs_look(s.data() + i)) {
+            i += 8;
+        }
+        if (i == s.size()) {
+            break;
+        }
         auto c = static_cast<uint8_t>(s[i]);
         if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
             ++i;
@@ -227,17 +229,6 @@ void append_json_escaped(Buffer& out, std::string_view s) {
         run = i;
     }
     flush(s.size());
-}
-
-// True when s is well-formed UTF-8, so that it can be handed on as a JSON string byte for byte.
-inline bool is_utf8(std::string_view s) {
-    for (size_t i = 0, n = 0; i < s.size(); i += n) {
-        n = utf8_sequence_length(s, i);
-        if (n == 0) {
-            return false;
-        }
-    }
-    return true;
 }
 
 } // namespace portcullis::base
