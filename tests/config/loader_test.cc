@@ -865,9 +865,9 @@ TEST_F(ConfigLoad, KeysNotEnforcedYetAreWarnedOnce) {
     const std::string not_enforced = ": accepted but not enforced by this build yet";
     expect_warnings({
         {github_route(), {}},
-        {github_route("    dedup: {window: 1h}\n"), {"c.yaml:5:5: routes.r.dedup" + not_enforced}},
-        {github_route("    ordering: {key: \"json:/id\", timestamp: \"json:/ts\"}\n"),
-         {"c.yaml:5:5: routes.r.ordering" + not_enforced}},
+        // Enforced now: no warning.
+        {github_route("    dedup: {window: 1h}\n"), {}},
+        {github_route("    ordering: {key: \"json:/id\", timestamp: \"json:/ts\"}\n"), {}},
         {github_route("    rate_limit: {route: 10/s}\n"),
          {"c.yaml:5:5: routes.r.rate_limit" + not_enforced}},
         {github_route("    allow: [\"10.0.0.0/8\"]\n"),
