@@ -74,6 +74,7 @@ void BM_LeaseAck100(benchmark::State& state) {
             // Drained: start again from a full table, off the clock.
             state.PauseTiming();
             table = fill();
+            leased.clear();
             table->lease(0, batch, visibility, now, leased);
             state.ResumeTiming();
         }
