@@ -1,0 +1,264 @@
+// The control plane's index of every job in the spool and the state machine of the pull API:
+// queued -> leased -> done, with retries, lease expiry, dead letters and replay. One thread
+// (the control plane's), no locks; time is always passed in, nothing here reads a clock or does
+// I/O. Every state change is also appended to pending_ops() for the ledger (ledger.hh).
+//
+//   JobTable table({10, 3});                                  // max_attempts of routes 0 and 1
+//   table.add(id, 0, received_at_ns, {shard, segment, offset, size}); // each job, at start too
+//   for (const LedgerOp& op : recovered.ops) { table.apply(op); }      // start-up only
+//
+//   std::vector<JobInfo> jobs;
+//   table.lease(0, 10, 30 * ns_per_s, now_ns, jobs);          // POST /v1/lease
+//   table.ack(jobs[0].id, now_ns);                            // POST /v1/jobs/{id}/ack
+//   table.nack(jobs[1].id, std::nullopt, now_ns);             // retry after a backoff
+//   ...encode table.pending_ops(), write and fdatasync them, then pending_ops().clear()...
+//   timer.arm(table.next_change_ns(0));                       // wake long polls
+//
+// Order: lease() hands out ready jobs in the order they became ready: new jobs in add() order,
+// a retried job when its not-before or its lease deadline passed. Timers are evaluated lazily:
+// an expired lease or a due retry moves only when lease() runs for its route, so find() may show
+// a job as leased after its deadline until then.
+//
+// Cost: lease, ack, nack and replay are O(log n) (heaps) or O(1) amortised (hash map, ready
+// FIFO); nothing allocates per job beyond amortised vector growth, except that a job entering the
+// dead letters allocates one set node. drop_segment and snapshot_ops are O(n) scans (rare).
+// Memory: about 92 bytes per queued job in a table of a million (memory_bytes() / size() in
+// BM_LeaseAck100/1000000): the 64-byte entry, an 8-byte hash slot at most 70% full and an 8-byte
+// FIFO slot, plus vector slack; a leased or delayed job has a 16-byte heap slot instead of the
+// FIFO slot. Jobs stay in the table when done, until drop_segment.
+#pragma once
+
+#include "portcullis/queue/job_id.hh"
+#include "portcullis/queue/ledger.hh"
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace portcullis::queue {
+
+constexpr int64_t ns_per_s = 1'000'000'000;
+// Retry delay after a nack without one: 1 s, doubling with every attempt, at most 10 minutes.
+constexpr int64_t backoff_base_ns = ns_per_s;
+constexpr int64_t backoff_cap_ns = 600 * ns_per_s;
+
+enum class JobState : uint8_t { queued, leased, done, dead };
+
+// "queued" "leased" "done" "dead": the names of the API and the logs.
+std::string_view state_name(JobState state);
+
+// Where a job's record lives in the spool.
+struct JobLocation {
+    uint32_t shard = 0;
+    uint64_t segment = 0; // the segment's sequence number
+    uint64_t offset = 0;  // of the record in the segment file
+    uint32_t size = 0;    // of the whole record
+};
+
+// One job, copied out to callers.
+struct JobInfo {
+    JobId id;
+    uint16_t route = 0;
+    JobState state = JobState::queued;
+    uint16_t attempts = 0; // times leased (since the last replay)
+    int64_t received_at_ns = 0;
+    int64_t due_ns = 0; // leased: lease deadline; queued: not-before (0 = now); else 0
+    JobLocation where;
+};
+
+// Counts of one route's jobs, for /healthz and metrics.
+struct RouteDepth {
+    size_t queued = 0;  // including those waiting for a retry delay
+    size_t delayed = 0; // queued with a not-before that had not passed at the last lease()
+    size_t leased = 0;
+    size_t done = 0;
+    size_t dead = 0;
+};
+
+// The retry delay after the given number of attempts (>= 1): backoff_base_ns << (attempts - 1),
+// capped at backoff_cap_ns.
+int64_t retry_backoff_ns(uint16_t attempts);
+
+class JobTable {
+public:
+    // Index = route number. A limit of 0 means no limit: the job is retried forever.
+    explicit JobTable(std::vector<uint32_t> max_attempts_per_route);
+
+    // A new queued job, ready now. False if the id is already known or the route out of range.
+    bool add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation where);
+
+    // Leases up to max ready jobs of route (ready: queued and not-before <= now), in the order
+    // they became ready. First moves the route's timers that are due: retries whose not-before
+    // passed become ready, and leases whose deadline passed go back to the queue (ready now), or
+    // to the dead letters if they had max_attempts attempts. Each leased job: state leased,
+    // attempts + 1, due = now + visibility (a negative visibility counts as 0). Appends copies to
+    // out and returns how many. An unknown route leases nothing.
+    size_t lease(uint16_t route, size_t max, int64_t visibility_ns, int64_t now_ns,
+                 std::vector<JobInfo>& out);
+
+    enum class Settle : uint8_t {
+        ok,
+        already_done, // ack of a done job: nothing changed (a repeated ack)
+        not_leased,   // nack of a job that is not leased
+        not_dead,     // replay of a job that is not dead
+        dead,         // ack of a dead job: it stays dead (replay it)
+        unknown,      // no such job (never existed, or its segment was deleted)
+    };
+
+    // leased or queued -> done. A late ack, after the lease expired and the job went back to the
+    // queue, still counts: the work was done.
+    Settle ack(JobId id, int64_t now_ns);
+    // leased -> queued, ready at now + (delay if given, else retry_backoff_ns(attempts)), or
+    // -> dead if the job had max_attempts attempts. A negative delay counts as 0.
+    Settle nack(JobId id, std::optional<int64_t> delay_ns, int64_t now_ns);
+    // dead -> queued, attempts 0, ready now.
+    Settle replay(JobId id, int64_t now_ns);
+
+    std::optional<JobInfo> find(JobId id) const;
+
+    // Appends up to limit dead jobs of route with ids > after, in id order (for paging: pass
+    // the last id of the previous page; JobId{} starts from the beginning).
+    void dead_letters(uint16_t route, JobId after, size_t limit, std::vector<JobInfo>& out) const;
+
+    // The earliest time at which a timer of route falls due: a retry's not-before or a lease's
+    // deadline; INT64_MAX if none. For long polls: lease(route) may return something new at that
+    // time (or when add() is called). It can be <= now if lease() has not run since the timer
+    // fell due: then lease() has something right away.
+    int64_t next_change_ns(uint16_t route) const;
+
+    RouteDepth depth(uint16_t route) const;
+
+    // Retention: how many jobs of the segment are queued or leased (0 for an unknown segment).
+    size_t unsettled_in_segment(uint32_t shard, uint64_t segment) const;
+    // Forgets every job of the segment, whatever its state: its file has been deleted.
+    void drop_segment(uint32_t shard, uint64_t segment);
+
+    // The ops made by lease/ack/nack/replay and by timers, in order; the caller makes them
+    // durable and clears the vector.
+    std::vector<LedgerOp>& pending_ops() { return _pending; }
+    // Start-up: after add()ing the recovered jobs, apply the ledger's ops in order. Sets the
+    // job's state from the op alone; ops for unknown ids are ignored (their segment was
+    // deleted). Adds nothing to pending_ops().
+    void apply(const LedgerOp& op);
+    // Compaction: the fewest ops that, applied to freshly added jobs, rebuild every job's
+    // current state, attempts and due time (queued jobs never leased need none). Includes the
+    // effect of ops still pending.
+    std::vector<LedgerOp> snapshot_ops() const;
+
+    size_t size() const { return _count; }
+    // Approximate heap bytes held (containers' capacities), for the docs and /metrics.
+    size_t memory_bytes() const;
+
+private:
+    static constexpr uint32_t no_index = UINT32_MAX;
+
+    struct Entry {
+        JobId id;
+        int64_t received_at_ns = 0;
+        int64_t due_ns = 0;
+        uint64_t offset = 0;
+        uint32_t size = 0;
+        uint32_t segment = 0; // index into _segments
+        // Bumped on every state change: heap and FIFO slots holding an older value are stale.
+        uint32_t generation = 0;
+        uint16_t route = 0;
+        uint16_t attempts = 0;
+        JobState state = JobState::queued;
+        bool delayed = false; // queued and waiting in the delayed heap rather than the FIFO
+        bool in_use = false;  // false: a free slot, reused by add()
+    };
+
+    struct Ref {
+        uint32_t index;
+        uint32_t generation;
+    };
+    struct Timer {
+        int64_t at_ns;
+        uint32_t index;
+        uint32_t generation;
+    };
+
+    // A FIFO of refs in a power-of-two ring: no allocation once grown.
+    class RefRing {
+    public:
+        bool empty() const { return _count == 0; }
+        size_t size() const { return _count; }
+        size_t capacity() const { return _slots.size(); }
+        const Ref& front() const { return _slots[_head]; }
+        void pop_front();
+        void push_back(Ref ref);
+        // Keeps the refs for which keep(ref) is true, in order.
+        template <typename F>
+        void filter(F&& keep);
+
+    private:
+        std::vector<Ref> _slots;
+        size_t _head = 0;
+        size_t _count = 0;
+    };
+
+    struct Route {
+        uint32_t max_attempts = 0;
+        RefRing ready;
+        std::vector<Timer> delayed; // min-heap by not-before
+        std::vector<Timer> leases;  // min-heap by deadline
+        std::set<JobId> dead;
+        RouteDepth depth;
+    };
+
+    struct Segment {
+        uint32_t shard = 0;
+        uint64_t seq = 0;
+        size_t jobs = 0;      // entries pointing here
+        size_t unsettled = 0; // of which queued or leased
+    };
+
+    // An index slot keeps the id's hash, so that probing and deletion read no entries.
+    struct IndexSlot {
+        uint32_t entry = no_index;
+        uint32_t hash = 0;
+    };
+
+    uint32_t find_index(const JobId& id) const;
+    void index_place(IndexSlot slot);
+    void index_insert(uint32_t index);
+    void index_erase(uint32_t index);
+    uint32_t segment_slot(uint32_t shard, uint64_t seq);
+    std::optional<uint32_t> find_segment(uint32_t shard, uint64_t seq) const;
+
+    bool live(Ref ref) const;
+    bool live(const Timer& t) const;
+    // Leaves the current state (counters, dead set) and enters the new one, pushing the job
+    // into the container of its new state under a new generation.
+    void move(uint32_t index, JobState to, uint16_t attempts, int64_t due_ns);
+    void leave_state(Entry& e, Route& r);
+    void remove_entry(uint32_t index);
+    void push_timer(std::vector<Timer>& heap, size_t live_count, Timer t);
+    void push_ready(Route& r, uint32_t index);
+    // Pops stale slots off the fronts, so that next_change_ns reads a live timer; compaction
+    // keeps stale slots deeper down below half of each container.
+    void prune(Route& r);
+    void run_timers(Route& r, int64_t now_ns);
+    void record(LedgerOp::Kind kind, const Entry& e, int64_t now_ns);
+    JobInfo info(const Entry& e) const;
+    bool exhausted(const Entry& e) const;
+
+    std::vector<Entry> _entries;
+    std::vector<uint32_t> _free_entries;
+    size_t _count = 0;
+    // Open addressing with linear probing, at most 70% full.
+    std::vector<IndexSlot> _index;
+    std::vector<Route> _routes;
+    std::vector<Segment> _segments;
+    std::vector<uint32_t> _free_segments;
+    std::map<std::pair<uint32_t, uint64_t>, uint32_t> _segment_slots; // (shard, seq) -> index
+    uint32_t _last_segment = no_index; // add() comes in runs from one segment
+    std::vector<LedgerOp> _pending;
+};
+
+} // namespace portcullis::queue

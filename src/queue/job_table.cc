@@ -1,0 +1,654 @@
+#include "portcullis/queue/job_table.hh"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace portcullis::queue {
+
+namespace {
+
+constexpr int64_t int64_max = std::numeric_limits<int64_t>::max();
+constexpr int64_t int64_min = std::numeric_limits<int64_t>::min();
+
+// Times come from callers and delays from HTTP: saturate rather than overflow.
+int64_t add_saturated(int64_t a, int64_t b) {
+    int64_t sum = 0;
+    if (__builtin_add_overflow(a, b, &sum)) {
+        return b > 0 ? int64_max : int64_min;
+    }
+    return sum;
+}
+
+// Two 8-byte loads instead of std::array's memcmp call: this runs on every probe.
+bool same_id(const JobId& a, const JobId& b) {
+    uint64_t a0;
+    uint64_t a1;
+    uint64_t b0;
+    uint64_t b1;
+    std::memcpy(&a0, a.bytes.data(), 8);
+    std::memcpy(&a1, a.bytes.data() + 8, 8);
+    std::memcpy(&b0, b.bytes.data(), 8);
+    std::memcpy(&b1, b.bytes.data() + 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+}
+
+// A full avalanche (MurmurHash3's finaliser) over both halves: the bits that vary between ids
+// (the counter's low bytes, big-endian) sit at the top of the little-endian words, and the low
+// bits pick the slot. Inlined, unlike XXH3 from the shared library. Ids in the table are ours,
+// so nobody can choose them to collide.
+uint32_t hash_id(const JobId& id) {
+    uint64_t hi;
+    uint64_t lo;
+    std::memcpy(&hi, id.bytes.data(), 8);
+    std::memcpy(&lo, id.bytes.data() + 8, 8);
+    uint64_t h = lo ^ (hi * 0x9e3779b97f4a7c15);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccd;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53;
+    h ^= h >> 33;
+    return static_cast<uint32_t>(h);
+}
+
+// Min-heaps through std::push_heap/pop_heap, which build max-heaps: order by "later". The index
+// breaks ties so that equal times leave in a deterministic order.
+template <typename T>
+bool later(const T& a, const T& b) {
+    return a.at_ns != b.at_ns ? a.at_ns > b.at_ns : a.index > b.index;
+}
+
+bool unsettled(JobState s) {
+    return s == JobState::queued || s == JobState::leased;
+}
+
+// Containers are compacted when stale slots outnumber live ones by this much, so that they
+// stay within about twice the live count.
+constexpr size_t compaction_slack = 64;
+
+} // namespace
+
+std::string_view state_name(JobState state) {
+    switch (state) {
+    case JobState::queued:
+        return "queued";
+    case JobState::leased:
+        return "leased";
+    case JobState::done:
+        return "done";
+    case JobState::dead:
+        return "dead";
+    }
+    return "unknown";
+}
+
+int64_t retry_backoff_ns(uint16_t attempts) {
+    if (attempts == 0) {
+        return backoff_base_ns;
+    }
+    // 2^10 s already exceeds the cap: larger shifts need not be computed.
+    unsigned shift = std::min<unsigned>(attempts - 1U, 10);
+    return std::min(backoff_base_ns << shift, backoff_cap_ns);
+}
+
+void JobTable::RefRing::pop_front() {
+    _head = (_head + 1) & (_slots.size() - 1);
+    --_count;
+}
+
+void JobTable::RefRing::push_back(Ref ref) {
+    if (_count == _slots.size()) {
+        std::vector<Ref> grown(std::max<size_t>(16, _slots.size() * 2));
+        for (size_t i = 0; i < _count; ++i) {
+            grown[i] = _slots[(_head + i) & (_slots.size() - 1)];
+        }
+        _slots.swap(grown);
+        _head = 0;
+    }
+    _slots[(_head + _count) & (_slots.size() - 1)] = ref;
+    ++_count;
+}
+
+template <typename F>
+void JobTable::RefRing::filter(F&& keep) {
+    size_t mask = _slots.size() - 1;
+    size_t kept = 0;
+    for (size_t i = 0; i < _count; ++i) {
+        Ref ref = _slots[(_head + i) & mask];
+        if (keep(ref)) {
+            _slots[(_head + kept) & mask] = ref;
+            ++kept;
+        }
+    }
+    _count = kept;
+}
+
+JobTable::JobTable(std::vector<uint32_t> max_attempts_per_route) {
+    _routes.resize(max_attempts_per_route.size());
+    for (size_t i = 0; i < _routes.size(); ++i) {
+        _routes[i].max_attempts = max_attempts_per_route[i];
+    }
+}
+
+uint32_t JobTable::find_index(const JobId& id) const {
+    if (_index.empty()) {
+        return no_index;
+    }
+    uint32_t hash = hash_id(id);
+    size_t mask = _index.size() - 1;
+    for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
+        const IndexSlot& slot = _index[pos];
+        if (slot.entry == no_index) {
+            return no_index;
+        }
+        // The hash first: a probe past another job then costs no read of its entry.
+        if (slot.hash == hash && same_id(_entries[slot.entry].id, id)) {
+            return slot.entry;
+        }
+    }
+}
+
+void JobTable::index_place(IndexSlot slot) {
+    size_t mask = _index.size() - 1;
+    size_t pos = slot.hash & mask;
+    while (_index[pos].entry != no_index) {
+        pos = (pos + 1) & mask;
+    }
+    _index[pos] = slot;
+}
+
+void JobTable::index_insert(uint32_t index) {
+    // Linear probing stays short below 70% load.
+    if ((_count + 1) * 10 > _index.size() * 7) {
+        std::vector<IndexSlot> old(std::max<size_t>(64, _index.size() * 2));
+        old.swap(_index);
+        for (const IndexSlot& slot : old) {
+            if (slot.entry != no_index) {
+                index_place(slot);
+            }
+        }
+    }
+    index_place({index, hash_id(_entries[index].id)});
+}
+
+void JobTable::index_erase(uint32_t index) {
+    size_t mask = _index.size() - 1;
+    size_t hole = hash_id(_entries[index].id) & mask;
+    while (_index[hole].entry != index) {
+        hole = (hole + 1) & mask;
+    }
+    // Backward-shift deletion: no tombstones, so probes never lengthen over time.
+    _index[hole] = IndexSlot{};
+    for (size_t pos = (hole + 1) & mask; _index[pos].entry != no_index; pos = (pos + 1) & mask) {
+        size_t home = _index[pos].hash & mask;
+        // The slot may move back into the hole unless its home lies cyclically in (hole, pos].
+        bool stays = hole <= pos ? (hole < home && home <= pos) : (hole < home || home <= pos);
+        if (!stays) {
+            _index[hole] = _index[pos];
+            _index[pos] = IndexSlot{};
+            hole = pos;
+        }
+    }
+}
+
+std::optional<uint32_t> JobTable::find_segment(uint32_t shard, uint64_t seq) const {
+    auto it = _segment_slots.find({shard, seq});
+    if (it == _segment_slots.end()) {
+        return std::nullopt;
+    }
+    return it->second;
+}
+
+uint32_t JobTable::segment_slot(uint32_t shard, uint64_t seq) {
+    if (_last_segment != no_index && _segments[_last_segment].shard == shard &&
+        _segments[_last_segment].seq == seq) {
+        return _last_segment;
+    }
+    uint32_t slot;
+    if (auto found = find_segment(shard, seq)) {
+        slot = *found;
+    } else {
+        if (!_free_segments.empty()) {
+            slot = _free_segments.back();
+            _free_segments.pop_back();
+        } else {
+            slot = static_cast<uint32_t>(_segments.size());
+            _segments.emplace_back();
+        }
+        _segments[slot] = Segment{shard, seq, 0, 0};
+        _segment_slots.emplace(std::make_pair(shard, seq), slot);
+    }
+    _last_segment = slot;
+    return slot;
+}
+
+bool JobTable::live(Ref ref) const {
+    const Entry& e = _entries[ref.index];
+    return e.in_use && e.generation == ref.generation;
+}
+
+bool JobTable::live(const Timer& t) const {
+    const Entry& e = _entries[t.index];
+    return e.in_use && e.generation == t.generation;
+}
+
+bool JobTable::exhausted(const Entry& e) const {
+    uint32_t max = _routes[e.route].max_attempts;
+    return max != 0 && e.attempts >= max;
+}
+
+void JobTable::push_ready(Route& r, uint32_t index) {
+    size_t live_count = r.depth.queued - r.depth.delayed;
+    if (r.ready.size() >= 2 * live_count + compaction_slack) {
+        r.ready.filter([this](Ref ref) { return live(ref); });
+    }
+    r.ready.push_back({index, _entries[index].generation});
+}
+
+void JobTable::push_timer(std::vector<Timer>& heap, size_t live_count, Timer t) {
+    if (heap.size() >= 2 * live_count + compaction_slack) {
+        std::erase_if(heap, [this](const Timer& s) { return !live(s); });
+        std::make_heap(heap.begin(), heap.end(), later<Timer>);
+    }
+    heap.push_back(t);
+    std::push_heap(heap.begin(), heap.end(), later<Timer>);
+}
+
+void JobTable::leave_state(Entry& e, Route& r) {
+    switch (e.state) {
+    case JobState::queued:
+        --r.depth.queued;
+        if (e.delayed) {
+            --r.depth.delayed;
+        }
+        break;
+    case JobState::leased:
+        --r.depth.leased;
+        break;
+    case JobState::done:
+        --r.depth.done;
+        break;
+    case JobState::dead:
+        --r.depth.dead;
+        r.dead.erase(e.id);
+        break;
+    }
+    if (unsettled(e.state)) {
+        --_segments[e.segment].unsettled;
+    }
+}
+
+void JobTable::move(uint32_t index, JobState to, uint16_t attempts, int64_t due_ns) {
+    Entry& e = _entries[index];
+    Route& r = _routes[e.route];
+    leave_state(e, r);
+    ++e.generation;
+    e.state = to;
+    e.attempts = attempts;
+    e.due_ns = due_ns;
+    e.delayed = false;
+    if (unsettled(to)) {
+        ++_segments[e.segment].unsettled;
+    }
+    switch (to) {
+    case JobState::queued:
+        ++r.depth.queued;
+        if (due_ns == 0) {
+            push_ready(r, index);
+        } else {
+            // Even a not-before already past waits in the heap: the next lease() promotes it,
+            // which keeps this path free of any notion of "now" (apply() has none).
+            e.delayed = true;
+            ++r.depth.delayed;
+            push_timer(r.delayed, r.depth.delayed, {due_ns, index, e.generation});
+        }
+        break;
+    case JobState::leased:
+        ++r.depth.leased;
+        push_timer(r.leases, r.depth.leased, {due_ns, index, e.generation});
+        break;
+    case JobState::done:
+        ++r.depth.done;
+        break;
+    case JobState::dead:
+        ++r.depth.dead;
+        r.dead.insert(e.id);
+        break;
+    }
+}
+
+void JobTable::remove_entry(uint32_t index) {
+    Entry& e = _entries[index];
+    leave_state(e, _routes[e.route]);
+    --_segments[e.segment].jobs;
+    index_erase(index);
+    ++e.generation;
+    e.in_use = false;
+    _free_entries.push_back(index);
+    --_count;
+}
+
+void JobTable::prune(Route& r) {
+    while (!r.ready.empty() && !live(r.ready.front())) {
+        r.ready.pop_front();
+    }
+    for (std::vector<Timer>* heap : {&r.delayed, &r.leases}) {
+        while (!heap->empty() && !live(heap->front())) {
+            std::pop_heap(heap->begin(), heap->end(), later<Timer>);
+            heap->pop_back();
+        }
+    }
+}
+
+void JobTable::record(LedgerOp::Kind kind, const Entry& e, int64_t now_ns) {
+    _pending.push_back({kind, e.attempts, e.id, now_ns, e.due_ns});
+}
+
+JobInfo JobTable::info(const Entry& e) const {
+    const Segment& s = _segments[e.segment];
+    return {e.id,
+            e.route,
+            e.state,
+            e.attempts,
+            e.received_at_ns,
+            e.due_ns,
+            {s.shard, s.seq, e.offset, e.size}};
+}
+
+bool JobTable::add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation where) {
+    if (route >= _routes.size() || find_index(id) != no_index) {
+        return false;
+    }
+    uint32_t index;
+    if (!_free_entries.empty()) {
+        index = _free_entries.back();
+        _free_entries.pop_back();
+    } else {
+        if (_entries.size() >= no_index - 1) {
+            return false;
+        }
+        index = static_cast<uint32_t>(_entries.size());
+        _entries.emplace_back();
+    }
+    uint32_t segment = segment_slot(where.shard, where.segment);
+    Entry& e = _entries[index];
+    // The generation carries on from the slot's previous job: its stale refs must stay stale.
+    uint32_t generation = e.generation + 1;
+    e = Entry{id,         received_at_ns, 0, where.offset,     where.size, segment,
+              generation, route,          0, JobState::queued, false,      true};
+    index_insert(index);
+    ++_count;
+    ++_segments[segment].jobs;
+    ++_segments[segment].unsettled;
+    Route& r = _routes[route];
+    ++r.depth.queued;
+    push_ready(r, index);
+    return true;
+}
+
+void JobTable::run_timers(Route& r, int64_t now_ns) {
+    for (;;) {
+        bool retry_due = !r.delayed.empty() && r.delayed.front().at_ns <= now_ns;
+        bool lease_due = !r.leases.empty() && r.leases.front().at_ns <= now_ns;
+        if (!retry_due && !lease_due) {
+            return;
+        }
+        // Earliest first, so that jobs join the ready FIFO in the order they became ready.
+        bool retry_first =
+            retry_due && (!lease_due || r.delayed.front().at_ns <= r.leases.front().at_ns);
+        std::vector<Timer>& heap = retry_first ? r.delayed : r.leases;
+        Timer t = heap.front();
+        std::pop_heap(heap.begin(), heap.end(), later<Timer>);
+        heap.pop_back();
+        if (!live(t)) {
+            continue;
+        }
+        Entry& e = _entries[t.index];
+        if (retry_first) {
+            e.delayed = false;
+            --r.depth.delayed;
+            push_ready(r, t.index);
+        } else if (exhausted(e)) {
+            move(t.index, JobState::dead, e.attempts, 0);
+            record(LedgerOp::Kind::dead, e, now_ns);
+        } else {
+            move(t.index, JobState::queued, e.attempts, 0);
+            record(LedgerOp::Kind::expire, e, now_ns);
+        }
+    }
+}
+
+size_t JobTable::lease(uint16_t route, size_t max, int64_t visibility_ns, int64_t now_ns,
+                       std::vector<JobInfo>& out) {
+    if (route >= _routes.size()) {
+        return 0;
+    }
+    Route& r = _routes[route];
+    run_timers(r, now_ns);
+    int64_t deadline = add_saturated(now_ns, std::max<int64_t>(visibility_ns, 0));
+    size_t leased = 0;
+    while (leased < max && !r.ready.empty()) {
+        Ref ref = r.ready.front();
+        r.ready.pop_front();
+        if (!live(ref)) {
+            continue;
+        }
+        Entry& e = _entries[ref.index];
+        uint16_t attempts = e.attempts == UINT16_MAX ? e.attempts : e.attempts + 1;
+        move(ref.index, JobState::leased, attempts, deadline);
+        record(LedgerOp::Kind::lease, e, now_ns);
+        out.push_back(info(e));
+        ++leased;
+    }
+    prune(r);
+    return leased;
+}
+
+JobTable::Settle JobTable::ack(JobId id, int64_t now_ns) {
+    uint32_t index = find_index(id);
+    if (index == no_index) {
+        return Settle::unknown;
+    }
+    Entry& e = _entries[index];
+    switch (e.state) {
+    case JobState::done:
+        return Settle::already_done;
+    case JobState::dead:
+        return Settle::dead;
+    case JobState::queued:
+    case JobState::leased:
+        break;
+    }
+    move(index, JobState::done, e.attempts, 0);
+    record(LedgerOp::Kind::ack, e, now_ns);
+    prune(_routes[e.route]);
+    return Settle::ok;
+}
+
+JobTable::Settle JobTable::nack(JobId id, std::optional<int64_t> delay_ns, int64_t now_ns) {
+    uint32_t index = find_index(id);
+    if (index == no_index) {
+        return Settle::unknown;
+    }
+    Entry& e = _entries[index];
+    if (e.state != JobState::leased) {
+        return Settle::not_leased;
+    }
+    if (exhausted(e)) {
+        move(index, JobState::dead, e.attempts, 0);
+        record(LedgerOp::Kind::dead, e, now_ns);
+    } else {
+        int64_t delay = delay_ns ? std::max<int64_t>(*delay_ns, 0) : retry_backoff_ns(e.attempts);
+        move(index, JobState::queued, e.attempts, add_saturated(now_ns, delay));
+        record(LedgerOp::Kind::nack, e, now_ns);
+    }
+    prune(_routes[e.route]);
+    return Settle::ok;
+}
+
+JobTable::Settle JobTable::replay(JobId id, int64_t now_ns) {
+    uint32_t index = find_index(id);
+    if (index == no_index) {
+        return Settle::unknown;
+    }
+    Entry& e = _entries[index];
+    if (e.state != JobState::dead) {
+        return Settle::not_dead;
+    }
+    move(index, JobState::queued, 0, 0);
+    record(LedgerOp::Kind::replay, e, now_ns);
+    prune(_routes[e.route]);
+    return Settle::ok;
+}
+
+std::optional<JobInfo> JobTable::find(JobId id) const {
+    uint32_t index = find_index(id);
+    if (index == no_index) {
+        return std::nullopt;
+    }
+    return info(_entries[index]);
+}
+
+void JobTable::dead_letters(uint16_t route, JobId after, size_t limit,
+                            std::vector<JobInfo>& out) const {
+    if (route >= _routes.size()) {
+        return;
+    }
+    const std::set<JobId>& dead = _routes[route].dead;
+    for (auto it = dead.upper_bound(after); it != dead.end() && limit > 0; ++it, --limit) {
+        out.push_back(info(_entries[find_index(*it)]));
+    }
+}
+
+int64_t JobTable::next_change_ns(uint16_t route) const {
+    if (route >= _routes.size()) {
+        return int64_max;
+    }
+    // prune() after every change keeps both tops live.
+    const Route& r = _routes[route];
+    int64_t next = int64_max;
+    if (!r.delayed.empty()) {
+        next = r.delayed.front().at_ns;
+    }
+    if (!r.leases.empty()) {
+        next = std::min(next, r.leases.front().at_ns);
+    }
+    return next;
+}
+
+RouteDepth JobTable::depth(uint16_t route) const {
+    if (route >= _routes.size()) {
+        return {};
+    }
+    return _routes[route].depth;
+}
+
+size_t JobTable::unsettled_in_segment(uint32_t shard, uint64_t segment) const {
+    auto slot = find_segment(shard, segment);
+    return slot ? _segments[*slot].unsettled : 0;
+}
+
+void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
+    auto slot = find_segment(shard, segment);
+    if (!slot) {
+        return;
+    }
+    for (uint32_t i = 0; i < _entries.size() && _segments[*slot].jobs > 0; ++i) {
+        if (_entries[i].in_use && _entries[i].segment == *slot) {
+            remove_entry(i);
+        }
+    }
+    _segment_slots.erase({shard, segment});
+    _free_segments.push_back(*slot);
+    if (_last_segment == *slot) {
+        _last_segment = no_index;
+    }
+    for (Route& r : _routes) {
+        prune(r);
+    }
+}
+
+void JobTable::apply(const LedgerOp& op) {
+    uint32_t index = find_index(op.id);
+    if (index == no_index) {
+        return;
+    }
+    switch (op.kind) {
+    case LedgerOp::Kind::lease:
+        move(index, JobState::leased, op.attempts, op.due_ns);
+        break;
+    case LedgerOp::Kind::ack:
+        move(index, JobState::done, op.attempts, 0);
+        break;
+    case LedgerOp::Kind::nack:
+        move(index, JobState::queued, op.attempts, op.due_ns);
+        break;
+    case LedgerOp::Kind::dead:
+        move(index, JobState::dead, op.attempts, 0);
+        break;
+    case LedgerOp::Kind::replay:
+        move(index, JobState::queued, 0, 0);
+        break;
+    case LedgerOp::Kind::expire:
+        move(index, JobState::queued, op.attempts, 0);
+        break;
+    default:
+        // decode_ledger_op never yields another kind; a hand-made op is ignored like an
+        // unknown id.
+        return;
+    }
+    prune(_routes[_entries[index].route]);
+}
+
+std::vector<LedgerOp> JobTable::snapshot_ops() const {
+    std::vector<LedgerOp> ops;
+    for (const Entry& e : _entries) {
+        if (!e.in_use) {
+            continue;
+        }
+        LedgerOp::Kind kind = LedgerOp::Kind::ack;
+        switch (e.state) {
+        case JobState::queued:
+            if (e.attempts == 0 && e.due_ns == 0) {
+                continue; // what add() makes
+            }
+            kind = e.due_ns == 0 ? LedgerOp::Kind::expire : LedgerOp::Kind::nack;
+            break;
+        case JobState::leased:
+            kind = LedgerOp::Kind::lease;
+            break;
+        case JobState::done:
+            kind = LedgerOp::Kind::ack;
+            break;
+        case JobState::dead:
+            kind = LedgerOp::Kind::dead;
+            break;
+        }
+        // The time of the last change is not kept; compacted ops carry 0.
+        ops.push_back({kind, e.attempts, e.id, 0, e.due_ns});
+    }
+    return ops;
+}
+
+size_t JobTable::memory_bytes() const {
+    // A std::set node: the value plus three pointers and the colour, rounded by the allocator.
+    constexpr size_t set_node_bytes = sizeof(JobId) + 32;
+    constexpr size_t map_node_bytes = sizeof(std::pair<uint32_t, uint64_t>) + sizeof(uint32_t) + 40;
+    size_t n = sizeof(*this);
+    n += _entries.capacity() * sizeof(Entry);
+    n += _free_entries.capacity() * sizeof(uint32_t);
+    n += _index.capacity() * sizeof(IndexSlot);
+    n += _routes.capacity() * sizeof(Route);
+    for (const Route& r : _routes) {
+        n += r.ready.capacity() * sizeof(Ref);
+        n += (r.delayed.capacity() + r.leases.capacity()) * sizeof(Timer);
+        n += r.dead.size() * set_node_bytes;
+    }
+    n += _segments.capacity() * sizeof(Segment);
+    n += _free_segments.capacity() * sizeof(uint32_t);
+    n += _segment_slots.size() * map_node_bytes;
+    n += _pending.capacity() * sizeof(LedgerOp);
+    return n;
+}
+
+} // namespace portcullis::queue
