@@ -51,7 +51,6 @@ constexpr NotEnforced not_enforced[] = {
     {"server.client_ip.trusted_proxies", ""},
     {"server.client_ip.proxy_protocol", "off"},
     {"server.max_connections_per_ip", ""},
-    {"tokens", ""},
 };
 
 constexpr size_t max_secrets_per_route = 8;

@@ -1,5 +1,7 @@
 #include "portcullis/io/server.hh"
 
+#include "portcullis/admin/control_plane.hh"
+
 #include "portcullis/base/address.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/io/shard.hh"
@@ -217,6 +219,22 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             failure = "shard " + std::to_string(s) + ": " + err;
         }
     }
+    // The control plane indexes the spool once the shards have recovered it, before they serve.
+    std::unique_ptr<admin::ControlPlane> control;
+    std::string admin_address;
+    if (failure.empty() && cfg.admin.listen) {
+        std::string error;
+        std::vector<int> fds = open_listeners(*cfg.admin.listen, 1, error);
+        if (fds.empty()) {
+            failure = "admin.listen: " + error;
+        } else {
+            admin_address = bound_address(fds[0]);
+            control = std::make_unique<admin::ControlPlane>(*snapshot, shared.features, shards);
+            if (auto err = control->init(fds[0]); !err.empty()) {
+                failure = "control plane: " + err;
+            }
+        }
+    }
     go.set_value(failure.empty());
     if (!failure.empty()) {
         for (auto& t : threads) {
@@ -232,10 +250,14 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             .field("shards", static_cast<int64_t>(shards))
             .write();
     }
-    if (cfg.admin.listen) {
-        LogLine(Level::warn, "the control plane (admin.listen) is not served by this build yet")
-            .field("address", cfg.admin.listen->text)
+    std::atomic<bool> control_stop{false};
+    std::thread control_thread;
+    if (control) {
+        LogLine(Level::info, "listening")
+            .field("plane", "admin")
+            .field("address", admin_address)
             .write();
+        control_thread = std::thread([&] { control->run(control_stop); });
     }
 
     while (true) {
@@ -258,6 +280,10 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     }
     for (auto& t : threads) {
         t.join();
+    }
+    if (control_thread.joinable()) {
+        control_stop.store(true, std::memory_order_relaxed);
+        control_thread.join();
     }
     // Counters of all shards, summed for the last line.
     auto total = [&](std::atomic<uint64_t> ShardStats::*counter) {

@@ -1,0 +1,42 @@
+// The control plane (SPEC section 5): its own listener (admin.listen), its own thread and ring,
+// never a socket shared with the public plane. It serves GET /healthz and the pull API over the
+// JobStore: lease (with long polls), ack, nack, job state, dead letters and replay, each behind
+// the bearer tokens of the configuration.
+//
+//   ControlPlane cp(*snapshot, features, shards);
+//   if (auto err = cp.init(listen_fd); !err.empty()) { ... }   // after the shards' init
+//   std::thread t([&] { cp.run(stop); });                      // until stop is set
+//
+// Answers that promise a state change (ack, nack, replay) are sent only after the ledger holds
+// it (fdatasync), so that an answered ack survives kill -9. A request's work is done on the
+// control-plane thread; the shards never wait for it.
+#pragma once
+
+#include "portcullis/config/snapshot.hh"
+#include "portcullis/io/ring.hh"
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+namespace portcullis::admin {
+
+class ControlPlane {
+public:
+    ControlPlane(const config::Snapshot& snapshot, const io::Features& features, unsigned shards);
+    ~ControlPlane();
+    ControlPlane(const ControlPlane&) = delete;
+    ControlPlane& operator=(const ControlPlane&) = delete;
+
+    // Start-up (blocking): the ring and the job index (spool segments and ledger). Takes
+    // listen_fd. Returns "" or the error.
+    std::string init(int listen_fd);
+    // Serves until stop is set; then answers waiting long polls with what they have and returns.
+    void run(const std::atomic<bool>& stop);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> _impl;
+};
+
+} // namespace portcullis::admin

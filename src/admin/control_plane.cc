@@ -1,0 +1,949 @@
+#include "portcullis/admin/control_plane.hh"
+
+#include "portcullis/admin/auth.hh"
+#include "portcullis/base/json.hh"
+#include "portcullis/base/json_pointer.hh"
+#include "portcullis/base/log.hh"
+#include "portcullis/base/time.hh"
+#include "portcullis/config/units.hh"
+#include "portcullis/http/parser.hh"
+#include "portcullis/http/response.hh"
+#include "portcullis/queue/job_json.hh"
+#include "portcullis/queue/job_store.hh"
+
+#include <sys/socket.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstring>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace portcullis::admin {
+
+namespace {
+
+using base::Level;
+using base::LogLine;
+using queue::JobId;
+using queue::JobInfo;
+using queue::JobTable;
+
+constexpr unsigned ring_entries = 256;
+constexpr size_t recv_size = 16 * 1024;
+// Control-plane requests are small JSON documents; a job's body never comes this way (yet).
+constexpr size_t max_request_bytes = 1024 * 1024;
+constexpr uint32_t max_lease = 1000;
+constexpr int64_t default_visibility_ns = 30 * base::ns_per_s;
+constexpr int64_t max_visibility_ns = 12 * 3600 * base::ns_per_s;
+constexpr int64_t max_wait_ns = 60 * base::ns_per_s;
+constexpr size_t max_bulk_ids = 1000;
+constexpr size_t dead_letter_page = 100;
+// The loop's wait: short while long polls are parked (they see new jobs this late at most),
+// long otherwise.
+constexpr int64_t poll_tick_ns = 2'000'000;
+constexpr int64_t idle_tick_ns = 50'000'000;
+constexpr int64_t retire_every_ns = 10 * base::ns_per_s;
+
+enum class Op : uint8_t { accept = 1, recv, send, shutdown, close };
+
+constexpr uint64_t pack(Op op, uint32_t gen, uint32_t index) {
+    return uint64_t(op) << 56 | uint64_t(gen & 0xffffff) << 32 | index;
+}
+
+constexpr std::string_view body_not_found = R"({"error":"not_found"})";
+constexpr std::string_view body_unauthorized = R"({"error":"unauthorized"})";
+constexpr std::string_view body_forbidden = R"({"error":"forbidden"})";
+constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
+constexpr std::string_view body_method_not_allowed = R"({"error":"method_not_allowed"})";
+constexpr std::string_view body_unavailable = R"({"error":"unavailable"})";
+constexpr std::string_view body_not_implemented = R"({"error":"not_implemented"})";
+
+struct Conn {
+    int fd = -1;
+    uint32_t index = 0;
+    uint32_t gen = 0;
+    bool open = false;
+    bool recv_armed = false;
+    bool sending = false;
+    bool close_after = false;
+    bool waiting = false;      // a parked long poll
+    bool needs_sync = false;   // its answer promises a state change: send after fdatasync
+    bool answer_ready = false; // out holds an answer not yet started
+    int inflight = 0;          // recv and send operations not yet completed
+    bool closing = false;      // shut down; the slot is free once nothing is in flight
+    std::string in;
+    std::string out;
+    size_t sent = 0;
+    std::array<char, recv_size> rbuf;
+    // The parked lease.
+    uint16_t route = 0;
+    uint32_t max = 0;
+    int64_t visibility_ns = 0;
+    int64_t deadline_ns = 0;
+};
+
+// A field of a JSON request body: a string's raw token without its quotes when it has no escape
+// (every value this API takes is plain ASCII), or a number as written.
+std::optional<std::string_view> json_plain(std::string_view doc, std::string_view pointer,
+                                           base::JsonType type) {
+    base::JsonLookup l = base::json_find(doc, pointer);
+    if (l.status != base::JsonStatus::found || l.value.type != type) {
+        return std::nullopt;
+    }
+    std::string_view raw = l.value.raw;
+    if (type == base::JsonType::string) {
+        raw = raw.substr(1, raw.size() - 2);
+        if (raw.find('\\') != std::string_view::npos) {
+            return std::nullopt;
+        }
+    }
+    return raw;
+}
+
+enum class Field : uint8_t { absent, ok, bad };
+
+// A duration field ("30s"): absent, or parsed into out within [min, max].
+Field duration_field(std::string_view doc, std::string_view pointer, int64_t min, int64_t max,
+                     int64_t& out) {
+    if (doc.empty() || base::json_find(doc, pointer).status == base::JsonStatus::not_found) {
+        return Field::absent;
+    }
+    auto text = json_plain(doc, pointer, base::JsonType::string);
+    if (!text) {
+        return Field::bad;
+    }
+    auto ns = config::parse_duration_ns(*text);
+    if (!ns || *ns < min || *ns > max) {
+        return Field::bad;
+    }
+    out = *ns;
+    return Field::ok;
+}
+
+// The strings of a JSON array token (already validated by json_find), none escaped.
+bool for_each_string(std::string_view array, std::vector<std::string_view>& out) {
+    size_t i = 1;
+    while (i < array.size()) {
+        char c = array[i];
+        if (c == '"') {
+            size_t end = array.find('"', i + 1);
+            std::string_view s = array.substr(i + 1, end - i - 1);
+            if (s.find('\\') != std::string_view::npos) {
+                return false;
+            }
+            out.push_back(s);
+            i = end + 1;
+        } else if (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ']') {
+            ++i;
+        } else {
+            return false; // not a string
+        }
+    }
+    return true;
+}
+
+std::string_view settle_error(JobTable::Settle s) {
+    switch (s) {
+    case JobTable::Settle::ok:
+    case JobTable::Settle::already_done:
+        return "";
+    case JobTable::Settle::not_leased:
+        return "not_leased";
+    case JobTable::Settle::not_dead:
+        return "not_dead";
+    case JobTable::Settle::dead:
+        return "dead";
+    case JobTable::Settle::unknown:
+        break;
+    }
+    return "not_found";
+}
+
+} // namespace
+
+struct ControlPlane::Impl {
+    const config::Snapshot& snap;
+    io::Features features;
+    unsigned shards;
+    io::Ring ring;
+    int listen_fd = -1;
+    queue::JobStore store;
+    TokenSet tokens;
+    http::DateCache date;
+    http::Limits limits;
+    std::vector<http::Header> header_scratch;
+    std::vector<std::unique_ptr<Conn>> conns;
+    std::vector<uint32_t> free_conns;
+    std::vector<uint32_t> ready; // conns with an answer to send once the ledger is committed
+    std::vector<uint32_t> waiting;
+    std::vector<JobInfo> jobs;
+    std::string record_buf;
+    int64_t started_ns = 0;
+    int64_t now = 0;
+    int64_t last_retire_ns = 0;
+    bool accept_armed = false;
+
+    Impl(const config::Snapshot& s, const io::Features& f, unsigned n)
+        : snap(s), features(f), shards(n) {}
+
+    std::string init(int fd) {
+        listen_fd = fd;
+        // Created here and used by the control-plane thread: no SINGLE_ISSUER (nor DEFER_TASKRUN,
+        // which needs it). This ring carries a few requests a second, not the public plane's.
+        if (auto err = ring.init(ring_entries, 0); !err.empty()) {
+            return err;
+        }
+        std::string why;
+        auto set = TokenSet::from_config(snap.config().tokens, &why);
+        if (!set) {
+            return "tokens: " + why;
+        }
+        tokens = std::move(*set);
+        now = base::unix_ns();
+        started_ns = now;
+        last_retire_ns = now;
+        header_scratch.resize(64);
+        return store.open(snap, now);
+    }
+
+    void run(const std::atomic<bool>& stop) {
+        arm_accept();
+        while (!stop.load(std::memory_order_relaxed)) {
+            ring.submit_and_wait(waiting.empty() ? idle_tick_ns : poll_tick_ns);
+            now = base::unix_ns();
+            date.update(now);
+            ring.for_each_cqe([this](const io_uring_cqe& cqe) { dispatch(cqe); });
+            store.poll();
+            serve_waiting(false);
+            if (now - last_retire_ns >= retire_every_ns) {
+                last_retire_ns = now;
+                store.retire(now);
+            }
+            send_ready();
+        }
+        // Drain: parked long polls get what there is (nothing), then the loop ends.
+        serve_waiting(true);
+        send_ready();
+        ring.submit_and_wait(0);
+        for (auto& c : conns) {
+            if (c->open && c->fd >= 0) {
+                ::close(c->fd);
+            }
+        }
+        ::close(listen_fd);
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    void arm_accept() {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_accept(sqe, listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        sqe->user_data = pack(Op::accept, 0, 0);
+        accept_armed = true;
+    }
+
+    void dispatch(const io_uring_cqe& cqe) {
+        auto op = static_cast<Op>(cqe.user_data >> 56);
+        uint32_t gen = static_cast<uint32_t>(cqe.user_data >> 32) & 0xffffff;
+        uint32_t index = static_cast<uint32_t>(cqe.user_data);
+        if (op == Op::accept) {
+            accept_armed = false;
+            if (cqe.res >= 0) {
+                open_conn(cqe.res);
+            }
+            arm_accept();
+            return;
+        }
+        if (index >= conns.size()) {
+            return;
+        }
+        Conn& c = *conns[index];
+        if (op == Op::shutdown) {
+            return;
+        }
+        if (op == Op::close) {
+            c.open = false;
+            release_if_idle(c);
+            return;
+        }
+        --c.inflight;
+        if (c.gen != gen || !c.open) {
+            release_if_idle(c);
+            return;
+        }
+        if (op == Op::recv) {
+            c.recv_armed = false;
+            if (cqe.res <= 0) {
+                close_conn(c);
+                return;
+            }
+            c.in.append(c.rbuf.data(), static_cast<size_t>(cqe.res));
+            process(c);
+        } else if (op == Op::send) {
+            c.sending = false;
+            if (cqe.res <= 0) {
+                close_conn(c);
+                return;
+            }
+            c.sent += static_cast<size_t>(cqe.res);
+            if (c.sent < c.out.size()) {
+                start_send(c);
+                return;
+            }
+            c.out.clear();
+            c.sent = 0;
+            if (c.close_after) {
+                close_conn(c);
+                return;
+            }
+            process(c);
+        }
+    }
+
+    // A closed connection's slot (and its buffers) may be reused only once the kernel is done
+    // with every operation that pointed into them.
+    void release_if_idle(Conn& c) {
+        if (c.closing && !c.open && c.inflight == 0) {
+            c.closing = false;
+            free_conns.push_back(c.index);
+        }
+    }
+
+    void open_conn(int fd) {
+        uint32_t index;
+        if (!free_conns.empty()) {
+            index = free_conns.back();
+            free_conns.pop_back();
+        } else {
+            index = static_cast<uint32_t>(conns.size());
+            conns.push_back(std::make_unique<Conn>());
+            conns.back()->index = index;
+        }
+        Conn& c = *conns[index];
+        c.fd = fd;
+        c.gen = (c.gen + 1) & 0xffffff;
+        c.open = true;
+        c.recv_armed = c.sending = c.close_after = c.waiting = false;
+        c.needs_sync = c.answer_ready = c.closing = false;
+        c.inflight = 0;
+        c.in.clear();
+        c.out.clear();
+        c.sent = 0;
+        arm_recv(c);
+    }
+
+    void arm_recv(Conn& c) {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_recv(sqe, c.fd, c.rbuf.data(), c.rbuf.size(), 0);
+        sqe->user_data = pack(Op::recv, c.gen, c.index);
+        c.recv_armed = true;
+        ++c.inflight;
+    }
+
+    void start_send(Conn& c) {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_send(sqe, c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+        sqe->user_data = pack(Op::send, c.gen, c.index);
+        c.sending = true;
+        ++c.inflight;
+    }
+
+    void close_conn(Conn& c) {
+        if (!c.open || c.closing) {
+            return;
+        }
+        c.gen = (c.gen + 1) & 0xffffff; // completions still in flight are ignored
+        c.waiting = false;
+        c.closing = true;
+        // Shutting the socket down ends a pending receive at once; then the close.
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_shutdown(sqe, c.fd, SHUT_RDWR);
+        sqe->flags |= IOSQE_IO_LINK;
+        sqe->user_data = pack(Op::shutdown, c.gen, c.index);
+        sqe = ring.sqe();
+        io_uring_prep_close(sqe, c.fd);
+        sqe->user_data = pack(Op::close, c.gen, c.index);
+        c.fd = -1;
+    }
+
+    // Parses and answers the requests in c.in, one at a time: the next waits for the answer.
+    void process(Conn& c) {
+        if (!c.open || c.closing || c.sending || c.waiting || c.answer_ready) {
+            return;
+        }
+        http::RequestHead head;
+        http::HeadResult r = http::parse_head(c.in, 0, limits, header_scratch, head);
+        if (r.error != http::Error::none) {
+            answer(c, http::status_of(r.error), body_bad_request, {}, true);
+            return;
+        }
+        if (r.consumed == 0) {
+            if (c.in.size() > limits.header_bytes) {
+                answer(c, 431, body_bad_request, {}, true);
+                return;
+            }
+            if (!c.recv_armed) {
+                arm_recv(c);
+            }
+            return;
+        }
+        if (head.framing == http::BodyFraming::chunked) {
+            answer(c, 411, R"({"error":"length_required"})", {}, true);
+            return;
+        }
+        uint64_t length =
+            head.framing == http::BodyFraming::content_length ? head.content_length : 0;
+        if (length > max_request_bytes) {
+            answer(c, 413, R"({"error":"body_too_large"})", {}, true);
+            return;
+        }
+        if (c.in.size() < r.consumed + length) {
+            if (!c.recv_armed) {
+                arm_recv(c);
+            }
+            return;
+        }
+        std::string_view body(c.in.data() + r.consumed, length);
+        bool keep_alive = head.keep_alive;
+        handle(c, head, body);
+        c.close_after = c.close_after || !keep_alive;
+        c.in.erase(0, r.consumed + length);
+        if (!c.recv_armed && !c.close_after) {
+            arm_recv(c);
+        }
+    }
+
+    // ---- answers -----------------------------------------------------------------------
+
+    void answer(Conn& c, uint16_t status, std::string_view body, std::string_view extra = {},
+                bool close = false) {
+        http::Response r;
+        r.status = status;
+        r.body = body;
+        r.extra_headers = extra;
+        r.close = close;
+        c.out.resize(body.size() + extra.size() + 256);
+        size_t n = http::write_response(c.out, r, date.view());
+        c.out.resize(n);
+        c.sent = 0;
+        c.close_after = close;
+        c.answer_ready = true;
+        ready.push_back(c.index);
+    }
+
+    void answer_access(Conn& c, Access a) {
+        switch (a) {
+        case Access::unauthorized:
+            answer(c, 401, body_unauthorized, "WWW-Authenticate: Bearer\r\n");
+            return;
+        case Access::forbidden:
+            answer(c, 403, body_forbidden);
+            return;
+        case Access::not_found:
+        case Access::granted:
+            answer(c, 404, body_not_found);
+            return;
+        }
+    }
+
+    // Commits the ledger (fdatasync when an answer promises a state change), then starts the
+    // answers. If the ledger cannot be written, those answers become 503.
+    void send_ready() {
+        bool sync = false;
+        for (uint32_t i : ready) {
+            sync = sync || conns[i]->needs_sync;
+        }
+        bool committed = store.commit(sync);
+        if (!committed) {
+            LogLine(Level::error, "ledger write failed: settling answers refused").write();
+        }
+        std::vector<uint32_t> now_ready;
+        now_ready.swap(ready);
+        for (uint32_t i : now_ready) {
+            Conn& c = *conns[i];
+            if (!c.open || c.closing || !c.answer_ready) {
+                continue;
+            }
+            c.answer_ready = false;
+            if (c.needs_sync && !committed) {
+                c.needs_sync = false;
+                answer(c, 503, body_unavailable, "Retry-After: 1\r\n");
+                c.answer_ready = false;
+                ready.pop_back();
+            }
+            c.needs_sync = false;
+            start_send(c);
+        }
+    }
+
+    // ---- requests ----------------------------------------------------------------------
+
+    void handle(Conn& c, const http::RequestHead& head, std::string_view body) {
+        std::string_view path = head.path;
+        if (path == "/healthz") {
+            if (head.method != "GET") {
+                answer(c, 405, body_method_not_allowed, "Allow: GET\r\n");
+                return;
+            }
+            healthz(c);
+            return;
+        }
+        if (path == "/metrics" || path == "/events" || path == "/v1/tokens" ||
+            path.starts_with("/v1/tokens/") || path == "/v1/reload" ||
+            (path.starts_with("/v1/routes/") && path.ends_with("/jobs"))) {
+            answer(c, 501, body_not_implemented);
+            return;
+        }
+        if (!path.starts_with("/v1/")) {
+            answer(c, 404, body_not_found);
+            return;
+        }
+        const http::Header* auth = http::find_header(head.headers, "authorization");
+        const Grant* who = tokens.authenticate(auth != nullptr ? auth->value : "");
+        if (who == nullptr) {
+            answer_access(c, Access::unauthorized);
+            return;
+        }
+        auto method_is = [&](std::string_view m) {
+            if (head.method == m) {
+                return true;
+            }
+            answer(c, 405, body_method_not_allowed,
+                   m == "GET" ? "Allow: GET\r\n" : "Allow: POST\r\n");
+            return false;
+        };
+        if (path == "/v1/lease") {
+            if (method_is("POST")) {
+                lease(c, *who, body);
+            }
+            return;
+        }
+        if (path == "/v1/ack" || path == "/v1/nack") {
+            if (method_is("POST")) {
+                settle_many(c, *who, body, path == "/v1/ack");
+            }
+            return;
+        }
+        if (path == "/v1/dead-letters") {
+            if (method_is("GET")) {
+                dead_letters(c, *who, head.query);
+            }
+            return;
+        }
+        std::string_view rest;
+        if (path.starts_with("/v1/jobs/")) {
+            rest = path.substr(9);
+            size_t slash = rest.find('/');
+            std::string_view id = rest.substr(0, slash);
+            std::string_view action = slash == std::string_view::npos ? "" : rest.substr(slash);
+            if (action.empty()) {
+                if (method_is("GET")) {
+                    job_state(c, *who, id);
+                }
+                return;
+            }
+            if (action == "/ack" || action == "/nack") {
+                if (method_is("POST")) {
+                    settle_one(c, *who, id, body, action == "/ack");
+                }
+                return;
+            }
+        } else if (path.starts_with("/v1/dead-letters/") && path.ends_with("/replay")) {
+            std::string_view id = path.substr(17, path.size() - 17 - 7);
+            if (method_is("POST")) {
+                replay(c, *who, id);
+            }
+            return;
+        }
+        answer(c, 404, body_not_found);
+    }
+
+    // The job named by id text, if the token may act on it: else the answer has been given.
+    std::optional<JobInfo> job_for(Conn& c, const Grant& who, std::string_view id_text,
+                                   std::string_view action) {
+        if (!who.allows_some_route("jobs", action)) {
+            answer_access(c, Access::forbidden);
+            return std::nullopt;
+        }
+        std::optional<JobId> id = JobId::parse(id_text);
+        std::optional<JobInfo> job = id ? store.table().find(*id) : std::nullopt;
+        if (!job || !who.allows("jobs", action, store.route_name(job->route))) {
+            answer(c, 404, body_not_found);
+            return std::nullopt;
+        }
+        return job;
+    }
+
+    void healthz(Conn& c) {
+        std::string out;
+        base::StringBuffer buf(out);
+        base::JsonWriter w(buf);
+        w.begin_object()
+            .key("status")
+            .string("ok")
+            .key("uptime_s")
+            .number((now - started_ns) / base::ns_per_s)
+            .key("shards")
+            .number(shards)
+            .key("routes")
+            .begin_object();
+        for (uint16_t r = 0; r < store.routes(); ++r) {
+            queue::RouteDepth d = store.table().depth(r);
+            w.key(store.route_name(r))
+                .begin_object()
+                .key("queued")
+                .number(static_cast<int64_t>(d.queued))
+                .key("leased")
+                .number(static_cast<int64_t>(d.leased))
+                .key("dead")
+                .number(static_cast<int64_t>(d.dead))
+                .end_object();
+        }
+        w.end_object().key("sinks").begin_object().end_object();
+        struct statvfs fs {};
+        int64_t free_bytes = -1;
+        if (::statvfs(snap.config().spool.dir.c_str(), &fs) == 0) {
+            free_bytes = static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
+        }
+        w.key("spool")
+            .begin_object()
+            .key("bytes")
+            .number(static_cast<int64_t>(store.spool_bytes()))
+            .key("free_bytes")
+            .number(free_bytes)
+            .end_object()
+            .key("io_uring")
+            .begin_object()
+            .key("single_issuer")
+            .boolean(features.single_issuer)
+            .key("defer_taskrun")
+            .boolean(features.defer_taskrun)
+            .key("multishot_accept")
+            .boolean(features.multishot_accept)
+            .key("multishot_recv")
+            .boolean(features.multishot_recv)
+            .key("buf_ring")
+            .boolean(features.buf_ring)
+            .end_object()
+            .end_object();
+        answer(c, 200, out);
+    }
+
+    void lease(Conn& c, const Grant& who, std::string_view body) {
+        auto route_name = json_plain(body, "/route", base::JsonType::string);
+        if (!route_name) {
+            answer(c, 400, R"({"error":"bad_request","detail":"route: a string is required"})");
+            return;
+        }
+        if (Access a = authorize(&who, "jobs", "consume", *route_name); a != Access::granted) {
+            answer_access(c, a);
+            return;
+        }
+        int route = store.route_index(*route_name);
+        if (route < 0) {
+            answer(c, 404, body_not_found);
+            return;
+        }
+        uint32_t max = 1;
+        if (base::json_find(body, "/max").status == base::JsonStatus::found) {
+            auto text = json_plain(body, "/max", base::JsonType::number);
+            uint32_t v = 0;
+            if (!text ||
+                std::from_chars(text->data(), text->data() + text->size(), v).ec != std::errc() ||
+                v < 1 || v > max_lease) {
+                answer(c, 400, R"({"error":"bad_request","detail":"max: 1 to 1000"})");
+                return;
+            }
+            max = v;
+        }
+        int64_t visibility = default_visibility_ns;
+        int64_t wait = 0;
+        if (duration_field(body, "/visibility", base::ns_per_ms, max_visibility_ns, visibility) ==
+                Field::bad ||
+            duration_field(body, "/wait", 0, max_wait_ns, wait) == Field::bad) {
+            answer(c, 400,
+                   R"({"error":"bad_request","detail":"visibility: 1ms to 12h, wait: 0s to 60s"})");
+            return;
+        }
+        c.route = static_cast<uint16_t>(route);
+        c.max = max;
+        c.visibility_ns = visibility;
+        c.deadline_ns = now + wait;
+        if (!try_lease(c, wait == 0)) {
+            c.waiting = true;
+            waiting.push_back(c.index);
+        }
+    }
+
+    // Leases for c's parked request; answers and returns true when there were jobs or `always`.
+    bool try_lease(Conn& c, bool always) {
+        jobs.clear();
+        store.table().lease(c.route, c.max, c.visibility_ns, now, jobs);
+        if (jobs.empty() && !always) {
+            return false;
+        }
+        std::string out = R"({"jobs":[)";
+        bool first = true;
+        for (const JobInfo& j : jobs) {
+            queue::JobRecord rec;
+            if (!store.read(j.where, record_buf, rec) || rec.id != j.id) {
+                // The record is gone from under the index (a group that failed after it was
+                // seen): there is nothing to deliver; settle it so it is not leased again.
+                char text[queue::job_id_text_size];
+                j.id.format(text);
+                LogLine(Level::error, "job record unreadable; dropped")
+                    .field("job", std::string_view(text, sizeof text))
+                    .write();
+                store.table().ack(j.id, now);
+                continue;
+            }
+            if (!first) {
+                out.push_back(',');
+            }
+            first = false;
+            queue::append_job_json(out, rec, j.attempts);
+        }
+        out += "]}";
+        answer(c, 200, out);
+        return true;
+    }
+
+    void serve_waiting(bool all) {
+        if (waiting.empty()) {
+            return;
+        }
+        std::vector<uint32_t> still;
+        for (uint32_t i : waiting) {
+            Conn& c = *conns[i];
+            if (!c.open || !c.waiting) {
+                continue;
+            }
+            if (try_lease(c, all || now >= c.deadline_ns)) {
+                c.waiting = false;
+            } else {
+                still.push_back(i);
+            }
+        }
+        waiting.swap(still);
+    }
+
+    void settle_one(Conn& c, const Grant& who, std::string_view id, std::string_view body,
+                    bool ack) {
+        std::optional<JobInfo> job = job_for(c, who, id, "consume");
+        if (!job) {
+            return;
+        }
+        std::optional<int64_t> delay;
+        int64_t d = 0;
+        Field f = ack ? Field::absent : duration_field(body, "/delay", 0, max_visibility_ns, d);
+        if (f == Field::bad) {
+            answer(c, 400, R"({"error":"bad_request","detail":"delay: 0s to 12h"})");
+            return;
+        }
+        if (f == Field::ok) {
+            delay = d;
+        }
+        JobTable::Settle s =
+            ack ? store.table().ack(job->id, now) : store.table().nack(job->id, delay, now);
+        std::string_view error = settle_error(s);
+        if (!error.empty()) {
+            std::string out = R"({"error":")" + std::string(error) + "\"}";
+            answer(c, s == JobTable::Settle::unknown ? 404 : 409, out);
+            return;
+        }
+        answer_state(c, job->id);
+        c.needs_sync = true;
+    }
+
+    // {"id":..,"route":..,"state":..,"attempts":..,"received_at":..}
+    void write_state(base::JsonWriter<base::StringBuffer>& w, const JobInfo& j) {
+        char text[queue::job_id_text_size];
+        j.id.format(text);
+        char at[24];
+        w.begin_object()
+            .key("id")
+            .string(std::string_view(text, sizeof text))
+            .key("route")
+            .string(store.route_name(j.route))
+            .key("state")
+            .string(queue::state_name(j.state))
+            .key("attempts")
+            .number(j.attempts)
+            .key("received_at")
+            .string(base::format_rfc3339(j.received_at_ns, at));
+        if (j.due_ns > now &&
+            (j.state == queue::JobState::leased || j.state == queue::JobState::queued)) {
+            w.key(j.state == queue::JobState::leased ? "lease_expires_at" : "not_before")
+                .string(base::format_rfc3339(j.due_ns, at));
+        }
+        w.end_object();
+    }
+
+    void answer_state(Conn& c, JobId id) {
+        std::optional<JobInfo> j = store.table().find(id);
+        std::string out;
+        base::StringBuffer buf(out);
+        base::JsonWriter w(buf);
+        write_state(w, *j);
+        answer(c, 200, out);
+    }
+
+    void job_state(Conn& c, const Grant& who, std::string_view id) {
+        if (std::optional<JobInfo> job = job_for(c, who, id, "read")) {
+            answer_state(c, job->id);
+        }
+    }
+
+    void replay(Conn& c, const Grant& who, std::string_view id) {
+        std::optional<JobInfo> job = job_for(c, who, id, "replay");
+        if (!job) {
+            return;
+        }
+        JobTable::Settle s = store.table().replay(job->id, now);
+        if (s != JobTable::Settle::ok) {
+            answer(c, s == JobTable::Settle::unknown ? 404 : 409,
+                   R"({"error":")" + std::string(settle_error(s)) + "\"}");
+            return;
+        }
+        answer_state(c, job->id);
+        c.needs_sync = true;
+    }
+
+    void settle_many(Conn& c, const Grant& who, std::string_view body, bool ack) {
+        if (!who.allows_some_route("jobs", "consume")) {
+            answer_access(c, Access::forbidden);
+            return;
+        }
+        base::JsonLookup ids = base::json_find(body, "/ids");
+        std::vector<std::string_view> list;
+        if (ids.status != base::JsonStatus::found || ids.value.type != base::JsonType::array ||
+            !for_each_string(ids.value.raw, list) || list.size() > max_bulk_ids) {
+            answer(c, 400,
+                   R"({"error":"bad_request","detail":"ids: an array of up to 1000 job ids"})");
+            return;
+        }
+        std::optional<int64_t> delay;
+        int64_t d = 0;
+        Field f = ack ? Field::absent : duration_field(body, "/delay", 0, max_visibility_ns, d);
+        if (f == Field::bad) {
+            answer(c, 400, R"({"error":"bad_request","detail":"delay: 0s to 12h"})");
+            return;
+        }
+        if (f == Field::ok) {
+            delay = d;
+        }
+        std::string settled;
+        std::string failed;
+        base::StringBuffer sb(settled);
+        base::StringBuffer fb(failed);
+        base::JsonWriter sw(sb);
+        base::JsonWriter fw(fb);
+        sw.begin_array();
+        fw.begin_array();
+        for (std::string_view text : list) {
+            std::optional<JobId> id = JobId::parse(text);
+            std::optional<JobInfo> job = id ? store.table().find(*id) : std::nullopt;
+            JobTable::Settle s = JobTable::Settle::unknown;
+            if (job && who.allows("jobs", "consume", store.route_name(job->route))) {
+                s = ack ? store.table().ack(*id, now) : store.table().nack(*id, delay, now);
+            }
+            std::string_view error = settle_error(s);
+            if (error.empty()) {
+                sw.string(text);
+            } else {
+                fw.begin_object().key("id").string(text).key("error").string(error).end_object();
+            }
+        }
+        sw.end_array();
+        fw.end_array();
+        answer(c, 200, R"({"settled":)" + settled + R"(,"failed":)" + failed + "}");
+        c.needs_sync = true;
+    }
+
+    void dead_letters(Conn& c, const Grant& who, std::string_view query) {
+        std::string_view route_name;
+        JobId after;
+        size_t start = 0;
+        while (start < query.size()) {
+            size_t amp = query.find('&', start);
+            std::string_view pair = query.substr(start, amp - start);
+            size_t eq = pair.find('=');
+            std::string_view name = pair.substr(0, eq);
+            std::string_view value = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
+            if (name == "route") {
+                route_name = value;
+            } else if (name == "after") {
+                std::optional<JobId> id = JobId::parse(value);
+                if (!id) {
+                    answer(c, 400, R"({"error":"bad_request","detail":"after: a job id"})");
+                    return;
+                }
+                after = *id;
+            }
+            if (amp == std::string_view::npos) {
+                break;
+            }
+            start = amp + 1;
+        }
+        if (!who.allows_some_route("jobs", "read")) {
+            answer_access(c, Access::forbidden);
+            return;
+        }
+        jobs.clear();
+        if (!route_name.empty()) {
+            int route = store.route_index(route_name);
+            if (route < 0 || !who.allows("jobs", "read", route_name)) {
+                answer(c, 404, body_not_found);
+                return;
+            }
+            store.table().dead_letters(static_cast<uint16_t>(route), after, dead_letter_page, jobs);
+        } else {
+            for (uint16_t r = 0; r < store.routes(); ++r) {
+                if (who.allows("jobs", "read", store.route_name(r))) {
+                    store.table().dead_letters(r, after, dead_letter_page, jobs);
+                }
+            }
+            std::sort(jobs.begin(), jobs.end(),
+                      [](const JobInfo& a, const JobInfo& b) { return a.id < b.id; });
+            if (jobs.size() > dead_letter_page) {
+                jobs.resize(dead_letter_page);
+            }
+        }
+        std::string out;
+        base::StringBuffer buf(out);
+        base::JsonWriter w(buf);
+        w.begin_object().key("jobs").begin_array();
+        for (const JobInfo& j : jobs) {
+            write_state(w, j);
+        }
+        w.end_array();
+        if (jobs.size() == dead_letter_page) {
+            char text[queue::job_id_text_size];
+            jobs.back().id.format(text);
+            w.key("next").string(std::string_view(text, sizeof text));
+        }
+        w.end_object();
+        answer(c, 200, out);
+    }
+};
+
+ControlPlane::ControlPlane(const config::Snapshot& snapshot, const io::Features& features,
+                           unsigned shards)
+    : _impl(std::make_unique<Impl>(snapshot, features, shards)) {}
+
+ControlPlane::~ControlPlane() = default;
+
+std::string ControlPlane::init(int listen_fd) {
+    return _impl->init(listen_fd);
+}
+
+void ControlPlane::run(const std::atomic<bool>& stop) {
+    _impl->run(stop);
+}
+
+} // namespace portcullis::admin
