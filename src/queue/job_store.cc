@@ -84,6 +84,7 @@ std::string JobStore::open(const config::Snapshot& snapshot, int64_t now_ns) {
         _tails[f.shard].seq = std::max(_tails[f.shard].seq, f.seq);
     }
 
+    add_found(); // before the ledger: its ops apply to these jobs
     const std::string ledger = _dir + "/ledger.log";
     LedgerRecovery rec = recover_ledger(ledger);
     if (!rec.error.empty()) {
@@ -108,7 +109,6 @@ std::string JobStore::open(const config::Snapshot& snapshot, int64_t now_ns) {
     if (_ledger_fd < 0) {
         return "cannot open " + ledger + ": " + errno_text();
     }
-    add_found();
     LogLine(Level::info, "job index ready")
         .field("jobs", static_cast<int64_t>(_table->size()))
         .field("ledger_ops", static_cast<int64_t>(rec.ops.size()))

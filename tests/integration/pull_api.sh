@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# The pull API on the control plane (SPEC section 5) with curl as the consumer: tokens and
+# scopes (401, 403, 404 without a leak), lease with max, visibility expiry and long polls, ack,
+# nack with a delay, max_attempts and dead letters, replay, bulk ack, jobs byte for byte (base64
+# for binary bodies), and state that survives a restart and kill -9: an answered ack is never
+# undone, a lease that was never acked comes back.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/lib.sh"
+need curl python3 sha256sum
+
+SPOOL="$WORKDIR/spool"
+# Tokens as an operator makes them: random, only their SHA-256 in the configuration.
+new_token() { "$PORTCULLIS" token new | sed -n 's/^token: *//p'; }
+sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+WORKER=$(new_token)
+GITHUB_ONLY=$(new_token)
+METRICS_ONLY=$(new_token)
+[[ $WORKER == pct_* ]] || fail "token new printed no token"
+cat >"$WORKDIR/config.yaml" <<EOF
+server: {listen: ["127.0.0.1:0"], shards: 2}
+admin: {listen: "127.0.0.1:0"}
+spool: {dir: $SPOOL, durability: fsync}
+routes:
+  github: {path: /webhooks/github, verify: {scheme: none}, max_attempts: 2}
+  stripe: {path: /webhooks/stripe, verify: {scheme: none}}
+tokens:
+  worker: {sha256: "$(sha "$WORKER")", scopes: ["jobs:*"]}
+  github_only: {sha256: "$(sha "$GITHUB_ONLY")", scopes: ["jobs:consume:git*", "jobs:read:github"]}
+  metrics_only: {sha256: "$(sha "$METRICS_ONLY")", scopes: ["metrics:read"]}
+EOF
+
+# api METHOD PATH [TOKEN] [JSON]: sets API_STATUS and API_BODY.
+api() {
+    local method=$1 path=$2 token=${3:-} data=${4:-}
+    local args=(-sS -m 30 -o "$WORKDIR/api-body" -w '%{http_code}' -X "$method")
+    [[ -z $token ]] || args+=(-H "Authorization: Bearer $token")
+    [[ -z $data ]] || args+=(-H "Content-Type: application/json" --data-binary "$data")
+    API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path") || API_STATUS="curl-failed-$?"
+    API_BODY=$(cat "$WORKDIR/api-body")
+}
+expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
+# py EXPR: evaluates EXPR with j = the last answer's JSON.
+py() { python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY"; }
+
+# webhook ROUTE FILE: posts a job; sets JOB_ID.
+webhook() {
+    post "/webhooks/$1" "$2"
+    expect_queued "webhook to $1"
+}
+
+start_server "$WORKDIR/config.yaml"
+[[ -n $ADMIN_PORT ]] || fail "no control-plane listening line"
+
+# --- health, and the planes kept apart ---
+api GET /healthz
+expect_api healthz 200
+expect_eq "healthz status" ok "$(py 'j["status"]')"
+expect_eq "healthz shards" 2 "$(py 'j["shards"]')"
+expect_eq "healthz routes" "github stripe" "$(py '" ".join(sorted(j["routes"]))')"
+[[ $(py 'j["spool"]["free_bytes"] > 0') == True ]] || fail "healthz: no free bytes"
+post /v1/lease /dev/null
+expect_eq "the public plane does not serve the pull API" 404 "$HTTP_STATUS"
+
+# --- jobs in: a UTF-8 body and a binary one ---
+printf '{"n":1,"text":"Grüße \\" \\u00e9"}' >"$WORKDIR/b1"
+head -c 300 /dev/urandom >"$WORKDIR/b2"
+printf '\xff\xfe\x00binary' >>"$WORKDIR/b2"
+printf '{"n":3}' >"$WORKDIR/b3"
+webhook github "$WORKDIR/b1"
+J1=$JOB_ID
+webhook github "$WORKDIR/b2"
+J2=$JOB_ID
+webhook stripe "$WORKDIR/b3"
+J3=$JOB_ID
+
+# --- tokens and scopes ---
+api POST /v1/lease "" '{"route":"github"}'
+expect_api "no token" 401
+expect_eq "no token: answer" '{"error":"unauthorized"}' "$API_BODY"
+api POST /v1/lease "pct_not-a-real-token" '{"route":"github"}'
+expect_api "unknown token" 401
+api POST /v1/lease "$METRICS_ONLY" '{"route":"github"}'
+expect_api "token without jobs scopes" 403
+api POST /v1/lease "$GITHUB_ONLY" '{"route":"stripe"}'
+expect_api "lease on a route outside the token's scopes" 404
+api POST /v1/lease "$GITHUB_ONLY" '{"route":"nosuchroute"}'
+expect_api "lease on a route that does not exist" 404
+api GET "/v1/jobs/$J3" "$GITHUB_ONLY"
+expect_api "a job of another route is not found" 404
+api GET "/v1/jobs/$J1" "$GITHUB_ONLY"
+expect_api "a job of its own route" 200
+expect_eq "state of a new job" queued "$(py 'j["state"]')"
+
+# --- lease: max, order, bodies byte for byte ---
+api POST /v1/lease "$WORKER" '{"route":"github","max":1,"visibility":"3s"}'
+expect_api "lease 1" 200
+expect_eq "leased first: the oldest" "$J1" "$(py 'j["jobs"][0]["id"]')"
+expect_eq "one job for max 1" 1 "$(py 'len(j["jobs"])')"
+expect_eq "attempt" 1 "$(py 'j["jobs"][0]["attempt"]')"
+python3 - "$API_BODY" "$WORKDIR/b1" <<'PY' || fail "leased body differs from what was sent"
+import json, sys
+job = json.loads(sys.argv[1])["jobs"][0]
+assert job["body_encoding"] == "utf8", job["body_encoding"]
+assert job["body"].encode("utf-8") == open(sys.argv[2], "rb").read()
+assert job["route"] == "github" and job["source_ip"] == "127.0.0.1"
+assert job["received_at"].endswith("Z")
+PY
+api POST /v1/lease "$WORKER" '{"route":"github","max":10}'
+expect_eq "the rest of github" "$J2" "$(py '" ".join(x["id"] for x in j["jobs"])')"
+python3 - "$API_BODY" "$WORKDIR/b2" <<'PY' || fail "binary body not returned byte for byte as base64"
+import base64, json, sys
+job = json.loads(sys.argv[1])["jobs"][0]
+assert job["body_encoding"] == "base64", job["body_encoding"]
+assert base64.b64decode(job["body"], validate=True) == open(sys.argv[2], "rb").read()
+PY
+
+# --- visibility: an unacked lease comes back with the next attempt ---
+sleep 3.1
+api POST /v1/lease "$WORKER" '{"route":"github","max":10}'
+expect_eq "after the visibility timeout, J1 again" "$J1" "$(py '" ".join(x["id"] for x in j["jobs"])')"
+expect_eq "second attempt" 2 "$(py 'j["jobs"][0]["attempt"]')"
+
+# --- ack, idempotent; nack of a settled job refused ---
+api POST "/v1/jobs/$J2/ack" "$WORKER"
+expect_api "ack" 200
+expect_eq "acked state" done "$(py 'j["state"]')"
+api POST "/v1/jobs/$J2/ack" "$WORKER"
+expect_api "ack again" 200
+api POST "/v1/jobs/$J2/nack" "$WORKER"
+expect_api "nack of a done job" 409
+expect_eq "nack of a done job: answer" '{"error":"not_leased"}' "$API_BODY"
+api POST "/v1/jobs/01aaaaaaaaaaaaaaaaaaaaaaaa/ack" "$WORKER"
+expect_api "ack of an unknown job" 404
+api POST "/v1/jobs/not-an-id/ack" "$WORKER"
+expect_api "ack of a malformed id" 404
+
+# --- max_attempts 2: J1 was leased twice; its nack sends it to the dead letters ---
+api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"1s"}'
+expect_api "nack at max_attempts" 200
+expect_eq "dead after max_attempts" dead "$(py 'j["state"]')"
+api GET "/v1/dead-letters?route=github" "$WORKER"
+expect_eq "dead letters" "$J1" "$(py '" ".join(x["id"] for x in j["jobs"])')"
+api GET "/v1/dead-letters" "$GITHUB_ONLY"
+expect_api "dead letters need jobs:read" 200
+api POST "/v1/dead-letters/$J1/replay" "$GITHUB_ONLY"
+expect_api "replay needs jobs:replay" 403
+api POST "/v1/dead-letters/$J1/replay" "$WORKER"
+expect_api "replay" 200
+expect_eq "replayed state" queued "$(py 'j["state"]')"
+api POST "/v1/dead-letters/$J1/replay" "$WORKER"
+expect_api "replay of a job that is not dead" 409
+
+# --- nack with a delay: not leased before it passes ---
+api POST /v1/lease "$WORKER" '{"route":"github"}'
+expect_eq "replayed job leased again, attempts from 1" "$J1 1" "$(py 'j["jobs"][0]["id"] + " " + str(j["jobs"][0]["attempt"])')"
+api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"2s"}'
+expect_eq "nacked with a delay" queued "$(py 'j["state"]')"
+[[ $(py '"not_before" in j') == True ]] || fail "a delayed job shows no not_before: $API_BODY"
+api POST /v1/lease "$WORKER" '{"route":"github"}'
+expect_eq "nothing before the delay" 0 "$(py 'len(j["jobs"])')"
+# A long poll returns as soon as the delay has passed.
+start=$(date +%s%N)
+api POST /v1/lease "$WORKER" '{"route":"github","wait":"10s"}'
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+expect_eq "long poll gets the delayed job" "$J1" "$(py 'j["jobs"][0]["id"]')"
+((elapsed_ms < 5000)) || fail "the long poll took ${elapsed_ms} ms for a 2 s delay"
+
+# --- a long poll wakes for a new webhook ---
+api POST "/v1/ack" "$WORKER" "{\"ids\":[\"$J1\",\"$J3\",\"01aaaaaaaaaaaaaaaaaaaaaaaa\"]}"
+expect_api "bulk ack" 200
+expect_eq "bulk ack: settled" "$J1 $J3" "$(py '" ".join(j["settled"])')"
+expect_eq "bulk ack: failed" "01aaaaaaaaaaaaaaaaaaaaaaaa:not_found" \
+    "$(py '" ".join(f["id"] + ":" + f["error"] for f in j["failed"])')"
+(
+    sleep 0.5
+    printf '{"n":4}' >"$WORKDIR/b4"
+    curl -sS -m 10 -o /dev/null --data-binary "@$WORKDIR/b4" "http://127.0.0.1:$PORT/webhooks/stripe"
+) &
+writer=$!
+start=$(date +%s%N)
+api POST /v1/lease "$WORKER" '{"route":"stripe","wait":"10s","visibility":"1h"}'
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+wait "$writer"
+expect_eq "the long poll got the new job" 1 "$(py 'len(j["jobs"])')"
+J4=$(py 'j["jobs"][0]["id"]')
+((elapsed_ms < 3000)) || fail "the long poll took ${elapsed_ms} ms to see a new job"
+api POST /v1/lease "$WORKER" '{"route":"stripe","wait":"300ms"}'
+expect_eq "an empty long poll ends at its wait" 0 "$(py 'len(j["jobs"])')"
+
+# --- restart: settled jobs stay settled, leases never acked come back ---
+webhook stripe "$WORKDIR/b3"
+J5=$JOB_ID
+api POST /v1/lease "$WORKER" '{"route":"stripe","visibility":"1h"}'
+expect_eq "J5 leased" "$J5" "$(py 'j["jobs"][0]["id"]')"
+api POST "/v1/jobs/$J5/ack" "$WORKER"
+expect_api "ack J5" 200
+kill9_server
+start_server "$WORKDIR/config.yaml"
+for id in "$J1" "$J2" "$J3" "$J5"; do
+    api GET "/v1/jobs/$id" "$WORKER"
+    expect_eq "after kill -9, $id" done "$(py 'j["state"]')"
+done
+api GET "/v1/jobs/$J4" "$WORKER"
+expect_eq "J4 (leased for 1h, never acked) after kill -9" leased "$(py 'j["state"]')"
+api POST "/v1/jobs/$J4/nack" "$WORKER" '{"delay":"0s"}'
+api POST /v1/lease "$WORKER" '{"route":"stripe","max":10}'
+expect_eq "only J4 is delivered again" "$J4" "$(py '" ".join(x["id"] for x in j["jobs"])')"
+api POST "/v1/jobs/$J4/ack" "$WORKER"
+stop_server
+start_server "$WORKDIR/config.yaml"
+api GET /healthz
+expect_eq "nothing queued after a clean restart" "0 0" "$(py 'str(j["routes"]["github"]["queued"] + j["routes"]["stripe"]["queued"]) + " " + str(j["routes"]["stripe"]["leased"])')"
+api POST /v1/lease "$WORKER" '{"route":"github","max":10}'
+expect_eq "no settled job is delivered again" 0 "$(py 'len(j["jobs"])')"
+stop_server
+echo "ok: pull API"
