@@ -47,7 +47,9 @@ constexpr size_t dead_letter_page = 100;
 // long otherwise.
 constexpr int64_t poll_tick_ns = 2'000'000;
 constexpr int64_t idle_tick_ns = 50'000'000;
-constexpr int64_t retire_every_ns = 10 * base::ns_per_s;
+// Retention runs a quarter of spool.retention apart, between these.
+constexpr int64_t retire_min_interval_ns = 100'000'000;
+constexpr int64_t retire_max_interval_ns = 10 * base::ns_per_s;
 
 enum class Op : uint8_t { accept = 1, recv, send, shutdown, close };
 
@@ -186,6 +188,7 @@ struct ControlPlane::Impl {
     int64_t started_ns = 0;
     int64_t now = 0;
     int64_t last_retire_ns = 0;
+    int64_t retire_interval_ns = retire_max_interval_ns;
     bool accept_armed = false;
 
     Impl(const config::Snapshot& s, const io::Features& f, unsigned n)
@@ -208,6 +211,8 @@ struct ControlPlane::Impl {
         started_ns = now;
         last_retire_ns = now;
         header_scratch.resize(64);
+        retire_interval_ns = std::clamp(snap.config().spool.retention_ns / 4,
+                                        retire_min_interval_ns, retire_max_interval_ns);
         return store.open(snap, now);
     }
 
@@ -220,7 +225,7 @@ struct ControlPlane::Impl {
             ring.for_each_cqe([this](const io_uring_cqe& cqe) { dispatch(cqe); });
             store.poll();
             serve_waiting(false);
-            if (now - last_retire_ns >= retire_every_ns) {
+            if (now - last_retire_ns >= retire_interval_ns) {
                 last_retire_ns = now;
                 store.retire(now);
             }
