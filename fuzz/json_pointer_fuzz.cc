@@ -8,6 +8,8 @@
 // - read as a document of its own with pointer "", the found value is found again, whole, with
 //   the same type; and so is the whole document, if the pointer found anything at all;
 // - a found string unescapes into raw.size() - 2 bytes and compares equal to what it unescaped to;
+// - a found array's plain strings (json_plain_strings, the control plane's id lists) lie inside
+//   it, hold no quote or backslash, and each is found again as a string document of its own;
 // - the pointer changes nothing about whether the document is refused, and where, except for a
 //   duplicate of a member on its path, which is refused at the duplicate's name (the scan
 //   validates the whole document whatever the pointer).
@@ -15,6 +17,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -89,6 +92,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         check(json_string_equals(v.raw, std::string_view(out.data(), *n)));
         if (*n > 0) {
             check(!json_unescape(v.raw, std::span<char>(out.data(), *n - 1)).has_value());
+        }
+    }
+    if (v.type == JsonType::array) {
+        std::vector<std::string_view> strings;
+        if (json_plain_strings(v.raw, strings)) {
+            for (std::string_view e : strings) {
+                check(inside(e, v.raw));
+                check(e.find('"') == std::string_view::npos &&
+                      e.find('\\') == std::string_view::npos);
+                // Quoted again, the element is a document: a string of exactly those bytes.
+                std::string quoted = '"' + std::string(e) + '"';
+                const JsonLookup s = json_find(quoted, "");
+                check(s.status == JsonStatus::found && s.value.type == JsonType::string &&
+                      json_string_equals(s.value.raw, e));
+            }
         }
     }
     return 0;

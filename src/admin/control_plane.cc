@@ -127,28 +127,6 @@ Field duration_field(std::string_view doc, std::string_view pointer, int64_t min
     return Field::ok;
 }
 
-// The strings of a JSON array token (already validated by json_find), none escaped.
-bool for_each_string(std::string_view array, std::vector<std::string_view>& out) {
-    size_t i = 1;
-    while (i < array.size()) {
-        char c = array[i];
-        if (c == '"') {
-            size_t end = array.find('"', i + 1);
-            std::string_view s = array.substr(i + 1, end - i - 1);
-            if (s.find('\\') != std::string_view::npos) {
-                return false;
-            }
-            out.push_back(s);
-            i = end + 1;
-        } else if (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ']') {
-            ++i;
-        } else {
-            return false; // not a string
-        }
-    }
-    return true;
-}
-
 std::string_view settle_error(JobTable::Settle s) {
     switch (s) {
     case JobTable::Settle::ok:
@@ -597,7 +575,8 @@ struct ControlPlane::Impl {
             .number(shards)
             .key("routes")
             .begin_object();
-        for (uint16_t r = 0; r < store.routes(); ++r) {
+        for (size_t i = 0; i < store.routes(); ++i) {
+            const auto r = static_cast<uint16_t>(i);
             queue::RouteDepth d = store.table().depth(r);
             w.key(store.route_name(r))
                 .begin_object()
@@ -827,7 +806,7 @@ struct ControlPlane::Impl {
         base::JsonLookup ids = base::json_find(body, "/ids");
         std::vector<std::string_view> list;
         if (ids.status != base::JsonStatus::found || ids.value.type != base::JsonType::array ||
-            !for_each_string(ids.value.raw, list) || list.size() > max_bulk_ids) {
+            !base::json_plain_strings(ids.value.raw, list) || list.size() > max_bulk_ids) {
             answer(c, 400,
                    R"({"error":"bad_request","detail":"ids: an array of up to 1000 job ids"})");
             return;
@@ -908,7 +887,8 @@ struct ControlPlane::Impl {
             }
             store.table().dead_letters(static_cast<uint16_t>(route), after, dead_letter_page, jobs);
         } else {
-            for (uint16_t r = 0; r < store.routes(); ++r) {
+            for (size_t i = 0; i < store.routes(); ++i) {
+                const auto r = static_cast<uint16_t>(i);
                 if (who.allows("jobs", "read", store.route_name(r))) {
                     store.table().dead_letters(r, after, dead_letter_page, jobs);
                 }

@@ -693,4 +693,31 @@ std::string_view json_status_name(JsonStatus s) {
     return "unknown";
 }
 
+bool json_plain_strings(std::string_view raw_array, std::vector<std::string_view>& out) {
+    if (raw_array.size() < 2 || raw_array.front() != '[') {
+        return false;
+    }
+    size_t i = 1;
+    while (i < raw_array.size()) {
+        const char c = raw_array[i];
+        if (c == '"') {
+            const size_t end = raw_array.find('"', i + 1);
+            if (end == std::string_view::npos) {
+                return false;
+            }
+            const std::string_view s = raw_array.substr(i + 1, end - i - 1);
+            if (s.find('\\') != std::string_view::npos) {
+                return false;
+            }
+            out.push_back(s);
+            i = end + 1;
+        } else if (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ']') {
+            ++i;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
 } // namespace portcullis::base

@@ -42,6 +42,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <vector>
 
 namespace portcullis::base {
 
@@ -98,6 +99,11 @@ std::optional<size_t> json_unescape(std::string_view raw_string, std::span<char>
 // True when the string token `raw_string` (quotes included) is valid and decodes to exactly
 // `text`: json_string_equals(R"("url\u005fverification")", "url_verification") holds.
 bool json_string_equals(std::string_view raw_string, std::string_view text);
+
+// The elements of an array token found by json_find (so already valid JSON), when every one is a
+// string with no escape (ids, names): appended to out without their quotes. False, with out
+// holding the elements before, for any other element.
+bool json_plain_strings(std::string_view raw_array, std::vector<std::string_view>& out);
 
 std::string_view json_status_name(JsonStatus s);
 
