@@ -94,7 +94,7 @@ expect_api "a job of its own route" 200
 expect_eq "state of a new job" queued "$(py 'j["state"]')"
 
 # --- lease: max, order, bodies byte for byte ---
-api POST /v1/lease "$WORKER" '{"route":"github","max":1,"visibility":"3s"}'
+api POST /v1/lease "$WORKER" '{"route":"github","max":1,"visibility":"4s"}'
 expect_api "lease 1" 200
 expect_eq "leased first: the oldest" "$J1" "$(py 'j["jobs"][0]["id"]')"
 expect_eq "one job for max 1" 1 "$(py 'len(j["jobs"])')"
@@ -117,7 +117,7 @@ assert base64.b64decode(job["body"], validate=True) == open(sys.argv[2], "rb").r
 PY
 
 # --- visibility: an unacked lease comes back with the next attempt ---
-sleep 3.1
+sleep 4.1
 api POST /v1/lease "$WORKER" '{"route":"github","max":10}'
 expect_eq "after the visibility timeout, J1 again" "$J1" "$(py '" ".join(x["id"] for x in j["jobs"])')"
 expect_eq "second attempt" 2 "$(py 'j["jobs"][0]["attempt"]')"
