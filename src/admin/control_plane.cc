@@ -47,11 +47,12 @@ constexpr size_t dead_letter_page = 100;
 // long otherwise.
 constexpr int64_t poll_tick_ns = 2'000'000;
 constexpr int64_t idle_tick_ns = 50'000'000;
+constexpr int64_t poll_interval_ns = 1'000'000;
 // Retention runs a quarter of spool.retention apart, between these.
 constexpr int64_t retire_min_interval_ns = 100'000'000;
 constexpr int64_t retire_max_interval_ns = 10 * base::ns_per_s;
 
-enum class Op : uint8_t { accept = 1, recv, send, shutdown, close };
+enum class Op : uint8_t { accept = 1, recv, send, shutdown, close, ledger_write, ledger_sync };
 
 constexpr uint64_t pack(Op op, uint32_t gen, uint32_t index) {
     return uint64_t(op) << 56 | uint64_t(gen & 0xffffff) << 32 | index;
@@ -161,8 +162,18 @@ struct ControlPlane::Impl {
     std::vector<uint32_t> free_conns;
     std::vector<uint32_t> ready; // conns with an answer to send once the ledger is committed
     std::vector<uint32_t> waiting;
+    struct Waiter {
+        uint32_t index;
+        uint32_t gen;
+    };
+    std::vector<Waiter> sync_next;    // answers for the next ledger group
+    std::vector<Waiter> sync_waiting; // answers of the group in flight
+    bool ledger_inflight = false;
+    bool ledger_sync = false;
+    bool ledger_failed = false;
+    size_t ledger_bytes = 0;
+    int64_t last_poll_ns = 0;
     std::vector<JobInfo> jobs;
-    std::string record_buf;
     int64_t started_ns = 0;
     int64_t now = 0;
     int64_t last_retire_ns = 0;
@@ -201,7 +212,11 @@ struct ControlPlane::Impl {
             now = base::unix_ns();
             date.update(now);
             ring.for_each_cqe([this](const io_uring_cqe& cqe) { dispatch(cqe); });
-            store.poll();
+            // Tailing costs a stat and an fstat per shard: at most once a millisecond.
+            if (now - last_poll_ns >= poll_interval_ns) {
+                last_poll_ns = now;
+                store.poll();
+            }
             serve_waiting(false);
             if (now - last_retire_ns >= retire_interval_ns) {
                 last_retire_ns = now;
@@ -209,9 +224,15 @@ struct ControlPlane::Impl {
             }
             send_ready();
         }
-        // Drain: parked long polls get what there is (nothing), then the loop ends.
+        // Drain: parked long polls get what there is (nothing), the ledger group in flight
+        // completes, what is left of the ledger is written, then the loop ends.
         serve_waiting(true);
         send_ready();
+        while (ledger_inflight) {
+            ring.submit_and_wait(idle_tick_ns);
+            ring.for_each_cqe([this](const io_uring_cqe& cqe) { dispatch(cqe); });
+        }
+        store.commit(true);
         ring.submit_and_wait(0);
         for (auto& c : conns) {
             if (c->open && c->fd >= 0) {
@@ -234,6 +255,10 @@ struct ControlPlane::Impl {
         auto op = static_cast<Op>(cqe.user_data >> 56);
         uint32_t gen = static_cast<uint32_t>(cqe.user_data >> 32) & 0xffffff;
         uint32_t index = static_cast<uint32_t>(cqe.user_data);
+        if (op == Op::ledger_write || op == Op::ledger_sync) {
+            on_ledger(op, cqe.res);
+            return;
+        }
         if (op == Op::accept) {
             accept_armed = false;
             if (cqe.res >= 0) {
@@ -434,17 +459,10 @@ struct ControlPlane::Impl {
         }
     }
 
-    // Commits the ledger (fdatasync when an answer promises a state change), then starts the
-    // answers. If the ledger cannot be written, those answers become 503.
+    // Answers that promise nothing durable go out at once. Those that do (ack, nack, replay)
+    // wait for the ledger group that holds their ops: one append and one linked fdatasync
+    // through the ring, at most one group in flight, the next one gathering meanwhile.
     void send_ready() {
-        bool sync = false;
-        for (uint32_t i : ready) {
-            sync = sync || conns[i]->needs_sync;
-        }
-        bool committed = store.commit(sync);
-        if (!committed) {
-            LogLine(Level::error, "ledger write failed: settling answers refused").write();
-        }
         std::vector<uint32_t> now_ready;
         now_ready.swap(ready);
         for (uint32_t i : now_ready) {
@@ -452,16 +470,79 @@ struct ControlPlane::Impl {
             if (!c.open || c.closing || !c.answer_ready) {
                 continue;
             }
+            if (c.needs_sync) {
+                sync_next.push_back({i, c.gen});
+                continue;
+            }
             c.answer_ready = false;
-            if (c.needs_sync && !committed) {
-                c.needs_sync = false;
+            start_send(c);
+        }
+        flush_ledger();
+    }
+
+    void flush_ledger() {
+        if (ledger_inflight || (store.table().pending_ops().empty() && sync_next.empty())) {
+            return;
+        }
+        std::span<const uint8_t> bytes = store.take_ops();
+        ledger_bytes = bytes.size();
+        ledger_failed = false;
+        ledger_sync = !sync_next.empty();
+        sync_waiting.swap(sync_next);
+        sync_next.clear();
+        if (!bytes.empty()) {
+            io_uring_sqe* sqe = ring.sqe();
+            // The file is opened O_APPEND: the offset is ignored, writes go to its end.
+            io_uring_prep_write(sqe, store.ledger_fd(), bytes.data(),
+                                static_cast<unsigned>(bytes.size()), 0);
+            sqe->user_data = pack(Op::ledger_write, 0, 0);
+            if (ledger_sync) {
+                sqe->flags |= IOSQE_IO_LINK;
+            }
+        }
+        if (ledger_sync) {
+            io_uring_sqe* sqe = ring.sqe();
+            io_uring_prep_fsync(sqe, store.ledger_fd(), IORING_FSYNC_DATASYNC);
+            sqe->user_data = pack(Op::ledger_sync, 0, 0);
+        }
+        ledger_inflight = !bytes.empty() || ledger_sync;
+    }
+
+    void on_ledger(Op op, int res) {
+        if (op == Op::ledger_write) {
+            if (res < 0 || static_cast<size_t>(res) != ledger_bytes) {
+                // A short write leaves a torn record at the end: recovery cuts it. The linked
+                // fdatasync reports -ECANCELED; the group fails either way.
+                ledger_failed = true;
+            }
+            if (ledger_sync) {
+                return; // the fdatasync completes the group
+            }
+        } else if (res < 0) {
+            ledger_failed = true;
+        }
+        if (ledger_failed) {
+            store.note_ledger_error();
+            LogLine(Level::error, "ledger write failed: settling answers refused")
+                .field("error", std::strerror(res < 0 ? -res : EIO))
+                .write();
+        }
+        ledger_inflight = false;
+        for (const Waiter& w : sync_waiting) {
+            Conn& c = *conns[w.index];
+            if (!c.open || c.closing || c.gen != w.gen || !c.answer_ready) {
+                continue;
+            }
+            c.answer_ready = false;
+            c.needs_sync = false;
+            if (ledger_failed) {
                 answer(c, 503, body_unavailable, "Retry-After: 1\r\n");
                 c.answer_ready = false;
                 ready.pop_back();
             }
-            c.needs_sync = false;
             start_send(c);
         }
+        sync_waiting.clear();
     }
 
     // ---- requests ----------------------------------------------------------------------
@@ -675,7 +756,7 @@ struct ControlPlane::Impl {
         bool first = true;
         for (const JobInfo& j : jobs) {
             queue::JobRecord rec;
-            if (!store.read(j.where, record_buf, rec) || rec.id != j.id) {
+            if (!store.read(j.where, rec) || rec.id != j.id) {
                 // The record is gone from under the index (a group that failed after it was
                 // seen): there is nothing to deliver; settle it so it is not leased again.
                 char text[queue::job_id_text_size];

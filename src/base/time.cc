@@ -2,29 +2,40 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 
 namespace portcullis::base {
 
 std::string_view format_rfc3339(int64_t unix_nanos, char (&out)[24]) {
-    time_t secs = static_cast<time_t>(unix_nanos / ns_per_s);
-    int ms = static_cast<int>(unix_nanos % ns_per_s / ns_per_ms);
     if (unix_nanos < 0) {
-        secs = 0;
-        ms = 0;
+        unix_nanos = 0;
     }
-    tm parts{};
-    gmtime_r(&secs, &parts);
-    // 24 bytes hold the 24 characters written; snprintf needs room for its NUL, so format into
-    // a larger scratch buffer and copy.
-    char scratch[32];
-    int n = std::snprintf(scratch, sizeof scratch, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                          parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour,
-                          parts.tm_min, parts.tm_sec, ms);
-    size_t len = n > 0 && static_cast<size_t>(n) <= sizeof out ? static_cast<size_t>(n) : 0;
-    for (size_t i = 0; i < len; ++i) {
-        out[i] = scratch[i];
+    const time_t secs = static_cast<time_t>(unix_nanos / ns_per_s);
+    const int ms = static_cast<int>(unix_nanos % ns_per_s / ns_per_ms);
+    // The date and time of the last second formatted, per thread: lists of jobs received close
+    // together format each second once instead of through gmtime_r and snprintf every time.
+    thread_local time_t cached_secs = -1;
+    thread_local char cached[20];
+    if (secs != cached_secs) {
+        tm parts{};
+        gmtime_r(&secs, &parts);
+        char scratch[32];
+        int n = std::snprintf(scratch, sizeof scratch, "%04d-%02d-%02dT%02d:%02d:%02d",
+                              parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour,
+                              parts.tm_min, parts.tm_sec);
+        if (n != 19) {
+            return {out, 0}; // a year past 9999: not representable here
+        }
+        std::memcpy(cached, scratch, 19);
+        cached_secs = secs;
     }
-    return {out, len};
+    std::memcpy(out, cached, 19);
+    out[19] = '.';
+    out[20] = static_cast<char>('0' + ms / 100);
+    out[21] = static_cast<char>('0' + ms / 10 % 10);
+    out[22] = static_cast<char>('0' + ms % 10);
+    out[23] = 'Z';
+    return {out, 24};
 }
 
 namespace {

@@ -24,6 +24,8 @@ std::string errno_text() {
 
 // Ledgers past this many bytes are compacted at start-up (48 bytes an op: about 1.4 M ops).
 constexpr uint64_t ledger_compact_bytes = 64ull * 1024 * 1024;
+// How much read() reads at a time when the record asked for is not in its buffer.
+constexpr uint64_t read_ahead_bytes = 1024 * 1024;
 
 } // namespace
 
@@ -232,28 +234,42 @@ size_t JobStore::poll() {
     return found;
 }
 
-bool JobStore::read(const JobLocation& where, std::string& buf, JobRecord& rec) {
+bool JobStore::read(const JobLocation& where, JobRecord& rec) {
     auto it = _segments.find({where.shard, where.segment});
-    if (it == _segments.end()) {
+    if (it == _segments.end() || where.offset + where.size > it->second.size) {
         return false;
     }
-    int fd = segment_fd(where.shard, where.segment, it->second);
-    if (fd < 0) {
-        return false;
+    const bool cached = _cache_shard == where.shard && _cache_segment == where.segment &&
+                        where.offset >= _cache_from &&
+                        where.offset + where.size <= _cache_from + _cache.size();
+    if (!cached) {
+        // Leases hand out jobs in the order they were written, so the next ones are usually
+        // right after this one: read ahead, up to the indexed end of the segment.
+        int fd = segment_fd(where.shard, where.segment, it->second);
+        if (fd < 0) {
+            return false;
+        }
+        const uint64_t want = std::min<uint64_t>(std::max<uint64_t>(where.size, read_ahead_bytes),
+                                                 it->second.size - where.offset);
+        _cache.resize(want);
+        ssize_t got = ::pread(fd, _cache.data(), _cache.size(), static_cast<off_t>(where.offset));
+        if (got < static_cast<ssize_t>(where.size)) {
+            _cache_segment = 0;
+            _cache.clear();
+            return false;
+        }
+        _cache.resize(static_cast<size_t>(got));
+        _cache_shard = where.shard;
+        _cache_segment = where.segment;
+        _cache_from = where.offset;
     }
-    buf.resize(where.size);
-    ssize_t got = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(where.offset));
     size_t size = 0;
-    return got == static_cast<ssize_t>(buf.size()) &&
-           decode_record({reinterpret_cast<const uint8_t*>(buf.data()), buf.size()}, rec, size) ==
-               DecodeStatus::ok;
+    const auto* p = reinterpret_cast<const uint8_t*>(_cache.data()) + (where.offset - _cache_from);
+    return decode_record({p, where.size}, rec, size) == DecodeStatus::ok && size == where.size;
 }
 
-bool JobStore::commit(bool sync) {
+std::span<const uint8_t> JobStore::take_ops() {
     std::vector<LedgerOp>& ops = _table->pending_ops();
-    if (ops.empty() && !sync) {
-        return true;
-    }
     _ledger_buf.resize(ops.size() * ledger_record_size);
     for (size_t i = 0; i < ops.size(); ++i) {
         encode_ledger_op(ops[i],
@@ -262,9 +278,14 @@ bool JobStore::commit(bool sync) {
     }
     _stats.ledger_ops += ops.size();
     ops.clear();
+    return _ledger_buf;
+}
+
+bool JobStore::commit(bool sync) {
+    std::span<const uint8_t> bytes = take_ops();
     size_t done = 0;
-    while (done < _ledger_buf.size()) {
-        ssize_t n = ::write(_ledger_fd, _ledger_buf.data() + done, _ledger_buf.size() - done);
+    while (done < bytes.size()) {
+        ssize_t n = ::write(_ledger_fd, bytes.data() + done, bytes.size() - done);
         if (n < 0 && errno == EINTR) {
             continue;
         }

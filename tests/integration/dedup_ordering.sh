@@ -173,10 +173,14 @@ wait_for_log '"reason":"stale"' 3
 n=$((n + 1))
 printf %s '{"id":"evt-1"}' >"$WORKDIR/body-$n"
 LAST_BODY="$WORKDIR/body-$n"
+# The two copies go back to back (curl only), and are checked afterwards: on a loaded machine
+# the checks alone can take longer than the window.
 post /webhooks/brief "$LAST_BODY"
-queued "brief: first"
+first_status=$HTTP_STATUS
+first_answer=$HTTP_BODY
+post /webhooks/brief "$LAST_BODY"
+HTTP_STATUS=$first_status HTTP_BODY=$first_answer queued "brief: first"
 brief=$JOB_ID
-post /webhooks/brief "$LAST_BODY"
 duplicate_of "brief: inside the 2 s window" "$brief"
 sleep 2.2
 post /webhooks/brief "$LAST_BODY"

@@ -94,7 +94,10 @@ expect_api "a job of its own route" 200
 expect_eq "state of a new job" queued "$(py 'j["state"]')"
 
 # --- lease: max, order, bodies byte for byte ---
-api POST /v1/lease "$WORKER" '{"route":"github","max":1,"visibility":"4s"}'
+# Checks that depend on time are written so that a slow machine cannot fail them: a lease that
+# must not expire is leased for an hour, and answers that must come before a delay passes are
+# fetched first and checked afterwards.
+api POST /v1/lease "$WORKER" '{"route":"github","max":1,"visibility":"1h"}'
 expect_api "lease 1" 200
 expect_eq "leased first: the oldest" "$J1" "$(py 'j["jobs"][0]["id"]')"
 expect_eq "one job for max 1" 1 "$(py 'len(j["jobs"])')"
@@ -116,12 +119,6 @@ assert job["body_encoding"] == "base64", job["body_encoding"]
 assert base64.b64decode(job["body"], validate=True) == open(sys.argv[2], "rb").read()
 PY
 
-# --- visibility: an unacked lease comes back with the next attempt ---
-sleep 4.1
-api POST /v1/lease "$WORKER" '{"route":"github","max":10}'
-expect_eq "after the visibility timeout, J1 again" "$J1" "$(py '" ".join(x["id"] for x in j["jobs"])')"
-expect_eq "second attempt" 2 "$(py 'j["jobs"][0]["attempt"]')"
-
 # --- ack, idempotent; nack of a settled job refused ---
 api POST "/v1/jobs/$J2/ack" "$WORKER"
 expect_api "ack" 200
@@ -136,10 +133,16 @@ expect_api "ack of an unknown job" 404
 api POST "/v1/jobs/not-an-id/ack" "$WORKER"
 expect_api "ack of a malformed id" 404
 
-# --- max_attempts 2: J1 was leased twice; its nack sends it to the dead letters ---
-api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"1s"}'
-expect_api "nack at max_attempts" 200
-expect_eq "dead after max_attempts" dead "$(py 'j["state"]')"
+# --- visibility: a lease not acked in time ends; at max_attempts (2) the job goes dead ---
+api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"0s"}'
+expect_eq "nacked without delay: queued, attempts kept" "queued 1" "$(py 'j["state"] + " " + str(j["attempts"])')"
+api POST /v1/lease "$WORKER" '{"route":"github","visibility":"1s"}'
+expect_eq "leased again: second attempt" "$J1 2" "$(py 'j["jobs"][0]["id"] + " " + str(j["jobs"][0]["attempt"])')"
+sleep 1.5
+api POST /v1/lease "$WORKER" '{"route":"github"}'
+expect_eq "an expired lease at max_attempts is not delivered again" 0 "$(py 'len(j["jobs"])')"
+api GET "/v1/jobs/$J1" "$WORKER"
+expect_eq "expired at max_attempts: dead" dead "$(py 'j["state"]')"
 api GET "/v1/dead-letters?route=github" "$WORKER"
 expect_eq "dead letters" "$J1" "$(py '" ".join(x["id"] for x in j["jobs"])')"
 api GET "/v1/dead-letters" "$GITHUB_ONLY"
@@ -152,20 +155,22 @@ expect_eq "replayed state" queued "$(py 'j["state"]')"
 api POST "/v1/dead-letters/$J1/replay" "$WORKER"
 expect_api "replay of a job that is not dead" 409
 
-# --- nack with a delay: not leased before it passes ---
-api POST /v1/lease "$WORKER" '{"route":"github"}'
+# --- nack with a delay: not leased before it passes; a long poll gets it when it has ---
+api POST /v1/lease "$WORKER" '{"route":"github","visibility":"1h"}'
 expect_eq "replayed job leased again, attempts from 1" "$J1 1" "$(py 'j["jobs"][0]["id"] + " " + str(j["jobs"][0]["attempt"])')"
-api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"2s"}'
-expect_eq "nacked with a delay" queued "$(py 'j["state"]')"
-[[ $(py '"not_before" in j') == True ]] || fail "a delayed job shows no not_before: $API_BODY"
+api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"5s"}'
+nack_answer=$API_BODY
 api POST /v1/lease "$WORKER" '{"route":"github"}'
 expect_eq "nothing before the delay" 0 "$(py 'len(j["jobs"])')"
-# A long poll returns as soon as the delay has passed.
-start=$(date +%s%N)
-api POST /v1/lease "$WORKER" '{"route":"github","wait":"10s"}'
-elapsed_ms=$((($(date +%s%N) - start) / 1000000))
-expect_eq "long poll gets the delayed job" "$J1" "$(py 'j["jobs"][0]["id"]')"
-((elapsed_ms < 5000)) || fail "the long poll took ${elapsed_ms} ms for a 2 s delay"
+API_BODY=$nack_answer
+expect_eq "nacked with a delay" queued "$(py 'j["state"]')"
+[[ $(py '"not_before" in j') == True ]] || fail "a delayed job shows no not_before: $API_BODY"
+api POST /v1/lease "$WORKER" '{"route":"github","wait":"30s","visibility":"1h"}'
+expect_eq "long poll gets the delayed job" "$J1 2" "$(py 'j["jobs"][0]["id"] + " " + str(j["jobs"][0]["attempt"])')"
+api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"1h"}'
+expect_eq "nack at max_attempts: dead" dead "$(py 'j["state"]')"
+api POST "/v1/dead-letters/$J1/replay" "$WORKER"
+expect_api "replay again" 200
 
 # --- a long poll wakes for a new webhook ---
 api POST "/v1/ack" "$WORKER" "{\"ids\":[\"$J1\",\"$J3\",\"01aaaaaaaaaaaaaaaaaaaaaaaa\"]}"
@@ -180,12 +185,12 @@ expect_eq "bulk ack: failed" "01aaaaaaaaaaaaaaaaaaaaaaaa:not_found" \
 ) &
 writer=$!
 start=$(date +%s%N)
-api POST /v1/lease "$WORKER" '{"route":"stripe","wait":"10s","visibility":"1h"}'
+api POST /v1/lease "$WORKER" '{"route":"stripe","wait":"30s","visibility":"1h"}'
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 wait "$writer"
 expect_eq "the long poll got the new job" 1 "$(py 'len(j["jobs"])')"
 J4=$(py 'j["jobs"][0]["id"]')
-((elapsed_ms < 3000)) || fail "the long poll took ${elapsed_ms} ms to see a new job"
+((elapsed_ms < 25000)) || fail "the long poll took ${elapsed_ms} ms to see a new job"
 api POST /v1/lease "$WORKER" '{"route":"stripe","wait":"300ms"}'
 expect_eq "an empty long poll ends at its wait" 0 "$(py 'len(j["jobs"])')"
 

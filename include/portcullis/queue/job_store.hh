@@ -6,9 +6,9 @@
 //   if (auto err = store.open(snapshot, shards, now); !err.empty()) { ... }  // after the shards
 //   store.poll(now);                           // each loop iteration: pick up new jobs
 //   store.table().lease(route, 10, vis, now, jobs);
-//   JobRecord rec; std::string buf;
-//   store.read(jobs[0].where, buf, rec);       // the record, body and all
-//   store.commit(sync);                        // the table's pending ops into the ledger
+//   JobRecord rec;
+//   store.read(jobs[0].where, rec);            // the record, body and all
+//   auto ops = store.take_ops();               // the table's pending ops, for the ledger
 //   store.retire(now);                         // now and then: delete settled old segments
 //
 // Tailing. A shard appends records to its newest segment and starts the next one when it is
@@ -19,9 +19,9 @@
 // sender is still waiting for its 202 (and, if the disk fails, gets a 503 and sends it again).
 // At least once allows exactly that; it never loses a job that was answered 202.
 //
-// The ledger (<spool dir>/ledger.log, ledger.hh) holds what happened to jobs. commit(true)
-// fdatasyncs it, so that an answered ack survives kill -9; leases are written without waiting
-// (a lost lease only means a redelivery with the same attempt number).
+// The ledger (<spool dir>/ledger.log, ledger.hh) holds what happened to jobs. The control plane
+// fdatasyncs it before answering an ack, so that an answered ack survives kill -9; leases are
+// answered without waiting (a lost lease only means a redelivery with the same attempt number).
 #pragma once
 
 #include "portcullis/config/snapshot.hh"
@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -58,12 +59,19 @@ public:
     // Indexes the records the shards have written since the last call. Returns how many.
     size_t poll();
 
-    // Reads the record at where into buf and decodes it into rec (views into buf). False if it
-    // cannot be read or does not decode (logged once per call).
-    bool read(const JobLocation& where, std::string& buf, JobRecord& rec);
+    // Reads the record at where and decodes it into rec, whose views stay valid until the next
+    // call. Reads ahead (1 MiB), so that the jobs of one lease, written one after the other, come
+    // from one pread. False if it cannot be read or does not decode.
+    bool read(const JobLocation& where, JobRecord& rec);
 
-    // Writes the table's pending ops to the ledger, and fdatasyncs it when sync is set (acks,
-    // nacks, replays: what an answer promises). False on an I/O error: the caller answers 503.
+    // The table's pending ops, encoded for one append to ledger_fd() (opened O_APPEND); the
+    // bytes stay valid until the next call. The control plane writes them through its ring and
+    // fdatasyncs before answering what they promise.
+    std::span<const uint8_t> take_ops();
+    int ledger_fd() const { return _ledger_fd; }
+    void note_ledger_error() { ++_stats.ledger_errors; }
+    // The same with blocking I/O (shutdown): writes, and fdatasyncs when sync is set. False on
+    // an I/O error.
     bool commit(bool sync);
 
     // Deletes the segments whose jobs are all done or dead and whose newest job is older than
@@ -112,6 +120,10 @@ private:
     int _ledger_fd = -1;
     std::vector<uint8_t> _ledger_buf;
     std::string _scratch;
+    std::string _cache; // read(): bytes of one segment from _cache_from
+    uint32_t _cache_shard = 0;
+    uint64_t _cache_segment = 0; // 0: empty (segments count from 1)
+    uint64_t _cache_from = 0;
     std::vector<Found> _found;
     StoreStats _stats;
 };
