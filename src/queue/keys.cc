@@ -13,7 +13,9 @@ std::optional<std::string_view> query_param(std::string_view query, std::string_
         std::string_view pair = query.substr(0, amp);
         size_t eq = pair.find('=');
         if (pair.substr(0, eq) == name) {
-            return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+            // A parameter without '=' has the empty value at the end of its name: a view inside
+            // the query like any other, never a default view that points nowhere.
+            return eq == std::string_view::npos ? pair.substr(pair.size()) : pair.substr(eq + 1);
         }
         if (amp == std::string_view::npos) {
             break;

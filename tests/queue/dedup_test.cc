@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <string>
@@ -39,6 +43,25 @@ std::vector<Fingerprint> same_bucket_keys(size_t n, size_t buckets) {
         }
     }
     return keys;
+}
+
+// Pins the calling thread to the n-th CPU it may run on (if there is more than one): two
+// threads left to the scheduler of a busy machine often share one core, and never overlap.
+void pin_to_cpu(int n) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) {
+        return;
+    }
+    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &allowed) && seen++ == n) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+            return;
+        }
+    }
 }
 
 } // namespace
@@ -227,4 +250,104 @@ TEST(OrderingTable, ConcurrentAdvancesKeepTheMaximum) {
     b.join();
     EXPECT_TRUE(t.stale(k, 99999, t0));
     EXPECT_FALSE(t.stale(k, 100000, t0));
+}
+
+// The rival check of find_or_claim: two claims of one key made at the same moment in different
+// slots. ConcurrentClaimsOfOneKeyHaveOneWinner rarely gets there, as both shards usually pick the
+// same free slot and the compare-and-swap settles it. Here the shards' candidate slots diverge:
+// one bucket, shard 1's clock one nanosecond behind shard 0's so that the entry expiring at that
+// instant is free for shard 0 only, and a third thread that keeps claiming, committing (to expire
+// at once) and abandoning other keys, so that free slots come and go between two scans.
+TEST(DedupTable, RivalClaimsInDifferentSlotsHaveOneWinner) {
+    constexpr int steps = 5000;
+    // Each key of the sequence stays live this many steps: with eight slots, the bucket stays
+    // nearly full, and the slot freed by the oldest entry is where the shards' views differ.
+    constexpr int64_t live_steps = 6;
+    DedupTable t(8);
+    ASSERT_EQ(t.table().capacity(), 8u);
+    std::vector<Fingerprint> keys(steps);
+    for (int i = 0; i < steps; ++i) {
+        keys[i] = key_of("rival-" + std::to_string(i));
+    }
+    std::vector<Fingerprint> churn_keys(64);
+    for (size_t i = 0; i < churn_keys.size(); ++i) {
+        churn_keys[i] = key_of("churn-" + std::to_string(i));
+    }
+    const Fingerprint body = key_of("b");
+    std::vector<std::atomic<int>> winners(steps);
+    std::array<std::atomic<int>, 2> at{};
+    std::atomic<bool> done{false};
+
+    auto now_at = [](int step, int who) { return t0 + step * s + (who == 0 ? 1 : 0); };
+    // True when the caller had to wait, and so leaves a cache miss after the other. No yield: a
+    // pinned shard that yields to a busy core's other tasks waits a whole time slice.
+    auto wait_for = [](const std::atomic<int>& other, int step) {
+        bool waited = false;
+        while (other.load() < step) {
+            waited = true;
+        }
+        return waited;
+    };
+    auto shard = [&](int who) {
+        pin_to_cpu(who);
+        for (int i = 0; i < steps; ++i) {
+            at[who].store(i);
+            const bool waited = wait_for(at[1 - who], i);
+            // The shards leave the barrier a cache miss apart, longer than a claim takes: a
+            // delay of the first to leave that varies step by step sweeps its claim across the
+            // other's.
+            std::atomic<int> delay{waited ? 0 : (i * 37) % 256};
+            while (delay.fetch_sub(1, std::memory_order_relaxed) > 0) {
+            }
+            const int64_t expires = t0 + (i + live_steps) * s + 1;
+            auto c =
+                t.claim(keys[i], body, job(static_cast<uint8_t>(who)), expires, now_at(i, who));
+            if (c.outcome == DedupTable::Outcome::claimed) {
+                winners[i].fetch_add(1);
+                t.commit(c.ticket);
+            } else {
+                EXPECT_NE(c.outcome, DedupTable::Outcome::conflict) << "step " << i;
+            }
+        }
+        at[who].store(steps);
+    };
+    auto churn = [&] {
+        for (uint64_t n = 0; !done.load(); ++n) {
+            const int step = std::min(at[0].load(), at[1].load());
+            const int64_t now = now_at(step, 1);
+            auto c = t.claim(churn_keys[n % churn_keys.size()], body, job(9), now + 1, now);
+            if (c.outcome != DedupTable::Outcome::claimed) {
+                continue;
+            }
+            // Committed, it is live for shard 1 and expired for shard 0 (and for both at the
+            // next step); abandoned, its slot is free again.
+            if (n % 2 == 0) {
+                t.commit(c.ticket);
+            } else {
+                t.abandon(c.ticket);
+            }
+        }
+    };
+    std::thread c(churn);
+    std::thread a(shard, 0);
+    std::thread b(shard, 1);
+    a.join();
+    b.join();
+    done.store(true);
+    c.join();
+
+    int won_twice = 0;
+    int first_won_twice = -1;
+    int won = 0;
+    for (int i = 0; i < steps; ++i) {
+        const int w = winners[i].load();
+        if (w > 1 && won_twice++ == 0) {
+            first_won_twice = i;
+        }
+        won += w > 0 ? 1 : 0;
+    }
+    EXPECT_EQ(won_twice, 0) << "first key claimed by both shards: step " << first_won_twice;
+    // Not vacuous: most keys were claimed by one shard (the rest lost a race on both sides, or
+    // met a bucket full of the third thread's claims).
+    EXPECT_GT(won, steps / 2);
 }

@@ -44,9 +44,19 @@ TEST(QueryParam, FirstValueAsSent) {
         {"a=1", "id", std::nullopt},
         {"", "id", std::nullopt},
         {"&&id=4&", "id", "4"},
+        {"id", "id", ""},
+        {"a=1&id", "id", ""},
     };
     for (const Row& r : rows) {
-        EXPECT_EQ(query_param(r.query, r.name), r.value) << r.query << " " << r.name;
+        const std::optional<std::string_view> got = query_param(r.query, r.name);
+        EXPECT_EQ(got, r.value) << r.query << " " << r.name;
+        // Found values, empty ones too, are views into the query, as callers may take their
+        // position in the request.
+        if (got) {
+            EXPECT_TRUE(got->data() >= r.query.data() &&
+                        got->data() + got->size() <= r.query.data() + r.query.size())
+                << r.query << " " << r.name;
+        }
     }
 }
 
