@@ -207,6 +207,18 @@ FingerprintTable::Ref FingerprintTable::find_or_claim(Fingerprint key, int64_t n
     return {Kind::full, nullptr, 0};
 }
 
+bool FingerprintTable::own(Ref& present) {
+    uint64_t expected = present.word;
+    const uint64_t held = with_state(present.word, state_confirmed);
+    if (!present.slot->word.compare_exchange_strong(expected, held)) {
+        return false;
+    }
+    present.kind = Kind::claimed;
+    present.word = held;
+    present.owned_existing = true;
+    return true;
+}
+
 void FingerprintTable::publish(const Ref& claimed) {
     claimed.slot->word.store(with_state(claimed.word, state_committed), std::memory_order_release);
 }
@@ -269,41 +281,46 @@ void DedupTable::remember(Fingerprint key, Fingerprint body, JobId id, int64_t e
 }
 
 bool OrderingTable::stale(Fingerprint key, int64_t ts, int64_t now_ns) const {
-    FingerprintTable::Ref r = _table.find(key, now_ns);
-    if (r.kind != Kind::present) {
-        return false;
+    // An entry being advanced is held for a few stores: wait for it rather than answer "not
+    // stale" from a state that is about to change.
+    for (int pass = 0; pass < 1024; ++pass) {
+        FingerprintTable::Ref r = _table.find(key, now_ns);
+        if (r.kind == Kind::pending) {
+            continue;
+        }
+        if (r.kind != Kind::present) {
+            return false;
+        }
+        auto newest = static_cast<int64_t>(r.slot->value[0].load(std::memory_order_relaxed));
+        if (FingerprintTable::unchanged(r)) {
+            return ts <= newest;
+        }
     }
-    auto newest = static_cast<int64_t>(r.slot->value[0].load(std::memory_order_relaxed));
-    return FingerprintTable::unchanged(r) && ts <= newest;
+    return false;
 }
 
 bool OrderingTable::advance(Fingerprint key, int64_t ts, int64_t now_ns) {
-    for (int pass = 0; pass < 64; ++pass) {
+    for (int pass = 0; pass < 1024; ++pass) {
         FingerprintTable::Ref r = _table.find_or_claim(key, now_ns);
+        if (r.kind == Kind::present && !_table.own(r)) {
+            continue; // changed since it was found: look again
+        }
         if (r.kind == Kind::claimed) {
-            r.slot->value[0].store(static_cast<uint64_t>(ts), std::memory_order_relaxed);
+            // Ours alone (a new claim, or an entry taken out of committed): no eviction touches
+            // it until it is published again.
+            const auto newest =
+                static_cast<int64_t>(r.slot->value[0].load(std::memory_order_relaxed));
+            if (!r.owned_existing || newest < ts) {
+                r.slot->value[0].store(static_cast<uint64_t>(ts), std::memory_order_relaxed);
+            }
             r.slot->expires_ns.store(now_ns + ordering_horizon_ns, std::memory_order_relaxed);
             _table.publish(r);
             return true;
         }
-        if (r.kind == Kind::present) {
-            std::atomic<uint64_t>& newest = r.slot->value[0];
-            auto seen = newest.load(std::memory_order_relaxed);
-            while (static_cast<int64_t>(seen) < ts &&
-                   !newest.compare_exchange_weak(seen, static_cast<uint64_t>(ts))) {
-            }
-            r.slot->expires_ns.store(now_ns + ordering_horizon_ns, std::memory_order_relaxed);
-            // If the slot was evicted and reused meanwhile (its key the least recently advanced
-            // in a full bucket, a moment after we found it), start again.
-            if (FingerprintTable::unchanged(r)) {
-                return true;
-            }
-            continue;
-        }
         if (r.kind == Kind::full) {
             return false;
         }
-        // pending: another shard is creating this key's entry right now.
+        // pending: another shard is creating or advancing this key's entry right now.
     }
     return false;
 }

@@ -26,7 +26,8 @@
 // is knocked out. Any two concurrent claims see each other in at least one rescan (all these
 // operations are sequentially consistent), so at most one of them is confirmed. Readers copy a
 // committed slot's fields and check that the word did not change meanwhile (a seqlock without
-// the lock: writers never wait for readers).
+// the lock: writers never wait for readers). An ordering entry is advanced in place by taking it
+// from committed back to confirmed (own()), which keeps evictions off it, and publishing again.
 #pragma once
 
 #include "portcullis/queue/fingerprint.hh"
@@ -66,6 +67,7 @@ public:
         Kind kind = Kind::absent;
         Slot* slot = nullptr;
         uint64_t word = 0;
+        bool owned_existing = false; // claimed by own(): the values are the entry's, not blank
     };
 
     // Room for at least min_entries keys (rounded up to a power of two of buckets).
@@ -76,6 +78,10 @@ public:
 
     Ref find(Fingerprint key, int64_t now_ns) const;
     Ref find_or_claim(Fingerprint key, int64_t now_ns);
+    // Takes a present entry out of committed so that its values can be updated in place: no
+    // eviction or other owner touches it until publish(). False if it changed since it was
+    // found (look again).
+    bool own(Ref& present);
     // Makes a claimed slot's values visible to readers.
     void publish(const Ref& claimed);
     // Gives a claimed slot back (the job was not accepted after all).
