@@ -797,6 +797,20 @@ struct ControlPlane::Impl {
         waiting.swap(still);
     }
 
+    // A nack's optional {"delay":"10s"}; false when it is malformed (answered 400).
+    bool read_delay(Conn& c, std::string_view body, std::optional<int64_t>& delay) {
+        int64_t d = 0;
+        Field f = duration_field(body, "/delay", 0, max_visibility_ns, d);
+        if (f == Field::bad) {
+            answer(c, 400, R"({"error":"bad_request","detail":"delay: 0s to 12h"})");
+            return false;
+        }
+        if (f == Field::ok) {
+            delay = d;
+        }
+        return true;
+    }
+
     void settle_one(Conn& c, const Grant& who, std::string_view id, std::string_view body,
                     bool ack) {
         std::optional<JobInfo> job = job_for(c, who, id, "consume");
@@ -804,14 +818,8 @@ struct ControlPlane::Impl {
             return;
         }
         std::optional<int64_t> delay;
-        int64_t d = 0;
-        Field f = ack ? Field::absent : duration_field(body, "/delay", 0, max_visibility_ns, d);
-        if (f == Field::bad) {
-            answer(c, 400, R"({"error":"bad_request","detail":"delay: 0s to 12h"})");
+        if (!ack && !read_delay(c, body, delay)) {
             return;
-        }
-        if (f == Field::ok) {
-            delay = d;
         }
         JobTable::Settle s =
             ack ? store.table().ack(job->id, now) : store.table().nack(job->id, delay, now);
@@ -893,14 +901,8 @@ struct ControlPlane::Impl {
             return;
         }
         std::optional<int64_t> delay;
-        int64_t d = 0;
-        Field f = ack ? Field::absent : duration_field(body, "/delay", 0, max_visibility_ns, d);
-        if (f == Field::bad) {
-            answer(c, 400, R"({"error":"bad_request","detail":"delay: 0s to 12h"})");
+        if (!ack && !read_delay(c, body, delay)) {
             return;
-        }
-        if (f == Field::ok) {
-            delay = d;
         }
         std::string settled;
         std::string failed;

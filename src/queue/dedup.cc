@@ -103,17 +103,21 @@ FingerprintTable::Ref FingerprintTable::find_or_claim(Fingerprint key, int64_t n
         bool evicting = false;
         int64_t soonest = std::numeric_limits<int64_t>::max();
         bool retry = false;
+        // The first free (or expired) slot beats any eviction.
+        auto take_free = [&](Slot& s, uint64_t w) {
+            if (candidate == nullptr || evicting) {
+                candidate = &s;
+                candidate_word = w;
+                evicting = false;
+                soonest = std::numeric_limits<int64_t>::min();
+            }
+        };
         for (size_t i = 0; i < slots_per_bucket && !retry; ++i) {
             Slot& s = b[i];
             uint64_t w = s.word.load();
             uint64_t st = state_of(w);
             if (st == state_free) {
-                if (candidate == nullptr || evicting) {
-                    candidate = &s;
-                    candidate_word = w;
-                    evicting = false;
-                    soonest = std::numeric_limits<int64_t>::min();
-                }
+                take_free(s, w);
                 continue;
             }
             if (st != state_committed) {
@@ -130,13 +134,7 @@ FingerprintTable::Ref FingerprintTable::find_or_claim(Fingerprint key, int64_t n
                 break;
             }
             if (expires <= now_ns) {
-                // Forgotten: as good as free.
-                if (candidate == nullptr || evicting) {
-                    candidate = &s;
-                    candidate_word = w;
-                    evicting = false;
-                    soonest = std::numeric_limits<int64_t>::min();
-                }
+                take_free(s, w); // forgotten: as good as free
                 continue;
             }
             if (tag_of(w) == tag && lo == key.lo) {

@@ -304,6 +304,7 @@ bool JobStore::commit(bool sync) {
 
 size_t JobStore::retire(int64_t now_ns) {
     size_t deleted = 0;
+    std::vector<uint32_t> synced; // shard folders to fsync, so that a deletion stays done
     for (auto it = _segments.begin(); it != _segments.end();) {
         auto [shard, seq] = it->first;
         Segment& seg = it->second;
@@ -333,6 +334,12 @@ size_t JobStore::retire(int64_t now_ns) {
         it = _segments.erase(it);
         ++deleted;
         ++_stats.segments_deleted;
+        if (std::find(synced.begin(), synced.end(), shard) == synced.end()) {
+            synced.push_back(shard);
+        }
+    }
+    for (uint32_t shard : synced) {
+        sync_dir(_dir + "/shard-" + std::to_string(shard));
     }
     return deleted;
 }

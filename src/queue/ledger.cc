@@ -1,5 +1,7 @@
 #include "portcullis/queue/ledger.hh"
 
+#include "portcullis/queue/segment.hh"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -112,19 +114,6 @@ bool write_full(int fd, const uint8_t* p, size_t size) {
         size -= static_cast<size_t>(n);
     }
     return true;
-}
-
-std::string sync_dir(const std::string& dir) {
-    int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        return errno_message("cannot open " + dir, errno);
-    }
-    std::string error;
-    if (::fsync(fd) != 0) {
-        error = errno_message("cannot fsync " + dir, errno);
-    }
-    ::close(fd);
-    return error;
 }
 
 } // namespace

@@ -111,7 +111,8 @@ size_t find_next_record(std::span<const uint8_t> image, size_t from) {
     return image.size();
 }
 
-// Makes a removal in dir durable.
+} // namespace
+
 std::string sync_dir(const std::string& dir) {
     int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -124,8 +125,6 @@ std::string sync_dir(const std::string& dir) {
     ::close(fd);
     return error;
 }
-
-} // namespace
 
 std::string segment_path(const std::string& dir, uint32_t shard, uint64_t seq) {
     static constexpr char hex_digits[] = "0123456789abcdef";

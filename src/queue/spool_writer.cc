@@ -38,14 +38,6 @@ std::string make_dir(const std::string& path) {
     return {};
 }
 
-void fsync_dir(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        ::fsync(fd);
-        ::close(fd);
-    }
-}
-
 } // namespace
 
 SpoolWriter::~SpoolWriter() {
@@ -129,7 +121,12 @@ std::string SpoolWriter::start_segment() {
         ::unlink(path.c_str());
         return err;
     }
-    fsync_dir(_dir + "/shard-" + std::to_string(_shard));
+    // The new file's name must be durable too, or a crash could take its records with it.
+    if (std::string err = sync_dir(_dir + "/shard-" + std::to_string(_shard)); !err.empty()) {
+        ::close(fd);
+        ::unlink(path.c_str());
+        return err;
+    }
     _fd = fd;
     _offset = segment_header_size;
     ++_stats.segments_opened;

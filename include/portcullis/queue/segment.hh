@@ -47,6 +47,9 @@ struct ListResult {
 // error.
 ListResult list_segments(const std::string& dir);
 std::string segment_path(const std::string& dir, uint32_t shard, uint64_t seq);
+// fsyncs a directory, so that a file created, renamed or removed in it stays so after a crash.
+// Returns "" or the error (errno text and path).
+std::string sync_dir(const std::string& dir);
 void encode_segment_header(uint32_t shard, std::span<uint8_t, segment_header_size> out);
 
 struct CorruptRegion {
