@@ -711,7 +711,13 @@ struct Shard::Impl {
         req->route = route;
         req->id = ids.next(now_unix);
         req->received_ns = now_unix;
-        read_head_keys(*req, head);
+        req->keys = {};
+        req->ordering_key.reset();
+        req->ordering_ts.reset();
+        req->dedup_held = false;
+        if (route->config->dedup || route->config->ordering) {
+            read_keys(*req, &head, {});
+        }
         req->framing = head.framing;
         req->remaining = head.content_length;
         req->body_bytes = 0;
@@ -882,29 +888,32 @@ struct Shard::Impl {
         }
     }
 
-    // The keys that come from the head: read now, while its views are valid.
-    void read_head_keys(Request& req, const http::RequestHead& head) {
+    // Reads the keys whose field references this stage can see: header, query and path ones
+    // from the head (while its views are valid: head set), json ones from the complete body.
+    void read_keys(Request& req, const http::RequestHead* head, std::string_view body) {
         const config::RouteConfig& rc = *req.route->config;
-        req.keys = {};
-        req.ordering_key.reset();
-        req.ordering_ts.reset();
-        req.dedup_held = false;
-        if (rc.dedup && rc.dedup->key.kind != config::FieldRef::Kind::json) {
-            if (auto v = queue::head_field(rc.dedup->key, head, *req.route)) {
+        auto value = [&](const config::FieldRef& ref) -> std::optional<std::string_view> {
+            if ((ref.kind == config::FieldRef::Kind::json) != (head == nullptr)) {
+                return std::nullopt; // read at the other stage
+            }
+            return head != nullptr ? queue::head_field(ref, *head, *req.route)
+                                   : queue::json_field(ref, body);
+        };
+        auto key = [&](std::string_view v) {
+            return queue::fingerprint(base::as_bytes(v), req.route->key_seed);
+        };
+        if (rc.dedup) {
+            if (auto v = value(rc.dedup->key)) {
                 req.keys.has_dedup = true;
-                req.keys.dedup_key = queue::fingerprint(base::as_bytes(*v), req.route->key_seed);
+                req.keys.dedup_key = key(*v);
             }
         }
         if (rc.ordering) {
-            if (rc.ordering->key.kind != config::FieldRef::Kind::json) {
-                if (auto v = queue::head_field(rc.ordering->key, head, *req.route)) {
-                    req.ordering_key = queue::fingerprint(base::as_bytes(*v), req.route->key_seed);
-                }
+            if (auto v = value(rc.ordering->key)) {
+                req.ordering_key = key(*v);
             }
-            if (rc.ordering->timestamp.kind != config::FieldRef::Kind::json) {
-                if (auto v = queue::head_field(rc.ordering->timestamp, head, *req.route)) {
-                    req.ordering_ts = queue::parse_timestamp(*v);
-                }
+            if (auto v = value(rc.ordering->timestamp)) {
+                req.ordering_ts = queue::parse_timestamp(*v);
             }
         }
     }
@@ -920,24 +929,7 @@ struct Shard::Impl {
         }
         std::string_view body(reinterpret_cast<const char*>(record.data()) + req.body_start,
                               record.size() - req.body_start);
-        if (rc.dedup && rc.dedup->key.kind == config::FieldRef::Kind::json) {
-            if (auto v = queue::json_field(rc.dedup->key, body)) {
-                req.keys.has_dedup = true;
-                req.keys.dedup_key = queue::fingerprint(base::as_bytes(*v), req.route->key_seed);
-            }
-        }
-        if (rc.ordering) {
-            if (rc.ordering->key.kind == config::FieldRef::Kind::json) {
-                if (auto v = queue::json_field(rc.ordering->key, body)) {
-                    req.ordering_key = queue::fingerprint(base::as_bytes(*v), req.route->key_seed);
-                }
-            }
-            if (rc.ordering->timestamp.kind == config::FieldRef::Kind::json) {
-                if (auto v = queue::json_field(rc.ordering->timestamp, body)) {
-                    req.ordering_ts = queue::parse_timestamp(*v);
-                }
-            }
-        }
+        read_keys(req, nullptr, body);
         if (rc.dedup && !req.keys.has_dedup) {
             // Nothing to deduplicate by: accepted as it is, and counted.
             stats.dedup_unkeyed.fetch_add(1, std::memory_order_relaxed);
