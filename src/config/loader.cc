@@ -46,9 +46,6 @@ struct NotEnforced {
 };
 constexpr NotEnforced not_enforced[] = {
     {"routes.*.rate_limit", ""},
-    {"routes.*.allow", ""},
-    {"server.deny", ""},
-    {"server.client_ip.trusted_proxies", ""},
     {"server.client_ip.proxy_protocol", "off"},
     {"server.max_connections_per_ip", ""},
 };

@@ -70,11 +70,14 @@ std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
     auto snap = std::unique_ptr<Snapshot>(new Snapshot);
     snap->_config = std::move(cfg);
     snap->_routes.reserve(snap->_config.routes.size());
+    snap->_deny = admit::CidrSet(snap->_config.server.deny);
+    snap->_trusted_proxies = admit::CidrSet(snap->_config.server.trusted_proxies);
     for (const RouteConfig& rc : snap->_config.routes) {
         Route r;
         r.config = &rc;
         r.index = static_cast<uint32_t>(snap->_routes.size());
         r.key_seed = queue::route_seed(rc.name);
+        r.allow = admit::CidrSet(rc.allow);
         std::string verr;
         r.verifier = verify::make_verifier(rc.verify, verr);
         if (!r.verifier) {

@@ -1,5 +1,6 @@
 #include "portcullis/io/shard.hh"
 
+#include "portcullis/admit/client_ip.hh"
 #include "portcullis/base/address.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/base/json.hh"
@@ -94,6 +95,8 @@ struct Request {
     http::ChunkedDecoder chunked;
     queue::JobId id;
     int64_t received_ns = 0;
+    // Who sent it: the peer, or the address a trusted proxy forwarded it for.
+    base::PeerAddress client;
     verify::VerifyState verify;
     // Dedup and ordering: the keys found so far (head fields at the head, json fields once the
     // body is complete), and the dedup claim held while the job is being written.
@@ -211,6 +214,7 @@ constexpr std::string_view body_unavailable = R"({"error":"unavailable"})";
 constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
 constexpr std::string_view body_timeout = R"({"error":"timeout"})";
 constexpr std::string_view body_conflict = R"({"error":"conflict"})";
+constexpr std::string_view body_forbidden = R"({"error":"forbidden"})";
 constexpr std::string_view body_stale = R"({"error":"stale"})";
 // The first copy of this delivery is still being written: its outcome is not known yet.
 constexpr std::string_view body_in_progress = R"({"error":"in_progress"})";
@@ -697,6 +701,15 @@ struct Shard::Impl {
             respond(c, 200, "ok", {}, has_body, "text/plain", is_head);
             return;
         }
+        // Who is asking, before anything else is spent on them.
+        const base::PeerAddress client =
+            snap.trusted_proxies().empty()
+                ? c.peer
+                : admit::client_address(c.peer, head.headers, snap.trusted_proxies());
+        if (snap.deny().contains(client)) {
+            refuse_denied(c, client, has_body);
+            return;
+        }
         const config::Route* route = snap.match(head.path);
         if (route == nullptr) {
             respond(c, 404, body_not_found, {}, has_body);
@@ -711,6 +724,11 @@ struct Shard::Impl {
         req->route = route;
         req->id = ids.next(now_unix);
         req->received_ns = now_unix;
+        req->client = client;
+        if (!route->allow.empty() && !route->allow.contains(client)) {
+            reject(c, 403, base::RejectReason::ip_denied, head.headers, has_body);
+            return;
+        }
         req->keys = {};
         req->ordering_key.reset();
         req->ordering_ts.reset();
@@ -746,7 +764,7 @@ struct Shard::Impl {
             stored_headers[kept++] = h;
         }
         std::span<const http::Header> stored(stored_headers.data(), kept);
-        queue::JobMeta meta{req->id, route->config->name, now_unix, c.peer,
+        queue::JobMeta meta{req->id, route->config->name, now_unix, req->client,
                             route->config->dedup.has_value() ||
                                 route->config->ordering.has_value()};
         size_t head_size = queue::job_record_head_size(meta.route, stored, meta.with_keys);
@@ -1106,6 +1124,8 @@ struct Shard::Impl {
             return body_conflict;
         case base::RejectReason::stale:
             return body_stale;
+        case base::RejectReason::ip_denied:
+            return body_forbidden;
         default:
             return body_unauthorized;
         }
@@ -1114,6 +1134,23 @@ struct Shard::Impl {
     void add_peer(LogLine& line, const Connection& c) {
         char ip[INET6_ADDRSTRLEN];
         line.field("peer", c.peer.format_ip(ip));
+        if (c.req != nullptr && !(c.req->client == c.peer)) {
+            line.field("client", c.req->client.format_ip(ip));
+        }
+    }
+
+    // server.deny: refused on every path, before any route is looked up.
+    void refuse_denied(Connection& c, const base::PeerAddress& client, bool has_body) {
+        stats.rejected[base::index(base::RejectReason::ip_denied)].fetch_add(
+            1, std::memory_order_relaxed);
+        LogLine line(Level::warn, "request refused", now_unix);
+        line.field("reason", base::reject_reason_code(base::RejectReason::ip_denied))
+            .field("status", int64_t{403});
+        add_peer(line, c);
+        char ip[INET6_ADDRSTRLEN];
+        line.field("client", client.format_ip(ip));
+        log(line);
+        respond(c, 403, body_forbidden, {}, has_body);
     }
 
     void log(LogLine& line) {

@@ -5,6 +5,7 @@
 //   if (const Route* r = snap->match("/webhooks/github")) { ... }
 #pragma once
 
+#include "portcullis/admit/cidr_set.hh"
 #include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/verify/verifier.hh"
@@ -37,6 +38,7 @@ struct Route {
 
     // Seeds the fingerprints of this route's dedup and ordering keys (queue::route_seed).
     uint64_t key_seed = 0;
+    admit::CidrSet allow; // empty: everyone
 
     bool allows_method(std::string_view method) const;
     bool matches(std::string_view path) const;
@@ -52,6 +54,8 @@ public:
 
     const Config& config() const { return _config; }
     const std::vector<Route>& routes() const { return _routes; }
+    const admit::CidrSet& deny() const { return _deny; }
+    const admit::CidrSet& trusted_proxies() const { return _trusted_proxies; }
     // The route whose path matches, or nullptr; with several, the one with the fewest {param}
     // segments. Paths are compared as sent (no decoding).
     const Route* match(std::string_view path) const;
@@ -59,6 +63,8 @@ public:
 private:
     Config _config;
     std::vector<Route> _routes;
+    admit::CidrSet _deny;
+    admit::CidrSet _trusted_proxies;
 };
 
 } // namespace portcullis::config
