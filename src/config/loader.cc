@@ -45,7 +45,6 @@ struct NotEnforced {
     std::string_view unless;
 };
 constexpr NotEnforced not_enforced[] = {
-    {"routes.*.rate_limit", ""},
     {"server.client_ip.proxy_protocol", "off"},
     {"server.max_connections_per_ip", ""},
 };

@@ -78,6 +78,13 @@ std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
         r.index = static_cast<uint32_t>(snap->_routes.size());
         r.key_seed = queue::route_seed(rc.name);
         r.allow = admit::CidrSet(rc.allow);
+        if (rc.rate_limit && rc.rate_limit->per_ip) {
+            r.per_ip_limit = admit::Limit::from(*rc.rate_limit->per_ip, rc.rate_limit->burst);
+        }
+        if (rc.rate_limit && rc.rate_limit->route) {
+            r.route_limit = admit::Limit::from(*rc.rate_limit->route,
+                                               static_cast<uint32_t>(rc.rate_limit->route->count));
+        }
         std::string verr;
         r.verifier = verify::make_verifier(rc.verify, verr);
         if (!r.verifier) {

@@ -2,6 +2,8 @@
 
 #include "portcullis/admin/control_plane.hh"
 
+#include <openssl/rand.h>
+
 #include "portcullis/base/address.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/io/shard.hh"
@@ -30,6 +32,8 @@ namespace {
 constexpr size_t dedup_entries = size_t{1} << 20;
 // Ordering keys: 16 MiB.
 constexpr size_t ordering_entries = size_t{1} << 18;
+// Rate-limit keys (clients and routes): 8 bytes each, 8 MiB; a full bucket evicts.
+constexpr size_t rate_limit_keys = size_t{1} << 20;
 
 using base::Level;
 using base::LogLine;
@@ -167,6 +171,14 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     }
     shared.dedup = dedup.get();
     shared.ordering = ordering.get();
+    std::unique_ptr<admit::RateLimiter> limiter;
+    for (const config::RouteConfig& r : cfg.routes) {
+        if (r.rate_limit && !limiter) {
+            limiter = std::make_unique<admit::RateLimiter>(rate_limit_keys);
+            RAND_bytes(reinterpret_cast<uint8_t*>(&shared.rate_secret), sizeof shared.rate_secret);
+        }
+    }
+    shared.limiter = limiter.get();
 
     // Signals are taken by this thread with sigwait; the shards never see them.
     sigset_t signals;

@@ -17,6 +17,7 @@
 #include "portcullis/verify/verifier.hh"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <netinet/in.h>
 #include <optional>
@@ -215,6 +216,7 @@ constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
 constexpr std::string_view body_timeout = R"({"error":"timeout"})";
 constexpr std::string_view body_conflict = R"({"error":"conflict"})";
 constexpr std::string_view body_forbidden = R"({"error":"forbidden"})";
+constexpr std::string_view body_rate_limited = R"({"error":"rate_limited"})";
 constexpr std::string_view body_stale = R"({"error":"stale"})";
 // The first copy of this delivery is still being written: its outcome is not known yet.
 constexpr std::string_view body_in_progress = R"({"error":"in_progress"})";
@@ -729,6 +731,13 @@ struct Shard::Impl {
             reject(c, 403, base::RejectReason::ip_denied, head.headers, has_body);
             return;
         }
+        // The per-client limit comes before any byte of the body is hashed: a flood costs a
+        // table lookup.
+        if (route->per_ip_limit &&
+            !admit_rate(c, admit::rate_key(route->key_seed ^ shared.rate_secret, client),
+                        *route->per_ip_limit, head.headers, has_body)) {
+            return;
+        }
         req->keys = {};
         req->ordering_key.reset();
         req->ordering_ts.reset();
@@ -859,6 +868,12 @@ struct Shard::Impl {
             reject(c, 401, verify::reject_reason_of(reason), {}, false);
             return;
         }
+        // The route's limit counts verified requests only: forged ones cannot spend it.
+        if (req.route->route_limit &&
+            !admit_rate(c, admit::route_rate_key(req.route->key_seed ^ shared.rate_secret),
+                        *req.route->route_limit, {}, false)) {
+            return;
+        }
         std::array<char, verify::max_handshake_answer> answer;
         if (std::string_view hs = verifier.handshake(record.subspan(req.body_start), answer);
             !hs.empty()) {
@@ -880,6 +895,24 @@ struct Shard::Impl {
             return;
         }
         c.state = State::spooling;
+    }
+
+    // ---- rate limits -----------------------------------------------------------------------
+
+    // Counts the request against a limit; refuses it (429 with Retry-After in whole seconds)
+    // and returns false when the limit is spent.
+    bool admit_rate(Connection& c, uint64_t key, const admit::Limit& limit,
+                    std::span<const http::Header> headers, bool close) {
+        admit::RateLimiter::Decision d = shared.limiter->check(key, limit, now_unix);
+        if (d.allowed) {
+            return true;
+        }
+        char retry_after[40];
+        int n = std::snprintf(retry_after, sizeof retry_after, "Retry-After: %lld\r\n",
+                              static_cast<long long>(d.retry_after_s));
+        reject(c, 429, base::RejectReason::rate_limited, headers, close,
+               std::string_view(retry_after, n > 0 ? static_cast<size_t>(n) : 0));
+        return false;
     }
 
     // ---- dedup and ordering ----------------------------------------------------------------
@@ -1072,7 +1105,7 @@ struct Shard::Impl {
     // One log line and one count per route and reason; the webhook.rejected event will join
     // them here.
     void reject(Connection& c, uint16_t status, base::RejectReason reason,
-                std::span<const http::Header> headers, bool close) {
+                std::span<const http::Header> headers, bool close, std::string_view extra = {}) {
         stats.rejected[base::index(reason)].fetch_add(1, std::memory_order_relaxed);
         c.req->route->counters->rejected[base::index(reason)].fetch_add(1,
                                                                         std::memory_order_relaxed);
@@ -1113,7 +1146,7 @@ struct Shard::Impl {
         }
         line.end_object();
         log(line);
-        respond(c, status, reject_body(reason), {}, close);
+        respond(c, status, reject_body(reason), extra, close);
     }
 
     static std::string_view reject_body(base::RejectReason reason) {
@@ -1126,6 +1159,8 @@ struct Shard::Impl {
             return body_stale;
         case base::RejectReason::ip_denied:
             return body_forbidden;
+        case base::RejectReason::rate_limited:
+            return body_rate_limited;
         default:
             return body_unauthorized;
         }

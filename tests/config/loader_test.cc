@@ -868,8 +868,7 @@ TEST_F(ConfigLoad, KeysNotEnforcedYetAreWarnedOnce) {
         // Enforced now: no warning.
         {github_route("    dedup: {window: 1h}\n"), {}},
         {github_route("    ordering: {key: \"json:/id\", timestamp: \"json:/ts\"}\n"), {}},
-        {github_route("    rate_limit: {route: 10/s}\n"),
-         {"c.yaml:5:5: routes.r.rate_limit" + not_enforced}},
+        {github_route("    rate_limit: {route: 10/s}\n"), {}},
         {github_route("    allow: [\"10.0.0.0/8\"]\n"), {}},
         {"server: {deny: [\"10.0.0.0/8\"]}\n", {}},
         {"server: {client_ip: {trusted_proxies: [\"10.0.0.0/8\"]}}\n", {}},

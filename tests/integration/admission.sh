@@ -7,7 +7,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
-need curl python3
+need curl python3 openssl
 
 SPOOL="$WORKDIR/spool"
 cat >"$WORKDIR/config.yaml" <<EOF
@@ -20,7 +20,13 @@ spool: {dir: $SPOOL, durability: fsync}
 routes:
   open: {path: /webhooks/open, verify: {scheme: none}}
   office: {path: /webhooks/office, verify: {scheme: none}, allow: ["10.1.0.0/16", "2001:db8:1::/48"]}
+  limited: {path: /webhooks/limited, verify: {scheme: none}, rate_limit: {per_ip: 5/min, burst: 5}}
+  capped:
+    path: /webhooks/capped
+    verify: {scheme: github, secrets: [{env: GH_SECRET}]}
+    rate_limit: {route: 3/min}
 EOF
+export GH_SECRET="admission-secret-$RANDOM"
 printf '{"n":1}' >"$WORKDIR/body"
 
 # call PATH [X-Forwarded-For value]
@@ -58,6 +64,40 @@ call /webhooks/open "[2001:db8:bad::1]:443"
 forbidden "server.deny, an IPv6 client with brackets and port"
 call /webhooks/open "garbage, 10.1.2.3"
 expect_queued "garbage left of a client: not believed, not refused"
+
+# --- per-client limit: 5 at once, then one every 12 s; other clients have their own (the
+# exact rates are unit-tested with an injected clock; here a slow machine must not matter) ---
+statuses=""
+for i in 1 2 3 4 5 6; do
+    call /webhooks/limited "10.7.0.1"
+    statuses+="$HTTP_STATUS "
+done
+expect_eq "per client: 5 at once, the 6th refused" "202 202 202 202 202 429 " "$statuses"
+expect_eq "429 answer" '{"error":"rate_limited"}' "$HTTP_BODY"
+retry=$(sed -n 's/^Retry-After: *\([0-9]*\).*/\1/ip' "$HTTP_HEADERS")
+[[ -n $retry ]] && ((retry >= 1 && retry <= 12)) ||
+    fail "per client: Retry-After '$retry' is not the 1..12 s until the next request fits"
+call /webhooks/limited "10.7.0.2"
+expect_queued "another client has its own bucket"
+call /webhooks/limited
+expect_queued "and so has the proxy's own address"
+
+# --- route limit: counted after verification only ---
+for i in 1 2 3 4 5; do
+    post /webhooks/capped "$WORKDIR/body" -H "X-Hub-Signature-256: sha256=$(printf '0%.0s' {1..64})"
+    expect_unauthorized "forged request $i"
+done
+sig=$(hmac_sha256_hex_file "$GH_SECRET" "$WORKDIR/body")
+statuses=""
+for i in 1 2 3 4; do
+    post /webhooks/capped "$WORKDIR/body" -H "X-Hub-Signature-256: sha256=$sig"
+    statuses+="$HTTP_STATUS "
+done
+expect_eq "route limit 3/min: forged requests spent nothing" "202 202 202 429 " "$statuses"
+retry=$(sed -n 's/^Retry-After: *\([0-9]*\).*/\1/ip' "$HTTP_HEADERS")
+[[ -n $retry ]] && ((retry >= 1 && retry <= 20)) ||
+    fail "route limit: Retry-After '$retry' is not the 1..20 s until the next request fits"
+wait_for_log '"reason":"rate_limited"' 2
 wait_for_log '"reason":"ip_denied"' 6
 grep -F '"reason":"ip_denied"' "$SERVER_LOG" | grep -qF '"client":"198.51.100.7"' ||
     fail "the refusal log does not name the forwarded client"
@@ -70,7 +110,7 @@ python3 - "$WORKDIR/dump.jsonl" "$office_job" <<'PY' || fail "the office job doe
 import json, sys
 jobs = {j["id"]: j for j in map(json.loads, open(sys.argv[1]))}
 assert jobs[sys.argv[2]]["source_ip"] == "10.1.2.3", jobs[sys.argv[2]]["source_ip"]
-assert len(jobs) == 4, len(jobs)
+assert len(jobs) == 4 + 7 + 3, len(jobs)
 PY
 
 # Without trusted proxies the header is ignored: the peer is the client.

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "portcullis/admit/cidr_set.hh"
+#include "portcullis/admit/rate_limit.hh"
 #include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/verify/verifier.hh"
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +41,10 @@ struct Route {
     // Seeds the fingerprints of this route's dedup and ordering keys (queue::route_seed).
     uint64_t key_seed = 0;
     admit::CidrSet allow; // empty: everyone
+    // rate_limit, compiled: per client (checked before the body is hashed) and for the whole
+    // route (after verification).
+    std::optional<admit::Limit> per_ip_limit;
+    std::optional<admit::Limit> route_limit;
 
     bool allows_method(std::string_view method) const;
     bool matches(std::string_view path) const;

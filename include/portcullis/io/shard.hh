@@ -8,6 +8,7 @@
 //   std::thread t([&] { shard.run(); });                   // returns after a drain
 #pragma once
 
+#include "portcullis/admit/rate_limit.hh"
 #include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/io/ring.hh"
@@ -31,6 +32,10 @@ struct ShardShared {
     // Shared by all shards; null when no route dedups (orders).
     queue::DedupTable* dedup = nullptr;
     queue::OrderingTable* ordering = nullptr;
+    // Shared by all shards; null when no route has a rate_limit. Its keys mix in rate_secret, a
+    // random number of this process, so that outsiders cannot aim at one client's bucket.
+    admit::RateLimiter* limiter = nullptr;
+    uint64_t rate_secret = 0;
 };
 
 // Counters of one shard, written by its thread only, read (racily, for reports) by others.
