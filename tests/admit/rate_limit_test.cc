@@ -1,9 +1,8 @@
 #include "portcullis/admit/rate_limit.hh"
 
-#include <gtest/gtest.h>
+#include "../pin_cpu.hh"
 
-#include <pthread.h>
-#include <sched.h>
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <barrier>
@@ -45,25 +44,6 @@ int allowed_of(RateLimiter& t, uint64_t key, const Limit& l, int64_t now, int n)
         allowed += t.check(key, l, now).allowed ? 1 : 0;
     }
     return allowed;
-}
-
-// Pins the calling thread to the n-th CPU it may run on (if there is more than one): two
-// threads left to the scheduler of a busy machine often share one core, and never overlap.
-void pin_to_cpu(int n) {
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) {
-        return;
-    }
-    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; ++cpu) {
-        if (CPU_ISSET(cpu, &allowed) && seen++ == n) {
-            cpu_set_t one;
-            CPU_ZERO(&one);
-            CPU_SET(cpu, &one);
-            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-            return;
-        }
-    }
 }
 
 } // namespace

@@ -2,10 +2,9 @@
 
 #include "portcullis/base/encoding.hh"
 
-#include <gtest/gtest.h>
+#include "../pin_cpu.hh"
 
-#include <pthread.h>
-#include <sched.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
@@ -43,25 +42,6 @@ std::vector<Fingerprint> same_bucket_keys(size_t n, size_t buckets) {
         }
     }
     return keys;
-}
-
-// Pins the calling thread to the n-th CPU it may run on (if there is more than one): two
-// threads left to the scheduler of a busy machine often share one core, and never overlap.
-void pin_to_cpu(int n) {
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) {
-        return;
-    }
-    for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; ++cpu) {
-        if (CPU_ISSET(cpu, &allowed) && seen++ == n) {
-            cpu_set_t one;
-            CPU_ZERO(&one);
-            CPU_SET(cpu, &one);
-            pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-            return;
-        }
-    }
 }
 
 } // namespace
