@@ -18,21 +18,6 @@ std::string_view trim_ows(std::string_view s) {
     return s;
 }
 
-// Decimal 0..65535: one to five digits, no sign, no leading zero (nobody prints ports so).
-bool valid_port(std::string_view s) {
-    if (s.empty() || s.size() > 5 || (s.size() > 1 && s[0] == '0')) {
-        return false;
-    }
-    unsigned value = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9') {
-            return false;
-        }
-        value = value * 10 + static_cast<unsigned>(c - '0');
-    }
-    return value <= 65535;
-}
-
 } // namespace
 
 std::optional<base::PeerAddress> parse_forwarded_for_entry(std::string_view entry) {
@@ -47,7 +32,7 @@ std::optional<base::PeerAddress> parse_forwarded_for_entry(std::string_view entr
         if (inside.find(':') == std::string_view::npos) {
             return std::nullopt;
         }
-        if (!rest.empty() && (rest.front() != ':' || !valid_port(rest.substr(1)))) {
+        if (!rest.empty() && (rest.front() != ':' || !base::port_text_valid(rest.substr(1)))) {
             return std::nullopt;
         }
         return base::PeerAddress::parse(inside);
@@ -55,7 +40,7 @@ std::optional<base::PeerAddress> parse_forwarded_for_entry(std::string_view entr
     const size_t colon = entry.find(':');
     if (colon != std::string_view::npos && entry.find(':', colon + 1) == std::string_view::npos) {
         // Exactly one colon: no IPv6 literal has that, so it is IPv4:port or nothing.
-        if (!valid_port(entry.substr(colon + 1))) {
+        if (!base::port_text_valid(entry.substr(colon + 1))) {
             return std::nullopt;
         }
         return base::PeerAddress::parse(entry.substr(0, colon));

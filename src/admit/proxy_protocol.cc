@@ -89,24 +89,6 @@ bool ipv6_fits(std::string_view s, bool complete) {
            (s.find(':') != std::string_view::npos && base::PeerAddress::parse(s).has_value());
 }
 
-// Decimal 0..65535 without leading zeros, or the start of one.
-bool port_fits(std::string_view s, bool complete) {
-    if (s.size() > 1 && s[0] == '0') {
-        return false;
-    }
-    unsigned value = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9') {
-            return false;
-        }
-        value = value * 10 + static_cast<unsigned>(c - '0');
-        if (value > 65535) {
-            return false;
-        }
-    }
-    return !complete || !s.empty();
-}
-
 // A field of kind `kind` at buf[pos], ended by `end`. On ok, out is the field and pos is past
 // `end`. The scan for `end` is bounded by the caller's 107-byte view.
 Step field(std::string_view buf, size_t& pos, Field kind, char end, std::string_view& out) {
@@ -125,7 +107,7 @@ Step field(std::string_view buf, size_t& pos, Field kind, char end, std::string_
         fits = ipv6_fits(s, complete);
         break;
     case Field::port:
-        fits = port_fits(s, complete);
+        fits = base::port_text_valid(s, complete);
         break;
     }
     if (!fits) {

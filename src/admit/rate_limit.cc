@@ -1,6 +1,6 @@
 #include "portcullis/admit/rate_limit.hh"
 
-#include <sys/mman.h>
+#include "portcullis/base/zeroed_pages.hh"
 
 #include <xxhash.h>
 
@@ -180,17 +180,11 @@ uint64_t route_rate_key(uint64_t route_seed) {
 RateLimiter::RateLimiter(size_t min_keys) {
     size_t buckets = (min_keys + slots_per_bucket - 1) / slots_per_bucket;
     _buckets = std::bit_ceil(std::max<size_t>(buckets, 1));
-    // Zero pages are empty slots: memory is only taken as buckets are first written.
-    void* p = mmap(nullptr, memory_bytes(), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) {
-        std::abort(); // start-up only: an address space this small cannot run the server
-    }
-    _slots = static_cast<Word*>(p);
+    _slots = static_cast<Word*>(base::map_zeroed(memory_bytes()));
 }
 
 RateLimiter::~RateLimiter() {
-    munmap(_slots, memory_bytes());
+    base::unmap_zeroed(_slots, memory_bytes());
 }
 
 RateLimiter::Decision RateLimiter::check(uint64_t key, const Limit& limit, int64_t now_ns) {

@@ -84,4 +84,21 @@ std::string PeerAddress::to_string() const {
     return s;
 }
 
+bool port_text_valid(std::string_view s, bool complete) {
+    if (s.size() > 1 && s[0] == '0') {
+        return false;
+    }
+    unsigned value = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') {
+            return false;
+        }
+        value = value * 10 + static_cast<unsigned>(c - '0');
+        if (value > 65535) {
+            return false;
+        }
+    }
+    return !complete || !s.empty();
+}
+
 } // namespace portcullis::base

@@ -1,6 +1,6 @@
 #include "portcullis/queue/dedup.hh"
 
-#include <sys/mman.h>
+#include "portcullis/base/zeroed_pages.hh"
 
 #include <bit>
 #include <cstdlib>
@@ -52,17 +52,11 @@ constexpr int64_t ordering_horizon_ns = int64_t{1} << 62;
 FingerprintTable::FingerprintTable(size_t min_entries) {
     size_t buckets = (min_entries + slots_per_bucket - 1) / slots_per_bucket;
     _buckets = std::bit_ceil(buckets < 1 ? size_t{1} : buckets);
-    // Zero pages are free slots: memory is only taken as buckets are first written.
-    void* p = mmap(nullptr, memory_bytes(), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) {
-        std::abort(); // start-up only: an address space this small cannot run the server
-    }
-    _slots = static_cast<Slot*>(p);
+    _slots = static_cast<Slot*>(base::map_zeroed(memory_bytes()));
 }
 
 FingerprintTable::~FingerprintTable() {
-    munmap(_slots, memory_bytes());
+    base::unmap_zeroed(_slots, memory_bytes());
 }
 
 bool FingerprintTable::unchanged(const Ref& ref) {

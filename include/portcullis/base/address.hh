@@ -39,4 +39,8 @@ struct PeerAddress {
     bool operator==(const PeerAddress&) const = default;
 };
 
+// A port as text: decimal 0..65535, no sign, no leading zero (nobody prints ports so). With
+// complete false, also anything that could still become one ("", "6", "655").
+bool port_text_valid(std::string_view s, bool complete = true);
+
 } // namespace portcullis::base
