@@ -37,18 +37,6 @@ using detail::join_path;
 using detail::quote;
 using detail::YamlNode;
 
-// Keys accepted by the schema but not acted on by this build yet. Each is reported once where it
-// is written; delete a row when the feature lands. `unless` names the one scalar value that
-// asks for nothing (proxy_protocol: off); empty lists and mappings ask for nothing either.
-struct NotEnforced {
-    std::string_view path; // dotted; "*" matches every member of a mapping
-    std::string_view unless;
-};
-constexpr NotEnforced not_enforced[] = {
-    {"server.client_ip.proxy_protocol", "off"},
-    {"server.max_connections_per_ip", ""},
-};
-
 constexpr size_t max_secrets_per_route = 8;
 constexpr size_t max_config_file_bytes = 16u << 20;
 constexpr size_t max_secret_file_bytes = 64u << 10;
@@ -344,7 +332,6 @@ public:
         }
         apply_defaults();
         check_admin_clash();
-        warn_not_enforced(root);
     }
 
 private:
@@ -1480,40 +1467,6 @@ private:
         }
     }
 
-    // ---- not enforced yet --------------------------------------------------------------------
-
-    void warn_not_enforced(const YamlNode& root) {
-        for (const NotEnforced& row : not_enforced) {
-            warn_not_enforced(root, row, row.path, "");
-        }
-    }
-
-    void warn_not_enforced(const YamlNode& node, const NotEnforced& row, std::string_view rest,
-                           const std::string& path) {
-        if (!node.is_mapping()) {
-            return;
-        }
-        size_t dot = rest.find('.');
-        std::string_view head = rest.substr(0, dot);
-        std::string_view tail = dot == std::string_view::npos ? "" : rest.substr(dot + 1);
-        for (const YamlNode& member : node.children) {
-            if (head != "*" && member.key != head) {
-                continue;
-            }
-            std::string p = join_path(path, member.key);
-            if (!tail.empty()) {
-                warn_not_enforced(member, row, tail, p);
-                continue;
-            }
-            bool asks_nothing =
-                member.is_null() || (!member.is_scalar() && member.children.empty()) ||
-                (member.is_scalar() && !row.unless.empty() && member.value == row.unless);
-            if (!asks_nothing) {
-                warn(member.key_mark, p, "accepted but not enforced by this build yet");
-            }
-        }
-    }
-
     std::vector<Diagnostic>& _errors;
     std::vector<Diagnostic>& _warnings;
     Config& _cfg;
@@ -1593,7 +1546,7 @@ LoadResult load_sources(const std::vector<Source>& sources, std::string director
         walker.walk(YamlNode{YamlNode::Kind::mapping});
     }
     // The walk goes section by section and some checks run after it (shape clashes, the admin
-    // socket, keys not enforced); report in reading order instead.
+    // socket); report in reading order instead.
     auto reading_order = [&files = cfg.files](const Diagnostic& a, const Diagnostic& b) {
         auto file_index = [&files](const std::string& f) {
             return std::find(files.begin(), files.end(), f) - files.begin();

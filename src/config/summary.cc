@@ -116,7 +116,8 @@ std::string summarize(const Config& cfg, unsigned cores) {
     out += "shards   ";
     out += cfg.server.shards == 0 ? "auto (" + plural(cores, "core", "cores") + ")"
                                   : std::to_string(cfg.server.shards);
-    out += std::string(dot) + "max " + std::to_string(cfg.server.max_connections) + " connections";
+    out += std::string(dot) + "max " + std::to_string(cfg.server.max_connections) +
+           " connections, " + std::to_string(cfg.server.max_connections_per_ip) + " per client";
     out += std::string(dot) + "drain " + format_duration(cfg.server.drain_timeout_ns) + '\n';
 
     out += "spool    " + cfg.spool.dir + std::string(dot) + "durability " +

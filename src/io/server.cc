@@ -6,7 +6,9 @@
 
 #include "portcullis/base/address.hh"
 #include "portcullis/base/log.hh"
+#include "portcullis/base/time.hh"
 #include "portcullis/io/shard.hh"
+#include "portcullis/queue/segment.hh"
 
 #include <arpa/inet.h>
 #include <atomic>
@@ -34,6 +36,8 @@ constexpr size_t dedup_entries = size_t{1} << 20;
 constexpr size_t ordering_entries = size_t{1} << 18;
 // Rate-limit keys (clients and routes): 8 bytes each, 8 MiB; a full bucket evicts.
 constexpr size_t rate_limit_keys = size_t{1} << 20;
+constexpr int64_t rate_limit_sweep_ns = int64_t{24} * 3600 * base::ns_per_s;
+constexpr time_t rate_limit_sweep_check_s = 60;
 
 using base::Level;
 using base::LogLine;
@@ -157,6 +161,11 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         return 1;
     }
     unsigned shards = cfg.server.shards != 0 ? cfg.server.shards : usable_cores();
+    queue::SpoolLock spool_lock;
+    if (auto err = spool_lock.acquire(cfg.spool.dir); !err.empty()) {
+        LogLine(Level::error, "cannot start: " + err).write();
+        return 1;
+    }
 
     // The dedup and ordering tables, shared by the shards, only when some route uses them.
     std::unique_ptr<queue::DedupTable> dedup;
@@ -175,10 +184,15 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     for (const config::RouteConfig& r : cfg.routes) {
         if (r.rate_limit && !limiter) {
             limiter = std::make_unique<admit::RateLimiter>(rate_limit_keys);
-            RAND_bytes(reinterpret_cast<uint8_t*>(&shared.rate_secret), sizeof shared.rate_secret);
         }
     }
     shared.limiter = limiter.get();
+    std::unique_ptr<admit::ConnectionCounts> per_client;
+    if (cfg.server.max_connections_per_ip < cfg.server.max_connections) {
+        per_client = std::make_unique<admit::ConnectionCounts>(cfg.server.max_connections);
+    }
+    shared.per_client = per_client.get();
+    RAND_bytes(reinterpret_cast<uint8_t*>(&shared.key_secret), sizeof shared.key_secret);
 
     // Signals are taken by this thread with sigwait; the shards never see them.
     sigset_t signals;
@@ -272,9 +286,21 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         control_thread = std::thread([&] { control->run(control_stop); });
     }
 
+    // This thread waits for signals; between them it sweeps the rate-limit table of rested
+    // keys once a day (see admit::RateLimiter: no slot may stay untouched for 76 days).
+    int64_t next_sweep = base::mono_ns() + rate_limit_sweep_ns;
     while (true) {
-        int sig = 0;
-        if (sigwait(&signals, &sig) != 0) {
+        const timespec wake{rate_limit_sweep_check_s, 0};
+        int sig = sigtimedwait(&signals, nullptr, &wake);
+        if (sig < 0) {
+            if (limiter && base::mono_ns() >= next_sweep) {
+                const size_t forgotten = limiter->forget_rested(base::mono_ns());
+                next_sweep = base::mono_ns() + rate_limit_sweep_ns;
+                LogLine(Level::info, "rate-limit sweep")
+                    .field("forgotten", static_cast<int64_t>(forgotten))
+                    .field("evictions", static_cast<int64_t>(limiter->evictions()))
+                    .write();
+            }
             continue;
         }
         if (sig == SIGHUP) {
@@ -328,7 +354,21 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     LogLine stopped(Level::info, "stopped");
     stopped.field("jobs_queued", total(&ShardStats::jobs_queued))
         .field("handshakes", total(&ShardStats::handshakes))
-        .field("ed25519_checks", total(&ShardStats::ed25519_checks));
+        .field("ed25519_checks", total(&ShardStats::ed25519_checks))
+        .field("connections", total(&ShardStats::accepted_connections))
+        .field("refused_max_connections", total(&ShardStats::refused_connections))
+        .field("refused_per_ip", total(&ShardStats::refused_per_client))
+        .field("header_timeouts", total(&ShardStats::header_timeouts))
+        .field("body_timeouts", total(&ShardStats::body_timeouts));
+    if (cfg.server.proxy_protocol != config::ProxyProtocol::off) {
+        stopped.field("proxy_refused", total(&ShardStats::proxy_refused));
+    }
+    if (per_client) {
+        stopped.field("per_ip_untracked", static_cast<int64_t>(per_client->untracked()));
+    }
+    if (limiter) {
+        stopped.field("rate_limit_evictions", static_cast<int64_t>(limiter->evictions()));
+    }
     if (dedup) {
         stopped.field("duplicates", total(&ShardStats::duplicates))
             .field("dedup_in_flight", total(&ShardStats::dedup_in_flight))

@@ -1,6 +1,7 @@
 #include "portcullis/io/shard.hh"
 
 #include "portcullis/admit/client_ip.hh"
+#include "portcullis/admit/proxy_protocol.hh"
 #include "portcullis/base/address.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/base/json.hh"
@@ -76,7 +77,8 @@ constexpr uint32_t index_of(uint64_t ud) {
 
 enum class State : uint8_t {
     free,
-    reading_head, // idle between requests, or a head partly received
+    reading_proxy, // server.client_ip.proxy_protocol: waiting for the PROXY header
+    reading_head,  // idle between requests, or a head partly received
     reading_body,
     spooling,  // the job is in a group commit
     sending,   // a response is being written
@@ -122,8 +124,11 @@ struct Connection {
     bool peer_eof = false;
     bool abandoned = false;         // closed while its job was in the spool group
     bool continue_inflight = false; // the interim 100 Continue is being sent
+    bool shutdown_inflight = false; // closing waits for it: see start_linger
     uint8_t continue_bytes_sent = 0;
+    // The socket's peer; after a PROXY header, the client the balancer names.
     base::PeerAddress peer;
+    admit::ConnectionCounts::Ticket counted; // in server.max_connections_per_ip
     Buffer* staging = nullptr; // bytes not yet parsed: a partial head or pipelined requests
     size_t staged_from = 0;    // parsed prefix of staging
     size_t scanned = 0;        // bytes of the current head already seen by the parser
@@ -309,6 +314,8 @@ struct Shard::Impl {
     int64_t now_mono = 0;
     bool draining = false;
     int64_t drain_deadline = 0;
+    // server.client_ip.proxy_protocol; empty when off.
+    std::optional<admit::ProxyMode> proxy_mode;
     uint32_t accepts_armed = 0;
 
     Impl(uint32_t i, ShardShared& s, std::vector<int> fds)
@@ -337,6 +344,19 @@ struct Shard::Impl {
         header_timers.length_ns = cfg.server.header_timeout_ns;
         body_timers.length_ns = cfg.server.body_timeout_ns;
         linger_timers.length_ns = linger_ns;
+        switch (cfg.server.proxy_protocol) {
+        case config::ProxyProtocol::off:
+            break;
+        case config::ProxyProtocol::v1:
+            proxy_mode = admit::ProxyMode::v1;
+            break;
+        case config::ProxyProtocol::v2:
+            proxy_mode = admit::ProxyMode::v2;
+            break;
+        case config::ProxyProtocol::any:
+            proxy_mode = admit::ProxyMode::any;
+            break;
+        }
         return {};
     }
 
@@ -412,8 +432,10 @@ struct Shard::Impl {
         case Op::log_write:
             logs.on_written();
             return;
-        case Op::cancel:
         case Op::shutdown:
+            on_shutdown(cqe);
+            return;
+        case Op::cancel:
         case Op::close_unowned:
             return;
         }
@@ -472,9 +494,40 @@ struct Shard::Impl {
             c.peer = base::PeerAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
         }
         stats.accepted_connections.fetch_add(1, std::memory_order_relaxed);
-        c.state = State::reading_head;
-        idle_timers.push(c, now_mono + idle_timers.length_ns);
+        if (proxy_mode) {
+            // Behind a balancer, the client is known once its PROXY header is in. With
+            // trusted_proxies set, only those peers may send one.
+            c.state = State::reading_proxy;
+            if (!snap.trusted_proxies().empty() && !snap.trusted_proxies().contains(c.peer)) {
+                stats.proxy_refused.fetch_add(1, std::memory_order_relaxed);
+                close_connection(c);
+                return;
+            }
+            header_timers.push(c, now_mono + header_timers.length_ns);
+        } else {
+            c.state = State::reading_head;
+            if (!count_client(c)) {
+                close_connection(c);
+                return;
+            }
+            idle_timers.push(c, now_mono + idle_timers.length_ns);
+        }
         arm_recv(c);
+    }
+
+    // server.max_connections_per_ip, over all shards. Trusted proxies carry many clients and
+    // are not capped.
+    bool count_client(Connection& c) {
+        if (shared.per_client == nullptr || snap.trusted_proxies().contains(c.peer)) {
+            return true;
+        }
+        c.counted = shared.per_client->acquire(admit::rate_key(shared.key_secret, c.peer),
+                                               cfg.server.max_connections_per_ip);
+        if (!c.counted.admitted) {
+            stats.refused_per_client.fetch_add(1, std::memory_order_relaxed);
+            return false;
+        }
+        return true;
     }
 
     Connection& allocate_connection() {
@@ -644,6 +697,8 @@ struct Shard::Impl {
             size_t n = 0;
             if (c.state == State::reading_head) {
                 n = on_head_bytes(c, in.substr(total));
+            } else if (c.state == State::reading_proxy) {
+                n = on_proxy_bytes(c, in.substr(total));
             } else if (c.state == State::reading_body) {
                 n = on_body_bytes(c, in.substr(total));
             } else if (c.state == State::lingering) {
@@ -655,6 +710,37 @@ struct Shard::Impl {
             total += n;
         }
         return total;
+    }
+
+    // ---- PROXY header ----------------------------------------------------------------------
+
+    // A connection's first bytes when proxy_protocol is on. Nothing is answered to a bad header:
+    // the peer is not speaking HTTP yet, and the connection is closed.
+    size_t on_proxy_bytes(Connection& c, std::string_view in) {
+        admit::ProxyResult r = admit::parse_proxy(in, *proxy_mode);
+        if (r.status == 0) {
+            return 0;
+        }
+        if (r.status < 0) {
+            stats.proxy_refused.fetch_add(1, std::memory_order_relaxed);
+            LogLine line(Level::info, "PROXY header refused", now_unix);
+            line.field("error", r.error);
+            add_peer(line, c);
+            log(line);
+            close_connection(c);
+            return in.size();
+        }
+        if (!r.local) {
+            c.peer = r.source;
+        }
+        header_timers.remove(c);
+        c.state = State::reading_head;
+        if (!count_client(c)) {
+            close_connection(c);
+            return in.size();
+        }
+        idle_timers.push(c, now_mono + idle_timers.length_ns);
+        return static_cast<size_t>(r.status);
     }
 
     // ---- request head ----------------------------------------------------------------------
@@ -734,7 +820,7 @@ struct Shard::Impl {
         // The per-client limit comes before any byte of the body is hashed: a flood costs a
         // table lookup.
         if (route->per_ip_limit &&
-            !admit_rate(c, admit::rate_key(route->key_seed ^ shared.rate_secret, client),
+            !admit_rate(c, admit::rate_key(route->key_seed ^ shared.key_secret, client),
                         *route->per_ip_limit, head.headers, has_body)) {
             return;
         }
@@ -870,7 +956,7 @@ struct Shard::Impl {
         }
         // The route's limit counts verified requests only: forged ones cannot spend it.
         if (req.route->route_limit &&
-            !admit_rate(c, admit::route_rate_key(req.route->key_seed ^ shared.rate_secret),
+            !admit_rate(c, admit::route_rate_key(req.route->key_seed ^ shared.key_secret),
                         *req.route->route_limit, {}, false)) {
             return;
         }
@@ -903,7 +989,7 @@ struct Shard::Impl {
     // and returns false when the limit is spent.
     bool admit_rate(Connection& c, uint64_t key, const admit::Limit& limit,
                     std::span<const http::Header> headers, bool close) {
-        admit::RateLimiter::Decision d = shared.limiter->check(key, limit, now_unix);
+        admit::RateLimiter::Decision d = shared.limiter->check(key, limit, now_mono);
         if (d.allowed) {
             return true;
         }
@@ -1318,9 +1404,13 @@ struct Shard::Impl {
             c.staging = nullptr;
             c.staged_from = 0;
         }
+        // The kernel runs a shutdown in a worker thread and looks its descriptor up only then;
+        // closing before it completes would let it shut down whatever socket reuses the number
+        // (another client's). So close_connection leaves the close to on_shutdown meanwhile.
         io_uring_sqe* sqe = ring.sqe();
         io_uring_prep_shutdown(sqe, c.fd, SHUT_WR);
         sqe->user_data = pack(Op::shutdown, c.gen, c.index);
+        c.shutdown_inflight = true;
         linger_timers.push(c, now_mono + linger_timers.length_ns);
         if (!c.recv_armed) {
             arm_recv(c);
@@ -1348,12 +1438,30 @@ struct Shard::Impl {
         // runs whether or not there was anything to cancel.
         io_uring_sqe* cancel = ring.sqe();
         io_uring_prep_cancel_fd(cancel, c.fd, IORING_ASYNC_CANCEL_ALL);
-        cancel->flags |= IOSQE_IO_HARDLINK;
         cancel->user_data = pack(Op::cancel, c.gen, c.index);
+        if (c.shutdown_inflight) {
+            return; // on_shutdown closes
+        }
+        cancel->flags |= IOSQE_IO_HARDLINK;
+        submit_close(c);
+    }
+
+    void submit_close(Connection& c) {
         io_uring_sqe* close = ring.sqe();
         io_uring_prep_close(close, c.fd);
         close->user_data = pack(Op::close, c.gen, c.index);
         c.fd = -1;
+    }
+
+    void on_shutdown(const io_uring_cqe& cqe) {
+        Connection* c = lookup(cqe.user_data);
+        if (c == nullptr) {
+            return;
+        }
+        c->shutdown_inflight = false;
+        if (c->state == State::closing && c->fd >= 0) {
+            submit_close(*c);
+        }
     }
 
     void on_closed(const io_uring_cqe& cqe) {
@@ -1362,6 +1470,10 @@ struct Shard::Impl {
             return;
         }
         shared.connections.fetch_sub(1, std::memory_order_relaxed);
+        if (shared.per_client != nullptr) {
+            shared.per_client->release(c->counted);
+        }
+        c->counted = {};
         if (c->abandoned) {
             // The slot stays until the spool group holding its record completes.
             c->state = State::spooling;
@@ -1419,13 +1531,17 @@ struct Shard::Impl {
     }
 
     void on_timeout(Connection& c) {
-        stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+        const bool body = c.state == State::reading_body;
+        (body ? stats.body_timeouts : stats.header_timeouts)
+            .fetch_add(1, std::memory_order_relaxed);
         LogLine line(Level::info, "request timed out", now_unix);
-        line.field("phase", c.state == State::reading_body ? std::string_view("body")
-                                                           : std::string_view("header"));
+        std::string_view phase = body                              ? "body"
+                                 : c.state == State::reading_proxy ? "proxy"
+                                                                   : "header";
+        line.field("phase", phase);
         add_peer(line, c);
         log(line);
-        if (c.send_inflight || c.continue_inflight) {
+        if (c.state == State::reading_proxy || c.send_inflight || c.continue_inflight) {
             close_connection(c);
             return;
         }
@@ -1449,7 +1565,8 @@ struct Shard::Impl {
         }
         // Idle keep-alive connections have nothing in flight: close them now.
         for (Connection* c : conns) {
-            if (c->state == State::reading_head && c->timer == &idle_timers) {
+            if ((c->state == State::reading_head && c->timer == &idle_timers) ||
+                c->state == State::reading_proxy) {
                 close_connection(*c);
             }
         }

@@ -1,6 +1,7 @@
 #include "portcullis/queue/segment.hh"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -124,6 +125,59 @@ std::string sync_dir(const std::string& dir) {
     }
     ::close(fd);
     return error;
+}
+
+std::string make_dir(const std::string& path) {
+    for (size_t i = 1; i <= path.size(); ++i) {
+        if (i == path.size() || path[i] == '/') {
+            std::string part = path.substr(0, i);
+            if (::mkdir(part.c_str(), 0750) != 0 && errno != EEXIST) {
+                return errno_message("cannot create " + part, errno);
+            }
+        }
+    }
+    return {};
+}
+
+SpoolLock::~SpoolLock() {
+    if (_fd >= 0) {
+        ::close(_fd);
+    }
+}
+
+std::string SpoolLock::acquire(const std::string& dir) {
+    if (std::string err = make_dir(dir); !err.empty()) {
+        return err;
+    }
+    const std::string path = (dir.empty() ? std::string(".") : dir) + "/portcullis.lock";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return errno_message("cannot open " + path, errno);
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        char holder[32] = {};
+        ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+        ::close(fd);
+        if (err != EWOULDBLOCK) {
+            return errno_message("cannot lock " + path, err);
+        }
+        std::string pid(holder, n > 0 ? static_cast<size_t>(n) : 0);
+        while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) {
+            pid.pop_back();
+        }
+        return "spool " + dir + " is in use by another portcullis" +
+               (pid.empty() ? std::string() : " (pid " + pid + ")") + " (" + path + " is locked)";
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) != 0 ||
+        ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+        int err = errno;
+        ::close(fd);
+        return errno_message("cannot write " + path, err);
+    }
+    _fd = fd;
+    return {};
 }
 
 std::string segment_path(const std::string& dir, uint32_t shard, uint64_t seq) {

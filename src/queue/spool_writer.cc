@@ -25,19 +25,6 @@ std::string errno_text() {
     return std::strerror(errno);
 }
 
-std::string make_dir(const std::string& path) {
-    // mkdir -p, one component at a time.
-    for (size_t i = 1; i <= path.size(); ++i) {
-        if (i == path.size() || path[i] == '/') {
-            std::string part = path.substr(0, i);
-            if (mkdir(part.c_str(), 0750) != 0 && errno != EEXIST) {
-                return "cannot create " + part + ": " + errno_text();
-            }
-        }
-    }
-    return {};
-}
-
 } // namespace
 
 SpoolWriter::~SpoolWriter() {

@@ -860,24 +860,19 @@ TEST_F(ConfigLoad, Tokens) {
     EXPECT_EQ(res.config->tokens[0].scopes, std::vector<std::string>{"metrics:read"});
 }
 
-TEST_F(ConfigLoad, KeysNotEnforcedYetAreWarnedOnce) {
+TEST_F(ConfigLoad, EnforcedKeysLoadWithoutWarnings) {
     const std::string sha(64, 'a');
-    const std::string not_enforced = ": accepted but not enforced by this build yet";
     expect_warnings({
         {github_route(), {}},
-        // Enforced now: no warning.
         {github_route("    dedup: {window: 1h}\n"), {}},
         {github_route("    ordering: {key: \"json:/id\", timestamp: \"json:/ts\"}\n"), {}},
         {github_route("    rate_limit: {route: 10/s}\n"), {}},
         {github_route("    allow: [\"10.0.0.0/8\"]\n"), {}},
         {"server: {deny: [\"10.0.0.0/8\"]}\n", {}},
         {"server: {client_ip: {trusted_proxies: [\"10.0.0.0/8\"]}}\n", {}},
-        {"server: {client_ip: {proxy_protocol: v1}}\n",
-         {"server.client_ip.proxy_protocol" + not_enforced}},
-        {"server: {max_connections_per_ip: 10}\n",
-         {"server.max_connections_per_ip" + not_enforced}},
+        {"server: {client_ip: {proxy_protocol: v1}}\n", {}},
+        {"server: {max_connections_per_ip: 10}\n", {}},
         {"tokens:\n  w: {sha256: \"" + sha + "\", scopes: [\"events:read\"]}\n", {}},
-        // Values that ask for nothing are not warned about.
         {"server: {deny: [], client_ip: {trusted_proxies: [], proxy_protocol: off}}\ntokens: {}\n",
          {}},
     });

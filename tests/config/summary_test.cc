@@ -34,7 +34,7 @@ routes:
     EXPECT_EQ(
         summary,
         "listen   public 0.0.0.0:8080 \u00b7 admin 127.0.0.1:9090\n"
-        "shards   auto (2 cores) \u00b7 max 10000 connections \u00b7 drain 10s\n"
+        "shards   auto (2 cores) \u00b7 max 10000 connections, 256 per client \u00b7 drain 10s\n"
         "spool    ./var/spool \u00b7 durability fsync \u00b7 segments 64MiB \u00b7 retention 72h\n"
         "limits   header 16KiB \u00b7 64 headers \u00b7 body 1MiB \u00b7 timeouts header 10s "
         "body 30s idle 1m\n"

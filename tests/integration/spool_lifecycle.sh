@@ -3,7 +3,7 @@
 # of its last record, as a crash during a write leaves it) is cut and reported at start and the
 # jobs before it are served; segments whose jobs are all settled are deleted once older than
 # spool.retention, never one with a job still queued, and the space shows in /healthz and in
-# `portcullis spool verify`.
+# `portcullis spool verify`. A second `serve` on the same spool is refused while one runs.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -60,6 +60,13 @@ expect_eq "the new job is served" "$after_cut" "$(lease_ids)"
 "$PORTCULLIS" spool verify --dir "$SPOOL" >"$WORKDIR/verify.out" ||
     fail "spool verify after the cut: $(cat "$WORKDIR/verify.out")"
 
+# --- one serving process per spool ---
+rc=0
+timeout 20 "$PORTCULLIS" serve -c "$WORKDIR/config.yaml" 2>"$WORKDIR/second.log" || rc=$?
+expect_eq "a second serve on the same spool exits 1" 1 "$rc"
+grep -qF "is in use by another portcullis (pid $SERVER_PID)" "$WORKDIR/second.log" ||
+    fail "the second serve does not name the first: $(cat "$WORKDIR/second.log")"
+
 # --- retention: settled and old enough goes, never a newest segment or a queued job ---
 api POST /v1/ack "{\"ids\":[\"${ids[0]}\",\"${ids[1]}\",\"$after_cut\"]}"
 expect_eq "all acked" 3 "$(py 'len(j["settled"])')"
@@ -91,4 +98,9 @@ stop_server
 "$PORTCULLIS" spool verify --dir "$SPOOL" >"$WORKDIR/verify.out" ||
     fail "spool verify after retention: $(cat "$WORKDIR/verify.out")"
 grep -q "free" "$WORKDIR/verify.out" || fail "spool verify does not report free space"
-echo "ok: torn tail cut and served around; retention deleted settled segments only"
+# The lock goes with the process, however it ends.
+start_server "$WORKDIR/config.yaml"
+kill9_server
+start_server "$WORKDIR/config.yaml"
+stop_server
+echo "ok: torn tail cut and served around; retention deleted settled segments only; one server per spool"

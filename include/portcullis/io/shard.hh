@@ -8,6 +8,7 @@
 //   std::thread t([&] { shard.run(); });                   // returns after a drain
 #pragma once
 
+#include "portcullis/admit/connection_counts.hh"
 #include "portcullis/admit/rate_limit.hh"
 #include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/snapshot.hh"
@@ -32,21 +33,28 @@ struct ShardShared {
     // Shared by all shards; null when no route dedups (orders).
     queue::DedupTable* dedup = nullptr;
     queue::OrderingTable* ordering = nullptr;
-    // Shared by all shards; null when no route has a rate_limit. Its keys mix in rate_secret, a
-    // random number of this process, so that outsiders cannot aim at one client's bucket.
+    // Shared by all shards; null when no route has a rate_limit.
     admit::RateLimiter* limiter = nullptr;
-    uint64_t rate_secret = 0;
+    // Open connections per client (server.max_connections_per_ip); null when the cap cannot
+    // bind before max_connections does.
+    admit::ConnectionCounts* per_client = nullptr;
+    // Mixed into the keys of both tables: a random number of this process, so that outsiders
+    // cannot aim at one client's bucket.
+    uint64_t key_secret = 0;
 };
 
 // Counters of one shard, written by its thread only, read (racily, for reports) by others.
 struct ShardStats {
     std::atomic<uint64_t> accepted_connections{0};
     std::atomic<uint64_t> refused_connections{0}; // over max_connections
+    std::atomic<uint64_t> refused_per_client{0};  // over max_connections_per_ip
+    std::atomic<uint64_t> proxy_refused{0};       // no valid PROXY header, or an untrusted peer
     std::atomic<uint64_t> requests{0};
     std::atomic<uint64_t> jobs_queued{0};
-    std::atomic<uint64_t> handshakes{0};     // answered by the verifier, not enqueued
-    std::atomic<uint64_t> ed25519_checks{0}; // signature verifications (~50 us of CPU each)
-    std::atomic<uint64_t> timeouts{0};
+    std::atomic<uint64_t> handshakes{0};          // answered by the verifier, not enqueued
+    std::atomic<uint64_t> ed25519_checks{0};      // signature verifications (~50 us of CPU each)
+    std::atomic<uint64_t> header_timeouts{0};     // slowloris: a head not whole in timeouts.header
+    std::atomic<uint64_t> body_timeouts{0};       // slow POST: a body not whole in timeouts.body
     std::atomic<uint64_t> duplicates{0};          // answered 200 duplicate
     std::atomic<uint64_t> dedup_in_flight{0};     // answered 503: the first copy was being written
     std::atomic<uint64_t> dedup_unkeyed{0};       // dedup route, request without the key: accepted

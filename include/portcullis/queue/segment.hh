@@ -50,6 +50,25 @@ std::string segment_path(const std::string& dir, uint32_t shard, uint64_t seq);
 // fsyncs a directory, so that a file created, renamed or removed in it stays so after a crash.
 // Returns "" or the error (errno text and path).
 std::string sync_dir(const std::string& dir);
+// mkdir -p (mode 0750). Returns "" or the error naming the folder.
+std::string make_dir(const std::string& path);
+
+// One serving process per spool: `serve` holds an exclusive flock on <dir>/portcullis.lock (with
+// its pid in it) for as long as it runs. A second one on the same spool would write the same
+// segments and ledger; it is refused instead. The kernel drops the lock when the process ends,
+// however it ends, so a kill -9 leaves nothing to clean up.
+class SpoolLock {
+public:
+    SpoolLock() = default;
+    ~SpoolLock();
+    SpoolLock(const SpoolLock&) = delete;
+    SpoolLock& operator=(const SpoolLock&) = delete;
+    // Creates dir if needed. Returns "" or the error, naming the holder's pid when known.
+    std::string acquire(const std::string& dir);
+
+private:
+    int _fd = -1;
+};
 void encode_segment_header(uint32_t shard, std::span<uint8_t, segment_header_size> out);
 
 struct CorruptRegion {

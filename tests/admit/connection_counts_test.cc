@@ -1,0 +1,198 @@
+#include "portcullis/admit/connection_counts.hh"
+
+#include "../pin_cpu.hh"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+using portcullis::admit::ConnectionCounts;
+
+namespace {
+
+// Keys with distinct tags that all land in bucket `bucket` (the bucket is the key's low bits,
+// the tag its top 40).
+uint64_t key_in_bucket(uint64_t n, uint64_t bucket = 0) {
+    return (n + 1) << 24 | bucket;
+}
+
+TEST(ConnectionCounts, SizedFromMaxConnections) {
+    EXPECT_EQ(ConnectionCounts(10).capacity(), 512u);
+    EXPECT_EQ(ConnectionCounts(10'000).capacity(), 65'536u);
+    EXPECT_EQ(ConnectionCounts(10'000).memory_bytes(), 512u * 1024);
+    EXPECT_EQ(ConnectionCounts(4'000'000'000).capacity(), size_t{1} << 22);
+}
+
+TEST(ConnectionCounts, HoldsTheCapAndFreesOnRelease) {
+    ConnectionCounts counts(100);
+    const uint64_t key = key_in_bucket(7, 3);
+    std::vector<ConnectionCounts::Ticket> held;
+    for (int i = 0; i < 3; ++i) {
+        ConnectionCounts::Ticket t = counts.acquire(key, 3);
+        ASSERT_TRUE(t.admitted) << i;
+        ASSERT_GE(t.slot, 0);
+        held.push_back(t);
+    }
+    EXPECT_EQ(counts.open(key), 3u);
+    ConnectionCounts::Ticket over = counts.acquire(key, 3);
+    EXPECT_FALSE(over.admitted);
+    EXPECT_EQ(counts.open(key), 3u) << "a refusal leaves no count behind";
+    counts.release(over); // harmless
+    counts.release(held.back());
+    held.pop_back();
+    EXPECT_EQ(counts.open(key), 2u);
+    ConnectionCounts::Ticket again = counts.acquire(key, 3);
+    EXPECT_TRUE(again.admitted);
+    held.push_back(again);
+    for (const auto& t : held) {
+        counts.release(t);
+    }
+    EXPECT_EQ(counts.open(key), 0u);
+    EXPECT_EQ(counts.untracked(), 0u);
+}
+
+TEST(ConnectionCounts, KeysInOneBucketAreCountedApart) {
+    ConnectionCounts counts(100);
+    const uint64_t a = key_in_bucket(1), b = key_in_bucket(2);
+    ASSERT_TRUE(counts.acquire(a, 1).admitted);
+    EXPECT_FALSE(counts.acquire(a, 1).admitted);
+    EXPECT_TRUE(counts.acquire(b, 1).admitted) << "another client in the same bucket";
+    EXPECT_EQ(counts.open(a), 1u);
+    EXPECT_EQ(counts.open(b), 1u);
+    EXPECT_EQ(counts.open(key_in_bucket(3)), 0u);
+}
+
+TEST(ConnectionCounts, AFullBucketAdmitsUncountedAndRecovers) {
+    ConnectionCounts counts(100);
+    std::vector<ConnectionCounts::Ticket> held;
+    for (uint64_t n = 0; n < ConnectionCounts::slots_per_bucket; ++n) {
+        held.push_back(counts.acquire(key_in_bucket(n), 5));
+        ASSERT_TRUE(held.back().admitted);
+        ASSERT_GE(held.back().slot, 0);
+    }
+    const uint64_t late = key_in_bucket(100);
+    ConnectionCounts::Ticket t = counts.acquire(late, 5);
+    EXPECT_TRUE(t.admitted) << "a full table never refuses";
+    EXPECT_EQ(t.slot, -1);
+    EXPECT_EQ(counts.untracked(), 1u);
+    counts.release(t);
+    counts.release(held.front());
+    ConnectionCounts::Ticket counted = counts.acquire(late, 5);
+    EXPECT_TRUE(counted.admitted);
+    EXPECT_EQ(counted.slot, held.front().slot) << "the freed slot is taken, whatever its tag";
+    EXPECT_EQ(counts.open(late), 1u);
+    EXPECT_EQ(counts.open(key_in_bucket(0)), 0u);
+}
+
+// Two threads on two CPUs open and close connections of one client as fast as they can, each
+// noting how many it holds at once: the sum never passes the cap, and every count is given back.
+TEST(ConnectionCounts, TheCapHoldsUnderTwoThreads) {
+    ConnectionCounts counts(100);
+    const uint64_t key = key_in_bucket(42, 9);
+    constexpr uint32_t cap = 3;
+    constexpr int rounds = 200'000;
+    std::atomic<int> holding{0};
+    std::atomic<int> worst{0};
+    std::atomic<uint64_t> admitted{0};
+    auto run = [&](int cpu) {
+        pin_to_cpu(cpu);
+        std::vector<ConnectionCounts::Ticket> mine;
+        for (int i = 0; i < rounds; ++i) {
+            if (mine.size() < 2) {
+                ConnectionCounts::Ticket t = counts.acquire(key, cap);
+                if (t.admitted) {
+                    int now = holding.fetch_add(1) + 1;
+                    int w = worst.load();
+                    while (now > w && !worst.compare_exchange_weak(w, now)) {
+                    }
+                    mine.push_back(t);
+                    admitted.fetch_add(1);
+                    continue;
+                }
+            }
+            if (!mine.empty()) {
+                holding.fetch_sub(1);
+                counts.release(mine.back());
+                mine.pop_back();
+            }
+        }
+        for (const auto& t : mine) {
+            holding.fetch_sub(1);
+            counts.release(t);
+        }
+    };
+    std::thread a(run, 0), b(run, 1);
+    a.join();
+    b.join();
+    EXPECT_LE(worst.load(), static_cast<int>(cap));
+    EXPECT_GT(admitted.load(), uint64_t{rounds} / 2) << "the threads made progress";
+    EXPECT_EQ(counts.open(key), 0u);
+    EXPECT_EQ(counts.untracked(), 0u);
+}
+
+// Racing first connections of new clients, made to land in two slots: before each round a
+// filler key holds the bucket's first slot, and one thread frees it just as both claim the new
+// key, so that one claimer sees the first slot taken and the other sees it free. With a cap of
+// one, never both are admitted.
+TEST(ConnectionCounts, RacingClaimsOfANewKeyAdmitOneAtMost) {
+    ConnectionCounts counts(100);
+    constexpr int rounds = 200'000;
+    std::atomic<int> filled{0};
+    std::atomic<int> acquired{0};
+    std::atomic<int> released{0};
+    std::vector<ConnectionCounts::Ticket> got[2];
+    for (auto& g : got) {
+        g.resize(rounds);
+    }
+    // Spins, so that both threads leave within a cache-line transfer of each other; yields now
+    // and then in case both run on one CPU.
+    auto wait_for = [](const std::atomic<int>& n, int want) {
+        for (unsigned spins = 1; n.load() < want; ++spins) {
+            if (spins % 4096 == 0) {
+                std::this_thread::yield();
+            }
+        }
+    };
+    auto run = [&](int who) {
+        pin_to_cpu(who);
+        for (int r = 0; r < rounds; ++r) {
+            const uint64_t key = key_in_bucket(2 * static_cast<uint64_t>(r), 5);
+            if (who == 0) {
+                wait_for(released, 2 * r);
+                auto filler = counts.acquire(key_in_bucket(2 * static_cast<uint64_t>(r) + 1, 5), 1);
+                filled.store(r + 1);
+                // Frees the slot at a moment that moves from round to round, to sweep over the
+                // other thread's claim.
+                for (int i = 0; i < r % 97; ++i) {
+                    filled.load();
+                }
+                counts.release(filler);
+            } else {
+                wait_for(filled, r + 1);
+            }
+            got[who][r] = counts.acquire(key, 1);
+            acquired.fetch_add(1);
+            // Each key's connections close before the next round, so the bucket never fills.
+            wait_for(acquired, 2 * (r + 1));
+            counts.release(got[who][r]);
+            released.fetch_add(1);
+        }
+    };
+    std::thread a(run, 0), b(run, 1);
+    a.join();
+    b.join();
+    int both = 0, none = 0;
+    for (int r = 0; r < rounds; ++r) {
+        both += got[0][r].admitted && got[1][r].admitted;
+        none += !got[0][r].admitted && !got[1][r].admitted;
+    }
+    EXPECT_EQ(both, 0);
+    // Both refused happens only when both counted in the same instant; it must stay rare.
+    EXPECT_LT(none, rounds / 10);
+    EXPECT_EQ(counts.untracked(), 0u);
+}
+
+} // namespace
