@@ -8,6 +8,8 @@
 //   being refused costs reads only;
 // - BM_RateLimitDistinctKeys: a different client every check, 1Mi keys in a table of 4Mi slots
 //   (32 MiB, mostly missing the cache), each thread its own keys.
+// - BM_SharedLineFloor: two threads adding to one word, the hardware's floor for the contended
+//   check (compare the per-thread CPU time of the two).
 // The counter bytes_per_key is the table's memory per key it can hold.
 #include "portcullis/admit/rate_limit.hh"
 
@@ -52,6 +54,17 @@ void BM_RateLimitCheck(benchmark::State& state) {
 }
 BENCHMARK(BM_RateLimitCheck);
 BENCHMARK(BM_RateLimitCheck)->Threads(2)->UseRealTime();
+
+// The peer for the two-thread check: the least any update of one shared word can cost, a
+// locked add by both threads on one cache line (each add pulls the line from the other core).
+void BM_SharedLineFloor(benchmark::State& state) {
+    alignas(64) static std::atomic<uint64_t> word{0};
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(word.fetch_add(1));
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SharedLineFloor)->Threads(2)->UseRealTime();
 
 void BM_RateLimitRefused(benchmark::State& state) {
     static RateLimiter limiter(1 << 16);
