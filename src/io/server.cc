@@ -359,7 +359,8 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         .field("refused_max_connections", total(&ShardStats::refused_connections))
         .field("refused_per_ip", total(&ShardStats::refused_per_client))
         .field("header_timeouts", total(&ShardStats::header_timeouts))
-        .field("body_timeouts", total(&ShardStats::body_timeouts));
+        .field("body_timeouts", total(&ShardStats::body_timeouts))
+        .field("log_lines_dropped", total(&ShardStats::log_lines_dropped));
     if (cfg.server.proxy_protocol != config::ProxyProtocol::off) {
         stopped.field("proxy_refused", total(&ShardStats::proxy_refused));
     }
