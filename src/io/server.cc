@@ -110,6 +110,9 @@ std::string bound_address(int fd) {
     return base::PeerAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss)).to_string();
 }
 
+// count sockets bound to one address: one per shard, which SO_REUSEPORT lets share the port.
+// A single socket (one shard, the control plane) does without it, so that a second process
+// cannot join the port unnoticed: its bind fails with "Address already in use".
 std::vector<int> open_listeners(const config::ListenAddress& address, unsigned count,
                                 std::string& error) {
     std::vector<int> fds;
@@ -123,7 +126,7 @@ std::vector<int> open_listeners(const config::ListenAddress& address, unsigned c
         int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int one = 1;
         bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
-                  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 &&
+                  (count == 1 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) &&
                   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0 &&
                   bind(fd, reinterpret_cast<sockaddr*>(&ss), len) == 0 &&
                   listen(fd, listen_backlog) == 0;

@@ -66,6 +66,14 @@ timeout 20 "$PORTCULLIS" serve -c "$WORKDIR/config.yaml" 2>"$WORKDIR/second.log"
 expect_eq "a second serve on the same spool exits 1" 1 "$rc"
 grep -qF "is in use by another portcullis (pid $SERVER_PID)" "$WORKDIR/second.log" ||
     fail "the second serve does not name the first: $(cat "$WORKDIR/second.log")"
+# Nor can another spool's server take the running one's control-plane address.
+sed -e "s|dir: $SPOOL|dir: $WORKDIR/other-spool|" -e "/^admin:/s|\"127.0.0.1:0\"|\"127.0.0.1:$ADMIN_PORT\"|" \
+    "$WORKDIR/config.yaml" >"$WORKDIR/other.yaml"
+rc=0
+timeout 20 "$PORTCULLIS" serve -c "$WORKDIR/other.yaml" 2>"$WORKDIR/other.log" || rc=$?
+expect_eq "a server on a taken admin address exits 1" 1 "$rc"
+grep -qF "admin.listen: cannot listen on 127.0.0.1:$ADMIN_PORT: Address already in use" \
+    "$WORKDIR/other.log" || fail "the taken admin address is not reported: $(cat "$WORKDIR/other.log")"
 
 # --- retention: settled and old enough goes, never a newest segment or a queued job ---
 api POST /v1/ack "{\"ids\":[\"${ids[0]}\",\"${ids[1]}\",\"$after_cut\"]}"
