@@ -3,8 +3,9 @@
 # of Python from the HAProxy specification (not by portcullis): versions 1 and 2 (IPv4, IPv6,
 # TLVs, LOCAL), a header arriving byte by byte, a header and two pipelined requests in one
 # segment. The named client is what the job stores and what server.deny and
-# max_connections_per_ip see; a connection without a valid header, or from a peer outside
-# trusted_proxies, is closed unanswered and counted. Then `proxy_protocol: v1` refuses v2.
+# max_connections_per_ip see; a connection without a valid header, from a peer outside
+# trusted_proxies, or whose header stalls past timeouts.header, is closed unanswered and
+# counted. Then `proxy_protocol: v1` refuses v2.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -17,6 +18,7 @@ server:
   listen: ["127.0.0.1:0"]
   shards: 2
   max_connections_per_ip: 3
+  timeouts: {header: 2s}
   deny: ["203.0.113.0/24"]
   client_ip: {trusted_proxies: ["127.0.0.1/32"], proxy_protocol: any}
 admin: {listen: "127.0.0.1:0"}
@@ -140,6 +142,16 @@ for name, data, bind in [
     s.close()
     print(f"{name}: closed unanswered")
 
+# A header that stops half-way is cut at timeouts.header (2 s), unanswered.
+s = connect(port)
+s.sendall(v2("198.51.100.27")[:10])
+started = time.monotonic()
+assert closed_unanswered(s), "a stalled PROXY header was answered"
+waited = time.monotonic() - started
+assert 1.8 <= waited <= 4, f"a stalled PROXY header was cut after {waited:.2f} s, not 2 s"
+s.close()
+print(f"stalled header: closed unanswered after {waited:.2f} s")
+
 # max_connections_per_ip (3) counts the client the balancer names, over both shards.
 held = []
 for i in range(3):
@@ -179,6 +191,8 @@ stopped=$(grep -F '"msg":"stopped"' "$SERVER_LOG")
     fail "stopped line does not count the per-client refusal: $stopped"
 grep -F '"msg":"PROXY header refused"' "$SERVER_LOG" | grep -qF '"error":"bad_version"' ||
     fail "the log does not say why a PROXY header was refused"
+[[ $stopped == *'"header_timeouts":1'* ]] || fail "the stalled header is not counted: $stopped"
+grep -qF '"phase":"proxy"' "$SERVER_LOG" || fail "the stalled header's timeout is not logged"
 
 spool_dump "$SPOOL" "$WORKDIR/dump.jsonl"
 python3 - "$WORKDIR/dump.jsonl" "$WORKDIR/ids.json" <<'PY' || fail "stored client addresses"
