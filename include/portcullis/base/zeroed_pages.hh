@@ -1,6 +1,6 @@
 // Zero-filled anonymous memory for the fixed-size tables the shards share (dedup, ordering,
-// rate limits): a zero slot is an empty one, and pages are only taken from the system as they
-// are first written, so a large table costs what it holds.
+// rate limits, connections per client): a zero slot is an empty one, and pages are only taken
+// from the system as they are first written, so a large table costs what it holds.
 //
 //   auto* slots = static_cast<Slot*>(map_zeroed(bytes));   // start-up
 //   unmap_zeroed(slots, bytes);                             // when the table goes
