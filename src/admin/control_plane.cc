@@ -150,7 +150,7 @@ std::string_view settle_error(JobTable::Settle s) {
 struct ControlPlane::Impl {
     const config::Snapshot& snap;
     io::Features features;
-    unsigned shards;
+    std::span<const queue::SpoolProgress> progress; // one per shard
     io::Ring ring;
     int listen_fd = -1;
     queue::JobStore store;
@@ -180,8 +180,8 @@ struct ControlPlane::Impl {
     int64_t retire_interval_ns = retire_max_interval_ns;
     bool accept_armed = false;
 
-    Impl(const config::Snapshot& s, const io::Features& f, unsigned n)
-        : snap(s), features(f), shards(n) {}
+    Impl(const config::Snapshot& s, const io::Features& f, std::span<const queue::SpoolProgress> p)
+        : snap(s), features(f), progress(p) {}
 
     std::string init(int fd) {
         listen_fd = fd;
@@ -202,7 +202,7 @@ struct ControlPlane::Impl {
         header_scratch.resize(64);
         retire_interval_ns = std::clamp(snap.config().spool.retention_ns / 4,
                                         retire_min_interval_ns, retire_max_interval_ns);
-        return store.open(snap, now);
+        return store.open(snap, progress, now);
     }
 
     void run(const std::atomic<bool>& stop) {
@@ -653,7 +653,7 @@ struct ControlPlane::Impl {
             .key("uptime_s")
             .number((now - started_ns) / base::ns_per_s)
             .key("shards")
-            .number(shards)
+            .number(static_cast<int64_t>(progress.size()))
             .key("routes")
             .begin_object();
         for (size_t i = 0; i < store.routes(); ++i) {
@@ -1001,8 +1001,8 @@ struct ControlPlane::Impl {
 };
 
 ControlPlane::ControlPlane(const config::Snapshot& snapshot, const io::Features& features,
-                           unsigned shards)
-    : _impl(std::make_unique<Impl>(snapshot, features, shards)) {}
+                           std::span<const queue::SpoolProgress> progress)
+    : _impl(std::make_unique<Impl>(snapshot, features, progress)) {}
 
 ControlPlane::~ControlPlane() = default;
 

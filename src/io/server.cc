@@ -169,6 +169,16 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         LogLine(Level::error, "cannot start: " + err).write();
         return 1;
     }
+    // What the spool holds that is not the spool's is left alone, but said: a segment renamed
+    // by hand would otherwise hide its jobs without a word.
+    for (const std::string& entry : queue::list_segments(cfg.spool.dir).unrecognised) {
+        LogLine(Level::warn, "spool: unrecognised entry ignored")
+            .field("dir", cfg.spool.dir)
+            .field("entry", entry)
+            .write();
+    }
+    auto spool_progress = std::make_unique<queue::SpoolProgress[]>(shards);
+    shared.spool_progress = spool_progress.get();
 
     // The dedup and ordering tables, shared by the shards, only when some route uses them.
     std::unique_ptr<queue::DedupTable> dedup;
@@ -258,7 +268,9 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             failure = "admin.listen: " + error;
         } else {
             admin_address = bound_address(fds[0]);
-            control = std::make_unique<admin::ControlPlane>(*snapshot, shared.features, shards);
+            control = std::make_unique<admin::ControlPlane>(
+                *snapshot, shared.features,
+                std::span<const queue::SpoolProgress>(spool_progress.get(), shards));
             if (auto err = control->init(fds[0]); !err.empty()) {
                 failure = "control plane: " + err;
             }

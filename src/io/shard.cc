@@ -333,7 +333,10 @@ struct Shard::Impl {
             return err;
         }
         auto remember = [this](uint64_t, const queue::JobRecord& rec) { remember_keys(rec); };
-        if (auto err = spool.open(cfg.spool.dir, index, cfg.spool, remember); !err.empty()) {
+        queue::SpoolProgress* progress =
+            shared.spool_progress != nullptr ? &shared.spool_progress[index] : nullptr;
+        if (auto err = spool.open(cfg.spool.dir, index, cfg.spool, remember, progress);
+            !err.empty()) {
             return err;
         }
         limits.header_bytes = cfg.server.header_bytes;

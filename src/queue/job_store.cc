@@ -61,8 +61,10 @@ uint64_t JobStore::spool_bytes() const {
     return n;
 }
 
-std::string JobStore::open(const config::Snapshot& snapshot, int64_t now_ns) {
+std::string JobStore::open(const config::Snapshot& snapshot,
+                           std::span<const SpoolProgress> progress, int64_t now_ns) {
     const config::Config& cfg = snapshot.config();
+    _progress = progress;
     _dir = cfg.spool.dir;
     _retention_ns = cfg.spool.retention_ns;
     std::vector<uint32_t> max_attempts;
@@ -95,7 +97,17 @@ std::string JobStore::open(const config::Snapshot& snapshot, int64_t now_ns) {
     if (rec.cut_bytes != 0) {
         LogLine(Level::warn, "ledger: cut torn tail")
             .field("path", ledger)
+            .field("offset", static_cast<int64_t>(rec.valid_bytes))
             .field("bytes", static_cast<int64_t>(rec.cut_bytes))
+            .write();
+    }
+    for (const LedgerDamage& d : rec.damaged) {
+        // The ops in it are lost (a job may be delivered once more); those after it are kept.
+        ++_stats.ledger_damaged_regions;
+        LogLine(Level::error, "ledger: damaged records skipped")
+            .field("path", ledger)
+            .field("offset", static_cast<int64_t>(d.offset))
+            .field("bytes", static_cast<int64_t>(d.length))
             .write();
     }
     for (const LedgerOp& op : rec.ops) {
@@ -114,6 +126,7 @@ std::string JobStore::open(const config::Snapshot& snapshot, int64_t now_ns) {
     LogLine(Level::info, "job index ready")
         .field("jobs", static_cast<int64_t>(_table->size()))
         .field("ledger_ops", static_cast<int64_t>(rec.ops.size()))
+        .field("damaged_regions", static_cast<int64_t>(_stats.damaged_regions))
         .write();
     retire(now_ns);
     return {};
@@ -144,8 +157,21 @@ size_t JobStore::advance(uint32_t shard, uint64_t seq, Segment& seg) {
     if (::fstat(fd, &st) != 0) {
         return 0;
     }
+    // What may be read: a segment its shard's writer has moved past (or one of an earlier run)
+    // is final, to its end; of the one it appends to, only what it has committed. A group being
+    // written, or one that failed and is being cut off again, is never indexed, so that every
+    // byte read here is final and damage can be told from a write in progress.
     uint64_t end = static_cast<uint64_t>(st.st_size);
-    uint64_t from = seg.size < segment_header_size ? segment_header_size : seg.size;
+    if (shard < _progress.size()) {
+        const SpoolProgress::Mark mark = _progress[shard].read();
+        if (mark.seq < seq) {
+            return 0; // created, not yet committed to
+        }
+        if (mark.seq == seq) {
+            end = std::min(end, mark.end);
+        }
+    }
+    uint64_t from = std::max<uint64_t>(seg.size, segment_header_size);
     if (end <= from) {
         seg.size = from;
         return 0;
@@ -158,43 +184,43 @@ size_t JobStore::advance(uint32_t shard, uint64_t seq, Segment& seg) {
     std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(_scratch.data()),
                                    static_cast<size_t>(got));
     size_t found = 0;
-    size_t at = 0;
-    while (at < bytes.size()) {
-        JobRecord rec;
-        size_t size = 0;
-        DecodeStatus status = decode_record(bytes.subspan(at), rec, size);
-        if (status != DecodeStatus::ok) {
-            // A write in progress (truncated) is read again next time. Anything else is damage
-            // the shard's recovery reports at its next start; skip to the next record here.
-            if (status == DecodeStatus::truncated) {
-                break;
-            }
-            size_t next = at + 1;
-            while (next < bytes.size() &&
-                   decode_record(bytes.subspan(next), rec, size) != DecodeStatus::ok) {
-                ++next;
-            }
-            if (next >= bytes.size()) {
-                break;
-            }
-            at = next;
-            continue;
-        }
+    ScanReport r = scan_records(bytes, from, [&](uint64_t offset, const JobRecord& rec) {
+        seg.newest_ns = std::max(seg.newest_ns, rec.received_at_ns);
         int route = route_index(rec.route);
         if (route < 0) {
             ++_stats.unknown_routes;
-        } else {
-            _found.push_back({rec.id,
-                              static_cast<uint16_t>(route),
-                              rec.received_at_ns,
-                              {shard, seq, from + at, static_cast<uint32_t>(size)}});
-            ++found;
+            return;
         }
-        seg.newest_ns = std::max(seg.newest_ns, rec.received_at_ns);
-        at += size;
+        // The body is the record's last field: the record ends where it does.
+        const auto* start = reinterpret_cast<const char*>(bytes.data() + (offset - from));
+        const auto size = static_cast<uint32_t>(rec.body.data() + rec.body.size() - start);
+        _found.push_back(
+            {rec.id, static_cast<uint16_t>(route), rec.received_at_ns, {shard, seq, offset, size}});
+        ++found;
+    });
+    // The same damage the shard's recovery and `spool verify` report: skipped, not a reason to
+    // stop reading the segment.
+    const std::string path = segment_path(_dir, shard, seq);
+    for (const CorruptRegion& c : r.corrupt) {
+        note_damage(path, c.offset, c.length, describe(c.why));
     }
-    seg.size = from + at;
+    if (r.tail_bytes != 0 && !r.tail_all_zero) {
+        note_damage(path, r.valid_end, r.tail_bytes, describe(r.tail_why));
+    }
+    seg.size = from + static_cast<uint64_t>(got);
     return found;
+}
+
+void JobStore::note_damage(const std::string& path, uint64_t offset, uint64_t length,
+                           std::string_view why) {
+    ++_stats.damaged_regions;
+    _stats.damaged_bytes += length;
+    LogLine(Level::error, "job index: damaged records skipped")
+        .field("segment", path)
+        .field("offset", static_cast<int64_t>(offset))
+        .field("bytes", static_cast<int64_t>(length))
+        .field("why", why)
+        .write();
 }
 
 void JobStore::add_found() {

@@ -8,6 +8,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -82,25 +83,6 @@ std::string errno_message(const std::string& what, int err) {
     return what + ": " + std::strerror(err);
 }
 
-// Fills buf from fd at offset until it is full or the file ends; returns the bytes read or -1.
-ssize_t pread_full(int fd, uint8_t* buf, size_t size, uint64_t offset) {
-    size_t have = 0;
-    while (have < size) {
-        ssize_t n = ::pread(fd, buf + have, size - have, static_cast<off_t>(offset + have));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return -1;
-        }
-        if (n == 0) {
-            break;
-        }
-        have += static_cast<size_t>(n);
-    }
-    return static_cast<ssize_t>(have);
-}
-
 bool write_full(int fd, const uint8_t* p, size_t size) {
     while (size > 0) {
         ssize_t n = ::write(fd, p, size);
@@ -155,6 +137,110 @@ std::optional<LedgerOp> decode_ledger_op(std::span<const uint8_t> in) {
     return decode_checked(in.data());
 }
 
+LedgerScan scan_ledger(uint64_t size, const LedgerRead& read, std::string& error) {
+    LedgerScan r;
+    r.size = size;
+    r.ops.reserve(size / ledger_record_size);
+    std::vector<uint8_t> buf(static_cast<size_t>(std::min<uint64_t>(
+        read_chunk_records * ledger_record_size, std::max<uint64_t>(size, ledger_record_size))));
+    uint64_t buf_from = 0; // the file offset of buf[0]
+    size_t buf_len = 0;
+    // Makes buf hold [pos, pos + ledger_record_size) if the file has it; false at the end.
+    auto window = [&](uint64_t pos) {
+        if (pos >= buf_from && pos + ledger_record_size <= buf_from + buf_len) {
+            return true;
+        }
+        if (pos + ledger_record_size > size) {
+            return false;
+        }
+        buf_from = pos;
+        buf_len = 0;
+        const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), size - pos));
+        while (buf_len < want) {
+            ssize_t n = read(buf.data() + buf_len, want - buf_len, pos + buf_len);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n < 0) {
+                error = std::strerror(errno);
+                return false;
+            }
+            if (n == 0) {
+                break;
+            }
+            buf_len += static_cast<size_t>(n);
+        }
+        return buf_len >= ledger_record_size;
+    };
+
+    uint64_t pos = 0;
+    // Where the damage being skipped started; none while the records check.
+    constexpr uint64_t none = UINT64_MAX;
+    uint64_t damage_from = none;
+    while (window(pos)) {
+        const uint8_t* p = buf.data() + (pos - buf_from);
+        const Check c = check_record({p, ledger_record_size});
+        if (c == Check::ok) {
+            if (damage_from != none) {
+                r.damaged.push_back({damage_from, pos - damage_from});
+                damage_from = none;
+            }
+            r.ops.push_back(decode_checked(p));
+            pos += ledger_record_size;
+            r.valid_end = pos;
+            continue;
+        }
+        if (c == Check::unreadable) {
+            r.unreadable_at = pos;
+            break;
+        }
+        if (damage_from == none) {
+            damage_from = pos;
+        }
+        // Resync: the next offset that starts with the magic, checked in the next round.
+        const uint8_t* end = buf.data() + buf_len;
+        const uint8_t* hit = p + 1;
+        while (hit < end) {
+            hit = static_cast<const uint8_t*>(std::memchr(hit, magic[0], end - hit));
+            if (hit == nullptr) {
+                hit = end;
+                break;
+            }
+            if (hit + sizeof magic > end || std::memcmp(hit, magic, sizeof magic) == 0) {
+                break;
+            }
+            ++hit;
+        }
+        // A candidate cut off at the window's end is read again at the start of the next one.
+        pos = buf_from + static_cast<uint64_t>(hit - buf.data());
+    }
+    if (!error.empty()) {
+        return r;
+    }
+    if (!r.unreadable_at) {
+        r.tail_bytes = size - r.valid_end;
+    }
+    if (damage_from != none && r.unreadable_at) {
+        r.damaged.push_back({damage_from, *r.unreadable_at - damage_from});
+    }
+    return r;
+}
+
+LedgerScan scan_ledger(std::span<const uint8_t> image) {
+    std::string error;
+    return scan_ledger(
+        image.size(),
+        [&](uint8_t* buf, size_t n, uint64_t offset) -> ssize_t {
+            if (offset >= image.size()) {
+                return 0;
+            }
+            const size_t k = std::min<size_t>(n, image.size() - offset);
+            std::memcpy(buf, image.data() + offset, k);
+            return static_cast<ssize_t>(k);
+        },
+        error);
+}
+
 LedgerRecovery recover_ledger(const std::string& path) {
     LedgerRecovery r;
     int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
@@ -170,48 +256,31 @@ LedgerRecovery recover_ledger(const std::string& path) {
         ::close(fd);
         return r;
     }
-    auto size = static_cast<uint64_t>(st.st_size);
-    r.ops.reserve(size / ledger_record_size);
-
-    std::vector<uint8_t> buf(read_chunk_records * ledger_record_size);
-    uint64_t pos = 0;
-    bool stopped = false;
-    while (!stopped) {
-        ssize_t n = pread_full(fd, buf.data(), buf.size(), pos);
-        if (n < 0) {
-            r.error = errno_message("cannot read ledger " + path, errno);
-            ::close(fd);
-            return r;
-        }
-        auto got = static_cast<size_t>(n);
-        size_t at = 0;
-        for (; at + ledger_record_size <= got; at += ledger_record_size) {
-            std::span<const uint8_t> rec(buf.data() + at, ledger_record_size);
-            Check c = check_record(rec);
-            if (c == Check::unreadable) {
-                r.error = "ledger " + path + ": record at byte " + std::to_string(pos + at) +
-                          " has a valid checksum but an unknown kind or reserved bits (written" +
-                          " by a newer version?); not modified";
-                ::close(fd);
-                return r;
-            }
-            if (c == Check::torn) {
-                stopped = true;
-                break;
-            }
-            r.ops.push_back(decode_checked(rec.data()));
-        }
-        pos += at;
-        // A short read ends the file; a partial record there is a torn one.
-        if (got < buf.size()) {
-            stopped = true;
-        }
+    std::string read_error;
+    LedgerScan scan = scan_ledger(
+        static_cast<uint64_t>(st.st_size),
+        [fd](uint8_t* buf, size_t n, uint64_t offset) {
+            return ::pread(fd, buf, n, static_cast<off_t>(offset));
+        },
+        read_error);
+    if (!read_error.empty()) {
+        r.error = "cannot read ledger " + path + ": " + read_error;
+        ::close(fd);
+        return r;
     }
-    // The size seen by fstat may be stale if someone appends meanwhile; nobody should.
-    r.valid_bytes = pos;
-    r.cut_bytes = size > pos ? size - pos : 0;
+    if (scan.unreadable_at) {
+        r.error = "ledger " + path + ": record at byte " + std::to_string(*scan.unreadable_at) +
+                  " has a valid checksum but an unknown kind or reserved bits (written" +
+                  " by a newer version?); not modified";
+        ::close(fd);
+        return r;
+    }
+    r.ops = std::move(scan.ops);
+    r.damaged = std::move(scan.damaged);
+    r.valid_bytes = scan.valid_end;
+    r.cut_bytes = scan.tail_bytes;
     if (r.cut_bytes != 0) {
-        if (::ftruncate(fd, static_cast<off_t>(pos)) != 0) {
+        if (::ftruncate(fd, static_cast<off_t>(r.valid_bytes)) != 0) {
             r.error = errno_message("cannot truncate ledger " + path, errno);
         } else if (::fdatasync(fd) != 0) {
             r.error = errno_message("cannot fdatasync ledger " + path, errno);

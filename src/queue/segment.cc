@@ -16,7 +16,6 @@ namespace portcullis::queue {
 
 namespace {
 
-constexpr uint8_t segment_magic[8] = {'P', 'C', 'S', 'P', 'O', 'O', 'L', '1'};
 constexpr std::string_view shard_dir_prefix = "shard-";
 constexpr std::string_view segment_suffix = ".seg";
 constexpr size_t seq_digits = 16;
@@ -216,8 +215,13 @@ ListResult list_segments(const std::string& dir) {
         if (ec) {
             break;
         }
-        auto shard = parse_shard_dir(top->path().filename().native());
+        const std::string name = top->path().filename().native();
+        auto shard = parse_shard_dir(name);
         if (!shard || !top->is_directory(ec)) {
+            if (name != ledger_file_name && name != ledger_snapshot_file_name &&
+                name != lock_file_name) {
+                result.unrecognised.push_back(name);
+            }
             continue;
         }
         fs::directory_iterator inner(top->path(), ec);
@@ -229,8 +233,11 @@ ListResult list_segments(const std::string& dir) {
             if (ec) {
                 break;
             }
-            auto seq = parse_segment_name(inner->path().filename().native());
+            const std::string file = inner->path().filename().native();
+            auto seq = parse_segment_name(file);
             if (!seq || !inner->is_regular_file(ec)) {
+                result.unrecognised.push_back(name);
+                result.unrecognised.back().append("/").append(file);
                 continue;
             }
             uint64_t size = inner->file_size(ec);
@@ -253,6 +260,7 @@ ListResult list_segments(const std::string& dir) {
               [](const SegmentFile& a, const SegmentFile& b) {
                   return a.shard != b.shard ? a.shard < b.shard : a.seq < b.seq;
               });
+    std::sort(result.unrecognised.begin(), result.unrecognised.end());
     return result;
 }
 
@@ -272,33 +280,45 @@ ScanReport scan_segment(std::span<const uint8_t> image, const RecordCallback& on
         r.header_error = "unsupported segment version " + std::to_string(version);
     }
 
-    r.valid_end = segment_header_size;
-    size_t pos = segment_header_size;
+    ScanReport records =
+        scan_records(image.subspan(segment_header_size), segment_header_size, on_record);
+    records.size = r.size;
+    records.shard = r.shard;
+    records.header_error = std::move(r.header_error);
+    return records;
+}
+
+ScanReport scan_records(std::span<const uint8_t> bytes, uint64_t base,
+                        const RecordCallback& on_record) {
+    ScanReport r;
+    r.size = base + bytes.size();
+    r.valid_end = base;
+    size_t pos = 0;
     JobRecord rec;
-    while (pos < image.size()) {
+    while (pos < bytes.size()) {
         size_t size = 0;
-        DecodeStatus st = decode_record(image.subspan(pos), rec, size);
+        DecodeStatus st = decode_record(bytes.subspan(pos), rec, size);
         if (st == DecodeStatus::ok) {
             if (on_record) {
-                on_record(pos, rec);
+                on_record(base + pos, rec);
             }
             ++r.records;
             pos += size;
-            r.valid_end = pos;
+            r.valid_end = base + pos;
             continue;
         }
-        size_t next = find_next_record(image, pos + 1);
-        if (next < image.size()) {
-            r.corrupt.push_back({pos, next - pos, st});
+        size_t next = find_next_record(bytes, pos + 1);
+        if (next < bytes.size()) {
+            r.corrupt.push_back({base + pos, next - pos, st});
             pos = next;
             continue;
         }
         // Nothing valid follows: everything from here is the tail (a torn write or space the
         // writer preallocated).
-        r.tail_bytes = image.size() - pos;
+        r.tail_bytes = bytes.size() - pos;
         r.tail_why = st;
-        r.tail_all_zero =
-            std::all_of(image.begin() + pos, image.end(), [](uint8_t b) { return b == 0; });
+        r.tail_all_zero = std::all_of(bytes.begin() + static_cast<std::ptrdiff_t>(pos), bytes.end(),
+                                      [](uint8_t b) { return b == 0; });
         break;
     }
     return r;

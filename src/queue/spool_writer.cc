@@ -33,8 +33,10 @@ SpoolWriter::~SpoolWriter() {
 }
 
 std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
-                              const config::SpoolConfig& cfg, const RecordCallback& on_record) {
+                              const config::SpoolConfig& cfg, const RecordCallback& on_record,
+                              SpoolProgress* progress) {
     _dir = dir;
+    _progress = progress;
     _shard = shard;
     _cfg = cfg;
     _pending.reserve(max_group);
@@ -51,6 +53,10 @@ std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
     for (const SegmentFile& seg : listed.segments) {
         if (seg.shard != shard) {
             continue;
+        }
+        if (seg.seq > max_segment_seq) {
+            return seg.path + ": the largest segment number there is; no segment can follow it" +
+                   " (was the file renamed?)";
         }
         _seq = std::max(_seq, seg.seq);
         std::string error;
@@ -116,6 +122,9 @@ std::string SpoolWriter::start_segment() {
     _fd = fd;
     _offset = segment_header_size;
     ++_stats.segments_opened;
+    if (_progress != nullptr) {
+        _progress->publish(_seq, _offset);
+    }
     return {};
 }
 

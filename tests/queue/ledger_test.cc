@@ -188,17 +188,120 @@ TEST_F(LedgerFile, TornTailIsCutAtEveryCutPoint) {
     EXPECT_EQ(again.cut_bytes, 0u);
 }
 
-TEST_F(LedgerFile, AFlippedBitStopsRecoveryThere) {
+TEST_F(LedgerFile, AFlippedBitInTheMiddleCostsOnlyItsRecord) {
+    // A torn tail is only at the end: damage in the middle is skipped and the ops after it
+    // kept (recovery used to cut the file there, undoing every later ack).
     const std::vector<LedgerOp> ops = sample_ops(6);
     Bytes bytes = encode_all(ops);
     bytes[3 * ledger_record_size + 20] ^= 0x10;
     write_file(_path, bytes);
     LedgerRecovery r = recover_ledger(_path);
     ASSERT_EQ(r.error, "");
-    EXPECT_EQ(r.ops, std::vector<LedgerOp>(ops.begin(), ops.begin() + 3));
-    EXPECT_EQ(r.valid_bytes, 3 * ledger_record_size);
-    EXPECT_EQ(r.cut_bytes, 3 * ledger_record_size);
-    EXPECT_EQ(fs::file_size(_path), 3 * ledger_record_size);
+    std::vector<LedgerOp> kept = ops;
+    kept.erase(kept.begin() + 3);
+    EXPECT_EQ(r.ops, kept);
+    ASSERT_EQ(r.damaged.size(), 1u);
+    EXPECT_EQ(r.damaged[0].offset, 3 * ledger_record_size);
+    EXPECT_EQ(r.damaged[0].length, ledger_record_size);
+    EXPECT_EQ(r.valid_bytes, 6 * ledger_record_size);
+    EXPECT_EQ(r.cut_bytes, 0u);
+    EXPECT_EQ(read_file(_path), bytes) << "damage in the middle is left in place";
+}
+
+TEST(LedgerScan, EveryFlippedByteCostsOnlyTheRecordItHits) {
+    const std::vector<LedgerOp> ops = sample_ops(4);
+    const Bytes whole = encode_all(ops);
+    for (size_t at = 0; at < whole.size(); ++at) {
+        Bytes bytes = whole;
+        bytes[at] ^= 0x5a;
+        LedgerScan r = scan_ledger(bytes);
+        const size_t hit = at / ledger_record_size;
+        std::vector<LedgerOp> kept = ops;
+        kept.erase(kept.begin() + static_cast<ptrdiff_t>(hit));
+        EXPECT_EQ(r.ops, kept) << "byte " << at;
+        EXPECT_FALSE(r.unreadable_at.has_value()) << "byte " << at;
+        if (hit + 1 < ops.size()) {
+            ASSERT_EQ(r.damaged.size(), 1u) << "byte " << at;
+            EXPECT_EQ(r.damaged[0].offset, hit * ledger_record_size) << "byte " << at;
+            EXPECT_EQ(r.damaged[0].length, ledger_record_size) << "byte " << at;
+            EXPECT_EQ(r.tail_bytes, 0u) << "byte " << at;
+        } else {
+            EXPECT_TRUE(r.damaged.empty()) << "byte " << at;
+            EXPECT_EQ(r.tail_bytes, ledger_record_size) << "byte " << at;
+            EXPECT_EQ(r.valid_end, 3 * ledger_record_size) << "byte " << at;
+        }
+    }
+}
+
+TEST(LedgerScan, FindsRecordsAgainAfterBytesLostOrInserted) {
+    const std::vector<LedgerOp> ops = sample_ops(5);
+    const Bytes whole = encode_all(ops);
+    struct Row {
+        const char* name;
+        size_t at;       // where the stretch starts
+        size_t removed;  // bytes taken out there
+        Bytes inserted;  // bytes put in their place
+        size_t lost_ops; // records that cannot be read any more
+    };
+    const Row rows[] = {
+        {"7 bytes lost inside record 1", ledger_record_size + 10, 7, {}, 1},
+        {"garbage between records 2 and 3", 3 * ledger_record_size, 0, Bytes(13, 'P'), 0},
+        {"a stray magic between records", 2 * ledger_record_size, 0, {'P', 'C', 'L', '1'}, 0},
+        {"records 1 and 2 zeroed", ledger_record_size, 2 * ledger_record_size,
+         Bytes(2 * ledger_record_size, 0), 2},
+    };
+    for (const Row& row : rows) {
+        Bytes bytes(whole.begin(), whole.begin() + static_cast<ptrdiff_t>(row.at));
+        bytes.insert(bytes.end(), row.inserted.begin(), row.inserted.end());
+        bytes.insert(bytes.end(), whole.begin() + static_cast<ptrdiff_t>(row.at + row.removed),
+                     whole.end());
+        LedgerScan r = scan_ledger(bytes);
+        EXPECT_EQ(r.ops.size(), ops.size() - row.lost_ops) << row.name;
+        EXPECT_EQ(r.ops.back(), ops.back()) << row.name;
+        EXPECT_EQ(r.damaged.size(), 1u) << row.name;
+        EXPECT_EQ(r.tail_bytes, 0u) << row.name;
+        EXPECT_EQ(r.valid_end, bytes.size()) << row.name;
+    }
+}
+
+TEST_F(LedgerFile, DamageAtAReadChunkBoundaryIsSkipped) {
+    // 21,845 records fill one read; damage the last one of the first read and the first one
+    // of the second, and shift the rest by 3 bytes.
+    std::vector<LedgerOp> ops;
+    for (uint32_t i = 0; i < 30'000; ++i) {
+        LedgerOp op = sample_op(static_cast<uint8_t>(i), LedgerOp::Kind::ack);
+        op.at_ns = i;
+        ops.push_back(op);
+    }
+    Bytes bytes = encode_all(ops);
+    const size_t boundary = 21'845 * ledger_record_size;
+    bytes[boundary - 5] ^= 1;
+    bytes[boundary + 5] ^= 1;
+    bytes.insert(bytes.begin() + static_cast<ptrdiff_t>(boundary + ledger_record_size), 3, 'x');
+    write_file(_path, bytes);
+    LedgerRecovery r = recover_ledger(_path);
+    ASSERT_EQ(r.error, "");
+    ASSERT_EQ(r.ops.size(), ops.size() - 2);
+    EXPECT_EQ(r.ops[21'843], ops[21'843]);
+    EXPECT_EQ(r.ops[21'844], ops[21'846]);
+    EXPECT_EQ(r.ops.back(), ops.back());
+    ASSERT_EQ(r.damaged.size(), 1u);
+    EXPECT_EQ(r.damaged[0].offset, boundary - ledger_record_size);
+    EXPECT_EQ(r.damaged[0].length, 2 * ledger_record_size + 3);
+    EXPECT_EQ(r.cut_bytes, 0u);
+}
+
+TEST(LedgerScan, ARecordFromANewerVersionStopsTheScanThere) {
+    Bytes bytes = encode_all(sample_ops(4));
+    bytes[ledger_record_size + 5] = 1; // reserved byte set
+    Bytes unknown(bytes.begin() + ledger_record_size, bytes.begin() + 2 * ledger_record_size);
+    reseal(unknown);
+    std::copy(unknown.begin(), unknown.end(), bytes.begin() + ledger_record_size);
+    LedgerScan r = scan_ledger(bytes);
+    ASSERT_TRUE(r.unreadable_at.has_value());
+    EXPECT_EQ(*r.unreadable_at, ledger_record_size);
+    EXPECT_EQ(r.ops.size(), 1u);
+    EXPECT_EQ(r.tail_bytes, 0u);
 }
 
 TEST_F(LedgerFile, ARecordFromANewerVersionIsAnErrorAndTheFileIsKept) {

@@ -1,5 +1,6 @@
 #include "portcullis/queue/spool_tool.hh"
 
+#include "portcullis/queue/ledger.hh"
 #include "portcullis/queue/segment.hh"
 
 #include <gtest/gtest.h>
@@ -246,4 +247,109 @@ TEST_F(SpoolTool, VerifyOfAMissingDirIsUsageError) {
     Run r = verify(_dir + "/missing");
     EXPECT_EQ(r.code, 2);
     EXPECT_NE(r.err.find("missing"), std::string::npos) << r.err;
+}
+
+TEST_F(SpoolTool, VerifyReportsEntriesTheSpoolDoesNotKnow) {
+    write_known_spool();
+    // A stray file and folder are only in the way; a segment under a name serve does not read
+    // (renamed, or in a folder that is not a shard's) hides its jobs: that is damage.
+    { std::ofstream(_dir + "/notes.txt") << "hello"; }
+    fs::create_directories(_dir + "/shard-abc");
+    fs::copy_file(segment_path(_dir, 0, 2), _dir + "/zzz.seg");
+    fs::rename(segment_path(_dir, 1, 0), _dir + "/shard-1/00000000000000000001.seg");
+    fs::create_directories(_dir + "/shard-01");
+    fs::copy_file(segment_path(_dir, 0, 1), _dir + "/shard-01/0000000000000001.seg");
+    Run r = verify(_dir);
+    EXPECT_EQ(r.code, 1) << r.out;
+    for (const char* hidden : {"unrecognised: shard-01: holds spool segments",
+                               "unrecognised: shard-1/00000000000000000001.seg: holds spool",
+                               "unrecognised: zzz.seg: holds spool segments"}) {
+        EXPECT_NE(r.out.find(hidden), std::string::npos) << hidden << "\n" << r.out;
+    }
+    for (const char* ignored : {"unrecognised: notes.txt: not the spool's; ignored by serve",
+                                "unrecognised: shard-abc: not the spool's; ignored by serve"}) {
+        EXPECT_NE(r.out.find(ignored), std::string::npos) << ignored << "\n" << r.out;
+    }
+    EXPECT_EQ(last_line(r.out), "spool damaged: 0 segments of 2 damaged, 3 valid records; 3 "
+                                "entries hide segments; 2 unrecognised entries ignored");
+}
+
+TEST_F(SpoolTool, VerifyOfAStrayFileAloneSaysIntactAndNamesIt) {
+    write_known_spool();
+    { std::ofstream(_dir + "/README") << "hello"; }
+    { std::ofstream(_dir + "/portcullis.lock") << "123\n"; }
+    { std::ofstream(_dir + "/ledger.log"); }
+    Run r = verify(_dir);
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("unrecognised: README: not the spool's"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("portcullis.lock"), std::string::npos) << r.out;
+    EXPECT_EQ(last_line(r.out),
+              "spool intact: 3 segments, 4 valid records; 1 unrecognised entry ignored");
+}
+
+TEST_F(SpoolTool, VerifyReportsEveryCopyOfAJobId) {
+    write_segment(0, 1, 0, {job_a, job_b});
+    write_segment(1, 1, 1, {job_c, job_a});
+    write_segment(1, 2, 1, {job_a});
+    Run r = verify(_dir);
+    EXPECT_EQ(r.code, 1) << r.out;
+    const std::string id = "01jd3v8x7e0k4s9q2m6b5n1c8h";
+    const std::string first = "duplicate job id " + id +
+                              ": shard-0/0000000000000001.seg at offset " +
+                              std::to_string(segment_header_size) + " and ";
+    EXPECT_NE(r.out.find(first + "shard-1/0000000000000001.seg at offset " +
+                         std::to_string(segment_header_size + job_c.size())),
+              std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find(first + "shard-1/0000000000000002.seg at offset " +
+                         std::to_string(segment_header_size)),
+              std::string::npos)
+        << r.out;
+    EXPECT_TRUE(last_line(r.out).ends_with("; 2 duplicate job ids")) << r.out;
+}
+
+TEST_F(SpoolTool, VerifyRefusesTheLastSegmentNumber) {
+    write_segment(0, UINT64_MAX, 0, {job_a});
+    Run r = verify(_dir);
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(r.out.find("shard-0/ffffffffffffffff.seg: 1 record, "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("the largest segment number there is"), std::string::npos) << r.out;
+}
+
+TEST_F(SpoolTool, VerifyChecksTheLedger) {
+    write_known_spool();
+    LedgerOp op;
+    op.kind = LedgerOp::Kind::ack;
+    std::vector<uint8_t> ledger(3 * ledger_record_size);
+    for (size_t i = 0; i < 3; ++i) {
+        op.id.bytes[0] = static_cast<uint8_t>(i);
+        encode_ledger_op(op, std::span<uint8_t, ledger_record_size>(
+                                 ledger.data() + i * ledger_record_size, ledger_record_size));
+    }
+    auto write_ledger = [&](const std::vector<uint8_t>& bytes) {
+        std::ofstream f(_dir + "/ledger.log", std::ios::binary | std::ios::trunc);
+        f.write(reinterpret_cast<const char*>(bytes.data()),
+                static_cast<std::streamsize>(bytes.size()));
+    };
+    write_ledger(ledger);
+    Run ok = verify(_dir);
+    EXPECT_EQ(ok.code, 0) << ok.out;
+    EXPECT_NE(ok.out.find("ledger.log: 3 ops, 144 bytes: ok\n"), std::string::npos) << ok.out;
+
+    std::vector<uint8_t> damaged = ledger;
+    damaged[ledger_record_size + 9] ^= 1;
+    damaged.resize(damaged.size() + 20, 'x');
+    write_ledger(damaged);
+    Run bad = verify(_dir);
+    EXPECT_EQ(bad.code, 1) << bad.out;
+    EXPECT_NE(bad.out.find("ledger.log: 2 ops, 164 bytes: DAMAGED\n"
+                           "  damaged region at offset 48: 48 bytes skipped"),
+              std::string::npos)
+        << bad.out;
+    EXPECT_NE(bad.out.find("  torn tail at offset 144: 20 bytes; serve cuts it at start-up\n"),
+              std::string::npos)
+        << bad.out;
+    EXPECT_EQ(last_line(bad.out), "spool damaged: 0 segments of 3 damaged, 4 valid records; "
+                                  "ledger damaged");
+    EXPECT_EQ(fs::file_size(_dir + "/ledger.log"), damaged.size()) << "verify only reads";
 }

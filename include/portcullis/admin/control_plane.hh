@@ -3,7 +3,7 @@
 // JobStore: lease (with long polls), ack, nack, job state, dead letters and replay, each behind
 // the bearer tokens of the configuration.
 //
-//   ControlPlane cp(*snapshot, features, shards);
+//   ControlPlane cp(*snapshot, features, spool_progress);   // one SpoolProgress per shard
 //   if (auto err = cp.init(listen_fd); !err.empty()) { ... }   // after the shards' init
 //   std::thread t([&] { cp.run(stop); });                      // until stop is set
 //
@@ -14,16 +14,21 @@
 
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/io/ring.hh"
+#include "portcullis/queue/spool_progress.hh"
 
 #include <atomic>
 #include <memory>
+#include <span>
 #include <string>
 
 namespace portcullis::admin {
 
 class ControlPlane {
 public:
-    ControlPlane(const config::Snapshot& snapshot, const io::Features& features, unsigned shards);
+    // progress: one per shard, published by the shards' spool writers (the JobStore indexes
+    // what they have committed); it must outlive the control plane.
+    ControlPlane(const config::Snapshot& snapshot, const io::Features& features,
+                 std::span<const queue::SpoolProgress> progress);
     ~ControlPlane();
     ControlPlane(const ControlPlane&) = delete;
     ControlPlane& operator=(const ControlPlane&) = delete;

@@ -14,6 +14,7 @@
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/dedup.hh"
+#include "portcullis/queue/spool_progress.hh"
 
 #include <array>
 #include <atomic>
@@ -41,6 +42,8 @@ struct ShardShared {
     // Mixed into the keys of both tables: a random number of this process, so that outsiders
     // cannot aim at one client's bucket.
     uint64_t key_secret = 0;
+    // One per shard, indexed by shard: how far its spool is committed, for the control plane.
+    queue::SpoolProgress* spool_progress = nullptr;
 };
 
 // Counters of one shard, written by its thread only, read (racily, for reports) by others.

@@ -12,12 +12,13 @@
 //   store.retire(now);                         // now and then: delete settled old segments
 //
 // Tailing. A shard appends records to its newest segment and starts the next one when it is
-// full; a segment is finished once the next one exists (the writer never goes back). poll()
-// reads what each shard's newest segment gained since the last call and decodes whole records;
-// a partial record at the end is a write still in progress, read again next time. It may see a
-// record a moment before the shard's fdatasync completes: a consumer can then get a job whose
-// sender is still waiting for its 202 (and, if the disk fails, gets a 503 and sends it again).
-// At least once allows exactly that; it never loses a job that was answered 202.
+// full; a segment is finished once the next one exists (the writer never goes back). Each
+// shard's writer publishes how far its newest segment is committed (SpoolProgress: the end of
+// the last group that completed, durable under durability fsync); poll() indexes the whole
+// records up to there. So a consumer never gets a job before its sender got the 202, never one
+// of a group that failed (answered 503 and cut off again by the writer), and every byte read is
+// final: a record that does not decode is damage, skipped (resynchronising at the next valid
+// record, with the same scanner as the shard's recovery and `spool verify`), logged and counted.
 //
 // The ledger (<spool dir>/ledger.log, ledger.hh) holds what happened to jobs. The control plane
 // fdatasyncs it before answering an ack, so that an answered ack survives kill -9; leases are
@@ -27,6 +28,7 @@
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/queue/job_table.hh"
 #include "portcullis/queue/record.hh"
+#include "portcullis/queue/spool_progress.hh"
 
 #include <cstdint>
 #include <map>
@@ -43,6 +45,9 @@ struct StoreStats {
     uint64_t ledger_ops = 0;       // written since start
     uint64_t segments_deleted = 0; // by retention
     uint64_t ledger_errors = 0;    // failed writes or fdatasyncs of the ledger
+    uint64_t damaged_regions = 0;  // stretches of segments that hold no valid record, skipped
+    uint64_t damaged_bytes = 0;
+    uint64_t ledger_damaged_regions = 0; // skipped at start-up
 };
 
 class JobStore {
@@ -54,7 +59,11 @@ public:
 
     // Start-up, blocking: indexes every segment of every shard folder, replays the ledger (cutting
     // a torn tail, reported in the log), and opens it for appending. Returns "" or the error.
-    std::string open(const config::Snapshot& snapshot, int64_t now_ns);
+    // progress: one per shard, published by the shards' writers, which have opened the spool
+    // first; it must outlive the store. Shards without one are taken as stopped (every segment
+    // final).
+    std::string open(const config::Snapshot& snapshot, std::span<const SpoolProgress> progress,
+                     int64_t now_ns);
 
     // Indexes the records the shards have written since the last call. Returns how many.
     size_t poll();
@@ -110,8 +119,12 @@ private:
     // Reads from the segment's indexed end to its current end and indexes the whole records.
     size_t advance(uint32_t shard, uint64_t seq, Segment& seg);
     int segment_fd(uint32_t shard, uint64_t seq, Segment& seg);
+    // Logs and counts a stretch of a segment that holds no valid record.
+    void note_damage(const std::string& path, uint64_t offset, uint64_t length,
+                     std::string_view why);
 
     std::string _dir;
+    std::span<const SpoolProgress> _progress;
     int64_t _retention_ns = 0;
     std::vector<std::string> _route_names;
     std::unique_ptr<JobTable> _table;

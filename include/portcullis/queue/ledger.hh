@@ -10,7 +10,7 @@
 //   table.pending_ops().clear();        // then write buf at the end of the file and fdatasync
 //
 // Start-up (blocking):
-//   LedgerRecovery r = recover_ledger(path);          // cuts a torn tail
+//   LedgerRecovery r = recover_ledger(path);          // cuts a torn tail, skips damage
 //   if (!r.error.empty()) { fail(r.error); }
 //   ...add() every job found in the spool...
 //   for (const LedgerOp& op : r.ops) { table.apply(op); }
@@ -20,18 +20,21 @@
 //   u8[4] magic "PCL1", u8 kind, u8 reserved (0), u16 attempts, i64 at_ns, i64 due_ns,
 //   u8[16] job id, u64 XXH3_64bits of the 40 bytes before it.
 // A record stands alone, so that a torn write damages at most the last one and recovery can cut
-// exactly there.
+// exactly there, and a damaged record in the middle costs only itself.
 #pragma once
 
 #include "portcullis/queue/job_id.hh"
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <sys/types.h>
 
 namespace portcullis::queue {
 
@@ -66,17 +69,49 @@ void encode_ledger_op(const LedgerOp& op, std::span<uint8_t, ledger_record_size>
 // byte. Only the first ledger_record_size bytes are read; fewer is a refusal.
 std::optional<LedgerOp> decode_ledger_op(std::span<const uint8_t> in);
 
-struct LedgerRecovery {
-    std::vector<LedgerOp> ops; // the valid records, in file order
-    uint64_t valid_bytes = 0;  // the file's size after recovery
-    uint64_t cut_bytes = 0;    // bytes truncated after the last valid record
-    std::string error;         // empty on success
+// A stretch of the ledger that holds no valid record, with valid records after it.
+struct LedgerDamage {
+    uint64_t offset;
+    uint64_t length;
 };
 
-// Start-up, blocking I/O. Decodes the records in order and stops at the first one that is
-// partial or fails its checksum or magic: everything from there was torn by a crash, and is
-// truncated away (then fdatasync) so that appends continue after the last whole record. Cut
-// bytes lose nothing the guarantees need: a lost ack or lease only means a redelivery.
+struct LedgerScan {
+    std::vector<LedgerOp> ops;         // the valid records, in file order
+    std::vector<LedgerDamage> damaged; // skipped; each is followed by a valid record
+    uint64_t valid_end = 0;            // just past the last valid record
+    uint64_t tail_bytes = 0;           // after valid_end: a torn write (nothing valid follows)
+    uint64_t size = 0;                 // bytes scanned
+    // A record with a right checksum that this version cannot read (unknown kind, reserved
+    // bits set): written by a newer version. The scan stops there.
+    std::optional<uint64_t> unreadable_at;
+};
+
+// Reads up to n bytes at offset into buf; returns how many (0 at the end) or -1 (errno set).
+using LedgerRead = std::function<ssize_t(uint8_t* buf, size_t n, uint64_t offset)>;
+
+// The one reader of ledger bytes (recovery, `spool verify`, the fuzz target). Records are read
+// in order; at one that does not check (bad magic, bad checksum, partial), the scan searches
+// forward byte by byte for the next offset where a record checks (a flipped byte damages one
+// record; a lost or shifted stretch is found again), so that damage in the middle costs only
+// the records it hit. Invalid bytes with no valid record after them are the tail: what a crash
+// in the middle of an append leaves. Reads through read (size bytes in all) about 1 MiB at a
+// time; sets error (with the errno text) and stops on a read failure.
+LedgerScan scan_ledger(uint64_t size, const LedgerRead& read, std::string& error);
+// The same over bytes in memory.
+LedgerScan scan_ledger(std::span<const uint8_t> image);
+
+struct LedgerRecovery {
+    std::vector<LedgerOp> ops;         // the valid records, in file order
+    std::vector<LedgerDamage> damaged; // skipped stretches in the middle, left in the file
+    uint64_t valid_bytes = 0;          // the file's size after recovery
+    uint64_t cut_bytes = 0;            // the torn tail, truncated
+    std::string error;                 // empty on success
+};
+
+// Start-up, blocking I/O. Scans the ledger (scan_ledger) and truncates a torn tail away (then
+// fdatasync), so that appends continue after the last whole record. Damage in the middle is
+// skipped and left in place (reported in damaged): the valid ops after it are kept. Neither
+// loses anything the guarantees need: a lost ack or lease only means a redelivery.
 // A missing file is an empty ledger. One case is an error rather than a cut: a record with a
 // right checksum that this version cannot read (unknown kind, reserved bits set), written by a
 // newer version; the file is left untouched for the operator.

@@ -23,11 +23,13 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace portcullis::queue {
 
 constexpr size_t segment_header_size = 16;
+constexpr uint8_t segment_magic[8] = {'P', 'C', 'S', 'P', 'O', 'O', 'L', '1'};
 constexpr uint32_t segment_version = 1;
 
 struct SegmentFile {
@@ -39,12 +41,23 @@ struct SegmentFile {
 
 struct ListResult {
     std::vector<SegmentFile> segments;
+    // Entries the spool does not know, relative to dir ("zzz.seg", "shard-abc", "shard-0/x"),
+    // sorted: neither serve nor the tools read them. A folder's contents are not listed.
+    std::vector<std::string> unrecognised;
     std::string error; // empty on success
 };
 
+// The files the spool's own folder holds besides the shard folders.
+constexpr std::string_view ledger_file_name = "ledger.log";
+constexpr std::string_view ledger_snapshot_file_name = "ledger.log.tmp"; // compaction's
+constexpr std::string_view lock_file_name = "portcullis.lock";
+
+// The largest sequence number a segment may have: the writer starts the next one after it.
+constexpr uint64_t max_segment_seq = UINT64_MAX - 1;
+
 // All segments under dir (every shard-<k> folder), sorted by shard then seq. Names that are not
-// exactly what segment_path writes are ignored; dir or a shard folder that cannot be read is an
-// error.
+// exactly what segment_path writes are not segments (listed in unrecognised); dir or a shard
+// folder that cannot be read is an error.
 ListResult list_segments(const std::string& dir);
 std::string segment_path(const std::string& dir, uint32_t shard, uint64_t seq);
 // fsyncs a directory, so that a file created, renamed or removed in it stays so after a crash.
@@ -103,6 +116,14 @@ using RecordCallback = std::function<void(uint64_t offset, const JobRecord& reco
 // them are the tail. Calls on_record (may be empty) for each valid record, in order. Pure: reads
 // only the image.
 ScanReport scan_segment(std::span<const uint8_t> image, const RecordCallback& on_record);
+
+// The record part of scan_segment, for any stretch of a segment: bytes are the segment's bytes
+// from offset base on (base >= segment_header_size, at a record boundary). The report's offsets
+// are the segment's; size is base + bytes.size(); header fields are left empty. The one scanner
+// of records: recovery, the offline tools and the control plane's index all read through it,
+// so that they agree on what a damaged segment holds.
+ScanReport scan_records(std::span<const uint8_t> bytes, uint64_t base,
+                        const RecordCallback& on_record);
 
 // Reads a whole file and scans it. On a read error, error is set and the report is empty.
 ScanReport scan_segment_file(const std::string& path, const RecordCallback& on_record,

@@ -13,6 +13,7 @@
 #include "portcullis/config/config.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/segment.hh"
+#include "portcullis/queue/spool_progress.hh"
 
 #include <cstdint>
 #include <span>
@@ -49,9 +50,10 @@ public:
 
     // Start-up: creates <dir>/shard-<k>/, recovers its segments (cutting torn tails, reported
     // through the log; on_record sees every valid record) and starts a new segment. Blocking
-    // I/O; returns "" or the error.
+    // I/O; returns "" or the error. progress (may be null) is told, from then on, the segment
+    // and the end of every group that completes.
     std::string open(const std::string& dir, uint32_t shard, const config::SpoolConfig& cfg,
-                     const RecordCallback& on_record = {});
+                     const RecordCallback& on_record = {}, SpoolProgress* progress = nullptr);
 
     // Queues a sealed record. `record` must stay valid until the cookie is reported. Returns
     // false when the spool cannot take it now (group full, or the disk failed recently): the
@@ -112,6 +114,7 @@ private:
     int64_t _last_sync_ns = 0;
     int64_t _failed_until_ns = 0;
     SpoolStats _stats;
+    SpoolProgress* _progress = nullptr;
 };
 
 template <typename F>
@@ -172,6 +175,9 @@ void SpoolWriter::flush(io::Ring& ring, int64_t now_mono_ns, F&& done) {
 template <typename F>
 void SpoolWriter::complete_group(bool durable, int64_t, F&& done) {
     if (durable) {
+        if (_progress != nullptr) {
+            _progress->publish(_seq, _offset);
+        }
         ++_stats.groups;
         _stats.records += _inflight.size();
         _stats.bytes += _group_bytes;
