@@ -36,21 +36,23 @@ void add_job(JobTable& table, uint64_t n) {
     table.add(id_of(n), 0, t0, where);
 }
 
-// The server's side of one batch: settle what was leased, then encode the pending ops into the
-// write buffer.
+// The server's side of one batch: settle what was leased, encode the pending ops into the
+// write buffer, and (the write being done) confirm them.
 void ack_and_encode(JobTable& table, const std::vector<JobInfo>& leased, int64_t now,
                     std::vector<uint8_t>& buf) {
     for (const JobInfo& job : leased) {
         table.ack(job.id, now);
     }
-    std::vector<LedgerOp>& ops = table.pending_ops();
+    const std::vector<LedgerOp>& ops = table.pending_ops();
     buf.resize(ops.size() * ledger_record_size);
     for (size_t i = 0; i < ops.size(); ++i) {
         encode_ledger_op(ops[i], std::span<uint8_t, ledger_record_size>(
                                      buf.data() + i * ledger_record_size, ledger_record_size));
     }
     benchmark::DoNotOptimize(buf.data());
-    ops.clear();
+    const size_t group = ops.size();
+    table.ops_taken();
+    table.ops_durable(group);
 }
 
 void BM_LeaseAck100(benchmark::State& state) {

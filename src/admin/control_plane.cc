@@ -171,6 +171,7 @@ struct ControlPlane::Impl {
     bool ledger_inflight = false;
     bool ledger_sync = false;
     bool ledger_failed = false;
+    int ledger_error = 0; // errno of the group's failure; 0 for a short write
     size_t ledger_bytes = 0;
     int64_t last_poll_ns = 0;
     std::vector<JobInfo> jobs;
@@ -430,6 +431,13 @@ struct ControlPlane::Impl {
 
     void answer(Conn& c, uint16_t status, std::string_view body, std::string_view extra = {},
                 bool close = false) {
+        write_answer(c, status, body, extra, close);
+        ready.push_back(c.index);
+    }
+
+    // c.out = the answer, ready to be sent (answer() also queues it).
+    void write_answer(Conn& c, uint16_t status, std::string_view body, std::string_view extra,
+                      bool close) {
         http::Response r;
         r.status = status;
         r.body = body;
@@ -441,7 +449,6 @@ struct ControlPlane::Impl {
         c.sent = 0;
         c.close_after = close;
         c.answer_ready = true;
-        ready.push_back(c.index);
     }
 
     void answer_access(Conn& c, Access a) {
@@ -487,6 +494,7 @@ struct ControlPlane::Impl {
         std::span<const uint8_t> bytes = store.take_ops();
         ledger_bytes = bytes.size();
         ledger_failed = false;
+        ledger_error = 0;
         ledger_sync = !sync_next.empty();
         sync_waiting.swap(sync_next);
         sync_next.clear();
@@ -511,38 +519,66 @@ struct ControlPlane::Impl {
     void on_ledger(Op op, int res) {
         if (op == Op::ledger_write) {
             if (res < 0 || static_cast<size_t>(res) != ledger_bytes) {
-                // A short write leaves a torn record at the end: recovery cuts it. The linked
-                // fdatasync reports -ECANCELED; the group fails either way.
+                // A short write leaves a torn record at the end: ops_failed() cuts it. The
+                // linked fdatasync reports -ECANCELED; the group fails either way.
                 ledger_failed = true;
+                ledger_error = res < 0 ? -res : 0;
             }
             if (ledger_sync) {
                 return; // the fdatasync completes the group
             }
-        } else if (res < 0) {
+        } else if (res < 0 && !ledger_failed) {
             ledger_failed = true;
-        }
-        if (ledger_failed) {
-            store.note_ledger_error();
-            LogLine(Level::error, "ledger write failed: settling answers refused")
-                .field("error", std::strerror(res < 0 ? -res : EIO))
-                .write();
+            ledger_error = -res;
         }
         ledger_inflight = false;
-        for (const Waiter& w : sync_waiting) {
+        if (!ledger_failed && store.ops_written()) {
+            release_waiters(sync_waiting, false);
+            return;
+        }
+        // Nothing the group promised may be answered 200, nor shown by the table: its changes
+        // and those gathered since are rolled back, and every answer waiting for the ledger is
+        // refused, wherever it waits (this group, the next one, or not yet queued for one).
+        std::string_view why = ledger_error != 0 ? std::strerror(ledger_error)
+                               : ledger_failed   ? "short write"
+                                                 : "a torn record before the group was not cut";
+        size_t undone = store.ops_failed();
+        LogLine(Level::error, "ledger write failed: changes rolled back, their answers refused")
+            .field("path", store.ledger_path())
+            .field("error", why)
+            .field("undone", static_cast<int64_t>(undone))
+            .write();
+        release_waiters(sync_waiting, true);
+        release_waiters(sync_next, true);
+        for (uint32_t i : ready) {
+            Conn& c = *conns[i];
+            if (c.open && !c.closing && c.answer_ready && c.needs_sync) {
+                refuse_unsynced(c); // send_ready() sends it
+            }
+        }
+    }
+
+    // The answer of a settling request whose ops are not durable: 503, retry.
+    void refuse_unsynced(Conn& c) {
+        write_answer(c, 503, body_unavailable, "Retry-After: 1\r\n", c.close_after);
+        c.needs_sync = false;
+    }
+
+    // Sends the answers that waited for a ledger group: as they are, or refused.
+    void release_waiters(std::vector<Waiter>& waiters, bool refuse) {
+        for (const Waiter& w : waiters) {
             Conn& c = *conns[w.index];
             if (!c.open || c.closing || c.gen != w.gen || !c.answer_ready) {
                 continue;
             }
+            if (refuse) {
+                refuse_unsynced(c);
+            }
             c.answer_ready = false;
             c.needs_sync = false;
-            if (ledger_failed) {
-                answer(c, 503, body_unavailable, "Retry-After: 1\r\n");
-                c.answer_ready = false;
-                ready.pop_back();
-            }
             start_send(c);
         }
-        sync_waiting.clear();
+        waiters.clear();
     }
 
     // ---- requests ----------------------------------------------------------------------

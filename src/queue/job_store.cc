@@ -295,16 +295,65 @@ bool JobStore::read(const JobLocation& where, JobRecord& rec) {
 }
 
 std::span<const uint8_t> JobStore::take_ops() {
-    std::vector<LedgerOp>& ops = _table->pending_ops();
+    if (_ledger_end < 0) {
+        struct stat st {};
+        if (::fstat(_ledger_fd, &st) == 0) {
+            _ledger_end = st.st_size;
+        }
+    }
+    if (_ledger_torn) {
+        cut_ledger();
+    }
+    const std::vector<LedgerOp>& ops = _table->pending_ops();
     _ledger_buf.resize(ops.size() * ledger_record_size);
     for (size_t i = 0; i < ops.size(); ++i) {
         encode_ledger_op(ops[i],
                          std::span<uint8_t, ledger_record_size>(
                              _ledger_buf.data() + i * ledger_record_size, ledger_record_size));
     }
-    _stats.ledger_ops += ops.size();
-    ops.clear();
+    _group_ops = ops.size();
+    _table->ops_taken();
     return _ledger_buf;
+}
+
+bool JobStore::ops_written() {
+    if (_ledger_torn) {
+        return false;
+    }
+    _table->ops_durable(_group_ops);
+    _stats.ledger_ops += _group_ops;
+    if (_ledger_end >= 0) {
+        _ledger_end += static_cast<int64_t>(_group_ops * ledger_record_size);
+    }
+    _group_ops = 0;
+    return true;
+}
+
+size_t JobStore::ops_failed() {
+    ++_stats.ledger_errors;
+    // A short append leaves a torn record, which recovery would take for the end of the file:
+    // the next group's ops would be cut with it. A whole group whose fdatasync failed goes too,
+    // since the table no longer has its changes.
+    _ledger_torn = true;
+    cut_ledger();
+    _group_ops = 0;
+    return _table->ops_failed();
+}
+
+void JobStore::cut_ledger() {
+    if (_ledger_end < 0) {
+        _ledger_torn = false; // its size was never known (fstat failed): nothing to cut back to
+        return;
+    }
+    if (::ftruncate(_ledger_fd, _ledger_end) != 0) {
+        LogLine(Level::error, "ledger: cannot cut a failed write")
+            .field("path", ledger_path())
+            .field("size", _ledger_end)
+            .field("error", errno_text())
+            .write();
+        return;
+    }
+    _ledger_torn = false;
 }
 
 bool JobStore::commit(bool sync) {
@@ -316,13 +365,17 @@ bool JobStore::commit(bool sync) {
             continue;
         }
         if (n <= 0) {
-            ++_stats.ledger_errors;
+            ops_failed();
             return false;
         }
         done += static_cast<size_t>(n);
     }
     if (sync && ::fdatasync(_ledger_fd) != 0) {
-        ++_stats.ledger_errors;
+        ops_failed();
+        return false;
+    }
+    if (!ops_written()) {
+        ops_failed();
         return false;
     }
     return true;

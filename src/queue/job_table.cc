@@ -215,7 +215,7 @@ uint32_t JobTable::segment_slot(uint32_t shard, uint64_t seq) {
             slot = static_cast<uint32_t>(_segments.size());
             _segments.emplace_back();
         }
-        _segments[slot] = Segment{shard, seq, 0, 0};
+        _segments[slot] = Segment{shard, seq, 0, 0, 0};
         _segment_slots.emplace(std::make_pair(shard, seq), slot);
     }
     _last_segment = slot;
@@ -340,8 +340,79 @@ void JobTable::prune(Route& r) {
     }
 }
 
-void JobTable::record(LedgerOp::Kind kind, const Entry& e, int64_t now_ns) {
+JobTable::Undo JobTable::prior(uint32_t index, bool waits) const {
+    const Entry& e = _entries[index];
+    return {e.due_ns, index, e.attempts, e.state, waits, false};
+}
+
+void JobTable::record(LedgerOp::Kind kind, uint32_t index, int64_t now_ns, const Undo& before) {
+    const Entry& e = _entries[index];
     _pending.push_back({kind, e.attempts, e.id, now_ns, e.due_ns});
+    _undo.push_back(before);
+    ++_segments[e.segment].unresolved;
+}
+
+void JobTable::forget_undo(const Undo& u) {
+    if (u.index != no_index) {
+        --_segments[_entries[u.index].segment].unresolved;
+    }
+}
+
+void JobTable::ops_taken() {
+    _pending.clear();
+}
+
+void JobTable::ops_durable(size_t count) {
+    count = std::min(count, _undo.size() - _pending.size());
+    for (size_t i = 0; i < count; ++i) {
+        forget_undo(_undo[i]);
+    }
+    // Erasing from the front moves only the ops pending since (one group is in flight at a
+    // time): no allocation.
+    _undo.erase(_undo.begin(), _undo.begin() + static_cast<std::ptrdiff_t>(count));
+}
+
+size_t JobTable::ops_failed() {
+    const size_t taken = _undo.size() - _pending.size();
+    // Oldest first: what to undo. An op whose answer waits is undone, and so is every later op
+    // of a job that has one undone, so that what is kept of each job is a prefix of its ops.
+    for (Undo& u : _undo) {
+        if (u.index == no_index) {
+            continue;
+        }
+        Entry& e = _entries[u.index];
+        u.undo = u.waits || e.undoing;
+        e.undoing = e.undoing || u.undo;
+    }
+    // Newest first: each undone op restores the state its job had before it.
+    size_t undone = 0;
+    for (size_t i = _undo.size(); i-- > 0;) {
+        const Undo& u = _undo[i];
+        if (u.index == no_index || !u.undo) {
+            continue;
+        }
+        move(u.index, u.state, u.attempts, u.due_ns);
+        prune(_routes[_entries[u.index].route]);
+        ++undone;
+    }
+    // The kept ops that were pending stay pending (and undoable); the taken ones are lost.
+    size_t kept = 0;
+    for (size_t i = 0; i < _undo.size(); ++i) {
+        const Undo u = _undo[i];
+        if (u.index != no_index) {
+            _entries[u.index].undoing = false;
+        }
+        if (i >= taken && !u.undo) {
+            _pending[kept] = _pending[i - taken];
+            _undo[kept] = u;
+            ++kept;
+        } else {
+            forget_undo(u);
+        }
+    }
+    _pending.resize(kept);
+    _undo.resize(kept);
+    return undone;
 }
 
 JobInfo JobTable::info(const Entry& e) const {
@@ -409,11 +480,13 @@ void JobTable::run_timers(Route& r, int64_t now_ns) {
             --r.depth.delayed;
             push_ready(r, t.index);
         } else if (exhausted(e)) {
+            Undo before = prior(t.index, false);
             move(t.index, JobState::dead, e.attempts, 0);
-            record(LedgerOp::Kind::dead, e, now_ns);
+            record(LedgerOp::Kind::dead, t.index, now_ns, before);
         } else {
+            Undo before = prior(t.index, false);
             move(t.index, JobState::queued, e.attempts, 0);
-            record(LedgerOp::Kind::expire, e, now_ns);
+            record(LedgerOp::Kind::expire, t.index, now_ns, before);
         }
     }
 }
@@ -435,8 +508,9 @@ size_t JobTable::lease(uint16_t route, size_t max, int64_t visibility_ns, int64_
         }
         Entry& e = _entries[ref.index];
         uint16_t attempts = e.attempts == UINT16_MAX ? e.attempts : e.attempts + 1;
+        Undo before = prior(ref.index, false);
         move(ref.index, JobState::leased, attempts, deadline);
-        record(LedgerOp::Kind::lease, e, now_ns);
+        record(LedgerOp::Kind::lease, ref.index, now_ns, before);
         out.push_back(info(e));
         ++leased;
     }
@@ -459,8 +533,9 @@ JobTable::Settle JobTable::ack(JobId id, int64_t now_ns) {
     case JobState::leased:
         break;
     }
+    Undo before = prior(index, true);
     move(index, JobState::done, e.attempts, 0);
-    record(LedgerOp::Kind::ack, e, now_ns);
+    record(LedgerOp::Kind::ack, index, now_ns, before);
     prune(_routes[e.route]);
     return Settle::ok;
 }
@@ -474,13 +549,14 @@ JobTable::Settle JobTable::nack(JobId id, std::optional<int64_t> delay_ns, int64
     if (e.state != JobState::leased) {
         return Settle::not_leased;
     }
+    Undo before = prior(index, true);
     if (exhausted(e)) {
         move(index, JobState::dead, e.attempts, 0);
-        record(LedgerOp::Kind::dead, e, now_ns);
+        record(LedgerOp::Kind::dead, index, now_ns, before);
     } else {
         int64_t delay = delay_ns ? std::max<int64_t>(*delay_ns, 0) : retry_backoff_ns(e.attempts);
         move(index, JobState::queued, e.attempts, add_saturated(now_ns, delay));
-        record(LedgerOp::Kind::nack, e, now_ns);
+        record(LedgerOp::Kind::nack, index, now_ns, before);
     }
     prune(_routes[e.route]);
     return Settle::ok;
@@ -495,8 +571,9 @@ JobTable::Settle JobTable::replay(JobId id, int64_t now_ns) {
     if (e.state != JobState::dead) {
         return Settle::not_dead;
     }
+    Undo before = prior(index, true);
     move(index, JobState::queued, 0, 0);
-    record(LedgerOp::Kind::replay, e, now_ns);
+    record(LedgerOp::Kind::replay, index, now_ns, before);
     prune(_routes[e.route]);
     return Settle::ok;
 }
@@ -545,13 +622,23 @@ RouteDepth JobTable::depth(uint16_t route) const {
 
 size_t JobTable::unsettled_in_segment(uint32_t shard, uint64_t segment) const {
     auto slot = find_segment(shard, segment);
-    return slot ? _segments[*slot].unsettled : 0;
+    // A job whose ack could still be undone is not settled: its record must stay.
+    return slot ? _segments[*slot].unsettled + _segments[*slot].unresolved : 0;
 }
 
 void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
     auto slot = find_segment(shard, segment);
     if (!slot) {
         return;
+    }
+    if (_segments[*slot].unresolved > 0) {
+        // Its jobs' slots will be reused: their undos must not restore another job.
+        for (Undo& u : _undo) {
+            if (u.index != no_index && _entries[u.index].segment == *slot) {
+                u.index = no_index;
+            }
+        }
+        _segments[*slot].unresolved = 0;
     }
     for (uint32_t i = 0; i < _entries.size() && _segments[*slot].jobs > 0; ++i) {
         if (_entries[i].in_use && _entries[i].segment == *slot) {
@@ -648,6 +735,7 @@ size_t JobTable::memory_bytes() const {
     n += _free_segments.capacity() * sizeof(uint32_t);
     n += _segment_slots.size() * map_node_bytes;
     n += _pending.capacity() * sizeof(LedgerOp);
+    n += _undo.capacity() * sizeof(Undo);
     return n;
 }
 

@@ -68,6 +68,17 @@ JobInfo must_find(const JobTable& t, uint32_t n) {
     return j.value_or(JobInfo{});
 }
 
+// The pending ops as one ledger group, written and synced / failed, as the control plane does.
+void durable(JobTable& t) {
+    t.ops_taken();
+    t.ops_durable(t.ops_unresolved());
+}
+
+size_t failed(JobTable& t) {
+    t.ops_taken();
+    return t.ops_failed();
+}
+
 std::string kinds(const std::vector<LedgerOp>& ops) {
     std::string s;
     for (const LedgerOp& op : ops) {
@@ -279,7 +290,7 @@ TEST(JobTable, SettlingAnswersByState) {
         EXPECT_EQ(lease_ns(t, 0, 3, t0), (Ns{3, 4, 2}));
         EXPECT_EQ(t.ack(id_of(3), t0), JobTable::Settle::ok);
         EXPECT_EQ(t.nack(id_of(4), std::nullopt, t0), JobTable::Settle::ok);
-        t.pending_ops().clear();
+        durable(t);
         return t;
     };
     using S = JobTable::Settle;
@@ -494,13 +505,18 @@ TEST(JobTable, SegmentsCountUnsettledJobsAndDropForgetsThem) {
     EXPECT_EQ(t.unsettled_in_segment(1, 1), 1u);
     EXPECT_EQ(t.unsettled_in_segment(1, 2), 0u);
 
+    // Each change's group is durable at once: until then it counts too (see the rollback tests).
     ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    durable(t);
     EXPECT_EQ(t.unsettled_in_segment(0, 1), 3u);                         // leased is unsettled
     ASSERT_EQ(t.nack(id_of(1), std::nullopt, t0), JobTable::Settle::ok); // dead: settled
+    durable(t);
     EXPECT_EQ(t.unsettled_in_segment(0, 1), 2u);
     ASSERT_EQ(t.ack(id_of(2), t0), JobTable::Settle::ok);
+    durable(t);
     EXPECT_EQ(t.unsettled_in_segment(0, 1), 1u);
     ASSERT_EQ(t.replay(id_of(1), t0), JobTable::Settle::ok);
+    durable(t);
     EXPECT_EQ(t.unsettled_in_segment(0, 1), 2u);
 
     ASSERT_EQ(lease_ns(t, 1, 1, t0), Ns{3});
@@ -528,6 +544,7 @@ TEST(JobTable, SegmentsCountUnsettledJobsAndDropForgetsThem) {
     EXPECT_EQ(must_find(t, 1).where.segment, 3u);
     EXPECT_EQ(lease_ns(t, 0, 10, t0), (Ns{1, 6}));
     EXPECT_EQ(lease_ns(t, 1, 10, t0), Ns{7});
+    durable(t);
     EXPECT_EQ(t.unsettled_in_segment(0, 3), 3u);
 }
 
@@ -621,10 +638,299 @@ TEST(JobTable, MemoryPerJobStaysSmall) {
     EXPECT_LT(per_job, 120.0);
 }
 
+// ---- a ledger group that fails is rolled back ----
+
+namespace {
+
+// One job's observable state, for comparing before and after.
+std::string state_of(const JobTable& t, uint32_t n) {
+    auto j = t.find(id_of(n));
+    if (!j) {
+        return "gone";
+    }
+    return std::string(state_name(j->state)) + " attempts " + std::to_string(j->attempts) +
+           " due " + std::to_string(j->due_ns == 0 ? 0 : (j->due_ns - t0) / ms) + "ms";
+}
+
+std::vector<uint32_t> dead_ns(const JobTable& t, uint16_t route) {
+    std::vector<JobInfo> out;
+    t.dead_letters(route, JobId{}, 100, out);
+    std::vector<uint32_t> ns;
+    ns.reserve(out.size());
+    for (const JobInfo& j : out) {
+        ns.push_back(n_of(j.id));
+    }
+    return ns;
+}
+
+} // namespace
+
+TEST(JobTableRollback, AckOfALeasedJobIsUndoneAndCanBeRetried) {
+    JobTable t({5});
+    add_jobs(t, {1});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    durable(t);
+    const std::string leased = state_of(t, 1);
+    ASSERT_EQ(t.ack(id_of(1), t0 + ms), JobTable::Settle::ok);
+    EXPECT_EQ(t.unsettled_in_segment(0, 1), 1u); // the ack could still be undone
+    EXPECT_EQ(failed(t), 1u);
+    EXPECT_EQ(state_of(t, 1), leased);
+    EXPECT_EQ(t.depth(0).leased, 1u);
+    EXPECT_EQ(t.depth(0).done, 0u);
+    EXPECT_EQ(t.unsettled_in_segment(0, 1), 1u);
+    EXPECT_EQ(t.next_change_ns(0), t0 + visibility); // the lease's timer is back
+    EXPECT_TRUE(t.pending_ops().empty());
+    EXPECT_EQ(t.ops_unresolved(), 0u);
+    // The retry is an ack again (not already_done), with its op.
+    EXPECT_EQ(t.ack(id_of(1), t0 + 2 * ms), JobTable::Settle::ok);
+    EXPECT_EQ(kinds(t.pending_ops()), "ack:1");
+    durable(t);
+    EXPECT_EQ(t.depth(0).done, 1u);
+    EXPECT_EQ(t.unsettled_in_segment(0, 1), 0u);
+    EXPECT_EQ(t.ops_unresolved(), 0u);
+}
+
+TEST(JobTableRollback, UndoneLeaseTimerStillExpires) {
+    JobTable t({5});
+    add_jobs(t, {1});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    durable(t);
+    ASSERT_EQ(t.ack(id_of(1), t0 + ms), JobTable::Settle::ok);
+    failed(t);
+    EXPECT_EQ(lease_ns(t, 0, 1, t0 + visibility - 1), Ns{});
+    EXPECT_EQ(lease_ns(t, 0, 1, t0 + visibility), Ns{1});
+    EXPECT_EQ(kinds(t.pending_ops()), "expire:1 lease:1");
+    EXPECT_EQ(must_find(t, 1).attempts, 2);
+}
+
+TEST(JobTableRollback, LateAckOfAQueuedJobIsUndone) {
+    JobTable t({5});
+    add_jobs(t, {1, 2});
+    ASSERT_EQ(t.ack(id_of(1), t0), JobTable::Settle::ok);
+    EXPECT_EQ(failed(t), 1u);
+    EXPECT_EQ(state_of(t, 1), "queued attempts 0 due 0ms");
+    EXPECT_EQ(t.depth(0).queued, 2u);
+    EXPECT_EQ(t.depth(0).done, 0u);
+    // Back in the queue, behind the job that stayed there.
+    EXPECT_EQ(lease_ns(t, 0, 10, t0), (Ns{2, 1}));
+}
+
+TEST(JobTableRollback, RepeatedAckAfterAFailedOneIsAnAckAgain) {
+    JobTable t({5});
+    add_jobs(t, {1});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    durable(t);
+    ASSERT_EQ(t.ack(id_of(1), t0), JobTable::Settle::ok);
+    t.ops_taken(); // in flight
+    // A second ack while the first one's group is in flight: nothing to write, it waits for
+    // that group. The group fails: both are refused, and the job is leased.
+    ASSERT_EQ(t.ack(id_of(1), t0), JobTable::Settle::already_done);
+    EXPECT_EQ(t.ops_failed(), 1u);
+    EXPECT_EQ(must_find(t, 1).state, JobState::leased);
+    EXPECT_EQ(t.ack(id_of(1), t0), JobTable::Settle::ok);
+}
+
+TEST(JobTableRollback, NackIsUndone) {
+    JobTable t({5});
+    add_jobs(t, {1});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    durable(t);
+    const std::string leased = state_of(t, 1);
+    ASSERT_EQ(t.nack(id_of(1), 10 * ns_per_s, t0 + ms), JobTable::Settle::ok);
+    ASSERT_EQ(t.depth(0).delayed, 1u);
+    EXPECT_EQ(failed(t), 1u);
+    EXPECT_EQ(state_of(t, 1), leased);
+    EXPECT_EQ(t.depth(0).queued, 0u);
+    EXPECT_EQ(t.depth(0).delayed, 0u);
+    EXPECT_EQ(t.depth(0).leased, 1u);
+    EXPECT_EQ(t.next_change_ns(0), t0 + visibility); // not the nack's not-before
+    // The retry is a nack again.
+    EXPECT_EQ(t.nack(id_of(1), 10 * ns_per_s, t0 + 2 * ms), JobTable::Settle::ok);
+    EXPECT_EQ(kinds(t.pending_ops()), "nack:1");
+}
+
+TEST(JobTableRollback, NackToTheDeadLettersIsUndone) {
+    JobTable t({1});
+    add_jobs(t, {1});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    durable(t);
+    const std::string leased = state_of(t, 1);
+    ASSERT_EQ(t.nack(id_of(1), std::nullopt, t0 + ms), JobTable::Settle::ok);
+    ASSERT_EQ(dead_ns(t, 0), Ns{1});
+    EXPECT_EQ(t.unsettled_in_segment(0, 1), 1u);
+    EXPECT_EQ(failed(t), 1u);
+    EXPECT_EQ(state_of(t, 1), leased);
+    EXPECT_EQ(dead_ns(t, 0), Ns{});
+    EXPECT_EQ(t.depth(0).dead, 0u);
+    EXPECT_EQ(t.depth(0).leased, 1u);
+    EXPECT_EQ(t.replay(id_of(1), t0), JobTable::Settle::not_dead);
+    EXPECT_EQ(t.nack(id_of(1), std::nullopt, t0 + ms), JobTable::Settle::ok);
+    EXPECT_EQ(kinds(t.pending_ops()), "dead:1");
+}
+
+TEST(JobTableRollback, ReplayIsUndone) {
+    JobTable t({1});
+    add_jobs(t, {1});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    ASSERT_EQ(t.nack(id_of(1), std::nullopt, t0), JobTable::Settle::ok);
+    durable(t);
+    const std::string dead = state_of(t, 1);
+    ASSERT_EQ(t.replay(id_of(1), t0 + ms), JobTable::Settle::ok);
+    EXPECT_EQ(failed(t), 1u);
+    EXPECT_EQ(state_of(t, 1), dead);
+    EXPECT_EQ(dead_ns(t, 0), Ns{1});
+    EXPECT_EQ(t.depth(0).dead, 1u);
+    EXPECT_EQ(t.depth(0).queued, 0u);
+    EXPECT_EQ(lease_ns(t, 0, 10, t0 + ms), Ns{});
+    EXPECT_EQ(t.replay(id_of(1), t0 + 2 * ms), JobTable::Settle::ok);
+    EXPECT_EQ(kinds(t.pending_ops()), "replay:1");
+}
+
+TEST(JobTableRollback, LeasesAreKeptAckedOrNot) {
+    // A lease is answered before its op is durable: it stays, in the failed group (job 1, and
+    // job 2 whose ack on top of it is undone) and among the ops pending since (job 3).
+    JobTable t({5});
+    add_jobs(t, {1, 2, 3});
+    ASSERT_EQ(lease_ns(t, 0, 2, t0), (Ns{1, 2}));
+    ASSERT_EQ(t.ack(id_of(2), t0 + ms), JobTable::Settle::ok);
+    const std::string leased_1 = state_of(t, 1);
+    t.ops_taken();
+    ASSERT_EQ(lease_ns(t, 0, 1, t0 + 2 * ms), Ns{3});
+    const std::string leased_3 = state_of(t, 3);
+    EXPECT_EQ(t.ops_failed(), 1u);
+    EXPECT_EQ(state_of(t, 1), leased_1);
+    EXPECT_EQ(state_of(t, 2), "leased attempts 1 due 30000ms");
+    EXPECT_EQ(state_of(t, 3), leased_3);
+    EXPECT_EQ(t.depth(0).leased, 3u);
+    // The failed group's leases are lost from the ledger (a restart delivers those jobs again);
+    // the one pending since is still to be written.
+    EXPECT_EQ(kinds(t.pending_ops()), "lease:3");
+    EXPECT_EQ(t.ops_unresolved(), 1u);
+    durable(t);
+    EXPECT_EQ(t.ops_unresolved(), 0u);
+    EXPECT_EQ(t.ack(id_of(2), t0 + 3 * ms), JobTable::Settle::ok);
+}
+
+TEST(JobTableRollback, ExpiryIsKeptAndAnAckOnTopOfItUndone) {
+    JobTable t({5});
+    add_jobs(t, {1, 2});
+    ASSERT_EQ(lease_ns(t, 0, 2, t0), (Ns{1, 2}));
+    durable(t);
+    // Both leases expire; job 1 is leased again at once, job 2 stays queued and is acked late.
+    ASSERT_EQ(lease_ns(t, 0, 1, t0 + visibility), Ns{1});
+    const std::string leased_again = state_of(t, 1);
+    ASSERT_EQ(t.ack(id_of(1), t0 + visibility + ms), JobTable::Settle::ok);
+    ASSERT_EQ(t.ack(id_of(2), t0 + visibility + ms), JobTable::Settle::ok);
+    EXPECT_EQ(kinds(t.pending_ops()), "expire:1 expire:2 lease:1 ack:1 ack:2");
+    EXPECT_EQ(failed(t), 2u);
+    EXPECT_EQ(state_of(t, 1), leased_again);
+    EXPECT_EQ(must_find(t, 1).attempts, 2);
+    EXPECT_EQ(state_of(t, 2), "queued attempts 1 due 0ms");
+    EXPECT_EQ(t.depth(0).leased, 1u);
+    EXPECT_EQ(t.depth(0).queued, 1u);
+    EXPECT_EQ(lease_ns(t, 0, 10, t0 + visibility + 2 * ms), Ns{2});
+}
+
+TEST(JobTableRollback, DeathByExpiryIsKept) {
+    JobTable t({1});
+    add_jobs(t, {1, 2});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    durable(t);
+    ASSERT_EQ(lease_ns(t, 0, 1, t0 + visibility), Ns{2}); // 1 dies, 2 is leased
+    ASSERT_EQ(t.ack(id_of(2), t0 + visibility), JobTable::Settle::ok);
+    EXPECT_EQ(kinds(t.pending_ops()), "dead:1 lease:2 ack:2");
+    EXPECT_EQ(failed(t), 1u);
+    EXPECT_EQ(dead_ns(t, 0), Ns{1});
+    EXPECT_EQ(must_find(t, 2).state, JobState::leased);
+}
+
+TEST(JobTableRollback, ALeaseBuiltOnAnUndoneReplayIsUndoneToo) {
+    JobTable t({1});
+    add_jobs(t, {1});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    ASSERT_EQ(t.nack(id_of(1), std::nullopt, t0), JobTable::Settle::ok);
+    durable(t);
+    const std::string dead = state_of(t, 1);
+    ASSERT_EQ(t.replay(id_of(1), t0 + ms), JobTable::Settle::ok);
+    ASSERT_EQ(lease_ns(t, 0, 1, t0 + 2 * ms), Ns{1});
+    ASSERT_EQ(t.ack(id_of(1), t0 + 3 * ms), JobTable::Settle::ok);
+    EXPECT_EQ(failed(t), 3u);
+    EXPECT_EQ(state_of(t, 1), dead);
+    EXPECT_EQ(dead_ns(t, 0), Ns{1});
+    EXPECT_EQ(t.depth(0).leased, 0u);
+    EXPECT_EQ(t.depth(0).done, 0u);
+    EXPECT_EQ(t.next_change_ns(0), never);
+}
+
+TEST(JobTableRollback, ALeaseBuiltOnAnUndoneNackIsUndoneToo) {
+    JobTable t({5});
+    add_jobs(t, {1});
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{1});
+    durable(t);
+    const std::string first_lease = state_of(t, 1);
+    ASSERT_EQ(t.nack(id_of(1), 0, t0 + ms), JobTable::Settle::ok);
+    t.ops_taken();
+    // Pending since the failed group: the nacked job leased again.
+    ASSERT_EQ(lease_ns(t, 0, 1, t0 + 2 * ms), Ns{1});
+    EXPECT_EQ(t.ops_failed(), 2u);
+    EXPECT_EQ(state_of(t, 1), first_lease);
+    EXPECT_EQ(t.depth(0).leased, 1u);
+    EXPECT_TRUE(t.pending_ops().empty());
+    EXPECT_EQ(t.ops_unresolved(), 0u);
+}
+
+TEST(JobTableRollback, SettlingOpsPendingSinceAreUndoneTooAndDurableOnesStay) {
+    JobTable t({5});
+    add_jobs(t, {1, 2, 3, 4});
+    ASSERT_EQ(lease_ns(t, 0, 4, t0), (Ns{1, 2, 3, 4}));
+    ASSERT_EQ(t.ack(id_of(1), t0), JobTable::Settle::ok);
+    durable(t);
+    ASSERT_EQ(t.ack(id_of(2), t0), JobTable::Settle::ok);
+    t.ops_taken(); // in flight
+    ASSERT_EQ(t.ack(id_of(3), t0), JobTable::Settle::ok);
+    ASSERT_EQ(t.nack(id_of(4), std::nullopt, t0), JobTable::Settle::ok);
+    EXPECT_EQ(t.ops_unresolved(), 3u);
+    EXPECT_EQ(t.ops_failed(), 3u);
+    EXPECT_EQ(must_find(t, 1).state, JobState::done);
+    for (uint32_t n : {2, 3, 4}) {
+        EXPECT_EQ(must_find(t, n).state, JobState::leased) << n;
+    }
+    EXPECT_TRUE(t.pending_ops().empty());
+}
+
+TEST(JobTableRollback, ADroppedSegmentsUndosDoNotTouchTheReusedSlots) {
+    JobTable t({5});
+    ASSERT_TRUE(t.add(id_of(1), 0, t0, at(0, 1)));
+    ASSERT_EQ(t.ack(id_of(1), t0), JobTable::Settle::ok);
+    EXPECT_EQ(t.unsettled_in_segment(0, 1), 1u); // retention waits for the ack's group
+    t.drop_segment(0, 1);
+    ASSERT_TRUE(t.add(id_of(2), 0, t0, at(0, 2))); // takes job 1's slot
+    ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{2});
+    durable(t);
+    ASSERT_EQ(t.ack(id_of(2), t0), JobTable::Settle::ok);
+    EXPECT_EQ(failed(t), 1u);
+    EXPECT_EQ(state_of(t, 2), "leased attempts 1 due 30000ms");
+    EXPECT_FALSE(t.find(id_of(1)).has_value());
+    EXPECT_EQ(t.size(), 1u);
+
+    // The same when the group with the dropped job's op is the one that fails.
+    ASSERT_TRUE(t.add(id_of(3), 0, t0, at(0, 3)));
+    ASSERT_EQ(t.ack(id_of(3), t0), JobTable::Settle::ok);
+    t.drop_segment(0, 3);
+    ASSERT_TRUE(t.add(id_of(4), 0, t0, at(0, 4)));
+    EXPECT_EQ(failed(t), 0u);
+    EXPECT_EQ(state_of(t, 4), "queued attempts 0 due 0ms");
+    EXPECT_EQ(t.depth(0).queued, 1u);
+    EXPECT_EQ(t.depth(0).done, 0u);
+    EXPECT_EQ(t.unsettled_in_segment(0, 4), 1u);
+}
+
 // A random walk through every operation; the ops it leaves must rebuild the same table, and so
-// must a snapshot of it.
+// must a snapshot of it. Now and then a ledger group fails: the table must then be what its
+// state at the last group, plus the ops that a failure keeps, rebuilds.
 TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
     std::map<LedgerOp::Kind, size_t> seen;
+    size_t seen_failures = 0;
     for (uint64_t seed = 1; seed <= 20; ++seed) {
         std::mt19937_64 rng(seed);
         auto pick = [&](uint64_t n) {
@@ -639,18 +945,25 @@ TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
         };
         std::vector<Added> added;
         std::vector<LedgerOp> log;
+        // The table as the last resolved group left it (plus the jobs added since), and for each
+        // pending op whether its answer waits for the ledger (ack, nack, replay).
+        JobTable base(limits);
+        std::vector<bool> waits;
         int64_t now = t0;
         uint32_t next_n = 1;
         uint64_t dropped_segment = 0;
         for (int step = 0; step < 3000; ++step) {
             now += static_cast<int64_t>(pick(2000)) * ms;
             uint32_t some = static_cast<uint32_t>(pick(next_n + 2)); // sometimes unknown
-            switch (pick(8)) {
+            const size_t pending_before = t.pending_ops().size();
+            bool settling = false;
+            switch (pick(9)) {
             case 0:
             case 1: {
                 auto route = static_cast<uint16_t>(pick(limits.size()));
                 JobLocation where = at(static_cast<uint32_t>(pick(2)), next_n / 50, next_n);
                 ASSERT_TRUE(t.add(id_of(next_n), route, now, where));
+                ASSERT_TRUE(base.add(id_of(next_n), route, now, where));
                 added.push_back({next_n, route, where});
                 ++next_n;
                 break;
@@ -664,6 +977,7 @@ TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
             }
             case 4:
                 t.ack(id_of(some), now);
+                settling = true;
                 break;
             case 5: {
                 std::optional<int64_t> delay;
@@ -671,25 +985,80 @@ TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
                     delay = static_cast<int64_t>(pick(3000)) * ms;
                 }
                 t.nack(id_of(some), delay, now);
+                settling = true;
                 break;
             }
             case 6:
                 t.replay(id_of(some), now);
+                settling = true;
                 break;
             case 7:
                 // Writing the pending ops out now and then, as the server does.
                 log.insert(log.end(), t.pending_ops().begin(), t.pending_ops().end());
-                t.pending_ops().clear();
+                durable(t);
+                waits.clear();
+                base = t;
                 break;
+            case 8: {
+                // The write fails. What is kept of each job is its ops up to the first that
+                // waits, or that follows one of the job's ops that is undone. Applied to the
+                // base they must rebuild the table; in the server they are lost with the
+                // group, like a crash would lose them, so here they go to the log (for the
+                // rebuild checks below) as if a later snapshot had written them.
+                std::vector<LedgerOp> group = t.pending_ops();
+                failed(t);
+                std::map<JobId, bool> undoing;
+                for (size_t i = 0; i < group.size(); ++i) {
+                    bool& u = undoing[group[i].id];
+                    u = u || waits[i];
+                    if (!u) {
+                        base.apply(group[i]);
+                        log.push_back(group[i]);
+                    }
+                }
+                EXPECT_TRUE(t.pending_ops().empty());
+                EXPECT_EQ(t.ops_unresolved(), 0u);
+                for (const Added& a : added) {
+                    auto want = base.find(id_of(a.n));
+                    auto got = t.find(id_of(a.n));
+                    ASSERT_EQ(got.has_value(), want.has_value()) << "job " << a.n;
+                    if (!want) {
+                        continue;
+                    }
+                    EXPECT_EQ(state_name(got->state), state_name(want->state))
+                        << "rolled back: seed " << seed << " step " << step << " job " << a.n;
+                    EXPECT_EQ(got->attempts, want->attempts) << "rolled back: job " << a.n;
+                    EXPECT_EQ(got->due_ns, want->due_ns) << "rolled back: job " << a.n;
+                }
+                for (size_t i = 0; i < limits.size(); ++i) {
+                    const auto route = static_cast<uint16_t>(i);
+                    RouteDepth dw = base.depth(route);
+                    RouteDepth dg = t.depth(route);
+                    EXPECT_EQ(dg.queued, dw.queued) << "rolled back: route " << route;
+                    EXPECT_EQ(dg.leased, dw.leased) << "rolled back: route " << route;
+                    EXPECT_EQ(dg.done, dw.done) << "rolled back: route " << route;
+                    EXPECT_EQ(dg.dead, dw.dead) << "rolled back: route " << route;
+                }
+                waits.clear();
+                base = t;
+                ++seen_failures;
+                break;
+            }
+            }
+            waits.resize(t.pending_ops().size(), false);
+            for (size_t i = pending_before; i < waits.size(); ++i) {
+                // A lease's timers run before it: only an ack, nack or replay call waits.
+                waits[i] = settling;
             }
             if (step == 2000) {
                 // Retention deletes a segment: its ops stay in the ledger and must be ignored.
                 dropped_segment = added[added.size() / 3].where.segment;
                 t.drop_segment(0, dropped_segment);
+                base.drop_segment(0, dropped_segment);
             }
         }
         log.insert(log.end(), t.pending_ops().begin(), t.pending_ops().end());
-        t.pending_ops().clear();
+        durable(t);
         for (const LedgerOp& op : log) {
             ++seen[op.kind];
         }
@@ -784,6 +1153,7 @@ TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
                       LedgerOp::Kind::dead, LedgerOp::Kind::replay, LedgerOp::Kind::expire}) {
         EXPECT_GT(seen[kind], 10u) << kind_name(kind);
     }
+    EXPECT_GT(seen_failures, 100u);
 }
 
 TEST(JobTableLedger, SnapshotHoldsOneOpPerChangedJob) {

@@ -9,6 +9,8 @@
 //   JobRecord rec;
 //   store.read(jobs[0].where, rec);            // the record, body and all
 //   auto ops = store.take_ops();               // the table's pending ops, for the ledger
+//   ...append ops to ledger_fd() and fdatasync...
+//   if (!ok || !store.ops_written()) { store.ops_failed(); }   // rolls the table back
 //   store.retire(now);                         // now and then: delete settled old segments
 //
 // Tailing. A shard appends records to its newest segment and starts the next one when it is
@@ -23,6 +25,9 @@
 // The ledger (<spool dir>/ledger.log, ledger.hh) holds what happened to jobs. The control plane
 // fdatasyncs it before answering an ack, so that an answered ack survives kill -9; leases are
 // answered without waiting (a lost lease only means a redelivery with the same attempt number).
+// A group of ops that cannot be written or synced is rolled back in the table (job_table.hh)
+// and cut from the end of ledger.log, so that neither memory nor the file keeps a change that
+// was answered 503, and the ops appended later are not hidden behind a torn record.
 #pragma once
 
 #include "portcullis/config/snapshot.hh"
@@ -42,7 +47,7 @@ namespace portcullis::queue {
 struct StoreStats {
     uint64_t jobs_found = 0;       // records indexed (start-up and tailing)
     uint64_t unknown_routes = 0;   // records of routes the configuration no longer has
-    uint64_t ledger_ops = 0;       // written since start
+    uint64_t ledger_ops = 0;       // written since start (their group written or synced)
     uint64_t segments_deleted = 0; // by retention
     uint64_t ledger_errors = 0;    // failed writes or fdatasyncs of the ledger
     uint64_t damaged_regions = 0;  // stretches of segments that hold no valid record, skipped
@@ -75,10 +80,19 @@ public:
 
     // The table's pending ops, encoded for one append to ledger_fd() (opened O_APPEND); the
     // bytes stay valid until the next call. The control plane writes them through its ring and
-    // fdatasyncs before answering what they promise.
+    // fdatasyncs before answering what they promise. One group at a time: ops_written() or
+    // ops_failed() before the next call.
     std::span<const uint8_t> take_ops();
+    // The group's append (and fdatasync, if one was asked for) completed. False if it cannot
+    // count: a failed group's torn bytes before it could not be cut, so that recovery would stop
+    // short of it; then call ops_failed().
+    bool ops_written();
+    // The group's append or fdatasync failed: cuts ledger.log back to its end before the group,
+    // rolls the table back (JobTable::ops_failed) and counts the error. Returns how many
+    // changes were undone.
+    size_t ops_failed();
     int ledger_fd() const { return _ledger_fd; }
-    void note_ledger_error() { ++_stats.ledger_errors; }
+    std::string ledger_path() const { return _dir + "/ledger.log"; }
     // The same with blocking I/O (shutdown): writes, and fdatasyncs when sync is set. False on
     // an I/O error.
     bool commit(bool sync);
@@ -122,6 +136,8 @@ private:
     // Logs and counts a stretch of a segment that holds no valid record.
     void note_damage(const std::string& path, uint64_t offset, uint64_t length,
                      std::string_view why);
+    // Truncates ledger.log to _ledger_end; on success clears _ledger_torn.
+    void cut_ledger();
 
     std::string _dir;
     std::span<const SpoolProgress> _progress;
@@ -132,6 +148,12 @@ private:
     std::vector<Tail> _tails; // by shard
     int _ledger_fd = -1;
     std::vector<uint8_t> _ledger_buf;
+    // The group taken and not yet resolved.
+    size_t _group_ops = 0;
+    // ledger.log's size after the last group written: where a failed group is cut. -1 until
+    // the first take_ops() reads it.
+    int64_t _ledger_end = -1;
+    bool _ledger_torn = false; // a failed group's bytes could not be cut yet
     std::string _scratch;
     std::string _cache; // read(): bytes of one segment from _cache_from
     uint32_t _cache_shard = 0;

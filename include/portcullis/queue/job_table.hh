@@ -1,7 +1,8 @@
 // The control plane's index of every job in the spool and the state machine of the pull API:
 // queued -> leased -> done, with retries, lease expiry, dead letters and replay. One thread
 // (the control plane's), no locks; time is always passed in, nothing here reads a clock or does
-// I/O. Every state change is also appended to pending_ops() for the ledger (ledger.hh).
+// I/O. Every state change is also appended to pending_ops() for the ledger (ledger.hh), and
+// can be undone until the ledger has it (see "Durability" below).
 //
 //   JobTable table({10, 3});                                  // max_attempts of routes 0 and 1
 //   table.add(id, 0, received_at_ns, {shard, segment, offset, size}); // each job, at start too
@@ -11,7 +12,8 @@
 //   table.lease(0, 10, 30 * ns_per_s, now_ns, jobs);          // POST /v1/lease
 //   table.ack(jobs[0].id, now_ns);                            // POST /v1/jobs/{id}/ack
 //   table.nack(jobs[1].id, std::nullopt, now_ns);             // retry after a backoff
-//   ...encode table.pending_ops(), write and fdatasync them, then pending_ops().clear()...
+//   ...encode table.pending_ops(), then table.ops_taken()...
+//   ...write and fdatasync them, then table.ops_durable(n), or table.ops_failed() on an error...
 //   timer.arm(table.next_change_ns(0));                       // wake long polls
 //
 // Order: lease() hands out ready jobs in the order they became ready: new jobs in add() order,
@@ -26,6 +28,25 @@
 // BM_LeaseAck100/1000000): the 64-byte entry, an 8-byte hash slot at most 70% full and an 8-byte
 // FIFO slot, plus vector slack; a leased or delayed job has a 16-byte heap slot instead of the
 // FIFO slot. Jobs stay in the table when done, until drop_segment.
+//
+// Durability. A change is made in the table at once (a lease must see it), and the job's prior
+// state is kept in an undo log (16 bytes an op, a vector that stops growing at the largest
+// group: no allocation per op) until the caller resolves the ledger group holding its op:
+// ops_durable() forgets the undo, ops_failed() rolls back. Undoing rather than staging keeps
+// one view of every job for find(), lease() and the counters, and costs nothing when the disk
+// works. On a failure:
+// - ack, nack and replay are undone, newest first: their answers wait for the ledger and are
+//   all refused (503), whether their op was in the failed group or gathered since, so the table
+//   never shows a change that was answered 503 (a retry finds the job as it was, and writes).
+// - a lease is kept: it was answered before its op was durable, on purpose; the consumer holds
+//   the job and may still ack or nack it. Its op is lost, as in a crash: after a restart the
+//   job is delivered again. The same for an expiry or a death by expiry (no answer waits for
+//   them): after a restart the ledger has the job leased past its deadline (or in an older
+//   state), and the next lease() expires it again.
+// - a change that built on an undone one is undone too (a lease of a job whose replay or nack
+//   was undone): so what is kept of a job is a prefix of its changes, and undoing the rest
+//   newest first restores the state after that prefix.
+// A rolled-back job that goes back to the queue rejoins it at the end.
 #pragma once
 
 #include "portcullis/queue/job_id.hh"
@@ -133,14 +154,27 @@ public:
 
     RouteDepth depth(uint16_t route) const;
 
-    // Retention: how many jobs of the segment are queued or leased (0 for an unknown segment).
+    // Retention: how many jobs of the segment are queued or leased, plus how many changes of its
+    // jobs are not durable yet (ops_failed() could undo them: the records must stay); 0 for an
+    // unknown segment.
     size_t unsettled_in_segment(uint32_t shard, uint64_t segment) const;
-    // Forgets every job of the segment, whatever its state: its file has been deleted.
+    // Forgets every job of the segment, whatever its state: its file has been deleted. Changes
+    // of its jobs not yet durable can no longer be undone.
     void drop_segment(uint32_t shard, uint64_t segment);
 
-    // The ops made by lease/ack/nack/replay and by timers, in order; the caller makes them
-    // durable and clears the vector.
-    std::vector<LedgerOp>& pending_ops() { return _pending; }
+    // The ops made by lease/ack/nack/replay and by timers since the last ops_taken(), in order.
+    const std::vector<LedgerOp>& pending_ops() const { return _pending; }
+    // The caller has taken pending_ops() as one ledger group (encoded them): they leave
+    // pending_ops(); their undo stays until ops_durable() or ops_failed().
+    void ops_taken();
+    // The oldest count taken ops are in the ledger (groups are resolved in the order taken).
+    void ops_durable(size_t count);
+    // The taken ops could not be written or synced: rolls back as described above, the taken
+    // ops and those pending since; kept ops that were pending stay in pending_ops(). Returns
+    // how many changes were undone.
+    size_t ops_failed();
+    // Ops taken or pending whose group is not resolved yet.
+    size_t ops_unresolved() const { return _undo.size(); }
     // Start-up: after add()ing the recovered jobs, apply the ledger's ops in order. Sets the
     // job's state from the op alone; ops for unknown ids are ignored (their segment was
     // deleted). Adds nothing to pending_ops().
@@ -171,6 +205,20 @@ private:
         JobState state = JobState::queued;
         bool delayed = false; // queued and waiting in the delayed heap rather than the FIFO
         bool in_use = false;  // false: a free slot, reused by add()
+        bool undoing = false; // during ops_failed(): a change of this job is being undone
+    };
+    // The memory figures above count on it: the undo flag fits in the padding.
+    static_assert(sizeof(Entry) == 64);
+
+    // A job's state before one change, in the same order as the ops (the last pending_ops()
+    // entries are the last undos).
+    struct Undo {
+        int64_t due_ns = 0;
+        uint32_t index = 0; // no_index: the job was dropped since
+        uint16_t attempts = 0;
+        JobState state = JobState::queued;
+        bool waits = false; // its answer waits for the ledger: undone on a failure
+        bool undo = false;  // ops_failed(): chosen to be undone
     };
 
     struct Ref {
@@ -214,8 +262,9 @@ private:
     struct Segment {
         uint32_t shard = 0;
         uint64_t seq = 0;
-        size_t jobs = 0;      // entries pointing here
-        size_t unsettled = 0; // of which queued or leased
+        size_t jobs = 0;       // entries pointing here
+        size_t unsettled = 0;  // of which queued or leased
+        size_t unresolved = 0; // undo entries of its jobs
     };
 
     // An index slot keeps the id's hash, so that probing and deletion read no entries.
@@ -244,7 +293,11 @@ private:
     // keeps stale slots deeper down below half of each container.
     void prune(Route& r);
     void run_timers(Route& r, int64_t now_ns);
-    void record(LedgerOp::Kind kind, const Entry& e, int64_t now_ns);
+    // The job's state before a change, for record(); waits: the change's answer waits for the
+    // ledger (ack, nack, replay).
+    Undo prior(uint32_t index, bool waits) const;
+    void record(LedgerOp::Kind kind, uint32_t index, int64_t now_ns, const Undo& before);
+    void forget_undo(const Undo& u);
     JobInfo info(const Entry& e) const;
     bool exhausted(const Entry& e) const;
 
@@ -259,6 +312,7 @@ private:
     std::map<std::pair<uint32_t, uint64_t>, uint32_t> _segment_slots; // (shard, seq) -> index
     uint32_t _last_segment = no_index; // add() comes in runs from one segment
     std::vector<LedgerOp> _pending;
+    std::vector<Undo> _undo; // taken ops first, then one per pending op
 };
 
 } // namespace portcullis::queue
