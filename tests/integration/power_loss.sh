@@ -68,9 +68,10 @@ mount_lazyfs() {
     local disk=$1
     local on_failure=${2:-fail}
     rm -f "$WORKDIR/lazyfs.pid"
+    : >"$LAZYFS_LOG"
     # The wrapper reaps lazyfs when it is killed, so that bash reports no "Killed" job.
     (
-        "$FUSE_PYTHON" "$here/lazyfs.py" "$disk" "$MNT" 2>>"$LAZYFS_LOG" &
+        "$FUSE_PYTHON" "$here/lazyfs.py" "$disk" "$MNT" 2>"$LAZYFS_LOG" &
         echo $! >"$WORKDIR/lazyfs.pid"
         wait $!
     ) 2>/dev/null &
@@ -86,7 +87,7 @@ mount_lazyfs() {
         if ! kill -0 "$LAZYFS_JOB" 2>/dev/null; then
             wait "$LAZYFS_JOB" || true
             LAZYFS_JOB=""
-            "$on_failure" "cannot mount lazyfs on $MNT: $(tail -n 3 "$LAZYFS_LOG")"
+            "$on_failure" "cannot mount lazyfs on $MNT: $(grep -v -m 2 '^Traceback\|^ ' "$LAZYFS_LOG")"
         fi
         sleep 0.05
     done
