@@ -384,7 +384,7 @@ struct Shard::Impl {
                         [this](uint64_t cookie, bool durable) { on_spooled(cookie, durable); });
             buffers.publish();
             logs.flush(ring);
-            int rc = ring.submit_and_wait(tick_ns);
+            int rc = ring.submit_and_wait(spool.wait_limit_ns(now_mono, tick_ns));
             if (rc < 0) {
                 LogLine(Level::error, "io_uring_enter failed")
                     .field("shard", static_cast<int64_t>(index))

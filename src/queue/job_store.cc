@@ -123,6 +123,11 @@ std::string JobStore::open(const config::Snapshot& snapshot,
     if (_ledger_fd < 0) {
         return "cannot open " + ledger + ": " + errno_text();
     }
+    // The ledger may have just been created: its name must be durable before an ack's
+    // fdatasync of its bytes is, or a power cut takes the whole file.
+    if (auto err = sync_dir(_dir); !err.empty()) {
+        return err;
+    }
     LogLine(Level::info, "job index ready")
         .field("jobs", static_cast<int64_t>(_table->size()))
         .field("ledger_ops", static_cast<int64_t>(rec.ops.size()))

@@ -127,12 +127,24 @@ std::string sync_dir(const std::string& dir) {
 }
 
 std::string make_dir(const std::string& path) {
+    // Where the previous component ends (its parent is "." before the first, "/" under root).
+    size_t parent_end = !path.empty() && path[0] == '/' ? 0 : std::string::npos;
     for (size_t i = 1; i <= path.size(); ++i) {
         if (i == path.size() || path[i] == '/') {
             std::string part = path.substr(0, i);
-            if (::mkdir(part.c_str(), 0750) != 0 && errno != EEXIST) {
+            if (::mkdir(part.c_str(), 0750) == 0) {
+                // A new folder's name lives in its parent: until the parent is fsynced, a power
+                // cut can take the folder away with every file synced in it since.
+                std::string parent = parent_end == std::string::npos ? "."
+                                     : parent_end == 0               ? "/"
+                                                                     : path.substr(0, parent_end);
+                if (std::string err = sync_dir(parent); !err.empty()) {
+                    return err;
+                }
+            } else if (errno != EEXIST) {
                 return errno_message("cannot create " + part, errno);
             }
+            parent_end = i;
         }
     }
     return {};

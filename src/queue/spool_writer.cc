@@ -17,8 +17,6 @@ using base::LogLine;
 
 // How long the spool refuses appends after a failed group before it tries the disk again.
 constexpr int64_t failure_backoff_ns = 1'000'000'000;
-// durability batch: the longest a written record waits for its fdatasync.
-constexpr int64_t batch_sync_interval_ns = 10'000'000;
 
 std::string errno_text() {
     return std::strerror(errno);
@@ -132,9 +130,7 @@ bool SpoolWriter::append(std::span<const uint8_t> record, uint64_t cookie, confi
     if (_failed_until_ns != 0 || _pending.size() >= max_group || _fd < 0) {
         return false;
     }
-    _pending.push_back(Entry{{const_cast<uint8_t*>(record.data()), record.size()},
-                             cookie,
-                             d == config::Durability::fsync});
+    _pending.push_back(Entry{{const_cast<uint8_t*>(record.data()), record.size()}, cookie, d});
     return true;
 }
 
@@ -166,9 +162,11 @@ bool SpoolWriter::submit_group(io::Ring& ring) {
     _inflight.swap(_pending);
     _iovs.clear();
     _group_needs_sync = false;
+    _group_needs_batch = false;
     for (const Entry& e : _inflight) {
         _iovs.push_back(e.iov);
-        _group_needs_sync |= e.needs_sync;
+        _group_needs_sync |= e.durability == config::Durability::fsync;
+        _group_needs_batch |= e.durability == config::Durability::batch;
     }
     _group_offset = _offset;
     _group_bytes = bytes;

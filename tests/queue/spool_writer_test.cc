@@ -155,3 +155,38 @@ TEST_F(SpoolWriterTest, ReopeningStartsANewSegmentAndKeepsTheOld) {
     EXPECT_EQ(queue::list_segments(dir).segments.size(), 2u);
     EXPECT_EQ(bodies_on_disk(), std::vector<std::string>{"kept"});
 }
+
+TEST_F(SpoolWriterTest, BatchSyncIsDueWithinItsWindowAndNoneNeverSyncs) {
+    constexpr int64_t ms = 1'000'000;
+    constexpr int64_t tick = 50 * ms;
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    EXPECT_EQ(w.wait_limit_ns(0, tick), tick) << "nothing written: the loop may sleep its tick";
+
+    // none: written, answered, and left to the kernel; no periodic fdatasync, ever.
+    auto quiet = make_record("none", 1);
+    std::map<uint64_t, bool> outcome;
+    ASSERT_TRUE(w.append(quiet, 1, config::Durability::none));
+    settle(w, outcome, 1);
+    EXPECT_EQ(w.wait_limit_ns(20 * ms, tick), tick);
+    auto done = [&](uint64_t cookie, bool durable) { outcome[cookie] = durable; };
+    w.flush(ring, 20 * ms, done);
+    EXPECT_TRUE(w.idle()) << "durability none submitted an fdatasync";
+
+    // batch: the loop's wait ends when the sync is due (10 ms after the last one, here at 0),
+    // however long its tick, so that a shard that goes quiet still syncs within the window.
+    auto batched = make_record("batch", 2);
+    ASSERT_TRUE(w.append(batched, 2, config::Durability::batch));
+    settle(w, outcome, 2);
+    EXPECT_EQ(w.wait_limit_ns(4 * ms, tick), 6 * ms);
+    EXPECT_GT(w.wait_limit_ns(20 * ms, tick), 0) << "a zero timeout would not wait at all";
+    EXPECT_LT(w.wait_limit_ns(20 * ms, tick), ms);
+    w.flush(ring, 20 * ms, done);
+    EXPECT_FALSE(w.idle()) << "the periodic fdatasync was not submitted once due";
+    EXPECT_EQ(w.wait_limit_ns(20 * ms, tick), tick) << "its completion wakes the loop";
+    ASSERT_EQ(ring.submit_and_wait(tick), 0);
+    ring.for_each_cqe([&](const io_uring_cqe& cqe) { w.on_cqe(cqe, 21 * ms, done); });
+    EXPECT_TRUE(w.idle());
+    EXPECT_EQ(w.wait_limit_ns(25 * ms, tick), tick) << "synced: nothing is due";
+}

@@ -63,7 +63,8 @@ std::string segment_path(const std::string& dir, uint32_t shard, uint64_t seq);
 // fsyncs a directory, so that a file created, renamed or removed in it stays so after a crash.
 // Returns "" or the error (errno text and path).
 std::string sync_dir(const std::string& dir);
-// mkdir -p (mode 0750). Returns "" or the error naming the folder.
+// mkdir -p (mode 0750), fsyncing the parent of each folder it creates so that the new names
+// survive a power cut. Returns "" or the error naming the folder.
 std::string make_dir(const std::string& path);
 
 // One serving process per spool: `serve` holds an exclusive flock on <dir>/portcullis.lock (with

@@ -15,6 +15,7 @@
 #include "portcullis/queue/segment.hh"
 #include "portcullis/queue/spool_progress.hh"
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -42,6 +43,8 @@ class SpoolWriter {
 public:
     // Records one group can hold; a full group refuses appends until it is flushed.
     static constexpr size_t max_group = 1024;
+    // durability batch: the longest a written record waits for its fdatasync.
+    static constexpr int64_t batch_sync_interval_ns = 10'000'000;
 
     SpoolWriter() = default;
     SpoolWriter(const SpoolWriter&) = delete;
@@ -71,6 +74,17 @@ public:
     template <typename F>
     void on_cqe(const io_uring_cqe& cqe, int64_t now_mono_ns, F&& done);
 
+    // How long the caller's loop may wait for events before the periodic fdatasync of
+    // durability batch is due, at most `limit`: a shard that goes quiet right after a write must
+    // still sync it within the window, not at its next tick.
+    int64_t wait_limit_ns(int64_t now_mono_ns, int64_t limit) const {
+        if (!_dirty || !_inflight.empty() || _sync_inflight) {
+            return limit; // nothing to sync, or a completion wakes the loop first
+        }
+        return std::clamp<int64_t>(_last_sync_ns + batch_sync_interval_ns - now_mono_ns,
+                                   min_wait_ns, limit);
+    }
+
     bool idle() const { return _inflight.empty() && _pending.empty() && !_sync_inflight; }
     bool healthy() const { return _failed_until_ns == 0; }
     const SpoolStats& stats() const { return _stats; }
@@ -78,10 +92,13 @@ public:
     static constexpr int retry_after_s = 1;
 
 private:
+    // The shortest wait wait_limit_ns() gives: a zero timeout would not wait at all.
+    static constexpr int64_t min_wait_ns = 1'000;
+
     struct Entry {
         iovec iov;
         uint64_t cookie;
-        bool needs_sync;
+        config::Durability durability;
     };
 
     std::string start_segment();
@@ -103,12 +120,14 @@ private:
     uint64_t _offset = 0; // end of the durable-or-written data in the current segment
     uint64_t _group_offset = 0;
     size_t _group_bytes = 0;
-    bool _group_needs_sync = false;
-    bool _write_done = false; // in-flight group: the write completed, the fsync is pending
+    bool _group_needs_sync = false;  // some record is fsync: the group's write is linked to one
+    bool _group_needs_batch = false; // some record is batch: the periodic fdatasync covers it
+    bool _write_done = false;        // in-flight group: the write completed, the fsync is pending
     std::vector<Entry> _pending;
     std::vector<Entry> _inflight;
     std::vector<iovec> _iovs; // of the in-flight group, stable until its write completes
-    // durability batch: data written but not yet fdatasync'ed
+    // durability batch: data written but not yet fdatasync'ed (none never sets it: it leaves
+    // flushing to the kernel)
     bool _dirty = false;
     bool _sync_inflight = false;
     int64_t _last_sync_ns = 0;
@@ -139,7 +158,7 @@ void SpoolWriter::on_cqe(const io_uring_cqe& cqe, int64_t now_mono_ns, F&& done)
         _offset = _group_offset + _group_bytes;
         _write_done = true;
         if (!_group_needs_sync) {
-            _dirty = true;
+            _dirty |= _group_needs_batch;
             complete_group(true, now_mono_ns, done);
         }
         return;
