@@ -327,6 +327,11 @@ if len(closes) != 1 or closes[0].get("reason") not in ("recv_failed", "send_fail
           file=sys.stderr)
     sys.exit(1)
 named = closes[0].get("unanswered_job")
+stopped = [json.loads(l) for l in open(sys.argv[3]) if '"msg":"stopped"' in l][-1]
+if stopped["unanswered_jobs"] != (1 if named else 0):
+    print(f"FAIL: unanswered_jobs {stopped['unanswered_jobs']}, but the close line names "
+          f"{named!r}", file=sys.stderr)
+    sys.exit(1)
 ids = [j["id"] for j in dump]
 if len(ids) != len(set(ids)):
     print(f"FAIL: the spool holds a job id twice", file=sys.stderr)
