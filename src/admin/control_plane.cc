@@ -728,6 +728,8 @@ struct ControlPlane::Impl {
             .boolean(features.multishot_accept)
             .key("multishot_recv")
             .boolean(features.multishot_recv)
+            .key("recv_limit")
+            .boolean(features.recv_limit)
             .key("buf_ring")
             .boolean(features.buf_ring)
             .end_object()

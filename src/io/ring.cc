@@ -31,11 +31,45 @@ int try_setup(unsigned flags, io_uring_probe** probe) {
     return 0;
 }
 
+// Runs one receive prepared by prep over a fresh socketpair holding `sent` bytes; returns its
+// first completion's result and flags, or false when none came. Completions of earlier probes
+// (a multishot receive ending as its socket closes) are skipped by their user_data.
+template <typename Prep>
+bool try_recv(io_uring& ring, uint64_t tag, std::string_view sent, Prep&& prep, int& res,
+              unsigned& flags) {
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+        return false;
+    }
+    bool got = false;
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    prep(sqe, fds[0]);
+    sqe->user_data = tag;
+    if (::write(fds[1], sent.data(), sent.size()) == ssize_t(sent.size()) &&
+        io_uring_submit(&ring) == 1) {
+        io_uring_cqe* cqe = nullptr;
+        __kernel_timespec ts{.tv_sec = 1, .tv_nsec = 0};
+        while (!got && io_uring_wait_cqe_timeout(&ring, &cqe, &ts) == 0) {
+            if (cqe->user_data == tag) {
+                res = cqe->res;
+                flags = cqe->flags;
+                got = true;
+            }
+            io_uring_cqe_seen(&ring, cqe);
+        }
+    }
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return got;
+}
+
 // Registers a one-buffer ring and runs a multishot receive over a socketpair: the only reliable
-// test of multishot recv, whose flag older kernels reject with EINVAL. Returns whether the
-// buffer ring registered; sets multishot_recv.
-bool probe_buf_ring_and_multishot_recv(io_uring& ring, bool& multishot_recv) {
+// test of multishot recv, whose flag older kernels reject with EINVAL; then one limited to a
+// byte, which kernels without the limit reject (EINVAL) and others end once that byte is in.
+// Returns whether the buffer ring registered; sets multishot_recv and recv_limit.
+bool probe_buf_ring_and_multishot_recv(io_uring& ring, bool& multishot_recv, bool& recv_limit) {
     multishot_recv = false;
+    recv_limit = false;
     constexpr size_t page = 4096;
     void* mem = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) {
@@ -51,24 +85,32 @@ bool probe_buf_ring_and_multishot_recv(io_uring& ring, bool& multishot_recv) {
         return false;
     }
     io_uring_buf_ring_init(br);
-    io_uring_buf_ring_add(br, static_cast<char*>(mem) + page, page, 0, 0, 0);
-    io_uring_buf_ring_advance(br, 1);
-    int fds[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0) {
-        io_uring_sqe* sqe = io_uring_get_sqe(&ring);
-        io_uring_prep_recv_multishot(sqe, fds[0], nullptr, 0, 0);
-        sqe->flags |= IOSQE_BUFFER_SELECT;
-        sqe->buf_group = 0;
-        if (::write(fds[1], "x", 1) == 1 && io_uring_submit(&ring) == 1) {
-            io_uring_cqe* cqe = nullptr;
-            __kernel_timespec ts{.tv_sec = 1, .tv_nsec = 0};
-            if (io_uring_wait_cqe_timeout(&ring, &cqe, &ts) == 0) {
-                multishot_recv = cqe->res == 1 && (cqe->flags & IORING_CQE_F_MORE) != 0;
-                io_uring_cqe_seen(&ring, cqe);
-            }
+    auto provide = [&] {
+        io_uring_buf_ring_add(br, static_cast<char*>(mem) + page, page, 0, 0, 0);
+        io_uring_buf_ring_advance(br, 1);
+    };
+    provide();
+    int res = 0;
+    unsigned flags = 0;
+    if (try_recv(
+            ring, 1, "x",
+            [](io_uring_sqe* sqe, int fd) {
+                io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+                sqe->flags |= IOSQE_BUFFER_SELECT;
+                sqe->buf_group = 0;
+            },
+            res, flags)) {
+        multishot_recv = res == 1 && (flags & IORING_CQE_F_MORE) != 0;
+    }
+    if (multishot_recv) {
+        provide();
+        if (try_recv(
+                ring, 2, "xy",
+                [](io_uring_sqe* sqe, int fd) { prep_limited_recv(sqe, fd, 0, 1, true); }, res,
+                flags)) {
+            // Two bytes came in one buffer: the limit ends the receive after its first.
+            recv_limit = res > 0 && (flags & IORING_CQE_F_MORE) == 0;
         }
-        ::close(fds[0]);
-        ::close(fds[1]);
     }
     io_uring_unregister_buf_ring(&ring, 0);
     munmap(mem, 2 * page);
@@ -118,6 +160,8 @@ std::string Features::describe() const {
     row("single issuer", single_issuer, false, single_issuer);
     row("defer taskrun", defer_taskrun, false, defer_taskrun);
     row("coop taskrun", coop_taskrun, false, coop_taskrun && !defer_taskrun);
+    // Without it a receive takes one buffer at a time (prep_limited_recv).
+    row("recv limit", recv_limit, false, recv_limit);
     // Zero-copy send pays off for large payloads; responses here are a few hundred bytes.
     row("send zerocopy", send_zc, false, false);
     return out;
@@ -158,7 +202,7 @@ Features probe_features() {
     io_uring_params p{};
     if (io_uring_queue_init_params(8, &ring, &p) == 0) {
         f.ext_arg = (p.features & IORING_FEAT_EXT_ARG) != 0;
-        f.buf_ring = probe_buf_ring_and_multishot_recv(ring, f.multishot_recv);
+        f.buf_ring = probe_buf_ring_and_multishot_recv(ring, f.multishot_recv, f.recv_limit);
         io_uring_queue_exit(&ring);
     }
     if (probe != nullptr) {
@@ -182,6 +226,19 @@ Features probe_features() {
         f.missing = "io_uring lacks " + missing + ": run on Linux 6.1 or newer";
     }
     return f;
+}
+
+void prep_limited_recv(io_uring_sqe* sqe, int fd, uint16_t group, uint32_t max_bytes,
+                       bool kernel_limit) {
+    if (kernel_limit) {
+        io_uring_prep_recv_multishot(sqe, fd, nullptr, 0, 0);
+        // sqe->optlen in newer headers: the same field.
+        sqe->file_index = max_bytes;
+    } else {
+        io_uring_prep_recv(sqe, fd, nullptr, 0, 0);
+    }
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = group;
 }
 
 Ring::~Ring() {

@@ -375,6 +375,11 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         .field("refused_per_ip", total(&ShardStats::refused_per_client))
         .field("header_timeouts", total(&ShardStats::header_timeouts))
         .field("body_timeouts", total(&ShardStats::body_timeouts))
+        .field("connection_errors", total(&ShardStats::connection_errors))
+        .field("pipeline_pauses", total(&ShardStats::pipeline_pauses))
+        .field("pipeline_overflows", total(&ShardStats::pipeline_overflows))
+        .field("recv_no_buffers", total(&ShardStats::recv_no_buffers))
+        .field("unanswered_jobs", total(&ShardStats::unanswered_jobs))
         .field("log_lines_dropped", total(&ShardStats::log_lines_dropped));
     if (cfg.server.proxy_protocol != config::ProxyProtocol::off) {
         stopped.field("proxy_refused", total(&ShardStats::proxy_refused));

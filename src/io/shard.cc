@@ -39,9 +39,19 @@ constexpr unsigned recv_buffer_count = 256;
 constexpr unsigned recv_buffer_size = 16 * 1024;
 constexpr uint16_t recv_buffer_group = 1;
 constexpr unsigned ring_entries = 4096;
-// A client may send this much beyond the request being answered (pipelining) before it is
-// cut off; past it the connection is closed.
-constexpr size_t max_pipelined_bytes = 256 * 1024;
+// Pipelining: what a client sends beyond the request being answered waits, unparsed, in its
+// connection's staging buffer. Each receive is armed for the room left under this many bytes
+// (prep_limited_recv), and with the room gone it is not re-armed until answers have drained the
+// pipeline; meanwhile the rest waits in the socket's buffer and TCP flow control stops the
+// client. 64 KiB holds a few typical webhooks: the next one is parsed as soon as an answer goes.
+constexpr size_t pipeline_pause_bytes = 64 * 1024;
+// A receive passes its limit by less than one buffer, and an incomplete head (up to
+// server.limits.header_bytes) may be staged too. Past both the connection's input is cut: it
+// cannot happen unless memory runs out.
+constexpr size_t pipeline_max_bytes = pipeline_pause_bytes + 2 * size_t(recv_buffer_size);
+// Close reasons a flood can repeat (one per connection a client resets) are logged at most
+// once a second per shard and reason; the lines held back are counted in the next one.
+constexpr int64_t close_log_interval_ns = base::ns_per_s;
 // After a final response with unread input: how long to drain the input before closing, so
 // that the peer reads the response instead of a reset.
 constexpr int64_t linger_ns = 2 * base::ns_per_s;
@@ -108,6 +118,7 @@ struct Request {
     std::optional<int64_t> ordering_ts;
     queue::FingerprintTable::Ref dedup_claim;
     bool dedup_held = false;
+    bool queued = false; // durable: its 202 is owed
     Request* next_free = nullptr;
 };
 
@@ -142,6 +153,9 @@ struct Connection {
     uint16_t out_len = 0;
     uint16_t out_sent = 0;
     bool close_after_send = false;
+    // Backpressure; here they take what was padding (the struct stays 520 bytes).
+    bool recv_paused = false; // not re-armed until answers drain its pipeline
+    bool input_cut = false;   // input over pipeline_max_bytes: further bytes are dropped
     char out[400];
 };
 
@@ -165,6 +179,21 @@ struct TimerList {
         c.t_next = nullptr;
         (tail != nullptr ? tail->t_next : head) = &c;
         tail = &c;
+    }
+};
+
+// At most one line per interval; how many were held back goes into the next one.
+struct LogThrottle {
+    int64_t next_ns = 0;
+    uint64_t held_back = 0;
+
+    bool allow(int64_t now_ns, int64_t interval_ns) {
+        if (now_ns < next_ns) {
+            ++held_back;
+            return false;
+        }
+        next_ns = now_ns + interval_ns;
+        return true;
     }
 };
 
@@ -295,6 +324,7 @@ struct Shard::Impl {
     http::DateCache date;
     http::Limits limits;
     LogRing logs;
+    LogThrottle error_close_log, overflow_close_log;
 
     std::vector<std::unique_ptr<Connection[]>> conn_chunks;
     std::vector<Connection*> conns; // by index
@@ -559,11 +589,14 @@ struct Shard::Impl {
 
     // ---- receive ---------------------------------------------------------------------------
 
+    // A receive for the room left in c's pipeline (backpressure, below).
     void arm_recv(Connection& c) {
+        size_t staged = staged_bytes(c);
+        auto limit = static_cast<uint32_t>(staged + recv_buffer_size < pipeline_pause_bytes
+                                               ? pipeline_pause_bytes - staged
+                                               : recv_buffer_size);
         io_uring_sqe* sqe = ring.sqe();
-        io_uring_prep_recv_multishot(sqe, c.fd, nullptr, 0, 0);
-        sqe->flags |= IOSQE_BUFFER_SELECT;
-        sqe->buf_group = recv_buffer_group;
+        prep_limited_recv(sqe, c.fd, recv_buffer_group, limit, shared.features.recv_limit);
         sqe->user_data = pack(Op::recv, c.gen, c.index);
         c.recv_armed = true;
     }
@@ -595,36 +628,127 @@ struct Shard::Impl {
             on_peer_eof(*c);
             return;
         }
-        if (cqe.res < 0 && cqe.res != -ENOBUFS) {
-            close_connection(*c);
+        if (cqe.res == -ENOBUFS) {
+            // The ring ran dry for a moment (every connection of the shard draws from it). The
+            // re-armed receive goes in after this iteration's buffers are published back.
+            stats.recv_no_buffers.fetch_add(1, std::memory_order_relaxed);
+        } else if (cqe.res < 0) {
+            close_for_error(*c, "recv_failed", -cqe.res);
             return;
         }
-        // The multishot receive ended (out of buffers, or the kernel decided so): re-arm it.
-        if (!c->recv_armed && !c->peer_eof) {
-            arm_recv(*c);
-        }
+        keep_reading(*c);
     }
 
     void on_peer_eof(Connection& c) {
         c.peer_eof = true;
-        // A request already complete is still answered (a client may half-close after sending);
-        // anything else ends here.
+        // Requests already complete are still answered, pipelined ones included (a client may
+        // half-close after sending): on_send closes once they are. Anything else ends here.
         if (c.state == State::spooling || c.state == State::sending) {
-            c.keep_alive = false;
             return;
         }
         close_connection(c);
     }
 
+    // ---- backpressure ----------------------------------------------------------------------
+    //
+    // A connection handles one request at a time: bytes behind it (pipelined requests) are
+    // staged unparsed. Every receive is armed for the room left under pipeline_pause_bytes
+    // (arm_recv) and ends by itself once it is used; while a connection waits for its answer
+    // with the stage full, it is not re-armed, and answers draining the stage re-arm it. So a
+    // client's pipeline costs the shard a bounded buffer and waits in the client's own socket
+    // buffers; no receive needs cancelling, and nothing is dropped.
+
+    static size_t staged_bytes(const Connection& c) {
+        return c.staging != nullptr ? c.staging->size - c.staged_from : 0;
+    }
+
+    static bool pipeline_full(const Connection& c) {
+        return (c.state == State::spooling || c.state == State::sending) &&
+               staged_bytes(c) >= pipeline_pause_bytes;
+    }
+
+    // After c's receive ended or its pipeline drained: re-arms the receive unless the stage is
+    // full (a pause, counted once) or the input is over.
+    void keep_reading(Connection& c) {
+        if (!is_open(c) || c.input_cut || c.recv_armed || c.peer_eof) {
+            return;
+        }
+        if (pipeline_full(c)) {
+            if (!c.recv_paused) {
+                c.recv_paused = true;
+                stats.pipeline_pauses.fetch_add(1, std::memory_order_relaxed);
+            }
+            return;
+        }
+        c.recv_paused = false;
+        arm_recv(c);
+    }
+
+    // Input c cannot hold (past pipeline_max_bytes, or no memory to stage it): what is staged
+    // stays, further bytes are dropped. The answer owed for a request in progress is still
+    // sent, with the close; without one the connection closes now.
+    void cut_input(Connection& c) {
+        stats.pipeline_overflows.fetch_add(1, std::memory_order_relaxed);
+        log_close(c, overflow_close_log, "pipeline_overflow", 0);
+        c.input_cut = true; // not re-armed; what a live receive still brings is dropped
+        c.keep_alive = false;
+        if (c.state == State::spooling) {
+            return; // respond() closes: keep_alive is off
+        }
+        if (c.state == State::sending) {
+            c.close_after_send = true;
+            return;
+        }
+        close_connection(c);
+    }
+
+    // A receive or a send failed (the peer reset the connection, mostly).
+    void close_for_error(Connection& c, std::string_view what, int error) {
+        stats.connection_errors.fetch_add(1, std::memory_order_relaxed);
+        if (c.state == State::sending && c.req != nullptr && c.req->queued) {
+            stats.unanswered_jobs.fetch_add(1, std::memory_order_relaxed);
+        }
+        log_close(c, error_close_log, what, error);
+        close_connection(c);
+    }
+
+    // One line per close for a reason, throttled: a flood of them costs a counter each. A job
+    // whose answer will not reach its sender (being written, or its 202 failed) is named: the
+    // sender will likely send it again.
+    void log_close(const Connection& c, LogThrottle& throttle, std::string_view reason, int error) {
+        if (!throttle.allow(now_mono, close_log_interval_ns)) {
+            return;
+        }
+        // A reset is the client's doing; input the shard could not hold is its own limit.
+        Level level = error != 0 ? Level::info : Level::warn;
+        LogLine line(level, "connection closed", now_unix);
+        line.field("reason", reason);
+        if (error != 0) {
+            line.field("error", std::string_view(std::strerror(error)));
+        }
+        add_peer(line, c);
+        line.field("staged_bytes", static_cast<int64_t>(staged_bytes(c)));
+        if (c.req != nullptr && (c.state == State::spooling || c.req->queued)) {
+            char id[queue::job_id_text_size];
+            c.req->id.format(id);
+            line.field("unanswered_job", std::string_view(id, sizeof id));
+        }
+        if (throttle.held_back != 0) {
+            line.field("lines_held_back", static_cast<int64_t>(throttle.held_back));
+            throttle.held_back = 0;
+        }
+        log(line);
+    }
+
     // Bytes arrived for c: parse them in place when nothing is staged, else add them to the
     // staging buffer. Whatever cannot be used now is staged before the receive buffer goes back.
     void on_bytes(Connection& c, std::string_view in) {
-        if (c.state == State::lingering) {
+        if (c.state == State::lingering || c.input_cut) {
             return; // discarded: the connection is closing
         }
         if (c.staging != nullptr) {
             if (!stage(c, in)) {
-                close_connection(c);
+                cut_input(c);
                 return;
             }
             drive_staged(c);
@@ -633,7 +757,7 @@ struct Shard::Impl {
         size_t used = process(c, in);
         if (used < in.size() && is_open(c) && c.state != State::lingering) {
             if (!stage(c, in.substr(used))) {
-                close_connection(c);
+                cut_input(c);
             }
         }
     }
@@ -643,8 +767,8 @@ struct Shard::Impl {
     }
 
     bool stage(Connection& c, std::string_view bytes) {
-        size_t have = c.staging != nullptr ? c.staging->size - c.staged_from : 0;
-        if (have + bytes.size() > cfg.server.header_bytes + max_pipelined_bytes) {
+        size_t have = staged_bytes(c);
+        if (have + bytes.size() > cfg.server.header_bytes + pipeline_max_bytes) {
             return false;
         }
         if (c.staging == nullptr) {
@@ -831,6 +955,7 @@ struct Shard::Impl {
         req->ordering_key.reset();
         req->ordering_ts.reset();
         req->dedup_held = false;
+        req->queued = false;
         if (route->config->dedup || route->config->ordering) {
             read_keys(*req, &head, {});
         }
@@ -1159,8 +1284,11 @@ struct Shard::Impl {
         settle_keys(*c.req, durable);
         if (c.abandoned) {
             // The peer went away while its job was being written; the job stands (it is on
-            // disk if durable), only the answer is lost. Now the record buffer can go, and the
-            // slot too once its close has completed.
+            // disk if durable), only the answer is lost (named when the close was logged). Now
+            // the record buffer can go, and the slot too once its close has completed.
+            if (durable) {
+                stats.unanswered_jobs.fetch_add(1, std::memory_order_relaxed);
+            }
             release_request(c);
             c.abandoned = false;
             if (c.state != State::closing) {
@@ -1173,6 +1301,7 @@ struct Shard::Impl {
             return;
         }
         stats.jobs_queued.fetch_add(1, std::memory_order_relaxed);
+        c.req->queued = true;
         answer_job(c, 202, c.req->id, "queued");
     }
 
@@ -1315,7 +1444,8 @@ struct Shard::Impl {
         if (c.timer != nullptr) {
             c.timer->remove(c);
         }
-        close = close || !c.keep_alive || draining;
+        // After the client's EOF, an answer with nothing staged behind it is the last.
+        close = close || !c.keep_alive || draining || (c.peer_eof && staged_bytes(c) == 0);
         queue_output(c, status, body, extra, close, content_type, head_only);
         c.close_after_send = close;
         c.state = State::sending;
@@ -1344,7 +1474,7 @@ struct Shard::Impl {
         }
         c->continue_inflight = false;
         if (cqe.res < 0) {
-            close_connection(*c);
+            close_for_error(*c, "send_failed", -cqe.res);
             return;
         }
         c->continue_bytes_sent = static_cast<uint8_t>(c->continue_bytes_sent + cqe.res);
@@ -1372,7 +1502,7 @@ struct Shard::Impl {
         }
         c->send_inflight = false;
         if (cqe.res < 0) {
-            close_connection(*c);
+            close_for_error(*c, "send_failed", -cqe.res);
             return;
         }
         c->out_sent = static_cast<uint16_t>(c->out_sent + cqe.res);
@@ -1382,16 +1512,20 @@ struct Shard::Impl {
         }
         release_request(*c);
         c->out_len = c->out_sent = 0;
-        if (c->close_after_send || c->peer_eof) {
+        if (c->close_after_send) {
             start_linger(*c);
             return;
         }
+        // The next request, if it is already staged (pipelined).
         c->state = State::reading_head;
         idle_timers.push(*c, now_mono + idle_timers.length_ns);
         drive_staged(*c);
-        if (is_open(*c) && !c->recv_armed && !c->peer_eof) {
-            arm_recv(*c);
+        if (c->peer_eof && (c->state == State::reading_head || c->state == State::reading_body)) {
+            // The client half-closed and every complete request it sent has its answer.
+            close_connection(*c);
+            return;
         }
+        keep_reading(*c);
     }
 
     // ---- closing ---------------------------------------------------------------------------
@@ -1415,6 +1549,9 @@ struct Shard::Impl {
         sqe->user_data = pack(Op::shutdown, c.gen, c.index);
         c.shutdown_inflight = true;
         linger_timers.push(c, now_mono + linger_timers.length_ns);
+        // Draining the input reads again, paused or cut.
+        c.recv_paused = false;
+        c.input_cut = false;
         if (!c.recv_armed) {
             arm_recv(c);
         }

@@ -27,6 +27,7 @@ struct Features {
     bool ext_arg = false;          // timeouts without a timeout SQE (5.11)
     bool multishot_accept = false; // (5.19)
     bool multishot_recv = false;   // (6.0)
+    bool recv_limit = false;       // a byte limit on a multishot recv (6.17)
     bool buf_ring = false;         // registered provided-buffer rings (5.19)
     bool send_zc = false;          // IORING_OP_SEND_ZC (6.0), reported only
     std::string missing;           // required features that are missing, for the error line
@@ -41,6 +42,15 @@ struct Features {
 Features probe_features();
 
 class BufferRing;
+
+// Prepares a receive into provided-buffer group `group` that takes about max_bytes at most, so
+// that a connection's intake between two looks at it is bounded (a multishot receive alone
+// takes whatever the socket holds, up to the whole ring, before a cancel could land). With
+// kernel_limit (Features::recv_limit) it is a multishot receive that the kernel ends once
+// max_bytes are in; otherwise a single receive of one buffer. Either way the completion without
+// IORING_CQE_F_MORE ends it, and the last buffer may pass max_bytes by less than its size.
+void prep_limited_recv(io_uring_sqe* sqe, int fd, uint16_t group, uint32_t max_bytes,
+                       bool kernel_limit);
 
 class Ring {
 public:

@@ -63,6 +63,12 @@ struct ShardStats {
     std::atomic<uint64_t> dedup_unkeyed{0};       // dedup route, request without the key: accepted
     std::atomic<uint64_t> ordering_unkeyed{0};    // ordering route, no key or timestamp: accepted
     std::atomic<uint64_t> ordering_unrecorded{0}; // accepted, but its bucket was too busy
+    // Connection mechanics.
+    std::atomic<uint64_t> connection_errors{0};  // closed: a receive or a send failed (reset)
+    std::atomic<uint64_t> pipeline_pauses{0};    // reading stopped until answers drain a pipeline
+    std::atomic<uint64_t> pipeline_overflows{0}; // closed: pipelined input that could not be held
+    std::atomic<uint64_t> recv_no_buffers{0};    // the receive ring ran dry; receive re-armed
+    std::atomic<uint64_t> unanswered_jobs{0};    // durable, but the connection was gone
 
     std::atomic<uint64_t> log_lines_dropped{0};
     // By reason code (base::RejectReason), for every refused webhook.
