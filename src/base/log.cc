@@ -9,7 +9,54 @@
 namespace portcullis::base {
 
 namespace {
+
 std::atomic<Level> min_level{Level::info};
+
+// Where an overflowed line is cut: at the last comma between members, and how many objects
+// besides the line's own are open there (they get closed).
+struct Cut {
+    size_t at = 0;
+    size_t open = 0;
+};
+
+// A comma outside every string follows a complete value: the writer puts one before each key.
+// Commas inside strings (a header value "a,") and escaped quotes are skipped by tracking the
+// strings. A line holds objects only (LogLine has no arrays). The cut is the last such comma
+// whose open objects can be closed in `room` bytes, at worst the last one of the top level.
+// Without one (never: the constructor writes three fields), all but the opening brace is cut.
+Cut last_member_end(std::string_view json, size_t room) {
+    Cut last;
+    size_t depth = 0;
+    bool in_string = false;
+    bool escaped = false;
+    for (size_t i = 0; i < json.size(); ++i) {
+        const char c = json[i];
+        if (in_string) {
+            if (escaped) {
+                escaped = false;
+            } else if (c == '\\') {
+                escaped = true;
+            } else if (c == '"') {
+                in_string = false;
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+        } else if (c == '{') {
+            ++depth;
+        } else if (c == '}' && depth > 0) {
+            --depth;
+        } else if (c == ',' && depth >= 1 && depth - 1 <= room) {
+            last = {i, depth - 1};
+        }
+    }
+    if (last.at == 0) {
+        return {json.empty() ? size_t{0} : size_t{1}, 0};
+    }
+    return last;
+}
+
 } // namespace
 
 std::string_view level_name(Level l) {
@@ -80,12 +127,17 @@ std::string_view LogLine::finish() {
     std::memcpy(_out, body.data(), body.size());
     _out_size = body.size();
     if (_buf.overflowed()) {
-        // Cut at the last complete field so that the line stays valid JSON.
-        size_t comma = body.rfind(",\"");
-        _out_size = comma == std::string_view::npos ? 0 : comma;
+        // Cut at the last complete member, close the objects it is in, and say so at the top
+        // level, so that the line stays one valid JSON object.
         constexpr std::string_view mark = ",\"truncated\":true";
-        std::memcpy(_out + _out_size, mark.data(), mark.size());
-        _out_size += mark.size();
+        const Cut cut = last_member_end(body, capacity - body.size() - mark.size() - 2);
+        _out_size = cut.at;
+        std::memset(_out + _out_size, '}', cut.open);
+        _out_size += cut.open;
+        // No comma when nothing is left but the opening brace.
+        const std::string_view member = cut.at <= 1 ? mark.substr(1) : mark;
+        std::memcpy(_out + _out_size, member.data(), member.size());
+        _out_size += member.size();
     }
     _out[_out_size++] = '}';
     _out[_out_size++] = '\n';

@@ -7,6 +7,7 @@
 #include "portcullis/base/encoding.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/config/units.hh"
+#include "portcullis/http/header_policy.hh"
 
 #include "text.hh"
 #include "yaml_tree.hh"
@@ -52,9 +53,9 @@ constexpr std::string_view timeouts_keys[] = {"header", "body", "idle"};
 constexpr std::string_view client_ip_keys[] = {"trusted_proxies", "proxy_protocol"};
 constexpr std::string_view admin_keys[] = {"listen"};
 constexpr std::string_view spool_keys[] = {"dir", "durability", "segment_size", "retention"};
-constexpr std::string_view route_keys[] = {"path",  "methods",      "verify",
-                                           "dedup", "ordering",     "rate_limit",
-                                           "allow", "max_attempts", "durability"};
+constexpr std::string_view route_keys[] = {"path",       "methods",     "verify", "dedup",
+                                           "ordering",   "rate_limit",  "allow",  "max_attempts",
+                                           "durability", "keep_headers"};
 constexpr std::string_view verify_keys[] = {"scheme",    "secrets",          "tolerance",
                                             "header",    "prefix",           "encoding",
                                             "algorithm", "timestamp_header", "template"};
@@ -995,6 +996,45 @@ private:
         }
         if (const YamlNode* n = map.find("durability")) {
             r.durability = choice(*n, join_path(p, "durability"), durabilities);
+        }
+        if (const YamlNode* n = map.find("keep_headers")) {
+            keep_headers(*n, join_path(p, "keep_headers"), r);
+        }
+    }
+
+    // Only the credentials left out of the spool can be kept: every other field is stored
+    // already, except the hop-by-hop ones and the route's secret, which are never stored.
+    void keep_headers(const YamlNode& n, const std::string& p, RouteConfig& r) {
+        if (list(n, p, "[Authorization]") == nullptr) {
+            return;
+        }
+        for (size_t i = 0; i < n.children.size(); ++i) {
+            std::string ip = index_path(p, i);
+            auto name = header_name(n.children[i], ip);
+            if (!name) {
+                continue;
+            }
+            const YamlNode& item = n.children[i];
+            if (r.verify.scheme == Scheme::shared_secret && *name == r.verify.header) {
+                error(
+                    item.mark, ip,
+                    quote(item.value) +
+                        " carries this route's shared secret (verify.header): it is never stored");
+            } else if (http::is_hop_by_hop(*name)) {
+                error(item.mark, ip,
+                      quote(item.value) + " describes the connection, not the webhook: hop-by-hop "
+                                          "fields are never stored");
+            } else if (http::credential_bit(*name) == 0) {
+                error(item.mark, ip,
+                      quote(item.value) +
+                          " is stored already: keep_headers names the credentials to keep "
+                          "(Authorization, Proxy-Authorization, Cookie)");
+            } else if (std::find(r.keep_headers.begin(), r.keep_headers.end(), *name) !=
+                       r.keep_headers.end()) {
+                error(item.mark, ip, quote(item.value) + " is listed twice");
+            } else {
+                r.keep_headers.push_back(*name);
+            }
         }
     }
 

@@ -91,6 +91,10 @@ std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
             error = "route " + rc.name + ": " + verr;
             return nullptr;
         }
+        r.stored_fields.secret_header = r.verifier->secret_header();
+        for (const std::string& name : rc.keep_headers) {
+            r.stored_fields.kept_credentials |= http::credential_bit(name);
+        }
         r.allow_header = "Allow: ";
         for (size_t i = 0; i < rc.methods.size(); ++i) {
             r.allow_header += (i == 0 ? "" : ", ") + rc.methods[i];

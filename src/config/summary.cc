@@ -91,6 +91,9 @@ std::string route_extras(const RouteConfig& r) {
     if (r.durability) {
         extras.push_back("durability " + std::string(durability_name(*r.durability)));
     }
+    if (!r.keep_headers.empty()) {
+        extras.push_back("keeps " + join(r.keep_headers, ", "));
+    }
     std::string out;
     for (const std::string& e : extras) {
         out += dot;

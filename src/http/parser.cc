@@ -111,6 +111,10 @@ constexpr bool is_ows(char c) {
 constexpr bool is_digit(char c) {
     return c >= '0' && c <= '9';
 }
+// RFC 5234 VCHAR: the bytes a request-target of any form is made of.
+constexpr bool is_visible(char c) {
+    return c > ' ' && c < 0x7f;
+}
 
 constexpr int hex_value(char c) {
     if (c >= '0' && c <= '9') {
@@ -230,6 +234,40 @@ HeadResult request_line_stop(const char* p, const char* end, Error early_end_err
         return fail(early_end_error, early_end);
     }
     return bad(other);
+}
+
+// A request-target of another form than origin-form (asterisk, absolute or authority form)
+// starts at p: it is refused as `form`, unless the line is a request line of an HTTP version
+// other than 1.x, which gets the 505 any such line gets. That is how an HTTP/2 client with prior
+// knowledge starts ("PRI * HTTP/2.0", its connection preface): it learns that this server speaks
+// another version, not that its request is malformed. Incomplete until the version's digits are
+// in; like the origin-form path, the answer does not wait for the CRLF.
+HeadResult other_form_stop(const char* p, const char* end, std::string_view form) {
+    while (p < end && is_visible(*p)) {
+        ++p;
+    }
+    if (p == end) {
+        return incomplete;
+    }
+    if (*p != ' ') {
+        return bad(form);
+    }
+    ++p;
+    constexpr std::string_view pattern = "HTTP/D.D";
+    char major = 0;
+    for (char expected : pattern) {
+        if (p == end) {
+            return incomplete;
+        }
+        if (expected == 'D' ? !is_digit(*p) : *p != expected) {
+            return bad(form);
+        }
+        if (expected == 'D' && major == 0) {
+            major = *p;
+        }
+        ++p;
+    }
+    return major == '1' ? bad(form) : fail(Error::version_unsupported, why::unsupported_version);
 }
 
 // An error found at `at` on a header line is reported once the line's LF has arrived. Until
@@ -1106,8 +1144,10 @@ const char* take_plain_request_line(ByteClasses& classes, const char* p, const c
         return halt(incomplete);
     }
     if (*p != '/') {
-        return halt(request_line_stop(p, end, Error::bad_request, why::not_origin_form,
-                                      *p == '*' ? why::asterisk_form : why::not_origin_form));
+        const std::string_view form = *p == '*' ? why::asterisk_form : why::not_origin_form;
+        return halt(is_visible(*p) ? other_form_stop(p, end, form)
+                                   : request_line_stop(p, end, Error::bad_request,
+                                                       why::not_origin_form, form));
     }
     for (;;) {
         while (p < end && target_byte[uchar(*p)]) {

@@ -7,6 +7,7 @@
 #include "portcullis/base/json.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/base/time.hh"
+#include "portcullis/http/header_policy.hh"
 #include "portcullis/http/parser.hh"
 #include "portcullis/http/response.hh"
 #include "portcullis/io/buffers.hh"
@@ -255,56 +256,6 @@ constexpr std::string_view body_stale = R"({"error":"stale"})";
 // The first copy of this delivery is still being written: its outcome is not known yet.
 constexpr std::string_view body_in_progress = R"({"error":"in_progress"})";
 constexpr std::string_view retry_after_header = "Retry-After: 1\r\n";
-
-// The request fields a rejection log line may show, under their lowercase names, and how many
-// characters of each: signature values are cut to 12 so that a line never carries a usable
-// signature. Returns the name to log, empty for a field that is not logged.
-std::string_view logged_header(std::string_view name, size_t& cut) {
-    constexpr std::string_view identifying[] = {"user-agent",
-                                                "content-type",
-                                                "content-length",
-                                                "x-github-event",
-                                                "x-github-delivery",
-                                                "x-gitlab-event",
-                                                "x-request-id",
-                                                "webhook-id",
-                                                "webhook-timestamp",
-                                                "svix-id",
-                                                "svix-timestamp",
-                                                "x-slack-request-timestamp",
-                                                "x-signature-timestamp",
-                                                "x-shopify-webhook-id",
-                                                "x-shopify-topic"};
-    constexpr std::string_view signatures[] = {
-        "x-hub-signature-256", "x-hub-signature", "stripe-signature",      "x-slack-signature",
-        "webhook-signature",   "svix-signature",  "x-shopify-hmac-sha256", "x-signature-ed25519"};
-    for (std::string_view n : identifying) {
-        if (http::name_equals(name, n)) {
-            cut = 128;
-            return n;
-        }
-    }
-    for (std::string_view n : signatures) {
-        if (http::name_equals(name, n)) {
-            cut = 12;
-            return n;
-        }
-    }
-    return {};
-}
-
-// Hop-by-hop fields describe this connection, not the webhook; they are not stored with jobs.
-bool is_hop_by_hop(std::string_view name) {
-    constexpr std::string_view names[] = {"connection", "keep-alive", "transfer-encoding",
-                                          "te",         "upgrade",    "proxy-connection",
-                                          "trailer",    "expect"};
-    for (std::string_view n : names) {
-        if (http::name_equals(name, n)) {
-            return true;
-        }
-    }
-    return false;
-}
 
 } // namespace
 
@@ -975,18 +926,10 @@ struct Shard::Impl {
             reject(c, 401, verify::reject_reason_of(reason), head.headers, has_body);
             return;
         }
-        // Stored with the job: the request's fields less hop-by-hop ones and any field that
-        // carries a secret.
-        std::string_view secret_header = route->verifier->secret_header();
-        size_t kept = 0;
-        for (const http::Header& h : head.headers) {
-            if (is_hop_by_hop(h.name) ||
-                (!secret_header.empty() && http::name_equals(h.name, secret_header))) {
-                continue;
-            }
-            stored_headers[kept++] = h;
-        }
-        std::span<const http::Header> stored(stored_headers.data(), kept);
+        // Stored with the job: the request's fields less those the route does not keep.
+        std::span<const http::Header> stored(
+            stored_headers.data(),
+            http::select_stored(head.headers, route->stored_fields, stored_headers));
         queue::JobMeta meta{req->id, route->config->name, now_unix, req->client,
                             route->config->dedup.has_value() ||
                                 route->config->ordering.has_value()};
@@ -1338,31 +1281,24 @@ struct Shard::Impl {
         // Never a body, never a secret: only fields that identify the sender, with signature
         // values cut short. After the body, the head is gone from the receive buffers; the
         // stored copy in the record is read back instead (this path only).
-        std::string_view secret = c.req->route->verifier->secret_header();
-        line.object("headers");
-        auto add = [&](std::string_view name, std::string_view value) {
-            if (!secret.empty() && http::name_equals(name, secret)) {
-                return;
-            }
-            size_t cut = 0;
-            if (std::string_view logged = logged_header(name, cut); !logged.empty()) {
-                line.field(logged, value.substr(0, cut));
-            }
-        };
-        if (!headers.empty()) {
-            for (const http::Header& h : headers) {
-                add(h.name, h.value);
-            }
-        } else if (c.req->record != nullptr && c.req->record->size >= c.req->body_start) {
+        std::span<const http::Header> shown = headers;
+        if (headers.empty() && c.req->record != nullptr &&
+            c.req->record->size >= c.req->body_start) {
             queue::seal_record(c.req->record->bytes());
             queue::JobRecord stored;
             size_t size = 0;
+            size_t n = 0;
             if (queue::decode_record(c.req->record->bytes(), stored, size) ==
                 queue::DecodeStatus::ok) {
-                stored.for_each_header(add);
+                stored.for_each_header([&](std::string_view name, std::string_view value) {
+                    if (n < stored_headers.size()) {
+                        stored_headers[n++] = {name, value};
+                    }
+                });
             }
+            shown = {stored_headers.data(), n};
         }
-        line.end_object();
+        http::log_headers(line, shown, c.req->route->stored_fields);
         log(line);
         respond(c, status, reject_body(reason), extra, close);
     }

@@ -443,6 +443,40 @@ TEST_F(ConfigLoad, RouteMethodsAttemptsAndDurability) {
     EXPECT_FALSE(res.config->routes.at(0).durability);
 }
 
+TEST_F(ConfigLoad, KeepHeadersNamesOnlyCredentials) {
+    expect_errors({
+        {github_route("    keep_headers: [Authorization, proxy-authorization, COOKIE]\n"), {}},
+        {github_route("    keep_headers: []\n"), {}},
+        {github_route("    keep_headers: Authorization\n"),
+         {"c.yaml:5:19: routes.r.keep_headers: expected a list like [Authorization]"}},
+        {github_route("    keep_headers: [X-Request-Id]\n"),
+         {"c.yaml:5:20: routes.r.keep_headers[0]: \"X-Request-Id\" is stored already: "
+          "keep_headers names the credentials to keep (Authorization, Proxy-Authorization, "
+          "Cookie)"}},
+        {github_route("    keep_headers: [Connection]\n"),
+         {"routes.r.keep_headers[0]: \"Connection\" describes the connection, not the webhook: "
+          "hop-by-hop fields are never stored"}},
+        {github_route("    keep_headers: [Cookie, cookie]\n"),
+         {"c.yaml:5:28: routes.r.keep_headers[1]: \"cookie\" is listed twice"}},
+        {github_route("    keep_headers: [\"Bad Name\"]\n"),
+         {"routes.r.keep_headers[0]: expected a header name"}},
+        // A shared secret stays out even when it travels in a credential field.
+        {"routes:\n  r:\n    path: /r\n    verify: {scheme: shared_secret, header: "
+         "Authorization, secrets: [{env: PORTCULLIS_TEST_GH}]}\n    keep_headers: "
+         "[authorization]\n",
+         {"c.yaml:5:20: routes.r.keep_headers[0]: \"authorization\" carries this route's shared "
+          "secret (verify.header): it is never stored"}},
+    });
+    LoadResult res =
+        load_text("c.yaml", github_route("    keep_headers: [Cookie, Authorization]\n"));
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_EQ(res.config->routes.at(0).keep_headers,
+              (std::vector<std::string>{"cookie", "authorization"}));
+    res = load_text("c.yaml", github_route());
+    ASSERT_TRUE(res.ok());
+    EXPECT_TRUE(res.config->routes.at(0).keep_headers.empty());
+}
+
 TEST_F(ConfigLoad, VerifySchemesAndTheirOptions) {
     const std::string gh = "secrets: [{env: PORTCULLIS_TEST_GH}]";
     const std::string whsec = "secrets: [{value: whsec_c2VjcmV0}]";

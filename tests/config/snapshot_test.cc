@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <string>
 
 using namespace portcullis::config;
@@ -65,6 +66,35 @@ TEST(SnapshotMatch, LiteralSegmentsWinOverParamsWhateverTheOrder) {
     ASSERT_TRUE(snap);
     // by_id is listed first and matches too; the literal route is more specific.
     EXPECT_EQ(snap->match("/jobs/latest/status")->config->name, "latest");
+}
+
+TEST(SnapshotRoute, StoredFieldsFollowTheSecretHeaderAndKeepHeaders) {
+    setenv("PORTCULLIS_TEST_TOKEN", "token", 1);
+    auto snap = build(R"(
+routes:
+  plain: {path: /plain, verify: {scheme: none}}
+  keeps: {path: /keeps, verify: {scheme: none}, keep_headers: [Cookie, Authorization]}
+  gitlab:
+    path: /gitlab
+    verify: {scheme: shared_secret, header: X-Gitlab-Token, secrets: [{env: PORTCULLIS_TEST_TOKEN}]}
+    keep_headers: [Proxy-Authorization]
+)");
+    unsetenv("PORTCULLIS_TEST_TOKEN");
+    ASSERT_TRUE(snap);
+    const portcullis::http::StoredFields& plain = snap->match("/plain")->stored_fields;
+    EXPECT_EQ(plain.secret_header, "");
+    EXPECT_FALSE(plain.stores("Authorization"));
+    EXPECT_FALSE(plain.stores("Cookie"));
+    EXPECT_TRUE(plain.stores("X-Gitlab-Token"));
+    const portcullis::http::StoredFields& keeps = snap->match("/keeps")->stored_fields;
+    EXPECT_TRUE(keeps.stores("Authorization"));
+    EXPECT_TRUE(keeps.stores("cookie"));
+    EXPECT_FALSE(keeps.stores("Proxy-Authorization"));
+    const portcullis::http::StoredFields& gitlab = snap->match("/gitlab")->stored_fields;
+    EXPECT_EQ(gitlab.secret_header, "x-gitlab-token");
+    EXPECT_FALSE(gitlab.stores("X-Gitlab-Token"));
+    EXPECT_TRUE(gitlab.stores("Proxy-Authorization"));
+    EXPECT_FALSE(gitlab.stores("Authorization"));
 }
 
 TEST(SnapshotRoute, MethodsAndAllowHeader) {

@@ -64,6 +64,7 @@ routes:
   open:
     path: /open
     verify: {scheme: none}
+    keep_headers: [Cookie, Authorization]
 tokens:
   worker: {sha256: "0000000000000000000000000000000000000000000000000000000000000000", scopes: ["jobs:read:*"]}
 )");
@@ -81,8 +82,10 @@ tokens:
                      "per ip burst 40 100/min route\n"),
         std::string::npos)
         << summary;
-    EXPECT_NE(summary.find("  open  POST /open           verify none, unsigned\n"),
-              std::string::npos)
+    EXPECT_NE(
+        summary.find("  open  POST /open           verify none, unsigned \u00b7 keeps cookie, "
+                     "authorization\n"),
+        std::string::npos)
         << summary;
     EXPECT_NE(summary.find("tokens   1 (worker)\n"), std::string::npos) << summary;
     EXPECT_EQ(summary.find("abc"), std::string::npos) << summary;

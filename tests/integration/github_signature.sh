@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The github scheme end to end: signed requests are queued and stored byte for byte (unicode,
 # binary, chunked, 100-continue), every kind of bad signature gets the same bare 401 and leaves
-# nothing in the spool, rejections are logged without body or secret, and a route with two
-# secrets accepts both (rotation).
+# nothing in the spool, rejections are logged without body or secret (one JSON key per field, a
+# repeated field's values joined), credentials (Authorization, Proxy-Authorization, Cookie) are
+# not stored unless the route's keep_headers names them, and a route with two secrets accepts
+# both (rotation).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -91,6 +93,21 @@ grep -q '^< HTTP/1.1 100 Continue' "$HTTP_TRACE" ||
 expected_body[$JOB_ID]="$WORKDIR/large.txt"
 accepted=$((accepted + 1))
 
+# Credentials sent along with a signed webhook are accepted but not stored: the spool (and so
+# every lease) never hands them to a consumer.
+AUTH_VALUE="Bearer tok-$RANDOM$RANDOM-never-stored"
+PROXY_AUTH_VALUE="Basic cHJveHk6$RANDOM$RANDOM"
+COOKIE_VALUE="session=ck-$RANDOM$RANDOM; theme=dark"
+echo -n '{"credentials":"sent along"}' >"$WORKDIR/credentials.json"
+sig=$(hmac_sha256_hex_file "$GH_SECRET" "$WORKDIR/credentials.json")
+post_github credentials "$WORKDIR/credentials.json" -H "X-Hub-Signature-256: sha256=$sig" \
+    -H "Authorization: $AUTH_VALUE" -H "Proxy-Authorization: $PROXY_AUTH_VALUE" \
+    -H "Cookie: $COOKIE_VALUE" -H 'X-Custom-Field: kept'
+expect_queued "signed webhook carrying credentials"
+expected_body[$JOB_ID]="$WORKDIR/credentials.json"
+credentials_id=$JOB_ID
+accepted=$((accepted + 1))
+
 # Refused requests ---------------------------------------------------------------------------
 # Each refused body carries a marker that must never reach the spool or the log.
 refused=0
@@ -100,21 +117,31 @@ refused_body() {
     echo "$WORKDIR/refused-$1.json"
 }
 
-# check_rejection_log CASE REASON_REGEX SIGNATURE: the newest "webhook rejected" line is JSON
-# with the reason, route, peer and a request id, and holds neither the body, nor the secret,
-# nor the whole signature (values are cut to 12 characters).
+# check_rejection_log CASE REASON_REGEX SIGNATURE FILE [name=value ...]: the newest "webhook
+# rejected" line is JSON with unique keys, the reason, route, peer and a request id, each
+# name=value among its headers, and holds neither the body, nor the secret, nor the whole
+# signature (values are cut to 12 characters).
 check_rejection_log() {
     local what=$1 reasons=$2 signature=$3 file=$4
+    shift 4
     wait_for_log '"msg":"webhook rejected"' "$refused"
     local line
     line=$(grep -F '"msg":"webhook rejected"' "$SERVER_LOG" | tail -n 1)
-    python3 - "$what" "$reasons" "$line" "$signature" <<'PY' || exit 1
+    python3 - "$what" "$reasons" "$line" "$signature" "$@" <<'PY' || exit 1
 import json, re, sys
-what, reasons, line, signature = sys.argv[1:]
+what, reasons, line, signature, *extra = sys.argv[1:]
+# Python's json keeps the last of two equal keys silently: refuse them instead.
+def unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    dups = sorted({k for k in keys if keys.count(k) > 1})
+    if dups:
+        raise ValueError(f"duplicate keys {dups}")
+    return dict(pairs)
 try:
-    entry = json.loads(line)
+    entry = json.loads(line, object_pairs_hook=unique_keys)
 except ValueError as e:
-    print(f"FAIL: {what}: rejection log line is not JSON ({e}): {line}", file=sys.stderr)
+    print(f"FAIL: {what}: rejection log line is not JSON with unique keys ({e}): {line}",
+          file=sys.stderr)
     sys.exit(1)
 def check(cond, msg):
     if not cond:
@@ -130,6 +157,9 @@ check(str(headers.get("user-agent", "")).startswith("curl/"), "user-agent not am
 if signature.startswith("sha256="):
     check(headers.get("x-hub-signature-256") == signature[:12],
           f"x-hub-signature-256 should be logged cut to {signature[:12]!r}")
+for field in extra:
+    name, value = field.split("=", 1)
+    check(headers.get(name) == value, f"{name} should be logged as {value!r}")
 PY
     local marker
     marker=$(grep -o 'REFUSED-[^"]*' "$file")
@@ -208,6 +238,20 @@ expect_unauthorized "signed with another secret"
 refused=$((refused + 1))
 check_rejection_log "signed with another secret" signature_mismatch "sha256=$sig" "$file"
 
+# The signature header twice (and a repeated identifying field): malformed, and the log line
+# still has one key per field, the values joined in order with ", " and cut to the field's
+# bound as a whole (12 characters for a signature, so neither signature shows whole).
+file=$(refused_body twice)
+sig=$(good_sig "$file")
+post_github twice "$file" -H "X-Hub-Signature-256: sha256=$sig" \
+    -H "X-Hub-Signature-256: sha256=$wrong" -H 'X-GitHub-Event: ping'
+expect_unauthorized "signature header twice"
+refused=$((refused + 1))
+check_rejection_log "signature header twice" malformed "sha256=$sig" "$file" \
+    'x-github-event=push, ping'
+! grep -qF -- "${wrong:5}" "$SERVER_LOG" ||
+    fail "signature header twice: the second signature is logged whole"
+
 # A refused request followed by a valid one in the same curl run (on the same connection when
 # the server keeps it after a 401): the valid one is queued, the refused body is not stored.
 file=$(refused_body keepalive)
@@ -243,6 +287,13 @@ check_job "$WORKDIR/dump.jsonl" "$binary_id" github "$WORKDIR/binary.bin" \
 # Framing is the connection's business, not the webhook's.
 check_job "$WORKDIR/dump.jsonl" "$chunked_id" github "$WORKDIR/chunked.json" '!transfer-encoding'
 check_job "$WORKDIR/dump.jsonl" "$expect_id" github "$WORKDIR/large.txt" '!expect'
+# Credentials are not stored; the other fields of that request are.
+check_job "$WORKDIR/dump.jsonl" "$credentials_id" github "$WORKDIR/credentials.json" \
+    '!authorization' '!proxy-authorization' '!cookie' x-custom-field=kept
+for value in "$AUTH_VALUE" "$PROXY_AUTH_VALUE" "$COOKIE_VALUE"; do
+    ! grep -qF -- "${value#* }" "$WORKDIR/dump.jsonl" || fail "a credential is in the spool dump"
+    ! grep -qF -- "${value#* }" "$SERVER_LOG" || fail "a credential is in the log"
+done
 
 # The binary body is base64 in the dump: decode it and compare the bytes with cmp as well.
 python3 - "$WORKDIR/dump.jsonl" "$binary_id" "$WORKDIR/binary.out" <<'PY'
@@ -294,5 +345,30 @@ spool_dump "$SPOOL2" "$WORKDIR/dump-rotation.jsonl"
 expect_eq "rotation: jobs in the spool" 2 "$(count_lines "$WORKDIR/dump-rotation.jsonl")"
 check_job "$WORKDIR/dump-rotation.jsonl" "${rotation_id[GH_SECRET_OLD]}" github "$WORKDIR/GH_SECRET_OLD.json"
 check_job "$WORKDIR/dump-rotation.jsonl" "${rotation_id[GH_SECRET_NEW]}" github "$WORKDIR/GH_SECRET_NEW.json"
+
+# Credentials kept on request ----------------------------------------------------------------
+# A route whose consumer needs them names them in keep_headers; the others stay out.
+SPOOL3="$WORKDIR/spool-keep"
+cat >"$WORKDIR/keep.yaml" <<EOF
+server: {listen: ["127.0.0.1:0"], shards: 2}
+admin: {listen: "127.0.0.1:0"}
+spool: {dir: $SPOOL3, durability: fsync}
+routes:
+  github:
+    path: /webhooks/github
+    verify: {scheme: github, secrets: [{env: GH_SECRET}]}
+    keep_headers: [Authorization, cookie]
+EOF
+start_server "$WORKDIR/keep.yaml"
+sig=$(hmac_sha256_hex_file "$GH_SECRET" "$WORKDIR/credentials.json")
+post_github kept "$WORKDIR/credentials.json" -H "X-Hub-Signature-256: sha256=$sig" \
+    -H "Authorization: $AUTH_VALUE" -H "Proxy-Authorization: $PROXY_AUTH_VALUE" \
+    -H "Cookie: $COOKIE_VALUE"
+expect_queued "keep_headers: signed webhook carrying credentials"
+kept_id=$JOB_ID
+stop_server
+spool_dump "$SPOOL3" "$WORKDIR/dump-keep.jsonl"
+check_job "$WORKDIR/dump-keep.jsonl" "$kept_id" github "$WORKDIR/credentials.json" \
+    "authorization=$AUTH_VALUE" "cookie=$COOKIE_VALUE" '!proxy-authorization'
 
 echo "github_signature: ok ($accepted accepted, 2 rotation, all refusals 401 and unstored)"

@@ -148,6 +148,13 @@ row "chunk size overflowing 64 bits" "400" yes \
     "${post_hook}${chunked}10000000000000000a\r\nhello\r\n0\r\n\r\n"
 row "absolute-form target" "400" yes "GET http://portcullis.test/healthz HTTP/1.1\r\n${H}\r\n"
 row "505 for HTTP/2.0" "505" yes "GET /healthz HTTP/2.0\r\n${H}\r\n"
+# An HTTP/2 client with prior knowledge opens with its connection preface: it is a well-formed
+# request line of another version, so 505 (in HTTP/1.1) and a close; the rest of the preface
+# ("SM") is drained unread.
+row "505 for the HTTP/2 connection preface" "505" yes "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+row "505 for HTTP/2.0 with an absolute-form target" "505" yes \
+    "GET http://portcullis.test/healthz HTTP/2.0\r\n${H}\r\n"
+row "asterisk-form target in HTTP/1.1: 400" "400" yes "OPTIONS * HTTP/1.1\r\n${H}\r\n"
 row "505 for HTTP/3.0" "505" yes "GET /healthz HTTP/3.0\r\n${H}\r\n"
 
 echo "== signatures on a kept-alive connection (github route)"

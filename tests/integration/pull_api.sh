@@ -2,8 +2,9 @@
 # The pull API on the control plane (SPEC section 5) with curl as the consumer: tokens and
 # scopes (401, 403, 404 without a leak), lease with max, visibility expiry and long polls, ack,
 # nack with a delay, max_attempts and dead letters, replay, bulk ack, jobs byte for byte (base64
-# for binary bodies), and state that survives a restart and kill -9: an answered ack is never
-# undone, a lease that was never acked comes back.
+# for binary bodies), no credentials handed out unless the route keeps them, and state that
+# survives a restart and kill -9: an answered ack is never undone, a lease that was never acked
+# comes back.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +25,7 @@ admin: {listen: "127.0.0.1:0"}
 spool: {dir: $SPOOL, durability: fsync}
 routes:
   github: {path: /webhooks/github, verify: {scheme: none}, max_attempts: 2}
-  stripe: {path: /webhooks/stripe, verify: {scheme: none}}
+  stripe: {path: /webhooks/stripe, verify: {scheme: none}, keep_headers: [Proxy-Authorization]}
 tokens:
   worker: {sha256: "$(sha "$WORKER")", scopes: ["jobs:*"]}
   github_only: {sha256: "$(sha "$GITHUB_ONLY")", scopes: ["jobs:consume:git*", "jobs:read:github"]}
@@ -219,5 +220,27 @@ api GET /healthz
 expect_eq "nothing queued after a clean restart" "0 0" "$(py 'str(j["routes"]["github"]["queued"] + j["routes"]["stripe"]["queued"]) + " " + str(j["routes"]["stripe"]["leased"])')"
 api POST /v1/lease "$WORKER" '{"route":"github","max":10}'
 expect_eq "no settled job is delivered again" 0 "$(py 'len(j["jobs"])')"
+
+# --- credentials sent with a webhook are not handed out, unless the route keeps them ---
+# lease_headers ROUTE: posts a job with credentials to ROUTE, leases it, sets LEASED_HEADERS to
+# the names of its credential and custom headers (sorted) and acks it.
+lease_headers() {
+    printf '{"credentials":"%s"}' "$1" >"$WORKDIR/cred-$1"
+    post "/webhooks/$1" "$WORKDIR/cred-$1" -H 'Authorization: Bearer tok-never-handed-out' \
+        -H 'Proxy-Authorization: Basic cHJveHk6cGFzcw==' -H 'Cookie: session=ck-never-handed-out' \
+        -H 'X-Custom-Field: kept'
+    expect_queued "webhook with credentials to $1"
+    local id=$JOB_ID
+    api POST /v1/lease "$WORKER" "{\"route\":\"$1\",\"visibility\":\"1h\"}"
+    expect_eq "leased the job with credentials ($1)" "$id" "$(py '" ".join(x["id"] for x in j["jobs"])')"
+    LEASED_HEADERS=$(py '" ".join(sorted(n for n in j["jobs"][0]["headers"] if n in ("authorization", "proxy-authorization", "cookie", "x-custom-field")))')
+    api POST "/v1/jobs/$id/ack" "$WORKER"
+    expect_api "ack the job with credentials ($1)" 200
+}
+lease_headers github
+expect_eq "a lease carries no credentials" "x-custom-field" "$LEASED_HEADERS"
+lease_headers stripe
+expect_eq "a lease carries the credentials its route keeps" "proxy-authorization x-custom-field" \
+    "$LEASED_HEADERS"
 stop_server
 echo "ok: pull API"

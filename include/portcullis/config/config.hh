@@ -137,6 +137,9 @@ struct RouteConfig {
     std::vector<Cidr> allow; // empty: everyone
     uint32_t max_attempts = 10;
     std::optional<Durability> durability; // overrides spool.durability
+    // Credentials stored with the jobs after all (`keep_headers`): lowercase names out of
+    // http::credential_names. The others are left out of the spool, and so out of every lease.
+    std::vector<std::string> keep_headers;
     SourceMark mark;
 };
 

@@ -9,6 +9,7 @@
 #include "portcullis/admit/rate_limit.hh"
 #include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/config.hh"
+#include "portcullis/http/header_policy.hh"
 #include "portcullis/verify/verifier.hh"
 
 #include <array>
@@ -34,6 +35,9 @@ struct Route {
     uint32_t index = 0;
     std::unique_ptr<verify::Verifier> verifier;
     std::string allow_header; // "Allow: POST\r\n"
+    // The request fields its jobs keep and its rejection lines may show: no hop-by-hop field,
+    // never the verifier's secret header, credentials only as keep_headers says.
+    http::StoredFields stored_fields;
     // Path pattern split into segments; a segment "{x}" matches any non-empty segment.
     std::vector<std::string> segments;
     std::vector<bool> is_param;
