@@ -24,6 +24,8 @@ std::string errno_text() {
 
 // Ledgers past this many bytes are compacted at start-up (48 bytes an op: about 1.4 M ops).
 constexpr uint64_t ledger_compact_bytes = 64ull * 1024 * 1024;
+// What advance() keeps of its read buffer between polls.
+constexpr size_t scratch_keep_bytes = 4 * 1024 * 1024;
 // How much read() reads at a time when the record asked for is not in its buffer.
 constexpr uint64_t read_ahead_bytes = 1024 * 1024;
 
@@ -213,6 +215,11 @@ size_t JobStore::advance(uint32_t shard, uint64_t seq, Segment& seg) {
         note_damage(path, r.valid_end, r.tail_bytes, describe(r.tail_why));
     }
     seg.size = from + static_cast<uint64_t>(got);
+    // A start-up or a backlog reads a whole segment at once; tailing needs a few KiB. Do not
+    // keep tens of MiB for the next poll.
+    if (_scratch.capacity() > scratch_keep_bytes) {
+        std::string().swap(_scratch);
+    }
     return found;
 }
 
