@@ -121,13 +121,14 @@ struct Throttle {
     uint64_t suppressed = 0;
 };
 
-// The paths answered without a token: /healthz, those not built yet (501) and unknown ones (404).
+// Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
 bool not_implemented(std::string_view path) {
     return path == "/metrics" || path == "/events" || path == "/v1/tokens" ||
            path.starts_with("/v1/tokens/") || path == "/v1/reload" ||
            (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
 }
 
+// Every other /v1/ path needs a token; /healthz and unknown paths (404) do not.
 bool needs_token(std::string_view path) {
     return path.starts_with("/v1/") && !not_implemented(path);
 }

@@ -428,6 +428,8 @@ failed=()
 for section in ${ADMIN_LIMITS_SECTIONS:-unauthenticated_bodies connection_cap timeouts \
     fd_starvation fd_budget duplicate_authorization lease_numbers body_limit}; do
     echo "--- $section"
+    # Each section's server logs go to their own files (server-<n>.log, n from 10, 20...).
+    _server_count=$((_server_count + 10 - _server_count % 10))
     set +e
     (
         set -e
