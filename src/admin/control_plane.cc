@@ -83,8 +83,8 @@ constexpr std::string_view body_timeout = R"({"error":"timeout"})";
 // for its own deadline).
 enum class Phase : uint8_t { idle, head, body, busy };
 
-// Refusals are counted by kind (the stop line) and logged at most once a second per kind, with
-// how many were not logged since: a flood cannot fill the log.
+// Refusals are counted by kind (the stop line) and logged at most once a second per kind
+// (base::LogThrottle): a flood cannot fill the log.
 enum class Refusal : uint8_t {
     max_connections,
     accept_failed,
@@ -115,11 +115,6 @@ constexpr RefusalInfo refusal_info[] = {
     {"body_too_large", "body_too_large"},
 };
 static_assert(std::size(refusal_info) == size_t(Refusal::count));
-
-struct Throttle {
-    int64_t next_ns = 0;
-    uint64_t suppressed = 0;
-};
 
 // Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
 bool not_implemented(std::string_view path) {
@@ -220,7 +215,7 @@ struct ControlPlane::Impl {
     uint64_t accepted = 0;
     uint64_t idle_closed = 0;
     std::array<uint64_t, size_t(Refusal::count)> refusals{};
-    std::array<Throttle, size_t(Refusal::count)> throttles{};
+    std::array<base::LogThrottle, size_t(Refusal::count)> throttles{};
 
     Impl(const config::Snapshot& s, const io::Features& f, std::span<const queue::SpoolProgress> p)
         : snap(s), features(f), progress(p) {}
@@ -473,12 +468,10 @@ struct ControlPlane::Impl {
     void refuse(Refusal r, int fd, std::string_view detail = {}) {
         const auto i = static_cast<size_t>(r);
         ++refusals[i];
-        Throttle& t = throttles[i];
-        if (now_mono < t.next_ns) {
-            ++t.suppressed;
+        base::LogThrottle& t = throttles[i];
+        if (!t.allow(now_mono, base::ns_per_s)) {
             return;
         }
-        t.next_ns = now_mono + base::ns_per_s;
         const bool connection = r == Refusal::max_connections || r == Refusal::accept_failed;
         LogLine line(Level::warn, connection ? "control plane: connection refused"
                                              : "control plane: request refused");
@@ -495,10 +488,12 @@ struct ControlPlane::Impl {
         if (!detail.empty()) {
             line.field("error", detail);
         }
-        line.field("count", static_cast<int64_t>(refusals[i]))
-            .field("suppressed", static_cast<int64_t>(t.suppressed))
-            .write();
-        t.suppressed = 0;
+        line.field("count", static_cast<int64_t>(refusals[i]));
+        if (t.held_back != 0) {
+            line.field("lines_held_back", static_cast<int64_t>(t.held_back));
+            t.held_back = 0;
+        }
+        line.write();
     }
 
     void arm_recv(Conn& c) {
