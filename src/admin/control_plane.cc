@@ -1,6 +1,8 @@
 #include "portcullis/admin/control_plane.hh"
 
 #include "portcullis/admin/auth.hh"
+#include "portcullis/admin/request.hh"
+#include "portcullis/base/address.hh"
 #include "portcullis/base/json.hh"
 #include "portcullis/base/json_pointer.hh"
 #include "portcullis/base/log.hh"
@@ -10,6 +12,7 @@
 #include "portcullis/http/response.hh"
 #include "portcullis/queue/job_json.hh"
 #include "portcullis/queue/job_store.hh"
+#include "portcullis/verify/verifier.hh"
 
 #include <sys/socket.h>
 #include <sys/statvfs.h>
@@ -17,7 +20,7 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <string_view>
@@ -35,8 +38,10 @@ using queue::JobTable;
 
 constexpr unsigned ring_entries = 256;
 constexpr size_t recv_size = 16 * 1024;
-// Control-plane requests are small JSON documents; a job's body never comes this way (yet).
-constexpr size_t max_request_bytes = 1024 * 1024;
+// Control-plane requests are small JSON documents (a bulk ack of 1000 ids is about 30 KiB); a
+// job's body never comes this way (yet). With the head (16 KiB at most) this bounds what one
+// connection holds, and admin.max_connections what they all hold.
+constexpr size_t max_body_bytes = 64 * 1024;
 constexpr uint32_t max_lease = 1000;
 constexpr int64_t default_visibility_ns = 30 * base::ns_per_s;
 constexpr int64_t max_visibility_ns = 12 * 3600 * base::ns_per_s;
@@ -51,6 +56,11 @@ constexpr int64_t poll_interval_ns = 1'000'000;
 // Retention runs a quarter of spool.retention apart, between these.
 constexpr int64_t retire_min_interval_ns = 100'000'000;
 constexpr int64_t retire_max_interval_ns = 10 * base::ns_per_s;
+// Connection deadlines (server.timeouts) are looked at this often: they are seconds long.
+constexpr int64_t timer_scan_interval_ns = 10'000'000;
+// After an accept fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), the next one
+// waits this long instead of failing in a loop.
+constexpr int64_t accept_backoff_ns = 50'000'000;
 
 enum class Op : uint8_t { accept = 1, recv, send, shutdown, close, ledger_write, ledger_sync };
 
@@ -65,6 +75,58 @@ constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
 constexpr std::string_view body_method_not_allowed = R"({"error":"method_not_allowed"})";
 constexpr std::string_view body_unavailable = R"({"error":"unavailable"})";
 constexpr std::string_view body_not_implemented = R"({"error":"not_implemented"})";
+constexpr std::string_view body_timeout = R"({"error":"timeout"})";
+
+// What a connection is waiting for, and so which of server.timeouts runs: idle (the next
+// request, from the end of the last answer or the accept), head (from its first byte), body
+// (from the end of the head). None runs while a request is being answered (a long poll waits
+// for its own deadline).
+enum class Phase : uint8_t { idle, head, body, busy };
+
+// Refusals are counted by kind (the stop line) and logged at most once a second per kind
+// (base::LogThrottle): a flood cannot fill the log.
+enum class Refusal : uint8_t {
+    max_connections,
+    accept_failed,
+    header_timeout,
+    body_timeout,
+    unauthorized_before_body, // 401 from the head alone: the body is not read
+    unauthorized,             // 401 once the body was in
+    duplicate_authorization,  // 400
+    malformed,                // 400 (the head), 431, 411
+    body_too_large,           // 413
+    count,
+};
+
+struct RefusalInfo {
+    std::string_view reason;  // in the log line
+    std::string_view counter; // in the stop line
+};
+
+constexpr RefusalInfo refusal_info[] = {
+    {"max_connections", "refused_max_connections"},
+    {"accept_failed", "accept_errors"},
+    {"header_timeout", "header_timeouts"},
+    {"body_timeout", "body_timeouts"},
+    {"unauthorized", "unauthorized_before_body"},
+    {"unauthorized", "unauthorized"},
+    {"duplicate_authorization", "duplicate_authorization"},
+    {"malformed", "malformed"},
+    {"body_too_large", "body_too_large"},
+};
+static_assert(std::size(refusal_info) == size_t(Refusal::count));
+
+// Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
+bool not_implemented(std::string_view path) {
+    return path == "/metrics" || path == "/events" || path == "/v1/tokens" ||
+           path.starts_with("/v1/tokens/") || path == "/v1/reload" ||
+           (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
+}
+
+// Every other /v1/ path needs a token; /healthz and unknown paths (404) do not.
+bool needs_token(std::string_view path) {
+    return path.starts_with("/v1/") && !not_implemented(path);
+}
 
 struct Conn {
     int fd = -1;
@@ -79,6 +141,8 @@ struct Conn {
     bool answer_ready = false; // out holds an answer not yet started
     int inflight = 0;          // recv and send operations not yet completed
     bool closing = false;      // shut down; the slot is free once nothing is in flight
+    Phase phase = Phase::idle;
+    int64_t phase_ends_ns = 0; // monotonic: when the phase's timeout ends it (idle, head, body)
     std::string in;
     std::string out;
     size_t sent = 0;
@@ -89,44 +153,6 @@ struct Conn {
     int64_t visibility_ns = 0;
     int64_t deadline_ns = 0;
 };
-
-// A field of a JSON request body: a string's raw token without its quotes when it has no escape
-// (every value this API takes is plain ASCII), or a number as written.
-std::optional<std::string_view> json_plain(std::string_view doc, std::string_view pointer,
-                                           base::JsonType type) {
-    base::JsonLookup l = base::json_find(doc, pointer);
-    if (l.status != base::JsonStatus::found || l.value.type != type) {
-        return std::nullopt;
-    }
-    std::string_view raw = l.value.raw;
-    if (type == base::JsonType::string) {
-        raw = raw.substr(1, raw.size() - 2);
-        if (raw.find('\\') != std::string_view::npos) {
-            return std::nullopt;
-        }
-    }
-    return raw;
-}
-
-enum class Field : uint8_t { absent, ok, bad };
-
-// A duration field ("30s"): absent, or parsed into out within [min, max].
-Field duration_field(std::string_view doc, std::string_view pointer, int64_t min, int64_t max,
-                     int64_t& out) {
-    if (doc.empty() || base::json_find(doc, pointer).status == base::JsonStatus::not_found) {
-        return Field::absent;
-    }
-    auto text = json_plain(doc, pointer, base::JsonType::string);
-    if (!text) {
-        return Field::bad;
-    }
-    auto ns = config::parse_duration_ns(*text);
-    if (!ns || *ns < min || *ns > max) {
-        return Field::bad;
-    }
-    out = *ns;
-    return Field::ok;
-}
 
 std::string_view settle_error(JobTable::Settle s) {
     switch (s) {
@@ -180,6 +206,16 @@ struct ControlPlane::Impl {
     int64_t last_retire_ns = 0;
     int64_t retire_interval_ns = retire_max_interval_ns;
     bool accept_armed = false;
+    // Connections: admin.max_connections caps the slots in use (open, or closing with
+    // operations in flight), hence the descriptors this thread holds.
+    uint32_t max_connections = 0;
+    int64_t now_mono = 0;
+    int64_t next_timer_scan_ns = 0;
+    int64_t accept_paused_until_ns = 0;
+    uint64_t accepted = 0;
+    uint64_t idle_closed = 0;
+    std::array<uint64_t, size_t(Refusal::count)> refusals{};
+    std::array<base::LogThrottle, size_t(Refusal::count)> throttles{};
 
     Impl(const config::Snapshot& s, const io::Features& f, std::span<const queue::SpoolProgress> p)
         : snap(s), features(f), progress(p) {}
@@ -197,7 +233,9 @@ struct ControlPlane::Impl {
             return "tokens: " + why;
         }
         tokens = std::move(*set);
+        max_connections = snap.config().admin.max_connections;
         now = base::unix_ns();
+        now_mono = base::mono_ns();
         started_ns = now;
         last_retire_ns = now;
         header_scratch.resize(64);
@@ -211,8 +249,13 @@ struct ControlPlane::Impl {
         while (!stop.load(std::memory_order_relaxed)) {
             ring.submit_and_wait(waiting.empty() ? idle_tick_ns : poll_tick_ns);
             now = base::unix_ns();
+            now_mono = base::mono_ns();
             date.update(now);
             ring.for_each_cqe([this](const io_uring_cqe& cqe) { dispatch(cqe); });
+            if (!accept_armed && now_mono >= accept_paused_until_ns) {
+                arm_accept();
+            }
+            expire_timers();
             // Tailing costs a stat and an fstat per shard: at most once a millisecond.
             if (now - last_poll_ns >= poll_interval_ns) {
                 last_poll_ns = now;
@@ -241,6 +284,12 @@ struct ControlPlane::Impl {
             }
         }
         ::close(listen_fd);
+        LogLine line(Level::info, "control plane stopped");
+        line.field("connections", static_cast<int64_t>(accepted));
+        for (size_t i = 0; i < refusals.size(); ++i) {
+            line.field(refusal_info[i].counter, static_cast<int64_t>(refusals[i]));
+        }
+        line.field("idle_closed", static_cast<int64_t>(idle_closed)).write();
     }
 
     // ---- connections -------------------------------------------------------------------
@@ -261,11 +310,7 @@ struct ControlPlane::Impl {
             return;
         }
         if (op == Op::accept) {
-            accept_armed = false;
-            if (cqe.res >= 0) {
-                open_conn(cqe.res);
-            }
-            arm_accept();
+            on_accept(cqe.res);
             return;
         }
         if (index >= conns.size()) {
@@ -315,12 +360,38 @@ struct ControlPlane::Impl {
     }
 
     // A closed connection's slot (and its buffers) may be reused only once the kernel is done
-    // with every operation that pointed into them.
+    // with every operation that pointed into them. Its buffers are given back then, so that what
+    // a connection grew to is not kept for the next one.
     void release_if_idle(Conn& c) {
         if (c.closing && !c.open && c.inflight == 0) {
             c.closing = false;
+            std::string().swap(c.in);
+            std::string().swap(c.out);
             free_conns.push_back(c.index);
         }
+    }
+
+    void on_accept(int res) {
+        accept_armed = false;
+        if (res < 0) {
+            if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+                accept_paused_until_ns = now_mono + accept_backoff_ns;
+                refuse(Refusal::accept_failed, -1, std::strerror(-res));
+                return; // run() re-arms it after the pause
+            }
+            arm_accept(); // the client gave up before it was accepted (ECONNABORTED...)
+            return;
+        }
+        arm_accept();
+        // Past the cap the connection is closed at once, before it costs anything more than
+        // the descriptor it holds for this moment (the budget counts that one).
+        if (conns.size() - free_conns.size() >= max_connections) {
+            refuse(Refusal::max_connections, res);
+            ::close(res);
+            return;
+        }
+        ++accepted;
+        open_conn(res);
     }
 
     void open_conn(int fd) {
@@ -343,7 +414,86 @@ struct ControlPlane::Impl {
         c.in.clear();
         c.out.clear();
         c.sent = 0;
+        c.phase = Phase::busy;
+        enter(c, Phase::idle);
         arm_recv(c);
+    }
+
+    void enter(Conn& c, Phase phase) {
+        if (c.phase == phase) {
+            return;
+        }
+        c.phase = phase;
+        const config::ServerConfig& t = snap.config().server;
+        switch (phase) {
+        case Phase::idle:
+            c.phase_ends_ns = now_mono + t.idle_timeout_ns;
+            return;
+        case Phase::head:
+            c.phase_ends_ns = now_mono + t.header_timeout_ns;
+            return;
+        case Phase::body:
+            c.phase_ends_ns = now_mono + t.body_timeout_ns;
+            return;
+        case Phase::busy:
+            c.phase_ends_ns = 0;
+            return;
+        }
+    }
+
+    // server.timeouts: a head or a body not in by its deadline gets 408 and the connection is
+    // closed; a connection idle past timeouts.idle is closed without an answer.
+    void expire_timers() {
+        if (now_mono < next_timer_scan_ns) {
+            return;
+        }
+        next_timer_scan_ns = now_mono + timer_scan_interval_ns;
+        for (auto& p : conns) {
+            Conn& c = *p;
+            if (!c.open || c.closing || c.phase == Phase::busy || c.phase_ends_ns > now_mono) {
+                continue;
+            }
+            if (c.phase == Phase::idle) {
+                ++idle_closed;
+                close_conn(c);
+                continue;
+            }
+            refuse(c.phase == Phase::head ? Refusal::header_timeout : Refusal::body_timeout, c.fd);
+            answer(c, 408, body_timeout, {}, true);
+        }
+    }
+
+    // Counts a refusal and logs it, at most once a second per kind. fd (when not -1) names the
+    // peer; detail is an errno text.
+    void refuse(Refusal r, int fd, std::string_view detail = {}) {
+        const auto i = static_cast<size_t>(r);
+        ++refusals[i];
+        base::LogThrottle& t = throttles[i];
+        if (!t.allow(now_mono, base::ns_per_s)) {
+            return;
+        }
+        const bool connection = r == Refusal::max_connections || r == Refusal::accept_failed;
+        LogLine line(Level::warn, connection ? "control plane: connection refused"
+                                             : "control plane: request refused");
+        line.field("reason", refusal_info[i].reason);
+        if (fd >= 0) {
+            sockaddr_storage ss{};
+            socklen_t len = sizeof ss;
+            if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+                line.field("peer",
+                           base::PeerAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss))
+                               .to_string());
+            }
+        }
+        if (!detail.empty()) {
+            line.field("error", detail);
+        }
+        line.field("count", static_cast<int64_t>(refusals[i]));
+        if (t.held_back != 0) {
+            line.field("lines_held_back", static_cast<int64_t>(t.held_back));
+            t.held_back = 0;
+        }
+        line.write();
     }
 
     void arm_recv(Conn& c) {
@@ -385,38 +535,59 @@ struct ControlPlane::Impl {
         if (!c.open || c.closing || c.sending || c.waiting || c.answer_ready) {
             return;
         }
+        if (c.in.empty()) {
+            enter(c, Phase::idle);
+            if (!c.recv_armed) {
+                arm_recv(c);
+            }
+            return;
+        }
         http::RequestHead head;
         http::HeadResult r = http::parse_head(c.in, 0, limits, header_scratch, head);
         if (r.error != http::Error::none) {
+            refuse(Refusal::malformed, c.fd);
             answer(c, http::status_of(r.error), body_bad_request, {}, true);
             return;
         }
         if (r.consumed == 0) {
             if (c.in.size() > limits.header_bytes) {
+                refuse(Refusal::malformed, c.fd);
                 answer(c, 431, body_bad_request, {}, true);
                 return;
             }
+            enter(c, Phase::head);
             if (!c.recv_armed) {
                 arm_recv(c);
             }
-            return;
-        }
-        if (head.framing == http::BodyFraming::chunked) {
-            answer(c, 411, R"({"error":"length_required"})", {}, true);
             return;
         }
         uint64_t length =
             head.framing == http::BodyFraming::content_length ? head.content_length : 0;
-        if (length > max_request_bytes) {
+        const bool complete = c.in.size() - r.consumed >= length;
+        // A request that will be refused for its token is answered from its head, before its
+        // body is read (and the connection closed, the body unread): a client without a token
+        // costs one head. Checked before the size, so that it learns nothing else either.
+        if (!complete && needs_token(head.path) && authenticate(c, head, true) == nullptr) {
+            return;
+        }
+        if (head.framing == http::BodyFraming::chunked) {
+            refuse(Refusal::malformed, c.fd);
+            answer(c, 411, R"({"error":"length_required"})", {}, true);
+            return;
+        }
+        if (length > max_body_bytes) {
+            refuse(Refusal::body_too_large, c.fd);
             answer(c, 413, R"({"error":"body_too_large"})", {}, true);
             return;
         }
-        if (c.in.size() < r.consumed + length) {
+        if (!complete) {
+            enter(c, Phase::body);
             if (!c.recv_armed) {
                 arm_recv(c);
             }
             return;
         }
+        enter(c, Phase::busy);
         std::string_view body(c.in.data() + r.consumed, length);
         bool keep_alive = head.keep_alive;
         handle(c, head, body);
@@ -425,6 +596,26 @@ struct ControlPlane::Impl {
         if (!c.recv_armed && !c.close_after) {
             arm_recv(c);
         }
+    }
+
+    // The token of a request (whose path needs one): its Grant, or nullptr once the request has
+    // been answered 400 (two Authorization headers: which one did a proxy in front check?) or 401.
+    // Before the body, the answer closes the connection.
+    const Grant* authenticate(Conn& c, const http::RequestHead& head, bool before_body) {
+        const verify::HeaderMatch auth = verify::find_single_header(head.headers, "authorization");
+        if (auth.repeated) {
+            refuse(Refusal::duplicate_authorization, c.fd);
+            answer(c, 400,
+                   R"({"error":"bad_request","detail":"authorization: more than one header"})", {},
+                   before_body);
+            return nullptr;
+        }
+        const Grant* who = tokens.authenticate(auth.header != nullptr ? auth.header->value : "");
+        if (who == nullptr) {
+            refuse(before_body ? Refusal::unauthorized_before_body : Refusal::unauthorized, c.fd);
+            answer(c, 401, body_unauthorized, "WWW-Authenticate: Bearer\r\n", before_body);
+        }
+        return who;
     }
 
     // ---- answers -----------------------------------------------------------------------
@@ -449,6 +640,7 @@ struct ControlPlane::Impl {
         c.sent = 0;
         c.close_after = close;
         c.answer_ready = true;
+        enter(c, Phase::busy);
     }
 
     void answer_access(Conn& c, Access a) {
@@ -593,20 +785,16 @@ struct ControlPlane::Impl {
             healthz(c);
             return;
         }
-        if (path == "/metrics" || path == "/events" || path == "/v1/tokens" ||
-            path.starts_with("/v1/tokens/") || path == "/v1/reload" ||
-            (path.starts_with("/v1/routes/") && path.ends_with("/jobs"))) {
+        if (not_implemented(path)) {
             answer(c, 501, body_not_implemented);
             return;
         }
-        if (!path.starts_with("/v1/")) {
+        if (!needs_token(path)) {
             answer(c, 404, body_not_found);
             return;
         }
-        const http::Header* auth = http::find_header(head.headers, "authorization");
-        const Grant* who = tokens.authenticate(auth != nullptr ? auth->value : "");
+        const Grant* who = authenticate(c, head, false);
         if (who == nullptr) {
-            answer_access(c, Access::unauthorized);
             return;
         }
         auto method_is = [&](std::string_view m) {
@@ -752,17 +940,10 @@ struct ControlPlane::Impl {
             answer(c, 404, body_not_found);
             return;
         }
-        uint32_t max = 1;
-        if (base::json_find(body, "/max").status == base::JsonStatus::found) {
-            auto text = json_plain(body, "/max", base::JsonType::number);
-            uint32_t v = 0;
-            if (!text ||
-                std::from_chars(text->data(), text->data() + text->size(), v).ec != std::errc() ||
-                v < 1 || v > max_lease) {
-                answer(c, 400, R"({"error":"bad_request","detail":"max: 1 to 1000"})");
-                return;
-            }
-            max = v;
+        int64_t max = 1;
+        if (integer_field(body, "/max", 1, max_lease, max) == Field::bad) {
+            answer(c, 400, R"({"error":"bad_request","detail":"max: an integer from 1 to 1000"})");
+            return;
         }
         int64_t visibility = default_visibility_ns;
         int64_t wait = 0;
@@ -774,7 +955,7 @@ struct ControlPlane::Impl {
             return;
         }
         c.route = static_cast<uint16_t>(route);
-        c.max = max;
+        c.max = static_cast<uint32_t>(max);
         c.visibility_ns = visibility;
         c.deadline_ns = now + wait;
         if (!try_lease(c, wait == 0)) {

@@ -51,7 +51,7 @@ constexpr std::string_view server_keys[] = {
 constexpr std::string_view limits_keys[] = {"header_bytes", "headers", "body_bytes"};
 constexpr std::string_view timeouts_keys[] = {"header", "body", "idle"};
 constexpr std::string_view client_ip_keys[] = {"trusted_proxies", "proxy_protocol"};
-constexpr std::string_view admin_keys[] = {"listen"};
+constexpr std::string_view admin_keys[] = {"listen", "max_connections"};
 constexpr std::string_view spool_keys[] = {"dir", "durability", "segment_size", "retention"};
 constexpr std::string_view route_keys[] = {"path",       "methods",     "verify", "dedup",
                                            "ordering",   "rate_limit",  "allow",  "max_attempts",
@@ -679,6 +679,11 @@ private:
         if (const YamlNode* n = map.find("listen")) {
             _cfg.admin.listen = listen_address(*n, join_path(path, "listen"));
             _admin_listen_node = n;
+        }
+        if (const YamlNode* n = map.find("max_connections")) {
+            if (auto v = integer(*n, join_path(path, "max_connections"), 1, 65536)) {
+                _cfg.admin.max_connections = static_cast<uint32_t>(*v);
+            }
         }
     }
 

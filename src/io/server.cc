@@ -7,6 +7,7 @@
 #include "portcullis/base/address.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/base/time.hh"
+#include "portcullis/io/fd_budget.hh"
 #include "portcullis/io/shard.hh"
 #include "portcullis/queue/segment.hh"
 
@@ -171,11 +172,19 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     }
     // What the spool holds that is not the spool's is left alone, but said: a segment renamed
     // by hand would otherwise hide its jobs without a word.
-    for (const std::string& entry : queue::list_segments(cfg.spool.dir).unrecognised) {
+    const queue::ListResult on_disk = queue::list_segments(cfg.spool.dir);
+    for (const std::string& entry : on_disk.unrecognised) {
         LogLine(Level::warn, "spool: unrecognised entry ignored")
             .field("dir", cfg.spool.dir)
             .field("entry", entry)
             .write();
+    }
+    // Before any socket: the planes' connections and the spool's files must fit under
+    // RLIMIT_NOFILE together, or a flood on one plane could take descriptors another needs.
+    // (A spool that cannot be listed counts as empty here; the control plane reports it.)
+    if (auto err = apply_fd_budget(fd_budget(cfg, shards, on_disk.segments.size())); !err.empty()) {
+        LogLine(Level::error, "cannot start: " + err).write();
+        return 1;
     }
     auto spool_progress = std::make_unique<queue::SpoolProgress[]>(shards);
     shared.spool_progress = spool_progress.get();

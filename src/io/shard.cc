@@ -32,6 +32,7 @@ namespace {
 
 using base::Level;
 using base::LogLine;
+using base::LogThrottle;
 
 // Receive buffers: 256 x 16 KiB per shard. Every receive lands in one of them and they go back
 // to the kernel as soon as their bytes are parsed or copied, so the count bounds memory, not
@@ -180,21 +181,6 @@ struct TimerList {
         c.t_next = nullptr;
         (tail != nullptr ? tail->t_next : head) = &c;
         tail = &c;
-    }
-};
-
-// At most one line per interval; how many were held back goes into the next one.
-struct LogThrottle {
-    int64_t next_ns = 0;
-    uint64_t held_back = 0;
-
-    bool allow(int64_t now_ns, int64_t interval_ns) {
-        if (now_ns < next_ns) {
-            ++held_back;
-            return false;
-        }
-        next_ns = now_ns + interval_ns;
-        return true;
     }
 };
 

@@ -85,3 +85,16 @@ TEST(LogLine, AStringWithQuotesAndBracesDoesNotConfuseTheCut) {
     EXPECT_EQ(json_find(doc, "/truncated").status, JsonStatus::found) << tail(doc);
     EXPECT_EQ(json_find(doc, "/headers/k0").status, JsonStatus::found) << tail(doc);
 }
+
+TEST(LogThrottle, OneLinePerIntervalAndCountsWhatWasHeldBack) {
+    LogThrottle t;
+    EXPECT_TRUE(t.allow(1000, 100));
+    EXPECT_FALSE(t.allow(1000, 100));
+    EXPECT_FALSE(t.allow(1099, 100));
+    EXPECT_EQ(t.held_back, 2u);
+    EXPECT_TRUE(t.allow(1100, 100)); // the caller reports held_back, then zeroes it
+    t.held_back = 0;
+    EXPECT_FALSE(t.allow(1150, 100));
+    EXPECT_TRUE(t.allow(5000, 100));
+    EXPECT_EQ(t.held_back, 1u);
+}

@@ -332,6 +332,29 @@ TEST_F(ConfigLoad, AdminNeverSharesASocketWithThePublicPlane) {
     });
 }
 
+TEST_F(ConfigLoad, AdminMaxConnections) {
+    expect_errors({
+        {"admin: {max_connections: 1}\n", {}},
+        {"admin: {max_connections: 65536}\n", {}},
+        {"admin: {max_connections: 0}\n",
+         {"c.yaml:1:26: admin.max_connections: expected a whole number from 1 to 65536, found "
+          "\"0\""}},
+        {"admin: {max_connections: 65537}\n", {"admin.max_connections: expected a whole number"}},
+        {"admin: {max_connections: -3}\n", {"admin.max_connections: expected a whole number"}},
+        {"admin: {max_connections: 1.5}\n", {"admin.max_connections: expected a whole number"}},
+        {"admin: {max_connections: lots}\n", {"admin.max_connections: expected a whole number"}},
+        {"admin: {max_conections: 8}\n",
+         {"admin.max_conections: unknown key (did you mean \"max_connections\"?); allowed here: "
+          "listen, max_connections"}},
+    });
+    LoadResult res = load_text("c.yaml", "admin: {max_connections: 16}\n");
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_EQ(res.config->admin.max_connections, 16u);
+    res = load_text("c.yaml", "admin: {listen: \"127.0.0.1:9091\"}\n");
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_EQ(res.config->admin.max_connections, 256u); // the default
+}
+
 TEST_F(ConfigLoad, SpoolSection) {
     expect_errors({
         {"spool: {dir: /var/lib/portcullis, durability: batch, segment_size: 4GiB, retention: "

@@ -22,6 +22,29 @@ std::string_view level_name(Level l);
 void set_log_level(Level l);
 bool log_enabled(Level l);
 
+// At most one line per interval for one kind of event that a flood could repeat (refusals,
+// closes); how many were held back goes into the next one, as "lines_held_back". The events are
+// still counted in full elsewhere.
+//
+//   if (throttle.allow(now_mono, base::ns_per_s)) {
+//       LogLine line(...);
+//       if (throttle.held_back != 0) { line.field("lines_held_back", ...); throttle.held_back = 0;
+//       }
+//   }
+struct LogThrottle {
+    int64_t next_ns = 0;
+    uint64_t held_back = 0;
+
+    bool allow(int64_t now_ns, int64_t interval_ns) {
+        if (now_ns < next_ns) {
+            ++held_back;
+            return false;
+        }
+        next_ns = now_ns + interval_ns;
+        return true;
+    }
+};
+
 class LogLine {
 public:
     static constexpr size_t capacity = 4096;

@@ -164,6 +164,9 @@ struct ServerConfig {
 
 struct AdminConfig {
     std::optional<ListenAddress> listen; // default 127.0.0.1:9090
+    // Open control-plane connections at most (1..65536); past it a connection is closed at once.
+    // Kept apart from server.max_connections: the file-descriptor budget counts both.
+    uint32_t max_connections = 256;
 };
 
 struct SpoolConfig {

@@ -1,0 +1,74 @@
+#include "portcullis/io/fd_budget.hh"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+
+using namespace portcullis;
+using io::FdBudget;
+using io::FdFit;
+
+namespace {
+
+config::Config two_listeners() {
+    config::Config cfg;
+    cfg.server.listen.resize(2);
+    cfg.server.max_connections = 1000;
+    cfg.admin.listen = config::ListenAddress{};
+    cfg.admin.max_connections = 64;
+    return cfg;
+}
+
+} // namespace
+
+TEST(FdBudget, CountsEachPlaneApart) {
+    FdBudget b = io::fd_budget(two_listeners(), 4, 10);
+    EXPECT_EQ(b.public_connections, 1000u);
+    EXPECT_EQ(b.admin_connections, 65u); // the cap, and one being refused
+    EXPECT_EQ(b.shards, 4u * (2 + io::fd_per_shard));
+    EXPECT_EQ(b.spool, 10 + io::fd_spool_reserve);
+    EXPECT_EQ(b.control_plane, io::fd_control_plane);
+    EXPECT_EQ(b.total(), io::fd_base_allowance + 4 * (2 + io::fd_per_shard) + 1000 + 65 +
+                             io::fd_control_plane + 10 + io::fd_spool_reserve);
+    EXPECT_EQ(b.describe(),
+              "1000 public connections + 65 control-plane connections + 266 spool files + " +
+                  std::to_string(io::fd_base_allowance + 4 * (2 + io::fd_per_shard) +
+                                 io::fd_control_plane) +
+                  " others");
+}
+
+TEST(FdBudget, WithoutAControlPlaneThereIsNoAdminShare) {
+    config::Config cfg = two_listeners();
+    cfg.admin.listen.reset();
+    FdBudget b = io::fd_budget(cfg, 1, 10);
+    EXPECT_EQ(b.admin_connections, 0u);
+    EXPECT_EQ(b.control_plane, 0u);
+    EXPECT_EQ(b.spool, 0u);
+}
+
+TEST(FdBudget, FitsRaisesOrRefuses) {
+    FdBudget b = io::fd_budget(two_listeners(), 1, 0);
+    const uint64_t n = b.total();
+
+    FdFit fits = io::fit_fd_limit(b, {n, n});
+    EXPECT_FALSE(fits.raise_to);
+    EXPECT_EQ(fits.error, "");
+
+    FdFit raise = io::fit_fd_limit(b, {n - 1, 1'048'576});
+    ASSERT_TRUE(raise.raise_to);
+    EXPECT_EQ(*raise.raise_to, 1'048'576u);
+    EXPECT_EQ(raise.error, "");
+
+    FdFit unlimited = io::fit_fd_limit(b, {256, std::numeric_limits<uint64_t>::max()});
+    ASSERT_TRUE(unlimited.raise_to);
+    EXPECT_EQ(unlimited.error, "");
+
+    FdFit refused = io::fit_fd_limit(b, {256, n - 1});
+    EXPECT_FALSE(refused.raise_to);
+    EXPECT_EQ(refused.error, "file descriptors: the configuration needs " + std::to_string(n) +
+                                 " (" + b.describe() +
+                                 ") but RLIMIT_NOFILE allows 256 (hard limit " +
+                                 std::to_string(n - 1) +
+                                 "): raise the limit (ulimit -n, systemd LimitNOFILE=) or lower "
+                                 "server.max_connections or admin.max_connections");
+}
