@@ -16,6 +16,7 @@ server:
   shards: 2
   deny: ["203.0.113.0/24", "2001:db8:bad::/48"]
   client_ip: {trusted_proxies: ["127.0.0.1/32", "10.9.0.0/16"]}
+admin: {listen: "127.0.0.1:0"}
 spool: {dir: $SPOOL, durability: fsync}
 routes:
   open: {path: /webhooks/open, verify: {scheme: none}}

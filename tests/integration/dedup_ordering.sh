@@ -15,6 +15,7 @@ export GH_SECRET="dedup-test-secret-$RANDOM"
 SPOOL="$WORKDIR/spool"
 cat >"$WORKDIR/config.yaml" <<EOF
 server: {listen: ["127.0.0.1:0"], shards: 2}
+admin: {listen: "127.0.0.1:0"}
 spool: {dir: $SPOOL, durability: fsync}
 routes:
   github:

@@ -6,6 +6,8 @@
 #   need python3 openssl                        # exit 77 (skipped) when one is missing
 #   write_config "$WORKDIR/config.yaml"         # the minimal github + gitlab configuration
 #   start_server "$WORKDIR/config.yaml"         # sets SERVER_PID, PORT, ADMIN_PORT, SERVER_LOG
+#                                               # (every listen address has port 0: see
+#                                               # expect_ephemeral_ports)
 #   sig=$(hmac_sha256_hex "$GH_SECRET" "$body")
 #   post /webhooks/github "$file" -H "X-Hub-Signature-256: sha256=$sig"
 #   expect_eq "status" 202 "$HTTP_STATUS"
@@ -88,8 +90,31 @@ routes:
 EOF
 }
 
+# expect_ephemeral_ports CONFIG: every address the configuration listens on, defaults included,
+# has port 0, so that the kernel picks a free port and start_server reads it from the listening
+# line. A test never leaves server.listen or admin.listen at its default (0.0.0.0:8080,
+# 127.0.0.1:9090) nor names a fixed port: it would fail whenever another program holds that
+# port. The addresses are read from `portcullis check`'s summary, which shows the defaults.
+expect_ephemeral_ports() {
+    local config=$1
+    local out rc=0
+    out=$("$PORTCULLIS" check -c "$config" 2>&1) || rc=$?
+    [[ $rc == 0 ]] || fail "portcullis check -c $config exited $rc: $out"
+    local line
+    line=$(grep -m1 '^listen ' <<<"$out") || fail "portcullis check -c $config printed no listen line: $out"
+    local word fixed=()
+    for word in ${line//,/ }; do
+        if [[ $word =~ :([0-9]+)$ && ${BASH_REMATCH[1]} != 0 ]]; then
+            fixed+=("$word")
+        fi
+    done
+    ((${#fixed[@]} == 0)) ||
+        fail "$config listens on ${fixed[*]} ($line): a test binds port 0 only; set server.listen to [\"127.0.0.1:0\"] and admin.listen to \"127.0.0.1:0\" (their defaults are 0.0.0.0:8080 and 127.0.0.1:9090)"
+}
+
 # start_server CONFIG [extra serve arguments]: runs `portcullis serve` in the background with
-# its stderr in a new SERVER_LOG, and waits (up to 20 s) for the public listening line.
+# its stderr in a new SERVER_LOG, and waits (up to 20 s) for the public listening line. The
+# configuration must listen on port 0 only (expect_ephemeral_ports).
 start_server() {
     local config=$1
     shift
@@ -100,6 +125,7 @@ start_server() {
     ADMIN_PORT=""
     # Created here, not by the background redirection, so that polling it cannot race it.
     : >"$SERVER_LOG"
+    expect_ephemeral_ports "$config"
     "$PORTCULLIS" serve -c "$config" "$@" 2>"$SERVER_LOG" &
     SERVER_PID=$!
     local i
