@@ -1,5 +1,6 @@
 #include "portcullis/admin/auth.hh"
 
+#include "portcullis/base/encoding.hh"
 #include "portcullis/http/header.hh"
 #include "portcullis/verify/constant_time.hh"
 
@@ -55,8 +56,9 @@ bool fail(std::string* why, std::string message) {
     return false;
 }
 
+// Scopes come from the configuration and the control plane: escaped, since check prints them.
 std::string quoted(std::string_view s) {
-    return "\"" + std::string(s) + "\"";
+    return "\"" + base::escape_text(s) + "\"";
 }
 
 // The names of a scope against the table; the route glob only where something is per route.

@@ -1,5 +1,7 @@
 #include "portcullis/base/encoding.hh"
 
+#include "portcullis/base/utf8.hh"
+
 #include <array>
 
 namespace portcullis::base {
@@ -161,6 +163,64 @@ std::string base64(std::span<const uint8_t> in, Base64Alphabet a) {
     std::string s(base64_encoded_size(in.size(), a), '\0');
     base64_encode(in, s.data(), a);
     return s;
+}
+
+namespace {
+
+// Code points that well-formed UTF-8 may carry but a message must not show raw: C1 controls
+// (U+009B is CSI on some terminals), and the invisible ones that hide or reorder what is read
+// (zero-width, bidi embeddings and isolates, line and paragraph separators, BOM).
+bool is_hidden(uint32_t cp) {
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x61c ||
+           (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+           (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff;
+}
+
+uint32_t code_point(std::string_view seq) {
+    const auto b = [&](size_t i) { return static_cast<uint32_t>(static_cast<uint8_t>(seq[i])); };
+    switch (seq.size()) {
+    case 2:
+        return (b(0) & 0x1f) << 6 | (b(1) & 0x3f);
+    case 3:
+        return (b(0) & 0x0f) << 12 | (b(1) & 0x3f) << 6 | (b(2) & 0x3f);
+    case 4:
+        return (b(0) & 0x07) << 18 | (b(1) & 0x3f) << 12 | (b(2) & 0x3f) << 6 | (b(3) & 0x3f);
+    default:
+        return b(0);
+    }
+}
+
+} // namespace
+
+std::string escape_text(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    auto escape_bytes = [&](std::string_view bytes) {
+        for (char c : bytes) {
+            const auto u = static_cast<uint8_t>(c);
+            out += "\\x";
+            out += hex_digits[u >> 4];
+            out += hex_digits[u & 0xf];
+        }
+    };
+    for (size_t i = 0; i < s.size();) {
+        const size_t n = utf8_sequence_length(s, i);
+        const std::string_view seq = s.substr(i, n == 0 ? 1 : n);
+        if (n == 1) {
+            const auto u = static_cast<uint8_t>(s[i]);
+            if (u < 0x20 || u == 0x7f || u == '"' || u == '\\') {
+                escape_bytes(seq);
+            } else {
+                out += s[i];
+            }
+        } else if (n == 0 || is_hidden(code_point(seq))) {
+            escape_bytes(seq);
+        } else {
+            out += seq;
+        }
+        i += seq.size();
+    }
+    return out;
 }
 
 } // namespace portcullis::base

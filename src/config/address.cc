@@ -1,5 +1,6 @@
 // Network addresses of the configuration: CIDRs (allow, deny, trusted_proxies) and listen
 // addresses (server.listen, admin.listen).
+#include "portcullis/base/encoding.hh"
 #include "portcullis/config/config.hh"
 
 #include "text.hh"
@@ -174,11 +175,11 @@ std::optional<ListenAddress> parse_listen_address(std::string_view text, std::st
         }
         std::string_view host = text.substr(0, colon);
         if (host.empty()) {
-            return fail("the host is missing: write 0.0.0.0:" + std::string(text.substr(1)) +
+            return fail("the host is missing: write 0.0.0.0:" + base::escape_text(text.substr(1)) +
                         " for every interface");
         }
         if (host.find(':') != std::string_view::npos) {
-            return fail("IPv6 addresses go in brackets: [" + std::string(host) + "]:port");
+            return fail("IPv6 addresses go in brackets: [" + base::escape_text(host) + "]:port");
         }
         if (host != "localhost" && !parse_ipv4(host, scratch)) {
             return fail(detail::quote(host) +

@@ -1,18 +1,22 @@
 // The small pieces of the data model: names of enums, diagnostics, field references.
 #include "portcullis/config/config.hh"
 
+#include "portcullis/base/encoding.hh"
+
 #include "text.hh"
 
 namespace portcullis::config {
 
+// The file name and the key path are the user's (a directory's listing, YAML keys): escaped
+// here, where they are printed. The message quotes what it holds of the user's when it is made.
 std::string Diagnostic::format() const {
-    std::string out = mark.file;
+    std::string out = base::escape_text(mark.file);
     if (mark.line > 0) {
         out += ':' + std::to_string(mark.line) + ':' + std::to_string(mark.column);
     }
     out += ": ";
     if (!key_path.empty()) {
-        out += key_path + ": ";
+        out += base::escape_text(key_path) + ": ";
     }
     return out + message;
 }
@@ -119,6 +123,8 @@ bool is_query_name(std::string_view s) {
     return true;
 }
 
+} // namespace
+
 bool is_param_name(std::string_view s) {
     if (s.empty()) {
         return false;
@@ -130,8 +136,6 @@ bool is_param_name(std::string_view s) {
     }
     return true;
 }
-
-} // namespace
 
 std::optional<FieldRef> parse_field_ref(std::string_view text, std::string* why) {
     auto fail = [&](std::string message) -> std::optional<FieldRef> {

@@ -9,6 +9,7 @@
 #include "portcullis/config/units.hh"
 #include "portcullis/http/header_policy.hh"
 
+#include "routes.hh"
 #include "text.hh"
 #include "yaml_tree.hh"
 
@@ -35,7 +36,12 @@ namespace {
 
 using detail::index_path;
 using detail::join_path;
+using detail::parse_route_path;
+using detail::PathRelation;
 using detail::quote;
+using detail::relate;
+using detail::RoutePath;
+using detail::shared_path;
 using detail::YamlNode;
 
 constexpr size_t max_secrets_per_route = 8;
@@ -167,30 +173,6 @@ bool is_name(std::string_view s) {
         }
     }
     return true;
-}
-
-bool all_of_chars(std::string_view s, std::string_view extra, bool digits) {
-    if (s.empty()) {
-        return false;
-    }
-    for (char c : s) {
-        bool ok = (c >= 'a' && c <= 'z') || (digits && c >= '0' && c <= '9') ||
-                  extra.find(c) != std::string_view::npos;
-        if (!ok) {
-            return false;
-        }
-    }
-    return true;
-}
-
-bool is_hex(char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-// RFC 3986 pchar, without the '{' and '}' of parameters (checked by the caller).
-bool is_path_char(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           std::string_view("-._~!$&'()*+,;=:@").find(c) != std::string_view::npos;
 }
 
 std::string describe(const YamlNode& n) {
@@ -745,91 +727,21 @@ private:
 
     // ---- routes ------------------------------------------------------------------------------
 
-    struct PathShape {
-        std::vector<std::string> params;
-        std::string shape; // params replaced by "{}"
-    };
-
-    std::optional<PathShape> route_path(const YamlNode& n, const std::string& p) {
+    std::optional<RoutePath> route_path(const YamlNode& n, const std::string& p) {
         auto text = nonempty_string(n, p);
         if (!text) {
             return std::nullopt;
         }
-        const std::string& path = *text;
-        if (path[0] != '/') {
-            error(n.mark, p, "must start with '/', found " + quote(path));
-            return std::nullopt;
+        std::string why;
+        auto path = parse_route_path(*text, why);
+        if (!path) {
+            error(n.mark, p, why);
         }
-        if (path == "/healthz") {
-            error(n.mark, p, "/healthz is reserved for load balancers' health checks");
-            return std::nullopt;
-        }
-        PathShape out;
-        size_t start = 1;
-        for (;;) {
-            size_t end = path.find('/', start);
-            bool last = end == std::string::npos;
-            std::string_view segment =
-                std::string_view(path).substr(start, last ? std::string::npos : end - start);
-            if (segment.empty() && !last) {
-                error(n.mark, p, "empty segment (//) in " + quote(path));
-                return std::nullopt;
-            }
-            if (!segment.empty() && segment.front() == '{') {
-                std::string_view name = segment.substr(1);
-                if (name.empty() || name.back() != '}' ||
-                    !all_of_chars(name.substr(0, name.size() - 1), "_", true)) {
-                    error(n.mark, p,
-                          "a parameter is a whole segment {name} with a name of [a-z0-9_], "
-                          "found " +
-                              quote(segment));
-                    return std::nullopt;
-                }
-                std::string param(name.substr(0, name.size() - 1));
-                if (std::find(out.params.begin(), out.params.end(), param) != out.params.end()) {
-                    error(n.mark, p, "parameter {" + param + "} appears twice");
-                    return std::nullopt;
-                }
-                out.params.push_back(std::move(param));
-                out.shape += "/{}";
-            } else {
-                for (size_t i = 0; i < segment.size(); ++i) {
-                    char c = segment[i];
-                    if (c == '%') {
-                        if (i + 2 >= segment.size() || !is_hex(segment[i + 1]) ||
-                            !is_hex(segment[i + 2])) {
-                            error(n.mark, p, "'%' must start a %XX escape, in " + quote(path));
-                            return std::nullopt;
-                        }
-                        i += 2;
-                        continue;
-                    }
-                    if (c == '{' || c == '}') {
-                        error(n.mark, p,
-                              "a parameter must be a whole segment (/{name}/), found " +
-                                  quote(segment));
-                        return std::nullopt;
-                    }
-                    if (!is_path_char(c)) {
-                        error(n.mark, p,
-                              "character " + quote(std::string_view(&c, 1)) +
-                                  " is not allowed in a URI path (percent-encode it)");
-                        return std::nullopt;
-                    }
-                }
-                out.shape += '/';
-                out.shape += segment;
-            }
-            if (last) {
-                break;
-            }
-            start = end + 1;
-        }
-        return out;
+        return path;
     }
 
     std::optional<FieldRef> field_ref(const YamlNode& n, const std::string& path,
-                                      const std::optional<PathShape>& route_shape,
+                                      const std::optional<RoutePath>& route_shape,
                                       const std::string& route_path_text) {
         auto text = string(n, path);
         if (!text) {
@@ -842,8 +754,7 @@ private:
             return std::nullopt;
         }
         if (ref->kind == FieldRef::Kind::path && route_shape &&
-            std::find(route_shape->params.begin(), route_shape->params.end(), ref->name) ==
-                route_shape->params.end()) {
+            !route_shape->has_param(ref->name)) {
             error(n.mark, path,
                   "the route's path " + quote(route_path_text) + " has no {" + ref->name +
                       "} parameter");
@@ -870,7 +781,6 @@ private:
     }
 
     void routes(const YamlNode& map, const std::string& path) {
-        std::map<std::string, size_t> shapes; // shape -> index into _cfg.routes
         for (const YamlNode& member : map.children) {
             std::string p = join_path(path, member.key);
             if (!named_mapping(member, p, "route", "path, verify, ...")) {
@@ -879,27 +789,52 @@ private:
             RouteConfig r;
             r.name = member.key;
             r.mark = member.key_mark;
-            std::optional<PathShape> shape;
+            std::optional<RoutePath> shape;
             const YamlNode* path_node = required(member, "path", p);
             route(member, p, r, shape);
             if (shape && path_node != nullptr) {
-                auto [it, inserted] = shapes.emplace(shape->shape, _cfg.routes.size());
-                if (!inserted) {
-                    const RouteConfig& first = _cfg.routes[it->second];
-                    error(path_node->mark, join_path(p, "path"),
-                          quote(r.path) + " has the same shape as route " + first.name +
-                              "'s path " + quote(first.path) + " (" +
-                              detail::format_mark(_route_path_marks[it->second]) +
-                              "): a request could not tell them apart");
-                }
+                check_path_clashes(*shape, r, path_node->mark, join_path(p, "path"));
             }
+            _route_paths.push_back(std::move(shape));
             _route_path_marks.push_back(path_node != nullptr ? path_node->mark : member.key_mark);
             _cfg.routes.push_back(std::move(r));
         }
     }
 
+    // Refuses a route whose path the router could not tell from an earlier route's (routes.hh):
+    // the same shape, or paths that share a request path without one being more specific.
+    void check_path_clashes(const RoutePath& shape, const RouteConfig& r, const SourceMark& mark,
+                            const std::string& p) {
+        for (size_t i = 0; i < _cfg.routes.size(); ++i) {
+            if (!_route_paths[i]) {
+                continue;
+            }
+            const RouteConfig& earlier = _cfg.routes[i];
+            const PathRelation relation = relate(shape, *_route_paths[i]);
+            if (relation != PathRelation::same && relation != PathRelation::crossing) {
+                continue;
+            }
+            std::string message = quote(r.path, std::string::npos);
+            message += relation == PathRelation::same ? " has the same shape as " : " overlaps ";
+            message += "route " + earlier.name + "'s path " +
+                       quote(earlier.path, std::string::npos) + " (" +
+                       detail::format_mark(_route_path_marks[i]) + "): ";
+            if (relation == PathRelation::same) {
+                message += "a request could not tell them apart (a route is chosen by its path, "
+                           "then the method is checked: list every method in one route's "
+                           "methods)";
+            } else {
+                message += "both match " +
+                           quote(shared_path(*_route_paths[i], shape), std::string::npos) +
+                           " and neither is more specific (literal wherever the other is): no "
+                           "route is the clear one for it";
+            }
+            error(mark, p, std::move(message));
+        }
+    }
+
     void route(const YamlNode& map, const std::string& p, RouteConfig& r,
-               std::optional<PathShape>& shape) {
+               std::optional<RoutePath>& shape) {
         check_keys(map, p, route_keys);
         if (const YamlNode* n = map.find("path")) {
             shape = route_path(*n, join_path(p, "path"));
@@ -1308,14 +1243,15 @@ private:
                 return false;
             }
             s.source = SecretSource::env;
-            s.origin = "env:" + name;
+            // The origin is printed (messages, check's summary, sign): escaped once, here.
+            s.origin = "env:" + base::escape_text(name);
             const char* value = std::getenv(name.c_str());
             if (value == nullptr) {
-                what = "env " + name + " is not set";
+                what = "env " + s.origin.substr(4) + " is not set";
                 until = "it is";
             } else {
                 s.material = value;
-                what = "env " + name + " is empty";
+                what = "env " + s.origin.substr(4) + " is empty";
                 until = "it is set";
             }
         } else if (source.key == "file") {
@@ -1325,14 +1261,14 @@ private:
                 return false;
             }
             s.source = SecretSource::file;
-            s.origin = "file:" + file;
+            s.origin = "file:" + base::escape_text(file);
             if (auto failure = read_regular_file(file, max_secret_file_bytes, s.material)) {
                 s.material.clear();
-                what = "file " + file + " cannot be read (" + *failure + ")";
+                what = "file " + s.origin.substr(5) + " cannot be read (" + *failure + ")";
                 until = "it can";
             } else {
                 strip_one_newline(s.material);
-                what = "file " + file + " is empty";
+                what = "file " + s.origin.substr(5) + " is empty";
                 until = "it holds the secret";
             }
         } else {
@@ -1494,18 +1430,18 @@ private:
             }
             std::array<uint8_t, SHA256_DIGEST_LENGTH> have{};
             std::string want_hex = sha256_hex(want);
+            std::string shown = base::escape_text(file.string());
             if (auto failure = hash_regular_file(file.string(), have)) {
                 error(member.key_mark, p,
-                      "cannot read " + file.string() + " (" + *failure +
-                          ") to check its pinned sha256 " + want_hex.substr(0, 12) + "...");
+                      "cannot read " + shown + " (" + *failure + ") to check its pinned sha256 " +
+                          want_hex.substr(0, 12) + "...");
                 continue;
             }
             std::string have_hex = sha256_hex(have);
             if (have != want) {
                 error(member.mark, p,
-                      file.string() + " does not match its pin: pinned sha256 " +
-                          want_hex.substr(0, 12) + "..., file has " + have_hex.substr(0, 12) +
-                          "...");
+                      shown + " does not match its pin: pinned sha256 " + want_hex.substr(0, 12) +
+                          "..., file has " + have_hex.substr(0, 12) + "...");
                 continue;
             }
             _cfg.integrity[member.key] = "sha256:" + want_hex;
@@ -1517,8 +1453,9 @@ private:
     Config& _cfg;
     const YamlNode* _admin_listen_node = nullptr;
     bool _listen_given = false;
-    std::vector<SourceMark> _listen_marks;     // parallel to _cfg.server.listen
-    std::vector<SourceMark> _route_path_marks; // parallel to _cfg.routes
+    std::vector<SourceMark> _listen_marks;              // parallel to _cfg.server.listen
+    std::vector<std::optional<RoutePath>> _route_paths; // parallel to _cfg.routes
+    std::vector<SourceMark> _route_path_marks;          // parallel to _cfg.routes
 };
 
 // ---- files and merging -----------------------------------------------------------------------

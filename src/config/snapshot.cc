@@ -113,7 +113,9 @@ std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
 
 const Route* Snapshot::match(std::string_view path) const {
     // A literal segment is more specific than a {param} one: /jobs/latest wins over /jobs/{id}
-    // whatever their order in the configuration (equal shapes are refused at load).
+    // whatever their order in the configuration. The loader refuses equal shapes and paths that
+    // share a request path without nesting (config/routes.hh), so the matching routes nest and
+    // the one with the fewest {param} segments is the one literal wherever the others are.
     const Route* best = nullptr;
     size_t best_params = 0;
     for (const Route& r : _routes) {

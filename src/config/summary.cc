@@ -1,5 +1,6 @@
 #include "portcullis/config/summary.hh"
 
+#include "portcullis/base/encoding.hh"
 #include "portcullis/config/units.hh"
 
 #include <algorithm>
@@ -37,7 +38,7 @@ std::string verify_summary(const VerifyConfig& v) {
         options.push_back(std::string(algorithms[static_cast<size_t>(v.algorithm)]) + " " +
                           (v.encoding == Encoding::hex ? "hex" : "base64"));
         if (!v.prefix.empty()) {
-            options.push_back("prefix " + v.prefix);
+            options.push_back("prefix " + base::escape_text(v.prefix));
         }
         if (!v.timestamp_header.empty()) {
             options.push_back("timestamp " + v.timestamp_header);
@@ -64,10 +65,12 @@ std::string verify_summary(const VerifyConfig& v) {
 std::string route_extras(const RouteConfig& r) {
     std::vector<std::string> extras;
     if (r.dedup) {
-        extras.push_back("dedup " + r.dedup->key.text + " " + format_duration(r.dedup->window_ns));
+        extras.push_back("dedup " + base::escape_text(r.dedup->key.text) + " " +
+                         format_duration(r.dedup->window_ns));
     }
     if (r.ordering) {
-        extras.push_back("ordering " + r.ordering->key.text + " by " + r.ordering->timestamp.text);
+        extras.push_back("ordering " + base::escape_text(r.ordering->key.text) + " by " +
+                         base::escape_text(r.ordering->timestamp.text));
     }
     if (r.rate_limit) {
         std::vector<std::string> parts;
@@ -123,7 +126,7 @@ std::string summarize(const Config& cfg, unsigned cores) {
            " connections, " + std::to_string(cfg.server.max_connections_per_ip) + " per client";
     out += std::string(dot) + "drain " + format_duration(cfg.server.drain_timeout_ns) + '\n';
 
-    out += "spool    " + cfg.spool.dir + std::string(dot) + "durability " +
+    out += "spool    " + base::escape_text(cfg.spool.dir) + std::string(dot) + "durability " +
            std::string(durability_name(cfg.spool.durability)) + std::string(dot) + "segments " +
            format_size(cfg.spool.segment_size) + std::string(dot) + "retention " +
            format_duration(cfg.spool.retention_ns) + '\n';
@@ -168,7 +171,7 @@ std::string summarize(const Config& cfg, unsigned cores) {
     if (!cfg.integrity.empty()) {
         std::vector<std::string> files;
         for (const auto& [file, digest] : cfg.integrity) {
-            files.push_back(file);
+            files.push_back(base::escape_text(file));
         }
         out += "pinned   " + join(files, ", ") + '\n';
     }

@@ -1,26 +1,24 @@
 #include "text.hh"
 
+#include "portcullis/base/encoding.hh"
+
 #include <algorithm>
 #include <utility>
 #include <vector>
 
 namespace portcullis::config::detail {
 
-std::string quote(std::string_view text) {
-    static constexpr size_t max_shown = 40;
-    static constexpr char hex_digits[] = "0123456789abcdef";
-    std::string out = "\"";
-    for (char c : text.substr(0, max_shown)) {
-        auto u = static_cast<unsigned char>(c);
-        if (u < 0x20 || u == 0x7f || c == '"' || c == '\\') {
-            out += "\\x";
-            out += hex_digits[u >> 4];
-            out += hex_digits[u & 0xf];
-        } else {
-            out += c;
-        }
+std::string quote(std::string_view text, size_t max_shown) {
+    size_t shown = std::min(text.size(), max_shown);
+    // Cut between characters, not inside one (a UTF-8 sequence is at most 4 bytes): a split
+    // sequence would show as \xNN bytes.
+    for (size_t back = 0; back < 3 && shown < text.size() && shown > 0 &&
+                          (static_cast<uint8_t>(text[shown]) & 0xc0) == 0x80;
+         ++back) {
+        --shown;
     }
-    if (text.size() > max_shown) {
+    std::string out = "\"" + base::escape_text(text.substr(0, shown));
+    if (shown < text.size()) {
         out += "...";
     }
     return out + "\"";

@@ -7,9 +7,11 @@
 
 namespace portcullis::config::detail {
 
-// Quotes text for a message: at most 40 bytes, control bytes, quotes and backslashes as \xNN, so
-// that whatever a configuration holds cannot garble a terminal. Never pass secret material.
-std::string quote(std::string_view text);
+// Quotes text for a message: at most max_shown bytes (npos: all of it), escaped by
+// base::escape_text (control bytes, quotes and backslashes as \xNN), so that whatever a
+// configuration holds cannot garble a terminal. Never pass secret material. Key paths and file
+// names are escaped the same way (Diagnostic::format, format_mark), without the quotes.
+std::string quote(std::string_view text, size_t max_shown = 40);
 
 std::string ascii_lowercase(std::string_view s);
 

@@ -1,5 +1,7 @@
 #include "yaml_tree.hh"
 
+#include "portcullis/base/encoding.hh"
+
 #include "text.hh"
 
 #include <unordered_map>
@@ -44,7 +46,8 @@ std::string index_path(const std::string& path, size_t index) {
 }
 
 std::string format_mark(const SourceMark& mark) {
-    return mark.file + ':' + std::to_string(mark.line) + ':' + std::to_string(mark.column);
+    return base::escape_text(mark.file) + ':' + std::to_string(mark.line) + ':' +
+           std::to_string(mark.column);
 }
 
 namespace {

@@ -117,10 +117,13 @@ std::unique_ptr<Verifier> make_standard_verifier(const config::VerifyConfig& cfg
         const std::string_view b64 = m.substr(is_hmac ? hmac_prefix.size() : public_prefix.size());
         // Signing secrets are 24 to 64 bytes in practice; the loader has checked the base64.
         std::array<uint8_t, 256> decoded{};
-        const auto n = b64.size() <= base::base64_encoded_size(192)
-                           ? base::base64_decode(b64, decoded)
-                           : std::nullopt;
-        if (!n || *n == 0 || (!is_hmac && *n != ed25519_key_size)) {
+        // A plain size (0: unusable), not an optional chosen by ?:, which GCC 12 at -Os takes for
+        // maybe-uninitialized (fatal under -Werror in minsize builds).
+        size_t n = 0;
+        if (b64.size() <= base::base64_encoded_size(192)) {
+            n = base::base64_decode(b64, decoded).value_or(0);
+        }
+        if (n == 0 || (!is_hmac && n != ed25519_key_size)) {
             error = "secret " + s.origin + " is not " +
                     (is_hmac ? "whsec_ followed by base64 (at most 192 bytes)"
                              : "whpk_ followed by the base64 of a 32-byte Ed25519 public key");
@@ -128,7 +131,7 @@ std::unique_ptr<Verifier> make_standard_verifier(const config::VerifyConfig& cfg
         }
         if (is_hmac) {
             keys.emplace_back(config::Algorithm::sha256,
-                              std::span<const uint8_t>(decoded.data(), *n));
+                              std::span<const uint8_t>(decoded.data(), n));
         } else {
             public_keys.add(
                 std::span<const uint8_t, ed25519_key_size>(decoded.data(), ed25519_key_size));

@@ -69,3 +69,20 @@ TEST(Base64, RejectsMalformedInput) {
     uint8_t tiny[2];
     EXPECT_FALSE(base64_decode("Zm9v", tiny));
 }
+
+TEST(EscapeText, ShowsWhatCouldGarbleATerminalAsBytes) {
+    EXPECT_EQ(escape_text("routes.github"), "routes.github");
+    EXPECT_EQ(escape_text(std::string("a\0b", 3)), R"(a\x00b)");
+    EXPECT_EQ(escape_text("a\x1b[2Jb"), R"(a\x1b[2Jb)");
+    EXPECT_EQ(escape_text("tab\there\nline\x7f"), R"(tab\x09here\x0aline\x7f)");
+    EXPECT_EQ(escape_text(R"(say "hi" \ bye)"), R"(say \x22hi\x22 \x5c bye)");
+    // Well-formed UTF-8 stays readable; C1 controls (U+009B is CSI) and invisible characters that
+    // reorder or hide text are shown as their bytes, and so is anything that is not UTF-8.
+    EXPECT_EQ(escape_text("caf\u00e9 \u65e5\u672c \U0001f600"),
+              "caf\u00e9 \u65e5\u672c \U0001f600");
+    EXPECT_EQ(escape_text("a\u009bb"), R"(a\xc2\x9bb)");
+    EXPECT_EQ(escape_text("\u202eevil\u200b\u2028\ufeff"),
+              R"(\xe2\x80\xaeevil\xe2\x80\x8b\xe2\x80\xa8\xef\xbb\xbf)");
+    EXPECT_EQ(escape_text("\xff\xc3(\xe2\x82"), R"(\xff\xc3(\xe2\x82)");
+    EXPECT_EQ(escape_text(""), "");
+}

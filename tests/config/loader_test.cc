@@ -427,6 +427,73 @@ TEST_F(ConfigLoad, RoutesWithTheSamePathShapeClash) {
     });
 }
 
+// The router takes the matching route with the fewest {param} segments, then checks the method
+// (Snapshot::match). Two paths that share a request path without one being literal wherever they
+// differ would leave the choice to the order of declaration: an unsigned route could take a signed
+// route's requests. They are refused, naming both routes and a path both match.
+TEST_F(ConfigLoad, RoutesWhosePathsOverlapWithoutNestingClash) {
+    const std::string verify =
+        "    verify: {scheme: github, secrets: [{env: PORTCULLIS_TEST_GH}]}\n";
+    auto two = [&](const std::string& a, const std::string& b) {
+        return "routes:\n  a:\n    path: " + a + "\n" + verify + "  b:\n    path: " + b + "\n" +
+               verify;
+    };
+    expect_errors({
+        {two("/webhooks/{x}/y", "/webhooks/z/{w}"),
+         {"c.yaml:6:11: routes.b.path: \"/webhooks/z/{w}\" overlaps route a's path "
+          "\"/webhooks/{x}/y\" (c.yaml:3:11): both match \"/webhooks/z/y\" and neither is more "
+          "specific"}},
+        {two("/webhooks/z/{w}", "/webhooks/{x}/y"),
+         {"c.yaml:6:11: routes.b.path: \"/webhooks/{x}/y\" overlaps route a's path "
+          "\"/webhooks/z/{w}\" (c.yaml:3:11): both match \"/webhooks/z/y\""}},
+        // Where both have a parameter, the example takes the earlier route's name.
+        {two("/{x}/a/{p}", "/b/{y}/{q}"), {"routes.b.path: ", "both match \"/b/a/p\""}},
+        // Not overlapping: different segment counts, different literals, a parameter against a
+        // literal where another literal differs, a parameter against the empty last segment
+        // (a parameter matches only a non-empty one).
+        {two("/webhooks/{x}", "/webhooks/{x}/y"), {}},
+        {two("/webhooks/a/y", "/webhooks/b/y"), {}},
+        {two("/webhooks/{x}/y", "/webhooks/z/w"), {}},
+        {two("/webhooks/{x}/y", "/hooks/z/{w}"), {}},
+        {two("/webhooks/{x}", "/webhooks/"), {}},
+        {two("/{x}", "/"), {}},
+        // Nested: the path that is literal wherever they differ wins for the paths it matches,
+        // whatever the order of declaration.
+        {two("/x/{id}", "/x/latest"), {}},
+        {two("/x/latest", "/x/{id}"), {}},
+        {two("/x/{a}/{b}", "/x/y/{b}"), {}},
+        {two("/x/y/{b}", "/x/{a}/{b}"), {}},
+    });
+    // Each clashing pair is reported, on the later route.
+    LoadResult res = load_text("c.yaml", two("/webhooks/{x}/y", "/webhooks/z/{w}") +
+                                             "  c:\n    path: /webhooks/{v}/{u}\n" + verify +
+                                             "  d:\n    path: /webhooks/z/y\n" + verify);
+    EXPECT_EQ(res.errors.size(), 1u) << formatted(res.errors);
+    res = load_text("c.yaml", two("/webhooks/{x}/y", "/webhooks/z/{w}") +
+                                  "  c:\n    path: /webhooks/{v}/q\n" + verify +
+                                  "  d:\n    path: /webhooks/z/{t}\n" + verify);
+    std::string errors = formatted(res.errors);
+    EXPECT_EQ(res.errors.size(), 5u) << errors; // b-a, c-b, d-a, d-b (same shape), d-c
+    EXPECT_NE(errors.find("c.yaml:12:11: routes.d.path: \"/webhooks/z/{t}\" overlaps route c's "
+                          "path \"/webhooks/{v}/q\" (c.yaml:9:11): both match \"/webhooks/z/q\""),
+              std::string::npos)
+        << errors;
+}
+
+// Routes are chosen by path alone, then the method is checked against that route: a second route
+// of the same shape could never be reached, whatever methods it lists.
+TEST_F(ConfigLoad, RoutesOfTheSameShapeClashWhateverTheirMethods) {
+    const std::string verify =
+        "    verify: {scheme: github, secrets: [{env: PORTCULLIS_TEST_GH}]}\n";
+    expect_errors({
+        {"routes:\n  a:\n    path: /x\n    methods: [GET]\n" + verify +
+             "  b:\n    path: /x\n    methods: [POST]\n" + verify,
+         {"c.yaml:7:11: routes.b.path: \"/x\" has the same shape as route a's path \"/x\" "
+          "(c.yaml:3:11): a request could not tell them apart (a route is chosen by its path, "
+          "then the method is checked: list every method in one route's methods)"}},
+    });
+}
+
 TEST_F(ConfigLoad, RouteMethodsAttemptsAndDurability) {
     expect_errors({
         {github_route("    methods: [GET, POST, PUT, M-SEARCH]\n"), {}},
@@ -917,6 +984,65 @@ TEST_F(ConfigLoad, Tokens) {
     EXPECT_EQ(res.config->tokens[0].scopes, std::vector<std::string>{"metrics:read"});
 }
 
+// Every byte of user text that reaches a message is shown escaped (\xNN): a NUL would cut the
+// message short, an ESC or a C1 control drive the terminal, invalid UTF-8 garble it.
+std::string raw_control_bytes(const std::string& text) {
+    std::string found;
+    for (size_t i = 0; i < text.size(); ++i) {
+        auto u = static_cast<unsigned char>(text[i]);
+        if ((u < 0x20 && u != '\n') || u == 0x7f || u >= 0x80) {
+            found += "byte " + std::to_string(u) + " at " + std::to_string(i) + "; ";
+        }
+    }
+    return found;
+}
+
+TEST_F(ConfigLoad, UserTextInMessagesIsEscaped) {
+    const std::string sha(64, 'a');
+    const std::vector<Row> errors = {
+        // Route names are [a-z0-9_-]: these are errors, and the message shows the name escaped,
+        // in the key path and in the quoted value. YAML's "\0", "\e" and "\x9b" (U+009B, CSI).
+        {"routes:\n  \"a\\0b\": {}\n",
+         {"c.yaml:2:3: routes.a\\x00b: route names are 1 to 64 characters of [a-z0-9_-], found "
+          "\"a\\x00b\""}},
+        {"routes:\n  \"a\\eb\": {}\n",
+         {"c.yaml:2:3: routes.a\\x1bb: route names are 1 to 64 characters of [a-z0-9_-], found "
+          "\"a\\x1bb\""}},
+        {"routes:\n  \"a\\x9b\": {}\n", {"c.yaml:2:3: routes.a\\xc2\\x9b: ", "\"a\\xc2\\x9b\""}},
+        {"server:\n  \"li\\e[2Jsten\": []\n", {"c.yaml:2:3: server.li\\x1b[2Jsten: unknown key"}},
+        {"routes:\n  r:\n    path: /r\n    verify: {scheme: none}\n    \"x\\0y\": 1\n",
+         {"c.yaml:5:5: routes.r.x\\x00y: unknown key"}},
+        {"server:\n  listen: [\":\\e\"]\n", {"write 0.0.0.0:\\x1b for every interface"}},
+        {"server:\n  listen: [\"a\\e:b:1\"]\n", {"IPv6 addresses go in brackets: [a\\x1b:b]:port"}},
+        {"tokens:\n  w: {sha256: \"" + sha + "\", scopes: [\"jo\\ebs:read\"]}\n",
+         {"found \"jo\\x1bbs:read\": unknown resource \"jo\\x1bbs\""}},
+        {"tokens:\n  w: {sha256: \"" + sha + "\", scopes: [\"jobs:re\\0ad\"]}\n",
+         {"jobs has no action \"re\\x00ad\""}},
+        {"integrity:\n  \"/nonexistent/a\\eb\": \"sha256:" + sha + "\"\n",
+         {"integrity./nonexistent/a\\x1bb: cannot read /nonexistent/a\\x1bb ("}},
+    };
+    expect_errors(errors);
+    const std::vector<Row> warnings = {
+        {route_with_verify("{scheme: github, secrets: [{env: \"NO\\eSUCH\"}]}"),
+         {"routes.r.verify.secrets[0].env: env NO\\x1bSUCH is not set"}},
+        {route_with_verify("{scheme: github, secrets: [{file: \"/nonexistent/a\\eb\"}]}"),
+         {"routes.r.verify.secrets[0].file: file /nonexistent/a\\x1bb cannot be read ("}},
+    };
+    expect_warnings(warnings);
+    for (const std::vector<Row>* rows : {&errors, &warnings}) {
+        for (const Row& r : *rows) {
+            LoadResult res = load_text("c.yaml", r.yaml);
+            std::string text = formatted(res.errors) + formatted(res.warnings);
+            EXPECT_EQ(raw_control_bytes(text), "") << r.yaml << "\n---\n" << text;
+        }
+    }
+    // What a secret's origin says is printed too (check's summary, sign's messages).
+    LoadResult res =
+        load_text("c.yaml", route_with_verify("{scheme: github, secrets: [{env: \"NO\\eSUCH\"}]}"));
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_EQ(res.config->routes.at(0).verify.secrets.at(0).origin, "env:NO\\x1bSUCH");
+}
+
 TEST_F(ConfigLoad, EnforcedKeysLoadWithoutWarnings) {
     const std::string sha(64, 'a');
     expect_warnings({
@@ -1052,6 +1178,17 @@ TEST(ConfigDirectory, ErrorsNameTheFileTheyAreIn) {
         << formatted(res.errors);
 }
 
+TEST(ConfigDirectory, FileNamesInMessagesAreEscaped) {
+    TempDir dir;
+    dir.write("a\x1b[2J.yaml", "server:\n  shards: 2\n");
+    dir.write("b\x9b.yaml", "server:\n  shards: 3\n");
+    LoadResult res = load(dir.path());
+    EXPECT_EQ(formatted(res.errors), dir.path() +
+                                         "/b\\x9b.yaml:2:3: server.shards: defined again here; "
+                                         "first defined at " +
+                                         dir.path() + "/a\\x1b[2J.yaml:2:3\n");
+}
+
 TEST(ConfigDirectory, PathsThatHoldNoConfiguration) {
     TempDir dir;
     LoadResult res = load(dir.path());
@@ -1110,10 +1247,21 @@ TEST(ConfigIntegrity, PinnedFilesAreHashed) {
 }
 
 TEST(ConfigDiagnostic, FormatsFileLineColumnAndPath) {
-    EXPECT_EQ((Diagnostic{{"a.yaml", 3, 5}, "server.listen", "oops"}.format()),
-              "a.yaml:3:5: server.listen: oops");
-    EXPECT_EQ((Diagnostic{{"a.yaml", 3, 5}, "", "oops"}.format()), "a.yaml:3:5: oops");
-    EXPECT_EQ((Diagnostic{{"dir", 0, 0}, "", "oops"}.format()), "dir: oops");
+    // The marks are built on their own, not braced inside the Diagnostic: GCC 12 at -O3 (the
+    // release build) takes a nested aggregate's std::string for maybe-uninitialized on the path
+    // where a later member's construction throws, and -Werror makes that fatal.
+    const SourceMark mark{"a.yaml", 3, 5};
+    const SourceMark dir{"dir", 0, 0};
+    const Diagnostic with_path{mark, "server.listen", "oops"};
+    const Diagnostic without_path{mark, "", "oops"};
+    const Diagnostic file_only{dir, "", "oops"};
+    EXPECT_EQ(with_path.format(), "a.yaml:3:5: server.listen: oops");
+    EXPECT_EQ(without_path.format(), "a.yaml:3:5: oops");
+    EXPECT_EQ(file_only.format(), "dir: oops");
+    // The file name and the key path come from the user (directory listing, YAML keys).
+    const SourceMark odd{"a\x1b[2J.yaml", 1, 2};
+    const Diagnostic odd_path{odd, std::string("routes.a\0b", 10), "oops"};
+    EXPECT_EQ(odd_path.format(), "a\\x1b[2J.yaml:1:2: routes.a\\x00b: oops");
     EXPECT_EQ(scheme_name(Scheme::shared_secret), "shared_secret");
     EXPECT_EQ(durability_name(Durability::batch), "batch");
 }

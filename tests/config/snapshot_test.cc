@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 using namespace portcullis::config;
 
@@ -108,4 +109,78 @@ TEST(SnapshotRoute, MethodsAndAllowHeader) {
     EXPECT_FALSE(r->allows_method("GET"));
     EXPECT_EQ(r->allow_header, "Allow: POST, PUT\r\n");
     EXPECT_EQ(snap->match("/webhooks/github")->allow_header, "Allow: POST\r\n");
+}
+
+// The loader's rule and the router agree: over every pair of small paths, a pair the loader
+// accepts gets the same route for every request path whichever is declared first, and a pair it
+// refuses has a request path that both match (the refusal is never spurious).
+TEST(SnapshotMatch, AcceptedRoutesNeverDependOnTheirOrder) {
+    const std::vector<std::string> segments = {"a", "b", "{p}", "{q}", ""};
+    std::vector<std::string> patterns;
+    for (const std::string& s1 : segments) {
+        patterns.push_back("/" + s1);
+        for (const std::string& s2 : segments) {
+            if (!s1.empty() && !(s1 == s2 && s1[0] == '{')) { // "//" and {p} twice are invalid
+                std::string pattern = "/" + s1;
+                pattern += "/" + s2;
+                patterns.push_back(std::move(pattern));
+            }
+        }
+    }
+    std::vector<std::string> requests;
+    for (const char* s1 : {"a", "b", "c", ""}) {
+        requests.push_back(std::string("/") + s1);
+        for (const char* s2 : {"a", "b", "c", ""}) {
+            requests.push_back(std::string("/") + s1 + "/" + s2);
+        }
+    }
+    auto yaml = [](const std::string& first, const std::string& second) {
+        return "routes:\n  one: {path: \"" + first + "\", verify: {scheme: none}}\n" +
+               "  two: {path: \"" + second + "\", verify: {scheme: none}}\n";
+    };
+    size_t accepted = 0;
+    size_t refused = 0;
+    for (const std::string& x : patterns) {
+        for (const std::string& y : patterns) {
+            if (x == y || x == "/healthz" || y == "/healthz") {
+                continue;
+            }
+            LoadResult xy = load_text("t.yaml", yaml(x, y));
+            LoadResult yx = load_text("t.yaml", yaml(y, x));
+            ASSERT_EQ(xy.ok(), yx.ok()) << x << " " << y;
+            if (!xy.ok()) {
+                ++refused;
+                // Routes built one by one, outside the loader's check, to find a shared path.
+                auto alone = [&](const std::string& p) {
+                    return build("routes:\n  r: {path: \"" + p + "\", verify: {scheme: none}}\n");
+                };
+                auto sx = alone(x);
+                auto sy = alone(y);
+                ASSERT_TRUE(sx && sy);
+                bool shared = false;
+                for (const std::string& r : requests) {
+                    shared = shared || (sx->match(r) != nullptr && sy->match(r) != nullptr);
+                }
+                EXPECT_TRUE(shared) << x << " and " << y << " are refused but share no path";
+                continue;
+            }
+            ++accepted;
+            std::string error;
+            auto first = Snapshot::build(std::move(*xy.config), error);
+            auto second = Snapshot::build(std::move(*yx.config), error);
+            ASSERT_TRUE(first && second) << error;
+            for (const std::string& r : requests) {
+                const Route* a = first->match(r);
+                const Route* b = second->match(r);
+                ASSERT_EQ(a == nullptr, b == nullptr) << x << " " << y << " " << r;
+                if (a != nullptr) {
+                    // "one" in the first is the route "two" in the second: compare paths.
+                    EXPECT_EQ(a->config->path, b->config->path) << x << " " << y << " " << r;
+                }
+            }
+        }
+    }
+    // Both outcomes happen, so neither branch is vacuous.
+    EXPECT_GT(accepted, 100u);
+    EXPECT_GT(refused, 20u);
 }

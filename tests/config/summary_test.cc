@@ -90,3 +90,33 @@ tokens:
     EXPECT_NE(summary.find("tokens   1 (worker)\n"), std::string::npos) << summary;
     EXPECT_EQ(summary.find("abc"), std::string::npos) << summary;
 }
+
+// check prints the summary to a terminal: user text in it is escaped like in the messages.
+TEST(Summary, EscapesUserText) {
+    setenv("PORTCULLIS_TEST_SUMMARY", "summary-secret-material", 1);
+    LoadResult res = load_text("c.yaml", R"(
+spool: {dir: "/srv/\e[2Jspool"}
+routes:
+  acme:
+    path: /acme
+    verify:
+      scheme: hmac
+      header: X-Acme-Signature
+      prefix: "\e]0;title\a"
+      secrets: [{env: PORTCULLIS_TEST_SUMMARY}]
+    dedup: {key: "json:/id\e[0m", window: 1h}
+    ordering: {key: "query:k\u009b", timestamp: "json:/t\0"}
+)");
+    unsetenv("PORTCULLIS_TEST_SUMMARY");
+    ASSERT_TRUE(res.ok());
+    std::string summary = summarize(*res.config, 2);
+    EXPECT_NE(summary.find("spool    /srv/\\x1b[2Jspool \u00b7"), std::string::npos) << summary;
+    EXPECT_NE(summary.find("prefix \\x1b]0;title\\x07"), std::string::npos) << summary;
+    EXPECT_NE(summary.find("dedup json:/id\\x1b[0m 1h"), std::string::npos) << summary;
+    EXPECT_NE(summary.find("ordering query:k\\xc2\\x9b by json:/t\\x00"), std::string::npos)
+        << summary;
+    for (char c : summary) {
+        auto u = static_cast<unsigned char>(c);
+        EXPECT_FALSE((u < 0x20 && c != '\n') || u == 0x7f) << "raw byte " << int(u) << summary;
+    }
+}

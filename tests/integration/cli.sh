@@ -33,6 +33,39 @@ printf 'server:\n  listen: ["127.0.0.1:0"]\n  shardz: 2\n' >"$WORKDIR/bad.yaml"
 expect_eq "check on an unknown key" 2 "$(status_of "$P" check -c "$WORKDIR/bad.yaml")"
 grep -q "bad.yaml:3:3: server.shardz" "$WORKDIR/err" ||
     fail "check's error does not name file:line:column and key: $(cat "$WORKDIR/err")"
+# Two routes whose paths share a request path without one being more specific: the router could
+# only take whichever is declared first, so an unsigned route would shadow a signed one. check
+# (and serve, which loads the same way) refuses them, naming both routes and a path both match.
+cat >"$WORKDIR/overlap.yaml" <<YAML
+server: {listen: ["127.0.0.1:0"]}
+admin: {listen: "127.0.0.1:0"}
+spool: {dir: $WORKDIR/overlap-spool}
+routes:
+  signed:
+    path: /webhooks/{x}/y
+    verify: {scheme: github, secrets: [{env: GH_SECRET}]}
+  unsigned:
+    path: /webhooks/z/{w}
+    verify: {scheme: none}
+YAML
+overlap='overlap.yaml:9:11: routes.unsigned.path: "/webhooks/z/{w}" overlaps route signed'"'"'s path "/webhooks/{x}/y" (.*overlap.yaml:6:11): both match "/webhooks/z/y"'
+for cmd in check serve; do
+    expect_eq "$cmd on overlapping routes" 2 \
+        "$(status_of timeout 20 "$P" "$cmd" -c "$WORKDIR/overlap.yaml")"
+    grep -q "$overlap" "$WORKDIR/err" || fail "$cmd's error on overlapping routes: $(cat "$WORKDIR/err")"
+done
+[[ ! -e $WORKDIR/overlap-spool ]] || fail "serve created the spool of a refused configuration"
+# A route name holding an ESC or a NUL is an error whose message shows the name escaped.
+printf 'routes:\n  "a\\e[2Jb": {path: /a, verify: {scheme: none}}\n  "c\\0d": {path: /c, verify: {scheme: none}}\n' \
+    >"$WORKDIR/names.yaml"
+expect_eq "check on control bytes in route names" 2 "$(status_of "$P" check -c "$WORKDIR/names.yaml")"
+grep -qF 'names.yaml:2:3: routes.a\x1b[2Jb: route names are 1 to 64 characters of [a-z0-9_-], found "a\x1b[2Jb"' \
+    "$WORKDIR/err" || fail "check's error on an ESC in a route name: $(cat -v "$WORKDIR/err")"
+grep -qF 'names.yaml:3:3: routes.c\x00d: route names are 1 to 64 characters of [a-z0-9_-], found "c\x00d"' \
+    "$WORKDIR/err" || fail "check's error on a NUL in a route name: $(cat -v "$WORKDIR/err")"
+! LC_ALL=C grep -qaP '[\x00-\x09\x0b-\x1f\x7f-\xff]' "$WORKDIR/err" ||
+    fail "check's errors hold raw control bytes: $(cat -v "$WORKDIR/err")"
+
 # An unset secret is a warning: fine normally, fatal with --strict.
 unset GL_TOKEN
 expect_eq "check with an unset secret" 0 "$(status_of "$P" check -c "$WORKDIR/ok.yaml")"

@@ -47,6 +47,14 @@ std::optional<size_t> base64_decode(std::string_view in, std::span<uint8_t> out,
 std::string hex(std::span<const uint8_t> in);
 std::string base64(std::span<const uint8_t> in, Base64Alphabet a = Base64Alphabet::standard);
 
+// User text (configuration keys and values, file names) for a message read on a terminal:
+// printable ASCII and well-formed UTF-8 pass as they are; control characters (C0, DEL, C1),
+// format characters that hide or reorder text (zero-width, bidi, U+2028/2029, BOM), bytes that
+// are not UTF-8, and '"' and '\' are written as \xNN per byte. So a NUL cannot cut a message,
+// an ESC cannot drive the terminal, and a quoted value cannot fake its closing quote:
+// escape_text("a\x1b[2J") == R"(a\x1b[2J)". Never pass secret material.
+std::string escape_text(std::string_view s);
+
 inline std::span<const uint8_t> as_bytes(std::string_view s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }

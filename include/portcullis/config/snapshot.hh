@@ -67,7 +67,8 @@ public:
     const admit::CidrSet& deny() const { return _deny; }
     const admit::CidrSet& trusted_proxies() const { return _trusted_proxies; }
     // The route whose path matches, or nullptr; with several, the one with the fewest {param}
-    // segments. Paths are compared as sent (no decoding).
+    // segments (the most specific: the loader refuses routes that do not nest). Paths are
+    // compared as sent (no decoding).
     const Route* match(std::string_view path) const;
 
 private:
