@@ -1,5 +1,7 @@
 #include "portcullis/config/snapshot.hh"
 
+#include "../snapshot_from_yaml.hh"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -9,18 +11,6 @@
 using namespace portcullis::config;
 
 namespace {
-
-std::unique_ptr<Snapshot> build(const std::string& yaml) {
-    LoadResult loaded = load_text("test.yaml", yaml);
-    EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].format());
-    if (!loaded.ok()) {
-        return nullptr;
-    }
-    std::string error;
-    auto snap = Snapshot::build(std::move(*loaded.config), error);
-    EXPECT_EQ(error, "");
-    return snap;
-}
 
 const char* const routes_yaml = R"(
 routes:
@@ -32,7 +22,7 @@ routes:
 } // namespace
 
 TEST(SnapshotMatch, ExactPathsAndParamSegments) {
-    auto snap = build(routes_yaml);
+    auto snap = snapshot_from_yaml(routes_yaml);
     ASSERT_TRUE(snap);
     struct Row {
         const char* path;
@@ -63,7 +53,7 @@ TEST(SnapshotMatch, ExactPathsAndParamSegments) {
 }
 
 TEST(SnapshotMatch, LiteralSegmentsWinOverParamsWhateverTheOrder) {
-    auto snap = build(routes_yaml);
+    auto snap = snapshot_from_yaml(routes_yaml);
     ASSERT_TRUE(snap);
     // by_id is listed first and matches too; the literal route is more specific.
     EXPECT_EQ(snap->match("/jobs/latest/status")->config->name, "latest");
@@ -71,7 +61,7 @@ TEST(SnapshotMatch, LiteralSegmentsWinOverParamsWhateverTheOrder) {
 
 TEST(SnapshotRoute, StoredFieldsFollowTheSecretHeaderAndKeepHeaders) {
     setenv("PORTCULLIS_TEST_TOKEN", "token", 1);
-    auto snap = build(R"(
+    auto snap = snapshot_from_yaml(R"(
 routes:
   plain: {path: /plain, verify: {scheme: none}}
   keeps: {path: /keeps, verify: {scheme: none}, keep_headers: [Cookie, Authorization]}
@@ -99,7 +89,7 @@ routes:
 }
 
 TEST(SnapshotRoute, MethodsAndAllowHeader) {
-    auto snap = build(routes_yaml);
+    auto snap = snapshot_from_yaml(routes_yaml);
     ASSERT_TRUE(snap);
     const Route* r = snap->match("/jobs/1/status");
     ASSERT_NE(r, nullptr);
@@ -152,7 +142,8 @@ TEST(SnapshotMatch, AcceptedRoutesNeverDependOnTheirOrder) {
                 ++refused;
                 // Routes built one by one, outside the loader's check, to find a shared path.
                 auto alone = [&](const std::string& p) {
-                    return build("routes:\n  r: {path: \"" + p + "\", verify: {scheme: none}}\n");
+                    return snapshot_from_yaml("routes:\n  r: {path: \"" + p +
+                                              "\", verify: {scheme: none}}\n");
                 };
                 auto sx = alone(x);
                 auto sy = alone(y);

@@ -2,6 +2,8 @@
 
 #include "portcullis/queue/segment.hh"
 
+#include "../snapshot_from_yaml.hh"
+
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -20,18 +22,9 @@ namespace fs = std::filesystem;
 namespace {
 
 std::unique_ptr<config::Snapshot> build(const std::string& spool_dir) {
-    const std::string yaml = "spool: {dir: " + spool_dir +
-                             "}\nroutes:\n  github:\n    path: /webhooks/github\n"
-                             "    verify: {scheme: none}\n";
-    config::LoadResult loaded = config::load_text("test.yaml", yaml);
-    EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].format());
-    if (!loaded.ok()) {
-        return nullptr;
-    }
-    std::string error;
-    auto snap = config::Snapshot::build(std::move(*loaded.config), error);
-    EXPECT_EQ(error, "");
-    return snap;
+    return snapshot_from_yaml("spool: {dir: " + spool_dir +
+                              "}\nroutes:\n  github:\n    path: /webhooks/github\n"
+                              "    verify: {scheme: none}\n");
 }
 
 constexpr int64_t base_received_ns = 1795353480000000000;

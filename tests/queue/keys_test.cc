@@ -1,5 +1,7 @@
 #include "portcullis/queue/keys.hh"
 
+#include "../snapshot_from_yaml.hh"
+
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -11,18 +13,6 @@ using namespace portcullis;
 using namespace portcullis::queue;
 
 namespace {
-
-std::unique_ptr<config::Snapshot> build(const std::string& yaml) {
-    config::LoadResult loaded = config::load_text("test.yaml", yaml);
-    EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].format());
-    if (!loaded.ok()) {
-        return nullptr;
-    }
-    std::string error;
-    auto snap = config::Snapshot::build(std::move(*loaded.config), error);
-    EXPECT_EQ(error, "");
-    return snap;
-}
 
 config::FieldRef ref(std::string_view text) {
     return *config::parse_field_ref(text);
@@ -61,7 +51,7 @@ TEST(QueryParam, FirstValueAsSent) {
 }
 
 TEST(HeadField, HeaderQueryAndPathReferences) {
-    auto snap = build(R"(
+    auto snap = snapshot_from_yaml(R"(
 routes:
   jobs: {path: "/internal/jobs/{job_id}/status", verify: {scheme: none}}
 )");
