@@ -92,9 +92,9 @@ ConnectionCounts::Ticket ConnectionCounts::acquire(uint64_t key, uint32_t cap) {
         }
         return t;
     }
-    // The bucket kept changing under every pass: admit, as a full bucket would.
-    _untracked.fetch_add(1, std::memory_order_relaxed);
-    return {true, -1};
+    // The bucket kept changing under every pass: this key (or its bucket) is hammered from
+    // several shards at once. Admitting uncounted would let it past its cap; refuse instead.
+    return {false, -1};
 }
 
 void ConnectionCounts::release(Ticket t) {

@@ -53,6 +53,9 @@ class Writer {
 public:
     explicit Writer(std::span<char> out) : _out(out) {}
     void put(std::string_view s) {
+        if (s.empty()) {
+            return; // its data() may be null, which memcpy must not be given
+        }
         if (s.size() > _out.size() - _n) {
             _overflow = true;
             return;

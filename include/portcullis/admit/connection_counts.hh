@@ -19,7 +19,8 @@
 // it, then reads the bucket again and sums every slot of the key; over the cap, it gives its
 // count back and refuses. Two racing claims of a new key may land in two slots; the sums count
 // both. So no connection is admitted while the cap is already reached; at the cap, two racing
-// connections of one client may both be refused where one would have fitted. release subtracts
+// connections of one client may both be refused where one would have fitted, and so may one that
+// loses its compare-and-swap 64 times in a row to rivals on its bucket. release subtracts
 // from the very slot acquire counted in; a slot with a count cannot change its tag, so this is a
 // plain atomic subtraction.
 #pragma once
