@@ -24,6 +24,14 @@ spool: {dir: $SPOOL, durability: fsync}
 routes:
   github: {path: /webhooks/github, verify: {scheme: github, secrets: [{env: GH_SECRET}]}}
 EOF
+# The slow reader's RSS bound: 2 MiB. Under AddressSanitizer freed memory sits in its quarantine
+# and every byte touched brings shadow memory with it, so the quarantine is turned off for this
+# server and the bound is 3 MiB: still below the 4 MB a server that buffers would add.
+export RSS_LIMIT_KIB=2048
+if "$PORTCULLIS" version | grep -q 'sanitize=address'; then
+    export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
+    RSS_LIMIT_KIB=3072
+fi
 start_server "$WORKDIR/config.yaml"
 
 # Each accepted job as "id tag n": the spool must hold exactly these, each with its own body.
@@ -211,9 +219,10 @@ def slow_reader():
     growth = peak[0] - before
     print(f"slow reader: server RSS {before} KiB before, peak {peak[0]} KiB (+{growth} KiB) "
           f"while 4 MB were pipelined and unread")
-    if growth > 2048:
-        fail(f"slow reader: the server's RSS grew by {growth} KiB (limit 2048 KiB): it buffers "
-             f"what it cannot answer yet")
+    limit = int(os.environ["RSS_LIMIT_KIB"])
+    if growth > limit:
+        fail(f"slow reader: the server's RSS grew by {growth} KiB (limit {limit} KiB): it "
+             f"buffers what it cannot answer yet")
 
 
 @scenario
