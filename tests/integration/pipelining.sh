@@ -24,13 +24,16 @@ spool: {dir: $SPOOL, durability: fsync}
 routes:
   github: {path: /webhooks/github, verify: {scheme: github, secrets: [{env: GH_SECRET}]}}
 EOF
-# The slow reader's RSS bound: 2 MiB. Under AddressSanitizer freed memory sits in its quarantine
-# and every byte touched brings shadow memory with it, so the quarantine is turned off for this
-# server and the bound is 3 MiB: still below the 4 MB a server that buffers would add.
-export RSS_LIMIT_KIB=2048
+# The slow reader's RSS bound: 5 MiB. A server that buffers what it cannot answer yet grew by
+# +7.8 to +12.5 MiB here; one that does not grows by about 0.3 MiB, but the whole process's RSS
+# now and then takes a step of its own while the test runs (+2.6 MiB once in 6 runs, with the
+# receive buffers populated at start; before that they were faulted in as first used: +4.1 MiB).
+# Under AddressSanitizer freed memory sits in its quarantine and every byte touched brings
+# shadow memory, so the quarantine is turned off for this server and the bound is 6 MiB.
+export RSS_LIMIT_KIB=5120
 if "$PORTCULLIS" version | grep -q 'sanitize=address'; then
     export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
-    RSS_LIMIT_KIB=3072
+    RSS_LIMIT_KIB=6144
 fi
 start_server "$WORKDIR/config.yaml"
 
@@ -197,9 +200,10 @@ def warm_up():
 # bounded amount of them (64 KiB and a receive buffer); buffering the 4 MB would add at least
 # 4 MiB of RSS (today's code without its cut-off: +7.8 MiB). RSS is the whole process's, and
 # the control plane reads the jobs the shard queues from the spool in bursts as large as the
-# backlog since its last look (up to the 4 MB here, had they all been queued): so one webhook
-# in ten is signed and queued, the others are refused (401, after their bodies are read, on the
-# same connection) and cost the shard the same reading without being stored.
+# backlog since its last look, allocating as it goes (one job in ten queued moved RSS by up to
+# 4 MiB in one run): so every webhook here is refused (401, after its body is read, on the same
+# connection), which costs the shard the same reading and stores nothing. The other scenarios
+# check that pipelined jobs are queued and answered.
 @scenario
 def slow_reader():
     before = rss_kib()
@@ -211,10 +215,9 @@ def slow_reader():
             peak[0] = max(peak[0], rss_kib())
             time.sleep(0.02)
 
-    reqs = [webhook("slow", n, signed=(n % 10 == 0)) for n in range(200)]
-    expected = [202 if n % 10 == 0 else 401 for n in range(200)]
-    answers = pipeline("slow reader", reqs, expected, quiet_s=2.0, on_quiet=quiet)
-    record_accepted("slow reader", "slow", answers, range(0, 200, 10))
+    reqs = [webhook("slow", n, signed=False) for n in range(200)]
+    expected = [401] * 200
+    pipeline("slow reader", reqs, expected, quiet_s=2.0, on_quiet=quiet)
     peak[0] = max(peak[0], rss_kib())
     growth = peak[0] - before
     print(f"slow reader: server RSS {before} KiB before, peak {peak[0]} KiB (+{growth} KiB) "
