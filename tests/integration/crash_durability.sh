@@ -18,6 +18,7 @@ KILL_AFTER=520 # SIGKILL once this many requests have been sent, so about 280 ne
 export GH_SECRET="crash-test-secret-$RANDOM$RANDOM"
 export GL_TOKEN="unused-gitlab-token"
 SPOOL="$WORKDIR/spool"
+# write_config (lib.sh) puts both planes on port 0: server.listen and admin.listen "127.0.0.1:0".
 write_config "$WORKDIR/config.yaml" "$SPOOL"
 SENT="$WORKDIR/sent.jsonl" # one line per request sent: cycle, n, body, status, id
 : >"$SENT"
