@@ -44,14 +44,14 @@ default_admin=$(listen_in_summary "$WORKDIR/admin-default.yaml" admin)
 [[ -n $default_admin && $default_admin != *:0 ]] ||
     fail "check reports no default admin address: '$default_admin'"
 refused admin-default "$default_admin"
-fixed=$(kernel_port)
+taken=$(kernel_port)
 printf 'server: {listen: ["127.0.0.1:0", "127.0.0.1:%s"]}\nadmin: {listen: "127.0.0.1:0"}\n%s\n' \
-    "$fixed" "$tail_yaml" >"$WORKDIR/server-fixed.yaml"
-refused server-fixed "127.0.0.1:$fixed"
-fixed=$(kernel_port)
+    "$taken" "$tail_yaml" >"$WORKDIR/server-fixed.yaml"
+refused server-fixed "127.0.0.1:$taken"
+taken=$(kernel_port)
 printf 'server: {listen: ["127.0.0.1:0"]}\nadmin: {listen: "127.0.0.1:%s"}\n%s\n' \
-    "$fixed" "$tail_yaml" >"$WORKDIR/admin-fixed.yaml"
-refused admin-fixed "127.0.0.1:$fixed"
+    "$taken" "$tail_yaml" >"$WORKDIR/admin-fixed.yaml"
+refused admin-fixed "127.0.0.1:$taken"
 echo "defaults and fixed ports refused before binding"
 
 # Port 0 on both planes: the server starts and takes a webhook on ports the kernel picked.
