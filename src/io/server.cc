@@ -355,6 +355,13 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         }
         return static_cast<int64_t>(n);
     };
+    auto total_ingest = [&](std::atomic<uint64_t> ingest::Stats::*counter) {
+        uint64_t n = 0;
+        for (auto& s : all) {
+            n += (s->ingest_stats().*counter).load(std::memory_order_relaxed);
+        }
+        return static_cast<int64_t>(n);
+    };
     // The refusals of each route that had any, by reason code: what an operator reads first
     // after a provider reported failed deliveries.
     for (const config::Route& route : snapshot->routes()) {
@@ -376,9 +383,9 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         }
     }
     LogLine stopped(Level::info, "stopped");
-    stopped.field("jobs_queued", total(&ShardStats::jobs_queued))
-        .field("handshakes", total(&ShardStats::handshakes))
-        .field("ed25519_checks", total(&ShardStats::ed25519_checks))
+    stopped.field("jobs_queued", total_ingest(&ingest::Stats::jobs_queued))
+        .field("handshakes", total_ingest(&ingest::Stats::handshakes))
+        .field("ed25519_checks", total_ingest(&ingest::Stats::ed25519_checks))
         .field("connections", total(&ShardStats::accepted_connections))
         .field("refused_max_connections", total(&ShardStats::refused_connections))
         .field("refused_per_ip", total(&ShardStats::refused_per_client))
@@ -400,14 +407,14 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         stopped.field("rate_limit_evictions", static_cast<int64_t>(limiter->evictions()));
     }
     if (dedup) {
-        stopped.field("duplicates", total(&ShardStats::duplicates))
-            .field("dedup_in_flight", total(&ShardStats::dedup_in_flight))
-            .field("dedup_unkeyed", total(&ShardStats::dedup_unkeyed))
+        stopped.field("duplicates", total_ingest(&ingest::Stats::duplicates))
+            .field("dedup_in_flight", total_ingest(&ingest::Stats::dedup_in_flight))
+            .field("dedup_unkeyed", total_ingest(&ingest::Stats::dedup_unkeyed))
             .field("dedup_evictions", static_cast<int64_t>(dedup->table().evictions()));
     }
     if (ordering) {
-        stopped.field("ordering_unkeyed", total(&ShardStats::ordering_unkeyed))
-            .field("ordering_unrecorded", total(&ShardStats::ordering_unrecorded))
+        stopped.field("ordering_unkeyed", total_ingest(&ingest::Stats::ordering_unkeyed))
+            .field("ordering_unrecorded", total_ingest(&ingest::Stats::ordering_unrecorded))
             .field("ordering_evictions", static_cast<int64_t>(ordering->table().evictions()));
     }
     stopped.write();

@@ -10,8 +10,8 @@
 
 #include "portcullis/admit/connection_counts.hh"
 #include "portcullis/admit/rate_limit.hh"
-#include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/snapshot.hh"
+#include "portcullis/ingest/webhook.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/dedup.hh"
 #include "portcullis/queue/spool_progress.hh"
@@ -53,16 +53,8 @@ struct ShardStats {
     std::atomic<uint64_t> refused_per_client{0};  // over max_connections_per_ip
     std::atomic<uint64_t> proxy_refused{0};       // no valid PROXY header, or an untrusted peer
     std::atomic<uint64_t> requests{0};
-    std::atomic<uint64_t> jobs_queued{0};
-    std::atomic<uint64_t> handshakes{0};          // answered by the verifier, not enqueued
-    std::atomic<uint64_t> ed25519_checks{0};      // signature verifications (~50 us of CPU each)
-    std::atomic<uint64_t> header_timeouts{0};     // slowloris: a head not whole in timeouts.header
-    std::atomic<uint64_t> body_timeouts{0};       // slow POST: a body not whole in timeouts.body
-    std::atomic<uint64_t> duplicates{0};          // answered 200 duplicate
-    std::atomic<uint64_t> dedup_in_flight{0};     // answered 503: the first copy was being written
-    std::atomic<uint64_t> dedup_unkeyed{0};       // dedup route, request without the key: accepted
-    std::atomic<uint64_t> ordering_unkeyed{0};    // ordering route, no key or timestamp: accepted
-    std::atomic<uint64_t> ordering_unrecorded{0}; // accepted, but its bucket was too busy
+    std::atomic<uint64_t> header_timeouts{0}; // slowloris: a head not whole in timeouts.header
+    std::atomic<uint64_t> body_timeouts{0};   // slow POST: a body not whole in timeouts.body
     // Connection mechanics.
     std::atomic<uint64_t> connection_errors{0};  // closed: a receive or a send failed (reset)
     std::atomic<uint64_t> pipeline_pauses{0};    // reading stopped until answers drain a pipeline
@@ -71,8 +63,6 @@ struct ShardStats {
     std::atomic<uint64_t> unanswered_jobs{0};    // durable, but the connection was gone
 
     std::atomic<uint64_t> log_lines_dropped{0};
-    // By reason code (base::RejectReason), for every refused webhook.
-    std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};
     // By status class: index status / 100.
     std::array<std::atomic<uint64_t>, 6> responses{};
 };
@@ -90,6 +80,8 @@ public:
     void run();
 
     const ShardStats& stats() const;
+    // The counters of the webhook path (ingest/).
+    const ingest::Stats& ingest_stats() const;
 
 private:
     struct Impl;

@@ -1,11 +1,11 @@
-#include "portcullis/io/buffers.hh"
+#include "portcullis/base/buffer_pool.hh"
 
 #include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
-namespace portcullis::io {
+namespace portcullis::base {
 
 void Buffer::append(const void* p, size_t n) {
     std::memcpy(data() + size, p, n);
@@ -89,4 +89,4 @@ void BufferPool::release(Buffer* b) {
     _cached_bytes += b->capacity;
 }
 
-} // namespace portcullis::io
+} // namespace portcullis::base

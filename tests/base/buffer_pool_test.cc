@@ -1,12 +1,12 @@
-#include "portcullis/io/buffers.hh"
+#include "portcullis/base/buffer_pool.hh"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <string>
 
-using portcullis::io::Buffer;
-using portcullis::io::BufferPool;
+using portcullis::base::Buffer;
+using portcullis::base::BufferPool;
 
 TEST(BufferPool, RoundsUpToPowerOfTwoClasses) {
     BufferPool pool;

@@ -13,7 +13,7 @@
 #include <span>
 #include <string_view>
 
-namespace portcullis::io {
+namespace portcullis::base {
 
 struct Buffer {
     Buffer* next = nullptr; // free-list link
@@ -61,4 +61,4 @@ private:
     size_t _cached_bytes = 0;
 };
 
-} // namespace portcullis::io
+} // namespace portcullis::base

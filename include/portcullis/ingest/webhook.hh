@@ -1,0 +1,191 @@
+// The path of one webhook, from a parsed request head and its body bytes to its answer:
+// route -> admit -> verify -> dedup/ordering -> record -> spool hand-off -> answer. It knows no
+// sockets: the shard's connection code (io/) frames HTTP and sends the answers, and everything
+// this path needs from its shard (the clock, the spool, the log) come through small
+// interfaces, so that tests drive it without a ring.
+//
+//   Ingest ingest(snapshot, tables, clock, host, pool, shard_index);
+//   Webhook w;                        // pooled by the caller; one per request in progress
+//   w.peer = peer; w.cookie = ...;    // the caller's, handed back through Host::enqueue
+//   switch (ingest.head(w, head, draining)) {
+//   case Next::answer:    send(w.answer); break;
+//   case Next::read_body: ... ingest.body(w, bytes) ... ingest.end_of_body(w) ...
+//   case Next::spooling:  ... when the spool reports: ingest.spooled(w, durable); send(w.answer)
+//   }
+//   ingest.release(w);                // after the answer (or when the connection is gone)
+#pragma once
+
+#include "portcullis/admit/rate_limit.hh"
+#include "portcullis/base/address.hh"
+#include "portcullis/base/buffer_pool.hh"
+#include "portcullis/base/log.hh"
+#include "portcullis/base/reject_reason.hh"
+#include "portcullis/config/snapshot.hh"
+#include "portcullis/http/parser.hh"
+#include "portcullis/queue/dedup.hh"
+#include "portcullis/queue/job_id.hh"
+#include "portcullis/queue/keys.hh"
+#include "portcullis/queue/record.hh"
+#include "portcullis/verify/verifier.hh"
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace portcullis::ingest {
+
+// Time as the shard read it at the top of its loop iteration (tests set it).
+struct Clock {
+    int64_t unix_ns = 0;
+    int64_t mono_ns = 0;
+};
+
+// The tables all shards share; each may be null when no route needs it.
+struct Tables {
+    queue::DedupTable* dedup = nullptr;
+    queue::OrderingTable* ordering = nullptr;
+    admit::RateLimiter* limiter = nullptr;
+    // Mixed into the rate-limit keys: a random number of this process, so that outsiders
+    // cannot aim at one client's bucket.
+    uint64_t key_secret = 0;
+};
+
+// What the webhook path needs from its shard.
+class Host {
+public:
+    // Hands a sealed record to the spool; `record` stays valid until Ingest::spooled() is called
+    // for the webhook whose cookie this is. False when the spool cannot take it now.
+    virtual bool enqueue(std::span<const uint8_t> record, uint64_t cookie,
+                         config::Durability durability) = 0;
+    // A finished log line (never blocks; the shard writes it through its ring or drops it).
+    virtual void log(base::LogLine& line) = 0;
+
+protected:
+    ~Host() = default;
+};
+
+// Counters of one shard's webhook path, written by its thread only, read racily by reports.
+struct Stats {
+    std::atomic<uint64_t> jobs_queued{0};
+    std::atomic<uint64_t> handshakes{0};          // answered by the verifier, not enqueued
+    std::atomic<uint64_t> ed25519_checks{0};      // signature verifications (~50 us of CPU each)
+    std::atomic<uint64_t> duplicates{0};          // answered 200 duplicate
+    std::atomic<uint64_t> dedup_in_flight{0};     // answered 503: the first copy was being written
+    std::atomic<uint64_t> dedup_unkeyed{0};       // dedup route, request without the key: accepted
+    std::atomic<uint64_t> ordering_unkeyed{0};    // ordering route, no key or timestamp: accepted
+    std::atomic<uint64_t> ordering_unrecorded{0}; // accepted, but its bucket was too busy
+    // By reason code (base::RejectReason), for every refused webhook.
+    std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};
+};
+
+// The answer to one request. Its views point into the answer itself or at constants, so it
+// stays put in its Webhook until it is sent.
+struct Answer {
+    uint16_t status = 0;
+    // The request's input was left unread (or cannot be trusted): the connection must close.
+    bool close = false;
+    bool head_only = false;
+    std::string_view content_type = "application/json";
+    std::string_view extra_headers; // whole lines, CRLF-terminated
+    std::string_view body;
+    std::array<char, 40> extra_text{};
+    std::array<char, verify::max_handshake_answer> body_text{};
+
+    Answer() = default;
+    Answer(const Answer&) = delete;
+    Answer& operator=(const Answer&) = delete;
+};
+
+// What the caller does next with a webhook.
+enum class Next : uint8_t {
+    answer,    // w.answer is final: send it
+    read_body, // feed the body to body(), then call end_of_body()
+    spooling,  // the record is in the spool: spooled() will set the answer
+};
+
+// One request between its head and its answer. The caller owns and pools these; the fields
+// above `route` are the caller's to set before head().
+struct Webhook {
+    base::PeerAddress peer; // the socket's peer (or the client a PROXY header named)
+    uint64_t cookie = 0;    // handed to Host::enqueue with the record
+
+    const config::Route* route = nullptr;
+    base::Buffer* record = nullptr; // record head, then the body as it arrives
+    size_t body_start = 0;
+    uint64_t body_bytes = 0;
+    queue::JobId id;
+    int64_t received_ns = 0;
+    // Who sent it: the peer, or the address a trusted proxy forwarded it for.
+    base::PeerAddress client;
+    verify::VerifyState verify;
+    // Dedup and ordering: the keys found so far (head fields at the head, json fields once the
+    // body is complete), and the dedup claim held while the job is being written.
+    queue::RecordKeys keys;
+    std::optional<queue::Fingerprint> ordering_key;
+    std::optional<int64_t> ordering_ts;
+    queue::FingerprintTable::Ref dedup_claim;
+    bool dedup_held = false;
+    bool queued = false; // durable: its 202 is owed
+    Answer answer;
+};
+
+class Ingest {
+public:
+    Ingest(const config::Snapshot& snapshot, const Tables& tables, const Clock& clock, Host& host,
+           base::BufferPool& pool, uint8_t shard);
+    Ingest(const Ingest&) = delete;
+    Ingest& operator=(const Ingest&) = delete;
+
+    // Start-up: a job recovered from the spool is remembered as if it had just been accepted,
+    // under the dedup window its route has now, so that a restart does not forget.
+    void remember(const queue::JobRecord& record);
+
+    // A complete request head (its views valid during the call only). `draining`: the shard is
+    // shutting down and takes no new work.
+    Next head(Webhook& w, const http::RequestHead& head, bool draining);
+    // Body bytes (after the transfer coding is removed) as they arrive: Next::read_body to go
+    // on, or Next::answer when the request is refused (the rest of the body is not read).
+    Next body(Webhook& w, std::string_view data);
+    // The whole body is in: verify, admit by keys, hand the record to the spool.
+    Next end_of_body(Webhook& w);
+    // The spool's outcome for w's record: sets the 202, or the 503 of a failed write.
+    void spooled(Webhook& w, bool durable);
+    // The exchange is over (answered, timed out or the connection is gone): frees the record
+    // and gives back a dedup claim that was never made durable. w may be reused afterwards.
+    void release(Webhook& w);
+
+    // The peer, and the client when a proxy named another, as log fields.
+    static void add_peer(base::LogLine& line, const Webhook& w);
+
+    const Stats& stats() const { return _stats; }
+
+private:
+    Next refuse(Webhook& w, uint16_t status, base::RejectReason reason,
+                std::span<const http::Header> headers, bool close, std::string_view extra = {});
+    Next refuse_denied(Webhook& w, const base::PeerAddress& client, bool has_body);
+    bool admit_rate(Webhook& w, uint64_t key, const admit::Limit& limit,
+                    std::span<const http::Header> headers, bool close);
+    void read_keys(Webhook& w, const http::RequestHead* head, std::string_view body);
+    bool admit_keys(Webhook& w, std::span<uint8_t> record);
+    void settle_keys(Webhook& w, bool durable);
+    void answer_job(Webhook& w, uint16_t status, const queue::JobId& id, std::string_view state);
+    static Next answer(Webhook& w, uint16_t status, std::string_view body,
+                       std::string_view extra_headers, bool close);
+    void log(base::LogLine& line) { _host.log(line); }
+
+    const config::Snapshot& _snap;
+    const config::Config& _cfg;
+    Tables _tables;
+    const Clock& _clock;
+    Host& _host;
+    base::BufferPool& _pool;
+    queue::JobIdGenerator _ids;
+    std::vector<http::Header> _stored_headers;
+    Stats _stats;
+};
+
+} // namespace portcullis::ingest

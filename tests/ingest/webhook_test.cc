@@ -1,0 +1,469 @@
+// The webhook path without a ring: every answer of SPEC section 4 that is about a webhook,
+// driven from a parsed head and body bytes, with the clock set by the test and a fake spool
+// hand-off that holds records until the test says how their write ended. (Malformed HTTP, 400
+// and 431, is the HTTP layer's: tests/http and the integration tests.)
+#include "portcullis/ingest/webhook.hh"
+
+#include "../snapshot_from_yaml.hh"
+#include "portcullis/base/time.hh"
+#include "portcullis/queue/record.hh"
+
+#include <gtest/gtest.h>
+#include <openssl/hmac.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+using portcullis::base::PeerAddress;
+using portcullis::ingest::Answer;
+using portcullis::ingest::Clock;
+using portcullis::ingest::Ingest;
+using portcullis::ingest::Next;
+using portcullis::ingest::Tables;
+using portcullis::ingest::Webhook;
+namespace config = portcullis::config;
+namespace http = portcullis::http;
+namespace queue = portcullis::queue;
+namespace admit = portcullis::admit;
+namespace base = portcullis::base;
+
+constexpr const char* secret = "ingest-test-secret";
+
+constexpr const char* yaml = R"(server:
+  deny: ["203.0.113.0/24"]
+  limits: {body_bytes: 2048}
+routes:
+  gh: {path: /gh, verify: {scheme: github, secrets: [{env: INGEST_TEST_SECRET}]}}
+  open: {path: /open, verify: {scheme: none}}
+  office: {path: /office, verify: {scheme: none}, allow: ["10.1.0.0/16"]}
+  limited: {path: /limited, verify: {scheme: none}, rate_limit: {per_ip: 2/min, burst: 2}}
+  once: {path: /once, verify: {scheme: none}, dedup: {key: "header:X-Id", window: 1h}}
+  ordered: {path: /ordered, verify: {scheme: none}, ordering: {key: "header:X-Key", timestamp: "json:/ts"}}
+)";
+
+// The spool hand-off: takes records (or refuses them when told to) and keeps what it was given.
+struct FakeHost final : portcullis::ingest::Host {
+    struct Enqueued {
+        std::vector<uint8_t> record;
+        uint64_t cookie;
+        config::Durability durability;
+    };
+    bool refuse = false;
+    std::vector<Enqueued> enqueued;
+    std::vector<std::string> lines;
+
+    bool enqueue(std::span<const uint8_t> record, uint64_t cookie,
+                 config::Durability durability) override {
+        if (refuse) {
+            return false;
+        }
+        enqueued.push_back({{record.begin(), record.end()}, cookie, durability});
+        return true;
+    }
+    void log(base::LogLine& line) override { lines.emplace_back(line.finish()); }
+};
+
+PeerAddress address(const char* text) {
+    auto a = PeerAddress::parse(text);
+    EXPECT_TRUE(a.has_value()) << text;
+    return a.value_or(PeerAddress{});
+}
+
+std::string hmac_hex(std::string_view body) {
+    uint8_t mac[32];
+    unsigned len = 0;
+    HMAC(EVP_sha256(), secret, std::strlen(secret), reinterpret_cast<const uint8_t*>(body.data()),
+         body.size(), mac, &len);
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string hex;
+    for (unsigned i = 0; i < len; ++i) {
+        hex += digits[mac[i] >> 4];
+        hex += digits[mac[i] & 15];
+    }
+    return hex;
+}
+
+class IngestTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        setenv("INGEST_TEST_SECRET", secret, 1);
+        snap = snapshot_from_yaml(yaml);
+        ASSERT_NE(snap, nullptr);
+        clock.unix_ns = 1'760'000'000 * base::ns_per_s;
+        clock.mono_ns = 1'000 * base::ns_per_s;
+        ingest = std::make_unique<Ingest>(*snap, Tables{&dedup, &ordering, &limiter, 0x5eed}, clock,
+                                          host, pool, 3);
+    }
+
+    // Sends one request through the path the way a connection does: head, the body in pieces
+    // of `piece` bytes, end of body. Returns the last step.
+    Next send(Webhook& w, const std::string& head_text, std::string_view body = {},
+              const char* peer = "192.0.2.10", bool draining = false, size_t piece = 100) {
+        w.peer = address(peer);
+        w.cookie = ++cookies;
+        head_bytes = head_text;
+        http::Limits limits;
+        headers.resize(64);
+        http::RequestHead head;
+        http::HeadResult r = http::parse_head(head_bytes, 0, limits, headers, head);
+        EXPECT_EQ(r.error, http::Error::none) << head_text;
+        EXPECT_EQ(r.consumed, head_bytes.size()) << head_text;
+        Next next = ingest->head(w, head, draining);
+        while (next == Next::read_body && !body.empty()) {
+            size_t n = body.size() < piece ? body.size() : piece;
+            next = ingest->body(w, body.substr(0, n));
+            body.remove_prefix(n);
+        }
+        if (next == Next::read_body) {
+            next = ingest->end_of_body(w);
+        }
+        return next;
+    }
+
+    static std::string post(const std::string& path, std::string_view body,
+                            const std::string& extra = {}) {
+        return "POST " + path +
+               " HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+               extra + "\r\n";
+    }
+    static std::string github(std::string_view body, const std::string& signature) {
+        return post("/gh", body,
+                    "X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=" + signature + "\r\n");
+    }
+
+    // The answer's fields, as one string to compare.
+    static std::string shown(const Answer& a) {
+        return std::to_string(a.status) + " " + std::string(a.body) +
+               (a.extra_headers.empty() ? "" : " | " + std::string(a.extra_headers)) +
+               (a.close ? " [close]" : "");
+    }
+
+    // The id a 200/202 answer names.
+    static std::string answered_id(const Answer& a) {
+        std::string_view body = a.body;
+        size_t at = body.find(R"("id":")");
+        EXPECT_NE(at, std::string_view::npos) << body;
+        return std::string(body.substr(at + 6, queue::job_id_text_size));
+    }
+
+    static std::string record_id(const FakeHost::Enqueued& e) {
+        queue::JobRecord rec;
+        size_t size = 0;
+        EXPECT_EQ(queue::decode_record(e.record, rec, size), queue::DecodeStatus::ok);
+        char text[queue::job_id_text_size];
+        rec.id.format(text);
+        return {text, sizeof text};
+    }
+
+    std::unique_ptr<config::Snapshot> snap;
+    Clock clock;
+    FakeHost host;
+    base::BufferPool pool;
+    queue::DedupTable dedup{1024};
+    queue::OrderingTable ordering{1024};
+    admit::RateLimiter limiter{1024};
+    std::unique_ptr<Ingest> ingest;
+    std::string head_bytes;
+    std::vector<http::Header> headers;
+    uint64_t cookies = 0;
+};
+
+TEST_F(IngestTest, AcceptedAnsweredOnlyOnceDurable) {
+    Webhook w;
+    const std::string body = R"({"action":"opened"})";
+    ASSERT_EQ(send(w, github(body, hmac_hex(body)), body), Next::spooling);
+    ASSERT_EQ(host.enqueued.size(), 1u);
+    EXPECT_EQ(host.enqueued[0].cookie, w.cookie);
+    EXPECT_EQ(host.enqueued[0].durability, config::Durability::fsync);
+    EXPECT_EQ(w.answer.status, 0) << "no answer before the spool reports";
+
+    queue::JobRecord rec;
+    size_t size = 0;
+    ASSERT_EQ(queue::decode_record(host.enqueued[0].record, rec, size), queue::DecodeStatus::ok);
+    EXPECT_EQ(rec.route, "gh");
+    EXPECT_EQ(rec.body, body);
+    EXPECT_EQ(rec.received_at_ns, clock.unix_ns) << "the injected clock stamps the job";
+
+    ingest->spooled(w, true);
+    EXPECT_EQ(w.answer.status, 202);
+    EXPECT_EQ(w.answer.body,
+              R"({"id":")" + record_id(host.enqueued[0]) + R"(","status":"queued"})");
+    EXPECT_FALSE(w.answer.close);
+    EXPECT_TRUE(w.queued);
+    EXPECT_EQ(ingest->stats().jobs_queued.load(), 1u);
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, FailedWriteAnswers503WithRetryAfter) {
+    Webhook w;
+    ASSERT_EQ(send(w, post("/open", "{}"), "{}"), Next::spooling);
+    ingest->spooled(w, false);
+    EXPECT_EQ(shown(w.answer), R"(503 {"error":"unavailable"} | Retry-After: 1)"
+                               "\r\n");
+    EXPECT_FALSE(w.queued);
+    EXPECT_EQ(ingest->stats().jobs_queued.load(), 0u);
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, SpoolThatRefusesAnswers503AtOnce) {
+    host.refuse = true;
+    Webhook w;
+    ASSERT_EQ(send(w, post("/open", "{}"), "{}"), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(503 {"error":"unavailable"} | Retry-After: 1)"
+                               "\r\n");
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, DrainingTakesNoNewWork) {
+    Webhook w;
+    ASSERT_EQ(send(w, post("/open", "{}"), "{}", "192.0.2.10", true), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(503 {"error":"unavailable"} | Retry-After: 1)"
+                               "\r\n [close]");
+    EXPECT_TRUE(host.enqueued.empty());
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, Healthz) {
+    Webhook w;
+    ASSERT_EQ(send(w, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), Next::answer);
+    EXPECT_EQ(shown(w.answer), "200 ok");
+    EXPECT_EQ(w.answer.content_type, "text/plain");
+    EXPECT_FALSE(w.answer.head_only);
+    ingest->release(w);
+
+    ASSERT_EQ(send(w, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), Next::answer);
+    EXPECT_TRUE(w.answer.head_only);
+    ingest->release(w);
+
+    ASSERT_EQ(send(w, post("/healthz", "x")), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(405 {"error":"method_not_allowed"} | Allow: GET, HEAD)"
+                               "\r\n [close]")
+        << "the unread body closes the connection";
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, UnknownPathAndWrongMethod) {
+    Webhook w;
+    ASSERT_EQ(send(w, post("/v1/lease", "")), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(404 {"error":"not_found"})");
+    ingest->release(w);
+
+    ASSERT_EQ(send(w, "GET /open HTTP/1.1\r\nHost: x\r\n\r\n"), Next::answer);
+    EXPECT_EQ(w.answer.status, 405);
+    EXPECT_NE(w.answer.extra_headers.find("Allow: POST"), std::string_view::npos)
+        << w.answer.extra_headers;
+    ingest->release(w);
+    EXPECT_TRUE(host.enqueued.empty());
+}
+
+TEST_F(IngestTest, ForgedSignatureIsRefusedAndLoggedWithoutSecrets) {
+    Webhook w;
+    const std::string body = R"({"secret_in_body":"s3"})";
+    const std::string forged = hmac_hex("something else");
+    ASSERT_EQ(send(w, github(body, forged), body), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(401 {"error":"unauthorized"})");
+    EXPECT_TRUE(host.enqueued.empty());
+    EXPECT_EQ(ingest->stats().rejected[base::index(base::RejectReason::signature_mismatch)].load(),
+              1u);
+    ASSERT_EQ(host.lines.size(), 1u);
+    const std::string& line = host.lines[0];
+    EXPECT_NE(line.find(R"("msg":"webhook rejected")"), std::string::npos) << line;
+    EXPECT_NE(line.find(R"("route":"gh")"), std::string::npos) << line;
+    EXPECT_EQ(line.find("secret_in_body"), std::string::npos) << "no body in logs: " << line;
+    EXPECT_EQ(line.find(forged), std::string::npos) << "no whole signature in logs: " << line;
+    EXPECT_EQ(line.find(secret), std::string::npos) << line;
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, MissingSignatureIsRefusedAtTheHead) {
+    Webhook w;
+    w.peer = address("192.0.2.10");
+    head_bytes = post("/gh", "{}");
+    http::Limits limits;
+    headers.resize(64);
+    http::RequestHead head;
+    ASSERT_EQ(http::parse_head(head_bytes, 0, limits, headers, head).error, http::Error::none);
+    ASSERT_EQ(ingest->head(w, head, false), Next::answer) << "refused before any body byte";
+    EXPECT_EQ(shown(w.answer), R"(401 {"error":"unauthorized"} [close])");
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, AllowAndDenyLists) {
+    Webhook w;
+    ASSERT_EQ(send(w, post("/office", "{}"), "{}", "10.1.2.3"), Next::spooling);
+    ingest->spooled(w, true);
+    ingest->release(w);
+
+    ASSERT_EQ(send(w, post("/office", "{}"), "{}", "192.0.2.1"), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(403 {"error":"forbidden"} [close])");
+    ingest->release(w);
+
+    // server.deny is checked before any route is looked up (unknown paths included); only
+    // /healthz, for load balancers, is answered before it.
+    for (const char* path : {"/open", "/nowhere"}) {
+        ASSERT_EQ(send(w, post(path, ""), {}, "203.0.113.9"), Next::answer) << path;
+        EXPECT_EQ(shown(w.answer), R"(403 {"error":"forbidden"})") << path;
+        ingest->release(w);
+    }
+    ASSERT_EQ(send(w, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {}, "203.0.113.9"), Next::answer);
+    EXPECT_EQ(shown(w.answer), "200 ok");
+    ingest->release(w);
+    EXPECT_EQ(host.enqueued.size(), 1u);
+}
+
+TEST_F(IngestTest, RateLimitAnswers429WithRetryAfterUntilTheClockMoves) {
+    Webhook w;
+    for (int i = 0; i < 2; ++i) {
+        ASSERT_EQ(send(w, post("/limited", "{}"), "{}"), Next::spooling) << i;
+        ingest->spooled(w, true);
+        ingest->release(w);
+    }
+    ASSERT_EQ(send(w, post("/limited", "{}"), "{}"), Next::answer);
+    EXPECT_EQ(w.answer.status, 429);
+    EXPECT_EQ(w.answer.body, R"({"error":"rate_limited"})");
+    EXPECT_EQ(w.answer.extra_headers, "Retry-After: 30\r\n") << "2/min: one every 30 s";
+    ingest->release(w);
+
+    // Another client has its own bucket; the same one is allowed again once the clock moves.
+    ASSERT_EQ(send(w, post("/limited", "{}"), "{}", "192.0.2.11"), Next::spooling);
+    ingest->spooled(w, true);
+    ingest->release(w);
+    clock.mono_ns += 30 * base::ns_per_s;
+    ASSERT_EQ(send(w, post("/limited", "{}"), "{}"), Next::spooling);
+    ingest->spooled(w, true);
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, BodyOverTheLimit) {
+    Webhook w;
+    const std::string big(3000, 'x');
+    // Declared: refused from Content-Length, before any of the body is read.
+    ASSERT_EQ(send(w, post("/open", big)), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(413 {"error":"body_too_large"} [close])");
+    ingest->release(w);
+
+    // Chunked: refused when the bytes pass the limit.
+    w.peer = address("192.0.2.10");
+    head_bytes = "POST /open HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    http::Limits limits;
+    headers.resize(64);
+    http::RequestHead head;
+    ASSERT_EQ(http::parse_head(head_bytes, 0, limits, headers, head).error, http::Error::none);
+    ASSERT_EQ(ingest->head(w, head, false), Next::read_body);
+    EXPECT_EQ(ingest->body(w, std::string_view(big).substr(0, 2000)), Next::read_body);
+    ASSERT_EQ(ingest->body(w, std::string_view(big).substr(0, 100)), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(413 {"error":"body_too_large"} [close])");
+    ingest->release(w);
+    EXPECT_TRUE(host.enqueued.empty());
+}
+
+TEST_F(IngestTest, DedupDuplicateConflictAndInProgress) {
+    Webhook first, second;
+    ASSERT_EQ(send(first, post("/once", "{}", "X-Id: d1\r\n"), "{}"), Next::spooling);
+    // While the first copy is being written its outcome is unknown.
+    ASSERT_EQ(send(second, post("/once", "{}", "X-Id: d1\r\n"), "{}"), Next::answer);
+    EXPECT_EQ(shown(second.answer), R"(503 {"error":"in_progress"} | Retry-After: 1)"
+                                    "\r\n");
+    ingest->release(second);
+
+    ingest->spooled(first, true);
+    ASSERT_EQ(first.answer.status, 202);
+    const std::string id = answered_id(first.answer);
+    ingest->release(first);
+
+    ASSERT_EQ(send(second, post("/once", "{}", "X-Id: d1\r\n"), "{}"), Next::answer);
+    EXPECT_EQ(shown(second.answer), R"(200 {"id":")" + id + R"(","status":"duplicate"})");
+    ingest->release(second);
+
+    ASSERT_EQ(send(second, post("/once", "[]", "X-Id: d1\r\n"), "[]"), Next::answer);
+    EXPECT_EQ(shown(second.answer), R"(409 {"error":"conflict"})");
+    ingest->release(second);
+    EXPECT_EQ(host.enqueued.size(), 1u);
+    EXPECT_EQ(ingest->stats().duplicates.load(), 1u);
+}
+
+TEST_F(IngestTest, DedupKeyIsFreedWhenTheWriteFails) {
+    Webhook w;
+    ASSERT_EQ(send(w, post("/once", "{}", "X-Id: d2\r\n"), "{}"), Next::spooling);
+    ingest->spooled(w, false);
+    ingest->release(w);
+    // The provider's retry is a first copy again, not a duplicate of a job that never was.
+    ASSERT_EQ(send(w, post("/once", "{}", "X-Id: d2\r\n"), "{}"), Next::spooling);
+    ingest->spooled(w, true);
+    EXPECT_EQ(w.answer.status, 202);
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, DedupClaimGivenBackWhenTheExchangeEndsUnwritten) {
+    Webhook w;
+    ASSERT_EQ(send(w, post("/once", "{}", "X-Id: d3\r\n"), "{}"), Next::spooling);
+    // The connection went and the spool said nothing yet: release gives the claim back.
+    ingest->release(w);
+    ASSERT_EQ(send(w, post("/once", "{}", "X-Id: d3\r\n"), "{}"), Next::spooling);
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, OrderingRefusesStaleEvents) {
+    Webhook w;
+    ASSERT_EQ(send(w, post("/ordered", R"({"ts":20})", "X-Key: k\r\n"), R"({"ts":20})"),
+              Next::spooling);
+    ingest->spooled(w, true);
+    ingest->release(w);
+    ASSERT_EQ(send(w, post("/ordered", R"({"ts":10})", "X-Key: k\r\n"), R"({"ts":10})"),
+              Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(409 {"error":"stale"})");
+    ingest->release(w);
+    ASSERT_EQ(send(w, post("/ordered", R"({"ts":30})", "X-Key: k\r\n"), R"({"ts":30})"),
+              Next::spooling);
+    ingest->spooled(w, true);
+    ingest->release(w);
+}
+
+TEST_F(IngestTest, RecoveredJobsAreRememberedForDedup) {
+    Webhook w;
+    ASSERT_EQ(send(w, post("/once", "{}", "X-Id: d4\r\n"), "{}"), Next::spooling);
+    ingest->spooled(w, true);
+    const std::string id = answered_id(w.answer);
+    ingest->release(w);
+    const std::vector<uint8_t> record = host.enqueued[0].record;
+
+    // A restart: fresh tables, the spool's record remembered at start-up.
+    queue::DedupTable fresh{1024};
+    queue::OrderingTable fresh_ordering{1024};
+    Ingest restarted(*snap, Tables{&fresh, &fresh_ordering, &limiter, 0x5eed}, clock, host, pool,
+                     3);
+    queue::JobRecord rec;
+    size_t size = 0;
+    ASSERT_EQ(queue::decode_record(record, rec, size), queue::DecodeStatus::ok);
+    restarted.remember(rec);
+    ingest.reset();
+    w.peer = address("192.0.2.10");
+    head_bytes = post("/once", "{}", "X-Id: d4\r\n");
+    http::Limits limits;
+    headers.resize(64);
+    http::RequestHead head;
+    ASSERT_EQ(http::parse_head(head_bytes, 0, limits, headers, head).error, http::Error::none);
+    ASSERT_EQ(restarted.head(w, head, false), Next::read_body);
+    ASSERT_EQ(restarted.body(w, "{}"), Next::read_body);
+    ASSERT_EQ(restarted.end_of_body(w), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(200 {"id":")" + id + R"(","status":"duplicate"})");
+    restarted.release(w);
+}
+
+TEST_F(IngestTest, BodyArrivingInAnyPiecesVerifiesTheSame) {
+    const std::string body(1500, 'b');
+    for (size_t piece : {1u, 7u, 512u, 1500u}) {
+        Webhook w;
+        ASSERT_EQ(send(w, github(body, hmac_hex(body)), body, "192.0.2.10", false, piece),
+                  Next::spooling)
+            << piece;
+        ingest->spooled(w, true);
+        ingest->release(w);
+    }
+}
+
+} // namespace
