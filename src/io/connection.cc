@@ -65,28 +65,52 @@ void Shard::Impl::on_recv(const io_uring_cqe& cqe) {
     keep_reading(*c);
 }
 
+// The client sent all it will: the request being read cannot complete, but those already
+// complete are still answered, pipelined ones included (a client may half-close after
+// sending); on_sent closes once they are. With none owed, the connection closes now.
 void Shard::Impl::on_peer_eof(Connection& c) {
     c.peer_eof = true;
-    // Requests already complete are still answered, pipelined ones included (a client may
-    // half-close after sending): on_sent closes once they are. Anything else ends here.
-    if (c.state == State::spooling || c.state == State::sending) {
+    if (c.state == State::reading_body) {
+        drop_newest(c);
+        c.state = State::reading_head;
+    }
+    if (c.first == nullptr) {
+        close_connection(c);
         return;
     }
-    close_connection(c);
+    pump(c); // the last answer may now say Connection: close
+}
+
+// Input the connection cannot hold: as after EOF, but what is staged is dropped too, so the
+// answer to the newest complete request is the last.
+void Shard::Impl::end_input(Connection& c) {
+    if (c.state == State::reading_body) {
+        drop_newest(c);
+        c.state = State::reading_head;
+    }
+    if (c.first == nullptr) {
+        close_connection(c);
+        return;
+    }
+    if (c.state == State::reading_head) {
+        c.newest->last = true;
+        c.state = State::finishing;
+    }
+    pump(c);
 }
 
 // ---- backpressure --------------------------------------------------------------------------
 //
-// A connection handles one request at a time: bytes behind it (pipelined requests) are staged
+// Pipelined requests are parsed, verified and handed to the spool while earlier ones wait for
+// their answers, up to max_pipelined of them (can_start_request); bytes behind those are staged
 // unparsed. Every receive is armed for the room left under pipeline_pause_bytes (arm_recv) and
-// ends by itself once it is used; while a connection waits for its answer with the stage full,
-// it is not re-armed, and answers draining the stage re-arm it. So a client's pipeline costs
+// ends by itself once it is used; while a connection waits for answers with the stage full, it
+// is not re-armed, and answers draining the stage re-arm it. So a client's pipeline costs
 // the shard a bounded buffer and waits in the client's own socket buffers; no receive needs
 // cancelling, and nothing is dropped.
 
 bool Shard::Impl::pipeline_full(const Connection& c) {
-    return (c.state == State::spooling || c.state == State::sending) &&
-           staged_bytes(c) >= pipeline_pause_bytes;
+    return c.first != nullptr && staged_bytes(c) >= pipeline_pause_bytes;
 }
 
 // After c's receive ended or its pipeline drained: re-arms the receive unless the stage is full
@@ -113,23 +137,17 @@ void Shard::Impl::cut_input(Connection& c) {
     stats.pipeline_overflows.fetch_add(1, std::memory_order_relaxed);
     log_close(c, overflow_close_log, "pipeline_overflow", 0);
     c.input_cut = true; // not re-armed; what a live receive still brings is dropped
-    c.keep_alive = false;
-    if (c.state == State::spooling) {
-        return; // respond() closes: keep_alive is off
+    if (c.staging != nullptr) {
+        pool.release(c.staging);
+        c.staging = nullptr;
+        c.staged_from = 0;
     }
-    if (c.state == State::sending) {
-        c.close_after_send = true;
-        return;
-    }
-    close_connection(c);
+    end_input(c);
 }
 
 // A receive or a send failed (the peer reset the connection, mostly).
 void Shard::Impl::close_for_error(Connection& c, std::string_view what, int error) {
     stats.connection_errors.fetch_add(1, std::memory_order_relaxed);
-    if (c.state == State::sending && c.ex != nullptr && c.ex->webhook.queued) {
-        stats.unanswered_jobs.fetch_add(1, std::memory_order_relaxed);
-    }
     log_close(c, error_close_log, what, error);
     close_connection(c);
 }
@@ -151,10 +169,13 @@ void Shard::Impl::log_close(const Connection& c, LogThrottle& throttle, std::str
     }
     add_peer(line, c);
     line.field("staged_bytes", static_cast<int64_t>(staged_bytes(c)));
-    if (c.ex != nullptr && (c.state == State::spooling || c.ex->webhook.queued)) {
-        char id[queue::job_id_text_size];
-        c.ex->webhook.id.format(id);
-        line.field("unanswered_job", std::string_view(id, sizeof id));
+    for (const Exchange* ex = c.first; ex != nullptr; ex = ex->next) {
+        if (ex->spooling || ex->webhook.queued) {
+            char id[queue::job_id_text_size];
+            ex->webhook.id.format(id);
+            line.field("unanswered_job", std::string_view(id, sizeof id));
+            break; // the oldest; the others are in unanswered_jobs
+        }
     }
     if (throttle.held_back != 0) {
         line.field("lines_held_back", static_cast<int64_t>(throttle.held_back));
@@ -164,8 +185,8 @@ void Shard::Impl::log_close(const Connection& c, LogThrottle& throttle, std::str
 }
 
 void Shard::Impl::add_peer(LogLine& line, const Connection& c) {
-    if (c.ex != nullptr) {
-        ingest::Ingest::add_peer(line, c.ex->webhook);
+    if (c.newest != nullptr) {
+        ingest::Ingest::add_peer(line, c.newest->webhook);
         return;
     }
     char ip[INET6_ADDRSTRLEN];
@@ -175,7 +196,7 @@ void Shard::Impl::add_peer(LogLine& line, const Connection& c) {
 // Bytes arrived for c: parse them in place when nothing is staged, else add them to the staging
 // buffer. Whatever cannot be used now is staged before the receive buffer goes back.
 void Shard::Impl::on_bytes(Connection& c, std::string_view in) {
-    if (c.state == State::lingering || c.input_cut) {
+    if (c.state == State::lingering || c.state == State::finishing || c.input_cut) {
         return; // discarded: the connection is closing
     }
     if (c.staging != nullptr) {
@@ -315,14 +336,22 @@ void Shard::Impl::close_connection(Connection& c) {
         pool.release(c.staging);
         c.staging = nullptr;
     }
-    if (c.state == State::spooling) {
-        // Its job is in a group commit: the exchange stays with the spool, which settles it
-        // (on_spooled), and the connection goes now.
-        c.ex->conn = nullptr;
-        c.ex = nullptr;
-    } else {
-        release_exchange(c);
+    // Requests in progress: one whose job is in a group commit stays with the spool, which
+    // settles it (on_spooled); the others end here. A 202 owed but not sent is counted.
+    while (Exchange* ex = c.first) {
+        c.first = ex->next;
+        if (ex->spooling) {
+            ex->conn = nullptr;
+            continue;
+        }
+        if (ex->webhook.queued) {
+            stats.unanswered_jobs.fetch_add(1, std::memory_order_relaxed);
+        }
+        release_exchange(*ex);
     }
+    c.newest = nullptr;
+    c.exchanges = 0;
+    c.out_exchanges = 0;
     c.state = State::closing;
     // Cancel the multishot receive and any send, then close; hard-linked so that the close runs
     // whether or not there was anything to cancel.

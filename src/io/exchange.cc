@@ -16,20 +16,23 @@ constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
 
 } // namespace
 
-// Feeds bytes to the request state machine; returns how many it used. Stops when a request is
-// complete and waiting for its answer, or when more bytes are needed.
+// Feeds bytes to the request state machine; returns how many it used. Stops when more bytes are
+// needed, or when the connection has as many requests in progress as it may (the rest waits).
 size_t Shard::Impl::process(Connection& c, std::string_view in) {
     size_t total = 0;
     while (total < in.size() && is_open(c)) {
         size_t n = 0;
         if (c.state == State::reading_head) {
+            if (!can_start_request(c)) {
+                break;
+            }
             n = on_head_bytes(c, in.substr(total));
         } else if (c.state == State::reading_proxy) {
             n = on_proxy_bytes(c, in.substr(total));
         } else if (c.state == State::reading_body) {
             n = on_body_bytes(c, in.substr(total));
-        } else if (c.state == State::lingering) {
-            return in.size();
+        } else {
+            return in.size(); // finishing or lingering: input is dropped
         }
         if (n == 0) {
             break;
@@ -37,6 +40,19 @@ size_t Shard::Impl::process(Connection& c, std::string_view in) {
         total += n;
     }
     return total;
+}
+
+// Another pipelined request may start while fewer than max_pipelined are in progress and their
+// records hold less than pipeline_pause_bytes (a request's record holds its whole body).
+bool Shard::Impl::can_start_request(const Connection& c) const {
+    if (c.exchanges >= max_pipelined) {
+        return false;
+    }
+    size_t held = 0;
+    for (const Exchange* ex = c.first; ex != nullptr; ex = ex->next) {
+        held += ex->webhook.record != nullptr ? ex->webhook.record->capacity : 0;
+    }
+    return held < pipeline_pause_bytes;
 }
 
 // ---- PROXY header --------------------------------------------------------------------------
@@ -80,10 +96,12 @@ size_t Shard::Impl::on_head_bytes(Connection& c, std::string_view in) {
         return in.size();
     }
     if (r.consumed == 0) {
-        if (c.timer == &idle_timers) {
+        if (c.timer != &header_timers) {
             // The first bytes of a head start its deadline; it does not move after that, so a
             // client trickling bytes is cut off at header timeout.
-            idle_timers.remove(c);
+            if (c.timer != nullptr) {
+                c.timer->remove(c);
+            }
             header_timers.push(c, clock.mono_ns + header_timers.length_ns);
         }
         c.scanned = in.size();
@@ -99,38 +117,38 @@ void Shard::Impl::on_head(Connection& c, const http::RequestHead& head) {
     if (c.timer != nullptr) {
         c.timer->remove(c);
     }
-    c.keep_alive = head.keep_alive;
-    Exchange* ex = acquire_exchange(c);
-    ex->framing = head.framing;
-    ex->remaining = head.content_length;
-    ex->chunked.reset();
-    ingest::Next next = ingest.head(ex->webhook, head, draining);
+    Exchange& ex = push_exchange(c);
+    ex.keep_alive = head.keep_alive;
+    ex.framing = head.framing;
+    ex.remaining = head.content_length;
+    ex.chunked.reset();
+    ingest::Next next = ingest.head(ex.webhook, head, draining);
     if (next == ingest::Next::read_body) {
         c.state = State::reading_body;
         body_timers.push(c, clock.mono_ns + body_timers.length_ns);
         if (head.expect_continue) {
-            c.continue_bytes_sent = 0;
-            start_continue(c);
+            ex.continue_owed = true;
+            pump(c); // sent now, or right after the answers owed before it
         }
         return;
     }
-    on_next(c, next);
+    decided(c, ex, next);
 }
 
 // ---- request body --------------------------------------------------------------------------
 
 size_t Shard::Impl::on_body_bytes(Connection& c, std::string_view in) {
-    Exchange& ex = *c.ex;
+    Exchange& ex = *c.newest;
     if (ex.framing == http::BodyFraming::content_length) {
         size_t take = in.size() < ex.remaining ? in.size() : static_cast<size_t>(ex.remaining);
         if (ingest::Next next = ingest.body(ex.webhook, in.substr(0, take));
             next != ingest::Next::read_body) {
-            on_next(c, next);
+            decided(c, ex, next);
             return in.size();
         }
         ex.remaining -= take;
         if (ex.remaining == 0) {
-            on_next(c, ingest.end_of_body(ex.webhook));
+            decided(c, ex, ingest.end_of_body(ex.webhook));
         }
         return take;
     }
@@ -142,49 +160,53 @@ size_t Shard::Impl::on_body_bytes(Connection& c, std::string_view in) {
     if (!step.data.empty()) {
         if (ingest::Next next = ingest.body(ex.webhook, step.data);
             next != ingest::Next::read_body) {
-            on_next(c, next);
+            decided(c, ex, next);
             return in.size();
         }
     }
     if (step.done) {
-        on_next(c, ingest.end_of_body(ex.webhook));
+        decided(c, ex, ingest.end_of_body(ex.webhook));
     }
     return step.consumed;
 }
 
-// What ingest decided about c's request, once its head or its body is in.
-void Shard::Impl::on_next(Connection& c, ingest::Next next) {
+// What ingest decided about c's newest request, once its head or its body is in. The connection
+// reads the next request meanwhile, unless this one ends it.
+void Shard::Impl::decided(Connection& c, Exchange& ex, ingest::Next next) {
     if (c.timer != nullptr) {
         c.timer->remove(c);
     }
-    switch (next) {
-    case ingest::Next::answer:
-        respond(c, c.ex->webhook.answer);
-        return;
-    case ingest::Next::spooling:
-        c.state = State::spooling;
-        return;
-    case ingest::Next::read_body:
+    ex.continue_owed = false; // the body is in, or will not be read
+    if (next == ingest::Next::read_body) {
         std::abort(); // the callers go on reading the body themselves
     }
+    ex.spooling = next == ingest::Next::spooling;
+    ex.answered = next == ingest::Next::answer;
+    if (!ex.keep_alive || draining || (ex.answered && ex.webhook.answer.close)) {
+        ex.last = true;
+        c.state = State::finishing;
+    } else {
+        c.state = State::reading_head;
+    }
+    pump(c);
 }
 
 // The spool's outcome for the record of an exchange (its address is the cookie).
 void Shard::Impl::on_spooled(uint64_t cookie, bool durable) {
     auto* ex = reinterpret_cast<Exchange*>(cookie); // NOLINT(performance-no-int-to-ptr)
     ingest.spooled(ex->webhook, durable);
+    ex->spooling = false;
+    ex->answered = true;
     if (ex->conn == nullptr) {
         // The peer went away while its job was being written; the job stands (it is on disk if
         // durable), only the answer is lost (named when the close was logged).
         if (durable) {
             stats.unanswered_jobs.fetch_add(1, std::memory_order_relaxed);
         }
-        ingest.release(ex->webhook);
-        ex->next_free = free_exchanges;
-        free_exchanges = ex;
+        release_exchange(*ex);
         return;
     }
-    respond(*ex->conn, ex->webhook.answer);
+    pump(*ex->conn);
 }
 
 // ---- answers -------------------------------------------------------------------------------
@@ -198,128 +220,189 @@ void Shard::Impl::reject_malformed(Connection& c, http::Error error, std::string
         .field("status", static_cast<int64_t>(status));
     add_peer(line, c);
     log(line);
-    respond(c, status, body_bad_request, {}, true);
+    final_answer(c, status, body_bad_request);
 }
 
-void Shard::Impl::respond(Connection& c, const ingest::Answer& a) {
-    respond(c, a.status, a.body, a.extra_headers, a.close, a.content_type, a.head_only);
-}
-
-// The final answer to the current request; afterwards the connection either reads the next
-// request or closes (lingering when input may be unread).
-void Shard::Impl::respond(Connection& c, uint16_t status, std::string_view body,
-                          std::string_view extra, bool close, std::string_view content_type,
-                          bool head_only) {
+// An answer of the HTTP layer's own (malformed input, a timeout) to the request being read, or
+// to one that never got a head; the connection closes after it.
+void Shard::Impl::final_answer(Connection& c, uint16_t status, std::string_view body) {
+    Exchange& ex = c.state == State::reading_body ? *c.newest : push_exchange(c);
+    ingest::Answer& a = ex.webhook.answer;
+    a.status = status;
+    a.body = body;
+    a.extra_headers = {};
+    a.close = true;
+    a.content_type = "application/json";
+    a.head_only = false;
+    ex.answered = true;
+    ex.last = true;
+    ex.continue_owed = false;
     if (c.timer != nullptr) {
         c.timer->remove(c);
     }
-    // After the client's EOF, an answer with nothing staged behind it is the last.
-    close = close || !c.keep_alive || draining || (c.peer_eof && staged_bytes(c) == 0);
-    // Answers are a few hundred bytes: the smallest pool class holds any of them.
-    c.out = pool.acquire(base::BufferPool::min_class_bytes);
-    if (c.out == nullptr) {
-        close_connection(c);
-        return;
-    }
-    http::Response r;
-    r.status = status;
-    r.body = body;
-    r.extra_headers = extra;
-    r.close = close;
-    r.content_type = content_type;
-    r.head_only = head_only;
-    c.out->size = http::write_response(
-        std::span<char>(reinterpret_cast<char*>(c.out->data()), c.out->capacity), r, date.view());
-    if (c.out->size == 0) {
-        // Impossible with the bounded answers: they are all far smaller than the buffer.
-        std::abort();
-    }
-    c.out_sent = 0;
-    stats.responses[status / 100 < 6 ? status / 100 : 5].fetch_add(1, std::memory_order_relaxed);
-    c.close_after_send = close;
-    c.state = State::sending;
-    // A 100 Continue still on its way goes first; its completion starts this answer.
-    if (!c.continue_inflight) {
-        start_send(c);
-    }
+    c.state = State::finishing;
+    pump(c);
 }
 
-// The interim answer comes from a constant, so that the final answer can be written while the
-// interim one is still being sent.
+// The interim answer to Expect: 100-continue.
 static constexpr std::string_view continue_response = "HTTP/1.1 100 Continue\r\n\r\n";
 
-void Shard::Impl::start_continue(Connection& c) {
-    io_uring_sqe* sqe = ring.sqe();
-    io_uring_prep_send(sqe, c.fd, continue_response.data() + c.continue_bytes_sent,
-                       continue_response.size() - c.continue_bytes_sent, MSG_NOSIGNAL);
-    sqe->user_data = pack(Op::send_continue, c.gen, c.index);
-    c.continue_inflight = true;
+// Sends what is ready, in request order: the answers of the oldest requests, as many as are
+// final and fit one buffer, and a 100 Continue owed by the first request still without one.
+void Shard::Impl::pump(Connection& c) {
+    if (c.send_inflight || c.first == nullptr || !is_open(c)) {
+        return;
+    }
+    base::Buffer* out = nullptr;
+    auto room = [&] {
+        return std::span<char>(reinterpret_cast<char*>(out->data()) + out->size, out->room());
+    };
+    uint8_t answers = 0;
+    bool closes = false;
+    for (Exchange* ex = c.first; ex != nullptr; ex = ex->next) {
+        if (!ex->answered && !ex->continue_owed) {
+            break;
+        }
+        if (out == nullptr) {
+            // Answers are a few hundred bytes: the smallest pool class holds several.
+            out = pool.acquire(base::BufferPool::min_class_bytes);
+            if (out == nullptr) {
+                close_connection(c);
+                return;
+            }
+        }
+        if (!ex->answered) {
+            if (continue_response.size() > out->room()) {
+                break;
+            }
+            out->append(continue_response.data(), continue_response.size());
+            ex->continue_owed = false;
+            stats.responses[1].fetch_add(1, std::memory_order_relaxed);
+            break;
+        }
+        const ingest::Answer& a = ex->webhook.answer;
+        // Draining, or after the client's EOF, the answer with nothing behind it is the last.
+        bool close = ex->last || (ex->next == nullptr && c.state == State::reading_head &&
+                                  (draining || (c.peer_eof && staged_bytes(c) == 0)));
+        http::Response r;
+        r.status = a.status;
+        r.body = a.body;
+        r.extra_headers = a.extra_headers;
+        r.close = close;
+        r.content_type = a.content_type;
+        r.head_only = a.head_only;
+        size_t n = http::write_response(room(), r, date.view());
+        if (n == 0) {
+            if (answers == 0) {
+                std::abort(); // impossible: every answer is far smaller than the buffer
+            }
+            break;
+        }
+        out->size += n;
+        ++answers;
+        stats.responses[a.status / 100 < 6 ? a.status / 100 : 5].fetch_add(
+            1, std::memory_order_relaxed);
+        if (close) {
+            closes = true;
+            break;
+        }
+    }
+    if (out == nullptr) {
+        return;
+    }
+    c.out = out;
+    c.out_sent = 0;
+    c.out_exchanges = answers;
+    c.out_closes = closes;
+    start_send(c);
 }
 
-void Shard::Impl::on_send_continue(const io_uring_cqe& cqe) {
-    Connection* c = lookup(cqe.user_data);
-    if (c == nullptr || c->state == State::closing) {
-        return;
-    }
-    c->continue_inflight = false;
-    if (cqe.res < 0) {
-        close_for_error(*c, "send_failed", -cqe.res);
-        return;
-    }
-    c->continue_bytes_sent = static_cast<uint8_t>(c->continue_bytes_sent + cqe.res);
-    if (c->continue_bytes_sent < continue_response.size()) {
-        start_continue(*c);
-        return;
-    }
-    stats.responses[1].fetch_add(1, std::memory_order_relaxed);
-    if (c->state == State::sending && !c->send_inflight) {
-        start_send(*c);
-    }
-}
-
-// c's answer is all sent: the exchange is over.
+// The answers in c.out have all been sent: their exchanges are over.
 void Shard::Impl::on_sent(Connection& c) {
-    release_exchange(c);
-    if (c.close_after_send) {
+    for (uint8_t i = 0; i < c.out_exchanges; ++i) {
+        Exchange* ex = c.first;
+        c.first = ex->next;
+        if (c.first == nullptr) {
+            c.newest = nullptr;
+        }
+        --c.exchanges;
+        release_exchange(*ex);
+    }
+    c.out_exchanges = 0;
+    if (c.out_closes || (c.state == State::finishing && c.first == nullptr)) {
         start_linger(c);
         return;
     }
-    // The next request, if it is already staged (pipelined).
-    c.state = State::reading_head;
-    idle_timers.push(c, clock.mono_ns + idle_timers.length_ns);
+    if (c.first == nullptr && c.state == State::reading_head && c.timer == nullptr) {
+        idle_timers.push(c, clock.mono_ns + idle_timers.length_ns);
+    }
+    // Requests that waited for room, if any are staged (pipelined).
     drive_staged(c);
-    if (c.peer_eof && (c.state == State::reading_head || c.state == State::reading_body)) {
+    if (!is_open(c)) {
+        return;
+    }
+    if (c.peer_eof && c.first == nullptr &&
+        (c.state == State::reading_head || c.state == State::reading_body)) {
         // The client half-closed and every complete request it sent has its answer.
         close_connection(c);
         return;
     }
+    pump(c);
     keep_reading(c);
 }
 
-Exchange* Shard::Impl::acquire_exchange(Connection& c) {
+Exchange& Shard::Impl::push_exchange(Connection& c) {
     Exchange* ex = free_exchanges;
     if (ex == nullptr) {
-        all_exchanges.push_back(std::make_unique<Exchange>());
-        ex = all_exchanges.back().get();
+        ex = new Exchange; // NOLINT(cppcoreguidelines-owning-memory): the free list owns them
     } else {
-        free_exchanges = ex->next_free;
+        free_exchanges = ex->next;
+        --free_exchange_count;
     }
     ex->conn = &c;
+    ex->next = nullptr;
+    ex->keep_alive = true;
+    ex->spooling = ex->answered = ex->last = ex->continue_owed = false;
     ex->webhook.peer = c.peer;
     ex->webhook.cookie = reinterpret_cast<uint64_t>(ex);
-    c.ex = ex;
-    return ex;
+    (c.newest != nullptr ? c.newest->next : c.first) = ex;
+    c.newest = ex;
+    ++c.exchanges;
+    return *ex;
 }
 
-void Shard::Impl::release_exchange(Connection& c) {
-    if (c.ex == nullptr) {
+// The newest request cannot complete (its input ended): it is forgotten.
+void Shard::Impl::drop_newest(Connection& c) {
+    Exchange* gone = c.newest;
+    Exchange* before = nullptr;
+    for (Exchange* ex = c.first; ex != gone; ex = ex->next) {
+        before = ex;
+    }
+    (before != nullptr ? before->next : c.first) = nullptr;
+    c.newest = before;
+    --c.exchanges;
+    release_exchange(*gone);
+}
+
+void Shard::Impl::release_exchange(Exchange& ex) {
+    ingest.release(ex.webhook);
+    if (free_exchange_count >= max_free_exchanges) {
+        delete &ex; // NOLINT(cppcoreguidelines-owning-memory)
         return;
     }
-    ingest.release(c.ex->webhook);
-    c.ex->conn = nullptr;
-    c.ex->next_free = free_exchanges;
-    free_exchanges = c.ex;
-    c.ex = nullptr;
+    ex.conn = nullptr;
+    ex.next = free_exchanges;
+    free_exchanges = &ex;
+    ++free_exchange_count;
+}
+
+bool Shard::Impl::has_spooling(const Connection& c) {
+    for (const Exchange* ex = c.first; ex != nullptr; ex = ex->next) {
+        if (ex->spooling) {
+            return true;
+        }
+    }
+    return false;
 }
 
 } // namespace portcullis::io

@@ -19,6 +19,14 @@ Shard::Impl::Impl(uint32_t i, ShardShared& s, std::vector<int> fds)
       ingest(snap, ingest::Tables{s.dedup, s.ordering, s.limiter, s.key_secret}, clock, *this, pool,
              static_cast<uint8_t>(i)) {}
 
+Shard::Impl::~Impl() {
+    // After a drain every exchange is back here: connections are closed and the spool is idle.
+    while (Exchange* ex = free_exchanges) {
+        free_exchanges = ex->next;
+        delete ex; // NOLINT(cppcoreguidelines-owning-memory)
+    }
+}
+
 // ---- start-up ------------------------------------------------------------------------------
 
 std::string Shard::Impl::init() {
@@ -121,9 +129,6 @@ void Shard::Impl::dispatch(const io_uring_cqe& cqe) {
         return;
     case Op::send:
         on_send(cqe);
-        return;
-    case Op::send_continue:
-        on_send_continue(cqe);
         return;
     case Op::close:
         on_closed(cqe);
@@ -303,11 +308,13 @@ void Shard::Impl::on_timeout(Connection& c) {
     line.field("phase", phase);
     add_peer(line, c);
     log(line);
-    if (c.state == State::reading_proxy || c.send_inflight || c.continue_inflight) {
+    // With answers owed before this request's, a client this slow gets no 408 of its own.
+    if (c.state == State::reading_proxy || c.send_inflight ||
+        c.first != (body ? c.newest : nullptr)) {
         close_connection(c);
         return;
     }
-    respond(c, 408, R"({"error":"timeout"})", {}, true);
+    final_answer(c, 408, R"({"error":"timeout"})");
 }
 
 void Shard::Impl::start_drain() {
@@ -338,7 +345,7 @@ bool Shard::Impl::drain_finished() {
     bool connections_done = open_conns == 0;
     if (!connections_done && clock.mono_ns >= drain_deadline) {
         for (Connection* c : conns) {
-            if (is_open(*c) && c->state != State::spooling) {
+            if (is_open(*c) && !has_spooling(*c)) {
                 close_connection(*c);
             }
         }

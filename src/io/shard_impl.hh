@@ -63,7 +63,6 @@ enum class Op : uint8_t {
     shutdown = 6,
     log_write = 7,
     close_unowned = 8,
-    send_continue = 9,
 };
 
 constexpr uint64_t pack(Op op, uint32_t gen, uint32_t index) {
@@ -82,26 +81,37 @@ constexpr uint32_t index_of(uint64_t ud) {
 enum class State : uint8_t {
     free,
     reading_proxy, // server.client_ip.proxy_protocol: waiting for the PROXY header
-    reading_head,  // idle between requests, or a head partly received
-    reading_body,
-    spooling,  // the job is in a group commit
-    sending,   // a response is being written
-    lingering, // final response sent; draining input until EOF or the deadline
-    closing,   // close submitted; the slot is freed when it completes
+    reading_head,  // between requests (earlier answers may be owed), or a head partly received
+    reading_body,  // the newest exchange's body is arriving
+    finishing,     // the answer that ends the connection is owed: further input is dropped
+    lingering,     // final response sent; draining input until EOF or the deadline
+    closing,       // close submitted; the slot is freed when it completes
 };
+
+// Pipelining: requests a connection may have between their heads and their answers. Each is
+// parsed, verified and handed to the spool as soon as it arrives; answers go out strictly in
+// request order. Past this many, or past pipeline_pause_bytes of their records, the next
+// requests wait unparsed in the staging buffer (and then in the client's socket).
+constexpr unsigned max_pipelined = 16;
 
 struct Connection;
 
-// One request between its head and its answer: the webhook, and the HTTP framing of its body.
-// Pooled per shard: only connections with a request in progress hold one. Its address is the
-// spool cookie, so it outlives a connection that closes while its job is being written.
+// One request between its head and its answer: the webhook, the HTTP framing of its body and
+// its place in the connection's order. Pooled per shard: only connections with requests in
+// progress hold any. Its address is the spool cookie, so it outlives a connection that closes
+// while its job is being written.
 struct Exchange {
     ingest::Webhook webhook;
     http::BodyFraming framing = http::BodyFraming::none;
     uint64_t remaining = 0; // content-length framing
     http::ChunkedDecoder chunked;
     Connection* conn = nullptr; // null once the connection has gone
-    Exchange* next_free = nullptr;
+    Exchange* next = nullptr;   // the connection's next request, or the next free exchange
+    bool keep_alive = true;     // this request let the connection go on
+    bool spooling = false;      // its record is in a group commit
+    bool answered = false;      // webhook.answer is final
+    bool last = false;          // the connection closes after this answer
+    bool continue_owed = false; // Expect: 100-continue, not yet sent
 };
 
 struct TimerList;
@@ -113,27 +123,29 @@ struct Connection {
     State state = State::free;
     bool recv_armed = false;
     bool send_inflight = false;
-    bool keep_alive = true;
     bool peer_eof = false;
-    bool continue_inflight = false; // the interim 100 Continue is being sent
     bool shutdown_inflight = false; // closing waits for it: see start_linger
-    bool close_after_send = false;
-    bool recv_paused = false; // not re-armed until answers drain its pipeline
-    bool input_cut = false;   // input over pipeline_max_bytes: further bytes are dropped
-    uint8_t continue_bytes_sent = 0;
+    bool recv_paused = false;       // not re-armed until answers drain its pipeline
+    bool input_cut = false;         // input over pipeline_max_bytes: further bytes are dropped
+    bool out_closes = false;        // the answers in `out` end the connection
+    uint8_t out_exchanges = 0;      // exchanges whose answers are in `out`
+    uint8_t exchanges = 0;          // in the list below
     // The socket's peer; after a PROXY header, the client the balancer names.
     base::PeerAddress peer;
     admit::ConnectionCounts::Ticket counted; // in server.max_connections_per_ip
     base::Buffer* staging = nullptr; // bytes not yet parsed: a partial head or pipelined requests
     size_t staged_from = 0;          // parsed prefix of staging
     size_t scanned = 0;              // bytes of the current head already seen by the parser
-    Exchange* ex = nullptr;
+    // Requests in progress, oldest first (its answer goes out first); the newest may be reading
+    // its body.
+    Exchange* first = nullptr;
+    Exchange* newest = nullptr;
     // Timer: one intrusive list per kind of deadline, each ordered by deadline.
     int64_t deadline = 0;
     TimerList* timer = nullptr;
     Connection* t_prev = nullptr;
     Connection* t_next = nullptr;
-    // The answer being sent, from the pool while it is (an idle connection holds none).
+    // Answers being sent, from the pool while they are (an idle connection holds none).
     base::Buffer* out = nullptr;
     size_t out_sent = 0;
 };
@@ -230,8 +242,11 @@ struct Shard::Impl final : ingest::Host {
     uint32_t open_conns = 0;
     static constexpr uint32_t chunk = 256;
 
+    // Exchanges not in use; at most max_free_exchanges are kept (3 KiB each), so that a burst
+    // of concurrent requests does not pin its memory for ever.
     Exchange* free_exchanges = nullptr;
-    std::vector<std::unique_ptr<Exchange>> all_exchanges;
+    uint32_t free_exchange_count = 0;
+    static constexpr uint32_t max_free_exchanges = 256;
 
     std::vector<http::Header> header_scratch;
 
@@ -244,6 +259,9 @@ struct Shard::Impl final : ingest::Host {
     uint32_t accepts_armed = 0;
 
     Impl(uint32_t i, ShardShared& s, std::vector<int> fds);
+    ~Impl();
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
 
     // ingest::Host
     bool enqueue(std::span<const uint8_t> record, uint64_t cookie,
@@ -289,6 +307,7 @@ struct Shard::Impl final : ingest::Host {
     void drive_staged(Connection& c);
     void start_send(Connection& c);
     void on_send(const io_uring_cqe& cqe);
+    void end_input(Connection& c);
     void start_linger(Connection& c);
     void close_connection(Connection& c);
     void submit_close(Connection& c);
@@ -298,22 +317,21 @@ struct Shard::Impl final : ingest::Host {
 
     // exchange.cc: HTTP/1.1 on a connection
     size_t process(Connection& c, std::string_view in);
+    bool can_start_request(const Connection& c) const;
     size_t on_proxy_bytes(Connection& c, std::string_view in);
     size_t on_head_bytes(Connection& c, std::string_view in);
     void on_head(Connection& c, const http::RequestHead& head);
     size_t on_body_bytes(Connection& c, std::string_view in);
-    void on_next(Connection& c, ingest::Next next);
+    void decided(Connection& c, Exchange& ex, ingest::Next next);
     void on_spooled(uint64_t cookie, bool durable);
     void reject_malformed(Connection& c, http::Error error, std::string_view detail);
-    void respond(Connection& c, uint16_t status, std::string_view body, std::string_view extra,
-                 bool close, std::string_view content_type = "application/json",
-                 bool head_only = false);
-    void respond(Connection& c, const ingest::Answer& a);
-    void start_continue(Connection& c);
-    void on_send_continue(const io_uring_cqe& cqe);
+    void final_answer(Connection& c, uint16_t status, std::string_view body);
+    void pump(Connection& c);
     void on_sent(Connection& c);
-    Exchange* acquire_exchange(Connection& c);
-    void release_exchange(Connection& c);
+    Exchange& push_exchange(Connection& c);
+    void drop_newest(Connection& c);
+    void release_exchange(Exchange& ex);
+    static bool has_spooling(const Connection& c);
 };
 
 } // namespace portcullis::io
