@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by bench/load/run and bench/load/idle_memory; sourced, never run.
+# Shared by bench/load/run, idle_memory and pull; sourced, never run.
 # Starts and stops portcullis and nginx as plain child processes under a temp dir and reads
 # their memory and CPU figures from /proc. Every server started here is stopped by the EXIT
 # trap that bench_init installs, by its own pid.
@@ -9,6 +9,7 @@ BENCH_ROOT=$(cd "$BENCH_HERE/../.." && pwd)
 BENCH_PIDS=()
 BENCH_TMP=""
 BENCH_KEEP=0
+BENCH_TARGET_MISSES=0
 
 bench_skip() {
     echo "SKIP: $*" >&2
@@ -172,4 +173,32 @@ bench_cpu_ticks() {
         total=$((total + ${t:-0}))
     done
     echo "$total"
+}
+
+# bench_target LABEL MEASURED BOUND VERDICT: one line of a "targets" block. VERDICT is PASS, MISS,
+# or "n/a (why)" when the figure could not be measured (neither a pass nor a miss). A miss is counted in BENCH_TARGET_MISSES (the scripts exit 3 on one only with
+# --strict-targets). With BENCH_TARGETS_OUT set (bench/load/targets sets it), the line is also
+# appended there as LABEL<TAB>MEASURED<TAB>BOUND<TAB>VERDICT for the driver's summary.
+bench_target() {
+    local label=$1 measured=$2 bound=$3 verdict=$4
+    printf '  %-30s %-10s (target %s) %s\n' "$label:" "$measured" "$bound" "$verdict"
+    [[ $verdict != MISS ]] || BENCH_TARGET_MISSES=$((BENCH_TARGET_MISSES + 1))
+    if [[ -n "${BENCH_TARGETS_OUT:-}" ]]; then
+        printf '%s\t%s\t%s\t%s\n' "$label" "$measured" "$bound" "$verdict" >>"$BENCH_TARGETS_OUT"
+    fi
+}
+
+# bench_verdict AWK_CONDITION [VAR=VALUE...]: PASS when the condition over the variables holds,
+# MISS otherwise (also when a figure is missing). Example: bench_verdict 'a >= 1.2 * b' a=3 b=2
+bench_verdict() {
+    local cond=$1 args=() kv
+    shift
+    for kv in "$@"; do
+        if [[ ! ${kv#*=} =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
+            echo MISS
+            return 0
+        fi
+        args+=(-v "$kv")
+    done
+    awk "${args[@]}" "BEGIN {print (($cond) ? \"PASS\" : \"MISS\")}"
 }
