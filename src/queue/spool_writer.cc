@@ -1,6 +1,7 @@
 #include "portcullis/queue/spool_writer.hh"
 
 #include "portcullis/base/log.hh"
+#include "portcullis/io/fd_budget.hh"
 #include "portcullis/queue/segment.hh"
 
 #include <cerrno>
@@ -15,6 +16,10 @@ namespace {
 using base::Level;
 using base::LogLine;
 
+// The file descriptor budget counts one descriptor of the open segment per group in flight.
+static_assert(io::fd_per_shard == 18 + SpoolWriter::max_inflight,
+              "io::fd_per_shard must follow SpoolWriter::max_inflight");
+
 // How long the spool refuses appends after a failed group before it tries the disk again.
 constexpr int64_t failure_backoff_ns = 1'000'000'000;
 
@@ -25,8 +30,15 @@ std::string errno_text() {
 } // namespace
 
 SpoolWriter::~SpoolWriter() {
-    if (_fd >= 0) {
-        ::close(_fd);
+    close_segment();
+}
+
+void SpoolWriter::close_segment() {
+    for (int& fd : _fds) {
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        fd = -1;
     }
 }
 
@@ -37,9 +49,12 @@ std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
     _progress = progress;
     _shard = shard;
     _cfg = cfg;
+    _fds.fill(-1);
     _pending.reserve(max_group);
-    _inflight.reserve(max_group);
-    _iovs.reserve(max_group);
+    for (Group& g : _groups) {
+        g.entries.reserve(max_group);
+        g.iovs.reserve(max_group);
+    }
     std::string shard_dir = dir + "/shard-" + std::to_string(shard);
     if (auto err = make_dir(shard_dir); !err.empty()) {
         return err;
@@ -91,10 +106,7 @@ std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
 }
 
 std::string SpoolWriter::start_segment() {
-    if (_fd >= 0) {
-        ::close(_fd);
-        _fd = -1;
-    }
+    close_segment();
     ++_seq;
     std::string path = segment_path(_dir, _shard, _seq);
     // Rotation is the one place the append side blocks: once per segment_size of records.
@@ -117,7 +129,17 @@ std::string SpoolWriter::start_segment() {
         ::unlink(path.c_str());
         return err;
     }
-    _fd = fd;
+    _fds[0] = fd;
+    // The other slots' descriptions of the same file (see the top of spool_writer.hh).
+    for (size_t i = 1; i < max_inflight; ++i) {
+        _fds[i] = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+        if (_fds[i] < 0) {
+            std::string err = "cannot open segment " + path + ": " + errno_text();
+            close_segment();
+            ::unlink(path.c_str());
+            return err;
+        }
+    }
     _offset = segment_header_size;
     ++_stats.segments_opened;
     if (_progress != nullptr) {
@@ -126,8 +148,16 @@ std::string SpoolWriter::start_segment() {
     return {};
 }
 
+bool SpoolWriter::rotate() {
+    if (auto err = start_segment(); !err.empty()) {
+        LogLine(Level::error, "spool: cannot rotate segment").field("error", err).write();
+        return false;
+    }
+    return true;
+}
+
 bool SpoolWriter::append(std::span<const uint8_t> record, uint64_t cookie, config::Durability d) {
-    if (_failed_until_ns != 0 || _pending.size() >= max_group || _fd < 0) {
+    if (_failed_until_ns != 0 || _failing || _pending.size() >= max_group || _fds[0] < 0) {
         return false;
     }
     _pending.push_back(Entry{{const_cast<uint8_t*>(record.data()), record.size()}, cookie, d});
@@ -135,63 +165,90 @@ bool SpoolWriter::append(std::span<const uint8_t> record, uint64_t cookie, confi
 }
 
 void SpoolWriter::submit_periodic_sync(io::Ring& ring, int64_t now_mono_ns) {
-    if (_dirty && _inflight.empty() && !_sync_inflight &&
-        now_mono_ns - _last_sync_ns >= batch_sync_interval_ns) {
-        io_uring_sqe* sqe = ring.sqe();
-        io_uring_prep_fsync(sqe, _fd, IORING_FSYNC_DATASYNC);
-        sqe->user_data = spool_sync_tag << 56 | 1;
-        _sync_inflight = true;
-        _dirty = false;
-        _last_sync_ns = now_mono_ns;
-    }
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_fsync(sqe, _fds[0], IORING_FSYNC_DATASYNC);
+    sqe->user_data = spool_sync_tag << 56 | periodic_sync_bit;
+    _sync_inflight = true;
+    _dirty = false;
+    _last_sync_ns = now_mono_ns;
 }
 
-bool SpoolWriter::submit_group(io::Ring& ring) {
-    size_t bytes = 0;
-    for (const Entry& e : _pending) {
-        bytes += e.iov.iov_len;
+void SpoolWriter::submit_group(io::Ring& ring, size_t bytes) {
+    const size_t slot = slot_at(_inflight_groups);
+    Group& g = _groups[slot];
+    g.entries.swap(_pending); // both keep their reserved capacity: no allocation
+    g.iovs.clear();
+    g.needs_sync = false;
+    g.needs_batch = false;
+    for (const Entry& e : g.entries) {
+        g.iovs.push_back(e.iov);
+        g.needs_sync |= e.durability == config::Durability::fsync;
+        g.needs_batch |= e.durability == config::Durability::batch;
     }
-    if (_offset > segment_header_size && _offset + bytes > _cfg.segment_size) {
-        if (auto err = start_segment(); !err.empty()) {
-            LogLine(Level::error, "spool: cannot rotate segment").field("error", err).write();
-            _inflight.swap(_pending);
-            _group_bytes = bytes;
-            return false;
-        }
+    g.number = ++_groups_submitted;
+    g.offset = _offset;
+    g.bytes = bytes;
+    g.write_pending = true;
+    g.sync_pending = g.needs_sync;
+    g.failed = false;
+    _offset += bytes;
+    if (_inflight_groups != 0) {
+        ++_stats.overlapped_groups;
     }
-    _inflight.swap(_pending);
-    _iovs.clear();
-    _group_needs_sync = false;
-    _group_needs_batch = false;
-    for (const Entry& e : _inflight) {
-        _iovs.push_back(e.iov);
-        _group_needs_sync |= e.durability == config::Durability::fsync;
-        _group_needs_batch |= e.durability == config::Durability::batch;
-    }
-    _group_offset = _offset;
-    _group_bytes = bytes;
-    _write_done = false;
+    ++_inflight_groups;
+    _stats.deepest_inflight = std::max<uint64_t>(_stats.deepest_inflight, _inflight_groups);
 
+    const uint64_t slot_bits = uint64_t{slot} << slot_shift;
+    if (g.needs_sync && io_uring_sq_space_left(ring.raw()) < 2) {
+        // The write and its fdatasync must go in one submission: Ring::sqe() submitting the
+        // queue between them would end the link, and the fdatasync could run before the write.
+        io_uring_submit(ring.raw());
+    }
     io_uring_sqe* w = ring.sqe();
-    io_uring_prep_writev(w, _fd, _iovs.data(), static_cast<unsigned>(_iovs.size()), _offset);
-    w->user_data = spool_write_tag << 56;
-    if (_group_needs_sync) {
+    io_uring_prep_writev(w, _fds[slot], g.iovs.data(), static_cast<unsigned>(g.iovs.size()),
+                         g.offset);
+    w->user_data = spool_write_tag << 56 | slot_bits;
+    if (g.needs_sync) {
         w->flags |= IOSQE_IO_LINK;
         io_uring_sqe* s = ring.sqe();
-        io_uring_prep_fsync(s, _fd, IORING_FSYNC_DATASYNC);
-        s->user_data = spool_sync_tag << 56;
+        io_uring_prep_fsync(s, _fds[slot], IORING_FSYNC_DATASYNC);
+        s->user_data = spool_sync_tag << 56 | slot_bits;
     }
-    return true;
 }
 
-void SpoolWriter::fail_group(int64_t now_mono_ns) {
-    // Cut whatever part of the group reached the file so that no partial record remains: the
-    // failure path is rare and may block.
-    if (_fd >= 0 && ::ftruncate(_fd, static_cast<off_t>(_group_offset)) == 0) {
-        ::fdatasync(_fd);
+void SpoolWriter::fail_from(size_t slot, int64_t now_mono_ns) {
+    const uint64_t offset = _groups[slot].offset;
+    for (size_t age = (slot + max_inflight - _oldest) % max_inflight; age < _inflight_groups;
+         ++age) {
+        _groups[slot_at(age)].failed = true;
     }
-    _offset = _group_offset;
-    enter_failure(now_mono_ns);
+    if (!_failing || offset < _cut) {
+        _cut = offset;
+    }
+    if (!_failing) {
+        _failing = true;
+        enter_failure(now_mono_ns);
+    }
+}
+
+void SpoolWriter::cut_failed_tail() {
+    // Cut whatever part of the failed groups reached the file so that no partial record
+    // remains: nothing is in flight, so no write lands after the cut. The failure path is rare
+    // and may block.
+    if (_fds[0] >= 0 && ::ftruncate(_fds[0], static_cast<off_t>(_cut)) == 0) {
+        ::fdatasync(_fds[0]);
+    }
+    consume_reported_errors();
+    _offset = _cut;
+    _failing = false;
+}
+
+void SpoolWriter::consume_reported_errors() {
+    for (int fd : _fds) {
+        if (fd >= 0) {
+            ::fdatasync(fd);
+        }
+    }
 }
 
 void SpoolWriter::enter_failure(int64_t now_mono_ns) {

@@ -1,5 +1,7 @@
 // Group commit through a real ring into a real file: every waiter learns the outcome, the
-// records read back byte for byte, and segments rotate at segment_size.
+// records read back byte for byte, and segments rotate at segment_size. Several groups are in
+// flight at once; the tests that show it hold completions back (gathered from the ring, handed
+// to on_cqe() later, some of them altered to inject a fault) to choose the order they arrive in.
 #include "portcullis/queue/spool_writer.hh"
 
 #include "portcullis/queue/job_id.hh"
@@ -8,10 +10,14 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <vector>
 
 using namespace portcullis;
@@ -56,6 +62,85 @@ protected:
         }
         ASSERT_EQ(outcome.size(), want);
         EXPECT_TRUE(w.idle());
+    }
+
+    // A completion gathered from the ring and not yet handed to the writer.
+    struct HeldCqe {
+        uint64_t user_data;
+        int32_t res;
+    };
+    using Done = std::function<void(uint64_t, bool)>;
+
+    static io_uring_cqe as_cqe(const HeldCqe& h) {
+        io_uring_cqe c{};
+        c.user_data = h.user_data;
+        c.res = h.res;
+        return c;
+    }
+    static bool is_write(const HeldCqe& h) { return h.user_data >> 56 == queue::spool_write_tag; }
+    // The group a completion belongs to: the low bits, the same for its write and its sync.
+    static uint64_t group_of(const HeldCqe& h) { return h.user_data & ((uint64_t{1} << 56) - 1); }
+
+    // Submits what flush() queued and hands the writer the write completion of the group just
+    // submitted, holding back every fdatasync completion in `syncs`: the group stays in flight.
+    // Returns the group's id (group_of), or fails.
+    uint64_t write_only(queue::SpoolWriter& w, std::vector<HeldCqe>& syncs, const Done& done) {
+        for (int i = 0; i < 40; ++i) {
+            EXPECT_EQ(ring.submit_and_wait(50'000'000), 0);
+            bool written = false;
+            uint64_t group = 0;
+            ring.for_each_cqe([&](const io_uring_cqe& c) {
+                HeldCqe h{c.user_data, c.res};
+                if (is_write(h)) {
+                    written = true;
+                    group = group_of(h);
+                    w.on_cqe(c, 0, done);
+                } else {
+                    syncs.push_back(h);
+                }
+            });
+            if (written) {
+                return group;
+            }
+        }
+        ADD_FAILURE() << "no write was submitted";
+        return ~uint64_t{0};
+    }
+
+    // Hands the writer the held sync completion of `group`, with its result replaced by `res`
+    // unless res is 1.
+    void deliver_sync(queue::SpoolWriter& w, std::vector<HeldCqe>& syncs, uint64_t group,
+                      const Done& done, int32_t res = 1) {
+        for (int i = 0; i < 40; ++i) {
+            for (auto it = syncs.begin(); it != syncs.end(); ++it) {
+                if (group_of(*it) == group) {
+                    HeldCqe h = *it;
+                    syncs.erase(it);
+                    if (res != 1) {
+                        h.res = res;
+                    }
+                    w.on_cqe(as_cqe(h), 0, done);
+                    return;
+                }
+            }
+            EXPECT_EQ(ring.submit_and_wait(50'000'000), 0);
+            ring.for_each_cqe([&](const io_uring_cqe& c) {
+                syncs.push_back(HeldCqe{c.user_data, c.res});
+            });
+        }
+        ADD_FAILURE() << "no fdatasync completion for group " << group;
+    }
+
+    std::string newest_segment() {
+        auto listed = queue::list_segments(dir);
+        EXPECT_FALSE(listed.segments.empty());
+        return listed.segments.empty() ? std::string() : listed.segments.back().path;
+    }
+
+    static uint64_t file_size(const std::string& path) {
+        struct stat st {};
+        EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+        return static_cast<uint64_t>(st.st_size);
     }
 
     std::vector<std::string> bodies_on_disk() {
@@ -112,7 +197,7 @@ TEST_F(SpoolWriterTest, RecordsArrivingDuringAGroupFormTheNext) {
     ASSERT_TRUE(w.append(first, 1, config::Durability::none));
     w.flush(ring, 0, done);
     ASSERT_TRUE(w.append(second, 2, config::Durability::none));
-    w.flush(ring, 0, done); // the first group is in flight: nothing new is submitted
+    w.flush(ring, 0, done); // the first write has not completed: writes go one at a time
     settle(w, outcome, 2);
     EXPECT_EQ(w.stats().groups, 2u);
     EXPECT_EQ(bodies_on_disk(), (std::vector<std::string>{"first", "second"}));
@@ -189,4 +274,326 @@ TEST_F(SpoolWriterTest, BatchSyncIsDueWithinItsWindowAndNoneNeverSyncs) {
     ring.for_each_cqe([&](const io_uring_cqe& cqe) { w.on_cqe(cqe, 21 * ms, done); });
     EXPECT_TRUE(w.idle());
     EXPECT_EQ(w.wait_limit_ns(25 * ms, tick), tick) << "synced: nothing is due";
+}
+
+TEST_F(SpoolWriterTest, NextGroupIsSubmittedWhileTheFirstSyncs) {
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    auto first = make_record("first", 1);
+    auto second = make_record("second", 2);
+    std::vector<uint64_t> answered;
+    std::map<uint64_t, bool> outcome;
+    Done done = [&](uint64_t cookie, bool durable) {
+        answered.push_back(cookie);
+        outcome[cookie] = durable;
+    };
+    std::vector<HeldCqe> syncs;
+    ASSERT_TRUE(w.append(first, 1, config::Durability::fsync));
+    w.flush(ring, 0, done);
+    uint64_t g1 = write_only(w, syncs, done);
+    EXPECT_TRUE(answered.empty()) << "answered before its fdatasync completed";
+
+    // The first group's fdatasync is in flight (held back): the second goes out now, as a
+    // writev and its own linked fdatasync.
+    ASSERT_TRUE(w.append(second, 2, config::Durability::fsync));
+    w.flush(ring, 0, done);
+    EXPECT_EQ(io_uring_sq_ready(ring.raw()), 2u)
+        << "the second group waited for the first one's fdatasync";
+    uint64_t g2 = write_only(w, syncs, done);
+    EXPECT_NE(g1, g2);
+    EXPECT_TRUE(answered.empty());
+    EXPECT_FALSE(w.idle());
+
+    deliver_sync(w, syncs, g1, done);
+    deliver_sync(w, syncs, g2, done);
+    EXPECT_EQ(answered, (std::vector<uint64_t>{1, 2}));
+    EXPECT_TRUE(outcome[1]);
+    EXPECT_TRUE(outcome[2]);
+    EXPECT_TRUE(w.idle());
+    EXPECT_EQ(w.stats().groups, 2u);
+    EXPECT_EQ(w.stats().deepest_inflight, 2u);
+    EXPECT_EQ(w.stats().overlapped_groups, 1u);
+    EXPECT_EQ(bodies_on_disk(), (std::vector<std::string>{"first", "second"}));
+}
+
+TEST_F(SpoolWriterTest, AnswersComeInGroupOrderWhateverOrderTheSyncsComplete) {
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    std::vector<std::vector<uint8_t>> records;
+    for (uint32_t i = 0; i < 6; ++i) {
+        records.push_back(make_record("r" + std::to_string(i), i));
+    }
+    std::vector<std::pair<uint64_t, bool>> answered;
+    Done done = [&](uint64_t cookie, bool durable) { answered.emplace_back(cookie, durable); };
+    std::vector<HeldCqe> syncs;
+    std::vector<uint64_t> groups;
+    // Three groups of two records, all in flight at once.
+    for (uint32_t g = 0; g < 3; ++g) {
+        ASSERT_TRUE(w.append(records[2 * g], 2 * g, config::Durability::fsync));
+        ASSERT_TRUE(w.append(records[2 * g + 1], 2 * g + 1, config::Durability::fsync));
+        w.flush(ring, 0, done);
+        groups.push_back(write_only(w, syncs, done));
+        ASSERT_FALSE(HasFailure());
+    }
+    // The last group's fdatasync completes first, then the middle one's: nobody is answered
+    // before the first group is.
+    deliver_sync(w, syncs, groups[2], done);
+    EXPECT_TRUE(answered.empty()) << "group 3 answered before groups 1 and 2";
+    deliver_sync(w, syncs, groups[1], done);
+    EXPECT_TRUE(answered.empty()) << "group 2 answered before group 1";
+    deliver_sync(w, syncs, groups[0], done);
+    std::vector<std::pair<uint64_t, bool>> expect;
+    for (uint64_t c = 0; c < 6; ++c) {
+        expect.emplace_back(c, true);
+    }
+    EXPECT_EQ(answered, expect);
+    EXPECT_TRUE(w.idle());
+    EXPECT_EQ(bodies_on_disk(), (std::vector<std::string>{"r0", "r1", "r2", "r3", "r4", "r5"}));
+}
+
+TEST_F(SpoolWriterTest, AFailedSyncFailsTheLaterGroupsAndCutsOnlyOnceTheyLanded) {
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    auto kept = make_record("kept", 0);
+    std::vector<std::vector<uint8_t>> records;
+    for (uint32_t i = 1; i <= 3; ++i) {
+        records.push_back(make_record("lost " + std::to_string(i), i));
+    }
+    std::vector<std::pair<uint64_t, bool>> answered;
+    Done done = [&](uint64_t cookie, bool durable) { answered.emplace_back(cookie, durable); };
+    std::vector<HeldCqe> syncs;
+    ASSERT_TRUE(w.append(kept, 0, config::Durability::fsync));
+    std::map<uint64_t, bool> first;
+    settle(w, first, 1);
+    ASSERT_TRUE(first[0]);
+    const std::string segment = newest_segment();
+    const uint64_t kept_end = file_size(segment);
+
+    std::vector<uint64_t> groups;
+    for (uint32_t i = 0; i < 3; ++i) {
+        ASSERT_TRUE(w.append(records[i], i + 1, config::Durability::fsync));
+        w.flush(ring, 0, done);
+        groups.push_back(write_only(w, syncs, done));
+        ASSERT_FALSE(HasFailure());
+    }
+    const uint64_t written_end = file_size(segment);
+    ASSERT_GT(written_end, kept_end);
+
+    // The first group's fdatasync fails (EIO): its records and those of every later group are
+    // answered 503, each once all its completions are in, and the file is cut back only then.
+    deliver_sync(w, syncs, groups[0], done, -EIO);
+    EXPECT_EQ(answered, (std::vector<std::pair<uint64_t, bool>>{{1, false}}));
+    EXPECT_FALSE(w.healthy());
+    EXPECT_FALSE(w.append(kept, 9, config::Durability::fsync)) << "took a job while failing";
+    EXPECT_EQ(file_size(segment), written_end) << "cut while later groups were in flight";
+    deliver_sync(w, syncs, groups[1], done);
+    EXPECT_EQ(answered.size(), 2u);
+    EXPECT_EQ(file_size(segment), written_end) << "cut while a later group was in flight";
+    deliver_sync(w, syncs, groups[2], done);
+    EXPECT_EQ(answered,
+              (std::vector<std::pair<uint64_t, bool>>{{1, false}, {2, false}, {3, false}}));
+    EXPECT_EQ(file_size(segment), kept_end) << "the failed groups' bytes were not cut off";
+    EXPECT_EQ(w.stats().failures, 3u);
+    EXPECT_TRUE(w.idle());
+    EXPECT_EQ(bodies_on_disk(), std::vector<std::string>{"kept"});
+
+    // After the back-off the spool takes jobs again, appended where the cut left off.
+    auto after = make_record("after", 5);
+    std::map<uint64_t, bool> later;
+    auto later_done = [&](uint64_t cookie, bool durable) { later[cookie] = durable; };
+    w.flush(ring, 2'000'000'000, later_done);
+    EXPECT_TRUE(w.healthy());
+    ASSERT_TRUE(w.append(after, 5, config::Durability::fsync));
+    settle(w, later, 1);
+    EXPECT_TRUE(later[5]);
+    EXPECT_EQ(bodies_on_disk(), (std::vector<std::string>{"kept", "after"}));
+}
+
+TEST_F(SpoolWriterTest, AFailedWriteFailsItsGroupButNotTheEarlierOne) {
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    auto first = make_record("first", 1);
+    auto second = make_record("second", 2);
+    std::vector<std::pair<uint64_t, bool>> answered;
+    Done done = [&](uint64_t cookie, bool durable) { answered.emplace_back(cookie, durable); };
+    std::vector<HeldCqe> syncs;
+    ASSERT_TRUE(w.append(first, 1, config::Durability::fsync));
+    w.flush(ring, 0, done);
+    uint64_t g1 = write_only(w, syncs, done);
+    ASSERT_TRUE(w.append(second, 2, config::Durability::fsync));
+    w.flush(ring, 0, done);
+    // The second group's write comes back short (as on a full disk); its fdatasync, which the
+    // kernel ran anyway here, comes later and must not revive it.
+    bool seen = false;
+    for (int i = 0; i < 40 && !seen; ++i) {
+        ASSERT_EQ(ring.submit_and_wait(50'000'000), 0);
+        ring.for_each_cqe([&](const io_uring_cqe& c) {
+            HeldCqe h{c.user_data, c.res};
+            if (is_write(h)) {
+                seen = true;
+                h.res = c.res - 1;
+                w.on_cqe(as_cqe(h), 0, done);
+            } else {
+                syncs.push_back(h);
+            }
+        });
+    }
+    ASSERT_TRUE(seen) << "the second group was not submitted while the first synced";
+    EXPECT_TRUE(answered.empty()) << "the second group was answered before the first";
+    deliver_sync(w, syncs, g1, done);
+    EXPECT_EQ(answered, (std::vector<std::pair<uint64_t, bool>>{{1, true}}));
+    for (int i = 0; i < 40 && answered.size() < 2; ++i) {
+        for (const HeldCqe& h : syncs) {
+            w.on_cqe(as_cqe(h), 0, done);
+        }
+        syncs.clear();
+        if (answered.size() < 2) {
+            ASSERT_EQ(ring.submit_and_wait(50'000'000), 0);
+            ring.for_each_cqe([&](const io_uring_cqe& c) {
+                syncs.push_back(HeldCqe{c.user_data, c.res});
+            });
+        }
+    }
+    EXPECT_EQ(answered, (std::vector<std::pair<uint64_t, bool>>{{1, true}, {2, false}}));
+    EXPECT_TRUE(w.idle());
+    EXPECT_EQ(bodies_on_disk(), std::vector<std::string>{"first"});
+}
+
+TEST_F(SpoolWriterTest, ManyGroupsInFlightRecoverInOrderAcrossSegments) {
+    config::SpoolConfig cfg;
+    cfg.segment_size = 4096; // a few records each: rotations happen while the pipeline is busy
+    constexpr uint32_t count = 300;
+    std::vector<std::vector<uint8_t>> records;
+    std::vector<std::string> expect;
+    for (uint32_t i = 0; i < count; ++i) {
+        expect.push_back("record " + std::to_string(i) + std::string(i % 97, 'x'));
+        records.push_back(make_record(expect.back(), i));
+    }
+    std::map<uint64_t, bool> outcome;
+    std::vector<uint64_t> order;
+    {
+        queue::SpoolWriter w;
+        ASSERT_EQ(w.open(dir, 0, cfg), "");
+        auto done = [&](uint64_t cookie, bool durable) {
+            outcome[cookie] = durable;
+            order.push_back(cookie);
+        };
+        uint32_t next = 0;
+        for (uint32_t i = 0; i < 2000 && outcome.size() < count; ++i) {
+            // One to three jobs arrive per loop iteration, whatever is in flight.
+            for (uint32_t k = 0; k < 1 + i % 3 && next < count; ++k, ++next) {
+                ASSERT_TRUE(w.append(records[next], next, config::Durability::fsync));
+            }
+            w.flush(ring, 0, done);
+            ASSERT_EQ(ring.submit_and_wait(1'000'000), 0);
+            ring.for_each_cqe([&](const io_uring_cqe& cqe) { w.on_cqe(cqe, 0, done); });
+        }
+        ASSERT_EQ(outcome.size(), count);
+        EXPECT_TRUE(w.idle());
+        EXPECT_EQ(w.stats().records, count);
+        EXPECT_GT(w.stats().deepest_inflight, 1u) << "the groups never overlapped";
+        EXPECT_LE(w.stats().deepest_inflight, queue::SpoolWriter::max_inflight);
+        EXPECT_GT(w.stats().overlapped_groups, 0u);
+        EXPECT_GT(w.stats().segments_opened, 10u) << "too few rotations to show anything";
+    }
+    for (uint32_t i = 0; i < count; ++i) {
+        EXPECT_TRUE(outcome[i]) << "record " << i;
+        EXPECT_EQ(order[i], i) << "answers out of order";
+    }
+    EXPECT_EQ(bodies_on_disk(), expect);
+    queue::SpoolWriter again;
+    ASSERT_EQ(again.open(dir, 0, cfg), "");
+    EXPECT_EQ(again.stats().recovered_records, count);
+    EXPECT_EQ(again.stats().cut_tail_bytes, 0u);
+}
+
+TEST_F(SpoolWriterTest, BatchSyncIsNotStarvedByAConstantStream) {
+    constexpr int64_t ms = 1'000'000;
+    constexpr int64_t tick = 50 * ms;
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    std::vector<std::vector<uint8_t>> records;
+    for (uint32_t i = 0; i < 8; ++i) {
+        records.push_back(make_record("batch " + std::to_string(i), i));
+    }
+    std::map<uint64_t, bool> outcome;
+    auto done = [&](uint64_t cookie, bool durable) { outcome[cookie] = durable; };
+    // A job arrives in every loop iteration, past the 10 ms window: the periodic fdatasync
+    // still goes out (the groups wait for it), not only once the shard goes quiet.
+    for (uint32_t i = 0; i < records.size(); ++i) {
+        int64_t now = 20 * ms + i;
+        ASSERT_TRUE(w.append(records[i], i, config::Durability::batch));
+        w.flush(ring, now, done);
+        ASSERT_EQ(ring.submit_and_wait(tick), 0);
+        ring.for_each_cqe([&](const io_uring_cqe& cqe) { w.on_cqe(cqe, now, done); });
+    }
+    // Synced during the stream: the next sync is due about 10 ms later, not at once.
+    EXPECT_GT(w.wait_limit_ns(20 * ms + 100, tick), 9 * ms)
+        << "written batch records are still waiting for their fdatasync past the window";
+    settle(w, outcome, records.size());
+    EXPECT_EQ(bodies_on_disk().size(), records.size());
+}
+
+TEST_F(SpoolWriterTest, EveryGroupInFlightSyncsThroughItsOwnFileDescription) {
+    // An fdatasync reports a writeback error once per open file description; two in flight on
+    // one description could hand the error of one group's pages to the other's. Each group in
+    // flight therefore writes and syncs through a description of its own.
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    std::string segment = std::filesystem::canonical(newest_segment());
+    std::vector<int> fds;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        std::error_code ec;
+        auto target = std::filesystem::read_symlink(entry.path(), ec);
+        if (!ec && target == segment) {
+            fds.push_back(std::stoi(entry.path().filename().string()));
+        }
+    }
+    ASSERT_GE(fds.size(), 2u) << "one descriptor of the segment for every group in flight";
+    // Descriptions, not descriptors (dup() would share one): each has its own file position.
+    for (size_t i = 0; i < fds.size(); ++i) {
+        ASSERT_EQ(::lseek(fds[i], static_cast<off_t>(100 + i), SEEK_SET),
+                  static_cast<off_t>(100 + i));
+    }
+    for (size_t i = 0; i < fds.size(); ++i) {
+        EXPECT_EQ(::lseek(fds[i], 0, SEEK_CUR), static_cast<off_t>(100 + i));
+    }
+}
+
+TEST_F(SpoolWriterTest, AWriteAndItsSyncAreNeverSplitAcrossSubmissions) {
+    // A full submission queue: Ring::sqe() submits it to make room. Between a write and its
+    // linked fdatasync that would end the link, and the fdatasync could run before the write.
+    io::Ring small;
+    ASSERT_EQ(small.init(4, features.setup_flags()), "");
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    auto rec = make_record("linked", 1);
+    for (int i = 0; i < 3; ++i) {
+        io_uring_sqe* nop = small.sqe();
+        io_uring_prep_nop(nop);
+        nop->user_data = 0;
+    }
+    ASSERT_EQ(io_uring_sq_space_left(small.raw()), 1u);
+    std::map<uint64_t, bool> outcome;
+    auto done = [&](uint64_t cookie, bool durable) { outcome[cookie] = durable; };
+    ASSERT_TRUE(w.append(rec, 1, config::Durability::fsync));
+    w.flush(small, 0, done);
+    EXPECT_EQ(io_uring_sq_ready(small.raw()), 2u) << "the write went without its fdatasync";
+    for (int i = 0; i < 40 && outcome.empty(); ++i) {
+        ASSERT_EQ(small.submit_and_wait(50'000'000), 0);
+        small.for_each_cqe([&](const io_uring_cqe& cqe) {
+            if (cqe.user_data >> 56 != 0) {
+                w.on_cqe(cqe, 0, done);
+            }
+        });
+    }
+    EXPECT_TRUE(outcome[1]);
+    EXPECT_TRUE(w.idle());
 }
