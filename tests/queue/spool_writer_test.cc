@@ -317,49 +317,54 @@ TEST_F(SpoolWriterTest, NextGroupIsSubmittedWhileTheFirstSyncs) {
     EXPECT_EQ(bodies_on_disk(), (std::vector<std::string>{"first", "second"}));
 }
 
+static_assert(queue::SpoolWriter::max_inflight >= 2, "these tests need groups in flight");
+
 TEST_F(SpoolWriterTest, AnswersComeInGroupOrderWhateverOrderTheSyncsComplete) {
+    constexpr uint32_t n = queue::SpoolWriter::max_inflight;
     config::SpoolConfig cfg;
     queue::SpoolWriter w;
     ASSERT_EQ(w.open(dir, 0, cfg), "");
     std::vector<std::vector<uint8_t>> records;
-    for (uint32_t i = 0; i < 6; ++i) {
-        records.push_back(make_record("r" + std::to_string(i), i));
+    std::vector<std::string> bodies;
+    for (uint32_t i = 0; i < 2 * n; ++i) {
+        bodies.push_back("r" + std::to_string(i));
+        records.push_back(make_record(bodies.back(), i));
     }
     std::vector<std::pair<uint64_t, bool>> answered;
     Done done = [&](uint64_t cookie, bool durable) { answered.emplace_back(cookie, durable); };
     std::vector<HeldCqe> syncs;
     std::vector<uint64_t> groups;
-    // Three groups of two records, all in flight at once.
-    for (uint32_t g = 0; g < 3; ++g) {
+    // As many groups of two records as may be in flight, all in flight at once.
+    for (uint32_t g = 0; g < n; ++g) {
         ASSERT_TRUE(w.append(records[2 * g], 2 * g, config::Durability::fsync));
         ASSERT_TRUE(w.append(records[2 * g + 1], 2 * g + 1, config::Durability::fsync));
         w.flush(ring, 0, done);
         groups.push_back(write_only(w, syncs, done));
         ASSERT_FALSE(HasFailure());
     }
-    // The last group's fdatasync completes first, then the middle one's: nobody is answered
-    // before the first group is.
-    deliver_sync(w, syncs, groups[2], done);
-    EXPECT_TRUE(answered.empty()) << "group 3 answered before groups 1 and 2";
-    deliver_sync(w, syncs, groups[1], done);
-    EXPECT_TRUE(answered.empty()) << "group 2 answered before group 1";
+    // The fdatasyncs complete last group first: nobody is answered before the first group is.
+    for (uint32_t g = n; g-- > 1;) {
+        deliver_sync(w, syncs, groups[g], done);
+        EXPECT_TRUE(answered.empty()) << "group " << g << " answered before group 0";
+    }
     deliver_sync(w, syncs, groups[0], done);
     std::vector<std::pair<uint64_t, bool>> expect;
-    for (uint64_t c = 0; c < 6; ++c) {
+    for (uint64_t c = 0; c < 2 * n; ++c) {
         expect.emplace_back(c, true);
     }
     EXPECT_EQ(answered, expect);
     EXPECT_TRUE(w.idle());
-    EXPECT_EQ(bodies_on_disk(), (std::vector<std::string>{"r0", "r1", "r2", "r3", "r4", "r5"}));
+    EXPECT_EQ(bodies_on_disk(), bodies);
 }
 
 TEST_F(SpoolWriterTest, AFailedSyncFailsTheLaterGroupsAndCutsOnlyOnceTheyLanded) {
+    constexpr uint32_t n = queue::SpoolWriter::max_inflight;
     config::SpoolConfig cfg;
     queue::SpoolWriter w;
     ASSERT_EQ(w.open(dir, 0, cfg), "");
     auto kept = make_record("kept", 0);
     std::vector<std::vector<uint8_t>> records;
-    for (uint32_t i = 1; i <= 3; ++i) {
+    for (uint32_t i = 1; i <= n; ++i) {
         records.push_back(make_record("lost " + std::to_string(i), i));
     }
     std::vector<std::pair<uint64_t, bool>> answered;
@@ -373,7 +378,7 @@ TEST_F(SpoolWriterTest, AFailedSyncFailsTheLaterGroupsAndCutsOnlyOnceTheyLanded)
     const uint64_t kept_end = file_size(segment);
 
     std::vector<uint64_t> groups;
-    for (uint32_t i = 0; i < 3; ++i) {
+    for (uint32_t i = 0; i < n; ++i) {
         ASSERT_TRUE(w.append(records[i], i + 1, config::Durability::fsync));
         w.flush(ring, 0, done);
         groups.push_back(write_only(w, syncs, done));
@@ -385,30 +390,30 @@ TEST_F(SpoolWriterTest, AFailedSyncFailsTheLaterGroupsAndCutsOnlyOnceTheyLanded)
     // The first group's fdatasync fails (EIO): its records and those of every later group are
     // answered 503, each once all its completions are in, and the file is cut back only then.
     deliver_sync(w, syncs, groups[0], done, -EIO);
-    EXPECT_EQ(answered, (std::vector<std::pair<uint64_t, bool>>{{1, false}}));
+    std::vector<std::pair<uint64_t, bool>> expect{{1, false}};
+    EXPECT_EQ(answered, expect);
     EXPECT_FALSE(w.healthy());
-    EXPECT_FALSE(w.append(kept, 9, config::Durability::fsync)) << "took a job while failing";
-    EXPECT_EQ(file_size(segment), written_end) << "cut while later groups were in flight";
-    deliver_sync(w, syncs, groups[1], done);
-    EXPECT_EQ(answered.size(), 2u);
-    EXPECT_EQ(file_size(segment), written_end) << "cut while a later group was in flight";
-    deliver_sync(w, syncs, groups[2], done);
-    EXPECT_EQ(answered,
-              (std::vector<std::pair<uint64_t, bool>>{{1, false}, {2, false}, {3, false}}));
+    EXPECT_FALSE(w.append(kept, 99, config::Durability::fsync)) << "took a job while failing";
+    for (uint32_t i = 1; i < n; ++i) {
+        EXPECT_EQ(file_size(segment), written_end) << "cut while later groups were in flight";
+        deliver_sync(w, syncs, groups[i], done);
+        expect.emplace_back(i + 1, false);
+        EXPECT_EQ(answered, expect);
+    }
     EXPECT_EQ(file_size(segment), kept_end) << "the failed groups' bytes were not cut off";
-    EXPECT_EQ(w.stats().failures, 3u);
+    EXPECT_EQ(w.stats().failures, n);
     EXPECT_TRUE(w.idle());
     EXPECT_EQ(bodies_on_disk(), std::vector<std::string>{"kept"});
 
     // After the back-off the spool takes jobs again, appended where the cut left off.
-    auto after = make_record("after", 5);
+    auto after = make_record("after", 100);
     std::map<uint64_t, bool> later;
     auto later_done = [&](uint64_t cookie, bool durable) { later[cookie] = durable; };
     w.flush(ring, 2'000'000'000, later_done);
     EXPECT_TRUE(w.healthy());
-    ASSERT_TRUE(w.append(after, 5, config::Durability::fsync));
+    ASSERT_TRUE(w.append(after, 100, config::Durability::fsync));
     settle(w, later, 1);
-    EXPECT_TRUE(later[5]);
+    EXPECT_TRUE(later[100]);
     EXPECT_EQ(bodies_on_disk(), (std::vector<std::string>{"kept", "after"}));
 }
 

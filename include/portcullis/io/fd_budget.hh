@@ -24,7 +24,7 @@ inline constexpr uint64_t fd_base_allowance = 32;
 // group commit in flight, queue::SpoolWriter::max_inflight, checked there), the shard folder
 // while a segment is created, and room for sockets accepted past server.max_connections that
 // wait in the ring for their close.
-inline constexpr uint64_t fd_per_shard = 22;
+inline constexpr uint64_t fd_per_shard = 20;
 // The control plane's own: its ring, its listener, the ledger, and a file it may open for a
 // moment (the ledger's compaction, a folder to fsync).
 inline constexpr uint64_t fd_control_plane = 5;

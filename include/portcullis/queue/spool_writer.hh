@@ -69,10 +69,10 @@ public:
     // Records one group can hold; a full group refuses appends until it is flushed.
     static constexpr size_t max_group = 1024;
     // Groups in flight at once, each with its own slot (iovecs, records, file description).
-    // Chosen by measurement (README, "The spool"): against 1 in flight, 4 gave the most
-    // requests/s and the lowest p99 while the shard waits on the disk, and lost nothing when the
-    // shard's core is the limit; 8 made the groups smaller and collapsed under a slow disk.
-    static constexpr size_t max_inflight = 4;
+    // Chosen by measurement (README, "The spool"): 2 overlaps one group's fdatasync with the
+    // next group's collection; more in flight makes the groups smaller, and every extra
+    // fdatasync costs the shard's process CPU (io-wq) for the same jobs.
+    static constexpr size_t max_inflight = 2;
     // durability batch: the longest a written record waits for its fdatasync.
     static constexpr int64_t batch_sync_interval_ns = 10'000'000;
 
