@@ -157,7 +157,7 @@ bool SpoolWriter::rotate() {
 }
 
 bool SpoolWriter::append(std::span<const uint8_t> record, uint64_t cookie, config::Durability d) {
-    if (_failed_until_ns != 0 || _failing || _pending.size() >= max_group || _fds[0] < 0) {
+    if (_failed_until_ns != 0 || _failing || _pending.size() >= max_group) {
         return false;
     }
     _pending.push_back(Entry{{const_cast<uint8_t*>(record.data()), record.size()}, cookie, d});

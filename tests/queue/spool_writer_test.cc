@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -222,6 +224,45 @@ TEST_F(SpoolWriterTest, RotatesSegmentsAtSegmentSize) {
         EXPECT_EQ(s.shard, 3u);
     }
     EXPECT_EQ(bodies_on_disk().size(), 3u);
+}
+
+// A segment that cannot be created (here: its folder is gone; in life, a full disk or a file
+// system gone read-only) refuses that group and backs off like a failed write; once the disk
+// takes files again, the spool rotates and takes jobs again, without a restart.
+TEST_F(SpoolWriterTest, AFailedRotationIsRetriedAfterTheBackOff) {
+    config::SpoolConfig cfg;
+    cfg.segment_size = 300; // smaller than two records: every group after the first rotates
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    auto first = make_record(std::string(200, 'a'), 1);
+    std::map<uint64_t, bool> outcome;
+    ASSERT_TRUE(w.append(first, 1, config::Durability::fsync));
+    settle(w, outcome, 1);
+    ASSERT_TRUE(outcome[1]);
+
+    const std::string shard_dir = dir + "/shard-0";
+    const std::string aside = dir + "/aside";
+    std::filesystem::rename(shard_dir, aside);
+    auto refused = make_record(std::string(200, 'b'), 2);
+    ASSERT_TRUE(w.append(refused, 2, config::Durability::fsync));
+    std::map<uint64_t, bool> failed;
+    w.flush(ring, 0, [&](uint64_t cookie, bool durable) { failed[cookie] = durable; });
+    ASSERT_EQ(failed.size(), 1u) << "the group that could not rotate was not answered";
+    EXPECT_FALSE(failed[2]);
+    EXPECT_FALSE(w.healthy()) << "a failed rotation does not back off";
+    EXPECT_FALSE(w.append(refused, 3, config::Durability::fsync)) << "took a job while failing";
+
+    // The disk is back: after the back-off the next group rotates and is made durable.
+    std::filesystem::rename(aside, shard_dir);
+    std::map<uint64_t, bool> later;
+    w.flush(ring, 2'000'000'000, [&](uint64_t cookie, bool durable) { later[cookie] = durable; });
+    EXPECT_TRUE(w.healthy());
+    auto again = make_record(std::string(200, 'c'), 4);
+    ASSERT_TRUE(w.append(again, 4, config::Durability::fsync)) << "the spool stayed closed";
+    settle(w, later, 1);
+    EXPECT_TRUE(later[4]);
+    EXPECT_EQ(bodies_on_disk(),
+              (std::vector<std::string>{std::string(200, 'a'), std::string(200, 'c')}));
 }
 
 TEST_F(SpoolWriterTest, ReopeningStartsANewSegmentAndKeepsTheOld) {
@@ -601,4 +642,14 @@ TEST_F(SpoolWriterTest, AWriteAndItsSyncAreNeverSplitAcrossSubmissions) {
     }
     EXPECT_TRUE(outcome[1]);
     EXPECT_TRUE(w.idle());
+}
+
+// A writer that was never opened (a shard whose start failed earlier) closes no descriptor when
+// it goes: not descriptor 0, which an all-zero array of descriptors would name.
+TEST(SpoolWriterLifetime, NeverOpenedClosesNothing) {
+    if (::fcntl(0, F_GETFD) == -1) {
+        GTEST_SKIP() << "descriptor 0 is not open in this process";
+    }
+    { queue::SpoolWriter w; }
+    EXPECT_NE(::fcntl(0, F_GETFD), -1) << "the writer closed descriptor 0";
 }

@@ -177,7 +177,11 @@ private:
     uint32_t _shard = 0;
     config::SpoolConfig _cfg;
     // The current segment, once per slot (fds[0] also carries the periodic sync); -1 when none.
-    std::array<int, max_inflight> _fds{};
+    std::array<int, max_inflight> _fds = [] {
+        std::array<int, max_inflight> none{};
+        none.fill(-1); // never descriptor 0: a writer never opened must not close stdin
+        return none;
+    }();
     uint64_t _seq = 0;
     uint64_t _offset = 0; // where the next group goes in the current segment
     std::vector<Entry> _pending;
@@ -274,11 +278,13 @@ void SpoolWriter::flush(io::Ring& ring, int64_t now_mono_ns, F&& done) {
     for (const Entry& e : _pending) {
         bytes += e.iov.iov_len;
     }
-    if (_offset > segment_header_size && _offset + bytes > _cfg.segment_size) {
+    // A full segment rotates; so does none, after a rotation failed (retried after the back-off).
+    if (_fds[0] < 0 || (_offset > segment_header_size && _offset + bytes > _cfg.segment_size)) {
         if (_inflight_groups != 0) {
             return; // the old segment's groups complete before it is closed
         }
         if (!rotate()) {
+            enter_failure(now_mono_ns);
             ++_stats.failures;
             for (const Entry& e : _pending) {
                 done(e.cookie, false);
