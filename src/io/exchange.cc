@@ -321,6 +321,9 @@ void Shard::Impl::pump(Connection& c) {
 void Shard::Impl::on_sent(Connection& c) {
     for (uint8_t i = 0; i < c.out_exchanges; ++i) {
         Exchange* ex = c.first;
+        if (ex == nullptr) {
+            std::abort(); // impossible: the answers sent are those of the oldest exchanges
+        }
         c.first = ex->next;
         if (c.first == nullptr) {
             c.newest = nullptr;
