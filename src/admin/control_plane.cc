@@ -8,6 +8,7 @@
 #include "portcullis/base/log.hh"
 #include "portcullis/base/time.hh"
 #include "portcullis/config/units.hh"
+#include "portcullis/http/error_bodies.hh"
 #include "portcullis/http/parser.hh"
 #include "portcullis/http/response.hh"
 #include "portcullis/queue/job_json.hh"
@@ -67,15 +68,6 @@ enum class Op : uint8_t { accept = 1, recv, send, shutdown, close, ledger_write,
 constexpr uint64_t pack(Op op, uint32_t gen, uint32_t index) {
     return uint64_t(op) << 56 | uint64_t(gen & 0xffffff) << 32 | index;
 }
-
-constexpr std::string_view body_not_found = R"({"error":"not_found"})";
-constexpr std::string_view body_unauthorized = R"({"error":"unauthorized"})";
-constexpr std::string_view body_forbidden = R"({"error":"forbidden"})";
-constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
-constexpr std::string_view body_method_not_allowed = R"({"error":"method_not_allowed"})";
-constexpr std::string_view body_unavailable = R"({"error":"unavailable"})";
-constexpr std::string_view body_not_implemented = R"({"error":"not_implemented"})";
-constexpr std::string_view body_timeout = R"({"error":"timeout"})";
 
 // What a connection is waiting for, and so which of server.timeouts runs: idle (the next
 // request, from the end of the last answer or the accept), head (from its first byte), body
@@ -459,7 +451,7 @@ struct ControlPlane::Impl {
                 continue;
             }
             refuse(c.phase == Phase::head ? Refusal::header_timeout : Refusal::body_timeout, c.fd);
-            answer(c, 408, body_timeout, {}, true);
+            answer(c, 408, http::error_body::timeout, {}, true);
         }
     }
 
@@ -546,13 +538,13 @@ struct ControlPlane::Impl {
         http::HeadResult r = http::parse_head(c.in, 0, limits, header_scratch, head);
         if (r.error != http::Error::none) {
             refuse(Refusal::malformed, c.fd);
-            answer(c, http::status_of(r.error), body_bad_request, {}, true);
+            answer(c, http::status_of(r.error), http::error_body::bad_request, {}, true);
             return;
         }
         if (r.consumed == 0) {
             if (c.in.size() > limits.header_bytes) {
                 refuse(Refusal::malformed, c.fd);
-                answer(c, 431, body_bad_request, {}, true);
+                answer(c, 431, http::error_body::bad_request, {}, true);
                 return;
             }
             enter(c, Phase::head);
@@ -577,7 +569,7 @@ struct ControlPlane::Impl {
         }
         if (length > max_body_bytes) {
             refuse(Refusal::body_too_large, c.fd);
-            answer(c, 413, R"({"error":"body_too_large"})", {}, true);
+            answer(c, 413, http::error_body::too_large, {}, true);
             return;
         }
         if (!complete) {
@@ -613,7 +605,8 @@ struct ControlPlane::Impl {
         const Grant* who = tokens.authenticate(auth.header != nullptr ? auth.header->value : "");
         if (who == nullptr) {
             refuse(before_body ? Refusal::unauthorized_before_body : Refusal::unauthorized, c.fd);
-            answer(c, 401, body_unauthorized, "WWW-Authenticate: Bearer\r\n", before_body);
+            answer(c, 401, http::error_body::unauthorized, "WWW-Authenticate: Bearer\r\n",
+                   before_body);
         }
         return who;
     }
@@ -646,14 +639,14 @@ struct ControlPlane::Impl {
     void answer_access(Conn& c, Access a) {
         switch (a) {
         case Access::unauthorized:
-            answer(c, 401, body_unauthorized, "WWW-Authenticate: Bearer\r\n");
+            answer(c, 401, http::error_body::unauthorized, "WWW-Authenticate: Bearer\r\n");
             return;
         case Access::forbidden:
-            answer(c, 403, body_forbidden);
+            answer(c, 403, http::error_body::forbidden);
             return;
         case Access::not_found:
         case Access::granted:
-            answer(c, 404, body_not_found);
+            answer(c, 404, http::error_body::not_found);
             return;
         }
     }
@@ -752,7 +745,7 @@ struct ControlPlane::Impl {
 
     // The answer of a settling request whose ops are not durable: 503, retry.
     void refuse_unsynced(Conn& c) {
-        write_answer(c, 503, body_unavailable, "Retry-After: 1\r\n", c.close_after);
+        write_answer(c, 503, http::error_body::unavailable, "Retry-After: 1\r\n", c.close_after);
         c.needs_sync = false;
     }
 
@@ -779,18 +772,18 @@ struct ControlPlane::Impl {
         std::string_view path = head.path;
         if (path == "/healthz") {
             if (head.method != "GET") {
-                answer(c, 405, body_method_not_allowed, "Allow: GET\r\n");
+                answer(c, 405, http::error_body::method_not_allowed, "Allow: GET\r\n");
                 return;
             }
             healthz(c);
             return;
         }
         if (not_implemented(path)) {
-            answer(c, 501, body_not_implemented);
+            answer(c, 501, http::error_body::not_implemented);
             return;
         }
         if (!needs_token(path)) {
-            answer(c, 404, body_not_found);
+            answer(c, 404, http::error_body::not_found);
             return;
         }
         const Grant* who = authenticate(c, head, false);
@@ -801,7 +794,7 @@ struct ControlPlane::Impl {
             if (head.method == m) {
                 return true;
             }
-            answer(c, 405, body_method_not_allowed,
+            answer(c, 405, http::error_body::method_not_allowed,
                    m == "GET" ? "Allow: GET\r\n" : "Allow: POST\r\n");
             return false;
         };
@@ -848,7 +841,7 @@ struct ControlPlane::Impl {
             }
             return;
         }
-        answer(c, 404, body_not_found);
+        answer(c, 404, http::error_body::not_found);
     }
 
     // The job named by id text, if the token may act on it: else the answer has been given.
@@ -861,7 +854,7 @@ struct ControlPlane::Impl {
         std::optional<JobId> id = JobId::parse(id_text);
         std::optional<JobInfo> job = id ? store.table().find(*id) : std::nullopt;
         if (!job || !who.allows("jobs", action, store.route_name(job->route))) {
-            answer(c, 404, body_not_found);
+            answer(c, 404, http::error_body::not_found);
             return std::nullopt;
         }
         return job;
@@ -937,7 +930,7 @@ struct ControlPlane::Impl {
         }
         int route = store.route_index(*route_name);
         if (route < 0) {
-            answer(c, 404, body_not_found);
+            answer(c, 404, http::error_body::not_found);
             return;
         }
         int64_t max = 1;
@@ -1184,7 +1177,7 @@ struct ControlPlane::Impl {
         if (!route_name.empty()) {
             int route = store.route_index(route_name);
             if (route < 0 || !who.allows("jobs", "read", route_name)) {
-                answer(c, 404, body_not_found);
+                answer(c, 404, http::error_body::not_found);
                 return;
             }
             store.table().dead_letters(static_cast<uint16_t>(route), after, dead_letter_page, jobs);

@@ -3,6 +3,7 @@
 #include "portcullis/admit/client_ip.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/base/json.hh"
+#include "portcullis/http/error_bodies.hh"
 #include "portcullis/http/header_policy.hh"
 
 #include <cstdio>
@@ -14,37 +15,27 @@ namespace {
 
 using base::Level;
 using base::LogLine;
+namespace error_body = http::error_body;
 
 // Chunked bodies start with this much room and grow by doubling.
 constexpr size_t chunked_initial_room = 16 * 1024;
 
-constexpr std::string_view body_not_found = R"({"error":"not_found"})";
-constexpr std::string_view body_unauthorized = R"({"error":"unauthorized"})";
-constexpr std::string_view body_method_not_allowed = R"({"error":"method_not_allowed"})";
-constexpr std::string_view body_too_large = R"({"error":"body_too_large"})";
-constexpr std::string_view body_unavailable = R"({"error":"unavailable"})";
-constexpr std::string_view body_conflict = R"({"error":"conflict"})";
-constexpr std::string_view body_forbidden = R"({"error":"forbidden"})";
-constexpr std::string_view body_rate_limited = R"({"error":"rate_limited"})";
-constexpr std::string_view body_stale = R"({"error":"stale"})";
-// The first copy of this delivery is still being written: its outcome is not known yet.
-constexpr std::string_view body_in_progress = R"({"error":"in_progress"})";
 constexpr std::string_view retry_after_header = "Retry-After: 1\r\n";
 
 std::string_view reject_body(base::RejectReason reason) {
     switch (reason) {
     case base::RejectReason::body_too_large:
-        return body_too_large;
+        return error_body::too_large;
     case base::RejectReason::conflict:
-        return body_conflict;
+        return error_body::conflict;
     case base::RejectReason::stale:
-        return body_stale;
+        return error_body::stale;
     case base::RejectReason::ip_denied:
-        return body_forbidden;
+        return error_body::forbidden;
     case base::RejectReason::rate_limited:
-        return body_rate_limited;
+        return error_body::rate_limited;
     default:
-        return body_unauthorized;
+        return error_body::unauthorized;
     }
 }
 
@@ -71,12 +62,12 @@ Next Ingest::head(Webhook& w, const http::RequestHead& head, bool draining) {
     w.route = nullptr;
     w.client = w.peer;
     if (draining) {
-        return answer(w, 503, body_unavailable, retry_after_header, true);
+        return answer(w, 503, error_body::unavailable, retry_after_header, true);
     }
     if (head.path == "/healthz") {
         bool is_head = head.method == "HEAD";
         if (head.method != "GET" && !is_head) {
-            return answer(w, 405, body_method_not_allowed, "Allow: GET, HEAD\r\n", has_body);
+            return answer(w, 405, error_body::method_not_allowed, "Allow: GET, HEAD\r\n", has_body);
         }
         answer(w, 200, "ok", {}, has_body);
         w.answer.content_type = "text/plain";
@@ -93,10 +84,10 @@ Next Ingest::head(Webhook& w, const http::RequestHead& head, bool draining) {
     }
     const config::Route* route = _snap.match(head.path);
     if (route == nullptr) {
-        return answer(w, 404, body_not_found, {}, has_body);
+        return answer(w, 404, error_body::not_found, {}, has_body);
     }
     if (!route->allows_method(head.method)) {
-        return answer(w, 405, body_method_not_allowed, route->allow_header, has_body);
+        return answer(w, 405, error_body::method_not_allowed, route->allow_header, has_body);
     }
     w.route = route;
     w.id = _ids.next(_clock.unix_ns);
@@ -142,7 +133,7 @@ Next Ingest::head(Webhook& w, const http::RequestHead& head, bool draining) {
         head.framing == http::BodyFraming::chunked ? chunked_initial_room : head.content_length;
     w.record = _pool.acquire(head_size + body_room);
     if (w.record == nullptr) {
-        return answer(w, 503, body_unavailable, retry_after_header, true);
+        return answer(w, 503, error_body::unavailable, retry_after_header, true);
     }
     w.record->size = queue::encode_job_head(
         meta, stored, std::span<uint8_t>(w.record->data(), w.record->capacity));
@@ -167,7 +158,7 @@ Next Ingest::body(Webhook& w, std::string_view data) {
         }
         base::Buffer* bigger = _pool.grow(w.record, want);
         if (bigger == nullptr) {
-            return answer(w, 503, body_unavailable, retry_after_header, true);
+            return answer(w, 503, error_body::unavailable, retry_after_header, true);
         }
         w.record = bigger;
     }
@@ -206,7 +197,7 @@ Next Ingest::end_of_body(Webhook& w) {
     config::Durability durability = w.route->config->durability.value_or(_cfg.spool.durability);
     if (!_host.enqueue(record, w.cookie, durability)) {
         settle_keys(w, false);
-        return answer(w, 503, body_unavailable, retry_after_header, false);
+        return answer(w, 503, error_body::unavailable, retry_after_header, false);
     }
     return Next::spooling;
 }
@@ -214,7 +205,7 @@ Next Ingest::end_of_body(Webhook& w) {
 void Ingest::spooled(Webhook& w, bool durable) {
     settle_keys(w, durable);
     if (!durable) {
-        answer(w, 503, body_unavailable, retry_after_header, false);
+        answer(w, 503, error_body::unavailable, retry_after_header, false);
         return;
     }
     _stats.jobs_queued.fetch_add(1, std::memory_order_relaxed);
@@ -327,7 +318,7 @@ Next Ingest::refuse_denied(Webhook& w, const base::PeerAddress& client, bool has
     char ip[INET6_ADDRSTRLEN];
     line.field("client", client.format_ip(ip));
     log(line);
-    return answer(w, 403, body_forbidden, {}, has_body);
+    return answer(w, 403, error_body::forbidden, {}, has_body);
 }
 
 void Ingest::add_peer(LogLine& line, const Webhook& w) {
@@ -424,7 +415,7 @@ bool Ingest::admit_keys(Webhook& w, std::span<uint8_t> record) {
             return false;
         case queue::DedupTable::Outcome::in_flight:
             _stats.dedup_in_flight.fetch_add(1, std::memory_order_relaxed);
-            answer(w, 503, body_in_progress, retry_after_header, false);
+            answer(w, 503, error_body::in_progress, retry_after_header, false);
             return false;
         }
     }

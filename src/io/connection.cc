@@ -70,20 +70,12 @@ void Shard::Impl::on_recv(const io_uring_cqe& cqe) {
 // sending); on_sent closes once they are. With none owed, the connection closes now.
 void Shard::Impl::on_peer_eof(Connection& c) {
     c.peer_eof = true;
-    if (c.state == State::reading_body) {
-        drop_newest(c);
-        c.state = State::reading_head;
-    }
-    if (c.first == nullptr) {
-        close_connection(c);
-        return;
-    }
-    pump(c); // the last answer may now say Connection: close
+    end_input(c, false);
 }
 
-// Input the connection cannot hold: as after EOF, but what is staged is dropped too, so the
-// answer to the newest complete request is the last.
-void Shard::Impl::end_input(Connection& c) {
+// No more input will be read. `dropped`: what was staged is gone too (input the connection
+// could not hold), so the answer to the newest complete request is the last.
+void Shard::Impl::end_input(Connection& c, bool dropped) {
     if (c.state == State::reading_body) {
         drop_newest(c);
         c.state = State::reading_head;
@@ -92,11 +84,11 @@ void Shard::Impl::end_input(Connection& c) {
         close_connection(c);
         return;
     }
-    if (c.state == State::reading_head) {
+    if (dropped && c.state == State::reading_head) {
         c.newest->last = true;
         c.state = State::finishing;
     }
-    pump(c);
+    pump(c); // the last answer may now say Connection: close
 }
 
 // ---- backpressure --------------------------------------------------------------------------
@@ -142,7 +134,7 @@ void Shard::Impl::cut_input(Connection& c) {
         c.staging = nullptr;
         c.staged_from = 0;
     }
-    end_input(c);
+    end_input(c, true);
 }
 
 // A receive or a send failed (the peer reset the connection, mostly).

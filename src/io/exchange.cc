@@ -1,6 +1,7 @@
 // HTTP/1.1 on a connection: the PROXY header, request heads, body framing, 100-continue and
 // the answers. What a webhook means is ingest::Ingest's; this file only carries it.
 #include "portcullis/admit/proxy_protocol.hh"
+#include "portcullis/http/error_bodies.hh"
 #include "shard_impl.hh"
 
 #include <cstdlib>
@@ -9,12 +10,6 @@ namespace portcullis::io {
 
 using base::Level;
 using base::LogLine;
-
-namespace {
-
-constexpr std::string_view body_bad_request = R"({"error":"bad_request"})";
-
-} // namespace
 
 // Feeds bytes to the request state machine; returns how many it used. Stops when more bytes are
 // needed, or when the connection has as many requests in progress as it may (the rest waits).
@@ -220,7 +215,7 @@ void Shard::Impl::reject_malformed(Connection& c, http::Error error, std::string
         .field("status", static_cast<int64_t>(status));
     add_peer(line, c);
     log(line);
-    final_answer(c, status, body_bad_request);
+    final_answer(c, status, http::error_body::bad_request);
 }
 
 // An answer of the HTTP layer's own (malformed input, a timeout) to the request being read, or

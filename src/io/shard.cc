@@ -3,6 +3,7 @@
 #include "portcullis/admit/client_ip.hh"
 #include "portcullis/admit/proxy_protocol.hh"
 #include "portcullis/base/time.hh"
+#include "portcullis/http/error_bodies.hh"
 #include "shard_impl.hh"
 
 #include <cerrno>
@@ -314,7 +315,7 @@ void Shard::Impl::on_timeout(Connection& c) {
         close_connection(c);
         return;
     }
-    final_answer(c, 408, R"({"error":"timeout"})");
+    final_answer(c, 408, http::error_body::timeout);
 }
 
 void Shard::Impl::start_drain() {

@@ -307,7 +307,7 @@ struct Shard::Impl final : ingest::Host {
     void drive_staged(Connection& c);
     void start_send(Connection& c);
     void on_send(const io_uring_cqe& cqe);
-    void end_input(Connection& c);
+    void end_input(Connection& c, bool dropped);
     void start_linger(Connection& c);
     void close_connection(Connection& c);
     void submit_close(Connection& c);
