@@ -193,8 +193,8 @@ bool trace = false;
 
 void trace_answer(const ingest::Answer& a, const char* when) {
     if (trace) {
-        std::fprintf(stderr, "  %s: %u %.*s%s%s\n", when, a.status, static_cast<int>(a.body.size()),
-                     a.body.data(), a.close ? " [close]" : "", a.head_only ? " [head only]" : "");
+        std::fprintf(stderr, "  %s: %u %.*s%s\n", when, a.status, static_cast<int>(a.body.size()),
+                     a.body.data(), a.close ? " [close]" : "");
     }
 }
 
@@ -425,7 +425,7 @@ std::string answered_id(std::string_view body, std::string_view status) {
 // raw_has_secret: the input itself holds a secret (an answer may echo what the client sent).
 void check_answer(const ingest::Answer& a, const config::Snapshot& snap, bool raw_has_secret) {
     check(a.status >= 200 && a.status <= 599, "status in 200..599");
-    check(a.head_only || !a.body.empty(), "a body unless HEAD");
+    check(!a.body.empty(), "every answer has a body (the HTTP layer drops it for HEAD)");
     check(placed(a.body, a, snap) && placed(a.extra_headers, a, snap) &&
               placed(a.content_type, a, snap),
           "answer views point into the answer, at constants or into the snapshot");
@@ -737,7 +737,7 @@ private:
         trace_answer(a, "answer");
         check_answer(a, _snap, _raw_has_secret);
         check(a.status != 202, "202 only from spooled(true)");
-        if (a.status == 200 && !a.head_only) {
+        if (a.status == 200) {
             std::string id = answered_id(a.body, "duplicate");
             if (!id.empty()) {
                 check(_queued_ids.contains(id), "a duplicate names a job answered 202");

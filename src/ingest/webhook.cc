@@ -65,13 +65,11 @@ Next Ingest::head(Webhook& w, const http::RequestHead& head, bool draining) {
         return answer(w, 503, error_body::unavailable, retry_after_header, true);
     }
     if (head.path == "/healthz") {
-        bool is_head = head.method == "HEAD";
-        if (head.method != "GET" && !is_head) {
+        if (head.method != "GET" && head.method != "HEAD") {
             return answer(w, 405, error_body::method_not_allowed, "Allow: GET, HEAD\r\n", has_body);
         }
         answer(w, 200, "ok", {}, has_body);
         w.answer.content_type = "text/plain";
-        w.answer.head_only = is_head;
         return Next::answer;
     }
     // Who is asking, before anything else is spent on them.
@@ -250,7 +248,6 @@ Next Ingest::answer(Webhook& w, uint16_t status, std::string_view body,
     a.extra_headers = extra_headers;
     a.close = close;
     a.content_type = "application/json";
-    a.head_only = false;
     return Next::answer;
 }
 

@@ -114,6 +114,7 @@ void Shard::Impl::on_head(Connection& c, const http::RequestHead& head) {
     }
     Exchange& ex = push_exchange(c);
     ex.keep_alive = head.keep_alive;
+    ex.head_request = head.method == "HEAD";
     ex.framing = head.framing;
     ex.remaining = head.content_length;
     ex.chunked.reset();
@@ -228,7 +229,6 @@ void Shard::Impl::final_answer(Connection& c, uint16_t status, std::string_view 
     a.extra_headers = {};
     a.close = true;
     a.content_type = "application/json";
-    a.head_only = false;
     ex.answered = true;
     ex.last = true;
     ex.continue_owed = false;
@@ -285,7 +285,7 @@ void Shard::Impl::pump(Connection& c) {
         r.extra_headers = a.extra_headers;
         r.close = close;
         r.content_type = a.content_type;
-        r.head_only = a.head_only;
+        r.head_only = ex->head_request;
         size_t n = http::write_response(room(), r, date.view());
         if (n == 0) {
             if (answers == 0) {
@@ -360,7 +360,7 @@ Exchange& Shard::Impl::push_exchange(Connection& c) {
     ex->conn = &c;
     ex->next = nullptr;
     ex->keep_alive = true;
-    ex->spooling = ex->answered = ex->last = ex->continue_owed = false;
+    ex->spooling = ex->answered = ex->last = ex->continue_owed = ex->head_request = false;
     ex->webhook.peer = c.peer;
     ex->webhook.cookie = reinterpret_cast<uint64_t>(ex);
     (c.newest != nullptr ? c.newest->next : c.first) = ex;

@@ -112,6 +112,7 @@ struct Exchange {
     bool answered = false;      // webhook.answer is final
     bool last = false;          // the connection closes after this answer
     bool continue_owed = false; // Expect: 100-continue, not yet sent
+    bool head_request = false;  // HEAD: every answer goes without its body (RFC 9110 9.3.2)
 };
 
 struct TimerList;

@@ -97,6 +97,12 @@ row "413 for a chunked body crossing body_bytes" "413" yes \
 echo "== routing"
 row "GET /healthz: 200 ok" "200" no "GET /healthz HTTP/1.1\r\n${H}\r\n" --check "body=ok"
 row "HEAD /healthz: 200 without a body" "200" no "HEAD /healthz HTTP/1.1\r\n${H}\r\n" --head
+# Every answer to HEAD goes without its body (RFC 9110 9.3.2), refusals included: a body would
+# be read as the start of the next answer on the connection.
+row "HEAD to a POST route: 405 without a body" "405 200" no \
+    "HEAD /hook HTTP/1.1\r\n${H}\r\nHEAD /healthz HTTP/1.1\r\n${H}\r\n" --head
+row "HEAD to an unknown path: 404 without a body" "404 200" no \
+    "HEAD /nope HTTP/1.1\r\n${H}\r\nHEAD /healthz HTTP/1.1\r\n${H}\r\n" --head
 row "404 for an unknown path" "404" no "GET /nope HTTP/1.1\r\n${H}\r\n" \
     --check 'body={"error":"not_found"}'
 row "404 for an unknown path with a body" "404" any "POST /nope HTTP/1.1\r\n${H}${ok_body}"

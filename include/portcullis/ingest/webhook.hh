@@ -82,13 +82,13 @@ struct Stats {
     std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};
 };
 
-// The answer to one request. Its views point into the answer itself or at constants, so it
-// stays put in its Webhook until it is sent.
+// The answer to one request (to a HEAD request, the HTTP layer sends it without its body). Its
+// views point into the answer itself, at constants or into the config snapshot (a route's
+// Allow header), so it stays put in its Webhook until it is sent.
 struct Answer {
     uint16_t status = 0;
     // The request's input was left unread (or cannot be trusted): the connection must close.
     bool close = false;
-    bool head_only = false;
     std::string_view content_type = "application/json";
     std::string_view extra_headers; // whole lines, CRLF-terminated
     std::string_view body;
