@@ -4,6 +4,7 @@
 #include "portcullis/http/error_bodies.hh"
 #include "shard_impl.hh"
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace portcullis::io {
@@ -350,6 +351,7 @@ void Shard::Impl::on_sent(Connection& c) {
 }
 
 Exchange& Shard::Impl::push_exchange(Connection& c) {
+    exchanges_peak = std::max(exchanges_peak, ++exchanges_in_use);
     Exchange* ex = free_exchanges;
     if (ex == nullptr) {
         ex = new Exchange; // NOLINT(cppcoreguidelines-owning-memory): the free list owns them
@@ -384,14 +386,22 @@ void Shard::Impl::drop_newest(Connection& c) {
 
 void Shard::Impl::release_exchange(Exchange& ex) {
     ingest.release(ex.webhook);
-    if (free_exchange_count >= max_free_exchanges) {
-        delete &ex; // NOLINT(cppcoreguidelines-owning-memory)
-        return;
-    }
+    --exchanges_in_use;
     ex.conn = nullptr;
     ex.next = free_exchanges;
     free_exchanges = &ex;
     ++free_exchange_count;
+}
+
+void Shard::Impl::trim_exchanges() {
+    const uint32_t keep = std::max(exchanges_peak, min_free_exchanges);
+    while (free_exchange_count > keep) {
+        Exchange* ex = free_exchanges;
+        free_exchanges = ex->next;
+        --free_exchange_count;
+        delete ex; // NOLINT(cppcoreguidelines-owning-memory)
+    }
+    exchanges_peak = exchanges_in_use;
 }
 
 bool Shard::Impl::has_spooling(const Connection& c) {

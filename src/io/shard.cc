@@ -83,6 +83,10 @@ void Shard::Impl::run() {
             start_drain();
         }
         expire_timers();
+        if (clock.mono_ns >= next_exchange_trim) {
+            trim_exchanges();
+            next_exchange_trim = clock.mono_ns + base::ns_per_s;
+        }
         if (draining && drain_finished()) {
             break;
         }

@@ -243,11 +243,16 @@ struct Shard::Impl final : ingest::Host {
     uint32_t open_conns = 0;
     static constexpr uint32_t chunk = 256;
 
-    // Exchanges not in use; at most max_free_exchanges are kept (3 KiB each), so that a burst
-    // of concurrent requests does not pin its memory for ever.
+    // Exchanges not in use (3 KiB each). The request path takes and returns them without the
+    // allocator; once a second the list is cut to the most that were in use at once during
+    // that second (at least min_free_exchanges), so that a steady load keeps what it needs and
+    // a burst's memory is given back when it is over.
     Exchange* free_exchanges = nullptr;
     uint32_t free_exchange_count = 0;
-    static constexpr uint32_t max_free_exchanges = 256;
+    uint32_t exchanges_in_use = 0;
+    uint32_t exchanges_peak = 0; // in use at once since the last trim
+    int64_t next_exchange_trim = 0;
+    static constexpr uint32_t min_free_exchanges = 64;
 
     std::vector<http::Header> header_scratch;
 
@@ -332,6 +337,7 @@ struct Shard::Impl final : ingest::Host {
     Exchange& push_exchange(Connection& c);
     void drop_newest(Connection& c);
     void release_exchange(Exchange& ex);
+    void trim_exchanges();
     static bool has_spooling(const Connection& c);
 };
 
