@@ -188,6 +188,42 @@ void Shard::Impl::decided(Connection& c, Exchange& ex, ingest::Next next) {
     pump(c);
 }
 
+bool Shard::Impl::enqueue(std::span<const uint8_t> record, uint64_t cookie,
+                          config::Durability durability) {
+    if (held_first == nullptr && spool.append(record, cookie, durability)) {
+        return true;
+    }
+    if (held_first == nullptr && !spool.full()) {
+        return false; // the disk failed: 503
+    }
+    // Held back, behind those already waiting: the record stays in its exchange's webhook.
+    auto* ex = reinterpret_cast<Exchange*>(cookie); // NOLINT(performance-no-int-to-ptr)
+    ex->held_next = nullptr;
+    (held_last != nullptr ? held_last->held_next : held_first) = ex;
+    held_last = ex;
+    return true;
+}
+
+// Before each flush: the held records go to the spool in their order while it has room; if the
+// disk failed meanwhile, they are answered 503 as a failed group's records are.
+void Shard::Impl::offer_held() {
+    while (Exchange* ex = held_first) {
+        const ingest::Webhook& w = ex->webhook;
+        const config::Durability durability =
+            w.route->config->durability.value_or(cfg.spool.durability);
+        if (!spool.append(w.record->bytes(), w.cookie, durability)) {
+            if (spool.full()) {
+                return;
+            }
+            held_first = ex->held_next;
+            on_spooled(w.cookie, false);
+            continue;
+        }
+        held_first = ex->held_next;
+    }
+    held_last = nullptr;
+}
+
 // The spool's outcome for the record of an exchange (its address is the cookie).
 void Shard::Impl::on_spooled(uint64_t cookie, bool durable) {
     auto* ex = reinterpret_cast<Exchange*>(cookie); // NOLINT(performance-no-int-to-ptr)

@@ -90,6 +90,7 @@ void Shard::Impl::run() {
         if (draining && drain_finished()) {
             break;
         }
+        offer_held();
         spool.flush(ring, clock.mono_ns, spooled);
         buffers.publish();
         logs.flush(ring);
@@ -355,8 +356,8 @@ bool Shard::Impl::drain_finished() {
             }
         }
     }
-    return (connections_done || clock.mono_ns >= drain_deadline + base::ns_per_s) && spool.idle() &&
-           accepts_armed == 0;
+    return (connections_done || clock.mono_ns >= drain_deadline + base::ns_per_s) &&
+           held_first == nullptr && spool.idle() && accepts_armed == 0;
 }
 
 // ---- the public face -----------------------------------------------------------------------

@@ -105,14 +105,15 @@ struct Exchange {
     http::BodyFraming framing = http::BodyFraming::none;
     uint64_t remaining = 0; // content-length framing
     http::ChunkedDecoder chunked;
-    Connection* conn = nullptr; // null once the connection has gone
-    Exchange* next = nullptr;   // the connection's next request, or the next free exchange
-    bool keep_alive = true;     // this request let the connection go on
-    bool spooling = false;      // its record is in a group commit
-    bool answered = false;      // webhook.answer is final
-    bool last = false;          // the connection closes after this answer
-    bool continue_owed = false; // Expect: 100-continue, not yet sent
-    bool head_request = false;  // HEAD: every answer goes without its body (RFC 9110 9.3.2)
+    Connection* conn = nullptr;    // null once the connection has gone
+    Exchange* next = nullptr;      // the connection's next request, or the next free exchange
+    bool keep_alive = true;        // this request let the connection go on
+    bool spooling = false;         // its record is in a group commit
+    bool answered = false;         // webhook.answer is final
+    bool last = false;             // the connection closes after this answer
+    bool continue_owed = false;    // Expect: 100-continue, not yet sent
+    bool head_request = false;     // HEAD: every answer goes without its body (RFC 9110 9.3.2)
+    Exchange* held_next = nullptr; // in the shard's list of records held back from a full spool
 };
 
 struct TimerList;
@@ -271,9 +272,13 @@ struct Shard::Impl final : ingest::Host {
 
     // ingest::Host
     bool enqueue(std::span<const uint8_t> record, uint64_t cookie,
-                 config::Durability durability) override {
-        return spool.append(record, cookie, durability);
-    }
+                 config::Durability durability) override;
+    // Records the spool had no room for (its next group full while two are in flight), in the
+    // order they came: offered again before each flush, so that a burst of pipelined requests
+    // waits for the disk instead of being refused.
+    Exchange* held_first = nullptr;
+    Exchange* held_last = nullptr;
+    void offer_held();
     void log(base::LogLine& line) override;
 
     // shard.cc: start-up, loop, accept, timers, drain

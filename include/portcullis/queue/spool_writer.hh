@@ -119,6 +119,9 @@ public:
 
     bool idle() const { return _inflight_groups == 0 && _pending.empty() && !_sync_inflight; }
     bool healthy() const { return _failed_until_ns == 0; }
+    // append() would refuse for want of room only: the next group is full while the groups in
+    // flight complete (the caller holds the record back and offers it again).
+    bool full() const { return healthy() && !_failing && _pending.size() >= max_group; }
     const SpoolStats& stats() const { return _stats; }
     // Seconds the caller should put in Retry-After when append() refuses.
     static constexpr int retry_after_s = 1;
