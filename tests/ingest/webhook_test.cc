@@ -466,4 +466,40 @@ TEST_F(IngestTest, BodyArrivingInAnyPiecesVerifiesTheSame) {
     }
 }
 
+// A chunked body has no declared length: its record starts at 16 KiB and grows as the body
+// arrives. Every byte ends up in the record, in order, and the signature over them holds.
+TEST_F(IngestTest, ChunkedBodyGrowsTheRecordAndKeepsEveryByte) {
+    auto roomy = snapshot_from_yaml("server:\n  limits: {body_bytes: 1MiB}\nroutes:\n"
+                                    "  gh: {path: /gh, verify: {scheme: github, secrets: "
+                                    "[{env: INGEST_TEST_SECRET}]}}\n");
+    ASSERT_NE(roomy, nullptr);
+    Ingest big(*roomy, Tables{&dedup, &ordering, &limiter, 0x5eed}, clock, host, pool, 3);
+    std::string body;
+    for (int i = 0; body.size() < 100'000; ++i) {
+        body += "{\"n\":" + std::to_string(i) + "},";
+    }
+    Webhook w;
+    w.peer = address("192.0.2.10");
+    head_bytes = "POST /gh HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                 "X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=" +
+                 hmac_hex(body) + "\r\n\r\n";
+    http::Limits limits;
+    headers.resize(64);
+    http::RequestHead head;
+    ASSERT_EQ(http::parse_head(head_bytes, 0, limits, headers, head).error, http::Error::none);
+    ASSERT_EQ(big.head(w, head, false), Next::read_body);
+    for (size_t at = 0; at < body.size(); at += 4096) {
+        ASSERT_EQ(big.body(w, std::string_view(body).substr(at, 4096)), Next::read_body) << at;
+    }
+    ASSERT_EQ(big.end_of_body(w), Next::spooling);
+    ASSERT_EQ(host.enqueued.size(), 1u);
+    queue::JobRecord rec;
+    size_t size = 0;
+    ASSERT_EQ(queue::decode_record(host.enqueued[0].record, rec, size), queue::DecodeStatus::ok);
+    EXPECT_EQ(rec.body, body);
+    big.spooled(w, true);
+    EXPECT_EQ(w.answer.status, 202);
+    big.release(w);
+}
+
 } // namespace
