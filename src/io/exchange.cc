@@ -199,6 +199,7 @@ bool Shard::Impl::enqueue(std::span<const uint8_t> record, uint64_t cookie,
     // Held back, behind those already waiting: the record stays in its exchange's webhook.
     auto* ex = reinterpret_cast<Exchange*>(cookie); // NOLINT(performance-no-int-to-ptr)
     ex->held_next = nullptr;
+    ex->held_durability = durability;
     (held_last != nullptr ? held_last->held_next : held_first) = ex;
     held_last = ex;
     return true;
@@ -209,9 +210,7 @@ bool Shard::Impl::enqueue(std::span<const uint8_t> record, uint64_t cookie,
 void Shard::Impl::offer_held() {
     while (Exchange* ex = held_first) {
         const ingest::Webhook& w = ex->webhook;
-        const config::Durability durability =
-            w.route->config->durability.value_or(cfg.spool.durability);
-        if (!spool.append(w.record->bytes(), w.cookie, durability)) {
+        if (!spool.append(w.record->bytes(), w.cookie, ex->held_durability)) {
             if (spool.full()) {
                 return;
             }

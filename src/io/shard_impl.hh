@@ -114,6 +114,7 @@ struct Exchange {
     bool continue_owed = false;    // Expect: 100-continue, not yet sent
     bool head_request = false;     // HEAD: every answer goes without its body (RFC 9110 9.3.2)
     Exchange* held_next = nullptr; // in the shard's list of records held back from a full spool
+    config::Durability held_durability = config::Durability::fsync; // what enqueue was asked
 };
 
 struct TimerList;

@@ -92,9 +92,9 @@ EOF
 
 # expect_ephemeral_ports CONFIG: every address the configuration listens on, defaults included,
 # has port 0, so that the kernel picks a free port and start_server reads it from the listening
-# line. A test never leaves server.listen or admin.listen at its default (0.0.0.0:8080,
-# 127.0.0.1:9090) nor names a fixed port: it would fail whenever another program holds that
-# port. The addresses are read from `portcullis check`'s summary, which shows the defaults.
+# line. A test never leaves server.listen or admin.listen at its default (both defaults name a
+# fixed port) nor names a fixed port: it would fail whenever another program holds that port.
+# The addresses are read from `portcullis check`'s summary, which shows the defaults.
 expect_ephemeral_ports() {
     local config=$1
     local out rc=0
@@ -109,7 +109,7 @@ expect_ephemeral_ports() {
         fi
     done
     ((${#fixed[@]} == 0)) ||
-        fail "$config listens on ${fixed[*]} ($line): a test binds port 0 only; set server.listen to [\"127.0.0.1:0\"] and admin.listen to \"127.0.0.1:0\" (their defaults are 0.0.0.0:8080 and 127.0.0.1:9090)"
+        fail "$config listens on ${fixed[*]} ($line): a test binds port 0 only; set server.listen to [\"127.0.0.1:0\"] and admin.listen to \"127.0.0.1:0\" (their defaults name fixed ports)"
 }
 
 # start_server CONFIG [extra serve arguments]: runs `portcullis serve` in the background with

@@ -269,29 +269,38 @@ def half_close():
     record_accepted("half-close", "half", answers, range(10))
 
 
-# Pipelines on 40 connections at once (8 MB): every connection draws receive buffers from the
-# shard's one ring, and each gets all its answers, in order.
-@scenario
-def concurrent_pipelines():
+def many_pipelines(label, tag, connections, count, size):
+    """Pipelines of count webhooks on each of connections connections, all sent at once (the
+    threads start together); every one gets all its answers, 202 in order."""
     results = {}
+    start = threading.Barrier(connections)
 
     def one(k):
         try:
-            results[k] = pipeline(f"connection {k}", [webhook(f"c{k}", n) for n in range(10)],
-                                  [202] * 10)
+            start.wait()
+            results[k] = pipeline(f"{label} {k}",
+                                  [webhook(f"{tag}{k}", n, size=size) for n in range(count)],
+                                  [202] * count)
         except Failed as e:
             results[k] = e
 
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(40)]
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     errors = [str(r) for r in results.values() if isinstance(r, Failed)]
     if errors:
-        fail(f"concurrent pipelines: {len(errors)} of 40 failed, e.g. {errors[0]}")
+        fail(f"{label}: {len(errors)} of {connections} connections failed, e.g. {errors[0]}")
     for k, answers in results.items():
-        record_accepted(f"connection {k}", f"c{k}", answers, range(10))
+        record_accepted(f"{label} {k}", f"{tag}{k}", answers, range(count))
+
+
+# Pipelines on 40 connections at once (8 MB): every connection draws receive buffers from the
+# shard's one ring, and each gets all its answers, in order.
+@scenario
+def concurrent_pipelines():
+    many_pipelines("concurrent pipelines", "c", 40, 10, 20000)
 
 
 # More pipelined requests at once than one group commit holds (1,024 records, the most one
@@ -299,27 +308,7 @@ def concurrent_pipelines():
 # records the spool has no room for wait for the next group; none is refused with a 503.
 @scenario
 def burst_past_a_group():
-    results = {}
-    start = threading.Barrier(128)
-
-    def one(k):
-        try:
-            start.wait()
-            results[k] = pipeline(f"burst {k}", [webhook(f"b{k}", n, size=64) for n in range(16)],
-                                  [202] * 16)
-        except Failed as e:
-            results[k] = e
-
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(128)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    errors = [str(r) for r in results.values() if isinstance(r, Failed)]
-    if errors:
-        fail(f"burst past a group: {len(errors)} of 128 connections failed, e.g. {errors[0]}")
-    for k, answers in results.items():
-        record_accepted(f"burst {k}", f"b{k}", answers, range(16))
+    many_pipelines("burst past a group", "b", 128, 16, 64)
 
 
 # A client that resets its connection right after sending a pipeline gets nothing, and the
