@@ -145,6 +145,27 @@ struct RouteConfig {
 
 enum class ProxyProtocol : uint8_t { off, v1, v2, any };
 
+enum class TlsVersion : uint8_t { v1_2, v1_3 };
+
+// One certificate of server.tls: a PEM file holding the leaf then its chain, and the PEM private
+// key. Paths are as resolved against the configuration's directory.
+struct TlsCertificate {
+    std::string cert;
+    std::string key;
+    SourceMark mark; // of the list item
+};
+
+// server.tls (SPEC section 4a): listeners that speak TLS, with the same routes and answers as
+// the plain ones.
+struct TlsConfig {
+    std::vector<ListenAddress> listen;
+    std::vector<TlsCertificate> certificates; // chosen by SNI; the first is the default
+    TlsVersion min_version = TlsVersion::v1_2;
+    bool session_tickets = true;
+    // Ticket keys are replaced this often; a ticket stays valid for one more period.
+    int64_t ticket_rotation_ns = int64_t{12} * 3600 * 1'000'000'000;
+};
+
 struct ServerConfig {
     std::vector<ListenAddress> listen; // default ["0.0.0.0:8080"]
     uint32_t shards = 0;               // 0: auto, one per core
@@ -160,6 +181,7 @@ struct ServerConfig {
     int64_t idle_timeout_ns = 60'000'000'000;
     std::vector<Cidr> trusted_proxies;
     ProxyProtocol proxy_protocol = ProxyProtocol::off;
+    std::optional<TlsConfig> tls; // set when server.tls has at least one listener
 };
 
 struct AdminConfig {
