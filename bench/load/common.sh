@@ -10,6 +10,14 @@ BENCH_PIDS=()
 BENCH_TMP=""
 BENCH_KEEP=0
 BENCH_TARGET_MISSES=0
+# TLS (--tls): set by bench_tls_init. The servers then listen with the certificate below only,
+# and every URL is https://. BENCH_TLS_SESSIONS=off makes every server refuse to resume a session
+# (no tickets, no session cache), so that every handshake is a full one.
+BENCH_TLS=0
+BENCH_SCHEME=http
+BENCH_TLS_SESSIONS=on
+BENCH_CERT=""
+BENCH_KEY=""
 
 bench_skip() {
     echo "SKIP: $*" >&2
@@ -83,6 +91,60 @@ bench_need() {
     fi
 }
 
+# bench_tls_init: an ECDSA P-256 certificate for localhost and 127.0.0.1 (self-signed, 2 days) in
+# the temp dir, made with openssl; every server started afterwards serves it, and the clients trust
+# it alone (curl --cacert, openssl -CAfile). Call after bench_init.
+bench_tls_init() {
+    local dir=$BENCH_TMP/tls
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" >"$dir/openssl.log" 2>&1 ||
+        bench_die "openssl could not make the certificate: $(cat "$dir/openssl.log")"
+    # HAProxy takes the certificate and its key from one file.
+    cat "$dir/cert.pem" "$dir/key.pem" >"$dir/cert+key.pem"
+    BENCH_CERT=$dir/cert.pem
+    BENCH_KEY=$dir/key.pem
+    BENCH_TLS=1
+    BENCH_SCHEME=https
+}
+
+# curl with the benchmark's certificate as the only trusted one when TLS is on.
+bench_curl() {
+    if [[ $BENCH_TLS == 1 ]]; then
+        curl --cacert "$BENCH_CERT" "$@"
+    else
+        curl "$@"
+    fi
+}
+
+# bench_tls_probe HOST:PORT: what a TLS 1.3 client like wrk gets (openssl s_client, the same
+# OpenSSL and defaults): prints "KIND PROTOCOL CIPHER GROUP", KIND being how a second connection
+# that offers the session (ticket) of the first one is handled, "resumed" or "full", and the rest
+# from the first, full handshake (e.g. "resumed TLSv1.3 TLS_AES_256_GCM_SHA384 X25519"). Both
+# connections send a GET /healthz and read the answer, so that the client has read the server's
+# tickets before it saves the session. KIND is "none" when no TLS 1.3 handshake was seen.
+bench_tls_probe() {
+    local addr=$1 sess=$BENCH_TMP/tls/probe.$RANDOM.sess first second kind=none
+    local req='GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
+    # shellcheck disable=SC2059
+    first=$(printf "$req" | timeout 10 openssl s_client -connect "$addr" -servername localhost -tls1_3 \
+        -CAfile "$BENCH_CERT" -ign_eof -sess_out "$sess" 2>&1) || true
+    # shellcheck disable=SC2059
+    second=$(printf "$req" | timeout 10 openssl s_client -connect "$addr" -servername localhost -tls1_3 \
+        -CAfile "$BENCH_CERT" -ign_eof -sess_in "$sess" 2>&1) || true
+    rm -f "$sess"
+    if grep -q '^Reused, TLSv1.3' <<<"$second"; then
+        kind=resumed
+    elif grep -q '^New, TLSv1.3' <<<"$second"; then
+        kind=full
+    fi
+    local cipher group
+    cipher=$(grep -m1 -o '^New, TLSv1.3, Cipher is [A-Z0-9_]*' <<<"$first" | awk '{print $NF}')
+    group=$(grep -m1 -o 'Server Temp Key: [A-Za-z0-9-]*' <<<"$first" | awk '{print $NF}')
+    echo "$kind TLSv1.3 ${cipher:-?} ${group:-?}"
+}
+
 bench_free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -125,15 +187,34 @@ bench_start_nginx() {
         # As root nginx would drop its workers to "nobody", who cannot enter a 0700 mktemp dir.
         user_line="user root;"
     fi
+    local ssl=""
+    : >"$dir/server.conf"
+    if [[ $BENCH_TLS == 1 ]]; then
+        ssl="ssl "
+        {
+            echo "ssl_certificate $BENCH_CERT;"
+            echo "ssl_certificate_key $BENCH_KEY;"
+            echo "ssl_protocols TLSv1.2 TLSv1.3;"
+            if [[ $BENCH_TLS_SESSIONS == on ]]; then
+                echo "ssl_session_tickets on;"
+            else
+                # No ticket and no cache: a client that offers a session gets a full handshake.
+                echo "ssl_session_tickets off;"
+                echo "ssl_session_cache off;"
+            fi
+            # nginx_extra: a line for a verification run (an access log of $ssl_session_reused).
+            [[ -z "${BENCH_NGINX_EXTRA:-}" ]] || echo "$BENCH_NGINX_EXTRA"
+        } >"$dir/server.conf"
+    fi
     sed -e "s|@PREFIX@|$dir|g" -e "s|@PORT@|$port|g" -e "s|@WORKERS@|$workers|g" \
         -e "s|@CONNECTIONS@|$connections|g" -e "s|@NOFILE@|$((connections * 2 + 64))|g" \
-        -e "s|@USER@|$user_line|g" "$BENCH_HERE/nginx.conf.in" >"$dir/nginx.conf"
+        -e "s|@USER@|$user_line|g" -e "s|@SSL@|$ssl|g" "$BENCH_HERE/nginx.conf.in" >"$dir/nginx.conf"
     "$@" nginx -e "$dir/logs/error.log" -p "$dir/" -c "$dir/nginx.conf" -g 'daemon off;' \
         2>>"$dir/logs/stderr.log" &
     NGINX_PID=$!
     BENCH_PIDS+=("$NGINX_PID")
     for _ in $(seq 100); do
-        if curl -s -m 1 -o /dev/null "http://127.0.0.1:$port/healthz" 2>/dev/null; then
+        if bench_curl -s -m 1 -o /dev/null "$BENCH_SCHEME://127.0.0.1:$port/healthz" 2>/dev/null; then
             return 0
         fi
         kill -0 "$NGINX_PID" 2>/dev/null || break
@@ -146,6 +227,70 @@ bench_start_nginx() {
 bench_stop_nginx() {
     kill -TERM "$NGINX_PID" 2>/dev/null || true
     wait "$NGINX_PID" 2>/dev/null || true
+}
+
+# bench_start_haproxy DIR PORT CONNECTIONS [taskset prefix...]: sets HAPROXY_PID. HAProxy is the
+# peer that verifies the GitHub signature in its configuration: one thread buffers the body
+# (option http-buffer-request), computes HMAC-SHA256 over it with the converter hmac(sha256,<key
+# in base64>) (HAProxy 2.6 or later, built with OpenSSL), compares "sha256=<hex>" with
+# X-Hub-Signature-256 in constant time (secure_memcmp) and answers 202 or 401 itself: no
+# backend, no disk. The secret is $BENCH_GITHUB_SECRET.
+bench_start_haproxy() {
+    local dir=$1 port=$2 connections=$3
+    shift 3
+    mkdir -p "$dir"
+    local key bind_tls="" global_tls=""
+    key=$(printf '%s' "$BENCH_GITHUB_SECRET" | base64 -w0)
+    if [[ $BENCH_TLS == 1 ]]; then
+        bind_tls="ssl crt $BENCH_TMP/tls/cert+key.pem ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 alpn http/1.1"
+        if [[ $BENCH_TLS_SESSIONS != on ]]; then
+            # No ticket and no session cache: a client that offers a session gets a full handshake.
+            bind_tls+=" no-tls-tickets"
+            global_tls="tune.ssl.cachesize 0"
+        fi
+    fi
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $((connections + 64))
+    pidfile $dir/haproxy.pid
+    $global_tls
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 5m
+    timeout http-request 5m
+    timeout http-keep-alive 5m
+    option http-buffer-request
+
+frontend webhooks
+    bind 127.0.0.1:$port $bind_tls backlog 4096
+    maxconn $((connections + 64))
+    http-request return status 200 content-type text/plain string ok if { path /healthz }
+    http-request return status 404 content-type application/json string '{"error":"not_found"}' unless { path /webhooks/github } METH_POST
+    http-request set-var(txn.mac) req.body,hmac(sha256,$key),hex,lower
+    http-request set-var(txn.expected) str(sha256=),concat(,txn.mac,)
+    http-request return status 401 content-type application/json string '{"error":"bad_signature"}' unless { req.fhdr(x-hub-signature-256),secure_memcmp(txn.expected) }
+    http-request return status 202 content-type application/json string '{"id":"x","status":"queued"}'
+EOF
+    "$@" haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+    HAPROXY_PID=$!
+    BENCH_PIDS+=("$HAPROXY_PID")
+    for _ in $(seq 100); do
+        if bench_curl -s -m 1 -o /dev/null "$BENCH_SCHEME://127.0.0.1:$port/healthz" 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$HAPROXY_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$dir/haproxy.log" >&2 2>/dev/null || true
+    bench_die "haproxy did not start"
+}
+
+bench_stop_haproxy() {
+    kill -TERM "$HAPROXY_PID" 2>/dev/null || true
+    wait "$HAPROXY_PID" 2>/dev/null || true
 }
 
 # A process and its direct children (nginx: master + workers).

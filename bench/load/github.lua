@@ -6,6 +6,9 @@
 --   BENCH_SIG1        "sha1=<hex HMAC-SHA1 of the payload>" (GitHub still sends both)
 --   BENCH_PIPELINE    requests written back to back per connection turn (default 1): with
 --                     more, wrk spends less per request and stops being the bottleneck
+--   BENCH_CONNECTION_CLOSE  "1": every request says "Connection: close", so each one comes on a
+--                     new connection (wrk reconnects when the answer closes; over TLS, a new
+--                     handshake per request: bench/load/run --handshakes)
 -- Every request carries its own X-GitHub-Delivery GUID, as real deliveries do. At the end one
 -- machine-readable line "bench-result key=value ..." is printed for the runner to parse,
 -- including a count of every HTTP status seen.
@@ -30,7 +33,7 @@ function init(args)
     counter = 0
     depth = tonumber(os.getenv("BENCH_PIPELINE") or "1")
     local marker = "@@DELIVERY@@"
-    local raw = wrk.format("POST", "/webhooks/github", {
+    local headers = {
         ["User-Agent"] = "GitHub-Hookshot/5a2bd3c",
         ["Content-Type"] = "application/json",
         ["Accept"] = "*/*",
@@ -41,7 +44,11 @@ function init(args)
         ["X-GitHub-Delivery"] = marker,
         ["X-Hub-Signature"] = os.getenv("BENCH_SIG1"),
         ["X-Hub-Signature-256"] = os.getenv("BENCH_SIG256"),
-    }, read_body())
+    }
+    if os.getenv("BENCH_CONNECTION_CLOSE") == "1" then
+        headers["Connection"] = "close"
+    end
+    local raw = wrk.format("POST", "/webhooks/github", headers, read_body())
     local at = raw:find(marker, 1, true)
     head = raw:sub(1, at - 1)
     tail = raw:sub(at + #marker)
