@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The operator's commands: --help everywhere, check's exit statuses and messages, sign's headers
-# checked against openssl and accepted by a running server, token new, probe, version.
+# The operator's commands: --help everywhere, check's exit statuses and messages (the certificates
+# of server.tls included), sign's headers checked against openssl and accepted by a running
+# server (over TLS too), token new, probe, version.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
@@ -148,8 +149,9 @@ grep -qF "listen   public 127.0.0.1:0 · tls 127.0.0.1:0, 127.0.0.1:8443 · admi
     "$WORKDIR/out" || fail "check's listen line: $(cat "$WORKDIR/out")"
 # 90 days from its making: 90 days left within the same second, 89 after.
 grep -qF "  $WORKDIR/tls/good.pem (key $WORKDIR/tls/good.key) · hooks.example.test, *.example.test · ECDSA P-256 · expires $not_after (" \
-    "$WORKDIR/out" && grep -qE " \((89|90) days left\) · chain of 2$" "$WORKDIR/out" ||
-    fail "check's certificate line: $(cat "$WORKDIR/out")"
+    "$WORKDIR/out" || fail "check's certificate line: $(cat "$WORKDIR/out")"
+grep -qE " \((89|90) days left\) · chain of 2$" "$WORKDIR/out" ||
+    fail "check's certificate line does not count the days: $(cat "$WORKDIR/out")"
 [[ ! -s $WORKDIR/err ]] || fail "check with a good certificate said: $(cat "$WORKDIR/err")"
 # tls_refused NAME CERT KEY MESSAGE: check exits 2 naming the certificate, its place and MESSAGE.
 tls_refused() {
@@ -183,9 +185,10 @@ tls_config tls-serve tls/expired.pem tls/expired.key
 sed -i 's/, "127.0.0.1:8443"//' "$WORKDIR/tls-serve.yaml"
 expect_eq "serve with an expired certificate" 2 \
     "$(status_of timeout 20 "$P" serve -c "$WORKDIR/tls-serve.yaml")"
-grep -qF "server.tls.certificates[0]: $WORKDIR/tls/expired.pem: expired on 2020-02-01" "$WORKDIR/err" &&
-    grep -qF "1 certificate error: not serving" "$WORKDIR/err" ||
+grep -qF "server.tls.certificates[0]: $WORKDIR/tls/expired.pem: expired on 2020-02-01" "$WORKDIR/err" ||
     fail "serve's refusal of an expired certificate: $(cat "$WORKDIR/err")"
+grep -qF "1 certificate error: not serving" "$WORKDIR/err" ||
+    fail "serve's last line on an expired certificate: $(cat "$WORKDIR/err")"
 [[ ! -e $WORKDIR/tls-spool ]] || fail "serve created the spool with an unusable certificate"
 
 # sign --curl: an http:// URL that reaches a TLS listener becomes https://, with --cacert.
@@ -205,6 +208,32 @@ for url in http://127.0.0.1:8080 http://127.0.0.1:0 https://127.0.0.1:8443; do
 done
 expect_eq "sign --cacert without --curl" 2 \
     "$(status_of "$P" sign -c "$WORKDIR/tls-good.yaml" github --cacert "$tls/ca.pem")"
+# The printed command, run as it is, gets a 202 over TLS from a running server that presents
+# a leaf for localhost with its intermediate (curl checks them against the test CA). The server
+# binds port 0; sign reads a copy of its configuration that names the port it got.
+new_ec_key_csr local localhost
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tls/local.ext"
+openssl x509 -req -in "$tls/local.csr" -CA "$tls/int.pem" -CAkey "$tls/int.key" -CAcreateserial \
+    -days 30 -extfile "$tls/local.ext" -out "$tls/local.leaf.pem" 2>/dev/null
+cat "$tls/local.leaf.pem" "$tls/int.pem" >"$tls/local.pem"
+tls_config tls-serve-ok tls/local.pem tls/local.key
+sed -i 's/, "127.0.0.1:8443"//' "$WORKDIR/tls-serve-ok.yaml"
+start_server "$WORKDIR/tls-serve-ok.yaml"
+tls_port=$(sed -n 's/.*"msg":"listening","plane":"public","transport":"tls","address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
+    "$SERVER_LOG" | head -n 1)
+[[ -n $tls_port && $tls_port != 0 ]] || fail "no TLS listening line: $(cat "$SERVER_LOG")"
+sed "s/^    listen: .*/    listen: [\"127.0.0.1:$tls_port\"]/" "$WORKDIR/tls-serve-ok.yaml" \
+    >"$WORKDIR/tls-sign.yaml"
+grep -q "127.0.0.1:$tls_port" "$WORKDIR/tls-sign.yaml" || fail "tls-sign.yaml names no TLS port"
+for host in localhost 127.0.0.1; do
+    "$P" sign -c "$WORKDIR/tls-sign.yaml" github --curl "http://$host:$tls_port" \
+        --cacert "$tls/ca.pem" >"$WORKDIR/cmd" 2>"$WORKDIR/err" || fail "sign: $(cat "$WORKDIR/err")"
+    grep -qF "'https://$host:$tls_port/webhooks/github'" "$WORKDIR/cmd" ||
+        fail "sign --curl http://$host:$tls_port printed: $(cat "$WORKDIR/cmd")"
+    answer=$(bash "$WORKDIR/cmd") || fail "the https command failed: $answer"
+    [[ $answer == *'"status":"queued"'* ]] || fail "sign --curl over TLS to $host: $answer"
+done
+stop_server
 
 # sign: the github header is the HMAC openssl computes over the same body.
 printf '{"action":"opened","n":1}' >"$WORKDIR/body.json"
