@@ -123,8 +123,9 @@ CertificateFindings check_certificates(const config::Config& cfg, bool strict, i
 int run_check(int argc, char** argv) {
     Command cmd{"check",
                 "-c PATH [--strict]",
-                "Validate the configuration like `nginx -t` and print a summary. Exit status 0 "
-                "when it is valid, 2 when it is not (with --strict, warnings count as errors).",
+                "Validate the configuration like `nginx -t` and print a summary, reading the "
+                "certificates of server.tls (names, key type, expiry). Exit status 0 when it is "
+                "valid, 2 when it is not (with --strict, warnings count as errors).",
                 {config_option, {"strict", 0, "", "fail on warnings too"}}};
     ParsedArgs a = cmd.parse(argc, argv);
     if (a.help) {

@@ -218,7 +218,7 @@ int run_sign(int argc, char** argv) {
                 "secret and the current time; with --curl, a complete curl command instead. "
                 "Without --body the body is {\"hello\":\"portcullis\"}. URL is the base "
                 "(http://127.0.0.1:8080) or the full URL of the route. An http:// URL whose "
-                "host and port are one of server.tls.listen is printed as https:// (and said so "
+                "host and port are one of server.tls.listen is printed as https:// (saying so "
                 "on stderr); --cacert passes the CA that signed the server's certificate to "
                 "curl.",
                 {{"config", 'c', "PATH", "YAML file or directory"},
