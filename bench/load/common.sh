@@ -130,15 +130,21 @@ bench_tls_probe() {
     # shellcheck disable=SC2059
     first=$(printf "$req" | timeout 10 openssl s_client -connect "$addr" -servername localhost -tls1_3 \
         -CAfile "$BENCH_CERT" -ign_eof -sess_out "$sess" 2>&1) || true
-    # shellcheck disable=SC2059
-    second=$(printf "$req" | timeout 10 openssl s_client -connect "$addr" -servername localhost -tls1_3 \
-        -CAfile "$BENCH_CERT" -ign_eof -sess_in "$sess" 2>&1) || true
-    rm -f "$sess"
-    if grep -q '^Reused, TLSv1.3' <<<"$second"; then
-        kind=resumed
-    elif grep -q '^New, TLSv1.3' <<<"$second"; then
+    if [[ -s $sess ]]; then
+        # shellcheck disable=SC2059
+        second=$(printf "$req" | timeout 10 openssl s_client -connect "$addr" -servername localhost -tls1_3 \
+            -CAfile "$BENCH_CERT" -ign_eof -sess_in "$sess" 2>&1) || true
+        if grep -q '^Reused, TLSv1.3' <<<"$second"; then
+            kind=resumed
+        elif grep -q '^New, TLSv1.3' <<<"$second"; then
+            kind=full
+        fi
+    elif grep -q '^New, TLSv1.3' <<<"$first"; then
+        # No ticket came (s_client saves a TLS 1.3 session only from a NewSessionTicket): there is
+        # nothing to offer, the next handshake is a full one.
         kind=full
     fi
+    rm -f "$sess"
     local cipher group
     cipher=$(grep -m1 -o '^New, TLSv1.3, Cipher is [A-Z0-9_]*' <<<"$first" | awk '{print $NF}')
     group=$(grep -m1 -o 'Server Temp Key: [A-Za-z0-9-]*' <<<"$first" | awk '{print $NF}')
@@ -158,7 +164,8 @@ bench_start_portcullis() {
     BENCH_PIDS+=("$PC_PID")
     PC_PORT=""
     for _ in $(seq 100); do
-        PC_PORT=$(grep -o '"msg":"listening","plane":"public","address":"127.0.0.1:[0-9]*' "$log" 2>/dev/null |
+        # A TLS listener's line has "transport":"tls" before its address.
+        PC_PORT=$(grep -o '"msg":"listening","plane":"public",\("transport":"tls",\)\{0,1\}"address":"127.0.0.1:[0-9]*' "$log" 2>/dev/null |
             head -1 | grep -o '[0-9]*$' || true)
         [[ -n "$PC_PORT" ]] && return 0
         kill -0 "$PC_PID" 2>/dev/null || break
@@ -326,7 +333,7 @@ bench_cpu_ticks() {
 # appended there as LABEL<TAB>MEASURED<TAB>BOUND<TAB>VERDICT for the driver's summary.
 bench_target() {
     local label=$1 measured=$2 bound=$3 verdict=$4
-    printf '  %-30s %-10s (target %s) %s\n' "$label:" "$measured" "$bound" "$verdict"
+    printf '  %-37s %-10s (target %s) %s\n' "$label:" "$measured" "$bound" "$verdict"
     [[ $verdict != MISS ]] || BENCH_TARGET_MISSES=$((BENCH_TARGET_MISSES + 1))
     if [[ -n "${BENCH_TARGETS_OUT:-}" ]]; then
         printf '%s\t%s\t%s\t%s\n' "$label" "$measured" "$bound" "$verdict" >>"$BENCH_TARGETS_OUT"
