@@ -51,12 +51,22 @@ constexpr int64_t ns_per_ms = 1'000'000;
 
 constexpr std::string_view top_keys[] = {"server", "admin",  "spool",
                                          "routes", "tokens", "integrity"};
-constexpr std::string_view server_keys[] = {
-    "listen", "shards",   "max_connections", "max_connections_per_ip", "deny", "drain_timeout",
-    "limits", "timeouts", "client_ip"};
+constexpr std::string_view server_keys[] = {"listen",
+                                            "shards",
+                                            "max_connections",
+                                            "max_connections_per_ip",
+                                            "deny",
+                                            "drain_timeout",
+                                            "limits",
+                                            "timeouts",
+                                            "client_ip",
+                                            "tls"};
 constexpr std::string_view limits_keys[] = {"header_bytes", "headers", "body_bytes"};
 constexpr std::string_view timeouts_keys[] = {"header", "body", "idle"};
 constexpr std::string_view client_ip_keys[] = {"trusted_proxies", "proxy_protocol"};
+constexpr std::string_view tls_keys[] = {"listen", "certificates", "min_version",
+                                         "session_tickets"};
+constexpr std::string_view tls_certificate_keys[] = {"cert", "key"};
 constexpr std::string_view admin_keys[] = {"listen", "max_connections"};
 constexpr std::string_view spool_keys[] = {"dir", "durability", "segment_size", "retention"};
 constexpr std::string_view route_keys[] = {"path",       "methods",     "verify", "dedup",
@@ -98,6 +108,9 @@ constexpr Choice<ProxyProtocol> proxy_protocols[] = {{"off", ProxyProtocol::off}
                                                      {"v1", ProxyProtocol::v1},
                                                      {"v2", ProxyProtocol::v2},
                                                      {"any", ProxyProtocol::any}};
+constexpr Choice<TlsVersion> tls_versions[] = {{"1.2", TlsVersion::v1_2},
+                                               {"1.3", TlsVersion::v1_3}};
+constexpr Choice<bool> booleans[] = {{"true", true}, {"false", false}};
 constexpr Choice<Encoding> encodings[] = {{"hex", Encoding::hex}, {"base64", Encoding::base64}};
 constexpr Choice<Algorithm> algorithms[] = {
     {"sha256", Algorithm::sha256}, {"sha512", Algorithm::sha512}, {"sha1", Algorithm::sha1}};
@@ -545,8 +558,10 @@ private:
         if (const YamlNode* n = map.find("listen")) {
             std::string p = join_path(path, "listen");
             if (list(*n, p, "[\"0.0.0.0:8080\"]") != nullptr) {
+                // Empty is fine when TLS listeners serve instead: decided once server.tls is
+                // read.
                 if (n->children.empty()) {
-                    error(n->mark, p, "needs at least one address");
+                    _empty_listen_node = n;
                 }
                 for (size_t i = 0; i < n->children.size(); ++i) {
                     std::string item_path = index_path(p, i);
@@ -654,6 +669,130 @@ private:
                 }
             }
         }
+        bool tls_listens = false;
+        if (const YamlNode* n = section(map, "tls", path)) {
+            tls_listens = tls(*n, join_path(path, "tls"));
+        }
+        if (_empty_listen_node != nullptr && !tls_listens) {
+            error(_empty_listen_node->mark, join_path(path, "listen"),
+                  "nothing to serve: server.listen and server.tls.listen are both empty");
+        }
+    }
+
+    // server.tls. Returns whether it names at least one listener (valid or not), so that an
+    // empty server.listen is not reported on top of a bad TLS address.
+    bool tls(const YamlNode& map, const std::string& path) {
+        check_keys(map, path, tls_keys);
+        TlsConfig t;
+        bool listens = false;
+        if (const YamlNode* n = map.find("listen")) {
+            std::string p = join_path(path, "listen");
+            if (list(*n, p, "[\"0.0.0.0:443\"]") != nullptr) {
+                listens = !n->children.empty();
+                for (size_t i = 0; i < n->children.size(); ++i) {
+                    const YamlNode& item = n->children[i];
+                    std::string item_path = index_path(p, i);
+                    auto addr = listen_address(item, item_path);
+                    if (!addr) {
+                        continue;
+                    }
+                    if (const ListenAddress* other = overlapping(_cfg.server.listen, *addr)) {
+                        error(item.mark, item_path,
+                              addr->text + " overlaps server.listen " + other->text);
+                    } else if (const ListenAddress* before = overlapping(t.listen, *addr)) {
+                        error(item.mark, item_path,
+                              addr->text + " overlaps " + before->text + " listed before it");
+                    } else {
+                        t.listen.push_back(std::move(*addr));
+                        _tls_listen_marks.push_back(item.mark);
+                    }
+                }
+            }
+        }
+        const YamlNode* certs = map.find("certificates");
+        if (certs != nullptr) {
+            tls_certificates(*certs, join_path(path, "certificates"), t.certificates);
+        }
+        if (listens && (certs == nullptr || (certs->is_sequence() && certs->children.empty()))) {
+            error(certs != nullptr ? certs->mark : owner_mark(map), join_path(path, "certificates"),
+                  "needs at least one {cert: PATH, key: PATH} when server.tls.listen is set");
+        }
+        if (const YamlNode* n = map.find("min_version")) {
+            std::string p = join_path(path, "min_version");
+            if (n->is_scalar() && (n->value == "1.0" || n->value == "1.1")) {
+                error(n->mark, p,
+                      "TLS " + n->value + " is never offered (nor " +
+                          (n->value == "1.0" ? "1.1" : "1.0") + "): expected 1.2 or 1.3");
+            } else if (auto v = choice(*n, p, tls_versions)) {
+                t.min_version = *v;
+            }
+        }
+        if (const YamlNode* n = map.find("session_tickets")) {
+            if (auto v = choice(*n, join_path(path, "session_tickets"), booleans)) {
+                t.session_tickets = *v;
+            }
+        }
+        if (!listens && certs != nullptr && !t.certificates.empty()) {
+            warn(owner_mark(map), path,
+                 "certificates are set but server.tls.listen is empty: TLS is not served");
+        }
+        if (!t.listen.empty()) {
+            _cfg.server.tls = std::move(t);
+        }
+        return listens;
+    }
+
+    void tls_certificates(const YamlNode& n, const std::string& path,
+                          std::vector<TlsCertificate>& out) {
+        if (list(n, path, "[{cert: PATH, key: PATH}]") == nullptr) {
+            return;
+        }
+        for (size_t i = 0; i < n.children.size(); ++i) {
+            const YamlNode& item = n.children[i];
+            std::string p = index_path(path, i);
+            if (!item.is_mapping()) {
+                error(item.mark, p,
+                      "expected a mapping like {cert: PATH, key: PATH}, found " + describe(item));
+                continue;
+            }
+            check_keys(item, p, tls_certificate_keys);
+            TlsCertificate c;
+            c.mark = item.mark;
+            bool ok = true;
+            for (auto [key, target] : {std::pair{"cert", &c.cert}, std::pair{"key", &c.key}}) {
+                const YamlNode* v = required(item, key, p);
+                auto text = v != nullptr ? nonempty_string(*v, join_path(p, key)) : std::nullopt;
+                if (text) {
+                    *target = resolve_path(*text);
+                } else {
+                    ok = false;
+                }
+            }
+            if (ok) {
+                out.push_back(std::move(c));
+            }
+        }
+    }
+
+    // A path of the configuration that names a file next to it: relative paths are taken from
+    // the configuration's directory, so that `check` and `serve` read the same files whatever
+    // the working directory.
+    std::string resolve_path(const std::string& path) const {
+        std::filesystem::path p(path);
+        if (p.is_relative() && !_cfg.directory.empty()) {
+            return (std::filesystem::path(_cfg.directory) / p).string();
+        }
+        return path;
+    }
+
+    static const ListenAddress* overlapping(const std::vector<ListenAddress>& list,
+                                            const ListenAddress& addr) {
+        for (const ListenAddress& other : list) {
+            if (listen_overlaps(other, addr)) {
+                return &other;
+            }
+        }
+        return nullptr;
     }
 
     void admin(const YamlNode& map, const std::string& path) {
@@ -720,6 +859,24 @@ private:
                       admin.text + " overlaps server.listen " + pub.text + why);
             } else if (i < _listen_marks.size()) {
                 error(_listen_marks[i], index_path("server.listen", i),
+                      pub.text + " overlaps the default admin.listen " + admin.text + why);
+            }
+        }
+        if (!_cfg.server.tls) {
+            return;
+        }
+        for (size_t i = 0; i < _cfg.server.tls->listen.size(); ++i) {
+            const ListenAddress& pub = _cfg.server.tls->listen[i];
+            if (!listen_overlaps(admin, pub)) {
+                continue;
+            }
+            const std::string why =
+                ": the control plane never shares a socket with the public plane";
+            if (_admin_listen_node != nullptr) {
+                error(_admin_listen_node->mark, "admin.listen",
+                      admin.text + " overlaps server.tls.listen " + pub.text + why);
+            } else if (i < _tls_listen_marks.size()) {
+                error(_tls_listen_marks[i], index_path("server.tls.listen", i),
                       pub.text + " overlaps the default admin.listen " + admin.text + why);
             }
         }
@@ -1454,6 +1611,8 @@ private:
     const YamlNode* _admin_listen_node = nullptr;
     bool _listen_given = false;
     std::vector<SourceMark> _listen_marks;              // parallel to _cfg.server.listen
+    const YamlNode* _empty_listen_node = nullptr;       // `server.listen: []`
+    std::vector<SourceMark> _tls_listen_marks;          // parallel to _cfg.server.tls->listen
     std::vector<std::optional<RoutePath>> _route_paths; // parallel to _cfg.routes
     std::vector<SourceMark> _route_path_marks;          // parallel to _cfg.routes
 };

@@ -1,6 +1,7 @@
 // Bytes in and out of a connection: the receive, what is staged while an answer is owed
-// (backpressure), the send, shutdown and close. A TLS transport will sit here, between the
-// socket's bytes and exchange.cc's HTTP.
+// (backpressure), the send, shutdown and close. On a TLS listener the transport sits here too,
+// between the socket's bytes and exchange.cc's HTTP, which sees plaintext only.
+#include "portcullis/http/error_bodies.hh"
 #include "shard_impl.hh"
 
 #include <cerrno>
@@ -42,7 +43,7 @@ void Shard::Impl::on_recv(const io_uring_cqe& cqe) {
         c->recv_armed = false;
     }
     if (cqe.res > 0 && has_buffer) {
-        on_bytes(*c, std::string_view(buffers.buffer(bid), static_cast<size_t>(cqe.res)));
+        on_socket_bytes(*c, std::string_view(buffers.buffer(bid), static_cast<size_t>(cqe.res)));
         buffers.recycle(bid);
     } else if (has_buffer) {
         buffers.recycle(bid);
@@ -185,8 +186,193 @@ void Shard::Impl::add_peer(LogLine& line, const Connection& c) {
     line.field("peer", c.peer.format_ip(ip));
 }
 
-// Bytes arrived for c: parse them in place when nothing is staged, else add them to the staging
-// buffer. Whatever cannot be used now is staged before the receive buffer goes back.
+void Shard::Impl::on_socket_bytes(Connection& c, std::string_view in) {
+    if (c.ssl != nullptr) {
+        on_tls_bytes(c, in);
+        return;
+    }
+    on_bytes(c, in);
+}
+
+// ---- TLS -----------------------------------------------------------------------------------
+//
+// Ciphertext from the receive goes to the session whole (it keeps a partial record itself);
+// what decrypts goes to on_bytes as a plain connection's bytes do, and backpressure works on
+// that plaintext the same way. What the session has to send (handshake flights, tickets,
+// alerts) collects in tls_out and goes out as soon as no send is in flight; answers are sealed
+// in pump, behind those bytes.
+
+void Shard::Impl::on_tls_bytes(Connection& c, std::string_view in) {
+    if (c.state == State::lingering || c.state == State::finishing || c.input_cut) {
+        return; // discarded: the connection is closing
+    }
+    if (c.state != State::reading_proxy) {
+        decrypt(c, in);
+        return;
+    }
+    // The PROXY header comes in the clear before the handshake; a partial one is staged.
+    std::string_view pending = in;
+    if (c.staging != nullptr) {
+        if (!stage(c, in)) {
+            cut_input(c);
+            return;
+        }
+        pending = c.staging->view().substr(c.staged_from);
+    }
+    size_t used = process(c, pending);
+    if (!is_open(c)) {
+        return;
+    }
+    if (used == 0) {
+        if (c.staging == nullptr && !stage(c, in)) {
+            cut_input(c);
+        }
+        return;
+    }
+    base::Buffer* held = c.staging;
+    c.staging = nullptr;
+    c.staged_from = 0;
+    if (used < pending.size()) {
+        decrypt(c, pending.substr(used)); // the start of the handshake
+    }
+    pool.release(held);
+}
+
+void Shard::Impl::decrypt(Connection& c, std::string_view cipher) {
+    bool handshaking = in_handshake(c);
+    tls::Status s = tls->receive(c.ssl, cipher, c.tls_out, [&](std::string_view plain) {
+        if (handshaking) {
+            handshaking = false; // the first plaintext comes right after the handshake
+            on_handshake_done(c);
+        }
+        on_bytes(c, plain);
+        return is_open(c) && c.state != State::lingering && c.state != State::finishing &&
+               !c.input_cut;
+    });
+    if (!is_open(c)) {
+        return;
+    }
+    if (s == tls::Status::failed) {
+        on_tls_failure(c);
+        return;
+    }
+    if (handshaking && !in_handshake(c)) {
+        on_handshake_done(c);
+    }
+    if (s == tls::Status::closed) {
+        on_peer_eof(c); // close_notify: the client sent all it will
+        if (!is_open(c)) {
+            return;
+        }
+    }
+    flush_tls(c);
+}
+
+// The handshake has just completed, before any plaintext is used: the deadline that ran during
+// it (timeouts.header) gives way to the idle timeout, and the next head has a deadline of its
+// own.
+void Shard::Impl::on_handshake_done(Connection& c) {
+    (SSL_session_reused(c.ssl) != 0 ? stats.tls_resumed : stats.tls_handshakes)
+        .fetch_add(1, std::memory_order_relaxed);
+    if (c.timer == &header_timers) {
+        header_timers.remove(c);
+        idle_timers.push(c, clock.mono_ns + idle_timers.length_ns);
+    }
+}
+
+// The session failed: the handshake (or not TLS at all) or a record after it. An alert the
+// session wrote goes out before the close; plain HTTP sent to this port gets a plain 400 that
+// says why.
+void Shard::Impl::on_tls_failure(Connection& c) {
+    const tls::Failure f = tls->failure();
+    switch (f) {
+    case tls::Failure::not_tls:
+    case tls::Failure::plain_http:
+        stats.tls_not_tls.fetch_add(1, std::memory_order_relaxed);
+        break;
+    case tls::Failure::record:
+        stats.tls_record_errors.fetch_add(1, std::memory_order_relaxed);
+        break;
+    default:
+        stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+        break;
+    }
+    if (tls_failure_log.allow(clock.mono_ns, close_log_interval_ns)) {
+        LogLine line(Level::info, "connection closed", clock.unix_ns);
+        line.field("reason", tls::failure_name(f)).field("detail", tls->failure_detail());
+        add_peer(line, c);
+        if (tls_failure_log.held_back != 0) {
+            line.field("lines_held_back", static_cast<int64_t>(tls_failure_log.held_back));
+            tls_failure_log.held_back = 0;
+        }
+        log(line);
+    }
+    if (f == tls::Failure::plain_http && c.tls_out == nullptr) {
+        c.tls_out = pool.acquire(base::BufferPool::min_class_bytes);
+        if (c.tls_out != nullptr) {
+            http::Response r;
+            r.status = 400;
+            r.body = http::error_body::tls_required;
+            r.close = true;
+            r.content_type = "application/json";
+            auto* data = reinterpret_cast<char*>(c.tls_out->data());
+            c.tls_out->size = http::write_response({data, c.tls_out->capacity}, r, date.view());
+        }
+    }
+    // After the handshake the session is broken: nothing more can be sent on it. Before it no
+    // request is in progress, and the alert (or the 400) is the connection's last word.
+    if (f == tls::Failure::record || c.first != nullptr || c.send_inflight ||
+        c.tls_out == nullptr || c.tls_out->size == 0) {
+        close_connection(c);
+        return;
+    }
+    if (c.timer != nullptr) {
+        c.timer->remove(c);
+    }
+    c.state = State::finishing;
+    c.out = c.tls_out;
+    c.tls_out = nullptr;
+    c.out_sent = 0;
+    c.out_exchanges = 0;
+    c.out_closes = true;
+    start_send(c);
+}
+
+// Sends the session's own bytes (a handshake flight, a ticket) when no send is in flight.
+void Shard::Impl::flush_tls(Connection& c) {
+    if (c.ssl == nullptr || c.tls_out == nullptr || c.send_inflight || !is_open(c) ||
+        c.state == State::lingering) {
+        return;
+    }
+    c.out = c.tls_out;
+    c.tls_out = nullptr;
+    c.out_sent = 0;
+    c.out_exchanges = 0;
+    c.out_closes = false;
+    start_send(c);
+}
+
+// pump's answers, rendered in the clear into `out`, become records in tls_out (behind whatever
+// the session had waiting there), and `out` is that buffer. With `closes`, a close_notify
+// follows them.
+bool Shard::Impl::seal_answers(Connection& c, base::Buffer*& out, bool closes) {
+    const bool sealed = tls->seal(c.ssl, out->view(), c.tls_out);
+    pool.release(out);
+    out = nullptr;
+    if (!sealed) {
+        return false;
+    }
+    if (closes) {
+        tls->close_notify(c.ssl, c.tls_out);
+    }
+    out = c.tls_out;
+    c.tls_out = nullptr;
+    return true;
+}
+
+// Bytes in and out of a connection (HTTP, below): parse them in place when nothing is staged,
+// else add them to the staging buffer. Whatever cannot be used now is staged before the receive
+// buffer goes back.
 void Shard::Impl::on_bytes(Connection& c, std::string_view in) {
     if (c.state == State::lingering || c.state == State::finishing || c.input_cut) {
         return; // discarded: the connection is closing

@@ -25,6 +25,9 @@ size_t Shard::Impl::process(Connection& c, std::string_view in) {
             n = on_head_bytes(c, in.substr(total));
         } else if (c.state == State::reading_proxy) {
             n = on_proxy_bytes(c, in.substr(total));
+            if (c.ssl != nullptr) {
+                return total + n; // what follows is the handshake: on_tls_bytes takes it
+            }
         } else if (c.state == State::reading_body) {
             n = on_body_bytes(c, in.substr(total));
         } else {
@@ -72,13 +75,16 @@ size_t Shard::Impl::on_proxy_bytes(Connection& c, std::string_view in) {
     if (!r.local) {
         c.peer = r.source;
     }
-    header_timers.remove(c);
     c.state = State::reading_head;
     if (!count_client(c)) {
         close_connection(c);
         return in.size();
     }
-    idle_timers.push(c, clock.mono_ns + idle_timers.length_ns);
+    if (c.ssl == nullptr) {
+        // (On a TLS listener the deadline runs on: the handshake must finish within it too.)
+        header_timers.remove(c);
+        idle_timers.push(c, clock.mono_ns + idle_timers.length_ns);
+    }
     return static_cast<size_t>(r.status);
 }
 
@@ -341,6 +347,10 @@ void Shard::Impl::pump(Connection& c) {
     if (out == nullptr) {
         return;
     }
+    if (c.ssl != nullptr && !seal_answers(c, out, closes)) {
+        close_connection(c);
+        return;
+    }
     c.out = out;
     c.out_sent = 0;
     c.out_exchanges = answers;
@@ -382,6 +392,7 @@ void Shard::Impl::on_sent(Connection& c) {
         return;
     }
     pump(c);
+    flush_tls(c); // what the session wrote meanwhile, if no answer took it along
     keep_reading(c);
 }
 

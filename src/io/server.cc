@@ -10,6 +10,7 @@
 #include "portcullis/io/fd_budget.hh"
 #include "portcullis/io/shard.hh"
 #include "portcullis/queue/segment.hh"
+#include "portcullis/tls/server.hh"
 
 #include <arpa/inet.h>
 #include <atomic>
@@ -38,7 +39,9 @@ constexpr size_t ordering_entries = size_t{1} << 18;
 // Rate-limit keys (clients and routes): 8 bytes each, 8 MiB; a full bucket evicts.
 constexpr size_t rate_limit_keys = size_t{1} << 20;
 constexpr int64_t rate_limit_sweep_ns = int64_t{24} * 3600 * base::ns_per_s;
-constexpr time_t rate_limit_sweep_check_s = 60;
+// The main thread wakes this often between signals: the rate-limit sweep's check, the TLS
+// ticket-key schedule and freeing replaced certificates.
+constexpr time_t main_tick_s = 5;
 
 using base::Level;
 using base::LogLine;
@@ -88,6 +91,39 @@ void pin_to_core(unsigned shard) {
             return;
         }
     }
+}
+
+// One line per certificate: what SNI chooses it by, and when it expires (a warning within
+// tls::expiry_warning_s).
+void log_certificates(const tls::Server& server, std::string_view what) {
+    for (const tls::CertificateInfo& info : server.certificates()) {
+        LogLine line(info.warnings.empty() ? Level::info : Level::warn, std::string(what));
+        std::string names;
+        for (const std::string& name : info.names) {
+            names += (names.empty() ? "" : ",") + name;
+        }
+        char expiry[24];
+        line.field("cert", info.cert_file)
+            .field("key_type", info.key_type)
+            .field("names", names)
+            .field("not_after", base::format_rfc3339(info.not_after * base::ns_per_s, expiry));
+        for (const std::string& w : info.warnings) {
+            line.field("warning", w);
+        }
+        line.write();
+    }
+}
+
+// SIGHUP: new handshakes use the certificates as the files now hold them; a file that cannot
+// be used keeps the old ones, and the log says why.
+void reload_certificates(tls::Server& server) {
+    if (auto err = server.reload(); !err.empty()) {
+        LogLine(Level::error, "TLS certificates not reloaded; the old ones stay")
+            .field("error", err)
+            .write();
+        return;
+    }
+    log_certificates(server, "TLS certificate reloaded");
 }
 
 } // namespace
@@ -225,19 +261,46 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
-    // listeners[shard] = that shard's socket for each listen address
+    // The certificates, before any socket: a certificate that cannot be used stops start-up.
+    std::unique_ptr<tls::Server> tls_server;
+    if (cfg.server.tls) {
+        tls_server = std::make_unique<tls::Server>();
+        if (auto err = tls_server->init(*cfg.server.tls, shards, base::mono_ns()); !err.empty()) {
+            LogLine(Level::error, "cannot start: server.tls: " + err).write();
+            return 1;
+        }
+        log_certificates(*tls_server, "TLS certificate");
+        shared.tls = tls_server.get();
+    }
+
+    // listeners[shard] = that shard's socket for each listen address, the plain ones first
     std::vector<std::vector<int>> listeners(shards);
     std::vector<std::string> addresses;
-    for (const config::ListenAddress& a : cfg.server.listen) {
+    std::vector<std::string> tls_addresses;
+    auto listen_on = [&](const config::ListenAddress& a, std::vector<std::string>& bound) {
         std::string error;
         std::vector<int> fds = open_listeners(a, shards, error);
         if (fds.empty()) {
             LogLine(Level::error, "cannot start: " + error).write();
-            return 1;
+            return false;
         }
-        addresses.push_back(bound_address(fds[0]));
+        bound.push_back(bound_address(fds[0]));
         for (unsigned s = 0; s < shards; ++s) {
             listeners[s].push_back(fds[s]);
+        }
+        return true;
+    };
+    for (const config::ListenAddress& a : cfg.server.listen) {
+        if (!listen_on(a, addresses)) {
+            return 1;
+        }
+    }
+    const size_t tls_from = cfg.server.listen.size();
+    if (cfg.server.tls) {
+        for (const config::ListenAddress& a : cfg.server.tls->listen) {
+            if (!listen_on(a, tls_addresses)) {
+                return 1;
+            }
         }
     }
 
@@ -249,7 +312,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     std::promise<bool> go;
     std::shared_future<bool> go_future = go.get_future().share();
     for (unsigned s = 0; s < shards; ++s) {
-        all.push_back(std::make_unique<Shard>(s, shared, listeners[s]));
+        all.push_back(std::make_unique<Shard>(s, shared, listeners[s], tls_from));
     }
     for (unsigned s = 0; s < shards; ++s) {
         threads.emplace_back([&, s] {
@@ -300,6 +363,14 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             .field("shards", static_cast<int64_t>(shards))
             .write();
     }
+    for (const std::string& a : tls_addresses) {
+        LogLine(Level::info, "listening")
+            .field("plane", "public")
+            .field("transport", "tls")
+            .field("address", a)
+            .field("shards", static_cast<int64_t>(shards))
+            .write();
+    }
     std::atomic<bool> control_stop{false};
     std::thread control_thread;
     if (control) {
@@ -314,8 +385,11 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     // keys once a day (see admit::RateLimiter: no slot may stay untouched for 76 days).
     int64_t next_sweep = base::mono_ns() + rate_limit_sweep_ns;
     while (true) {
-        const timespec wake{rate_limit_sweep_check_s, 0};
+        const timespec wake{main_tick_s, 0};
         int sig = sigtimedwait(&signals, nullptr, &wake);
+        if (tls_server) {
+            tls_server->tick(base::mono_ns());
+        }
         if (sig < 0) {
             if (limiter && base::mono_ns() >= next_sweep) {
                 const size_t forgotten = limiter->forget_rested(base::mono_ns());
@@ -328,8 +402,12 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             continue;
         }
         if (sig == SIGHUP) {
+            if (tls_server) {
+                reload_certificates(*tls_server);
+            }
             LogLine(Level::warn, "SIGHUP: configuration reload is not available in this build "
-                                 "yet; restart to apply changes")
+                                 "yet (only certificates are reloaded); restart to apply other "
+                                 "changes")
                 .write();
             continue;
         }
@@ -399,6 +477,18 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         .field("log_lines_dropped", total(&ShardStats::log_lines_dropped));
     if (cfg.server.proxy_protocol != config::ProxyProtocol::off) {
         stopped.field("proxy_refused", total(&ShardStats::proxy_refused));
+    }
+    if (tls_server) {
+        stopped.field("tls_handshakes", total(&ShardStats::tls_handshakes))
+            .field("tls_resumed", total(&ShardStats::tls_resumed))
+            .field("tls_not_tls", total(&ShardStats::tls_not_tls))
+            .field("tls_handshake_failures", total(&ShardStats::tls_handshake_failures))
+            .field("tls_handshake_timeouts", total(&ShardStats::tls_handshake_timeouts))
+            .field("tls_record_errors", total(&ShardStats::tls_record_errors))
+            .field("tls_certificate_reloads",
+                   static_cast<int64_t>(tls_server->stats().reloads.load()))
+            .field("tls_ticket_rotations",
+                   static_cast<int64_t>(tls_server->stats().ticket_rotations.load()));
     }
     if (per_client) {
         stopped.field("per_ip_untracked", static_cast<int64_t>(per_client->untracked()));

@@ -15,12 +15,20 @@ namespace portcullis::io {
 using base::Level;
 using base::LogLine;
 
-Shard::Impl::Impl(uint32_t i, ShardShared& s, std::vector<int> fds)
+Shard::Impl::Impl(uint32_t i, ShardShared& s, std::vector<int> fds, size_t tls_listeners_from)
     : index(i), shared(s), snap(*s.snapshot), cfg(s.snapshot->config()), listen_fds(std::move(fds)),
+      tls_from(tls_listeners_from),
       ingest(snap, ingest::Tables{s.dedup, s.ordering, s.limiter, s.key_secret}, clock, *this, pool,
-             static_cast<uint8_t>(i)) {}
+             static_cast<uint8_t>(i)) {
+    if (tls_from < listen_fds.size() && shared.tls != nullptr) {
+        tls.emplace(pool);
+    }
+}
 
 Shard::Impl::~Impl() {
+    if (shared.tls != nullptr) {
+        shared.tls->release(tls_reader);
+    }
     // After a drain every exchange is back here: connections are closed and the spool is idle.
     while (Exchange* ex = free_exchanges) {
         free_exchanges = ex->next;
@@ -81,6 +89,9 @@ void Shard::Impl::run() {
         date.update(clock.unix_ns);
         if (!draining && shared.draining.load(std::memory_order_relaxed)) {
             start_drain();
+        }
+        if (tls) {
+            shared.tls->refresh(index, tls_reader); // certificates of a reload, if any
         }
         expire_timers();
         if (clock.mono_ns >= next_exchange_trim) {
@@ -213,6 +224,13 @@ void Shard::Impl::on_accept(const io_uring_cqe& cqe) {
         c.peer = base::PeerAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss));
     }
     stats.accepted_connections.fetch_add(1, std::memory_order_relaxed);
+    if (listener >= tls_from && tls) {
+        c.ssl = tls->accept(tls_reader.ctx);
+        if (c.ssl == nullptr) {
+            close_connection(c);
+            return;
+        }
+    }
     if (proxy_mode) {
         // Behind a balancer, the client is known once its PROXY header is in. With
         // trusted_proxies set, only those peers may send one.
@@ -229,7 +247,9 @@ void Shard::Impl::on_accept(const io_uring_cqe& cqe) {
             close_connection(c);
             return;
         }
-        idle_timers.push(c, clock.mono_ns + idle_timers.length_ns);
+        // A handshake counts against timeouts.header, as the head after it does.
+        TimerList& timer = c.ssl != nullptr ? header_timers : idle_timers;
+        timer.push(c, clock.mono_ns + timer.length_ns);
     }
     arm_recv(c);
 }
@@ -278,6 +298,12 @@ void Shard::Impl::free_connection(Connection& c) {
     // goes back only now that the close has completed.
     pool.release(c.out);
     c.out = nullptr;
+    pool.release(c.tls_out);
+    c.tls_out = nullptr;
+    if (c.ssl != nullptr) {
+        tls::Transport::close(c.ssl);
+        c.ssl = nullptr;
+    }
     c.state = State::free;
     free_conns.push_back(c.index);
     --open_conns;
@@ -307,6 +333,15 @@ void Shard::Impl::expire_timers() {
 }
 
 void Shard::Impl::on_timeout(Connection& c) {
+    if (c.state != State::reading_proxy && in_handshake(c)) {
+        stats.tls_handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
+        LogLine line(Level::info, "request timed out", clock.unix_ns);
+        line.field("phase", "tls_handshake");
+        add_peer(line, c);
+        log(line);
+        close_connection(c);
+        return;
+    }
     const bool body = c.state == State::reading_body;
     (body ? stats.body_timeouts : stats.header_timeouts).fetch_add(1, std::memory_order_relaxed);
     LogLine line(Level::info, "request timed out", clock.unix_ns);
@@ -341,7 +376,7 @@ void Shard::Impl::start_drain() {
     // Idle keep-alive connections have nothing in flight: close them now.
     for (Connection* c : conns) {
         if ((c->state == State::reading_head && c->timer == &idle_timers) ||
-            c->state == State::reading_proxy) {
+            c->state == State::reading_proxy || (is_open(*c) && in_handshake(*c))) {
             close_connection(*c);
         }
     }
@@ -362,8 +397,8 @@ bool Shard::Impl::drain_finished() {
 
 // ---- the public face -----------------------------------------------------------------------
 
-Shard::Shard(uint32_t index, ShardShared& shared, std::vector<int> listen_fds)
-    : _impl(std::make_unique<Impl>(index, shared, std::move(listen_fds))) {}
+Shard::Shard(uint32_t index, ShardShared& shared, std::vector<int> listen_fds, size_t tls_from)
+    : _impl(std::make_unique<Impl>(index, shared, std::move(listen_fds), tls_from)) {}
 
 Shard::~Shard() = default;
 

@@ -1,7 +1,8 @@
 // The inside of one shard, shared by the files that implement it along the data flow:
 //   shard.cc        start-up, the event loop, accepting, timers, drain
 //   connection.cc   bytes in and out of a connection: receive, staging and backpressure, send,
-//                   shutdown and close (where a TLS transport will sit between socket and HTTP)
+//                   shutdown and close; on TLS listeners the transport (tls::Transport) sits
+//                   between the socket's bytes and HTTP, at the receive and at the send
 //   exchange.cc     HTTP/1.1 on a connection: heads, body framing, 100-continue, answers; the
 //                   webhook itself is ingest::Ingest's
 #pragma once
@@ -15,6 +16,7 @@
 #include "portcullis/io/ring.hh"
 #include "portcullis/io/shard.hh"
 #include "portcullis/queue/spool_writer.hh"
+#include "portcullis/tls/transport.hh"
 
 #include <cstring>
 #include <memory>
@@ -151,6 +153,10 @@ struct Connection {
     // Answers being sent, from the pool while they are (an idle connection holds none).
     base::Buffer* out = nullptr;
     size_t out_sent = 0;
+    // TLS listeners: the session, and ciphertext waiting for the send in flight (handshake
+    // flights, tickets, alerts; sealed answers go out in `out`).
+    SSL* ssl = nullptr;
+    base::Buffer* tls_out = nullptr;
 };
 
 // Deadlines of one kind (idle, header, body, linger) all have the same length, so appending
@@ -226,6 +232,7 @@ struct Shard::Impl final : ingest::Host {
     const config::Snapshot& snap;
     const config::Config& cfg;
     std::vector<int> listen_fds;
+    size_t tls_from; // listen_fds from here on are TLS listeners
     ShardStats stats;
 
     Ring ring;
@@ -237,7 +244,10 @@ struct Shard::Impl final : ingest::Host {
     http::DateCache date;
     http::Limits limits;
     LogRing logs;
-    base::LogThrottle error_close_log, overflow_close_log;
+    base::LogThrottle error_close_log, overflow_close_log, tls_failure_log;
+    // TLS listeners only: the record layer, and the certificates new sessions start from.
+    std::optional<tls::Transport> tls;
+    tls::Reader tls_reader;
 
     std::vector<std::unique_ptr<Connection[]>> conn_chunks;
     std::vector<Connection*> conns; // by index
@@ -266,7 +276,7 @@ struct Shard::Impl final : ingest::Host {
     std::optional<admit::ProxyMode> proxy_mode;
     uint32_t accepts_armed = 0;
 
-    Impl(uint32_t i, ShardShared& s, std::vector<int> fds);
+    Impl(uint32_t i, ShardShared& s, std::vector<int> fds, size_t tls_listeners_from);
     ~Impl();
     Impl(const Impl&) = delete;
     Impl& operator=(const Impl&) = delete;
@@ -314,7 +324,18 @@ struct Shard::Impl final : ingest::Host {
     void close_for_error(Connection& c, std::string_view what, int error);
     void log_close(const Connection& c, base::LogThrottle& throttle, std::string_view reason,
                    int error);
+    void on_socket_bytes(Connection& c, std::string_view in);
     void on_bytes(Connection& c, std::string_view in);
+    // connection.cc, TLS: ciphertext in, plaintext to on_bytes, ciphertext out.
+    void on_tls_bytes(Connection& c, std::string_view in);
+    void decrypt(Connection& c, std::string_view cipher);
+    void on_handshake_done(Connection& c);
+    void on_tls_failure(Connection& c);
+    bool seal_answers(Connection& c, base::Buffer*& out, bool closes);
+    void flush_tls(Connection& c);
+    static bool in_handshake(const Connection& c) {
+        return c.ssl != nullptr && !tls::Transport::handshake_done(c.ssl);
+    }
     bool stage(Connection& c, std::string_view bytes);
     void drive_staged(Connection& c);
     void start_send(Connection& c);

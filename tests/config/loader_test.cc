@@ -202,7 +202,7 @@ TEST_F(ConfigLoad, UnknownKeysListWhatIsAllowedAndSuggestTheClosest) {
         {"server:\n  lisen: [\"0.0.0.0:8080\"]\n",
          {"c.yaml:2:3: server.lisen: unknown key (did you mean \"listen\"?); allowed here: "
           "listen, shards, max_connections, max_connections_per_ip, deny, drain_timeout, "
-          "limits, timeouts, client_ip"}},
+          "limits, timeouts, client_ip, tls"}},
         {"server: {limits: {body: 1MiB}}\n",
          {"c.yaml:1:19: server.limits.body: unknown key; allowed here: header_bytes, headers, "
           "body_bytes"}},
@@ -246,7 +246,9 @@ TEST_F(ConfigLoad, ServerSection) {
          "  timeouts: {header: 10s, body: 30s, idle: 60s}\n"
          "  client_ip: {trusted_proxies: [\"10.0.0.0/8\"], proxy_protocol: v2}\n",
          {}},
-        {"server: {listen: []}\n", {"c.yaml:1:18: server.listen: needs at least one address"}},
+        {"server: {listen: []}\n",
+         {"c.yaml:1:18: server.listen: nothing to serve: server.listen and server.tls.listen "
+          "are both empty"}},
         {"server: {listen: [\"0.0.0.0:8080\", \"0.0.0.0:8080\"]}\n",
          {"c.yaml:1:35: server.listen[1]: 0.0.0.0:8080 overlaps 0.0.0.0:8080 listed before it"}},
         {"server: {listen: [\"0.0.0.0:8080\", \"127.0.0.1:8080\"]}\n",
@@ -330,6 +332,146 @@ TEST_F(ConfigLoad, AdminNeverSharesASocketWithThePublicPlane) {
          {"admin.listen: expected a string, found a list"}},
         {"admin: {listen: \"9090\"}\n", {"admin.listen: expected host:port"}},
     });
+}
+
+TEST_F(ConfigLoad, TlsSection) {
+    // One certificate, on line 4 of the text; `extra` goes into server.tls.
+    auto tls = [](const std::string& extra = "") {
+        return "server:\n  tls:\n    certificates:\n"
+               "      - {cert: /etc/p/a.pem, key: /etc/p/a.key}\n" +
+               extra;
+    };
+    expect_errors({
+        {tls("    listen: [\"0.0.0.0:443\"]\n    min_version: \"1.3\"\n    session_tickets: "
+             "false\n"),
+         {}},
+        {tls("    listen: [\"0.0.0.0:443\"]\n    min_version: 1.2\n    session_tickets: true\n"),
+         {}},
+        {tls("    lisen: [\"0.0.0.0:443\"]\n"),
+         {"c.yaml:5:5: server.tls.lisen: unknown key (did you mean \"listen\"?); allowed here: "
+          "listen, certificates, min_version, session_tickets"}},
+        {"server:\n  tls:\n    listen: [\"0.0.0.0:443\"]\n    certificates:\n"
+         "      - {cert: a.pem, key: a.key, chain: b.pem}\n",
+         {"c.yaml:5:35: server.tls.certificates[0].chain: unknown key; allowed here: cert, key"}},
+        // Listeners need a certificate to present.
+        {"server:\n  tls:\n    listen: [\"0.0.0.0:443\"]\n",
+         {"c.yaml:2:3: server.tls.certificates: needs at least one {cert: PATH, key: PATH} "
+          "when server.tls.listen is set"}},
+        {"server:\n  tls:\n    listen: [\"0.0.0.0:443\"]\n    certificates: []\n",
+         {"c.yaml:4:19: server.tls.certificates: needs at least one {cert: PATH, key: PATH}"}},
+        {"server:\n  tls:\n    listen: [\"0.0.0.0:443\"]\n    certificates: [{cert: a.pem}]\n",
+         {"c.yaml:4:20: server.tls.certificates[0]: \"key\" is required"}},
+        {"server:\n  tls:\n    listen: [\"0.0.0.0:443\"]\n    certificates: [{cert: \"\", key: "
+         "k}]\n",
+         {"c.yaml:4:27: server.tls.certificates[0].cert: must not be empty"}},
+        {"server:\n  tls:\n    listen: [\"0.0.0.0:443\"]\n    certificates: [a.pem]\n",
+         {"c.yaml:4:20: server.tls.certificates[0]: expected a mapping like {cert: PATH, key: "
+          "PATH}, found \"a.pem\""}},
+        {"server:\n  tls:\n    listen: [\"0.0.0.0:443\"]\n    certificates: {cert: a, key: b}\n",
+         {"server.tls.certificates: expected a list like [{cert: PATH, key: PATH}], found a "
+          "mapping"}},
+        // Versions before 1.2 are never offered.
+        {tls("    listen: [\"0.0.0.0:443\"]\n    min_version: \"1.0\"\n"),
+         {"c.yaml:6:18: server.tls.min_version: TLS 1.0 is never offered (nor 1.1): expected "
+          "1.2 or 1.3"}},
+        {tls("    listen: [\"0.0.0.0:443\"]\n    min_version: 1.1\n"),
+         {"server.tls.min_version: TLS 1.1 is never offered (nor 1.0): expected 1.2 or 1.3"}},
+        {tls("    listen: [\"0.0.0.0:443\"]\n    min_version: TLSv1.3\n"),
+         {"server.tls.min_version: expected 1.2 or 1.3, found \"TLSv1.3\""}},
+        {tls("    listen: [\"0.0.0.0:443\"]\n    session_tickets: yes\n"),
+         {"c.yaml:6:22: server.tls.session_tickets: expected true or false, found \"yes\""}},
+        {tls("    listen: \"0.0.0.0:443\"\n"),
+         {"c.yaml:5:13: server.tls.listen: expected a list like [\"0.0.0.0:443\"], found "
+          "\"0.0.0.0:443\""}},
+        {tls("    listen: [\"0.0.0.0:99999\"]\n"),
+         {"c.yaml:5:14: server.tls.listen[0]: port must be a number from 0 to 65535"}},
+        {"server: {tls: [a]}\n", {"c.yaml:1:15: server.tls: expected a mapping, found a list"}},
+    });
+}
+
+TEST_F(ConfigLoad, TlsListenersOverlapNothing) {
+    const std::string certs = "    certificates: [{cert: a.pem, key: a.key}]\n";
+    expect_errors({
+        // The same port on a plain listener.
+        {"server:\n  listen: [\"0.0.0.0:8443\"]\n  tls:\n    listen: [\"127.0.0.1:8443\"]\n" +
+             certs,
+         {"c.yaml:4:14: server.tls.listen[0]: 127.0.0.1:8443 overlaps server.listen "
+          "0.0.0.0:8443"}},
+        // Two TLS listeners on one socket.
+        {"server:\n  tls:\n    listen: [\"[::]:443\", \"[::1]:443\"]\n" + certs,
+         {"c.yaml:3:26: server.tls.listen[1]: [::1]:443 overlaps [::]:443 listed before it"}},
+        // The control plane, explicit or by default.
+        {"server:\n  tls:\n    listen: [\"127.0.0.1:8443\"]\n" + certs +
+             "admin: {listen: \"localhost:8443\"}\n",
+         {"c.yaml:5:17: admin.listen: localhost:8443 overlaps server.tls.listen 127.0.0.1:8443: "
+          "the control plane never shares a socket with the public plane"}},
+        {"server:\n  tls:\n    listen: [\"0.0.0.0:9090\"]\n" + certs,
+         {"c.yaml:3:14: server.tls.listen[0]: 0.0.0.0:9090 overlaps the default admin.listen "
+          "127.0.0.1:9090"}},
+        // Port 0: each bind gets its own port.
+        {"server:\n  listen: [\"127.0.0.1:0\"]\n  tls:\n    listen: [\"127.0.0.1:0\", "
+         "\"127.0.0.1:0\"]\n" +
+             certs + "admin: {listen: \"127.0.0.1:0\"}\n",
+         {}},
+    });
+}
+
+TEST_F(ConfigLoad, TlsAloneOrNothingToServe) {
+    const std::string certs = "    certificates: [{cert: a.pem, key: a.key}]\n";
+    // TLS only: server.listen may be empty.
+    LoadResult res = load_text(
+        "c.yaml", "server:\n  listen: []\n  tls:\n    listen: [\"0.0.0.0:443\"]\n" + certs);
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_TRUE(res.warnings.empty()) << formatted(res.warnings);
+    EXPECT_TRUE(res.config->server.listen.empty());
+    ASSERT_TRUE(res.config->server.tls);
+    const TlsConfig& t = *res.config->server.tls;
+    ASSERT_EQ(t.listen.size(), 1u);
+    EXPECT_EQ(t.listen[0].text, "0.0.0.0:443");
+    EXPECT_EQ(t.listen[0].port, 443);
+    ASSERT_EQ(t.certificates.size(), 1u);
+    EXPECT_EQ(t.certificates[0].cert, "a.pem"); // load_text: no directory to resolve against
+    EXPECT_EQ(t.certificates[0].key, "a.key");
+    EXPECT_EQ(t.certificates[0].mark.line, 5);
+    EXPECT_EQ(t.min_version, TlsVersion::v1_2);
+    EXPECT_TRUE(t.session_tickets);
+    EXPECT_EQ(t.ticket_rotation_ns, int64_t{12} * 3600 * 1'000'000'000);
+
+    // Neither plain nor TLS listeners.
+    expect_errors({
+        {"server:\n  listen: []\n  tls:\n    listen: []\n" + certs,
+         {"c.yaml:2:11: server.listen: nothing to serve: server.listen and server.tls.listen "
+          "are both empty"}},
+    });
+
+    // Without server.listen, the default plain listener stays next to TLS.
+    res = load_text("c.yaml", "server:\n  tls:\n    listen: [\"0.0.0.0:443\"]\n" + certs +
+                                  "    min_version: \"1.3\"\n    session_tickets: false\n");
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    ASSERT_EQ(res.config->server.listen.size(), 1u);
+    EXPECT_EQ(res.config->server.listen[0].text, "0.0.0.0:8080");
+    ASSERT_TRUE(res.config->server.tls);
+    EXPECT_EQ(res.config->server.tls->min_version, TlsVersion::v1_3);
+    EXPECT_FALSE(res.config->server.tls->session_tickets);
+}
+
+TEST_F(ConfigLoad, TlsWithoutListenersIsNotServed) {
+    expect_warnings({
+        {"server:\n  tls:\n    certificates: [{cert: a.pem, key: a.key}]\n",
+         {"c.yaml:2:3: server.tls: certificates are set but server.tls.listen is empty: TLS is "
+          "not served"}},
+        {"server:\n  tls:\n    listen: []\n    certificates: [{cert: a.pem, key: a.key}]\n",
+         {"c.yaml:2:3: server.tls: certificates are set but server.tls.listen is empty"}},
+        {"server:\n  tls:\n    listen: []\n", {}},
+        {"server:\n  tls:\n", {}},
+    });
+    LoadResult res =
+        load_text("c.yaml", "server:\n  tls:\n    certificates: [{cert: a, key: b}]\n");
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_FALSE(res.config->server.tls);
+    LoadResult none = load_text("c.yaml", "");
+    ASSERT_TRUE(none.ok());
+    EXPECT_FALSE(none.config->server.tls);
 }
 
 TEST_F(ConfigLoad, AdminMaxConnections) {
@@ -1207,6 +1349,26 @@ TEST(ConfigDirectory, PathsThatHoldNoConfiguration) {
     ASSERT_TRUE(res.ok()) << formatted(res.errors);
     EXPECT_EQ(res.config->files, std::vector<std::string>{file});
     EXPECT_EQ(res.config->directory, dir.path());
+}
+
+TEST(ConfigDirectory, TlsPathsAreRelativeToTheConfigurationsDirectory) {
+    TempDir dir;
+    std::string yaml = "server:\n  tls:\n    listen: [\"127.0.0.1:0\"]\n    certificates:\n"
+                       "      - {cert: tls/a.pem, key: tls/a.key}\n"
+                       "      - {cert: /etc/p/b.pem, key: ../b.key}\n";
+    dir.write("portcullis.yaml", yaml);
+    // A directory of files and a single file resolve against the same folder.
+    for (const std::string& path : {dir.path(), dir.file("portcullis.yaml")}) {
+        LoadResult res = load(path);
+        ASSERT_TRUE(res.ok()) << formatted(res.errors);
+        ASSERT_TRUE(res.config->server.tls);
+        const auto& certs = res.config->server.tls->certificates;
+        ASSERT_EQ(certs.size(), 2u);
+        EXPECT_EQ(certs[0].cert, dir.path() + "/tls/a.pem");
+        EXPECT_EQ(certs[0].key, dir.path() + "/tls/a.key");
+        EXPECT_EQ(certs[1].cert, "/etc/p/b.pem");
+        EXPECT_EQ(certs[1].key, dir.path() + "/../b.key");
+    }
 }
 
 TEST(ConfigIntegrity, PinnedFilesAreHashed) {

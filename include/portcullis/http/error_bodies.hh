@@ -20,5 +20,7 @@ constexpr std::string_view not_implemented = R"({"error":"not_implemented"})";
 constexpr std::string_view unavailable = R"({"error":"unavailable"})";
 // The first copy of a delivery is still being written: its outcome is not known yet.
 constexpr std::string_view in_progress = R"({"error":"in_progress"})";
+// Plain HTTP sent to a TLS listener.
+constexpr std::string_view tls_required = R"({"error":"tls_required"})";
 
 } // namespace portcullis::http::error_body

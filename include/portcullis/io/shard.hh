@@ -15,6 +15,7 @@
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/dedup.hh"
 #include "portcullis/queue/spool_progress.hh"
+#include "portcullis/tls/server.hh"
 
 #include <array>
 #include <atomic>
@@ -44,6 +45,8 @@ struct ShardShared {
     uint64_t key_secret = 0;
     // One per shard, indexed by shard: how far its spool is committed, for the control plane.
     queue::SpoolProgress* spool_progress = nullptr;
+    // The certificates and ticket keys of server.tls; null without TLS listeners.
+    tls::Server* tls = nullptr;
 };
 
 // Counters of one shard, written by its thread only, read (racily, for reports) by others.
@@ -62,6 +65,14 @@ struct ShardStats {
     std::atomic<uint64_t> recv_no_buffers{0};    // the receive ring ran dry; receive re-armed
     std::atomic<uint64_t> unanswered_jobs{0};    // durable, but the connection was gone
 
+    // TLS listeners.
+    std::atomic<uint64_t> tls_handshakes{0};         // completed, full
+    std::atomic<uint64_t> tls_resumed{0};            // completed, resumed from a ticket
+    std::atomic<uint64_t> tls_not_tls{0};            // closed: the first bytes were not TLS
+    std::atomic<uint64_t> tls_handshake_failures{0}; // closed: no common version, cipher, ...
+    std::atomic<uint64_t> tls_handshake_timeouts{0}; // closed: no handshake in timeouts.header
+    std::atomic<uint64_t> tls_record_errors{0};      // closed: a record failed after the handshake
+
     std::atomic<uint64_t> log_lines_dropped{0};
     // By status class: index status / 100.
     std::array<std::atomic<uint64_t>, 6> responses{};
@@ -69,7 +80,9 @@ struct ShardStats {
 
 class Shard {
 public:
-    Shard(uint32_t index, ShardShared& shared, std::vector<int> listen_fds);
+    // listen_fds: this shard's socket of each listen address; those from tls_from on are TLS
+    // listeners (server.tls.listen).
+    Shard(uint32_t index, ShardShared& shared, std::vector<int> listen_fds, size_t tls_from);
     ~Shard();
     Shard(const Shard&) = delete;
     Shard& operator=(const Shard&) = delete;

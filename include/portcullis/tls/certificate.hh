@@ -22,10 +22,10 @@ struct CertificateInfo {
     // The names SNI chooses this certificate by: its DNS subjectAltNames, lowercased
     // ("hooks.example.org", "*.example.org"); the subject's CN only when it has none.
     std::vector<std::string> names;
-    std::string key_type;      // "ECDSA P-256", "RSA 2048", "Ed25519"
-    int64_t not_before = 0;    // unix seconds
-    int64_t not_after = 0;     // unix seconds
-    size_t chain_length = 0;   // certificates in the file, the leaf included
+    std::string key_type;    // "ECDSA P-256", "RSA 2048", "Ed25519"
+    int64_t not_before = 0;  // unix seconds
+    int64_t not_after = 0;   // unix seconds
+    size_t chain_length = 0; // certificates in the file, the leaf included
     // Each makes the certificate unusable: a file that cannot be read or holds no certificate,
     // a key that does not match the leaf, an RSA key under 2048 bits or another key type, an
     // expired (or not yet valid) leaf, a chain whose certificates do not each certify the one

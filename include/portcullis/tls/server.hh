@@ -44,11 +44,15 @@ public:
     bool find(const uint8_t* name, Key& out) const;
 
 private:
+    static constexpr size_t key_words = sizeof(Key) / sizeof(uint64_t);
+    static_assert(sizeof(Key) % sizeof(uint64_t) == 0);
+
+    // Slot 0 is the current key, slot 1 the previous one (all zero until the second rotation).
     Key read(unsigned slot) const;
 
-    std::atomic<uint64_t> _sequence{0}; // odd while a rotation writes
-    Key _keys[2]{};                     // [current, previous]
-    bool _have_previous = false;
+    std::atomic<uint64_t> _version{0}; // odd while a rotation writes
+    std::atomic<uint64_t> _words[2][key_words]{};
+    std::atomic<bool> _have_previous{false};
 };
 
 // One shard's view of the current certificates: the SSL_CTX its new sessions start from, held

@@ -34,10 +34,11 @@ enum class Status : uint8_t {
 // Why a session failed, as a stable reason for logs and counters.
 enum class Failure : uint8_t {
     none,
-    not_tls,        // the first bytes are not a TLS record (plain HTTP sent to the TLS port, ...)
-    handshake,      // the handshake failed: no shared version, cipher or protocol; a bad message
-    record,         // a record after the handshake did not decrypt or parse
-    out_of_memory,  // no buffer for the bytes to send
+    not_tls,       // the first bytes are not a TLS record
+    plain_http,    // the first bytes are a plain HTTP request: sent to the TLS port by mistake
+    handshake,     // the handshake failed: no shared version, cipher or protocol; a bad message
+    record,        // a record after the handshake did not decrypt or parse
+    out_of_memory, // no buffer for the bytes to send
 };
 std::string_view failure_name(Failure f);
 
@@ -98,8 +99,8 @@ private:
 
     base::BufferPool& _pool;
     BIO_METHOD* _method = nullptr;
-    BIO* _bio = nullptr;         // shared by every session of the shard; points back here
-    std::string_view _in;        // ciphertext not yet taken by BoringSSL
+    BIO* _bio = nullptr;           // shared by every session of the shard; points back here
+    std::string_view _in;          // ciphertext not yet taken by BoringSSL
     base::Buffer** _out = nullptr; // where written ciphertext goes
     bool _out_failed = false;
     Failure _failure = Failure::none;
