@@ -395,7 +395,7 @@ _tls_sign() {
 tls_make_ca() {
     mkdir -p "$TLS_DIR"
     _tls_key "$TLS_DIR/root.key" ec
-    openssl req -x509 -new -key "$TLS_DIR/root.key" -subj "/CN=portcullis test root" -days 3 \
+    openssl req -x509 -new -key "$TLS_DIR/root.key" -subj "/CN=portcullis test root" -days 60 \
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -out "$TLS_CA" 2>/dev/null || fail "openssl could not make the test root"
     _tls_key "$TLS_DIR/intermediate.key" ec
@@ -404,14 +404,14 @@ tls_make_ca() {
     printf '%s\n' "basicConstraints=critical,CA:TRUE,pathlen:0" \
         "keyUsage=critical,keyCertSign,cRLSign" "subjectKeyIdentifier=hash" \
         "authorityKeyIdentifier=keyid" >"$TLS_DIR/intermediate.ext"
-    _tls_sign "$TLS_DIR/intermediate.csr" root "$TLS_DIR/intermediate.ext" 3 "$TLS_DIR/intermediate.pem"
+    _tls_sign "$TLS_DIR/intermediate.csr" root "$TLS_DIR/intermediate.ext" 60 "$TLS_DIR/intermediate.pem"
 }
 
 # tls_make_cert NAME SANS [ec|rsa|ed25519] [DAYS]: a key and a leaf for SANS ("DNS:a.test,...")
 # with CN=NAME, signed by the intermediate: $TLS_DIR/NAME.key, $TLS_DIR/NAME.pem (leaf, then the
 # intermediate).
 tls_make_cert() {
-    local name=$1 sans=$2 type=${3:-ec} days=${4:-2}
+    local name=$1 sans=$2 type=${3:-ec} days=${4:-30}
     [[ -s $TLS_DIR/intermediate.pem ]] || fail "tls_make_cert: call tls_make_ca first"
     _tls_key "$TLS_DIR/$name.key" "$type"
     printf '%s\n%s\n' "$sans" "$days" >"$TLS_DIR/$name.params"

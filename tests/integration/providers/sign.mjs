@@ -225,6 +225,9 @@ async function sendHttps(o) {
                 agent: agentFor(required(o, "ca"), connect),
             },
             (res) => {
+                // The socket goes back to the agent once the answer is read.
+                const protocol = res.socket.getProtocol();
+                const alpn = res.socket.alpnProtocol || "none";
                 const chunks = [];
                 res.on("data", (c) => chunks.push(c));
                 res.on("error", reject);
@@ -233,8 +236,8 @@ async function sendHttps(o) {
                     resolve([
                         `Status: ${res.statusCode}`,
                         `Reused: ${req.reusedSocket}`,
-                        `Protocol: ${res.socket.getProtocol?.() ?? "?"}`,
-                        `ALPN: ${res.socket.alpnProtocol || "none"}`,
+                        `Protocol: ${protocol}`,
+                        `ALPN: ${alpn}`,
                         `Body: ${answer.replace(/\r?\n/g, " ")}`,
                         ...signed,
                     ]);
