@@ -10,13 +10,15 @@
 #     name gets the first one;
 #   - ALPN: h2,http/1.1 gets http/1.1, h2 alone never gets h2;
 #   - session resumption, TLS 1.3 and 1.2: 20 reconnects with one ticket are all resumed, on
-#     both shards (each reconnect queues a job, and a job id names its shard);
+#     both shards (each reconnect queues a job, and a job id names its shard); a session is not
+#     resumed under another name (RFC 6066 section 3); tickets offer no 0-RTT;
 #   - plain HTTP sent to the TLS port gets a plain 400 {"error":"tls_required"} and a close,
 #     random bytes a close without an answer, both at once, both counted, and the server keeps
 #     serving; half a ClientHello that stalls is cut at timeouts.header, unanswered; after the
 #     handshake a head has a timeouts.header of its own (a 408, like plain HTTP);
-#   - SIGHUP with a renewed certificate: the next handshakes get it, a connection opened
-#     before keeps working; a broken file (or a key that does not match) on SIGHUP keeps the
+#   - SIGHUP with a renewed certificate: the next handshakes get it, sessions made with the old
+#     one are not resumed (those of unchanged certificates are), a connection opened before
+#     keeps working; a broken file (or a key that does not match) on SIGHUP keeps the
 #     certificate in use and the log says why;
 #   - a PROXY v1 header in plaintext before the ClientHello on a TLS-only server: served, and
 #     the job stores the address the header names.
@@ -242,6 +244,20 @@ for v in 1.3 1.2; do
     unset shards
 done
 
+# A session belongs to the certificate it was made with: offered under another name (b.test),
+# it is not resumed (RFC 6066 section 3: a server MUST NOT resume a session for another
+# server_name), the handshake is a full one and b.test's certificate is sent.
+for v in 1.3 1.2; do
+    expect_cert "b.test offered a.test's TLS $v session" b -servername b.test "-tls${v/./_}" \
+        -sess_in "$WORKDIR/session-$v.pem"
+    grep -q "^New, TLSv$v" "$WORKDIR/served.pem.log" ||
+        fail "TLS $v: a.test's session was resumed for b.test: $(grep -m1 -E '^(New|Reused),' "$WORKDIR/served.pem.log")"
+done
+# And 0-RTT is not offered: a webhook sent as early data could be replayed.
+grep -q '^ *Max Early Data: 0$' "$WORKDIR/resume-1.3-0.out" ||
+    fail "TLS 1.3 tickets allow early data: $(grep -m1 'Max Early Data' "$WORKDIR/resume-1.3-0.out")"
+echo "TLS 1.3 tickets offer no early data"
+
 # Not TLS, and a stalled handshake ------------------------------------------------------------------
 python3 - "$TLS_PORT" "$TLS_CA" "$HEADER_TIMEOUT_S" <<'PY' || fail "not TLS / stalled handshakes"
 import os, socket, sys, time
@@ -340,22 +356,66 @@ at_exit "kill $held_pid 2>/dev/null"
 IFS= read -r -t 20 line <&"${HELD[0]}" || fail "the held connection did not answer"
 [[ $line == "before 202 $old_fp "* ]] || fail "held connection, before the reload: $line"
 
+# Sessions made before the reload, TLS 1.3 and 1.2, for a.test (renewed) and b.test (unchanged).
+for name in a b; do
+    for v in 1.3 1.2; do
+        TLS_STDIN="$WORKDIR/healthz.req" tls_s_client "$WORKDIR/pre-reload-$name-$v.out" \
+            -servername "$name.test" "-tls${v/./_}" -sess_out "$WORKDIR/pre-reload-$name-$v.pem" \
+            -ign_eof || fail "$name.test, TLS $v: a handshake before the reload failed"
+    done
+done
+
 tls_renew_cert a
 new_fp=$(cert_fingerprint "$TLS_DIR/a.pem")
 [[ $new_fp != "$old_fp" ]] || fail "the renewed certificate has the old fingerprint"
-reloads=$(grep -c '"msg":"TLS certificate reloaded"' "$SERVER_LOG" || true)
-kill -HUP "$SERVER_PID"
+# SIGHUP, then handshakes as soon as the reload is logged: every one gets the new certificate,
+# whichever shard accepts it and however long that shard had been waiting for work.
+python3 - "$SERVER_PID" "$SERVER_LOG" "$TLS_PORT" "$TLS_CA" "$new_fp" <<'PY' || fail "SIGHUP"
+import os, signal, sys, time
+from tls_client import cert_fingerprint, connect
+pid, log, port, ca, new_fp = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+def reloaded():
+    with open(log) as f:
+        return sum('"msg":"TLS certificate reloaded"' in line for line in f)
+before = reloaded()
+os.kill(pid, signal.SIGHUP)
+deadline = time.monotonic() + 10
 # One line per certificate of the list (a, b, wild).
-wait_for_log '"msg":"TLS certificate reloaded"' $((reloads + 3))
+while reloaded() < before + 3:
+    assert time.monotonic() < deadline, "the reload was not logged within 10 s"
+    time.sleep(0.001)
+got = []
+for _ in range(20):
+    s = connect(port, "a.test", ca)
+    got.append(cert_fingerprint(s))
+    s.close()
+old = sum(fp != new_fp for fp in got)
+assert old == 0, f"{old} of the {len(got)} handshakes right after the reload got the old certificate"
+print(f"SIGHUP: the {len(got)} handshakes right after the reload was logged all got the new certificate")
+PY
 for i in 1 2 3 4 5 6; do
     expect_cert "a.test after SIGHUP ($i)" a -servername a.test
+done
+# A session made with the replaced certificate is not resumed: the client gets the new one. One
+# made with an unchanged certificate still is.
+for v in 1.3 1.2; do
+    expect_cert "a.test after SIGHUP, offering a session from before, TLS $v" a -servername a.test \
+        "-tls${v/./_}" -sess_in "$WORKDIR/pre-reload-a-$v.pem"
+    grep -q "^New, TLSv$v" "$WORKDIR/served.pem.log" ||
+        fail "TLS $v: a session made with a.test's old certificate was resumed after the reload"
+    TLS_STDIN="$WORKDIR/healthz.req" tls_s_client "$WORKDIR/post-reload-b-$v.out" \
+        -servername b.test "-tls${v/./_}" -sess_in "$WORKDIR/pre-reload-b-$v.pem" -ign_eof ||
+        fail "b.test, TLS $v: a handshake after the reload failed"
+    grep -q "^Reused, TLSv$v" "$WORKDIR/post-reload-b-$v.out" ||
+        fail "TLS $v: b.test's certificate did not change, yet its session was not resumed after the reload"
+    expect_served "$WORKDIR/post-reload-b-$v.out" "b.test resumed after the reload"
 done
 printf 'go\n' >&"${HELD[1]}"
 IFS= read -r -t 20 line <&"${HELD[0]}" || fail "the held connection did not answer after the reload"
 [[ $line == "after 202 $old_fp "* ]] ||
     fail "the connection opened before the reload, after it: '$line' (expected 202 with the old certificate)"
 wait "$held_pid" || fail "the held connection's client failed"
-echo "SIGHUP with a renewed a.test: new handshakes get it (6 of 6), the open connection still answers on the old one"
+echo "SIGHUP with a renewed a.test: new handshakes get it (6 of 6), sessions made with the old one are not resumed (b.test's are), the open connection still answers on the old one"
 
 # A file that cannot be used keeps the certificate in use (the renewed one).
 cp "$TLS_DIR/a.pem" "$TLS_DIR/a.pem.good"
@@ -391,8 +451,9 @@ assert line["tls_not_tls"] == 2, "plain HTTP and the random bytes are counted as
 # Half a ClientHello; the head that stalled after its handshake is a header timeout.
 assert line["tls_handshake_timeouts"] == 1, "the stalled handshake is counted"
 assert line["header_timeouts"] == 1, "the stalled head after the handshake is counted"
-# 40 reconnects with a session, and nothing else resumed.
-assert line["tls_resumed"] == 40, "the resumed handshakes are counted"
+# 40 reconnects with a session, b.test's sessions after the reload; not the sessions offered
+# under another name nor those of a replaced certificate.
+assert line["tls_resumed"] == 42, "the resumed handshakes are counted (40, and b.test twice)"
 assert line["tls_certificate_reloads"] == 1, "one SIGHUP of three reloaded"
 PY
 
