@@ -20,6 +20,8 @@
 #     one are not resumed (those of unchanged certificates are), a connection opened before
 #     keeps working; a broken file (or a key that does not match) on SIGHUP keeps the
 #     certificate in use and the log says why;
+#   - session_tickets: false: no ticket; SIGTERM with TLS connections open: the
+#     request in flight is answered, the idle ones closed, the server exits 0;
 #   - a PROXY v1 header in plaintext before the ClientHello on a TLS-only server: served, and
 #     the job stores the address the header names.
 set -euo pipefail
@@ -119,8 +121,8 @@ for v in 1.3 1.2; do
     TLS_STDIN="$WORKDIR/healthz.req" tls_s_client "$WORKDIR/v$v.out" -servername a.test \
         "-tls${v/./_}" -ign_eof || rc=$?
     [[ $rc == 0 ]] || fail "TLS $v: s_client exited $rc: $(tail -n 5 "$WORKDIR/v$v.out")"
-    grep -q "^ *Protocol *: TLSv$v\$" "$WORKDIR/v$v.out" ||
-        fail "TLS $v: negotiated $(grep 'Protocol *:' "$WORKDIR/v$v.out")"
+    grep -q "^New, TLSv$v," "$WORKDIR/v$v.out" ||
+        fail "TLS $v: negotiated $(grep -m1 -E '^(New|Reused),' "$WORKDIR/v$v.out")"
     expect_served "$WORKDIR/v$v.out" "TLS $v"
     echo "TLS $v: served ($(grep -m1 -o 'Cipher is .*' "$WORKDIR/v$v.out"))"
 done
@@ -464,16 +466,48 @@ for id in "${!JOBS[@]}"; do
 done
 echo "the ${#JOBS[@]} webhooks sent over TLS are stored byte for byte"
 
-# min_version "1.3" ------------------------------------------------------------------------------
-server_config "$WORKDIR/config13.yaml" "$WORKDIR/spool13" 'min_version: "1.3"'
+# min_version "1.3", session_tickets: false; a drain with TLS connections open -------------------
+server_config "$WORKDIR/config13.yaml" "$WORKDIR/spool13" 'min_version: "1.3"' \
+    'session_tickets: false'
 start_tls_server "$WORKDIR/config13.yaml"
 expect_refused_version -tls1_2 "TLS 1.2" 'min_version "1.3": TLS 1.2'
-TLS_STDIN="$WORKDIR/healthz.req" tls_s_client "$WORKDIR/v13only.out" -servername a.test -ign_eof ||
+TLS_STDIN="$WORKDIR/healthz.req" tls_s_client "$WORKDIR/v13only.out" -servername a.test \
+    -sess_out "$WORKDIR/no-tickets.pem" -ign_eof ||
     fail "min_version 1.3: a default client failed: $(tail -n 3 "$WORKDIR/v13only.out")"
-grep -q '^ *Protocol *: TLSv1.3$' "$WORKDIR/v13only.out" || fail "min_version 1.3: not TLS 1.3"
+grep -q '^New, TLSv1.3' "$WORKDIR/v13only.out" || fail "min_version 1.3: not TLS 1.3"
 expect_served "$WORKDIR/v13only.out" 'min_version "1.3"'
 echo 'min_version "1.3": TLS 1.3 served'
-stop_server
+# Without tickets there is nothing to resume: in TLS 1.3 s_client saves a session only when a
+# NewSessionTicket comes.
+if [[ -s $WORKDIR/no-tickets.pem ]] || grep -q 'TLS session ticket:' "$WORKDIR/v13only.out"; then
+    fail "session_tickets: false, yet the server sent a ticket"
+fi
+echo "session_tickets: false: no ticket sent"
+
+# SIGTERM with five idle TLS connections and one in the middle of its body: the request is
+# answered (Connection: close), the idle ones are closed, the server exits 0.
+python3 - "$TLS_PORT" "$TLS_CA" "$SERVER_PID" <<'PY' || fail "drain with TLS connections"
+import os, signal, sys, time
+from http_client import Reader
+from tls_client import connect, read_until_closed
+port, ca, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+idle = [connect(port, "a.test", ca) for _ in range(5)]
+busy = connect(port, "a.test", ca)
+busy.sendall(b"POST /webhooks/open HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n12345")
+time.sleep(0.2)
+os.kill(pid, signal.SIGTERM)
+time.sleep(0.3)
+busy.sendall(b"67890")
+r = Reader(busy).read_response(time.monotonic() + 8)
+assert r is not None and r.status == 202, f"the request in flight: {r and r.status}"
+assert r.header("connection") == "close", "the answer during the drain does not close"
+for s in idle:
+    _, closed, _ = read_until_closed(s, 8)
+    assert closed, "an idle TLS connection is still open during the drain"
+print("drain: the request in flight answered 202 (Connection: close), 5 idle TLS connections closed")
+PY
+_wait_server 30
+[[ $SERVER_STATUS == 0 ]] || fail "the drain with TLS connections open ended with status $SERVER_STATUS"
 
 # PROXY protocol before the handshake, TLS only -----------------------------------------------------
 cat >"$WORKDIR/config-proxy.yaml" <<EOF
