@@ -1,13 +1,16 @@
 // serve and check: both load the configuration the same way; serve then runs it.
 #include "commands.hh"
 
+#include "portcullis/base/encoding.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/cli/args.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/config/summary.hh"
 #include "portcullis/io/server.hh"
+#include "portcullis/tls/certificate.hh"
 
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 
 namespace portcullis::cli {
@@ -41,13 +44,88 @@ std::unique_ptr<config::Snapshot> load(const std::string& path, bool strict, siz
     return snap;
 }
 
+// What check and serve found in the certificates of server.tls.
+struct CertificateFindings {
+    std::vector<std::string> notes; // one per certificate, for the summary
+    size_t errors = 0;
+    size_t warnings = 0;
+};
+
+// "2027-03-06".
+std::string format_day(int64_t unix_s) {
+    time_t t = static_cast<time_t>(unix_s);
+    tm parts{};
+    gmtime_r(&t, &parts);
+    char buf[16];
+    size_t n = strftime(buf, sizeof buf, "%Y-%m-%d", &parts);
+    return std::string(buf, n);
+}
+
+std::string certificate_note(const tls::CertificateInfo& info, int64_t now) {
+    if (info.chain_length == 0) {
+        return "unreadable";
+    }
+    std::string names;
+    for (const std::string& n : info.names) {
+        names += (names.empty() ? "" : ", ") + n;
+    }
+    const std::string dot = " \u00b7 ";
+    std::string note = names.empty() ? std::string("no names") : names;
+    note += dot + info.key_type + dot;
+    const int64_t day = 86400;
+    if (now > info.not_after) {
+        int64_t ago = (now - info.not_after) / day;
+        note += "expired " + format_day(info.not_after) + " (" + std::to_string(ago) +
+                (ago == 1 ? " day" : " days") + " ago)";
+    } else {
+        int64_t left = (info.not_after - now) / day;
+        note += "expires " + format_day(info.not_after) + " (" + std::to_string(left) +
+                (left == 1 ? " day" : " days") + " left)";
+    }
+    if (info.chain_length > 1) {
+        note += dot + "chain of " + std::to_string(info.chain_length);
+    }
+    return base::escape_text(note);
+}
+
+// Reads every certificate of server.tls, as the TLS contexts will, and prints what is wrong in
+// them to stderr like the configuration's own findings. load() does not read certificates: they
+// may be replaced while serving (SIGHUP), and check should report them as they are now.
+CertificateFindings check_certificates(const config::Config& cfg, bool strict, int64_t now) {
+    CertificateFindings found;
+    if (!cfg.server.tls) {
+        return found;
+    }
+    const auto& certs = cfg.server.tls->certificates;
+    for (size_t i = 0; i < certs.size(); ++i) {
+        tls::CertificateInfo info = tls::inspect(certs[i], now);
+        const std::string where = "server.tls.certificates[" + std::to_string(i) + "]";
+        auto print = [&](const char* level, const std::string& message) {
+            config::Diagnostic d{certs[i].mark, where,
+                                 base::escape_text(info.cert_file + ": " + message)};
+            std::fprintf(stderr, "%s: %s\n", level, d.format().c_str());
+        };
+        for (const std::string& e : info.errors) {
+            print("error", e);
+        }
+        for (const std::string& w : info.warnings) {
+            print(strict ? "error" : "warning", w);
+        }
+        found.errors += info.errors.size();
+        found.warnings += info.warnings.size();
+        found.notes.push_back(certificate_note(info, now));
+    }
+    return found;
+}
+
 } // namespace
 
 int run_check(int argc, char** argv) {
     Command cmd{"check",
                 "-c PATH [--strict]",
-                "Validate the configuration like `nginx -t` and print a summary. Exit status 0 "
-                "when it is valid, 2 when it is not (with --strict, warnings count as errors).",
+                "Validate the configuration like `nginx -t` and print a summary, reading the "
+                "certificates of server.tls (names, key type, expiry). Exit status 0 when it is "
+                "valid, 2 when it is not (with --strict, warnings count as errors).",
                 {config_option, {"strict", 0, "", "fail on warnings too"}}};
     ParsedArgs a = cmd.parse(argc, argv);
     if (a.help) {
@@ -65,7 +143,15 @@ int run_check(int argc, char** argv) {
     if (!snap) {
         return 2;
     }
-    std::fputs(config::summarize(snap->config(), io::usable_cores()).c_str(), stdout);
+    CertificateFindings certs =
+        check_certificates(snap->config(), strict, static_cast<int64_t>(std::time(nullptr)));
+    warnings += certs.warnings;
+    std::fputs(config::summarize(snap->config(), io::usable_cores(), certs.notes).c_str(), stdout);
+    if (certs.errors > 0) {
+        std::fprintf(stderr, "portcullis: %s: %zu certificate error%s\n", a.get("config")->c_str(),
+                     certs.errors, certs.errors == 1 ? "" : "s");
+        return 2;
+    }
     if (strict && warnings > 0) {
         std::fprintf(stderr, "portcullis check: %zu warning%s (--strict)\n", warnings,
                      warnings == 1 ? "" : "s");
@@ -111,6 +197,15 @@ int run_serve(int argc, char** argv) {
     size_t warnings = 0;
     auto snap = load(*a.get("config"), false, warnings);
     if (!snap) {
+        return 2;
+    }
+    // A certificate that cannot be served is refused here, with the same lines as check, before
+    // anything binds or the spool is opened.
+    CertificateFindings certs =
+        check_certificates(snap->config(), false, static_cast<int64_t>(std::time(nullptr)));
+    if (certs.errors > 0) {
+        std::fprintf(stderr, "portcullis: %s: %zu certificate error%s: not serving\n",
+                     a.get("config")->c_str(), certs.errors, certs.errors == 1 ? "" : "s");
         return 2;
     }
     return io::serve(std::move(snap));

@@ -14,6 +14,7 @@
 #include <ctime>
 #include <fstream>
 #include <initializer_list>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -137,18 +138,93 @@ std::vector<SignedHeader> sign(const config::RouteConfig& route, const std::stri
     return {};
 }
 
+// The host and port of an http:// URL ("http://[::1]:8443/x" -> "::1", 8443; no port: 80), or
+// nullopt when the URL is not http:// or its port is not a number.
+std::optional<config::ListenAddress> http_authority(std::string_view url) {
+    constexpr std::string_view scheme = "http://";
+    std::string head(url.substr(0, scheme.size()));
+    for (char& c : head) {
+        if (c >= 'A' && c <= 'Z') {
+            c = static_cast<char>(c - 'A' + 'a');
+        }
+    }
+    if (head != scheme) {
+        return std::nullopt;
+    }
+    std::string_view authority = url.substr(scheme.size());
+    authority = authority.substr(0, authority.find_first_of("/?#"));
+    if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
+        authority = authority.substr(at + 1);
+    }
+    config::ListenAddress addr;
+    std::string_view port;
+    if (authority.starts_with('[')) {
+        size_t close = authority.find(']');
+        if (close == std::string_view::npos) {
+            return std::nullopt;
+        }
+        addr.host = std::string(authority.substr(1, close - 1));
+        std::string_view rest = authority.substr(close + 1);
+        if (!rest.empty() && rest.front() != ':') {
+            return std::nullopt;
+        }
+        port = rest.empty() ? "" : rest.substr(1);
+    } else {
+        size_t colon = authority.rfind(':');
+        addr.host = std::string(authority.substr(0, colon));
+        port = colon == std::string_view::npos ? "" : authority.substr(colon + 1);
+    }
+    if (port.empty()) {
+        addr.port = 80;
+    } else {
+        uint32_t value = 0;
+        for (char c : port) {
+            if (c < '0' || c > '9' || value > 65535) {
+                return std::nullopt;
+            }
+            value = value * 10 + static_cast<uint32_t>(c - '0');
+        }
+        if (value > 65535) {
+            return std::nullopt;
+        }
+        addr.port = static_cast<uint16_t>(value);
+    }
+    addr.text = std::string(authority);
+    return addr;
+}
+
+// True when an http:// URL reaches one of server.tls.listen: the same port on that address, or
+// any host (a name included) on a TLS listener bound to every address. A listener on port 0
+// has no port known in advance, so nothing matches it.
+bool reaches_tls_listener(const config::Config& cfg, std::string_view url) {
+    auto addr = http_authority(url);
+    if (!addr || !cfg.server.tls) {
+        return false;
+    }
+    for (const config::ListenAddress& l : cfg.server.tls->listen) {
+        if (config::listen_overlaps(l, *addr)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 } // namespace
 
 int run_sign(int argc, char** argv) {
     Command cmd{"sign",
-                "-c PATH ROUTE [--body FILE] [--curl URL]",
+                "-c PATH ROUTE [--body FILE] [--curl URL [--cacert FILE]]",
                 "Print the headers of a correctly signed request for ROUTE, using its first "
                 "secret and the current time; with --curl, a complete curl command instead. "
                 "Without --body the body is {\"hello\":\"portcullis\"}. URL is the base "
-                "(http://127.0.0.1:8080) or the full URL of the route.",
+                "(http://127.0.0.1:8080) or the full URL of the route. An http:// URL whose "
+                "host and port are one of server.tls.listen is printed as https:// (saying so "
+                "on stderr); --cacert passes the CA that signed the server's certificate to "
+                "curl.",
                 {{"config", 'c', "PATH", "YAML file or directory"},
                  {"body", 0, "FILE", "the request body to sign"},
-                 {"curl", 0, "URL", "print a curl command for URL"}},
+                 {"curl", 0, "URL", "print a curl command for URL"},
+                 {"cacert", 0, "FILE", "with --curl: curl --cacert FILE (a test CA)"}},
                 1,
                 1};
     ParsedArgs a = cmd.parse(argc, argv);
@@ -159,6 +235,10 @@ int run_sign(int argc, char** argv) {
     if (!a.error.empty() || !a.has("config")) {
         std::fprintf(stderr, "portcullis sign: %s\n",
                      a.error.empty() ? "-c PATH is required" : a.error.c_str());
+        return 2;
+    }
+    if (a.has("cacert") && !a.has("curl")) {
+        std::fprintf(stderr, "portcullis sign: --cacert goes with --curl\n");
         return 2;
     }
     config::LoadResult loaded = config::load(*a.get("config"));
@@ -209,6 +289,13 @@ int run_sign(int argc, char** argv) {
         return 0;
     }
     std::string target = *url;
+    if (reaches_tls_listener(*loaded.config, target)) {
+        target = "https" + target.substr(4);
+        std::fprintf(stderr,
+                     "portcullis sign: %s is a TLS listener (server.tls.listen): the command "
+                     "uses https://\n",
+                     base::escape_text(http_authority(*url)->text).c_str());
+    }
     size_t scheme_end = target.find("://");
     size_t path_start = target.find('/', scheme_end == std::string::npos ? 0 : scheme_end + 3);
     if (path_start == std::string::npos || path_start == target.size() - 1) {
@@ -219,6 +306,9 @@ int run_sign(int argc, char** argv) {
     }
     std::string method = route->methods.empty() ? "POST" : route->methods.front();
     std::string line = "curl -sS -X " + method + " " + shell_quote(target);
+    if (auto cacert = a.get("cacert")) {
+        line += " --cacert " + shell_quote(*cacert);
+    }
     line += " -H 'Content-Type: application/json'";
     for (const auto& h : headers) {
         line += " -H " + shell_quote(h.name + ": " + h.value);

@@ -105,15 +105,42 @@ std::string route_extras(const RouteConfig& r) {
     return out;
 }
 
+std::string tls_summary(const TlsConfig& tls, const std::vector<std::string>& notes) {
+    std::string out = "tls      min_version ";
+    out += tls.min_version == TlsVersion::v1_3 ? "1.3" : "1.2";
+    out += std::string(dot) + "session tickets " +
+           (tls.session_tickets
+                ? "on (keys rotated every " + format_duration(tls.ticket_rotation_ns) + ")"
+                : std::string("off"));
+    out += std::string(dot) + plural(tls.certificates.size(), "certificate", "certificates") + '\n';
+    for (size_t i = 0; i < tls.certificates.size(); ++i) {
+        const TlsCertificate& c = tls.certificates[i];
+        out += "  " + base::escape_text(c.cert) + " (key " + base::escape_text(c.key) + ")";
+        if (i < notes.size()) {
+            out += std::string(dot) + notes[i];
+        }
+        out += '\n';
+    }
+    return out;
+}
+
 } // namespace
 
-std::string summarize(const Config& cfg, unsigned cores) {
+std::string summarize(const Config& cfg, unsigned cores,
+                      const std::vector<std::string>& certificate_notes) {
     std::string out;
     std::vector<std::string> publics;
     for (const ListenAddress& l : cfg.server.listen) {
         publics.push_back(l.text);
     }
-    out += "listen   public " + join(publics, ", ");
+    out += "listen   public " + (publics.empty() ? std::string("none") : join(publics, ", "));
+    if (cfg.server.tls) {
+        std::vector<std::string> tls;
+        for (const ListenAddress& l : cfg.server.tls->listen) {
+            tls.push_back(l.text);
+        }
+        out += std::string(dot) + "tls " + join(tls, ", ");
+    }
     if (cfg.admin.listen) {
         out += std::string(dot) + "admin " + cfg.admin.listen->text;
     }
@@ -143,6 +170,10 @@ std::string summarize(const Config& cfg, unsigned cores) {
                std::string(dot) + "proxy_protocol " +
                std::string(proxy_protocol_name(s.proxy_protocol)) + std::string(dot) + "deny " +
                plural(s.deny.size(), "network", "networks") + '\n';
+    }
+
+    if (cfg.server.tls) {
+        out += tls_summary(*cfg.server.tls, certificate_notes);
     }
 
     out += "routes   " + std::to_string(cfg.routes.size()) + '\n';

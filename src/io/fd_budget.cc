@@ -28,7 +28,10 @@ std::string FdBudget::describe() const {
 FdBudget fd_budget(const config::Config& cfg, unsigned shards, uint64_t segments) {
     FdBudget b;
     b.base = fd_base_allowance;
-    b.shards = uint64_t{shards} * (cfg.server.listen.size() + fd_per_shard);
+    // Each shard binds its own socket on every address (SO_REUSEPORT), TLS or plain.
+    const uint64_t addresses =
+        cfg.server.listen.size() + (cfg.server.tls ? cfg.server.tls->listen.size() : 0);
+    b.shards = uint64_t{shards} * (addresses + fd_per_shard);
     b.public_connections = cfg.server.max_connections;
     if (cfg.admin.listen) {
         b.control_plane = fd_control_plane;

@@ -120,3 +120,50 @@ routes:
         EXPECT_FALSE((u < 0x20 && c != '\n') || u == 0x7f) << "raw byte " << int(u) << summary;
     }
 }
+
+TEST(Summary, ListsTlsListenersAndCertificates) {
+    LoadResult res = load_text("c.yaml", R"(
+server:
+  listen: ["0.0.0.0:8080"]
+  tls:
+    listen: ["127.0.0.1:443", "[::1]:443"]
+    certificates:
+      - {cert: /etc/p/a.pem, key: /etc/p/a.key}
+      - {cert: "/etc/p/\e[2Jb.pem", key: /etc/p/b.key}
+    min_version: "1.3"
+    session_tickets: false
+)");
+    ASSERT_TRUE(res.ok());
+    // Without notes, the files; with notes (what check read in each), the notes too.
+    std::string summary = summarize(*res.config, 2);
+    EXPECT_EQ(summary.substr(0, summary.find('\n') + 1),
+              "listen   public 0.0.0.0:8080 \u00b7 tls 127.0.0.1:443, [::1]:443 \u00b7 admin "
+              "127.0.0.1:9090\n");
+    EXPECT_NE(summary.find("tls      min_version 1.3 \u00b7 session tickets off \u00b7 2 "
+                           "certificates\n"
+                           "  /etc/p/a.pem (key /etc/p/a.key)\n"
+                           "  /etc/p/\\x1b[2Jb.pem (key /etc/p/b.key)\n"),
+              std::string::npos)
+        << summary;
+    summary = summarize(*res.config, 2, {"a.example.org \u00b7 ECDSA P-256", "unreadable"});
+    EXPECT_NE(summary.find("  /etc/p/a.pem (key /etc/p/a.key) \u00b7 a.example.org \u00b7 ECDSA "
+                           "P-256\n"
+                           "  /etc/p/\\x1b[2Jb.pem (key /etc/p/b.key) \u00b7 unreadable\n"),
+              std::string::npos)
+        << summary;
+
+    // TLS only, with tickets on.
+    res = load_text("c.yaml", R"(
+server:
+  listen: []
+  tls: {listen: ["127.0.0.1:8443"], certificates: [{cert: a.pem, key: a.key}]}
+)");
+    ASSERT_TRUE(res.ok());
+    summary = summarize(*res.config, 2);
+    EXPECT_EQ(summary.substr(0, summary.find('\n') + 1),
+              "listen   public none \u00b7 tls 127.0.0.1:8443 \u00b7 admin 127.0.0.1:9090\n");
+    EXPECT_NE(summary.find("tls      min_version 1.2 \u00b7 session tickets on (keys rotated every "
+                           "12h) \u00b7 1 certificate\n  a.pem (key a.key)\n"),
+              std::string::npos)
+        << summary;
+}

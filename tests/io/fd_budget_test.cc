@@ -72,3 +72,16 @@ TEST(FdBudget, FitsRaisesOrRefuses) {
                                  "): raise the limit (ulimit -n, systemd LimitNOFILE=) or lower "
                                  "server.max_connections or admin.max_connections");
 }
+
+TEST(FdBudget, TlsListenersCountLikePlainOnes) {
+    config::Config cfg = two_listeners();
+    cfg.server.tls = config::TlsConfig{};
+    cfg.server.tls->listen.resize(3);
+    FdBudget b = io::fd_budget(cfg, 4, 10);
+    // Every shard binds its own socket on each address, plain or TLS.
+    EXPECT_EQ(b.shards, 4u * (2 + 3 + io::fd_per_shard));
+
+    // TLS only.
+    cfg.server.listen.clear();
+    EXPECT_EQ(io::fd_budget(cfg, 2, 10).shards, 2u * (3 + io::fd_per_shard));
+}

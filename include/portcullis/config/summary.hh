@@ -15,10 +15,14 @@
 #include "portcullis/config/config.hh"
 
 #include <string>
+#include <vector>
 
 namespace portcullis::config {
 
-// cores is what `shards: auto` resolves to on this host. Ends with a newline.
-std::string summarize(const Config& cfg, unsigned cores);
+// cores is what `shards: auto` resolves to on this host. certificate_notes, when given, holds
+// one line per certificate of server.tls, in order: what check read in the files (names, key
+// type, expiry), shown after each file. Ends with a newline.
+std::string summarize(const Config& cfg, unsigned cores,
+                      const std::vector<std::string>& certificate_notes = {});
 
 } // namespace portcullis::config

@@ -34,7 +34,7 @@ inline constexpr uint64_t fd_spool_reserve = 256;
 
 struct FdBudget {
     uint64_t base = 0;               // fd_base_allowance
-    uint64_t shards = 0;             // (listen addresses + fd_per_shard) per shard
+    uint64_t shards = 0;             // (plain and TLS listen addresses + fd_per_shard) per shard
     uint64_t public_connections = 0; // server.max_connections
     uint64_t control_plane = 0;      // fd_control_plane
     // admin.max_connections, plus one: a connection past the cap is accepted before it is
