@@ -225,6 +225,9 @@ void Shard::Impl::on_accept(const io_uring_cqe& cqe) {
     }
     stats.accepted_connections.fetch_add(1, std::memory_order_relaxed);
     if (listener >= tls_from && tls) {
+        // The certificates of a reload that came while this shard waited for this accept: the
+        // refresh at the top of the loop ran before the wait.
+        shared.tls->refresh(index, tls_reader);
         c.ssl = tls->accept(tls_reader.ctx);
         if (c.ssl == nullptr) {
             close_connection(c);

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <cstring>
@@ -76,8 +77,6 @@ namespace {
 constexpr const char* cipher_list = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-
-constexpr uint8_t session_context[] = {'p', 'o', 'r', 't', 'c', 'u', 'l', 'l', 'i', 's'};
 
 // The certificates SNI chooses from, hung on the default certificate's SSL_CTX (ex_data), so
 // that it lives exactly as long as a session may still start from that context. It holds a
@@ -283,8 +282,7 @@ std::string Server::load(SSL_CTX*& out, std::vector<CertificateInfo>& infos) {
             _cfg.min_version == config::TlsVersion::v1_3 ? TLS1_3_VERSION : TLS1_2_VERSION;
         if (SSL_CTX_set_min_proto_version(ctx, min) != 1 ||
             SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
-            SSL_CTX_set_strict_cipher_list(ctx, cipher_list) != 1 ||
-            SSL_CTX_set_session_id_context(ctx, session_context, sizeof session_context) != 1) {
+            SSL_CTX_set_strict_cipher_list(ctx, cipher_list) != 1) {
             return fail(ssl_error("cannot configure a TLS context"));
         }
         if (SSL_CTX_use_certificate_chain_file(ctx, c.cert.c_str()) != 1) {
@@ -293,6 +291,18 @@ std::string Server::load(SSL_CTX*& out, std::vector<CertificateInfo>& infos) {
         if (SSL_CTX_use_PrivateKey_file(ctx, c.key.c_str(), SSL_FILETYPE_PEM) != 1 ||
             SSL_CTX_check_private_key(ctx) != 1) {
             return fail(ssl_error(c.key));
+        }
+        // A session belongs to the certificate it was made with: its id context is the leaf's
+        // SHA-256. Offered on a connection whose SNI chose another certificate (RFC 6066
+        // section 3: a server MUST NOT resume it), or after a reload replaced this one, it is
+        // not resumed and the handshake is a full one with the certificate now chosen.
+        uint8_t leaf_sha256[EVP_MAX_MD_SIZE];
+        unsigned leaf_sha256_len = 0;
+        const X509* leaf = SSL_CTX_get0_certificate(ctx);
+        if (leaf == nullptr ||
+            X509_digest(leaf, EVP_sha256(), leaf_sha256, &leaf_sha256_len) != 1 ||
+            SSL_CTX_set_session_id_context(ctx, leaf_sha256, leaf_sha256_len) != 1) {
+            return fail(ssl_error("cannot configure a TLS context"));
         }
         // Resumption is by tickets only: a server-side cache would be per shard (and locked).
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

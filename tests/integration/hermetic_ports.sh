@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Tests bind port 0 only. start_server's check (expect_ephemeral_ports in lib.sh) refuses, before
 # anything binds, every configuration that leaves server.listen or admin.listen at its default or
-# names a fixed port, naming the address; a configuration on port 0 starts and serves. The test
-# itself names no port: the defaults are what `portcullis check` reports for a configuration that
-# leaves them out, and the fixed ports are ones the kernel handed out (and took back) just before.
+# names a fixed port (server.tls.listen too), naming the address; a configuration on port 0
+# starts and serves. The test itself names no port: the defaults are what `portcullis check`
+# reports for a configuration that leaves them out, and the fixed ports are ones the kernel handed
+# out (and took back) just before.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/integration/lib.sh
 source "$here/lib.sh"
 need python3
+need_tls_tools
 
 export GH_SECRET="hermetic-secret-$RANDOM" GL_TOKEN=unused
 
@@ -52,6 +54,16 @@ taken=$(kernel_port)
 printf 'server: {listen: ["127.0.0.1:0"]}\nadmin: {listen: "127.0.0.1:%s"}\n%s\n' \
     "$taken" "$tail_yaml" >"$WORKDIR/admin-fixed.yaml"
 refused admin-fixed "127.0.0.1:$taken"
+# A TLS listener (server.tls.listen) on a fixed port, next to port-0 ones.
+tls_make_ca
+tls_make_cert hermetic "DNS:hermetic.test"
+taken=$(kernel_port)
+{
+    printf 'server:\n  listen: ["127.0.0.1:0"]\n'
+    tls_yaml hermetic | sed "s/\"127.0.0.1:0\"/\"127.0.0.1:0\", \"127.0.0.1:$taken\"/"
+    printf 'admin: {listen: "127.0.0.1:0"}\n%s\n' "$tail_yaml"
+} >"$WORKDIR/tls-fixed.yaml"
+refused tls-fixed "127.0.0.1:$taken"
 echo "defaults and fixed ports refused before binding"
 
 # Port 0 on both planes: the server starts and takes a webhook on ports the kernel picked.

@@ -116,26 +116,53 @@ expect_ephemeral_ports() {
 # its stderr in a new SERVER_LOG, and waits (up to 20 s) for the public listening line. The
 # configuration must listen on port 0 only (expect_ephemeral_ports).
 start_server() {
-    local config=$1
-    shift
+    _launch_server public "$@"
+}
+
+# _listening_port PLANE: the port of the first listening line of PLANE (public, admin, or
+# public-tls: the public plane's TLS listeners, "transport":"tls") in SERVER_LOG ("" when there
+# is none yet).
+_listening_port() {
+    local fields="\"plane\":\"$1\","
+    [[ $1 != public-tls ]] || fields='"plane":"public","transport":"tls",'
+    { grep -F "\"msg\":\"listening\",$fields\"address\":\"127.0.0.1:" "$SERVER_LOG" || true; } |
+        sed -n 's/.*"address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' | head -n 1
+}
+
+# _launch_server PLANE CONFIG [extra serve arguments]: start_server, ready once PLANE's
+# listening line is written. Sets PORT (the plain public port, "" when the configuration has
+# none), ADMIN_PORT and TLS_PORT (when there is a TLS listener).
+_launch_server() {
+    local plane=$1 config=$2
+    shift 2
     [[ -z $SERVER_PID ]] || fail "start_server: a server is already running (pid $SERVER_PID)"
     _server_count=$((_server_count + 1))
     SERVER_LOG="$WORKDIR/server-$_server_count.log"
     PORT=""
     ADMIN_PORT=""
+    TLS_PORT=""
     # Created here, not by the background redirection, so that polling it cannot race it.
     : >"$SERVER_LOG"
     expect_ephemeral_ports "$config"
     "$PORTCULLIS" serve -c "$config" "$@" 2>"$SERVER_LOG" &
     SERVER_PID=$!
-    local i
+    local i ready
     for ((i = 0; i < 400; i++)); do
-        PORT=$(sed -n 's/.*"msg":"listening","plane":"public","address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
-            "$SERVER_LOG" | head -n 1)
-        if [[ -n $PORT ]]; then
+        ready=$(_listening_port "$plane")
+        if [[ -n $ready ]]; then
+            # The listening lines are written one after the other: with a control plane, wait
+            # (up to 2 s) for its line too, so that every port is known.
+            local j
+            for ((j = 0; j < 40; j++)); do
+                grep -q '^admin:' "$config" || break
+                [[ -z $(_listening_port admin) ]] || break
+                sleep 0.05
+            done
+            PORT=$(_listening_port public)
             # shellcheck disable=SC2034 # for the tests that use the control plane
-            ADMIN_PORT=$(sed -n 's/.*"msg":"listening","plane":"admin","address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
-                "$SERVER_LOG" | head -n 1)
+            ADMIN_PORT=$(_listening_port admin)
+            # shellcheck disable=SC2034 # for the TLS tests
+            TLS_PORT=$(_listening_port public-tls)
             return 0
         fi
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -146,7 +173,7 @@ start_server() {
         fi
         sleep 0.05
     done
-    fail "server did not report a public listening address within 20 s"
+    fail "server did not report a $plane listening address within 20 s"
 }
 
 # Waits (up to LIMIT seconds, then SIGKILL) for the server, so a hung drain fails the test
@@ -206,6 +233,13 @@ expect_eq() {
 # holding curl's -v output, where interim answers such as 100 Continue show).
 post() {
     local path=$1
+    shift
+    post_url "http://127.0.0.1:$PORT$path" "$@"
+}
+
+# post_url URL BODY_FILE [curl arguments...]: post to any URL (tls_post uses it).
+post_url() {
+    local url=$1
     local file=$2
     shift 2
     HTTP_HEADERS="$WORKDIR/last-headers"
@@ -213,7 +247,7 @@ post() {
     local out="$WORKDIR/last-body"
     : >"$out"
     HTTP_STATUS=$(curl -sS -v -m 20 -o "$out" -D "$HTTP_HEADERS" -w '%{http_code}' \
-        -X POST --data-binary "@$file" "$@" "http://127.0.0.1:$PORT$path" 2>"$HTTP_TRACE") ||
+        -X POST --data-binary "@$file" "$@" "$url" 2>"$HTTP_TRACE") ||
         HTTP_STATUS="curl-failed-$?"
     HTTP_BODY=$(cat "$out")
 }
@@ -312,4 +346,156 @@ wait_for_log() {
         sleep 0.05
     done
     fail "expected $2 log lines containing '$1' in $SERVER_LOG, found $n"
+}
+
+# TLS --------------------------------------------------------------------------------------------
+# A test CA and certificates made with openssl in $TLS_DIR ($WORKDIR/tls), and clients that trust
+# it. The CA is a root (what clients trust, TLS_CA) and an intermediate that signs the leaves; a
+# certificate file holds the leaf then the intermediate, as server.tls wants it, so a server that
+# does not send the chain fails the clients' verification.
+#
+#   need_tls_tools                                 # exit 77 without openssl
+#   tls_make_ca
+#   tls_make_cert a "DNS:a.test"                   # $TLS_DIR/a.pem and a.key, ECDSA P-256
+#   tls_make_cert b "DNS:b.test,DNS:*.wild.test" rsa   # ec (default) | rsa (2048) | ed25519
+#   tls_renew_cert a                               # same key and names, new serial, same paths
+#   { echo "server:"; ...; tls_yaml a b; } >config # the server.tls block, a is the default
+#   start_tls_server CONFIG                        # ready at the TLS listening line: TLS_PORT
+#   tls_post a.test /webhooks/github FILE -H ...   # post over https://a.test:TLS_PORT/...
+#   tls_s_client OUT -servername a.test -tls1_3    # openssl s_client's output in OUT
+#   tls_served_cert OUT -servername a.test         # the leaf the server sent, PEM
+#   cert_fingerprint FILE                          # SHA-256 fingerprint of a PEM file's first cert
+TLS_DIR="$WORKDIR/tls"
+TLS_CA="$TLS_DIR/root.pem"
+TLS_PORT=""
+
+need_tls_tools() {
+    need openssl
+}
+
+# _tls_key FILE TYPE: a new private key (PKCS#8 PEM).
+_tls_key() {
+    case $2 in
+    ec) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null ;;
+    rsa) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null ;;
+    ed25519) openssl genpkey -algorithm ED25519 -out "$1" 2>/dev/null ;;
+    *) fail "tls key type $2: expected ec, rsa or ed25519" ;;
+    esac || fail "openssl could not make a $2 key"
+}
+
+# _tls_sign CSR ISSUER EXTENSIONS DAYS OUT: a certificate with a fresh random serial.
+_tls_sign() {
+    local serial
+    serial="0x1$(openssl rand -hex 15)"
+    openssl x509 -req -in "$1" -CA "$TLS_DIR/$2.pem" -CAkey "$TLS_DIR/$2.key" -set_serial "$serial" \
+        -days "$4" -extfile "$3" -out "$5" 2>"$5.err" || fail "openssl x509 -req: $(cat "$5.err")"
+}
+
+# tls_make_ca: the root (TLS_CA) and the intermediate that signs the leaves, ECDSA P-256.
+tls_make_ca() {
+    mkdir -p "$TLS_DIR"
+    _tls_key "$TLS_DIR/root.key" ec
+    openssl req -x509 -new -key "$TLS_DIR/root.key" -subj "/CN=portcullis test root" -days 60 \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -out "$TLS_CA" 2>/dev/null || fail "openssl could not make the test root"
+    _tls_key "$TLS_DIR/intermediate.key" ec
+    openssl req -new -key "$TLS_DIR/intermediate.key" -subj "/CN=portcullis test intermediate" \
+        -out "$TLS_DIR/intermediate.csr" 2>/dev/null || fail "openssl req (intermediate)"
+    printf '%s\n' "basicConstraints=critical,CA:TRUE,pathlen:0" \
+        "keyUsage=critical,keyCertSign,cRLSign" "subjectKeyIdentifier=hash" \
+        "authorityKeyIdentifier=keyid" >"$TLS_DIR/intermediate.ext"
+    _tls_sign "$TLS_DIR/intermediate.csr" root "$TLS_DIR/intermediate.ext" 60 "$TLS_DIR/intermediate.pem"
+}
+
+# tls_make_cert NAME SANS [ec|rsa|ed25519] [DAYS]: a key and a leaf for SANS ("DNS:a.test,...")
+# with CN=NAME, signed by the intermediate: $TLS_DIR/NAME.key, $TLS_DIR/NAME.pem (leaf, then the
+# intermediate).
+tls_make_cert() {
+    local name=$1 sans=$2 type=${3:-ec} days=${4:-30}
+    [[ -s $TLS_DIR/intermediate.pem ]] || fail "tls_make_cert: call tls_make_ca first"
+    _tls_key "$TLS_DIR/$name.key" "$type"
+    printf '%s\n%s\n' "$sans" "$days" >"$TLS_DIR/$name.params"
+    _tls_issue "$name" "$TLS_DIR/$name.pem"
+}
+
+# tls_renew_cert NAME: a new leaf (new serial) for NAME's key and names, replacing NAME.pem at
+# once (written aside, then renamed over it, as certificate tools do).
+tls_renew_cert() {
+    _tls_issue "$1" "$TLS_DIR/$1.pem.new"
+    mv -f "$TLS_DIR/$1.pem.new" "$TLS_DIR/$1.pem"
+}
+
+_tls_issue() {
+    local name=$1 out=$2 sans days usage=digitalSignature
+    { read -r sans; read -r days; } <"$TLS_DIR/$name.params"
+    # TLS 1.2's RSA key exchange encrypts to the key.
+    openssl pkey -in "$TLS_DIR/$name.key" -noout -text 2>/dev/null | grep -q '^Private-Key: (2048' &&
+        usage="digitalSignature,keyEncipherment"
+    openssl req -new -key "$TLS_DIR/$name.key" -subj "/CN=$name" -out "$TLS_DIR/$name.csr" \
+        2>/dev/null || fail "openssl req ($name)"
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,$usage" \
+        "extendedKeyUsage=serverAuth" "subjectAltName=$sans" "subjectKeyIdentifier=hash" \
+        "authorityKeyIdentifier=keyid" >"$TLS_DIR/$name.ext"
+    _tls_sign "$TLS_DIR/$name.csr" intermediate "$TLS_DIR/$name.ext" "$days" "$out.leaf"
+    cat "$out.leaf" "$TLS_DIR/intermediate.pem" >"$out"
+    rm -f "$out.leaf" "$out.leaf.err"
+}
+
+# tls_yaml NAME...: the server.tls block (indented for `server:`) listening on 127.0.0.1:0 with
+# these certificates, the first the default. Add more keys after it with four spaces.
+tls_yaml() {
+    echo '  tls:'
+    echo '    listen: ["127.0.0.1:0"]'
+    echo '    certificates:'
+    local n
+    for n in "$@"; do
+        echo "      - {cert: $TLS_DIR/$n.pem, key: $TLS_DIR/$n.key}"
+    done
+}
+
+# start_tls_server CONFIG [extra serve arguments]: start_server, ready at the TLS listening line;
+# sets TLS_PORT (and PORT when the configuration also listens in plain HTTP).
+start_tls_server() {
+    _launch_server public-tls "$@"
+}
+
+# tls_post NAME PATH BODY_FILE [curl arguments...]: post over https://NAME:TLS_PORT/PATH (NAME
+# resolved to 127.0.0.1), trusting the test root only.
+tls_post() {
+    local name=$1 path=$2
+    shift 2
+    post_url "https://$name:$TLS_PORT$path" "$@" --cacert "$TLS_CA" \
+        --resolve "$name:$TLS_PORT:127.0.0.1"
+}
+
+# tls_s_client OUT [s_client arguments...]: openssl s_client against the TLS port, trusting the
+# test root, its output (stdout and stderr) in OUT; standard input from TLS_STDIN (default
+# /dev/null: handshake, then close). Returns s_client's status.
+tls_s_client() {
+    local out=$1
+    shift
+    timeout 20 openssl s_client -connect "127.0.0.1:$TLS_PORT" -CAfile "$TLS_CA" "$@" \
+        <"${TLS_STDIN:-/dev/null}" >"$out" 2>&1
+}
+
+# tls_served_cert OUT [s_client arguments...]: the leaf certificate the server sends, PEM, in
+# OUT; fails when the handshake fails.
+tls_served_cert() {
+    local out=$1
+    shift
+    tls_s_client "$out.log" -showcerts "$@" ||
+        fail "openssl s_client $* failed: $(tail -n 5 "$out.log")"
+    sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/{p;/-----END CERTIFICATE-----/q}' \
+        "$out.log" >"$out"
+    [[ -s $out ]] || fail "openssl s_client $* showed no certificate: $(tail -n 5 "$out.log")"
+}
+
+# cert_fingerprint FILE: the SHA-256 fingerprint of the first certificate in a PEM file.
+cert_fingerprint() {
+    openssl x509 -in "$1" -noout -fingerprint -sha256 | sed 's/^.*=//'
+}
+
+# cert_subject FILE: the subject of the first certificate in a PEM file ("CN = a").
+cert_subject() {
+    openssl x509 -in "$1" -noout -subject -nameopt oneline | sed 's/^subject= *//'
 }

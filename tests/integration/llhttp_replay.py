@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Replays llhttp's request test cases against a running portcullis, byte for byte.
 
-  llhttp_replay.py config --spool DIR > config.yaml
+  llhttp_replay.py config --spool DIR [--tls-cert PEM --tls-key KEY] > config.yaml
       A configuration whose routes (verify: none) cover every origin-form path of the corpus
       with every method in it, so that requests with a Host header are accepted (202) and any
-      desync shows up as an accepted request that llhttp did not see.
-  llhttp_replay.py run --port PORT --pid PID --expect-jobs FILE
+      desync shows up as an accepted request that llhttp did not see. With a certificate, a TLS
+      listener too (server.tls).
+  llhttp_replay.py run --port PORT --pid PID --expect-jobs FILE [--tls-ca CA --tls-name NAME]
       Sends every case with meta.type == "request" on its own connection, reads until the
       server closes, and checks the answers against llhttp's reading (rules below). Then
       once more every "complete" case that lacks Host, with a Host field added after each
       request line, so that its bodies and pipelined requests get parsed too. Writes the jobs
-      answered 202 with the route and body llhttp gives that message to FILE.
+      answered 202 with the route and body llhttp gives that message to FILE. With --tls-ca,
+      every connection (the cases and the health checks) is TLS to PORT for NAME, trusting CA,
+      and the case's bytes are what goes inside.
   llhttp_replay.py check-spool --expect-jobs FILE < `portcullis spool dump`
       Every job answered 202 is stored with the body and route llhttp reads for that message.
 
@@ -34,8 +37,11 @@ import json
 import os
 import re
 import socket
+import ssl
 import sys
 import time
+
+import tls_client
 
 HOST = "127.0.0.1"
 SPAN = re.compile(r"^off=(\d+) len=(\d+) span\[(\w+)\]=")
@@ -46,6 +52,8 @@ METHOD = re.compile(r"^[A-Z][A-Z-]*$")
 # How long a case may take before the server is considered stuck. The replay configuration
 # has 1 s header and body timeouts and a 500 ms idle timeout, so every connection ends well before this.
 CASE_DEADLINE_S = 6.0
+# (CA file, server name) when the replay goes over TLS (run --tls-ca).
+TLS = None
 
 
 def corpus_path():
@@ -160,6 +168,11 @@ def cmd_config(args):
     print('  listen: ["127.0.0.1:0"]')
     print("  shards: 2")
     print("  timeouts: {header: 1s, body: 1s, idle: 500ms}")
+    if args.tls_cert:
+        print("  tls:")
+        print('    listen: ["127.0.0.1:0"]')
+        print(f"    certificates: [{{cert: {json.dumps(args.tls_cert)}, "
+              f"key: {json.dumps(args.tls_key)}}}]")
     print('admin: {listen: "127.0.0.1:0"}')
     print(f"spool: {{dir: {json.dumps(args.spool)}, durability: fsync}}")
     print("routes:")
@@ -222,15 +235,19 @@ def parse_responses(data, methods=()):
 
 
 def exchange(port, raw):
-    """Sends raw, reads until the server closes or the deadline. -> (bytes, closed)."""
-    sock = socket.create_connection((HOST, port), timeout=5)
+    """Sends raw, reads until the server closes or the deadline. -> (bytes, closed).
+    Over TLS, a session the server ends with an alert or without close_notify is closed too."""
+    if TLS:
+        sock = tls_client.connect(port, TLS[1], TLS[0], timeout=5)
+    else:
+        sock = socket.create_connection((HOST, port), timeout=5)
     deadline = time.monotonic() + CASE_DEADLINE_S
     received = b""
     closed = False
     try:
         try:
             sock.sendall(raw)
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass  # refused before everything was sent; the answer is read below
         while True:
             left = deadline - time.monotonic()
@@ -241,7 +258,7 @@ def exchange(port, raw):
                 data = sock.recv(65536)
             except socket.timeout:
                 break
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
                 closed = True
                 break
             if not data:
@@ -363,6 +380,9 @@ def replays(cases):
 
 
 def cmd_run(args):
+    global TLS
+    if args.tls_ca:
+        TLS = (args.tls_ca, args.tls_name)
     cases = load_cases()
     routes, _ = route_table(cases)
     counts = {"runs": 0, "refused": 0, "answered": 0, "timed_out": 0, "open": 0}
@@ -405,7 +425,7 @@ def cmd_run(args):
 
     with open(args.expect_jobs, "w") as f:
         json.dump({"answered_202": all_202, "jobs": jobs}, f)
-    print(f"llhttp replay: {len(cases)} request cases, {counts['runs']} runs (with +Host "
+    print(f"llhttp replay{' over TLS' if TLS else ''}: {len(cases)} request cases, {counts['runs']} runs (with +Host "
           f"variants), {counts['refused']} refused, {counts['answered']} answered 2xx, "
           f"{counts['timed_out']} timed out (408), {counts['open']} left open past "
           f"{CASE_DEADLINE_S:.0f}s, {all_202} jobs queued")
@@ -461,11 +481,15 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("config")
     c.add_argument("--spool", required=True)
+    c.add_argument("--tls-cert")
+    c.add_argument("--tls-key")
     r = sub.add_parser("run")
     r.add_argument("--port", type=int, required=True)
     r.add_argument("--pid", type=int, required=True)
     r.add_argument("--expect-jobs", required=True)
     r.add_argument("--verbose", action="store_true")
+    r.add_argument("--tls-ca")
+    r.add_argument("--tls-name", default="replay.test")
     s = sub.add_parser("check-spool")
     s.add_argument("--expect-jobs", required=True)
     args = p.parse_args()

@@ -6,20 +6,31 @@
 # whole within it of its first byte) and timeouts.body (a body within it of its head), the ones
 # over max_connections_per_ip are closed at once, all are counted, and the real client's
 # requests keep getting 202 at the latency they had before the attack.
+# With --tls (the slowloris_tls test) everything goes over TLS (server.tls, a test CA made here):
+# each trickling connection first completes its handshake, then trickles inside the session; the
+# real client is curl over HTTPS, a new handshake per request.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 need curl python3 openssl
+tls=0
+[[ ${1:-} != --tls ]] || tls=1
 python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.2", 0))' 2>/dev/null ||
     skip "cannot bind 127.0.0.2 (the attacker needs an address of its own)"
 
+if ((tls)); then
+    need_tls_tools
+    tls_make_ca
+    tls_make_cert hooks "DNS:hooks.test"
+fi
 cat >"$WORKDIR/config.yaml" <<EOF
 server:
   listen: ["127.0.0.1:0"]
   shards: 2
   max_connections_per_ip: 256
   timeouts: {header: 3s, body: 4s, idle: 60s}
+$( ((tls == 0)) || tls_yaml hooks)
 admin: {listen: "127.0.0.1:0"}
 spool: {dir: $WORKDIR/spool, durability: fsync}
 routes:
@@ -38,16 +49,35 @@ signed_requests() {
         curl -sS -m 10 -o /dev/null -w '%{http_code} %{time_total}\n' -X POST \
             -H "Content-Type: application/json" -H "X-GitHub-Event: push" \
             -H "X-Hub-Signature-256: sha256=$sig" --data-binary "$body" \
-            "http://127.0.0.1:$PORT/webhooks/github" >>"$2" || echo "curl-failed 0" >>"$2"
+            "${target[@]}" >>"$2" || echo "curl-failed 0" >>"$2"
     done
 }
 
-start_server "$WORKDIR/config.yaml"
+if ((tls)); then
+    start_tls_server "$WORKDIR/config.yaml"
+    target=(--cacert "$TLS_CA" --resolve "hooks.test:$TLS_PORT:127.0.0.1"
+        "https://hooks.test:$TLS_PORT/webhooks/github")
+    attacked=(--port "$TLS_PORT" --tls-ca "$TLS_CA")
+else
+    start_server "$WORKDIR/config.yaml"
+    target=("http://127.0.0.1:$PORT/webhooks/github")
+    attacked=(--port "$PORT")
+fi
 signed_requests 30 "$WORKDIR/before.txt"
 
-python3 - "$PORT" 300 12 "$WORKDIR/attack.json" <<'PY' &
-import json, selectors, socket, sys, time
-port, count, duration, out = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+export PYTHONPATH="$here"
+python3 - "${attacked[@]}" --count 300 --seconds 12 --out "$WORKDIR/attack.json" <<'PY' &
+import argparse, json, selectors, socket, ssl, sys, time
+import tls_client
+p = argparse.ArgumentParser()
+p.add_argument("--port", type=int, required=True)
+p.add_argument("--count", type=int, required=True)
+p.add_argument("--seconds", type=float, required=True)
+p.add_argument("--out", required=True)
+p.add_argument("--tls-ca")
+args = p.parse_args()
+port, count, duration, out = args.port, args.count, args.seconds, args.out
+tls = tls_client.context(args.tls_ca) if args.tls_ca else None
 HEAD = (b"POST /webhooks/github HTTP/1.1\r\nHost: t\r\nX-Padding-0: " + b"a" * 200)
 BODY_HEAD = (b"POST /webhooks/github HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
              b"X-Hub-Signature-256: sha256=" + b"0" * 64 + b"\r\nContent-Length: 1000\r\n\r\n")
@@ -58,12 +88,24 @@ report = {"opened": 0, "refused_at_once": 0, "answered": {"header": [], "body": 
 start = time.monotonic()
 
 def open_slot(slot):
-    s = socket.socket()
-    s.bind(("127.0.0.2", 0))
-    s.connect(("127.0.0.1", port))
+    opened = time.monotonic()
+    if tls:
+        # The handshake first (blocking); one the server refuses at once is a connection over
+        # max_connections_per_ip, closed before any byte.
+        try:
+            s = tls_client.connect(port, "hooks.test", None, ctx=tls, timeout=5, bind="127.0.0.2")
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            report["opened"] += 1
+            report["refused_at_once"] += 1
+            reopen.append(slot)
+            return
+    else:
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.connect(("127.0.0.1", port))
     s.setblocking(False)
     kind = "header" if slot % 2 == 0 else "body"
-    c = {"slot": slot, "kind": kind, "opened": time.monotonic(), "sent": 0, "data": b""}
+    c = {"slot": slot, "kind": kind, "opened": opened, "sent": 0, "data": b""}
     if kind == "body":
         s.send(BODY_HEAD)  # the head is whole: the body's deadline starts now
     else:
@@ -94,9 +136,9 @@ while time.monotonic() - start < duration:
     now = time.monotonic()
     if now >= next_round:
         # Once a second: reopen what was closed, then one more byte on every connection.
-        for slot in reopen:
+        slots, reopen = reopen, []
+        for slot in slots:
             open_slot(slot)
-        reopen = []
         for s, c in list(conns.items()):
             try:
                 if c["kind"] == "header":
@@ -104,7 +146,7 @@ while time.monotonic() - start < duration:
                 else:
                     s.send(b"x")
                 c["sent"] += 1
-            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 pass
         next_round += 1.0
     for key, _ in sel.select(timeout=0.05):
@@ -112,7 +154,12 @@ while time.monotonic() - start < duration:
         c = conns[s]
         try:
             chunk = s.recv(4096)
-        except ConnectionResetError:
+            # Over TLS, what decrypted beyond 4096 bytes waits in the session, not the socket.
+            while chunk and tls and s.pending():
+                chunk += s.recv(s.pending())
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            continue  # part of a record: the rest comes with the next read
+        except (ConnectionResetError, ssl.SSLError):
             chunk = b""
         if chunk:
             c["data"] += chunk

@@ -44,18 +44,24 @@ if (bad.length) { console.log(bad.join("; ")); process.exit(1); }
 ' 2>&1) || fail "providers/node_modules does not match package-lock.json ($out): run scripts/deps --test"
 }
 
-# provider_config FILE: a server on ephemeral ports with the spool in $SPOOL and the routes
-# read from standard input (YAML, each route indented by two spaces).
+# provider_config FILE [CERTIFICATE...]: a server on ephemeral ports with the spool in $SPOOL and
+# the routes read from standard input (YAML, each route indented by two spaces); with
+# certificate names (lib.sh's tls_make_cert), a TLS listener too (start it with start_tls_server).
 provider_config() {
+    local file=$1
+    shift
     {
+        echo 'server:'
+        echo '  listen: ["127.0.0.1:0"]'
+        echo '  shards: 2'
+        (($# == 0)) || tls_yaml "$@"
         cat <<EOF
-server: {listen: ["127.0.0.1:0"], shards: 2}
 admin: {listen: "127.0.0.1:0"}
 spool: {dir: $SPOOL, durability: fsync}
 routes:
 EOF
         cat
-    } >"$1"
+    } >"$file"
 }
 
 now() { date +%s; }
@@ -87,6 +93,32 @@ sign_with() {
     for ((i = 0; i < ${status#OK }; i++)); do
         IFS= read -r -t 60 l <&"$SIGNER_OUT" || fail "sign_with $1: answer cut short"
         SIGNED_LINES+=("$l")
+        SIGNED+=(-H "$l")
+    done
+}
+
+# https_send NAME PATH BODY_FILE [--header "Name: value"]... --sign PROVIDER [its options]:
+# signs like sign_with and POSTs over https://NAME:TLS_PORT/PATH with node's https module
+# (trusting only TLS_CA, NAME as SNI and Host; keep-alive across calls). Sets HTTP_STATUS,
+# HTTP_BODY, TLS_REUSED (true: on an earlier request's connection), TLS_PROTOCOL and, like
+# sign_with, SIGNED_LINES / SIGNED (the signed headers). See lib.sh for the TLS helpers.
+https_send() {
+    local name=$1 path=$2 file=$3
+    shift 3
+    sign_with https --url "https://$name:$TLS_PORT$path" --ca "$TLS_CA" --body "$file" "$@"
+    local meta=("${SIGNED_LINES[@]:0:5}")
+    [[ ${meta[0]} == "Status: "* && ${meta[4]} == "Body: "* ]] ||
+        fail "sign.mjs https printed no answer: ${SIGNED_LINES[*]}"
+    HTTP_STATUS=${meta[0]#Status: }
+    # shellcheck disable=SC2034 # for the tests
+    TLS_REUSED=${meta[1]#Reused: }
+    # shellcheck disable=SC2034 # for the tests
+    TLS_PROTOCOL=${meta[2]#Protocol: }
+    HTTP_BODY=${meta[4]#Body: }
+    SIGNED_LINES=("${SIGNED_LINES[@]:5}")
+    SIGNED=()
+    local l
+    for l in "${SIGNED_LINES[@]}"; do
         SIGNED+=(-H "$l")
     done
 }

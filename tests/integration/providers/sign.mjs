@@ -9,7 +9,18 @@
 //                          (--secret whsec_... | --seed HEX)...
 //   node sign.mjs ed25519  --seed HEX --body FILE [--timestamp T]
 //   node sign.mjs public-key --seed HEX [--format hex|whpk]
+//   node sign.mjs https --url https://NAME:PORT/PATH --ca CA_FILE --body FILE [--connect IP]
+//                       [--header "Name: value"]... --sign github|stripe|standard|ed25519|none
+//                       [the signer's options]
 //   node sign.mjs serve      (the same commands read from standard input, see serve())
+//
+// https signs the body like the command named by --sign, then POSTs it with node's https
+// module, trusting only CA_FILE and checking the certificate against NAME (connecting to
+// --connect, default 127.0.0.1, with NAME as SNI and Host), keep-alive: in `serve` the next
+// request to the same place goes on the same connection while the server keeps it open. It
+// prints "Status: N", "Reused: true|false" (an earlier request's connection), "Protocol: TLSv1.x",
+// "ALPN: ..." and "Body: <the answer's body>" (on one line: the answers are one-line JSON), then
+// the signed headers.
 //
 // Libraries: github @octokit/webhooks-methods sign(); stripe
 // stripe.webhooks.generateTestHeaderString(); standard v1 standardwebhooks (or svix with
@@ -26,6 +37,7 @@
 // would not survive the conversion byte for byte) is refused here; the Ed25519 signer signs the
 // raw bytes, so ed25519 and a standard list of --seed only take any body.
 import { readFileSync } from "node:fs";
+import https from "node:https";
 import { createRequire } from "node:module";
 
 // Each command loads only its own library: the stripe package alone takes most of a second to
@@ -163,10 +175,101 @@ const commands = {
     },
 };
 
+// One keep-alive agent per CA file and address, for the life of the process.
+const agents = new Map();
+
+function agentFor(ca, connect) {
+    const key = `${ca}\0${connect}`;
+    if (!agents.has(key)) {
+        agents.set(key, new https.Agent({ keepAlive: true, maxSockets: 1, ca: readFileSync(ca) }));
+    }
+    return agents.get(key);
+}
+
+async function sendHttps(o) {
+    const signer = required(o, "sign");
+    if (signer !== "none" && !["github", "stripe", "standard", "ed25519"].includes(signer)) {
+        die(`--sign ${signer}: expected github, stripe, standard, ed25519 or none`);
+    }
+    const signed = signer === "none" ? [] : await commands[signer](o);
+    const url = new URL(required(o, "url"));
+    if (url.protocol !== "https:") {
+        die("--url must be https://");
+    }
+    const headers = {};
+    const addHeader = (line) => {
+        const colon = line.indexOf(":");
+        if (colon <= 0) {
+            die(`a header is "Name: value", got ${JSON.stringify(line)}`);
+        }
+        const name = line.slice(0, colon).trim();
+        headers[name] = [...(headers[name] ?? []), line.slice(colon + 1).trim()];
+    };
+    for (const [key, value] of o.order) {
+        if (key === "header") {
+            addHeader(value);
+        }
+    }
+    signed.forEach(addHeader);
+    const body = bodyBytes(o);
+    const connect = o.connect ?? "127.0.0.1";
+    const attempt = () => new Promise((resolve, reject) => {
+        const req = https.request(
+            {
+                method: "POST",
+                host: connect,
+                port: url.port,
+                path: url.pathname + url.search,
+                servername: url.hostname,
+                headers: { ...headers, Host: url.host, "Content-Length": String(body.length) },
+                agent: agentFor(required(o, "ca"), connect),
+            },
+            (res) => {
+                // The socket goes back to the agent once the answer is read.
+                const protocol = res.socket.getProtocol();
+                const alpn = res.socket.alpnProtocol || "none";
+                const chunks = [];
+                res.on("data", (c) => chunks.push(c));
+                res.on("error", reject);
+                res.on("end", () => {
+                    const answer = Buffer.concat(chunks).toString("utf8");
+                    resolve([
+                        `Status: ${res.statusCode}`,
+                        `Reused: ${req.reusedSocket}`,
+                        `Protocol: ${protocol}`,
+                        `ALPN: ${alpn}`,
+                        `Body: ${answer.replace(/\r?\n/g, " ")}`,
+                        ...signed,
+                    ]);
+                });
+            },
+        );
+        req.setTimeout(20000, () => req.destroy(new Error("no answer within 20 s")));
+        req.on("error", (e) => {
+            e.reusedSocket = req.reusedSocket;
+            reject(e);
+        });
+        req.end(body);
+    });
+    try {
+        return await attempt();
+    } catch (e) {
+        // A kept-alive connection the server closed just as the request went out (as any HTTP
+        // client does, node tries once more on a new one; nothing was answered on the old one).
+        if (e.reusedSocket && e.code === "ECONNRESET") {
+            return attempt();
+        }
+        throw e;
+    }
+}
+
 async function run(argv) {
     const [command, ...rest] = argv;
+    if (command === "https") {
+        return sendHttps(parseArgs(rest));
+    }
     if (!Object.hasOwn(commands, command ?? "")) {
-        die(`usage: sign.mjs ${Object.keys(commands).join("|")} --name value... (or: sign.mjs serve)`);
+        die(`usage: sign.mjs ${Object.keys(commands).join("|")}|https --name value... (or: sign.mjs serve)`);
     }
     return commands[command](parseArgs(rest));
 }
@@ -205,6 +308,9 @@ if (process.argv[2] === "serve") {
     try {
         const lines = await run(process.argv.slice(2));
         process.stdout.write(lines.map((l) => `${l}\n`).join(""));
+        for (const agent of agents.values()) {
+            agent.destroy();
+        }
     } catch (e) {
         process.stderr.write(`sign.mjs: ${e instanceof UsageError ? e.message : e.stack}\n`);
         process.exit(2);
