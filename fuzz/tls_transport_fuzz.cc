@@ -2,26 +2,31 @@
 // only what decrypts, in order and within bounds, and say why when it gives up. The server side
 // is the shard's: one tls::Server (two certificates, so that SNI switches contexts) and one
 // Transport that every input's session shares, as a shard's connections do. The certificates
-// are made once, at start-up, with BoringSSL into a temporary folder (tests/tls/pki.hh);
-// loopback.hh carries the bytes between the session and an in-process BoringSSL client.
+// are made once, at start-up, with BoringSSL into a temporary folder that is removed once the
+// server has read them (tests/tls/pki.hh); loopback.hh carries the bytes between the session and
+// an in-process BoringSSL client.
 //
 // The first byte chooses the mode:
 // - even: the peer's raw bytes. [mode][n][n x 2-byte cut points][bytes]; with bit 1 of the mode
-//   set, the bytes follow a real client's ClientHello. The bytes are fed in pieces cut at the
-//   cut points (modulo their length). Checks: a delivery is never empty nor larger than
-//   plaintext_chunk; failure() is none exactly when the status is not failed, and its detail is
-//   not empty after a failure; plain_http only for bytes that start like an HTTP request;
-//   nothing is fed after failed or closed; seal refuses while the handshake is not done.
-// - odd: a real client completes a handshake first ([mode][flags]: TLS 1.2 or 1.3, SNI, ALPN,
-//   the handshake fed a byte at a time), then the rest is operations: the client writes a slice
-//   of the input (a record that decrypts), raw garbage joins the bytes in flight, a bit of them
-//   flips, the bytes in flight are fed in pieces of a given size, the server seals a slice
-//   (the client must decrypt exactly what was sealed), the client sends a KeyUpdate or
-//   close_notify, the server sends close_notify. Checks: every plaintext byte delivered is the
-//   next byte the client wrote; a failure after the handshake is a record failure, and comes
-//   only when garbage or a flipped bit was fed; closed only after the client's close_notify,
-//   with every byte written before it delivered; with nothing spoilt, everything the client
-//   wrote is delivered.
+//   set, the bytes follow a real client's ClientHello (offering a ticket with bit 2). The bytes
+//   are fed in pieces cut at the cut points (modulo their length). Checks: a delivery is never
+//   empty nor larger than plaintext_chunk; failure() is none exactly when the status is not
+//   failed, and its detail is not empty after a failure; plain_http only for bytes that start
+//   like an HTTP request, with nothing written back; nothing is fed after failed or closed;
+//   seal refuses while the handshake is not done.
+// - odd: a real client completes a handshake first. [mode][flags][operations]; flags: TLS 1.2
+//   (bit 0), SNI (bits 1, 2), ALPN h2,http/1.1 (bit 3), the handshake fed a byte at a time
+//   (bit 4), resuming a ticket (bit 5). Then each operation is a byte (modulo their number) and
+//   its arguments: the client writes a slice of the input or over 16 KiB (records that
+//   decrypt), raw garbage joins the bytes in flight, a bit of them flips, the bytes in flight
+//   are fed in pieces of a given size, the server seals a slice or over 16 KiB (the client must
+//   decrypt exactly what was sealed), the client sends a KeyUpdate or close_notify, the server
+//   sends close_notify. Checks: the handshake succeeds, resumed exactly when a ticket was
+//   offered; every plaintext byte delivered is the next byte the client wrote; a failure after
+//   the handshake is a record failure, and comes only when garbage or a flipped bit was fed (or
+//   after more than 32 KeyUpdates in a row, which BoringSSL refuses); closed only after the
+//   client's close_notify, with every byte written before it delivered; with nothing spoilt,
+//   everything the client wrote is delivered.
 #include "portcullis/tls/server.hh"
 #include "portcullis/tls/transport.hh"
 
@@ -50,15 +55,18 @@ void check(bool ok) {
     }
 }
 
-// What every input shares: the server, the shard, the client contexts.
+// What every input shares: the server, the shard, the client contexts, and a ticket for each
+// version (the keys never rotate here, so they always resume).
 struct World {
-    TempDir dir;
     tls::Server server;
     std::unique_ptr<Shard> shard;
     bssl::UniquePtr<SSL_CTX> client13 = client_context(TLS1_3_VERSION, TLS1_3_VERSION);
     bssl::UniquePtr<SSL_CTX> client12 = client_context(TLS1_2_VERSION, TLS1_2_VERSION);
+    bssl::UniquePtr<SSL_SESSION> ticket13;
+    bssl::UniquePtr<SSL_SESSION> ticket12;
 
     World() {
+        const TempDir dir; // the certificates are read once, here
         auto first = make_cert(valid_now("default", {"fuzz.test"}), key_of(KeyKind::p256));
         auto second =
             make_cert(valid_now("second", {"a.test", "*.wild.test"}), key_of(KeyKind::p256));
@@ -69,6 +77,19 @@ struct World {
             write_certificate(dir, "second", {second.get()}, key_of(KeyKind::p256)));
         require(server.init(cfg, 1, 0).empty(), "tls::Server::init");
         shard = std::make_unique<Shard>(server, 0);
+        ticket13 = ticket(client13.get());
+        ticket12 = ticket(client12.get());
+    }
+
+    bssl::UniquePtr<SSL_SESSION> ticket(SSL_CTX* ctx) {
+        Client client(ctx);
+        Session s = shard->accept();
+        require(handshake(client, *shard, s.get()).ok(), "the first handshake");
+        // TLS 1.3's ticket goes out with the server's first write.
+        client.give(shard->seal(s.get(), "HTTP/1.1 200 OK\r\n\r\n"));
+        client.read();
+        require(!client.sessions().empty(), "a ticket");
+        return bssl::UpRef(client.sessions().back());
     }
 };
 
@@ -136,6 +157,9 @@ void raw_bytes(uint8_t mode, Input in) {
     if ((mode & 2) != 0) {
         Client client(world->client13.get());
         SSL_set_tlsext_host_name(client.ssl(), "x.wild.test");
+        if ((mode & 4) != 0) {
+            SSL_set_session(client.ssl(), world->ticket13.get());
+        }
         client.step();
         peer = client.take();
     }
@@ -172,7 +196,8 @@ void raw_bytes(uint8_t mode, Input in) {
             break;
         }
     }
-    if (transport.failure() == tls::Failure::plain_http) {
+    // (failure() is the last receive's: only after this session's own failure.)
+    if (status == tls::Status::failed && transport.failure() == tls::Failure::plain_http) {
         check(looks_like_http(peer));
         check(out == nullptr || out->size == 0); // the shard answers with a plain 400
     }
@@ -194,6 +219,7 @@ enum Op : uint8_t {
     flip,
     deliver,
     server_seal,
+    server_seal_big,
     key_update,
     client_close,
     server_close,
@@ -211,11 +237,16 @@ public:
             static constexpr uint8_t alpn[] = "\x02h2\x08http/1.1";
             SSL_set_alpn_protos(_client->ssl(), alpn, sizeof alpn - 1);
         }
+        const bool resume = (flags & 32) != 0;
+        if (resume) {
+            SSL_set_session(_client->ssl(), _tls13 ? world->ticket13.get() : world->ticket12.get());
+        }
         _session = world->shard->accept();
         check(_session != nullptr);
         const Exchange hs = handshake(*_client, *world->shard, _session.get(),
                                       (flags & 16) != 0 ? 1 : std::string_view::npos);
         check(hs.ok());
+        check((SSL_session_reused(_session.get()) != 0) == resume);
     }
 
     // False once the session is over (failed, or nothing more will be read).
@@ -257,6 +288,16 @@ public:
         case server_seal:
             if (!_server_closed) {
                 seal(in.bytes(in.byte()));
+            }
+            break;
+        case server_seal_big:
+            if (!_server_closed) {
+                // Records of a full 16 KiB: the output buffer grows.
+                std::string data(16 * 1024 + in.u16(), '\0');
+                for (size_t i = 0; i < data.size(); ++i) {
+                    data[i] = static_cast<char>('A' + (i * 11 + _sealed.size()) % 26);
+                }
+                seal(data);
             }
             break;
         case key_update:

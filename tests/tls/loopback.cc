@@ -169,7 +169,8 @@ std::string Shard::close_notify(SSL* ssl) {
 Exchange handshake(Client& client, Shard& shard, SSL* ssl, size_t piece) {
     Exchange ex;
     // A full handshake is two round trips, then the client reads the server's last flight
-    // (TLS 1.2) or its ticket (TLS 1.3); a few more rounds than that means a loop.
+    // (TLS 1.2); a few more rounds than that means a loop. (A TLS 1.3 ticket waits for the
+    // server's first write.)
     for (int round = 0; round < 8; ++round) {
         client.step();
         const std::string cipher = client.take();

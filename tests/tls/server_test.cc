@@ -224,6 +224,41 @@ TEST_F(TlsServer, MinVersion13RefusesATls12Client) {
     EXPECT_TRUE(current.hs.ok());
 }
 
+// Every key type `check` accepts serves both versions. (Ed25519 only to clients that offer it:
+// BoringSSL's own clients, like browsers, do not by default.)
+TEST_F(TlsServer, EveryKeyTypeHandshakes) {
+    config::TlsConfig cfg;
+    struct Row {
+        KeyKind kind;
+        std::string cn;
+    };
+    const Row rows[] = {{KeyKind::p256, "p256"},
+                        {KeyKind::p384, "p384"},
+                        {KeyKind::rsa2048, "rsa2048"},
+                        {KeyKind::ed25519, "ed25519"}};
+    for (const Row& r : rows) {
+        auto cert = make_cert(valid_now(r.cn, {r.cn + ".test"}), key_of(r.kind));
+        cfg.certificates.push_back(write_certificate(_dir, r.cn, {cert.get()}, key_of(r.kind)));
+    }
+    start(cfg, 1);
+    static constexpr uint16_t prefs[] = {SSL_SIGN_ED25519, SSL_SIGN_ECDSA_SECP256R1_SHA256,
+                                         SSL_SIGN_ECDSA_SECP384R1_SHA384,
+                                         SSL_SIGN_RSA_PSS_RSAE_SHA256, SSL_SIGN_RSA_PKCS1_SHA256};
+    for (const Row& r : rows) {
+        for (uint16_t version : {uint16_t{TLS1_3_VERSION}, uint16_t{TLS1_2_VERSION}}) {
+            auto ctx = client_context(version, version);
+            ASSERT_EQ(SSL_CTX_set_verify_algorithm_prefs(ctx.get(), prefs, std::size(prefs)), 1);
+            Client client(ctx.get());
+            ASSERT_EQ(SSL_set_tlsext_host_name(client.ssl(), (r.cn + ".test").c_str()), 1);
+            Session s = _shards[0]->accept();
+            Exchange hs = handshake(client, *_shards[0], s.get());
+            EXPECT_TRUE(hs.ok()) << r.cn << " " << std::hex << version << " "
+                                 << _shards[0]->transport.failure_detail();
+            EXPECT_EQ(client.peer_cn(), r.cn) << std::hex << version;
+        }
+    }
+}
+
 TEST_F(TlsServer, Tls12ClientIsServedByDefault) {
     start();
     Result r = converse(0, {.max_version = TLS1_2_VERSION});

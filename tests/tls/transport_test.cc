@@ -64,6 +64,20 @@ std::string big_request() {
            "\r\n\r\n" + body;
 }
 
+// How many whole records `cipher` holds (it must end at a record's end).
+size_t records_in(std::string_view cipher) {
+    size_t n = 0;
+    while (cipher.size() >= 5) {
+        const size_t len = (static_cast<uint8_t>(cipher[3]) << 8) | static_cast<uint8_t>(cipher[4]);
+        if (cipher.size() < 5 + len) {
+            return 0;
+        }
+        cipher.remove_prefix(5 + len);
+        ++n;
+    }
+    return cipher.empty() ? n : 0;
+}
+
 class TlsTransportVersion : public TlsTransport, public ::testing::WithParamInterface<uint16_t> {};
 
 } // namespace
@@ -87,6 +101,37 @@ TEST_P(TlsTransportVersion, HandshakeThenRequestAndAnswer) {
     EXPECT_TRUE(sealed);
     EXPECT_EQ(p.client->read(), SSL_ERROR_WANT_READ);
     EXPECT_EQ(p.client->plain(), answer);
+}
+
+// A client that sends its first request with its last handshake flight (TLS 1.3: after its
+// Finished; TLS 1.2: False Start, before the server's Finished): one receive completes the
+// handshake and delivers the request.
+TEST_P(TlsTransportVersion, TheFirstRequestComesWithTheLastFlight) {
+    auto ctx = client_context(GetParam(), GetParam());
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_FALSE_START);
+    Client client(ctx.get());
+    static constexpr uint8_t http11[] = "\x08http/1.1"; // False Start needs ALPN
+    ASSERT_EQ(SSL_set_alpn_protos(client.ssl(), http11, sizeof http11 - 1), 0);
+    Session s = _shard->accept();
+    client.step();
+    Fed hello = _shard->feed(s.get(), client.take());
+    ASSERT_EQ(hello.status, tls::Status::ok);
+    client.give(hello.to_client);
+    ASSERT_TRUE(client.step());
+    ASSERT_TRUE(client.done());
+    EXPECT_EQ(SSL_in_false_start(client.ssl()) != 0, GetParam() == TLS1_2_VERSION);
+    EXPECT_FALSE(tls::Transport::handshake_done(s.get()));
+
+    const std::string request = "POST /hooks/github HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+    Fed last = _shard->feed(s.get(), client.write(request));
+    EXPECT_EQ(last.status, tls::Status::ok);
+    EXPECT_EQ(last.failure, tls::Failure::none);
+    EXPECT_TRUE(tls::Transport::handshake_done(s.get()));
+    EXPECT_EQ(last.plain, request);
+    client.give(last.to_client + _shard->seal(s.get(), "HTTP/1.1 202 Accepted\r\n\r\n"));
+    EXPECT_EQ(client.read(), SSL_ERROR_WANT_READ);
+    EXPECT_EQ(client.plain(), "HTTP/1.1 202 Accepted\r\n\r\n");
+    EXPECT_FALSE(SSL_in_init(client.ssl()));
 }
 
 TEST_P(TlsTransportVersion, RecordsCutAtEveryByte) {
@@ -172,6 +217,27 @@ INSTANTIATE_TEST_SUITE_P(Versions, TlsTransportVersion,
                          [](const ::testing::TestParamInfo<uint16_t>& info) {
                              return info.param == TLS1_3_VERSION ? "Tls13" : "Tls12";
                          });
+
+// TLS 1.3 KeyUpdate: the client's new keys apply to what follows it, and the one the server
+// owes in reply goes out ahead of its next answer.
+TEST_F(TlsTransport, KeyUpdatesBothWays) {
+    Pair p = connect(TLS1_3_VERSION);
+    ASSERT_EQ(SSL_key_update(p.client->ssl(), SSL_KEY_UPDATE_REQUESTED), 1);
+    const std::string cipher = p.client->write("after the update");
+    Fed fed = _shard->feed(p.session.get(), cipher, 7);
+    EXPECT_EQ(fed.status, tls::Status::ok);
+    EXPECT_EQ(fed.plain, "after the update");
+    EXPECT_EQ(fed.to_client, ""); // the reply waits for the next answer
+    const std::string sealed = _shard->seal(p.session.get(), "answer");
+    EXPECT_EQ(records_in(sealed), 2u); // the KeyUpdate, then the answer
+    p.client->give(sealed);
+    EXPECT_EQ(p.client->read(), SSL_ERROR_WANT_READ);
+    EXPECT_EQ(p.client->plain(), "answer");
+    // Both directions are on their new keys and still agree.
+    Fed again = _shard->feed(p.session.get(), p.client->write("and again"));
+    EXPECT_EQ(again.status, tls::Status::ok);
+    EXPECT_EQ(again.plain, "and again");
+}
 
 TEST_F(TlsTransport, ATls11ClientFailsTheHandshake) {
     auto ctx = client_context(TLS1_1_VERSION, TLS1_1_VERSION);
