@@ -97,7 +97,6 @@ public:
 
     void refresh() { _server.refresh(_index, reader); }
     Session accept() { return Session(transport.accept(reader.ctx)); }
-    Session accept_from(SSL_CTX* ctx) { return Session(transport.accept(ctx)); }
 
     // Feeds `cipher` to the session `piece` bytes per receive call, stopping after the first
     // call that does not answer ok.

@@ -70,7 +70,6 @@ struct Offer {
     std::string sni;
     std::string alpn; // wire format
     SSL_SESSION* session = nullptr;
-    SSL_CTX* from = nullptr; // a context to start from instead of the shard's reader
 };
 
 class TlsServer : public ::testing::Test {
@@ -113,7 +112,7 @@ protected:
             EXPECT_EQ(SSL_set_session(client.ssl(), offer.session), 1);
         }
         Shard& sh = *_shards[shard];
-        Session s = offer.from != nullptr ? sh.accept_from(offer.from) : sh.accept();
+        Session s = sh.accept();
         r.hs = handshake(client, sh, s.get());
         r.cn = client.peer_cn();
         r.client_reused = SSL_session_reused(client.ssl()) != 0;
