@@ -1,18 +1,11 @@
-// tls::inspect and tls::name_matches. Keys and certificates are made here with BoringSSL into a
-// temporary folder; the clock is injected, so validity windows are exact.
+// tls::inspect and tls::name_matches. Keys and certificates are made with BoringSSL into a
+// temporary folder (pki.hh); the clock is injected, so validity windows are exact.
 #include "portcullis/tls/certificate.hh"
+
+#include "pki.hh"
 
 #include <gtest/gtest.h>
 
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/nid.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
-
-#include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -23,141 +16,10 @@ using namespace portcullis;
 
 namespace {
 
-// 2027-01-15 08:00:00 UTC; certificates are dated relative to it.
-constexpr int64_t now = 1'800'000'000;
-constexpr int64_t day = 86400;
+using namespace portcullis::tls::fixture;
 
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (std::filesystem::temp_directory_path() / "tls-test-XXXXXX").string();
-        char* made = mkdtemp(pattern.data());
-        EXPECT_NE(made, nullptr);
-        _path = pattern;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        std::filesystem::remove_all(_path, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-
-    std::string file(const std::string& name) const { return (_path / name).string(); }
-    std::string write(const std::string& name, const std::string& text) const {
-        std::ofstream(_path / name, std::ios::binary) << text;
-        return file(name);
-    }
-
-private:
-    std::filesystem::path _path;
-};
-
-enum class KeyKind { p256, p384, p224, rsa1024, rsa2048, ed25519 };
-
-bssl::UniquePtr<EVP_PKEY> make_key(KeyKind kind) {
-    int id = kind == KeyKind::ed25519                               ? EVP_PKEY_ED25519
-             : kind == KeyKind::rsa1024 || kind == KeyKind::rsa2048 ? EVP_PKEY_RSA
-                                                                    : EVP_PKEY_EC;
-    bssl::UniquePtr<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_id(id, nullptr));
-    EXPECT_TRUE(ctx && EVP_PKEY_keygen_init(ctx.get()) == 1);
-    switch (kind) {
-    case KeyKind::p256:
-        EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), NID_X9_62_prime256v1);
-        break;
-    case KeyKind::p384:
-        EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), NID_secp384r1);
-        break;
-    case KeyKind::p224:
-        EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), NID_secp224r1);
-        break;
-    case KeyKind::rsa1024:
-        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 1024);
-        break;
-    case KeyKind::rsa2048:
-        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 2048);
-        break;
-    case KeyKind::ed25519:
-        break;
-    }
-    EVP_PKEY* key = nullptr;
-    EXPECT_EQ(EVP_PKEY_keygen(ctx.get(), &key), 1);
-    return bssl::UniquePtr<EVP_PKEY>(key);
-}
-
-// Keys are slow to make (RSA) and any one serves many tests: one of each kind, made once.
-EVP_PKEY* key_of(KeyKind kind) {
-    static std::vector<std::pair<KeyKind, bssl::UniquePtr<EVP_PKEY>>> made;
-    for (auto& [k, key] : made) {
-        if (k == kind) {
-            return key.get();
-        }
-    }
-    made.emplace_back(kind, make_key(kind));
-    return made.back().second.get();
-}
-
-struct CertSpec {
-    std::string cn = "leaf";
-    std::vector<std::string> dns;
-    int64_t not_before = now - 30 * day;
-    int64_t not_after = now + 90 * day;
-    bool ca = false;
-};
-
-// A certificate for `key`, signed by issuer_key under issuer's name (self-signed when null).
-bssl::UniquePtr<X509> make_cert(const CertSpec& spec, EVP_PKEY* key, X509* issuer = nullptr,
-                                EVP_PKEY* issuer_key = nullptr) {
-    bssl::UniquePtr<X509> x(X509_new());
-    X509_set_version(x.get(), X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x.get()), 1);
-    X509_NAME* name = X509_get_subject_name(x.get());
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                               reinterpret_cast<const uint8_t*>(spec.cn.c_str()), -1, -1, 0);
-    X509_set_issuer_name(x.get(), issuer != nullptr ? X509_get_subject_name(issuer) : name);
-    ASN1_TIME_set(X509_getm_notBefore(x.get()), static_cast<time_t>(spec.not_before));
-    ASN1_TIME_set(X509_getm_notAfter(x.get()), static_cast<time_t>(spec.not_after));
-    X509_set_pubkey(x.get(), key);
-    if (!spec.dns.empty()) {
-        GENERAL_NAMES* names = sk_GENERAL_NAME_new_null();
-        for (const std::string& d : spec.dns) {
-            GENERAL_NAME* gn = GENERAL_NAME_new();
-            ASN1_IA5STRING* s = ASN1_IA5STRING_new();
-            ASN1_STRING_set(s, d.data(), static_cast<int>(d.size()));
-            GENERAL_NAME_set0_value(gn, GEN_DNS, s);
-            sk_GENERAL_NAME_push(names, gn);
-        }
-        EXPECT_EQ(X509_add1_ext_i2d(x.get(), NID_subject_alt_name, names, 0, 0), 1);
-        GENERAL_NAMES_free(names);
-    }
-    if (spec.ca) {
-        BASIC_CONSTRAINTS* bc = BASIC_CONSTRAINTS_new();
-        bc->ca = 1;
-        EXPECT_EQ(X509_add1_ext_i2d(x.get(), NID_basic_constraints, bc, 1, 0), 1);
-        BASIC_CONSTRAINTS_free(bc);
-    }
-    EVP_PKEY* signer = issuer_key != nullptr ? issuer_key : key;
-    const EVP_MD* md = EVP_PKEY_id(signer) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
-    EXPECT_GT(X509_sign(x.get(), signer, md), 0);
-    return x;
-}
-
-std::string pem_of(X509* x) {
-    bssl::UniquePtr<BIO> bio(BIO_new(BIO_s_mem()));
-    PEM_write_bio_X509(bio.get(), x);
-    const uint8_t* data = nullptr;
-    size_t len = 0;
-    BIO_mem_contents(bio.get(), &data, &len);
-    return std::string(reinterpret_cast<const char*>(data), len);
-}
-
-std::string pem_of(EVP_PKEY* key) {
-    bssl::UniquePtr<BIO> bio(BIO_new(BIO_s_mem()));
-    PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr);
-    const uint8_t* data = nullptr;
-    size_t len = 0;
-    BIO_mem_contents(bio.get(), &data, &len);
-    return std::string(reinterpret_cast<const char*>(data), len);
-}
+// The clock the certificates are dated against.
+constexpr int64_t now = fixed_now;
 
 class TlsCertificate : public ::testing::Test {
 protected:
