@@ -1791,7 +1791,7 @@ private:
                     error(n->mark, cp, "needs at least the program: [\"/usr/local/bin/deploy\"]");
                 }
                 for (size_t i = 0; i < n->children.size(); ++i) {
-                    command_argument(n->children[i], index_path(cp, i), e.command);
+                    command_argument(n->children[i], index_path(cp, i), i == 0, e.command);
                 }
             }
         }
@@ -1804,8 +1804,9 @@ private:
         }
     }
 
-    // Arguments are not quoted in messages: one may hold something private.
-    void command_argument(const YamlNode& n, const std::string& p, std::vector<std::string>& out) {
+    // Only the program is quoted in messages: an argument may hold something private.
+    void command_argument(const YamlNode& n, const std::string& p, bool program,
+                          std::vector<std::string>& out) {
         auto arg = string(n, p);
         if (!arg) {
             return;
@@ -1814,12 +1815,10 @@ private:
             error(n.mark, p, "an argument cannot hold a NUL byte");
             return;
         }
-        if (out.empty()) {
+        if (program) {
             if (std::string why = detail::command_path_error(*arg); !why.empty()) {
                 error(n.mark, p, why);
-                return;
-            }
-            if (std::string why = detail::command_run_error(*arg); !why.empty()) {
+            } else if (why = detail::command_run_error(*arg); !why.empty()) {
                 warn(n.mark, p, base::escape_text(*arg) + " cannot be run here (" + why + ")");
             }
         }

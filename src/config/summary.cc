@@ -29,6 +29,7 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep) {
 // Secrets by origin, "1 secret (env:NAME)", "env:NAME unset" when it holds nothing.
 std::string secret_origins(const std::vector<Secret>& secrets) {
     std::vector<std::string> origins;
+    origins.reserve(secrets.size());
     for (const Secret& s : secrets) {
         origins.push_back(s.material.empty() ? s.origin + " unset" : s.origin);
     }
@@ -139,6 +140,7 @@ std::string sink_summary(const SinkConfig& s) {
         }
         if (!h.headers.empty()) {
             std::vector<std::string> names;
+            names.reserve(h.headers.size());
             for (const SinkHeader& f : h.headers) {
                 names.push_back(f.name);
             }

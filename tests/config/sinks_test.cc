@@ -731,7 +731,8 @@ TEST_F(SinksConfig, ExecCommandIsAnAbsoluteProgramAndItsArguments) {
           "never looked up on PATH (check and serve may see different ones)\n"}},
         {sink("exec", {"command: [not-executable]"}),
          {"(check and serve may see different ones)\n"}},
-        {sink("exec", {"command: [bin/deploy]"}),
+        // Only the program is quoted: an argument after a refused program is not taken for it.
+        {sink("exec", {"command: [bin/deploy, \"" + hidden + "\"]"}),
          {"c.yaml:4:17: sinks.s.exec.command[0]: \"bin/deploy\" is not an absolute path: a "
           "relative one would depend on the working directory"}},
         {sink("exec", {"command: [\"\"]"}),
@@ -749,9 +750,13 @@ TEST_F(SinksConfig, ExecCommandIsAnAbsoluteProgramAndItsArguments) {
          {"c.yaml:5:16: sinks.s.exec.timeout: "}},
         {sink("exec", {"command: [/bin/sh, -c]", "concurrency: 256", "timeout: 1ms"}), {}},
     });
-    LoadResult res =
-        load_text("c.yaml", sink("exec", {"command: [/bin/sh, \"" + hidden + "\\0\"]"}));
-    EXPECT_EQ(formatted(res.errors).find("hunter2"), std::string::npos) << formatted(res.errors);
+    for (const std::string& text : {sink("exec", {"command: [/bin/sh, \"" + hidden + "\\0\"]"}),
+                                    sink("exec", {"command: [bin/deploy, \"" + hidden + "\"]"})}) {
+        LoadResult res = load_text("c.yaml", text);
+        EXPECT_EQ(res.errors.size(), 1u) << formatted(res.errors);
+        EXPECT_EQ(formatted(res.errors).find("hunter2"), std::string::npos)
+            << formatted(res.errors);
+    }
 
     // A program that cannot be run here is a warning: check may run on another host than serve.
     expect_warnings({
