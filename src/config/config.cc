@@ -83,6 +83,20 @@ std::string_view proxy_protocol_name(ProxyProtocol p) {
     return "?";
 }
 
+std::string_view sink_kind_name(SinkConfig::Kind k) {
+    switch (k) {
+    case SinkConfig::Kind::http:
+        return "http";
+    case SinkConfig::Kind::exec:
+        return "exec";
+    case SinkConfig::Kind::nats:
+        return "nats";
+    case SinkConfig::Kind::redis:
+        return "redis";
+    }
+    return "?";
+}
+
 bool is_token(std::string_view s) {
     if (s.empty()) {
         return false;

@@ -10,6 +10,7 @@
 #include "portcullis/http/header_policy.hh"
 
 #include "routes.hh"
+#include "sinks.hh"
 #include "text.hh"
 #include "yaml_tree.hh"
 
@@ -49,8 +50,8 @@ constexpr size_t max_config_file_bytes = 16u << 20;
 constexpr size_t max_secret_file_bytes = 64u << 10;
 constexpr int64_t ns_per_ms = 1'000'000;
 
-constexpr std::string_view top_keys[] = {"server", "admin",  "spool",
-                                         "routes", "tokens", "integrity"};
+constexpr std::string_view top_keys[] = {"server", "admin",  "spool",    "routes",
+                                         "sinks",  "tokens", "integrity"};
 constexpr std::string_view server_keys[] = {"listen",
                                             "shards",
                                             "max_connections",
@@ -69,9 +70,9 @@ constexpr std::string_view tls_keys[] = {"listen", "certificates", "min_version"
 constexpr std::string_view tls_certificate_keys[] = {"cert", "key"};
 constexpr std::string_view admin_keys[] = {"listen", "max_connections"};
 constexpr std::string_view spool_keys[] = {"dir", "durability", "segment_size", "retention"};
-constexpr std::string_view route_keys[] = {"path",       "methods",     "verify", "dedup",
-                                           "ordering",   "rate_limit",  "allow",  "max_attempts",
-                                           "durability", "keep_headers"};
+constexpr std::string_view route_keys[] = {"path",       "methods",      "verify",  "dedup",
+                                           "ordering",   "rate_limit",   "allow",   "max_attempts",
+                                           "durability", "keep_headers", "deliver", "ordered"};
 constexpr std::string_view verify_keys[] = {"scheme",    "secrets",          "tolerance",
                                             "header",    "prefix",           "encoding",
                                             "algorithm", "timestamp_header", "template"};
@@ -84,6 +85,15 @@ constexpr std::string_view dedup_keys[] = {"key", "window"};
 constexpr std::string_view ordering_keys[] = {"key", "timestamp"};
 constexpr std::string_view rate_limit_keys[] = {"per_ip", "burst", "route"};
 constexpr std::string_view token_keys[] = {"sha256", "scopes"};
+constexpr std::string_view sink_kinds[] = {"http", "exec", "nats", "redis"};
+constexpr std::string_view http_sink_keys[] = {"url",  "method",  "timeout", "concurrency",
+                                               "rate", "headers", "ca",      "sign"};
+constexpr std::string_view sign_keys[] = {"secrets"};
+constexpr std::string_view exec_sink_keys[] = {"command", "concurrency", "timeout"};
+constexpr std::string_view nats_sink_keys[] = {"url", "subject", "credentials", "max_in_flight"};
+constexpr std::string_view nats_credential_keys[] = {"user", "password", "token", "nkey_seed"};
+constexpr std::string_view redis_sink_keys[] = {"url", "stream", "maxlen", "credentials"};
+constexpr std::string_view redis_credential_keys[] = {"user", "password"};
 
 template <typename E>
 struct Choice {
@@ -317,9 +327,14 @@ public:
         if (const YamlNode* n = section(root, "spool", "")) {
             spool(*n, "spool");
         }
+        // Sinks before routes: a route's deliver names sinks.
+        if (const YamlNode* n = section(root, "sinks", "")) {
+            sinks(*n, "sinks");
+        }
         if (const YamlNode* n = section(root, "routes", "")) {
             routes(*n, "routes");
         }
+        check_undelivered_sinks();
         if (const YamlNode* n = section(root, "tokens", "")) {
             tokens(*n, "tokens");
         }
@@ -1097,6 +1112,50 @@ private:
         if (const YamlNode* n = map.find("keep_headers")) {
             keep_headers(*n, join_path(p, "keep_headers"), r);
         }
+        const YamlNode* deliver_node = map.find("deliver");
+        if (deliver_node != nullptr) {
+            deliver(*deliver_node, join_path(p, "deliver"), r);
+        }
+        if (const YamlNode* n = map.find("ordered")) {
+            std::string op = join_path(p, "ordered");
+            r.ordered = choice(*n, op, booleans).value_or(false);
+            // A deliver that is not a list is reported already.
+            bool none = deliver_node == nullptr ||
+                        (deliver_node->is_sequence() && deliver_node->children.empty());
+            if (r.ordered && none) {
+                error(n->mark, op,
+                      "ordered applies to push delivery: it needs deliver (the pull API hands "
+                      "out jobs in any order)");
+            }
+        }
+    }
+
+    // The sinks every job of the route goes to: names out of the sinks section, each once.
+    void deliver(const YamlNode& n, const std::string& p, RouteConfig& r) {
+        if (list(n, p, "[app, bus]") == nullptr) {
+            return;
+        }
+        for (size_t i = 0; i < n.children.size(); ++i) {
+            std::string ip = index_path(p, i);
+            auto name = string(n.children[i], ip);
+            if (!name) {
+                continue;
+            }
+            if (std::find(_sink_names.begin(), _sink_names.end(), *name) == _sink_names.end()) {
+                std::string known;
+                for (const std::string& s : _sink_names) {
+                    known += (known.empty() ? "" : ", ") + s;
+                }
+                error(n.children[i].mark, ip,
+                      "no sink named " + quote(*name) +
+                          (known.empty() ? std::string(" (no sinks are defined)")
+                                         : " (sinks: " + known + ")"));
+            } else if (std::find(r.deliver.begin(), r.deliver.end(), *name) != r.deliver.end()) {
+                error(n.children[i].mark, ip, *name + " is listed twice");
+            } else {
+                r.deliver.push_back(*name);
+            }
+        }
     }
 
     // Only the credentials left out of the spool can be kept: every other field is stored
@@ -1334,6 +1393,20 @@ private:
     }
 
     bool secret_list(const YamlNode& n, const std::string& p, RouteConfig& r) {
+        return secrets(
+            n, p, "route", r.verify.secrets,
+            [&](const Secret& s, const SourceMark& mark, const std::string& sp) {
+                return check_secret_shape(s, r.verify.scheme, mark, sp);
+            },
+            "requests to route " + r.name + " are refused (secret_unset) until ");
+    }
+
+    // A list of secrets (a route's, a sink's signing keys), each checked by shape once it holds
+    // something. An empty one is a warning that says what it means: skipped while others are
+    // usable, else all_unset followed by what would make it usable.
+    template <typename Shape>
+    bool secrets(const YamlNode& n, const std::string& p, std::string_view owner,
+                 std::vector<Secret>& out, Shape shape, const std::string& all_unset) {
         if (list(n, p, "[{env: NAME}]") == nullptr) {
             return false;
         }
@@ -1343,28 +1416,43 @@ private:
         }
         if (n.children.size() > max_secrets_per_route) {
             error(n.children[max_secrets_per_route].mark, p,
-                  "at most " + std::to_string(max_secrets_per_route) +
-                      " secrets per route (rotation needs two or three)");
+                  "at most " + std::to_string(max_secrets_per_route) + " secrets per " +
+                      std::string(owner) + " (rotation needs two or three)");
             return false;
         }
         bool ok = true;
         std::vector<EmptySecret> empty;
+        size_t read = 0;
         for (size_t i = 0; i < n.children.size(); ++i) {
-            ok = secret(n.children[i], index_path(p, i), r, empty) && ok;
+            std::optional<EmptySecret> unset;
+            auto s = secret(n.children[i], index_path(p, i), unset);
+            if (!s) {
+                ok = false;
+                continue;
+            }
+            if (unset) {
+                empty.push_back(std::move(*unset));
+            } else {
+                const YamlNode& source = n.children[i].children[0];
+                ok = shape(*s, source.mark, join_path(index_path(p, i), source.key)) && ok;
+            }
+            out.push_back(std::move(*s));
+            ++read;
         }
-        bool none_usable = empty.size() == r.verify.secrets.size();
+        bool none_usable = empty.size() == read;
         for (EmptySecret& e : empty) {
             std::string consequence =
-                none_usable
-                    ? "requests to route " + r.name + " are refused (secret_unset) until " + e.until
-                    : "this secret is skipped until " + e.until;
+                none_usable ? all_unset + e.until : "this secret is skipped until " + e.until;
             warn(e.mark, e.path, e.what + ": " + consequence);
         }
         return ok;
     }
 
-    bool secret(const YamlNode& n, const std::string& p, RouteConfig& r,
-                std::vector<EmptySecret>& empty) {
+    // One {env: NAME}, {file: PATH} or {value: "..."}. Returns the secret, its material empty
+    // when the variable is unset or the file unreadable (then unset says so, for a warning that
+    // the caller words), or nullopt when the item is malformed (reported).
+    std::optional<Secret> secret(const YamlNode& n, const std::string& p,
+                                 std::optional<EmptySecret>& unset) {
         // Never describe a scalar here: a secret pasted in place of {value: ...} would be echoed.
         if (!n.is_mapping() || n.children.size() != 1) {
             std::string found = n.is_mapping()
@@ -1374,19 +1462,19 @@ private:
                                                   : "a string";
             error(n.mark, p,
                   "expected one of {env: NAME}, {file: PATH} or {value: \"...\"}, found " + found);
-            return false;
+            return std::nullopt;
         }
         const YamlNode& source = n.children[0];
         std::string sp = join_path(p, source.key);
         if (!contains(secret_keys, source.key)) {
             check_keys(n, p, secret_keys);
-            return false;
+            return std::nullopt;
         }
         if (!source.is_scalar() || source.is_null()) {
             error(source.mark, sp,
                   std::string("expected a ") + (source.key == "value" ? "string" : "name") +
                       ", found " + (source.is_null() ? "nothing" : describe(source)));
-            return false;
+            return std::nullopt;
         }
         Secret s;
         std::string what;
@@ -1397,7 +1485,7 @@ private:
                 name.find('\0') != std::string::npos) {
                 error(source.mark, sp,
                       "expected an environment variable name, found " + quote(name));
-                return false;
+                return std::nullopt;
             }
             s.source = SecretSource::env;
             // The origin is printed (messages, check's summary, sign): escaped once, here.
@@ -1415,7 +1503,7 @@ private:
             const std::string& file = source.value;
             if (file.empty() || file.find('\0') != std::string::npos) {
                 error(source.mark, sp, "expected a file path, found " + quote(file));
-                return false;
+                return std::nullopt;
             }
             s.source = SecretSource::file;
             s.origin = "file:" + base::escape_text(file);
@@ -1436,14 +1524,10 @@ private:
             until = "it is set";
             warn(source.mark, sp, "inline secret: use {env: ...} or {file: ...} in production");
         }
-        bool ok = true;
         if (s.material.empty()) {
-            empty.push_back(EmptySecret{source.mark, sp, std::move(what), std::move(until)});
-        } else {
-            ok = check_secret_shape(s, r.verify.scheme, source.mark, sp);
+            unset = EmptySecret{source.mark, sp, std::move(what), std::move(until)};
         }
-        r.verify.secrets.push_back(std::move(s));
-        return ok;
+        return s;
     }
 
     static void strip_one_newline(std::string& s) {
@@ -1496,6 +1580,349 @@ private:
                      "the endpoint's signing secret");
         }
         return true;
+    }
+
+    // ---- sinks -------------------------------------------------------------------------------
+
+    void sinks(const YamlNode& map, const std::string& path) {
+        for (const YamlNode& member : map.children) {
+            std::string p = join_path(path, member.key);
+            if (!named_mapping(member, p, "sink", "one of http, exec, nats or redis")) {
+                continue;
+            }
+            _sink_names.push_back(member.key);
+            check_keys(member, p, sink_kinds);
+            const YamlNode* kind = nullptr;
+            bool one = true;
+            for (const YamlNode& k : member.children) {
+                if (!contains(sink_kinds, k.key)) {
+                    continue;
+                }
+                if (kind != nullptr) {
+                    error(k.key_mark, join_path(p, k.key),
+                          "a sink is of one kind, and this one is " + kind->key +
+                              " already: define another sink for " + k.key);
+                    one = false;
+                } else {
+                    kind = &k;
+                }
+            }
+            if (kind == nullptr) {
+                error(owner_mark(member), p, "needs one of http, exec, nats or redis");
+                continue;
+            }
+            std::string kp = join_path(p, kind->key);
+            if (!kind->is_mapping()) {
+                error(kind->mark, kp, "expected a mapping, found " + describe(*kind));
+                continue;
+            }
+            SinkConfig s;
+            s.name = member.key;
+            s.mark = member.key_mark;
+            if (kind->key == "http") {
+                s.kind = SinkConfig::Kind::http;
+                http_sink(*kind, kp, s.name, s.http.emplace());
+            } else if (kind->key == "exec") {
+                s.kind = SinkConfig::Kind::exec;
+                exec_sink(*kind, kp, s.exec.emplace());
+            } else if (kind->key == "nats") {
+                s.kind = SinkConfig::Kind::nats;
+                nats_sink(*kind, kp, s.name, s.nats.emplace());
+            } else {
+                s.kind = SinkConfig::Kind::redis;
+                redis_sink(*kind, kp, s.name, s.redis.emplace());
+            }
+            if (one) {
+                _cfg.sinks.push_back(std::move(s));
+            }
+        }
+    }
+
+    // A sink that no route delivers to does nothing: likely a route's deliver was forgotten.
+    void check_undelivered_sinks() {
+        for (const SinkConfig& s : _cfg.sinks) {
+            bool used = std::any_of(_cfg.routes.begin(), _cfg.routes.end(), [&](const auto& r) {
+                return std::find(r.deliver.begin(), r.deliver.end(), s.name) != r.deliver.end();
+            });
+            if (!used) {
+                warn(s.mark, join_path("sinks", s.name),
+                     "sink " + s.name + " is not delivered to: no route lists it in deliver");
+            }
+        }
+    }
+
+    // A string checked by one of sinks.hh's functions, which return why it is wrong or "".
+    template <typename Check>
+    std::optional<std::string> checked(const YamlNode& n, const std::string& path, Check check) {
+        auto text = nonempty_string(n, path);
+        if (!text) {
+            return std::nullopt;
+        }
+        if (std::string why = check(*text); !why.empty()) {
+            error(n.mark, path, why);
+            return std::nullopt;
+        }
+        return text;
+    }
+
+    // A sink's url, parsed by parse (sinks.hh) into out.
+    template <typename Out>
+    bool sink_url(const YamlNode& map, const std::string& p, Out& out,
+                  bool (*parse)(std::string_view, Out&, std::string&)) {
+        const YamlNode* n = required(map, "url", p);
+        auto text = n != nullptr ? nonempty_string(*n, join_path(p, "url")) : std::nullopt;
+        if (!text) {
+            return false;
+        }
+        std::string why;
+        if (!parse(*text, out, why)) {
+            error(n->mark, join_path(p, "url"), why);
+            return false;
+        }
+        return true;
+    }
+
+    void http_sink(const YamlNode& map, const std::string& p, const std::string& sink,
+                   HttpSinkConfig& h) {
+        check_keys(map, p, http_sink_keys);
+        bool url_ok = sink_url(map, p, h, detail::parse_http_url);
+        if (const YamlNode* n = map.find("method")) {
+            std::string mp = join_path(p, "method");
+            if (auto text = string(*n, mp)) {
+                std::string why;
+                auto method = detail::sink_method(*text, why);
+                if (method) {
+                    h.method = *method;
+                } else {
+                    error(n->mark, mp, why);
+                }
+            }
+        }
+        if (const YamlNode* n = map.find("timeout")) {
+            h.timeout_ns = duration(*n, join_path(p, "timeout"), ns_per_ms).value_or(h.timeout_ns);
+        }
+        if (const YamlNode* n = map.find("concurrency")) {
+            h.concurrency = static_cast<uint32_t>(
+                integer(*n, join_path(p, "concurrency"), 1, 4096).value_or(h.concurrency));
+        }
+        if (const YamlNode* n = map.find("rate")) {
+            h.rate = rate(*n, join_path(p, "rate"));
+        }
+        const YamlNode* sign = map.find("sign");
+        bool signing = sign != nullptr && !sign->is_null();
+        if (const YamlNode* n = section(map, "headers", p)) {
+            sink_headers(*n, join_path(p, "headers"), signing, h.headers);
+        }
+        if (const YamlNode* n = map.find("ca")) {
+            std::string cp = join_path(p, "ca");
+            if (auto file = nonempty_string(*n, cp)) {
+                if (url_ok && !h.tls) {
+                    error(n->key_mark, cp,
+                          "ca applies to https:// URLs only (it checks the server's certificate)");
+                } else {
+                    h.ca = resolve_path(*file);
+                }
+            }
+        }
+        if (const YamlNode* n = section(map, "sign", p)) {
+            std::string sp = join_path(p, "sign");
+            check_keys(*n, sp, sign_keys);
+            if (const YamlNode* list = required(*n, "secrets", sp)) {
+                secrets(
+                    *list, join_path(sp, "secrets"), "sink", h.sign_secrets,
+                    [&](const Secret& s, const SourceMark& mark, const std::string& path) {
+                        return check_signing_secret(s, mark, path);
+                    },
+                    "sink " + sink + " has no signing secret until ");
+            }
+        }
+    }
+
+    void sink_headers(const YamlNode& map, const std::string& p, bool signing,
+                      std::vector<SinkHeader>& out) {
+        for (const YamlNode& member : map.children) {
+            std::string hp = join_path(p, member.key);
+            if (std::string why = detail::sink_header_name_error(member.key, signing);
+                !why.empty()) {
+                error(member.key_mark, hp, why);
+                continue;
+            }
+            auto value = member.is_null() ? std::optional<std::string>("") : string(member, hp);
+            if (!value) {
+                continue;
+            }
+            if (std::string why = detail::sink_header_value_error(*value); !why.empty()) {
+                error(member.mark, hp, why);
+                continue;
+            }
+            std::string lower = detail::ascii_lowercase(member.key);
+            bool twice = std::any_of(out.begin(), out.end(), [&](const SinkHeader& h) {
+                return detail::ascii_lowercase(h.name) == lower;
+            });
+            if (twice) {
+                error(member.key_mark, hp,
+                      quote(member.key) + " is listed twice (header names ignore case)");
+                continue;
+            }
+            out.push_back(SinkHeader{member.key, std::move(*value)});
+        }
+    }
+
+    // Standard Webhooks signing: a whsec_ secret, checked like the standard scheme's.
+    bool check_signing_secret(const Secret& s, const SourceMark& mark, const std::string& p) {
+        if (!s.material.starts_with("whsec_")) {
+            error(mark, p,
+                  "secret " + s.origin +
+                      (s.material.starts_with("whpk_")
+                           ? " is a whpk_ public key: it checks signatures, signing needs the "
+                             "whsec_ secret"
+                           : " must be whsec_<base64> (a Standard Webhooks signing secret)"));
+            return false;
+        }
+        return check_secret_shape(s, Scheme::standard, mark, p);
+    }
+
+    void exec_sink(const YamlNode& map, const std::string& p, ExecSinkConfig& e) {
+        check_keys(map, p, exec_sink_keys);
+        if (const YamlNode* n = required(map, "command", p)) {
+            std::string cp = join_path(p, "command");
+            if (list(*n, cp, "[\"/usr/local/bin/deploy\", \"--from-webhook\"]") != nullptr) {
+                if (n->children.empty()) {
+                    error(n->mark, cp, "needs at least the program: [\"/usr/local/bin/deploy\"]");
+                }
+                for (size_t i = 0; i < n->children.size(); ++i) {
+                    command_argument(n->children[i], index_path(cp, i), i == 0, e.command);
+                }
+            }
+        }
+        if (const YamlNode* n = map.find("concurrency")) {
+            e.concurrency = static_cast<uint32_t>(
+                integer(*n, join_path(p, "concurrency"), 1, 256).value_or(e.concurrency));
+        }
+        if (const YamlNode* n = map.find("timeout")) {
+            e.timeout_ns = duration(*n, join_path(p, "timeout"), ns_per_ms).value_or(e.timeout_ns);
+        }
+    }
+
+    // Only the program is quoted in messages: an argument may hold something private.
+    void command_argument(const YamlNode& n, const std::string& p, bool program,
+                          std::vector<std::string>& out) {
+        auto arg = string(n, p);
+        if (!arg) {
+            return;
+        }
+        if (arg->find('\0') != std::string::npos) {
+            error(n.mark, p, "an argument cannot hold a NUL byte");
+            return;
+        }
+        if (program) {
+            if (std::string why = detail::command_path_error(*arg); !why.empty()) {
+                error(n.mark, p, why);
+            } else if (why = detail::command_run_error(*arg); !why.empty()) {
+                warn(n.mark, p, base::escape_text(*arg) + " cannot be run here (" + why + ")");
+            }
+        }
+        out.push_back(std::move(*arg));
+    }
+
+    void nats_sink(const YamlNode& map, const std::string& p, const std::string& sink,
+                   NatsSinkConfig& c) {
+        check_keys(map, p, nats_sink_keys);
+        sink_url(map, p, c, detail::parse_nats_url);
+        if (const YamlNode* n = required(map, "subject", p)) {
+            c.subject =
+                checked(*n, join_path(p, "subject"), detail::nats_subject_error).value_or("");
+        }
+        if (const YamlNode* n = map.find("max_in_flight")) {
+            c.max_in_flight = static_cast<uint32_t>(
+                integer(*n, join_path(p, "max_in_flight"), 1, 65536).value_or(c.max_in_flight));
+        }
+        const YamlNode* creds = section(map, "credentials", p);
+        if (creds == nullptr) {
+            return;
+        }
+        std::string cp = join_path(p, "credentials");
+        check_keys(*creds, cp, nats_credential_keys);
+        // One kind: user with password, token, or nkey_seed.
+        const YamlNode* first = nullptr;
+        for (const YamlNode& m : creds->children) {
+            if (!contains(nats_credential_keys, m.key)) {
+                continue;
+            }
+            auto kind_of = [](const std::string& key) {
+                return key == "password" ? std::string("user") : key;
+            };
+            if (first == nullptr) {
+                first = &m;
+            } else if (kind_of(first->key) != kind_of(m.key)) {
+                error(m.key_mark, join_path(cp, m.key),
+                      "credentials are of one kind: user and password, token, or nkey_seed (" +
+                          first->key + " is set already)");
+                return;
+            }
+        }
+        if (first == nullptr) {
+            error(owner_mark(*creds), cp, "needs user and password, token, or nkey_seed");
+            return;
+        }
+        if (creds->find("user") != nullptr || creds->find("password") != nullptr) {
+            const YamlNode* user = required(*creds, "user", cp);
+            const YamlNode* password = required(*creds, "password", cp);
+            if (user != nullptr) {
+                c.user =
+                    checked(*user, join_path(cp, "user"), detail::user_name_error).value_or("");
+            }
+            if (password != nullptr) {
+                c.password = credential(*password, join_path(cp, "password"), sink);
+            }
+        } else if (const YamlNode* n = creds->find("token")) {
+            c.token = credential(*n, join_path(cp, "token"), sink);
+        } else if (const YamlNode* n = creds->find("nkey_seed")) {
+            std::string np = join_path(cp, "nkey_seed");
+            c.nkey_seed = credential(*n, np, sink);
+            if (c.nkey_seed && !c.nkey_seed->material.empty()) {
+                if (std::string why = detail::nkey_seed_error(c.nkey_seed->material);
+                    !why.empty()) {
+                    error(n->mark, np, "secret " + c.nkey_seed->origin + " " + why);
+                }
+            }
+        }
+    }
+
+    void redis_sink(const YamlNode& map, const std::string& p, const std::string& sink,
+                    RedisSinkConfig& c) {
+        check_keys(map, p, redis_sink_keys);
+        sink_url(map, p, c, detail::parse_redis_url);
+        if (const YamlNode* n = required(map, "stream", p)) {
+            c.stream = checked(*n, join_path(p, "stream"), detail::redis_stream_error).value_or("");
+        }
+        if (const YamlNode* n = map.find("maxlen")) {
+            c.maxlen = integer(*n, join_path(p, "maxlen"), 1,
+                               static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+                           .value_or(c.maxlen);
+        }
+        if (const YamlNode* creds = section(map, "credentials", p)) {
+            std::string cp = join_path(p, "credentials");
+            check_keys(*creds, cp, redis_credential_keys);
+            if (const YamlNode* n = creds->find("user")) {
+                c.user = checked(*n, join_path(cp, "user"), detail::user_name_error).value_or("");
+            }
+            if (const YamlNode* n = required(*creds, "password", cp)) {
+                c.password = credential(*n, join_path(cp, "password"), sink);
+            }
+        }
+    }
+
+    // A password, token or seed: one secret, warned about while it holds nothing.
+    std::optional<Secret> credential(const YamlNode& n, const std::string& p,
+                                     const std::string& sink) {
+        std::optional<EmptySecret> unset;
+        auto s = secret(n, p, unset);
+        if (unset) {
+            warn(unset->mark, unset->path,
+                 unset->what + ": sink " + sink + " cannot authenticate until " + unset->until);
+        }
+        return s;
     }
 
     // ---- tokens, integrity -------------------------------------------------------------------
@@ -1615,6 +2042,7 @@ private:
     std::vector<SourceMark> _tls_listen_marks;          // parallel to _cfg.server.tls->listen
     std::vector<std::optional<RoutePath>> _route_paths; // parallel to _cfg.routes
     std::vector<SourceMark> _route_path_marks;          // parallel to _cfg.routes
+    std::vector<std::string> _sink_names; // every well-named sink, valid or not: deliver's names
 };
 
 // ---- files and merging -----------------------------------------------------------------------

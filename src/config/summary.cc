@@ -26,6 +26,16 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep) {
     return out;
 }
 
+// Secrets by origin, "1 secret (env:NAME)", "env:NAME unset" when it holds nothing.
+std::string secret_origins(const std::vector<Secret>& secrets) {
+    std::vector<std::string> origins;
+    origins.reserve(secrets.size());
+    for (const Secret& s : secrets) {
+        origins.push_back(s.material.empty() ? s.origin + " unset" : s.origin);
+    }
+    return plural(secrets.size(), "secret", "secrets") + " (" + join(origins, ", ") + ")";
+}
+
 std::string verify_summary(const VerifyConfig& v) {
     std::string out = "verify " + std::string(scheme_name(v.scheme));
     std::vector<std::string> options;
@@ -54,12 +64,7 @@ std::string verify_summary(const VerifyConfig& v) {
     if (v.scheme == Scheme::none) {
         return out + ", unsigned";
     }
-    std::vector<std::string> origins;
-    for (const Secret& s : v.secrets) {
-        origins.push_back(s.material.empty() ? s.origin + " unset" : s.origin);
-    }
-    return out + ", " + plural(v.secrets.size(), "secret", "secrets") + " (" + join(origins, ", ") +
-           ")";
+    return out + ", " + secret_origins(v.secrets);
 }
 
 std::string route_extras(const RouteConfig& r) {
@@ -97,12 +102,88 @@ std::string route_extras(const RouteConfig& r) {
     if (!r.keep_headers.empty()) {
         extras.push_back("keeps " + join(r.keep_headers, ", "));
     }
+    if (!r.deliver.empty()) {
+        extras.push_back("deliver " + join(r.deliver, ", "));
+    }
+    if (r.ordered) {
+        extras.push_back("ordered per " +
+                         (r.ordering ? base::escape_text(r.ordering->key.text) : "route"));
+    }
     std::string out;
     for (const std::string& e : extras) {
         out += dot;
         out += e;
     }
     return out;
+}
+
+std::string origin(const std::optional<Secret>& s) {
+    return s->material.empty() ? s->origin + " unset" : s->origin;
+}
+
+// A URL's query is left out: it is where tokens are passed (?code=..., ?token=...).
+std::string shown_url(const std::string& url) {
+    size_t query = url.find('?');
+    return base::escape_text(query == std::string::npos ? url : url.substr(0, query) + "?...");
+}
+
+// What a sink delivers to and how, without a secret.
+std::string sink_summary(const SinkConfig& s) {
+    std::vector<std::string> parts;
+    if (s.http) {
+        const HttpSinkConfig& h = *s.http;
+        parts.push_back(h.method + " " + shown_url(h.url));
+        parts.push_back("concurrency " + std::to_string(h.concurrency));
+        parts.push_back("timeout " + format_duration(h.timeout_ns));
+        if (h.rate) {
+            parts.push_back("rate " + format_rate(*h.rate));
+        }
+        if (!h.headers.empty()) {
+            std::vector<std::string> names;
+            names.reserve(h.headers.size());
+            for (const SinkHeader& f : h.headers) {
+                names.push_back(f.name);
+            }
+            parts.push_back("adds " + join(names, ", "));
+        }
+        if (h.ca) {
+            parts.push_back("ca " + base::escape_text(*h.ca));
+        }
+        if (!h.sign_secrets.empty()) {
+            parts.push_back("signed, " + secret_origins(h.sign_secrets));
+        }
+    } else if (s.exec) {
+        const ExecSinkConfig& e = *s.exec;
+        // Only the program: an argument may hold something private.
+        std::string program = e.command.empty() ? "" : base::escape_text(e.command[0]);
+        if (e.command.size() > 1) {
+            program += " + " + plural(e.command.size() - 1, "argument", "arguments");
+        }
+        parts.push_back(program);
+        parts.push_back("concurrency " + std::to_string(e.concurrency));
+        parts.push_back("timeout " + format_duration(e.timeout_ns));
+    } else if (s.nats) {
+        const NatsSinkConfig& n = *s.nats;
+        parts.push_back(shown_url(n.url) + " subject " + base::escape_text(n.subject));
+        parts.push_back("max_in_flight " + std::to_string(n.max_in_flight));
+        if (n.password) {
+            parts.push_back("user " + base::escape_text(n.user) + ", password " +
+                            origin(n.password));
+        } else if (n.token) {
+            parts.push_back("token " + origin(n.token));
+        } else if (n.nkey_seed) {
+            parts.push_back("nkey_seed " + origin(n.nkey_seed));
+        }
+    } else if (s.redis) {
+        const RedisSinkConfig& r = *s.redis;
+        parts.push_back(shown_url(r.url) + " stream " + base::escape_text(r.stream));
+        parts.push_back("maxlen ~" + std::to_string(r.maxlen));
+        if (r.password) {
+            parts.push_back((r.user.empty() ? "" : "user " + base::escape_text(r.user) + ", ") +
+                            "password " + origin(r.password));
+        }
+    }
+    return join(parts, dot);
 }
 
 std::string tls_summary(const TlsConfig& tls, const std::vector<std::string>& notes) {
@@ -190,6 +271,19 @@ std::string summarize(const Config& cfg, unsigned cores,
         out += "  " + r.name + std::string(name_width - r.name.size() + 2, ' ') + targets[i] +
                std::string(target_width - targets[i].size() + 2, ' ') + verify_summary(r.verify) +
                route_extras(r) + '\n';
+    }
+
+    if (!cfg.sinks.empty()) {
+        out += "sinks    " + std::to_string(cfg.sinks.size()) + '\n';
+        size_t width = 0;
+        for (const SinkConfig& s : cfg.sinks) {
+            width = std::max(width, s.name.size());
+        }
+        for (const SinkConfig& s : cfg.sinks) {
+            std::string kind(sink_kind_name(s.kind));
+            out += "  " + s.name + std::string(width - s.name.size() + 2, ' ') + kind +
+                   std::string(7 - kind.size(), ' ') + sink_summary(s) + '\n';
+        }
     }
 
     if (!cfg.tokens.empty()) {

@@ -173,7 +173,7 @@ TEST_F(ConfigLoad, RefusesYamlFeaturesAConfigurationShouldNotUse) {
          {"c.yaml:1:12: server: keys must be strings, found a mapping"}},
         {"server:\n  ~: 2\n", {"c.yaml:2:3: server: empty key"}},
         {"- server\n",
-         {"c.yaml:1:1: expected a mapping of server, admin, spool, routes, tokens, "
+         {"c.yaml:1:1: expected a mapping of server, admin, spool, routes, sinks, tokens, "
           "integrity at the top level, found a list"}},
         {"just text\n", {"c.yaml:1:1: expected a mapping", "found \"just text\""}},
         {"a: " + std::string(100, '['), {"c.yaml:1:", "nested deeper than 64 levels"}},
@@ -197,7 +197,7 @@ TEST_F(ConfigLoad, UnknownKeysListWhatIsAllowedAndSuggestTheClosest) {
     expect_errors({
         {"sever: {}\n",
          {"c.yaml:1:1: sever: unknown key (did you mean \"server\"?); allowed here: server, admin, "
-          "spool, routes, tokens, integrity"}},
+          "spool, routes, sinks, tokens, integrity"}},
         {"banana: 1\n", {"c.yaml:1:1: banana: unknown key; allowed here: server,"}},
         {"server:\n  lisen: [\"0.0.0.0:8080\"]\n",
          {"c.yaml:2:3: server.lisen: unknown key (did you mean \"listen\"?); allowed here: "

@@ -167,3 +167,119 @@ server:
               std::string::npos)
         << summary;
 }
+
+// Each sink on a line: kind, target, limits, and its secrets by origin only; a URL's query (where
+// tokens travel) is left out. Each route's line says where it delivers and whether in order.
+TEST(Summary, ListsSinksAndWhatRoutesDeliverWithoutSecrets) {
+    setenv("PORTCULLIS_TEST_SUMMARY_SIGN", "whsec_c3VtbWFyeS1zZWNyZXQ=", 1);
+    setenv("PORTCULLIS_TEST_SUMMARY", "summary-secret-material", 1);
+    unsetenv("PORTCULLIS_TEST_SUMMARY_UNSET");
+    LoadResult res = load_text("c.yaml", R"(
+sinks:
+  app:
+    http:
+      url: "https://app.internal:8443/hooks/github?code=query-secret"
+      rate: 200/s
+      headers: {X-Env: prod, X-Token: header-secret}
+      ca: /etc/p/ca.pem
+      sign: {secrets: [{env: PORTCULLIS_TEST_SUMMARY_SIGN}, {env: PORTCULLIS_TEST_SUMMARY_UNSET}]}
+  deploy:
+    exec:
+      command: [/bin/sh, -c, argument-secret]
+      concurrency: 2
+      timeout: 5m
+  bus:
+    nats:
+      url: "tls://10.0.0.7"
+      subject: "webhooks.{route}"
+      credentials: {nkey_seed: {env: PORTCULLIS_TEST_SUMMARY_UNSET}}
+  stream:
+    redis:
+      url: "redis://[::1]:6380/2"
+      stream: "webhooks:{route}"
+      maxlen: 5000
+      credentials: {user: portcullis, password: {env: PORTCULLIS_TEST_SUMMARY}}
+  plain:
+    http: {url: "http://hooks"}
+  token:
+    nats:
+      url: "nats://n"
+      subject: s
+      max_in_flight: 16
+      credentials: {token: {env: PORTCULLIS_TEST_SUMMARY}}
+  bare:
+    redis: {url: "redis://r", stream: s, credentials: {password: {value: inline}}}
+routes:
+  github:
+    path: /webhooks/github
+    verify: {scheme: none}
+    deliver: [app, bus]
+    ordered: true
+  keyed:
+    path: /keyed
+    verify: {scheme: none}
+    ordering: {key: "json:/id", timestamp: "json:/ts"}
+    deliver: [deploy, stream, plain, token, bare]
+    ordered: true
+  pulled:
+    path: /pulled
+    verify: {scheme: none}
+)");
+    unsetenv("PORTCULLIS_TEST_SUMMARY_SIGN");
+    unsetenv("PORTCULLIS_TEST_SUMMARY");
+    ASSERT_TRUE(res.ok());
+    std::string summary = summarize(*res.config, 2);
+    EXPECT_NE(
+        summary.find("routes   3\n"
+                     "  github  POST /webhooks/github  verify none, unsigned \u00b7 deliver "
+                     "app, bus \u00b7 ordered per route\n"
+                     "  keyed   POST /keyed            verify none, unsigned \u00b7 ordering "
+                     "json:/id by json:/ts \u00b7 deliver deploy, stream, plain, token, bare "
+                     "\u00b7 ordered per json:/id\n"
+                     "  pulled  POST /pulled           verify none, unsigned\n"
+                     "sinks    7\n"
+                     "  app     http   POST https://app.internal:8443/hooks/github?... "
+                     "\u00b7 concurrency 16 \u00b7 timeout 10s \u00b7 rate 200/s \u00b7 adds "
+                     "X-Env, X-Token \u00b7 ca /etc/p/ca.pem \u00b7 signed, 2 secrets "
+                     "(env:PORTCULLIS_TEST_SUMMARY_SIGN, env:PORTCULLIS_TEST_SUMMARY_UNSET "
+                     "unset)\n"
+                     "  deploy  exec   /bin/sh + 2 arguments \u00b7 concurrency 2 \u00b7 "
+                     "timeout 5m\n"
+                     "  bus     nats   tls://10.0.0.7 subject webhooks.{route} \u00b7 "
+                     "max_in_flight 256 \u00b7 nkey_seed env:PORTCULLIS_TEST_SUMMARY_UNSET "
+                     "unset\n"
+                     "  stream  redis  redis://[::1]:6380/2 stream webhooks:{route} \u00b7 "
+                     "maxlen ~5000 \u00b7 user portcullis, password env:PORTCULLIS_TEST_SUMMARY\n"
+                     "  plain   http   POST http://hooks \u00b7 concurrency 16 \u00b7 timeout "
+                     "10s\n"
+                     "  token   nats   nats://n subject s \u00b7 max_in_flight 16 \u00b7 token "
+                     "env:PORTCULLIS_TEST_SUMMARY\n"
+                     "  bare    redis  redis://r stream s \u00b7 maxlen ~1000000 \u00b7 "
+                     "password value\n"),
+        std::string::npos)
+        << summary;
+    for (const char* secret : {"c3VtbWFyeS1zZWNyZXQ", "summary-secret-material", "query-secret",
+                               "header-secret", "argument-secret", "inline"}) {
+        EXPECT_EQ(summary.find(secret), std::string::npos) << secret << "\n" << summary;
+    }
+}
+
+TEST(Summary, EscapesUserTextOfSinks) {
+    LoadResult res = load_text("c.yaml", R"(
+sinks:
+  app:
+    http: {url: "https://a", ca: "/etc/\e[2Jca.pem"}
+  deploy:
+    exec: {command: ["/opt/\e]0;x\a"]}
+routes:
+  r: {path: /r, verify: {scheme: none}, deliver: [app, deploy]}
+)");
+    ASSERT_TRUE(res.ok());
+    std::string summary = summarize(*res.config, 2);
+    EXPECT_NE(summary.find("ca /etc/\\x1b[2Jca.pem"), std::string::npos) << summary;
+    EXPECT_NE(summary.find("exec   /opt/\\x1b]0;x\\x07 \u00b7"), std::string::npos) << summary;
+    for (char c : summary) {
+        auto u = static_cast<unsigned char>(c);
+        EXPECT_FALSE((u < 0x20 && c != '\n') || u == 0x7f) << "raw byte " << int(u) << summary;
+    }
+}

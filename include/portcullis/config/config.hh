@@ -140,6 +140,12 @@ struct RouteConfig {
     // Credentials stored with the jobs after all (`keep_headers`): lowercase names out of
     // http::credential_names. The others are left out of the spool, and so out of every lease.
     std::vector<std::string> keep_headers;
+    // Push delivery (SPEC section 8): the names of the sinks every job of this route goes to, in
+    // the order written; each name is one of Config::sinks. Empty: no push delivery.
+    std::vector<std::string> deliver;
+    // One job at a time, in arrival order, per sequence: a sequence is the jobs sharing a value
+    // of ordering.key when the route has `ordering`, else the whole route. Only with deliver.
+    bool ordered = false;
     SourceMark mark;
 };
 
@@ -198,6 +204,88 @@ struct SpoolConfig {
     int64_t retention_ns = 72ll * 3600 * 1'000'000'000;
 };
 
+// One field of an http sink's `headers`, name as written (compare it case-insensitively).
+struct SinkHeader {
+    std::string name;
+    std::string value;
+};
+
+// sinks.NAME.http: POST (or `method`) each job to a URL.
+struct HttpSinkConfig {
+    std::string url;                  // as written, for messages and the summary
+    bool tls = false;                 // https://
+    std::string host;                 // lowercased; an IPv6 literal without its brackets
+    uint16_t port = 80;               // default 80, or 443 with https
+    std::string path_and_query = "/"; // as written (percent escapes kept); "/" when none
+    std::string method = "POST";      // an RFC 9110 token, upper-cased at load
+    int64_t timeout_ns = 10'000'000'000;
+    uint32_t concurrency = 16; // requests in flight, 1..4096
+    std::optional<Rate> rate;  // a token bucket over deliveries; none: unlimited
+    // Added to every delivery, in order. Never one portcullis sets itself (Portcullis-*, Host,
+    // Content-Length, hop-by-hop fields; webhook-id/-timestamp/-signature with signing).
+    std::vector<SinkHeader> headers;
+    std::optional<std::string> ca; // PEM CA file, resolved against the configuration's folder;
+                                   // none: the system's store. Only with https.
+    // Standard Webhooks v1 signing keys (`sign.secrets`): whsec_<base64>, base64 after the
+    // prefix being the HMAC key. Empty: deliveries are not signed. A secret whose env or file
+    // is unset has empty material (warned at load).
+    std::vector<Secret> sign_secrets;
+};
+
+// sinks.NAME.exec: run a command per job, without a shell.
+struct ExecSinkConfig {
+    // argv; command[0] is an absolute path (never looked up on PATH, so that check and serve
+    // run the same file whatever their environment). Non-empty; no NUL in any argument.
+    std::vector<std::string> command;
+    uint32_t concurrency = 1; // processes at once, 1..256
+    int64_t timeout_ns = 60'000'000'000;
+};
+
+// sinks.NAME.nats: publish to NATS JetStream.
+struct NatsSinkConfig {
+    std::string url;  // as written
+    bool tls = false; // tls://
+    std::string host; // lowercased; an IPv6 literal without its brackets
+    uint16_t port = 4222;
+    // The subject, with {route} standing for the route's name: dot-separated tokens of
+    // printable ASCII, no wildcards (* >), not starting with $.
+    std::string subject;
+    // credentials: at most one kind is set: user with password, token, or nkey_seed (a user
+    // seed, SU...). All unset: no authentication.
+    std::string user; // empty unless user/password
+    std::optional<Secret> password;
+    std::optional<Secret> token;
+    std::optional<Secret> nkey_seed;
+    uint32_t max_in_flight = 256; // publishes awaiting their acknowledgement, 1..65536
+};
+
+// sinks.NAME.redis: XADD to a Redis stream.
+struct RedisSinkConfig {
+    std::string url;  // as written
+    bool tls = false; // rediss://
+    std::string host; // lowercased; an IPv6 literal without its brackets
+    uint16_t port = 6379;
+    uint32_t db = 0; // the URL's path: redis://host/3 selects database 3
+    // The stream's key, with {route} standing for the route's name: printable ASCII, no spaces.
+    std::string stream;
+    uint64_t maxlen = 1'000'000; // MAXLEN ~, > 0
+    // credentials: a password alone (AUTH password) or with a user (AUTH user password).
+    std::string user; // empty: the default user
+    std::optional<Secret> password;
+};
+
+// One entry of `sinks` (SPEC section 8). Exactly the member that kind names is set.
+struct SinkConfig {
+    enum class Kind : uint8_t { http, exec, nats, redis };
+    std::string name; // [a-z0-9_-]{1,64}
+    Kind kind = Kind::http;
+    std::optional<HttpSinkConfig> http;
+    std::optional<ExecSinkConfig> exec;
+    std::optional<NatsSinkConfig> nats;
+    std::optional<RedisSinkConfig> redis;
+    SourceMark mark; // of the sink's name
+};
+
 struct TokenConfig {
     std::string name;
     std::array<uint8_t, 32> sha256{};
@@ -209,6 +297,7 @@ struct Config {
     AdminConfig admin;
     SpoolConfig spool;
     std::vector<RouteConfig> routes; // in the order they appear
+    std::vector<SinkConfig> sinks;   // in the order they appear
     std::vector<TokenConfig> tokens;
     std::map<std::string, std::string> integrity; // file name -> "sha256:<hex>"
     std::vector<std::string> files;               // the YAML files read, in merge order
@@ -235,6 +324,7 @@ std::optional<int64_t> default_tolerance_ns(Scheme s);
 std::string_view scheme_name(Scheme s);
 std::string_view durability_name(Durability d);
 std::string_view proxy_protocol_name(ProxyProtocol p);
+std::string_view sink_kind_name(SinkConfig::Kind k); // "http", "exec", "nats", "redis"
 
 // The parsers the loader uses for single values, for the rest of the program (the admin API, the
 // CLI). Each returns std::nullopt on error and then, when why is not null, sets it to a message
