@@ -57,8 +57,10 @@ public:
     SSL* accept(SSL_CTX* ctx);
     static void close(SSL* ssl);
 
-    // Feeds `cipher` (all of it is taken) and delivers what decrypts to on_plain(string_view)
-    // until it returns false or nothing more decrypts. After `failed`, failure() says why.
+    // Feeds `cipher` and delivers what decrypts to on_plain(string_view) until nothing more
+    // decrypts: all of `cipher` is taken, a partial record kept inside the session. When
+    // on_plain returns false (the connection is closing) the rest of `cipher` is dropped.
+    // After `failed`, failure() says why.
     template <typename F>
     Status receive(SSL* ssl, std::string_view cipher, base::Buffer*& out, F&& on_plain) {
         begin(ssl, cipher, out);
