@@ -5,6 +5,7 @@
 // load_text() catch what the standard library might throw (allocation) at the boundary.
 #include "portcullis/admin/auth.hh"
 #include "portcullis/base/encoding.hh"
+#include "portcullis/base/file.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/config/units.hh"
 #include "portcullis/http/header_policy.hh"
@@ -218,45 +219,6 @@ const SourceMark& owner_mark(const YamlNode& n) {
 
 std::string sha256_hex(std::span<const uint8_t> digest) {
     return base::hex(digest);
-}
-
-// Opens a regular file without blocking (a FIFO or a device named by mistake must not hang the
-// loader) and reads at most limit bytes. Returns an errno-style message on failure.
-std::optional<std::string> read_regular_file(const std::string& path, size_t limit,
-                                             std::string& out) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) {
-        return std::string(std::strerror(errno));
-    }
-    struct stat st {};
-    std::optional<std::string> failure;
-    if (::fstat(fd, &st) != 0) {
-        failure = std::strerror(errno);
-    } else if (!S_ISREG(st.st_mode)) {
-        failure = "not a regular file";
-    } else if (static_cast<uint64_t>(st.st_size) > limit) {
-        failure = "larger than " + format_size(limit);
-    } else {
-        out.resize(static_cast<size_t>(st.st_size));
-        size_t done = 0;
-        while (done < out.size()) {
-            ssize_t n = ::read(fd, out.data() + done, out.size() - done);
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n < 0) {
-                failure = std::strerror(errno);
-                break;
-            }
-            if (n == 0) {
-                break;
-            }
-            done += static_cast<size_t>(n);
-        }
-        out.resize(done);
-    }
-    ::close(fd);
-    return failure;
 }
 
 // Streams a regular file through SHA-256.
@@ -1507,7 +1469,7 @@ private:
             }
             s.source = SecretSource::file;
             s.origin = "file:" + base::escape_text(file);
-            if (auto failure = read_regular_file(file, max_secret_file_bytes, s.material)) {
+            if (auto failure = base::read_regular_file(file, max_secret_file_bytes, s.material)) {
                 s.material.clear();
                 what = "file " + s.origin.substr(5) + " cannot be read (" + *failure + ")";
                 until = "it can";
@@ -2175,7 +2137,7 @@ LoadResult load_path(const std::string& path) {
         sources.push_back(Source{path, {}});
     }
     for (Source& src : sources) {
-        if (auto failure = read_regular_file(src.file, max_config_file_bytes, src.text)) {
+        if (auto failure = base::read_regular_file(src.file, max_config_file_bytes, src.text)) {
             result.errors.push_back(
                 Diagnostic{SourceMark{src.file, 0, 0}, "", "cannot read: " + *failure});
         }

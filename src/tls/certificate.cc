@@ -3,6 +3,8 @@
 // a FIFO or a device named by mistake cannot hang `check` or a reload.
 #include "portcullis/tls/certificate.hh"
 
+#include "portcullis/base/file.hh"
+
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/ec.h>
@@ -14,15 +16,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <cerrno>
-#include <cstring>
 #include <ctime>
 #include <memory>
 #include <optional>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace portcullis::tls {
 
@@ -38,43 +34,6 @@ struct GeneralNamesFree {
 struct AsnTimeFree {
     void operator()(ASN1_TIME* t) const { ASN1_TIME_free(t); }
 };
-
-// Reads at most max_pem_file_bytes of a regular file. Returns why it cannot, or nullopt.
-std::optional<std::string> read_pem_file(const std::string& path, std::string& out) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (fd < 0) {
-        return std::string(std::strerror(errno));
-    }
-    struct stat st {};
-    std::optional<std::string> failure;
-    if (::fstat(fd, &st) != 0) {
-        failure = std::strerror(errno);
-    } else if (!S_ISREG(st.st_mode)) {
-        failure = "not a regular file";
-    } else if (static_cast<uint64_t>(st.st_size) > max_pem_file_bytes) {
-        failure = "larger than 1 MiB";
-    } else {
-        out.resize(static_cast<size_t>(st.st_size));
-        size_t done = 0;
-        while (done < out.size()) {
-            ssize_t n = ::read(fd, out.data() + done, out.size() - done);
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n < 0) {
-                failure = std::strerror(errno);
-                break;
-            }
-            if (n == 0) {
-                break;
-            }
-            done += static_cast<size_t>(n);
-        }
-        out.resize(done);
-    }
-    ::close(fd);
-    return failure;
-}
 
 // Never asks for a passphrase: an encrypted key is refused instead of blocking on a terminal.
 int no_passphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*userdata*/) {
@@ -219,7 +178,7 @@ void check_chain(const std::vector<bssl::UniquePtr<X509>>& chain,
 
 void inspect_into(CertificateInfo& info, int64_t now) {
     std::string pem;
-    if (auto failure = read_pem_file(info.cert_file, pem)) {
+    if (auto failure = base::read_regular_file(info.cert_file, max_pem_file_bytes, pem)) {
         info.errors.push_back("cannot read the certificate file (" + *failure + ")");
         return;
     }
@@ -280,7 +239,7 @@ void inspect_into(CertificateInfo& info, int64_t now) {
     check_chain(chain, info.errors);
 
     std::string key_pem;
-    if (auto failure = read_pem_file(info.key_file, key_pem)) {
+    if (auto failure = base::read_regular_file(info.key_file, max_pem_file_bytes, key_pem)) {
         info.errors.push_back("cannot read the key file " + info.key_file + " (" + *failure + ")");
         return;
     }
