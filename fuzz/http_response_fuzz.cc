@@ -5,13 +5,18 @@
 // three must come to the same outcome. Checks on every call: nothing consumed beyond the input,
 // views inside what was consumed, progress on every head and data step, the repeated answer after
 // done or error, body bytes equal to Content-Length when done. A complete head's fields are also
-// sent back through write_request and the request parser, which must read them as they were.
+// sent back through write_request and the request parser, which must read them as they were;
+// and the input's lines, taken as raw "name:value" fields (CR, LF, NUL and all), are either
+// refused by write_request or read back by the request parser as exactly those fields: no
+// field value can split the request.
 #include "portcullis/http/client.hh"
 #include "portcullis/http/parser.hh"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -108,6 +113,57 @@ void round_trip(std::span<const Header> fields) {
         check(head.headers[i + 1].name == sent[i].name);
         check(head.headers[i + 1].value == sent[i].value);
     }
+}
+
+constexpr std::string_view trim(std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
+        v.remove_prefix(1);
+    }
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
+        v.remove_suffix(1);
+    }
+    return v;
+}
+
+// Raw fields from the input: each LF-separated line split at its first ':' (a line without one
+// is a name with an empty value).
+void fuzz_writer(std::string_view input) {
+    std::array<Header, 16> fields;
+    size_t n = 0;
+    while (!input.empty() && n < fields.size()) {
+        const size_t lf = std::min(input.find('\n'), input.size());
+        const std::string_view line = input.substr(0, lf);
+        input.remove_prefix(std::min(lf + 1, input.size()));
+        const size_t colon = std::min(line.find(':'), line.size());
+        fields[n++] = {line.substr(0, colon), line.substr(std::min(colon + 1, line.size()))};
+    }
+    const OutgoingRequest r{.target = "/hook",
+                            .host = "app.internal",
+                            .headers = std::span<const Header>(fields.data(), n),
+                            .content_length = 3};
+    static std::array<char, 64 * 1024> out;
+    const size_t size = write_request(out, r);
+    if (!request_refusal(r).empty()) {
+        check(size == 0);
+        return;
+    }
+    check(size > 0);
+    std::array<Header, 64> storage;
+    RequestHead head;
+    Limits limits;
+    limits.header_bytes = static_cast<uint32_t>(out.size());
+    const HeadResult back = parse_head({out.data(), size}, 0, limits, storage, head);
+    if (back.error != Error::none) {
+        check(back.detail == "bad_expect");
+        return;
+    }
+    check(back.consumed == size);
+    check(head.headers.size() == n + 3);
+    for (size_t i = 0; i < n; ++i) {
+        check(head.headers[i + 1].name == fields[i].name);
+        check(head.headers[i + 1].value == trim(fields[i].value));
+    }
+    check(head.content_length == 3 && head.keep_alive);
 }
 
 // Feeds `reads` one after the other as the sink does, then the end of input.
@@ -226,6 +282,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (std::string_view r : reads) {
         joined.append(r);
     }
+    fuzz_writer(joined);
     const Outcome by_reads = run(reads, opts);
     const Outcome at_once = run({joined}, opts);
     check(by_reads == at_once);
