@@ -93,19 +93,26 @@ bool is_field_value(std::string_view v) {
 
 constexpr ByteTable visible = make_table([](unsigned char c) { return c > ' ' && c < 0x7f; });
 
+bool is_ipv6_byte(char c) {
+    return hex_value(c) >= 0 || c == ':' || c == '.';
+}
+
 // What goes in Host: a reg-name or IPv4 address (no percent-encoding: DNS names have none), or
-// an IP literal in brackets. Not a full address check (the configuration did that): enough that
-// the field cannot carry anything but a host.
+// an IPv6 address, bare (as the configuration keeps it) or in brackets. Not a full address check
+// (the configuration did that): enough that the field cannot carry anything but a host.
 bool is_request_host(std::string_view h) {
     if (h.empty()) {
         return false;
     }
     if (h.front() == '[') {
-        if (h.size() < 3 || h.back() != ']') {
-            return false;
-        }
-        return std::all_of(h.begin() + 1, h.end() - 1,
-                           [](char c) { return hex_value(c) >= 0 || c == ':' || c == '.'; });
+        return h.size() >= 3 && h.back() == ']' &&
+               std::all_of(h.begin() + 1, h.end() - 1, is_ipv6_byte);
+    }
+    if (h.find(':') != std::string_view::npos) {
+        // Every IPv6 address has two colons at least ("::"); one is a "host:port" mistaken for
+        // a host.
+        return std::count(h.begin(), h.end(), ':') >= 2 &&
+               std::all_of(h.begin(), h.end(), is_ipv6_byte);
     }
     return all_in(reg_name_byte, h.data(), h.data() + h.size());
 }
@@ -528,7 +535,11 @@ size_t write_request(std::span<char> out, const OutgoingRequest& r) {
     w.put(" ");
     w.put(r.target);
     w.put(" HTTP/1.1\r\nHost: ");
+    // A bare IPv6 address goes in brackets (RFC 3986 IP-literal).
+    const bool bracket = r.host.front() != '[' && r.host.find(':') != std::string_view::npos;
+    w.put(bracket ? "[" : "");
     w.put(r.host);
+    w.put(bracket ? "]" : "");
     if (r.port != 0 && r.port != (r.tls ? 443 : 80)) {
         w.put(":");
         w.put_uint(r.port);

@@ -70,6 +70,10 @@ TEST(WriteRequest, HostCarriesThePortOnlyWhenNotTheDefault) {
         {"10.0.0.7", 8080, false, "Host: 10.0.0.7:8080\r\n"},
         {"[::1]", 8443, true, "Host: [::1]:8443\r\n"},
         {"[2001:db8::7]", 0, true, "Host: [2001:db8::7]\r\n"},
+        // The sink's configuration keeps IPv6 addresses without brackets.
+        {"::1", 8080, false, "Host: [::1]:8080\r\n"},
+        {"2001:db8::7", 443, true, "Host: [2001:db8::7]\r\n"},
+        {"::ffff:10.0.0.7", 0, false, "Host: [::ffff:10.0.0.7]\r\n"},
     };
     for (const Row& row : rows) {
         const std::string head =
@@ -150,6 +154,8 @@ TEST(WriteRequest, RefusesWhatCouldSplitTheRequest) {
         {{.target = "/", .host = "a\r\nX: y"}, "bad_host"},
         {{.target = "/", .host = "a/b"}, "bad_host"},
         {{.target = "/", .host = "a:80"}, "bad_host"},
+        {{.target = "/", .host = "::1%eth0"}, "bad_host"},
+        {{.target = "/", .host = "::1]"}, "bad_host"},
         {{.target = "/", .host = "user@a"}, "bad_host"},
         {{.target = "/", .host = "[::1"}, "bad_host"},
         {{.target = "/", .host = "[]"}, "bad_host"},

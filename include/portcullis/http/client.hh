@@ -46,7 +46,8 @@ namespace portcullis::http {
 struct OutgoingRequest {
     std::string_view method = "POST"; // a token
     std::string_view target = "/";    // origin-form: '/' then visible ASCII
-    std::string_view host;            // reg-name, IPv4 or bracketed IPv6 ("[::1]")
+    std::string_view host;            // reg-name, IPv4, or IPv6 bare ("::1", as the sink's
+                                      // configuration keeps it) or in brackets
     uint16_t port = 0;                // 0 or the scheme's default: Host without a port
     bool tls = false;                 // https: the default port is 443, else 80
     std::span<const Header> headers;  // sent in order, after Host
@@ -62,7 +63,7 @@ size_t write_request(std::span<char> out, const OutgoingRequest& r);
 
 // Why write_request refuses r, as a stable short code; empty when it does not. Refused: a method
 // that is not a token ("bad_method"), a target that is not origin-form or has a byte other than
-// visible ASCII ("bad_target"), a host that is not a reg-name or IP literal ("bad_host"), a field
+// visible ASCII ("bad_target"), a host that is not a reg-name or IP address ("bad_host"), a field
 // name that is not a token ("bad_header_name"), a field value with a control byte other than
 // HTAB, CR, LF and NUL included ("bad_header_value"), and the fields the writer sets itself or
 // that would change the framing: Host, Content-Length, Transfer-Encoding, Connection
