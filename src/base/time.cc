@@ -55,10 +55,12 @@ int64_t digits(std::string_view text, size_t at, size_t n) {
     return v;
 }
 
-// Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (H. Hinnant's algorithm).
+} // namespace
+
+// H. Hinnant's algorithm.
 int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
     y -= m <= 2 ? 1 : 0;
-    const int64_t era = y / 400;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
     const int64_t yoe = y - era * 400;
     const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
     const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
@@ -70,8 +72,6 @@ int64_t days_in_month(int64_t y, int64_t m) {
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     return m == 2 && leap ? 29 : days[m - 1];
 }
-
-} // namespace
 
 std::optional<int64_t> parse_rfc3339(std::string_view t) {
     const int64_t y = digits(t, 0, 4);

@@ -1,5 +1,7 @@
 #include "portcullis/http/response.hh"
 
+#include "writer.hh"
+
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -46,41 +48,6 @@ std::string_view status_text(uint16_t status) {
         return "Unknown";
     }
 }
-
-namespace {
-
-class Writer {
-public:
-    explicit Writer(std::span<char> out) : _out(out) {}
-    void put(std::string_view s) {
-        if (s.empty()) {
-            return; // its data() may be null, which memcpy must not be given
-        }
-        if (s.size() > _out.size() - _n) {
-            _overflow = true;
-            return;
-        }
-        std::memcpy(_out.data() + _n, s.data(), s.size());
-        _n += s.size();
-    }
-    void put_uint(uint64_t v) {
-        char tmp[20];
-        char* p = tmp + sizeof tmp;
-        do {
-            *--p = static_cast<char>('0' + v % 10);
-            v /= 10;
-        } while (v != 0);
-        put({p, static_cast<size_t>(tmp + sizeof tmp - p)});
-    }
-    size_t finish() const { return _overflow ? 0 : _n; }
-
-private:
-    std::span<char> _out;
-    size_t _n = 0;
-    bool _overflow = false;
-};
-
-} // namespace
 
 size_t write_response(std::span<char> out, const Response& r, std::string_view date) {
     Writer w(out);

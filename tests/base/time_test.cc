@@ -55,3 +55,20 @@ TEST(Rfc3339, RoundTripsTheFormatter) {
         EXPECT_EQ(parse_rfc3339(format_rfc3339(t, out)), t);
     }
 }
+
+// Days from the epoch, checked against known dates; years before 1 (proleptic) included, where
+// a division that truncates toward zero would put January and February of year 0 a year off.
+TEST(DaysFromCivil, KnownDates) {
+    EXPECT_EQ(days_from_civil(1970, 1, 1), 0);
+    EXPECT_EQ(days_from_civil(1969, 12, 31), -1);
+    EXPECT_EQ(days_from_civil(2000, 3, 1), 11017);
+    EXPECT_EQ(days_from_civil(2026, 6, 2), 20606);
+    EXPECT_EQ(days_from_civil(1, 1, 1), -719162);
+    EXPECT_EQ(days_from_civil(0, 3, 1), -719468);
+    EXPECT_EQ(days_from_civil(0, 1, 1), -719528);
+    EXPECT_EQ(days_from_civil(-1, 12, 31), -719529);
+    EXPECT_EQ(days_in_month(2024, 2), 29);
+    EXPECT_EQ(days_in_month(1900, 2), 28);
+    EXPECT_EQ(days_in_month(2000, 2), 29);
+    EXPECT_EQ(days_in_month(2026, 4), 30);
+}

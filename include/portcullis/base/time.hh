@@ -35,4 +35,10 @@ std::string_view format_rfc3339(int64_t unix_nanos, char (&out)[24]);
 // nanoseconds. Years 1970 to 2262; nullopt for anything else.
 std::optional<int64_t> parse_rfc3339(std::string_view text);
 
+// Days from 1970-01-01 to y-m-d (month 1-12) in the proleptic Gregorian calendar; negative
+// before 1970. No range check: the caller validates the date (days_in_month).
+int64_t days_from_civil(int64_t y, int64_t m, int64_t d);
+// Days in month m (1-12) of year y, leap years included.
+int64_t days_in_month(int64_t y, int64_t m);
+
 } // namespace portcullis::base
