@@ -330,12 +330,7 @@ void Shard::Impl::on_tls_failure(Connection& c) {
         c.timer->remove(c);
     }
     c.state = State::finishing;
-    c.out = c.tls_out;
-    c.tls_out = nullptr;
-    c.out_sent = 0;
-    c.out_exchanges = 0;
-    c.out_closes = true;
-    start_send(c);
+    send_tls_out(c, true);
 }
 
 // Sends the session's own bytes (a handshake flight, a ticket) when no send is in flight.
@@ -344,11 +339,16 @@ void Shard::Impl::flush_tls(Connection& c) {
         c.state == State::lingering) {
         return;
     }
+    send_tls_out(c, false);
+}
+
+// tls_out becomes the send in flight; it carries no answer. `closes`: the connection ends after.
+void Shard::Impl::send_tls_out(Connection& c, bool closes) {
     c.out = c.tls_out;
     c.tls_out = nullptr;
     c.out_sent = 0;
     c.out_exchanges = 0;
-    c.out_closes = false;
+    c.out_closes = closes;
     start_send(c);
 }
 

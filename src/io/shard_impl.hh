@@ -333,6 +333,7 @@ struct Shard::Impl final : ingest::Host {
     void on_tls_failure(Connection& c);
     bool seal_answers(Connection& c, base::Buffer*& out, bool closes);
     void flush_tls(Connection& c);
+    void send_tls_out(Connection& c, bool closes);
     static bool in_handshake(const Connection& c) {
         return c.ssl != nullptr && !tls::Transport::handshake_done(c.ssl);
     }
