@@ -1,4 +1,4 @@
-// Value checks of the sinks section; the walk that applies them is in loader.cc.
+// Value checks of the sinks section; the walk that applies them is in loader_sinks.cc.
 #include "sinks.hh"
 
 #include "portcullis/base/encoding.hh"

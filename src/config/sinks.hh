@@ -1,6 +1,6 @@
 // The pieces of a sink's configuration that the loader checks value by value (SPEC section 8):
 // URLs, subject and stream templates, the fields an http sink adds, exec's program. Each takes
-// text and says what is wrong with it; the loader's walk (loader.cc) puts the messages at the
+// text and says what is wrong with it; the loader's walk (loader_sinks.cc) puts the messages at the
 // right file:line:column and key path.
 //
 // Messages quote only the offending piece of a URL, never the whole of it: a URL refused for
