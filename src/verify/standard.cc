@@ -6,6 +6,7 @@
 #include "portcullis/base/encoding.hh"
 #include "portcullis/verify/ed25519_keys.hh"
 #include "portcullis/verify/signature_header.hh"
+#include "portcullis/verify/standard_signer.hh"
 #include "portcullis/verify/verifier.hh"
 
 #include <openssl/mem.h>
@@ -16,6 +17,23 @@
 namespace portcullis::verify {
 
 namespace {
+
+constexpr std::string_view hmac_prefix = "whsec_";
+constexpr std::string_view public_prefix = "whpk_";
+// Signing secrets are 24 to 64 bytes in practice; the loader has checked the base64.
+constexpr size_t max_key_size = 192;
+
+// The bytes of a key's base64 (what follows whsec_ or whpk_) into out: their count, or 0 when
+// it is not base64 of 1 to max_key_size bytes.
+size_t decode_key(std::string_view b64, std::span<uint8_t, max_key_size + 3> out) {
+    // A plain size (0: unusable), not an optional chosen by ?:, which GCC 12 at -Os takes for
+    // maybe-uninitialized (fatal under -Werror in minsize builds).
+    size_t n = 0;
+    if (b64.size() <= base::base64_encoded_size(max_key_size)) {
+        n = base::base64_decode(b64, out).value_or(0);
+    }
+    return n;
+}
 
 struct HeaderNames {
     std::string_view id;
@@ -98,10 +116,22 @@ private:
 
 } // namespace
 
+std::optional<HmacKey> standard_hmac_key(std::string_view material) {
+    if (!material.starts_with(hmac_prefix)) {
+        return std::nullopt;
+    }
+    std::array<uint8_t, max_key_size + 3> decoded{};
+    const size_t n = decode_key(material.substr(hmac_prefix.size()), decoded);
+    std::optional<HmacKey> key;
+    if (n != 0) {
+        key.emplace(config::Algorithm::sha256, std::span<const uint8_t>(decoded.data(), n));
+    }
+    OPENSSL_cleanse(decoded.data(), decoded.size());
+    return key;
+}
+
 std::unique_ptr<Verifier> make_standard_verifier(const config::VerifyConfig& cfg,
                                                  std::string& error) {
-    constexpr std::string_view hmac_prefix = "whsec_";
-    constexpr std::string_view public_prefix = "whpk_";
     std::vector<HmacKey> keys;
     Ed25519Keys public_keys;
     for (const config::Secret& s : cfg.secrets) {
@@ -114,28 +144,24 @@ std::unique_ptr<Verifier> make_standard_verifier(const config::VerifyConfig& cfg
             error = "secret " + s.origin + " must be whsec_<base64> or whpk_<base64>";
             return nullptr;
         }
-        const std::string_view b64 = m.substr(is_hmac ? hmac_prefix.size() : public_prefix.size());
-        // Signing secrets are 24 to 64 bytes in practice; the loader has checked the base64.
-        std::array<uint8_t, 256> decoded{};
-        // A plain size (0: unusable), not an optional chosen by ?:, which GCC 12 at -Os takes for
-        // maybe-uninitialized (fatal under -Werror in minsize builds).
-        size_t n = 0;
-        if (b64.size() <= base::base64_encoded_size(192)) {
-            n = base::base64_decode(b64, decoded).value_or(0);
-        }
-        if (n == 0 || (!is_hmac && n != ed25519_key_size)) {
-            error = "secret " + s.origin + " is not " +
-                    (is_hmac ? "whsec_ followed by base64 (at most 192 bytes)"
-                             : "whpk_ followed by the base64 of a 32-byte Ed25519 public key");
+        if (is_hmac) {
+            if (std::optional<HmacKey> key = standard_hmac_key(m)) {
+                keys.push_back(*key);
+                continue;
+            }
+            error = "secret " + s.origin + " is not whsec_ followed by base64 (at most 192 bytes)";
             return nullptr;
         }
-        if (is_hmac) {
-            keys.emplace_back(config::Algorithm::sha256,
-                              std::span<const uint8_t>(decoded.data(), n));
-        } else {
-            public_keys.add(
-                std::span<const uint8_t, ed25519_key_size>(decoded.data(), ed25519_key_size));
+        std::array<uint8_t, max_key_size + 3> decoded{};
+        const size_t n = decode_key(m.substr(public_prefix.size()), decoded);
+        if (n != ed25519_key_size) {
+            OPENSSL_cleanse(decoded.data(), decoded.size());
+            error = "secret " + s.origin +
+                    " is not whpk_ followed by the base64 of a 32-byte Ed25519 public key";
+            return nullptr;
         }
+        public_keys.add(
+            std::span<const uint8_t, ed25519_key_size>(decoded.data(), ed25519_key_size));
         OPENSSL_cleanse(decoded.data(), decoded.size());
     }
     return std::make_unique<StandardVerifier>(
