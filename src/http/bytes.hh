@@ -3,6 +3,8 @@
 // Private to src/http.
 #pragma once
 
+#include "portcullis/http/header.hh"
+
 #include <array>
 #include <cstddef>
 #include <string_view>
@@ -109,6 +111,37 @@ inline bool all_in(const ByteTable& in_class, const char* p, const char* const e
         all &= in(*p);
     }
     return all != 0;
+}
+
+// The options of a Connection field (RFC 9110 section 7.6.1), requests' and responses' alike: a
+// list of tokens, empty elements ignored (section 5.6.1). Sets `close` and `keep_alive` when
+// those options are listed; false when the list is malformed.
+inline bool connection_options(std::string_view v, bool& close, bool& keep_alive) {
+    const char* p = v.data();
+    const char* const end = p + v.size();
+    while (p < end) {
+        if (*p == ',' || is_ows(*p)) {
+            ++p;
+            continue;
+        }
+        const std::string_view option(p, token_run(p, end));
+        if (option.empty()) {
+            return false;
+        }
+        p += option.size();
+        while (p < end && is_ows(*p)) {
+            ++p;
+        }
+        if (p < end && *p != ',') {
+            return false;
+        }
+        if (name_equals(option, "close")) {
+            close = true;
+        } else if (name_equals(option, "keep-alive")) {
+            keep_alive = true;
+        }
+    }
+    return true;
 }
 
 } // namespace portcullis::http::bytes

@@ -228,29 +228,8 @@ std::string_view check_transfer_encoding(std::string_view v, Semantics& s) {
 }
 
 std::string_view check_connection(std::string_view v, Semantics& s) {
-    const char* p = v.data();
-    const char* const end = p + v.size();
-    while (p < end) {
-        if (*p == ',' || is_ows(*p)) {
-            ++p; // RFC 9110 section 5.6.1: empty list elements are ignored
-            continue;
-        }
-        const std::string_view option(p, token_run(p, end));
-        if (option.empty()) {
-            return why::bad_connection;
-        }
-        p += option.size();
-        while (p < end && is_ows(*p)) {
-            ++p;
-        }
-        if (p < end && *p != ',') {
-            return why::bad_connection;
-        }
-        if (name_equals(option, "close")) {
-            s.connection_close = true;
-        } else if (name_equals(option, "keep-alive")) {
-            s.connection_keep_alive = true;
-        }
+    if (!connection_options(v, s.connection_close, s.connection_keep_alive)) {
+        return why::bad_connection;
     }
     return {};
 }
