@@ -70,6 +70,9 @@ void Shard::Impl::on_recv(const io_uring_cqe& cqe) {
 // complete are still answered, pipelined ones included (a client may half-close after
 // sending); on_sent closes once they are. With none owed, the connection closes now.
 void Shard::Impl::on_peer_eof(Connection& c) {
+    if (c.state == State::reading_head && in_handshake(c)) { // not one that failed already
+        stats.tls_handshake_aborted.fetch_add(1, std::memory_order_relaxed);
+    }
     c.peer_eof = true;
     end_input(c, false);
 }
@@ -141,6 +144,9 @@ void Shard::Impl::cut_input(Connection& c) {
 // A receive or a send failed (the peer reset the connection, mostly).
 void Shard::Impl::close_for_error(Connection& c, std::string_view what, int error) {
     stats.connection_errors.fetch_add(1, std::memory_order_relaxed);
+    if (c.state == State::reading_head && in_handshake(c)) { // not one that failed already
+        stats.tls_handshake_aborted.fetch_add(1, std::memory_order_relaxed);
+    }
     log_close(c, error_close_log, what, error);
     close_connection(c);
 }

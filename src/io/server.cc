@@ -484,6 +484,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             .field("tls_not_tls", total(&ShardStats::tls_not_tls))
             .field("tls_handshake_failures", total(&ShardStats::tls_handshake_failures))
             .field("tls_handshake_timeouts", total(&ShardStats::tls_handshake_timeouts))
+            .field("tls_handshake_aborted", total(&ShardStats::tls_handshake_aborted))
             .field("tls_record_errors", total(&ShardStats::tls_record_errors))
             .field("tls_certificate_reloads",
                    static_cast<int64_t>(tls_server->stats().reloads.load()))

@@ -315,6 +315,12 @@ assert header_s - 0.1 <= took <= header_s + 1.5, \
     f"half a ClientHello ({len(hello) // 2} of {len(hello)} bytes) cut after {took:.2f} s, not {header_s} s"
 print(f"half a ClientHello: cut after {took:.2f} s (timeouts.header {header_s:.0f} s)")
 
+# Half a ClientHello, then the client goes: counted as an aborted handshake (stopped line).
+s = raw(hello[:len(hello) // 2])
+time.sleep(0.2)
+s.close()
+healthy()
+
 # After the handshake, the head has a timeouts.header of its own, from its first byte (as in
 # plain HTTP; between the two the connection may stay silent for timeouts.idle): a handshake, a
 # second of silence, half a head, cut with a 408 timeouts.header after the head's first byte.
@@ -452,6 +458,9 @@ assert line["tls_handshake_failures"] >= 2, "every refused handshake is counted"
 assert line["tls_not_tls"] == 2, "plain HTTP and the random bytes are counted as not TLS"
 # Half a ClientHello; the head that stalled after its handshake is a header timeout.
 assert line["tls_handshake_timeouts"] == 1, "the stalled handshake is counted"
+# Half a ClientHello and a close, only: the clients whose handshake was refused (and who then
+# close) are failures, not aborts.
+assert line["tls_handshake_aborted"] == 1, "the client that left mid-handshake is counted once"
 assert line["header_timeouts"] == 1, "the stalled head after the handshake is counted"
 # 40 reconnects with a session, b.test's sessions after the reload; not the sessions offered
 # under another name nor those of a replaced certificate.

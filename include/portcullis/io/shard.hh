@@ -71,6 +71,7 @@ struct ShardStats {
     std::atomic<uint64_t> tls_not_tls{0};            // closed: the first bytes were not TLS
     std::atomic<uint64_t> tls_handshake_failures{0}; // closed: no common version, cipher, ...
     std::atomic<uint64_t> tls_handshake_timeouts{0}; // closed: no handshake in timeouts.header
+    std::atomic<uint64_t> tls_handshake_aborted{0};  // the client closed or reset mid-handshake
     std::atomic<uint64_t> tls_record_errors{0};      // closed: a record failed after the handshake
 
     std::atomic<uint64_t> log_lines_dropped{0};
