@@ -155,15 +155,22 @@ CNF
 new_ec_key_csr expired expired.example.test -addext subjectAltName=DNS:expired.example.test
 openssl ca -batch -notext -config "$tls/ca.cnf" -in "$tls/expired.csr" -out "$tls/expired.pem" \
     -startdate 20200101000000Z -enddate 20200201000000Z 2>/dev/null
+# Ports the kernel gave and took back, for the URLs sign is asked about: check and sign only
+# read the configuration, so nothing binds them here.
+kernel_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+sign_port=$(kernel_port)
+other_port=$(kernel_port)
+[[ $sign_port != "$other_port" ]] || other_port=$((sign_port == 65535 ? sign_port - 1 : sign_port + 1))
 # tls_config NAME CERT KEY: $WORKDIR/NAME.yaml serving CERT and KEY (paths relative to the
-# configuration's folder). Nothing binds here: check and sign only read the configuration, so
-# the TLS listener may name the port an https:// URL needs.
+# configuration's folder), with a second TLS listener on $sign_port for sign's https:// URLs.
 tls_config() {
     cat >"$WORKDIR/$1.yaml" <<YAML
 server:
   listen: ["127.0.0.1:0"]
   tls:
-    listen: ["127.0.0.1:0", "127.0.0.1:8443"]
+    listen: ["127.0.0.1:0", "127.0.0.1:$sign_port"]
     certificates:
       - {cert: $2, key: $3}
 admin: {listen: "127.0.0.1:0"}
@@ -177,7 +184,7 @@ tls_config tls-good tls/good.pem tls/good.key
 expect_eq "check with a good certificate" 0 \
     "$(cd / && status_of "$P" check -c "$WORKDIR/tls-good.yaml")"
 not_after=$(date -u -d "$(openssl x509 -in "$tls/good.pem" -noout -enddate | cut -d= -f2)" +%F)
-grep -qF "listen   public 127.0.0.1:0 · tls 127.0.0.1:0, 127.0.0.1:8443 · admin 127.0.0.1:0" \
+grep -qF "listen   public 127.0.0.1:0 · tls 127.0.0.1:0, 127.0.0.1:$sign_port · admin 127.0.0.1:0" \
     "$WORKDIR/out" || fail "check's listen line: $(cat "$WORKDIR/out")"
 # 90 days from its making: 90 days left within the same second, 89 after.
 grep -qF "  $WORKDIR/tls/good.pem (key $WORKDIR/tls/good.key) · hooks.example.test, *.example.test · ECDSA P-256 · expires $not_after (" \
@@ -214,7 +221,7 @@ expect_eq "check --strict: expiring in 10 days" 2 \
     "$(status_of "$P" check --strict -c "$WORKDIR/tls-soon.yaml")"
 # serve refuses a certificate check refuses, before it binds or makes the spool.
 tls_config tls-serve tls/expired.pem tls/expired.key
-sed -i 's/, "127.0.0.1:8443"//' "$WORKDIR/tls-serve.yaml"
+sed -i "s/, \"127.0.0.1:$sign_port\"//" "$WORKDIR/tls-serve.yaml"
 expect_eq "serve with an expired certificate" 2 \
     "$(status_of timeout 20 "$P" serve -c "$WORKDIR/tls-serve.yaml")"
 grep -qF "server.tls.certificates[0]: $WORKDIR/tls/expired.pem: expired on 2020-02-01" "$WORKDIR/err" ||
@@ -225,13 +232,13 @@ grep -qF "1 certificate error: not serving" "$WORKDIR/err" ||
 
 # sign --curl: an http:// URL that reaches a TLS listener becomes https://, with --cacert.
 expect_eq "sign --curl for a TLS listener" 0 "$(status_of "$P" sign -c "$WORKDIR/tls-good.yaml" \
-    github --curl http://localhost:8443 --cacert "$tls/ca.pem")"
-grep -qF "curl -sS -X POST 'https://localhost:8443/webhooks/github' --cacert '$tls/ca.pem' -H " \
+    github --curl "http://localhost:$sign_port" --cacert "$tls/ca.pem")"
+grep -qF "curl -sS -X POST 'https://localhost:$sign_port/webhooks/github' --cacert '$tls/ca.pem' -H " \
     "$WORKDIR/out" || fail "sign --curl --cacert printed: $(cat "$WORKDIR/out")"
-grep -qF "localhost:8443 is a TLS listener (server.tls.listen): the command uses https://" \
+grep -qF "localhost:$sign_port is a TLS listener (server.tls.listen): the command uses https://" \
     "$WORKDIR/err" || fail "sign did not say it switched to https: $(cat "$WORKDIR/err")"
 # Another port, or port 0 (bound to whatever the kernel picks), stays as given.
-for url in http://127.0.0.1:8080 http://127.0.0.1:0 https://127.0.0.1:8443; do
+for url in "http://127.0.0.1:$other_port" http://127.0.0.1:0 "https://127.0.0.1:$sign_port"; do
     expect_eq "sign --curl $url" 0 \
         "$(status_of "$P" sign -c "$WORKDIR/tls-good.yaml" github --curl "$url/webhooks/github")"
     grep -qF "curl -sS -X POST '$url/webhooks/github' -H " "$WORKDIR/out" ||
@@ -249,7 +256,7 @@ openssl x509 -req -in "$tls/local.csr" -CA "$tls/int.pem" -CAkey "$tls/int.key" 
     -days 30 -extfile "$tls/local.ext" -out "$tls/local.leaf.pem" 2>/dev/null
 cat "$tls/local.leaf.pem" "$tls/int.pem" >"$tls/local.pem"
 tls_config tls-serve-ok tls/local.pem tls/local.key
-sed -i 's/, "127.0.0.1:8443"//' "$WORKDIR/tls-serve-ok.yaml"
+sed -i "s/, \"127.0.0.1:$sign_port\"//" "$WORKDIR/tls-serve-ok.yaml"
 start_server "$WORKDIR/tls-serve-ok.yaml"
 tls_port=$(sed -n 's/.*"msg":"listening","plane":"public","transport":"tls","address":"127\.0\.0\.1:\([0-9]*\)".*/\1/p' \
     "$SERVER_LOG" | head -n 1)
