@@ -14,6 +14,11 @@ namespace portcullis::config::detail {
 namespace {
 
 constexpr std::string_view sink_kinds[] = {"http", "exec", "nats", "redis"};
+// A sink's keys: one kind, and the engine's settings for every kind.
+constexpr std::string_view sink_keys[] = {"http", "exec", "nats", "redis", "breaker"};
+constexpr std::string_view breaker_keys[] = {"failures", "cooldown"};
+constexpr int64_t min_cooldown_ns = 100 * ns_per_ms;
+constexpr int64_t max_cooldown_ns = 3600 * 1000 * ns_per_ms;
 constexpr std::string_view http_sink_keys[] = {"url",  "method",  "timeout", "concurrency",
                                                "rate", "headers", "ca",      "sign"};
 constexpr std::string_view sign_keys[] = {"secrets"};
@@ -32,7 +37,7 @@ void Walker::sinks(const YamlNode& map, const std::string& path) {
             continue;
         }
         _sink_names.push_back(member.key);
-        check_keys(member, p, sink_kinds);
+        check_keys(member, p, sink_keys);
         const YamlNode* kind = nullptr;
         bool one = true;
         for (const YamlNode& k : member.children) {
@@ -75,8 +80,33 @@ void Walker::sinks(const YamlNode& map, const std::string& path) {
             s.kind = SinkConfig::Kind::redis;
             redis_sink(*kind, kp, s.name, s.redis.emplace());
         }
+        if (const YamlNode* b = member.find("breaker")) {
+            breaker(*b, join_path(p, "breaker"), s.breaker);
+        }
         if (one) {
             _cfg.sinks.push_back(std::move(s));
+        }
+    }
+}
+
+void Walker::breaker(const YamlNode& map, const std::string& p, BreakerConfig& b) {
+    if (!map.is_mapping()) {
+        error(map.mark, p, "expected a mapping of failures and cooldown, found " + describe(map));
+        return;
+    }
+    check_keys(map, p, breaker_keys);
+    if (const YamlNode* n = map.find("failures")) {
+        b.failures = static_cast<uint32_t>(
+            integer(*n, join_path(p, "failures"), 1, 1000).value_or(b.failures));
+    }
+    if (const YamlNode* n = map.find("cooldown")) {
+        std::string cp = join_path(p, "cooldown");
+        if (auto d = duration(*n, cp, min_cooldown_ns)) {
+            if (*d > max_cooldown_ns) {
+                error(n->mark, cp, "at most 1h");
+            } else {
+                b.cooldown_ns = *d;
+            }
         }
     }
 }

@@ -179,6 +179,7 @@ private:
                       std::vector<SinkHeader>& out);
     bool check_signing_secret(const Secret& s, const SourceMark& mark, const std::string& p);
     void exec_sink(const YamlNode& map, const std::string& p, ExecSinkConfig& e);
+    void breaker(const YamlNode& map, const std::string& p, BreakerConfig& b);
     void command_argument(const YamlNode& n, const std::string& p, bool program,
                           std::vector<std::string>& out);
     void nats_sink(const YamlNode& map, const std::string& p, const std::string& sink,

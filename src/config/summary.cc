@@ -127,9 +127,8 @@ std::string shown_url(const std::string& url) {
     return base::escape_text(query == std::string::npos ? url : url.substr(0, query) + "?...");
 }
 
-// What a sink delivers to and how, without a secret.
-std::string sink_summary(const SinkConfig& s) {
-    std::vector<std::string> parts;
+// What a sink of each kind delivers to and how, without a secret.
+void append_kind_summary(const SinkConfig& s, std::vector<std::string>& parts) {
     if (s.http) {
         const HttpSinkConfig& h = *s.http;
         parts.push_back(h.method + " " + shown_url(h.url));
@@ -182,6 +181,17 @@ std::string sink_summary(const SinkConfig& s) {
             parts.push_back((r.user.empty() ? "" : "user " + base::escape_text(r.user) + ", ") +
                             "password " + origin(r.password));
         }
+    }
+}
+
+// What a sink delivers to and how, without a secret.
+std::string sink_summary(const SinkConfig& s) {
+    std::vector<std::string> parts;
+    append_kind_summary(s, parts);
+    const BreakerConfig defaults;
+    if (s.breaker.failures != defaults.failures || s.breaker.cooldown_ns != defaults.cooldown_ns) {
+        parts.push_back("breaker " + std::to_string(s.breaker.failures) + " failures, " +
+                        format_duration(s.breaker.cooldown_ns));
     }
     return join(parts, dot);
 }

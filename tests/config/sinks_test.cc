@@ -1070,3 +1070,23 @@ TEST(SinksExample, TheExamplesSinksBlockLoadsUncommented) {
         EXPECT_NE(w.message.find("cannot be run here"), std::string::npos) << w.format();
     }
 }
+
+// breaker: beside the kind, for every kind; defaults 5 failures and 30 s (SPEC section 8).
+TEST_F(SinksConfig, BreakerSettings) {
+    LoadResult res = load_text("c.yaml", sink("http", {"url: http://a"}));
+    EXPECT_EQ(only_sink(res).breaker.failures, 5u);
+    EXPECT_EQ(only_sink(res).breaker.cooldown_ns, 30 * s_ns);
+    const std::string exec = "sinks:\n  s:\n    exec: {command: [/bin/true]}\n    breaker: ";
+    res = load_text("c.yaml", exec + "{failures: 2, cooldown: 250ms}\n" + route());
+    EXPECT_EQ(only_sink(res).breaker.failures, 2u);
+    EXPECT_EQ(only_sink(res).breaker.cooldown_ns, 250'000'000);
+    expect_errors({
+        {exec + "{failures: 0}\n" + route(),
+         {"c.yaml:4:25: sinks.s.breaker.failures: expected a whole number from 1 to 1000"}},
+        {exec + "{cooldown: 10ms}\n" + route(),
+         {"c.yaml:4:25: sinks.s.breaker.cooldown: must be at least 100ms"}},
+        {exec + "{cooldown: 2h}\n" + route(), {"sinks.s.breaker.cooldown: at most 1h"}},
+        {exec + "{tries: 3}\n" + route(), {"c.yaml:4:15: sinks.s.breaker.tries: unknown key; allowed here: failures, cooldown"}},
+        {exec + "5\n" + route(), {"c.yaml:4:14: sinks.s.breaker: expected a mapping"}},
+    });
+}
