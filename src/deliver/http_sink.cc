@@ -813,9 +813,8 @@ void HttpSink::on_recv(uint32_t index, int res) {
                 close_conn(index);
                 return;
             }
-            conn_failed(index,
-                        std::string("the server closed the connection (") +
-                            std::string(s.detail) + ")");
+            conn_failed(index, std::string("the server closed the connection (") +
+                                   std::string(s.detail) + ")");
             return;
         }
         conn_failed(index, "the server closed the connection during the TLS handshake");
@@ -826,20 +825,20 @@ void HttpSink::on_recv(uint32_t index, int res) {
         absorb(index);
     } else {
         const bool was_ready = c.ready;
-        const tls::Status s = _transport->receive(
-            c.ssl, std::string_view(c.cbuf.get(), size_t(res)), c.out_queued,
-            [&](std::string_view plain) {
-                if (c.request < 0 || c.response_done) {
-                    // Application data nobody asked for.
-                    c.doomed = true;
-                    c.reusable = false;
-                    return false;
-                }
-                std::memcpy(c.rbuf.get() + c.rlen, plain.data(), plain.size());
-                c.rlen += plain.size();
-                absorb(index);
-                return !c.doomed;
-            });
+        const tls::Status s =
+            _transport->receive(c.ssl, std::string_view(c.cbuf.get(), size_t(res)), c.out_queued,
+                                [&](std::string_view plain) {
+                                    if (c.request < 0 || c.response_done) {
+                                        // Application data nobody asked for.
+                                        c.doomed = true;
+                                        c.reusable = false;
+                                        return false;
+                                    }
+                                    std::memcpy(c.rbuf.get() + c.rlen, plain.data(), plain.size());
+                                    c.rlen += plain.size();
+                                    absorb(index);
+                                    return !c.doomed;
+                                });
         if (s == tls::Status::failed) {
             if (!c.ready) {
                 ++_stats.tls_failures;
@@ -865,9 +864,8 @@ void HttpSink::on_recv(uint32_t index, int res) {
                     c.reusable = false;
                     response_done(index, false);
                 } else {
-                    conn_failed(index,
-                                std::string("the server closed the connection (") +
-                                    std::string(f.detail) + ")");
+                    conn_failed(index, std::string("the server closed the connection (") +
+                                           std::string(f.detail) + ")");
                     return;
                 }
             }
@@ -920,11 +918,11 @@ void HttpSink::absorb(uint32_t index) {
             r.retry_after_ns = -1;
             if (h.status == 429 || h.status == 503) {
                 if (const http::Header* ra = http::find_header(h.headers, "retry-after")) {
-                    const std::optional<int64_t> s_after = http::parse_retry_after(
-                        ra->value, _options.unix_now_ns() / base::ns_per_s);
+                    const std::optional<int64_t> s_after =
+                        http::parse_retry_after(ra->value, _options.unix_now_ns() / base::ns_per_s);
                     if (s_after) {
-                        constexpr int64_t max_s = std::numeric_limits<int64_t>::max() /
-                                                  base::ns_per_s;
+                        constexpr int64_t max_s =
+                            std::numeric_limits<int64_t>::max() / base::ns_per_s;
                         r.retry_after_ns = std::min(*s_after, max_s) * base::ns_per_s;
                     }
                 }
@@ -1014,7 +1012,8 @@ void HttpSink::finish(uint32_t index, HttpOutcome::Kind kind, std::string_view e
     r.finished_ns = _now_ns;
     r.kind = kind;
     r.error.assign(error);
-    if (r.conn >= 0 && kind != HttpOutcome::Kind::delivered && !_conns[size_t(r.conn)]->response_done) {
+    if (r.conn >= 0 && kind != HttpOutcome::Kind::delivered &&
+        !_conns[size_t(r.conn)]->response_done) {
         // Failed on its connection (a timeout): that connection is not reused.
         const auto conn = uint32_t(r.conn);
         close_conn(conn);
@@ -1071,8 +1070,7 @@ int64_t HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
         on_resolved(now_ns);
         if (res >= 0 || res == -EAGAIN || res == -EINTR) {
             io_uring_sqe* sqe = _ring.sqe();
-            io_uring_prep_read(sqe, _resolver->event_fd(), &_event_value, sizeof _event_value,
-                               0);
+            io_uring_prep_read(sqe, _resolver->event_fd(), &_event_value, sizeof _event_value, 0);
             sqe->user_data = pack(Op::event, 0, 0);
             _event_armed = true;
             ++_ops;
@@ -1177,9 +1175,9 @@ void HttpSink::tick(int64_t now_ns) {
             r.waiting = false;
             std::erase(_waiting, i);
         }
-        const std::string what =
-            "timeout after " + std::to_string(_cfg.timeout_ns / base::ns_per_ms) + " ms (" +
-            std::string(r.phase) + ")";
+        const std::string what = "timeout after " +
+                                 std::to_string(_cfg.timeout_ns / base::ns_per_ms) + " ms (" +
+                                 std::string(r.phase) + ")";
         finish(i, HttpOutcome::Kind::retry, what);
     }
     if (_resolver != nullptr && !_resolving && now_ns >= _next_resolve_ns) {
