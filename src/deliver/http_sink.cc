@@ -1027,12 +1027,33 @@ void HttpSink::maybe_report(uint32_t index) {
         return;
     }
     r.report_posted = true;
-    // Reported through the ring: every outcome reaches the caller from on_cqe(), whatever found
-    // it (a completion, tick(), the resolver).
+    if (_in_cqe) {
+        settle(index);
+        return;
+    }
+    // Found by tick(), start() or stop(): reported through the ring, so that every outcome
+    // reaches the caller from on_cqe().
     io_uring_sqe* sqe = _ring.sqe();
     io_uring_prep_nop(sqe);
     sqe->user_data = pack(Op::report, r.generation, index);
     ++_ops;
+}
+
+void HttpSink::settle(uint32_t index) {
+    const Request& r = *_requests[index];
+    --_in_flight;
+    switch (r.kind) {
+    case HttpOutcome::Kind::delivered:
+        ++_stats.delivered;
+        break;
+    case HttpOutcome::Kind::retry:
+        ++_stats.retried;
+        break;
+    case HttpOutcome::Kind::rejected:
+        ++_stats.rejected;
+        break;
+    }
+    _ready.push_back(index);
 }
 
 HttpOutcome HttpSink::outcome_of(uint32_t index, int64_t now_ns) const {
@@ -1052,7 +1073,7 @@ uint64_t HttpSink::cookie_of(uint32_t index) const {
     return _requests[index]->cookie;
 }
 
-int64_t HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
+void HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
     _now_ns = now_ns;
     --_ops;
     const auto op = static_cast<Op>((cqe.user_data >> 40) & 0xff);
@@ -1061,11 +1082,11 @@ int64_t HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
     const int res = cqe.res;
     switch (op) {
     case Op::cancel:
-        return -1;
+        return;
     case Op::event:
         _event_armed = false;
         if (_stopped) {
-            return -1;
+            return;
         }
         on_resolved(now_ns);
         if (res >= 0 || res == -EAGAIN || res == -EINTR) {
@@ -1075,32 +1096,21 @@ int64_t HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
             _event_armed = true;
             ++_ops;
         }
-        return -1;
+        return;
     case Op::report: {
         if (index >= _requests.size()) {
-            return -1;
+            return;
         }
         Request& r = *_requests[index];
         if (!r.busy || r.generation != generation) {
-            return -1;
+            return;
         }
         if (r.abandoned) {
             release_request(index);
-            return -1;
+            return;
         }
-        --_in_flight;
-        switch (r.kind) {
-        case HttpOutcome::Kind::delivered:
-            ++_stats.delivered;
-            break;
-        case HttpOutcome::Kind::retry:
-            ++_stats.retried;
-            break;
-        case HttpOutcome::Kind::rejected:
-            ++_stats.rejected;
-            break;
-        }
-        return int64_t(index);
+        settle(index);
+        return;
     }
     case Op::connect:
     case Op::send:
@@ -1108,18 +1118,18 @@ int64_t HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
         break;
     }
     if (index >= _conns.size()) {
-        return -1;
+        return;
     }
     Conn& c = *_conns[index];
     if (!c.busy || c.generation != generation) {
-        return -1; // cannot happen: a slot is reused only once all its completions are in
+        return; // cannot happen: a slot is reused only once all its completions are in
     }
     switch (op) {
     case Op::connect: {
         c.connecting = false;
         if (c.fd < 0) {
             maybe_release_conn(index);
-            return -1;
+            return;
         }
         if (res == 0) {
             on_connected(index);
@@ -1155,7 +1165,6 @@ int64_t HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
     default:
         break;
     }
-    return -1;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1204,6 +1213,11 @@ void HttpSink::stop() {
         return;
     }
     _stopped = true;
+    // Settled but not yet reported (stop() called from a callback): never reported now.
+    for (uint32_t index : _ready) {
+        release_request(index);
+    }
+    _ready.clear();
     for (uint32_t i = 0; i < _requests.size(); ++i) {
         Request& r = *_requests[i];
         if (!r.busy || r.abandoned) {

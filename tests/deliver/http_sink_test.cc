@@ -73,7 +73,7 @@ struct Reply {
     int delay_ms = 0;         // before answering
 };
 
-Reply status(int code, std::string extra = {}, std::string body = "ok") {
+Reply status(int code, const std::string& extra = {}, const std::string& body = "ok") {
     return {"HTTP/1.1 " + std::to_string(code) + " X\r\nContent-Length: " +
             std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body};
 }
@@ -285,7 +285,7 @@ uint16_t closed_port() {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
     socklen_t len = sizeof a;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
     ::close(fd);

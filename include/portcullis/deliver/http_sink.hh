@@ -210,8 +210,9 @@ private:
                uint64_t(generation) << 24 | (index & 0xffffff);
     }
 
-    // Handles one CQE; returns the request whose outcome is to be reported now, or -1.
-    int64_t handle(const io_uring_cqe& cqe, int64_t now_ns);
+    // Handles one CQE; the outcomes it settles go to _ready.
+    void handle(const io_uring_cqe& cqe, int64_t now_ns);
+    void settle(uint32_t request); // counts it and puts it in _ready
     HttpOutcome outcome_of(uint32_t request, int64_t now_ns) const;
     uint64_t cookie_of(uint32_t request) const;
     void release_request(uint32_t request);
@@ -273,19 +274,26 @@ private:
     int64_t _now_ns = 0; // of the call in progress
     HttpSinkStats _stats;
     std::vector<http::Header> _fields; // start()'s scratch, reused
+    std::vector<uint32_t> _ready;      // settled, to report before on_cqe() returns
+    bool _in_cqe = false;
 };
 
 template <typename F>
 void HttpSink::on_cqe(const io_uring_cqe& cqe, int64_t now_ns, F&& done) {
-    const int64_t index = handle(cqe, now_ns);
-    if (index < 0) {
-        return;
+    _in_cqe = true;
+    handle(cqe, now_ns);
+    // Outcomes this completion settled, and those tick() or the resolver settled (through a
+    // NOP). done may start deliveries whose outcome is known at once: they join the list.
+    while (!_ready.empty()) {
+        const uint32_t index = _ready.back();
+        _ready.pop_back();
+        // The request stays allocated during the call: the views of its outcome stay valid even
+        // if done() starts another delivery.
+        const HttpOutcome o = outcome_of(index, now_ns);
+        done(cookie_of(index), o);
+        release_request(index);
     }
-    // The request stays allocated during the call: the views of its outcome stay valid even if
-    // done() starts another delivery.
-    const HttpOutcome o = outcome_of(uint32_t(index), now_ns);
-    done(cookie_of(uint32_t(index)), o);
-    release_request(uint32_t(index));
+    _in_cqe = false;
 }
 
 } // namespace portcullis::deliver
