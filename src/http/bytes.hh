@@ -114,9 +114,10 @@ inline bool all_in(const ByteTable& in_class, const char* p, const char* const e
 }
 
 // The options of a Connection field (RFC 9110 section 7.6.1), requests' and responses' alike: a
-// list of tokens, empty elements ignored (section 5.6.1). Sets `close` and `keep_alive` when
-// those options are listed; false when the list is malformed.
-inline bool connection_options(std::string_view v, bool& close, bool& keep_alive) {
+// list of tokens, empty elements ignored (section 5.6.1). Calls on_option(token) for each, in
+// order; false when the list is malformed (options before the fault were seen).
+template <typename F>
+bool for_each_connection_option(std::string_view v, F&& on_option) {
     const char* p = v.data();
     const char* const end = p + v.size();
     while (p < end) {
@@ -135,13 +136,21 @@ inline bool connection_options(std::string_view v, bool& close, bool& keep_alive
         if (p < end && *p != ',') {
             return false;
         }
+        on_option(option);
+    }
+    return true;
+}
+
+// Sets `close` and `keep_alive` when a Connection field's value lists those options; false when
+// the list is malformed.
+inline bool connection_options(std::string_view v, bool& close, bool& keep_alive) {
+    return for_each_connection_option(v, [&](std::string_view option) {
         if (name_equals(option, "close")) {
             close = true;
         } else if (name_equals(option, "keep-alive")) {
             keep_alive = true;
         }
-    }
-    return true;
+    });
 }
 
 } // namespace portcullis::http::bytes

@@ -539,6 +539,17 @@ size_t write_request(std::span<char> out, const OutgoingRequest& r) {
     return w.finish();
 }
 
+bool connection_lists(std::string_view connection_value, std::string_view name) {
+    bool listed = false;
+    for_each_connection_option(connection_value, [&](std::string_view option) {
+        listed =
+            listed || (option.size() == name.size() &&
+                       std::equal(option.begin(), option.end(), name.begin(),
+                                  [](char a, char b) { return ascii_lower(a) == ascii_lower(b); }));
+    });
+    return listed;
+}
+
 ResponseParser::ResponseParser(std::span<Header> storage, const Limits& limits)
     : _storage(storage), _limits(limits) {}
 

@@ -61,6 +61,18 @@ SSL* Transport::accept(SSL_CTX* ctx) {
     return ssl;
 }
 
+SSL* Transport::connect(SSL_CTX* ctx) {
+    SSL* ssl = SSL_new(ctx);
+    if (ssl == nullptr) {
+        ERR_clear_error();
+        return nullptr;
+    }
+    SSL_set_connect_state(ssl);
+    BIO_up_ref(_bio); // as in accept()
+    SSL_set_bio(ssl, _bio, _bio);
+    return ssl;
+}
+
 void Transport::close(SSL* ssl) {
     SSL_free(ssl);
 }

@@ -963,3 +963,15 @@ TEST(RetryAfter, RefusesMalformedDates) {
 }
 
 } // namespace
+
+TEST(ConnectionLists, FindsTheFieldsAConnectionValueNames) {
+    EXPECT_TRUE(connection_lists("X-Hop, keep-alive", "x-hop"));
+    EXPECT_TRUE(connection_lists("keep-alive,X-HOP", "X-Hop"));
+    EXPECT_TRUE(connection_lists(" , x-hop ,", "x-hop"));
+    EXPECT_FALSE(connection_lists("X-Hopper", "x-hop"));
+    EXPECT_FALSE(connection_lists("X-Ho", "x-hop"));
+    EXPECT_FALSE(connection_lists("", "x-hop"));
+    // Malformed: the options before the fault count, none after it.
+    EXPECT_TRUE(connection_lists("x-hop, a b", "x-hop"));
+    EXPECT_FALSE(connection_lists("a b, x-hop", "x-hop"));
+}

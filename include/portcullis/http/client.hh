@@ -70,6 +70,11 @@ size_t write_request(std::span<char> out, const OutgoingRequest& r);
 // ("reserved_header"). Nothing a webhook sender put in a header can split the request.
 std::string_view request_refusal(const OutgoingRequest& r);
 
+// True when a Connection field's value (RFC 9110 section 7.6.1) lists `name` (any case) among
+// its options: the sender meant that field for the connection only, so a proxy drops it. A
+// malformed list counts for the options read before the fault.
+bool connection_lists(std::string_view connection_value, std::string_view name);
+
 enum class ResponseFraming : uint8_t {
     none,           // 204, 304, a response to HEAD: no body whatever the fields say
     content_length, // content_length bytes (0 included)

@@ -55,6 +55,10 @@ public:
     // A server session for a connection accepted on a TLS listener, starting from `ctx` (the
     // default certificate; SNI may switch it). nullptr when memory is exhausted.
     SSL* accept(SSL_CTX* ctx);
+    // A client session (the HTTP sink's https:// connections) from `ctx`; the caller sets the
+    // name to verify and SNI on it. The first receive() with no ciphertext writes the
+    // ClientHello to `out`. nullptr when memory is exhausted.
+    SSL* connect(SSL_CTX* ctx);
     static void close(SSL* ssl);
 
     // Feeds `cipher` and delivers what decrypts to on_plain(string_view) until nothing more
