@@ -347,7 +347,7 @@ JobTable::Undo JobTable::prior(uint32_t index, bool waits) const {
 
 void JobTable::record(LedgerOp::Kind kind, uint32_t index, int64_t now_ns, const Undo& before) {
     const Entry& e = _entries[index];
-    _pending.push_back({kind, e.attempts, e.id, now_ns, e.due_ns});
+    _pending.push_back({kind, 0, e.attempts, e.id, now_ns, e.due_ns});
     _undo.push_back(before);
     ++_segments[e.segment].unresolved;
 }
@@ -712,7 +712,7 @@ std::vector<LedgerOp> JobTable::snapshot_ops() const {
             break;
         }
         // The time of the last change is not kept; compacted ops carry 0.
-        ops.push_back({kind, e.attempts, e.id, 0, e.due_ns});
+        ops.push_back({kind, 0, e.attempts, e.id, 0, e.due_ns});
     }
     return ops;
 }

@@ -620,7 +620,7 @@ TEST(JobTable, UntrustedRoutesAndIdsNeverCrash) {
     EXPECT_EQ(t.ack(all_ones, t0), JobTable::Settle::unknown);
     EXPECT_EQ(t.nack(all_ones, never, t0), JobTable::Settle::unknown);
     EXPECT_EQ(t.replay(JobId{}, t0), JobTable::Settle::unknown);
-    LedgerOp odd{static_cast<LedgerOp::Kind>(42), 1, id_of(1), t0, 0};
+    LedgerOp odd{static_cast<LedgerOp::Kind>(42), 0, 1, id_of(1), t0, 0};
     t.apply(odd);
     EXPECT_EQ(must_find(t, 1).state, JobState::leased);
 }
