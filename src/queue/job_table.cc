@@ -109,6 +109,25 @@ void JobTable::RefRing::push_back(Ref ref) {
     ++_count;
 }
 
+void JobTable::RefRing::rotate_back_to_front(size_t n) {
+    n = std::min(n, _count);
+    if (n == 0 || n == _count) {
+        return;
+    }
+    const size_t mask = _slots.size() - 1;
+    std::vector<Ref> moved(n);
+    for (size_t i = 0; i < n; ++i) {
+        moved[i] = _slots[(_head + _count - n + i) & mask];
+    }
+    // The others shift back by n, newest first, so that none is overwritten before it moves.
+    for (size_t i = _count - n; i-- > 0;) {
+        _slots[(_head + i + n) & mask] = _slots[(_head + i) & mask];
+    }
+    for (size_t i = 0; i < n; ++i) {
+        _slots[(_head + i) & mask] = moved[i];
+    }
+}
+
 template <typename F>
 void JobTable::RefRing::filter(F&& keep) {
     size_t mask = _slots.size() - 1;
@@ -634,7 +653,9 @@ void JobTable::expire(uint32_t index, int64_t now_ns) {
 size_t JobTable::expire_leases(int64_t now_ns) {
     size_t expired = 0;
     for (Route& r : _routes) {
-        // Deadline order, as the timers would have: they rejoin the ready FIFO in that order.
+        // Deadline order, as the timers would have. They were handed out before everything
+        // still queued: they go to the front of the ready FIFO, to be delivered again first.
+        size_t pushed = 0;
         while (!r.leases.empty()) {
             Timer t = r.leases.front();
             std::pop_heap(r.leases.begin(), r.leases.end(), later<Timer>);
@@ -642,8 +663,13 @@ size_t JobTable::expire_leases(int64_t now_ns) {
             if (live(t)) {
                 expire(t.index, now_ns);
                 ++expired;
+                const Entry& e = _entries[t.index];
+                if (e.state == JobState::queued && (e.chain == no_index || !held(e, t.index))) {
+                    ++pushed; // the last ref pushed onto the ready FIFO
+                }
             }
         }
+        r.ready.rotate_back_to_front(pushed);
         prune(r);
     }
     return expired;

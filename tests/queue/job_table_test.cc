@@ -1261,16 +1261,20 @@ TEST(JobTable, ExpireLeasesVoidsEveryLeaseWithTheNextAttemptToCome) {
     ASSERT_EQ(lease_ns(t, 0, 1, t0 + ms), Ns{2}); // attempt 2 of 2
     ASSERT_EQ(lease_ns(t, 1, 1, t0), Ns{4});
     durable(t);
+    add_jobs(t, {5}, 0); // queued before the restart's expiry
     EXPECT_EQ(t.expire_leases(t0 + 5 * ms), 4u);
     EXPECT_EQ(kinds(t.pending_ops()), "expire:1 expire:3 dead:2 expire:4");
     EXPECT_EQ(state_of(t, 2), "dead attempts 2 due 0ms");
     EXPECT_EQ(t.depth(0).leased, 0u);
     std::vector<JobInfo> out;
-    ASSERT_EQ(t.lease(0, 5, visibility, t0 + 5 * ms, out), 2u) << "ready at once";
+    ASSERT_EQ(t.lease(0, 5, visibility, t0 + 5 * ms, out), 3u) << "ready at once";
+    EXPECT_EQ(n_of(out[0].id), 1u) << "first: they were handed out before anything queued";
     EXPECT_EQ(out[0].attempts, 2);
+    EXPECT_EQ(n_of(out[1].id), 3u);
     EXPECT_EQ(out[1].attempts, 2);
+    EXPECT_EQ(n_of(out[2].id), 5u);
     EXPECT_EQ(lease_ns(t, 1, 5, t0 + 5 * ms), Ns{4});
-    EXPECT_EQ(t.expire_leases(t0), 3u);
+    EXPECT_EQ(t.expire_leases(t0), 4u);
     EXPECT_EQ(t.expire_leases(t0), 0u);
 }
 

@@ -271,6 +271,8 @@ private:
         const Ref& front() const { return _slots[_head]; }
         void pop_front();
         void push_back(Ref ref);
+        // Moves the last n refs to the front, in order.
+        void rotate_back_to_front(size_t n);
         // Keeps the refs for which keep(ref) is true, in order.
         template <typename F>
         void filter(F&& keep);
