@@ -46,7 +46,27 @@
 // - a change that built on an undone one is undone too (a lease of a job whose replay or nack
 //   was undone): so what is kept of a job is a prefix of its changes, and undoing the rest
 //   newest first restores the state after that prefix.
-// A rolled-back job that goes back to the queue rejoins it at the end.
+// - bury is undone like nack: its answer waits.
+// - ordered routes: a sequence's next job is released only when ops_durable() resolves the last
+//   op of its head's settlement (ack, nack or bury to dead, death by expiry), never when the
+//   change is made: an undone ack cannot have let the next job out. A death by expiry is kept
+//   on a failure like any expiry, but its op is lost with the group: it is recorded again (a
+//   dead op in pending_ops()), and the next job waits for that one to be durable.
+// A rolled-back job that goes back to the queue rejoins it at the end; a held job of a sequence
+// stays held.
+//
+// Ordered routes (RouteOptions::ordered). The jobs of one (route, order key) form a sequence in
+// add() order; only its head is ever ready, the others are held (queued, counted in depth, in no
+// FIFO). The head leaves once it is done or dead and that is durable, and the next job becomes
+// ready. A late ack of a held job (the pull API allows acking a queued job) settles it in
+// place: it leaves at once when its turn comes. A replayed dead job (which has left its
+// sequence) is ready at once, out of order: the operator asked for it. At start-up, apply()
+// rebuilds the sequences from the ops alone: an op of a job (other than an ack without a lease)
+// shows it was handed out, so every job before it in its sequence was too and has left (a
+// replayed one among them is ready at once, as it was); a settled head leaves, and the first
+// job after the last one handed out is the head. Non-ordered routes pay nothing: the sequence
+// index fits in Entry's padding, the sequences live in side containers used only by ordered
+// routes.
 #pragma once
 
 #include "portcullis/queue/job_id.hh"
