@@ -173,9 +173,12 @@ std::string JobStore::open(const config::Snapshot& snapshot,
     }
     for (unsigned lane = 1; lane <= max_lane; ++lane) {
         if (unlisted[lane] != 0) {
-            return ledger + ": " + std::to_string(unlisted[lane]) + " ops of delivery lane " +
-                   std::to_string(lane) + ", which " + lanes_path +
-                   " does not list (was it removed or edited?); not started, nothing changed";
+            std::string err = ledger;
+            err += ": " + std::to_string(unlisted[lane]);
+            err += " ops of delivery lane " + std::to_string(lane);
+            err += ", which " + lanes_path;
+            err += " does not list (was it removed or edited?); not started, nothing changed";
+            return err;
         }
     }
     if (_stats.ledger_ops_ignored != 0) {
@@ -528,8 +531,10 @@ size_t JobStore::retire(int64_t now_ns) {
         Segment& seg = it->second;
         bool newest = shard < _tails.size() && _tails[shard].seq <= seq;
         // Every lane must be done with it: the pull API's and each sink's.
+        const uint32_t in_shard = shard;
+        const uint64_t in_seq = seq;
         const bool unsettled = std::any_of(_tables.begin(), _tables.end(), [&](const auto& t) {
-            return t->unsettled_in_segment(shard, seq) != 0;
+            return t->unsettled_in_segment(in_shard, in_seq) != 0;
         });
         if (newest || seg.newest_ns + _retention_ns > now_ns || unsettled) {
             ++it;

@@ -155,6 +155,7 @@ JobTable::JobTable(std::vector<RouteOptions> routes) {
 JobTable::JobTable(const std::vector<uint32_t>& max_attempts_per_route)
     : JobTable([&] {
           std::vector<RouteOptions> routes;
+          routes.reserve(max_attempts_per_route.size());
           for (uint32_t max : max_attempts_per_route) {
               routes.push_back({max, false, false});
           }

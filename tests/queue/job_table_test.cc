@@ -54,6 +54,7 @@ std::vector<uint32_t> lease_ns(JobTable& t, uint16_t route, size_t max, int64_t 
     size_t n = t.lease(route, max, vis, now, out);
     EXPECT_EQ(n, out.size());
     std::vector<uint32_t> ns;
+    ns.reserve(out.size());
     for (const JobInfo& j : out) {
         ns.push_back(n_of(j.id));
     }
@@ -1121,7 +1122,7 @@ TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
                 EXPECT_EQ(got->route, want->route);
                 EXPECT_EQ(got->where.offset, want->where.offset);
             }
-            for (uint16_t route = 0; route < limits.size(); ++route) {
+            for (uint16_t route = 0; route < static_cast<uint16_t>(limits.size()); ++route) {
                 RouteDepth dw = t.depth(route);
                 RouteDepth dg = r.depth(route);
                 EXPECT_EQ(dg.queued, dw.queued) << how << " route " << route;
@@ -1153,7 +1154,7 @@ TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
         // Both rebuilt tables then behave the same: far in the future everything unsettled is
         // ready (or dead), and the same set of jobs comes out.
         int64_t later = now + 3600 * ns_per_s;
-        for (uint16_t route = 0; route < limits.size(); ++route) {
+        for (uint16_t route = 0; route < static_cast<uint16_t>(limits.size()); ++route) {
             if (limits[route].ordered) {
                 continue; // one job a sequence: which one may differ (JobTableOrdered tests)
             }
