@@ -1,10 +1,12 @@
 #include "portcullis/queue/job_store.hh"
 
 #include "portcullis/base/log.hh"
+#include "portcullis/queue/lanes.hh"
 #include "portcullis/queue/ledger.hh"
 #include "portcullis/queue/segment.hh"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -69,12 +71,59 @@ std::string JobStore::open(const config::Snapshot& snapshot,
     _progress = progress;
     _dir = cfg.spool.dir;
     _retention_ns = cfg.spool.retention_ns;
-    std::vector<uint32_t> max_attempts;
+    std::vector<std::string> sink_names;
+    for (const config::SinkConfig& sink : cfg.sinks) {
+        sink_names.push_back(sink.name);
+    }
+    // The pull API's table, then one per sink: each has every route (route numbers are shared)
+    // and holds the jobs of the routes that deliver to its sink.
+    std::vector<RouteOptions> pull_routes;
+    std::vector<RouteOptions> sink_routes;
     for (const config::Route& r : snapshot.routes()) {
         _route_names.push_back(r.config->name);
-        max_attempts.push_back(r.config->max_attempts);
+        _route_ordered.push_back(r.config->ordered);
+        std::vector<uint16_t> sinks;
+        for (const std::string& name : r.config->deliver) {
+            auto it = std::find(sink_names.begin(), sink_names.end(), name);
+            if (it != sink_names.end()) {
+                sinks.push_back(static_cast<uint16_t>(it - sink_names.begin()));
+            }
+        }
+        pull_routes.push_back({r.config->max_attempts, !sinks.empty(), r.config->ordered});
+        sink_routes.push_back({r.config->max_attempts, false, r.config->ordered});
+        _route_sinks.push_back(std::move(sinks));
     }
-    _table = std::make_unique<JobTable>(std::move(max_attempts));
+    const std::string lanes_path = _dir + "/" + std::string(lanes_file_name);
+    std::vector<LaneName> lanes_listed;
+    if (auto err = read_lanes(_dir, lanes_listed); !err.empty()) {
+        return err;
+    }
+    LaneAssignment lanes = assign_lanes(std::move(lanes_listed), sink_names, lanes_path);
+    if (!lanes.error.empty()) {
+        return lanes.error;
+    }
+    _tables.push_back(std::make_unique<JobTable>(std::move(pull_routes)));
+    _lanes.push_back(0);
+    for (size_t i = 0; i < sink_names.size(); ++i) {
+        _tables.push_back(std::make_unique<JobTable>(sink_routes));
+        _lanes.push_back(lanes.sink_lanes[i]);
+    }
+    _group_counts.assign(_tables.size(), 0);
+    // Which table the ledger's ops of each lane go to: a sink's only if the file already gave
+    // its number to that name (a number just given, or taken back from a sink no longer
+    // configured, has no op of this sink yet).
+    std::array<JobTable*, max_lane + 1> by_lane{};
+    std::array<bool, max_lane + 1> known_lane{};
+    by_lane[0] = _tables[0].get();
+    known_lane[0] = true;
+    for (const LaneName& l : lanes.listed) {
+        known_lane[l.lane] = true;
+        for (size_t i = 0; i < sink_names.size(); ++i) {
+            if (sink_names[i] == l.sink && lanes.sink_lanes[i] == l.lane) {
+                by_lane[l.lane] = _tables[i + 1].get();
+            }
+        }
+    }
 
     ListResult listed = list_segments(_dir);
     if (!listed.error.empty()) {
@@ -112,13 +161,61 @@ std::string JobStore::open(const config::Snapshot& snapshot,
             .field("bytes", static_cast<int64_t>(d.length))
             .write();
     }
+    std::array<uint64_t, max_lane + 1> unlisted{};
     for (const LedgerOp& op : rec.ops) {
-        _table->apply(op);
+        if (JobTable* t = by_lane[op.lane]) {
+            t->apply(op);
+        } else if (known_lane[op.lane]) {
+            ++_stats.ledger_ops_ignored; // a sink no longer configured
+        } else {
+            ++unlisted[op.lane];
+        }
     }
-    if (rec.valid_bytes > ledger_compact_bytes) {
-        // Most of a long ledger is about jobs long settled or deleted: keep what still matters.
-        if (auto err = write_ledger_snapshot(ledger, _table->snapshot_ops()); !err.empty()) {
+    for (unsigned lane = 1; lane <= max_lane; ++lane) {
+        if (unlisted[lane] != 0) {
+            std::string err = ledger;
+            err += ": " + std::to_string(unlisted[lane]);
+            err += " ops of delivery lane " + std::to_string(lane);
+            err += ", which " + lanes_path;
+            err += " does not list (was it removed or edited?); not started, nothing changed";
             return err;
+        }
+    }
+    if (_stats.ledger_ops_ignored != 0) {
+        LogLine(Level::info, "ledger: ops of sinks no longer configured ignored")
+            .field("path", ledger)
+            .field("ops", static_cast<int64_t>(_stats.ledger_ops_ignored))
+            .write();
+    }
+    // The engine that held the sinks' leases is gone: deliver those jobs again at once.
+    for (size_t t = 1; t < _tables.size(); ++t) {
+        _stats.leases_voided += _tables[t]->expire_leases(now_ns);
+    }
+    if (rec.valid_bytes > ledger_compact_bytes || lanes.reclaimed) {
+        // Most of a long ledger is about jobs long settled or deleted: keep what still matters.
+        // Lanes taken back from sinks no longer configured must lose their old ops before the
+        // lanes file gives them to another.
+        std::vector<LedgerOp> ops;
+        for (size_t t = 0; t < _tables.size(); ++t) {
+            for (LedgerOp op : _tables[t]->snapshot_ops()) {
+                op.lane = _lanes[t];
+                ops.push_back(op);
+            }
+        }
+        if (auto err = write_ledger_snapshot(ledger, ops); !err.empty()) {
+            return err;
+        }
+    }
+    if (lanes.changed) {
+        // Before any op of a new lane can be written.
+        if (auto err = write_lanes(_dir, lanes.lanes); !err.empty()) {
+            return err;
+        }
+        for (size_t i = 0; i < sink_names.size(); ++i) {
+            LogLine(Level::info, "ledger: delivery lane")
+                .field("sink", sink_names[i])
+                .field("lane", static_cast<int64_t>(lanes.sink_lanes[i]))
+                .write();
         }
     }
     _ledger_fd = ::open(ledger.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -131,8 +228,10 @@ std::string JobStore::open(const config::Snapshot& snapshot,
         return err;
     }
     LogLine(Level::info, "job index ready")
-        .field("jobs", static_cast<int64_t>(_table->size()))
+        .field("jobs", static_cast<int64_t>(_tables[0]->size()))
+        .field("sinks", static_cast<int64_t>(sink_count()))
         .field("ledger_ops", static_cast<int64_t>(rec.ops.size()))
+        .field("leases_voided", static_cast<int64_t>(_stats.leases_voided))
         .field("damaged_regions", static_cast<int64_t>(_stats.damaged_regions))
         .write();
     retire(now_ns);
@@ -201,8 +300,17 @@ size_t JobStore::advance(uint32_t shard, uint64_t seq, Segment& seg) {
         // The body is the record's last field: the record ends where it does.
         const auto* start = reinterpret_cast<const char*>(bytes.data() + (offset - from));
         const auto size = static_cast<uint32_t>(rec.body.data() + rec.body.size() - start);
-        _found.push_back(
-            {rec.id, static_cast<uint16_t>(route), rec.received_at_ns, {shard, seq, offset, size}});
+        // An ordered route's sequence: the jobs sharing an ordering key (the low half of its
+        // fingerprint is plenty to tell keys apart), or the whole route (0) without one.
+        const uint64_t order_key =
+            _route_ordered[static_cast<size_t>(route)] && rec.keys.has_ordering
+                ? rec.keys.ordering_key.lo
+                : 0;
+        _found.push_back({rec.id,
+                          static_cast<uint16_t>(route),
+                          rec.received_at_ns,
+                          {shard, seq, offset, size},
+                          order_key});
         ++found;
     });
     // The same damage the shard's recovery and `spool verify` report: skipped, not a reason to
@@ -241,8 +349,11 @@ void JobStore::add_found() {
     std::sort(_found.begin(), _found.end(),
               [](const Found& a, const Found& b) { return a.id < b.id; });
     for (const Found& f : _found) {
-        if (_table->add(f.id, f.route, f.received_at_ns, f.where)) {
+        if (_tables[0]->add(f.id, f.route, f.received_at_ns, f.where, f.order_key)) {
             ++_stats.jobs_found;
+        }
+        for (uint16_t sink : _route_sinks[f.route]) {
+            _tables[sink + 1]->add(f.id, f.route, f.received_at_ns, f.where, f.order_key);
         }
     }
     _found.clear();
@@ -316,23 +427,37 @@ std::span<const uint8_t> JobStore::take_ops() {
     if (_ledger_torn) {
         cut_ledger();
     }
-    const std::vector<LedgerOp>& ops = _table->pending_ops();
-    _ledger_buf.resize(ops.size() * ledger_record_size);
-    for (size_t i = 0; i < ops.size(); ++i) {
-        encode_ledger_op(ops[i],
-                         std::span<uint8_t, ledger_record_size>(
-                             _ledger_buf.data() + i * ledger_record_size, ledger_record_size));
+    _ledger_buf.clear();
+    _group_ops = 0;
+    for (size_t t = 0; t < _tables.size(); ++t) {
+        const std::vector<LedgerOp>& ops = _tables[t]->pending_ops();
+        _ledger_buf.resize((_group_ops + ops.size()) * ledger_record_size);
+        for (LedgerOp op : ops) {
+            op.lane = _lanes[t];
+            encode_ledger_op(
+                op, std::span<uint8_t, ledger_record_size>(
+                        _ledger_buf.data() + _group_ops * ledger_record_size, ledger_record_size));
+            ++_group_ops;
+        }
+        _group_counts[t] = ops.size();
+        _tables[t]->ops_taken();
     }
-    _group_ops = ops.size();
-    _table->ops_taken();
     return _ledger_buf;
+}
+
+bool JobStore::has_pending_ops() const {
+    return std::any_of(_tables.begin(), _tables.end(),
+                       [](const auto& t) { return !t->pending_ops().empty(); });
 }
 
 bool JobStore::ops_written() {
     if (_ledger_torn) {
         return false;
     }
-    _table->ops_durable(_group_ops);
+    for (size_t t = 0; t < _tables.size(); ++t) {
+        _tables[t]->ops_durable(_group_counts[t]);
+        _group_counts[t] = 0;
+    }
     _stats.ledger_ops += _group_ops;
     if (_ledger_end >= 0) {
         _ledger_end += static_cast<int64_t>(_group_ops * ledger_record_size);
@@ -349,7 +474,12 @@ size_t JobStore::ops_failed() {
     _ledger_torn = true;
     cut_ledger();
     _group_ops = 0;
-    return _table->ops_failed();
+    size_t undone = 0;
+    for (size_t t = 0; t < _tables.size(); ++t) {
+        undone += _tables[t]->ops_failed();
+        _group_counts[t] = 0;
+    }
+    return undone;
 }
 
 void JobStore::cut_ledger() {
@@ -400,8 +530,13 @@ size_t JobStore::retire(int64_t now_ns) {
         auto [shard, seq] = it->first;
         Segment& seg = it->second;
         bool newest = shard < _tails.size() && _tails[shard].seq <= seq;
-        if (newest || seg.newest_ns + _retention_ns > now_ns ||
-            _table->unsettled_in_segment(shard, seq) != 0) {
+        // Every lane must be done with it: the pull API's and each sink's.
+        const uint32_t in_shard = shard;
+        const uint64_t in_seq = seq;
+        const bool unsettled = std::any_of(_tables.begin(), _tables.end(), [&](const auto& t) {
+            return t->unsettled_in_segment(in_shard, in_seq) != 0;
+        });
+        if (newest || seg.newest_ns + _retention_ns > now_ns || unsettled) {
             ++it;
             continue;
         }
@@ -417,7 +552,9 @@ size_t JobStore::retire(int64_t now_ns) {
         if (seg.fd >= 0) {
             ::close(seg.fd);
         }
-        _table->drop_segment(shard, seq);
+        for (const auto& t : _tables) {
+            t->drop_segment(shard, seq);
+        }
         LogLine(Level::info, "spool: segment retired")
             .field("segment", path)
             .field("bytes", static_cast<int64_t>(seg.size))

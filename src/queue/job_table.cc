@@ -109,6 +109,25 @@ void JobTable::RefRing::push_back(Ref ref) {
     ++_count;
 }
 
+void JobTable::RefRing::rotate_back_to_front(size_t n) {
+    n = std::min(n, _count);
+    if (n == 0 || n == _count) {
+        return;
+    }
+    const size_t mask = _slots.size() - 1;
+    std::vector<Ref> moved(n);
+    for (size_t i = 0; i < n; ++i) {
+        moved[i] = _slots[(_head + _count - n + i) & mask];
+    }
+    // The others shift back by n, newest first, so that none is overwritten before it moves.
+    for (size_t i = _count - n; i-- > 0;) {
+        _slots[(_head + i + n) & mask] = _slots[(_head + i) & mask];
+    }
+    for (size_t i = 0; i < n; ++i) {
+        _slots[(_head + i) & mask] = moved[i];
+    }
+}
+
 template <typename F>
 void JobTable::RefRing::filter(F&& keep) {
     size_t mask = _slots.size() - 1;
@@ -123,12 +142,25 @@ void JobTable::RefRing::filter(F&& keep) {
     _count = kept;
 }
 
-JobTable::JobTable(std::vector<uint32_t> max_attempts_per_route) {
-    _routes.resize(max_attempts_per_route.size());
+JobTable::JobTable(std::vector<RouteOptions> routes) {
+    _routes.resize(routes.size());
     for (size_t i = 0; i < _routes.size(); ++i) {
-        _routes[i].max_attempts = max_attempts_per_route[i];
+        _routes[i].max_attempts = routes[i].max_attempts;
+        _routes[i].optional = routes[i].optional;
+        _routes[i].ordered = routes[i].ordered;
+        _any_ordered = _any_ordered || routes[i].ordered;
     }
 }
+
+JobTable::JobTable(const std::vector<uint32_t>& max_attempts_per_route)
+    : JobTable([&] {
+          std::vector<RouteOptions> routes;
+          routes.reserve(max_attempts_per_route.size());
+          for (uint32_t max : max_attempts_per_route) {
+              routes.push_back({max, false, false});
+          }
+          return routes;
+      }()) {}
 
 uint32_t JobTable::find_index(const JobId& id) const {
     if (_index.empty()) {
@@ -273,8 +305,27 @@ void JobTable::leave_state(Entry& e, Route& r) {
         r.dead.erase(e.id);
         break;
     }
-    if (unsettled(e.state)) {
+    if (holds_segment(e)) {
         --_segments[e.segment].unsettled;
+    }
+}
+
+bool JobTable::holds_segment(const Entry& e) const {
+    // An optional lane's job counts once it has been handed out: only then may its consumer
+    // still settle it.
+    return unsettled(e.state) && (e.attempts > 0 || !_routes[e.route].optional);
+}
+
+void JobTable::enter_queue(Route& r, uint32_t index) {
+    Entry& e = _entries[index];
+    if (e.due_ns == 0) {
+        push_ready(r, index);
+    } else {
+        // Even a not-before already past waits in the heap: the next lease() promotes it,
+        // which keeps this path free of any notion of "now" (apply() has none).
+        e.delayed = true;
+        ++r.depth.delayed;
+        push_timer(r.delayed, r.depth.delayed, {e.due_ns, index, e.generation});
     }
 }
 
@@ -287,20 +338,14 @@ void JobTable::move(uint32_t index, JobState to, uint16_t attempts, int64_t due_
     e.attempts = attempts;
     e.due_ns = due_ns;
     e.delayed = false;
-    if (unsettled(to)) {
+    if (holds_segment(e)) {
         ++_segments[e.segment].unsettled;
     }
     switch (to) {
     case JobState::queued:
         ++r.depth.queued;
-        if (due_ns == 0) {
-            push_ready(r, index);
-        } else {
-            // Even a not-before already past waits in the heap: the next lease() promotes it,
-            // which keeps this path free of any notion of "now" (apply() has none).
-            e.delayed = true;
-            ++r.depth.delayed;
-            push_timer(r.delayed, r.depth.delayed, {due_ns, index, e.generation});
+        if (e.chain == no_index || !held(e, index)) {
+            enter_queue(r, index);
         }
         break;
     case JobState::leased:
@@ -347,14 +392,99 @@ JobTable::Undo JobTable::prior(uint32_t index, bool waits) const {
 
 void JobTable::record(LedgerOp::Kind kind, uint32_t index, int64_t now_ns, const Undo& before) {
     const Entry& e = _entries[index];
-    _pending.push_back({kind, e.attempts, e.id, now_ns, e.due_ns});
+    _pending.push_back({kind, 0, e.attempts, e.id, now_ns, e.due_ns});
     _undo.push_back(before);
     ++_segments[e.segment].unresolved;
+    if (e.chain != no_index) {
+        ++_chain_ops[index];
+    }
 }
 
-void JobTable::forget_undo(const Undo& u) {
-    if (u.index != no_index) {
-        --_segments[_entries[u.index].segment].unresolved;
+void JobTable::forget_undo(const Undo& u, bool durable) {
+    if (u.index == no_index) {
+        return;
+    }
+    const Entry& e = _entries[u.index];
+    --_segments[e.segment].unresolved;
+    if (e.chain == no_index) {
+        return;
+    }
+    auto it = _chain_ops.find(u.index);
+    if (it != _chain_ops.end() && --it->second == 0) {
+        _chain_ops.erase(it);
+        // Only a settlement in the ledger lets the next job of the sequence go: one that a
+        // failed group took with it must be written again first (ops_failed).
+        if (durable) {
+            advance_chain(e.chain, false);
+        }
+    }
+}
+
+bool JobTable::chain_has_ops(uint32_t index) const {
+    return _chain_ops.contains(index);
+}
+
+bool JobTable::held(const Entry& e, uint32_t index) const {
+    const Chain& c = _chains[e.chain];
+    return c.jobs[c.head] != index;
+}
+
+uint32_t JobTable::chain_slot(uint16_t route, uint64_t key) {
+    auto [it, added] = _chain_slots.try_emplace({route, key}, no_index);
+    if (added) {
+        if (!_free_chains.empty()) {
+            it->second = _free_chains.back();
+            _free_chains.pop_back();
+        } else {
+            it->second = static_cast<uint32_t>(_chains.size());
+            _chains.emplace_back();
+        }
+        Chain& c = _chains[it->second];
+        c.route = route;
+        c.key = key;
+        c.jobs.clear();
+        c.head = 0;
+    }
+    return it->second;
+}
+
+void JobTable::advance_chain(uint32_t chain, bool head_changed) {
+    Chain& c = _chains[chain];
+    while (c.head < c.jobs.size()) {
+        const uint32_t index = c.jobs[c.head];
+        Entry& e = _entries[index];
+        if (unsettled(e.state) || chain_has_ops(index)) {
+            if (head_changed && e.state == JobState::queued) {
+                enter_queue(_routes[c.route], index); // it was held
+            }
+            break;
+        }
+        e.chain = no_index;
+        ++c.head;
+        head_changed = true;
+    }
+    if (c.head == c.jobs.size()) {
+        _chain_slots.erase({c.route, c.key});
+        std::vector<uint32_t>().swap(c.jobs);
+        c.head = 0;
+        _free_chains.push_back(chain);
+    } else if (c.head > compaction_slack && c.head * 2 > c.jobs.size()) {
+        c.jobs.erase(c.jobs.begin(), c.jobs.begin() + static_cast<std::ptrdiff_t>(c.head));
+        c.head = 0;
+    }
+}
+
+void JobTable::leave_chain_before(uint32_t index) {
+    Chain& c = _chains[_entries[index].chain];
+    for (bool was_head = true; c.jobs[c.head] != index; was_head = false) {
+        const uint32_t before = c.jobs[c.head];
+        Entry& b = _entries[before];
+        b.chain = no_index;
+        ++c.head;
+        // The head is where its state put it already; the others were held.
+        if (!was_head && b.state == JobState::queued) {
+            enter_queue(_routes[b.route], before);
+        }
     }
 }
 
@@ -365,7 +495,7 @@ void JobTable::ops_taken() {
 void JobTable::ops_durable(size_t count) {
     count = std::min(count, _undo.size() - _pending.size());
     for (size_t i = 0; i < count; ++i) {
-        forget_undo(_undo[i]);
+        forget_undo(_undo[i], true);
     }
     // Erasing from the front moves only the ops pending since (one group is in flight at a
     // time): no allocation.
@@ -397,6 +527,7 @@ size_t JobTable::ops_failed() {
     }
     // The kept ops that were pending stay pending (and undoable); the taken ones are lost.
     size_t kept = 0;
+    std::vector<uint32_t> rewrite; // ordered routes: settled jobs whose settlement was lost
     for (size_t i = 0; i < _undo.size(); ++i) {
         const Undo u = _undo[i];
         if (u.index != no_index) {
@@ -407,11 +538,23 @@ size_t JobTable::ops_failed() {
             _undo[kept] = u;
             ++kept;
         } else {
-            forget_undo(u);
+            if (!u.undo && u.index != no_index && _entries[u.index].chain != no_index) {
+                rewrite.push_back(u.index);
+            }
+            forget_undo(u, false);
         }
     }
     _pending.resize(kept);
     _undo.resize(kept);
+    // A kept death by expiry of a sequence's head whose op was lost: the next job may go only
+    // once the ledger has it, so it is written again with the next group.
+    for (uint32_t index : rewrite) {
+        const Entry& e = _entries[index];
+        if (e.chain != no_index && !unsettled(e.state) && !chain_has_ops(index)) {
+            record(e.state == JobState::dead ? LedgerOp::Kind::dead : LedgerOp::Kind::ack, index, 0,
+                   prior(index, false));
+        }
+    }
     return undone;
 }
 
@@ -426,7 +569,8 @@ JobInfo JobTable::info(const Entry& e) const {
             {s.shard, s.seq, e.offset, e.size}};
 }
 
-bool JobTable::add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation where) {
+bool JobTable::add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation where,
+                   uint64_t order_key) {
     if (route >= _routes.size() || find_index(id) != no_index) {
         return false;
     }
@@ -450,9 +594,19 @@ bool JobTable::add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation
     index_insert(index);
     ++_count;
     ++_segments[segment].jobs;
-    ++_segments[segment].unsettled;
+    if (holds_segment(e)) {
+        ++_segments[segment].unsettled;
+    }
     Route& r = _routes[route];
     ++r.depth.queued;
+    if (r.ordered) {
+        const uint32_t chain = chain_slot(route, order_key);
+        e.chain = chain;
+        _chains[chain].jobs.push_back(index);
+        if (held(e, index)) {
+            return true;
+        }
+    }
     push_ready(r, index);
     return true;
 }
@@ -479,16 +633,47 @@ void JobTable::run_timers(Route& r, int64_t now_ns) {
             e.delayed = false;
             --r.depth.delayed;
             push_ready(r, t.index);
-        } else if (exhausted(e)) {
-            Undo before = prior(t.index, false);
-            move(t.index, JobState::dead, e.attempts, 0);
-            record(LedgerOp::Kind::dead, t.index, now_ns, before);
         } else {
-            Undo before = prior(t.index, false);
-            move(t.index, JobState::queued, e.attempts, 0);
-            record(LedgerOp::Kind::expire, t.index, now_ns, before);
+            expire(t.index, now_ns);
         }
     }
+}
+
+void JobTable::expire(uint32_t index, int64_t now_ns) {
+    const Entry& e = _entries[index];
+    Undo before = prior(index, false);
+    if (exhausted(e)) {
+        move(index, JobState::dead, e.attempts, 0);
+        record(LedgerOp::Kind::dead, index, now_ns, before);
+    } else {
+        move(index, JobState::queued, e.attempts, 0);
+        record(LedgerOp::Kind::expire, index, now_ns, before);
+    }
+}
+
+size_t JobTable::expire_leases(int64_t now_ns) {
+    size_t expired = 0;
+    for (Route& r : _routes) {
+        // Deadline order, as the timers would have. They were handed out before everything
+        // still queued: they go to the front of the ready FIFO, to be delivered again first.
+        size_t pushed = 0;
+        while (!r.leases.empty()) {
+            Timer t = r.leases.front();
+            std::pop_heap(r.leases.begin(), r.leases.end(), later<Timer>);
+            r.leases.pop_back();
+            if (live(t)) {
+                expire(t.index, now_ns);
+                ++expired;
+                const Entry& e = _entries[t.index];
+                if (e.state == JobState::queued && (e.chain == no_index || !held(e, t.index))) {
+                    ++pushed; // the last ref pushed onto the ready FIFO
+                }
+            }
+        }
+        r.ready.rotate_back_to_front(pushed);
+        prune(r);
+    }
+    return expired;
 }
 
 size_t JobTable::lease(uint16_t route, size_t max, int64_t visibility_ns, int64_t now_ns,
@@ -558,6 +743,22 @@ JobTable::Settle JobTable::nack(JobId id, std::optional<int64_t> delay_ns, int64
         move(index, JobState::queued, e.attempts, add_saturated(now_ns, delay));
         record(LedgerOp::Kind::nack, index, now_ns, before);
     }
+    prune(_routes[e.route]);
+    return Settle::ok;
+}
+
+JobTable::Settle JobTable::bury(JobId id, int64_t now_ns) {
+    uint32_t index = find_index(id);
+    if (index == no_index) {
+        return Settle::unknown;
+    }
+    Entry& e = _entries[index];
+    if (e.state != JobState::leased) {
+        return Settle::not_leased;
+    }
+    Undo before = prior(index, true);
+    move(index, JobState::dead, e.attempts, 0);
+    record(LedgerOp::Kind::dead, index, now_ns, before);
     prune(_routes[e.route]);
     return Settle::ok;
 }
@@ -650,6 +851,28 @@ void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
     if (_last_segment == *slot) {
         _last_segment = no_index;
     }
+    if (_any_ordered) {
+        // The removed jobs leave their sequences (their slots will be reused); a sequence that
+        // lost its head goes on with the next job.
+        std::erase_if(_chain_ops, [this](const auto& kv) { return !_entries[kv.first].in_use; });
+        for (uint32_t chain = 0; chain < _chains.size(); ++chain) {
+            Chain& c = _chains[chain];
+            if (c.head >= c.jobs.size()) {
+                continue; // free
+            }
+            const uint32_t head = c.jobs[c.head];
+            // Those before head have left the sequence: their slots go now too.
+            size_t kept = 0;
+            for (size_t k = c.head; k < c.jobs.size(); ++k) {
+                if (_entries[c.jobs[k]].in_use) {
+                    c.jobs[kept++] = c.jobs[k];
+                }
+            }
+            c.jobs.resize(kept);
+            c.head = 0;
+            advance_chain(chain, kept == 0 || c.jobs[0] != head);
+        }
+    }
     for (Route& r : _routes) {
         prune(r);
     }
@@ -659,6 +882,14 @@ void JobTable::apply(const LedgerOp& op) {
     uint32_t index = find_index(op.id);
     if (index == no_index) {
         return;
+    }
+    const uint32_t chain = _entries[index].chain;
+    // Any op but an ack without a lease (one the pull API allows on a queued job, even a held
+    // one) says the job was handed out: so were all before it in its sequence, in order.
+    const bool handed_out = op.kind != LedgerOp::Kind::ack || op.attempts != 0;
+    if (chain != no_index && handed_out && op.kind <= LedgerOp::Kind::expire &&
+        op.kind >= LedgerOp::Kind::lease) {
+        leave_chain_before(index);
     }
     switch (op.kind) {
     case LedgerOp::Kind::lease:
@@ -683,6 +914,10 @@ void JobTable::apply(const LedgerOp& op) {
         // decode_ledger_op never yields another kind; a hand-made op is ignored like an
         // unknown id.
         return;
+    }
+    if (chain != no_index) {
+        // What the ledger holds is durable: a settled head lets the next job go at once.
+        advance_chain(chain, false);
     }
     prune(_routes[_entries[index].route]);
 }
@@ -712,7 +947,7 @@ std::vector<LedgerOp> JobTable::snapshot_ops() const {
             break;
         }
         // The time of the last change is not kept; compacted ops carry 0.
-        ops.push_back({kind, e.attempts, e.id, 0, e.due_ns});
+        ops.push_back({kind, 0, e.attempts, e.id, 0, e.due_ns});
     }
     return ops;
 }

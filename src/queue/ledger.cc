@@ -20,7 +20,7 @@ namespace {
 constexpr uint8_t magic[4] = {'P', 'C', 'L', '1'};
 
 constexpr size_t off_kind = 4;
-constexpr size_t off_reserved = 5;
+constexpr size_t off_lane = 5;
 constexpr size_t off_attempts = 6;
 constexpr size_t off_at = 8;
 constexpr size_t off_due = 16;
@@ -62,8 +62,9 @@ Check check_record(std::span<const uint8_t> in) {
         XXH3_64bits(in.data(), off_checksum) != load_le64(in.data() + off_checksum)) {
         return Check::torn;
     }
+    // Any lane reads: which lanes mean something is the store's business (lanes.hh).
     uint8_t kind = in[off_kind];
-    if (kind == 0 || kind > max_kind || in[off_reserved] != 0) {
+    if (kind == 0 || kind > max_kind) {
         return Check::unreadable;
     }
     return Check::ok;
@@ -72,6 +73,7 @@ Check check_record(std::span<const uint8_t> in) {
 LedgerOp decode_checked(const uint8_t* p) {
     LedgerOp op;
     op.kind = static_cast<LedgerOp::Kind>(p[off_kind]);
+    op.lane = p[off_lane];
     op.attempts = load_le16(p + off_attempts);
     op.at_ns = static_cast<int64_t>(load_le64(p + off_at));
     op.due_ns = static_cast<int64_t>(load_le64(p + off_due));
@@ -122,7 +124,7 @@ void encode_ledger_op(const LedgerOp& op, std::span<uint8_t, ledger_record_size>
     uint8_t* p = out.data();
     std::memcpy(p, magic, sizeof magic);
     p[off_kind] = static_cast<uint8_t>(op.kind);
-    p[off_reserved] = 0;
+    p[off_lane] = op.lane;
     store_le16(op.attempts, p + off_attempts);
     store_le64(static_cast<uint64_t>(op.at_ns), p + off_at);
     store_le64(static_cast<uint64_t>(op.due_ns), p + off_due);
@@ -270,7 +272,7 @@ LedgerRecovery recover_ledger(const std::string& path) {
     }
     if (scan.unreadable_at) {
         r.error = "ledger " + path + ": record at byte " + std::to_string(*scan.unreadable_at) +
-                  " has a valid checksum but an unknown kind or reserved bits (written" +
+                  " has a valid checksum but an unknown kind (written" +
                   " by a newer version?); not modified";
         ::close(fd);
         return r;

@@ -11,6 +11,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,10 +39,10 @@ JobId id_of(uint8_t n) {
     return id;
 }
 
-std::vector<uint8_t> job(uint8_t n, size_t body_bytes = 100) {
+std::vector<uint8_t> job(uint8_t n, size_t body_bytes = 100, std::string_view route = "github") {
     JobMeta meta;
     meta.id = id_of(n);
-    meta.route = "github";
+    meta.route = route;
     meta.received_at_ns = base_received_ns + n;
     meta.peer = *base::PeerAddress::parse("192.0.2.1", 1000);
     http::Header headers[] = {{"X-GitHub-Delivery", "d"}};
@@ -204,4 +206,247 @@ TEST_F(JobStoreTest, ASegmentFinishesWhenTheWriterMovesOn) {
     for (uint8_t n = 1; n <= 5; ++n) {
         EXPECT_TRUE(indexed(n)) << "job " << int{n};
     }
+}
+
+// ---- push delivery: one table per sink, each its own ledger lane ----
+
+namespace {
+
+constexpr const char* sinks_yaml = R"(
+sinks:
+  app: {http: {url: "http://127.0.0.1:9/a"}}
+  bus: {http: {url: "http://127.0.0.1:9/b"}}
+routes:
+  github: {path: /webhooks/github, verify: {scheme: none}, deliver: [app, bus], max_attempts: 3}
+  plain: {path: /webhooks/plain, verify: {scheme: none}}
+  seq: {path: /webhooks/seq, verify: {scheme: none}, deliver: [bus], ordered: true}
+)";
+
+// The same sinks in the other order, and a third one.
+constexpr const char* reordered_yaml = R"(
+sinks:
+  deploy: {http: {url: "http://127.0.0.1:9/d"}}
+  bus: {http: {url: "http://127.0.0.1:9/b"}}
+  app: {http: {url: "http://127.0.0.1:9/a"}}
+routes:
+  github: {path: /webhooks/github, verify: {scheme: none}, deliver: [bus, app], max_attempts: 3}
+  plain: {path: /webhooks/plain, verify: {scheme: none}, deliver: [deploy]}
+  seq: {path: /webhooks/seq, verify: {scheme: none}, deliver: [bus], ordered: true}
+)";
+
+class JobStoreLanesTest : public JobStoreTest {
+protected:
+    // Opens a new store (as a restart does) on the spool with this configuration.
+    std::string reopen(const char* yaml = sinks_yaml, int64_t now = now_ns) {
+        _store2.reset();
+        _snap2 = snapshot_from_yaml("spool: {dir: " + _dir + ", retention: 1s}\n" + yaml);
+        if (_snap2 == nullptr) {
+            return "bad configuration";
+        }
+        _store2 = std::make_unique<JobStore>();
+        return _store2->open(*_snap2, {}, now);
+    }
+    JobStore& s() { return *_store2; }
+    // Segment 1 with jobs 1..3 of github, 4 of plain; segment 2 (the newest) empty.
+    void write_jobs() {
+        std::string path = start(1);
+        for (uint8_t n = 1; n <= 3; ++n) {
+            write_at(path, fs::file_size(path), job(n));
+        }
+        write_at(path, fs::file_size(path), job(4, 100, "plain"));
+        start(2);
+    }
+    size_t sink(std::string_view name) {
+        const auto& sinks = _snap2->config().sinks;
+        for (size_t i = 0; i < sinks.size(); ++i) {
+            if (sinks[i].name == name) {
+                return i;
+            }
+        }
+        ADD_FAILURE() << "no sink " << name;
+        return 0;
+    }
+    std::string state(const JobTable& t, uint8_t n) {
+        auto j = t.find(id_of(n));
+        return j ? std::string(state_name(j->state)) + "/" + std::to_string(j->attempts) : "none";
+    }
+    std::vector<JobInfo> lease(JobTable& t, const char* route, size_t max = 10) {
+        std::vector<JobInfo> out;
+        t.lease(static_cast<uint16_t>(s().route_index(route)), max, 30 * ns_per_s, now_ns, out);
+        return out;
+    }
+
+    std::unique_ptr<config::Snapshot> _snap2;
+    std::unique_ptr<JobStore> _store2;
+};
+
+} // namespace
+
+TEST_F(JobStoreLanesTest, AJobIsInThePullTableAndInTheTableOfEachSinkOfItsRoute) {
+    write_jobs();
+    ASSERT_EQ(reopen(), "");
+    ASSERT_EQ(s().sink_count(), 2u);
+    for (uint8_t n = 1; n <= 3; ++n) {
+        EXPECT_EQ(state(s().table(), n), "queued/0");
+        EXPECT_EQ(state(s().sink_table(sink("app")), n), "queued/0");
+        EXPECT_EQ(state(s().sink_table(sink("bus")), n), "queued/0");
+    }
+    EXPECT_EQ(state(s().table(), 4), "queued/0");
+    EXPECT_EQ(state(s().sink_table(sink("app")), 4), "none");
+    EXPECT_EQ(state(s().sink_table(sink("bus")), 4), "none");
+    EXPECT_EQ(s().sink_lane(sink("app")), 1);
+    EXPECT_EQ(s().sink_lane(sink("bus")), 2);
+    EXPECT_TRUE(fs::exists(_dir + "/lanes"));
+}
+
+TEST_F(JobStoreLanesTest, ASinksSettlementsSurviveARestartInItsLaneOnly) {
+    write_jobs();
+    ASSERT_EQ(reopen(), "");
+    JobTable& app = s().sink_table(sink("app"));
+    ASSERT_EQ(lease(app, "github", 2).size(), 2u);
+    ASSERT_EQ(app.ack(id_of(1), now_ns), JobTable::Settle::ok);
+    ASSERT_EQ(app.bury(id_of(2), now_ns), JobTable::Settle::ok);
+    EXPECT_TRUE(s().has_pending_ops());
+    ASSERT_TRUE(s().commit(true));
+    EXPECT_FALSE(s().has_pending_ops());
+    for (const char* yaml : {sinks_yaml, reordered_yaml, sinks_yaml}) {
+        ASSERT_EQ(reopen(yaml), "");
+        EXPECT_EQ(state(s().sink_table(sink("app")), 1), "done/1") << yaml;
+        EXPECT_EQ(state(s().sink_table(sink("app")), 2), "dead/1") << yaml;
+        EXPECT_EQ(state(s().sink_table(sink("bus")), 1), "queued/0") << yaml;
+        EXPECT_EQ(state(s().sink_table(sink("bus")), 2), "queued/0") << yaml;
+        EXPECT_EQ(state(s().table(), 1), "queued/0") << yaml;
+    }
+    // The sink added by the other configuration kept its number too.
+    std::ifstream f(_dir + "/lanes");
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("\n1 app\n2 bus\n3 deploy\n"), std::string::npos) << text;
+}
+
+TEST_F(JobStoreLanesTest, ASegmentIsRetiredOnlyOnceEveryLaneIsDoneWithIt) {
+    write_jobs();
+    ASSERT_EQ(reopen(), "");
+    // plain has no sinks: the pull API must settle job 4; github's pull lane is optional.
+    ASSERT_EQ(lease(s().table(), "plain").size(), 1u);
+    ASSERT_EQ(s().table().ack(id_of(4), now_ns), JobTable::Settle::ok);
+    for (const char* name : {"app", "bus"}) {
+        JobTable& t = s().sink_table(sink(name));
+        for (const JobInfo& j : lease(t, "github")) {
+            ASSERT_EQ(t.ack(j.id, now_ns), JobTable::Settle::ok);
+        }
+        ASSERT_TRUE(s().commit(true));
+        EXPECT_EQ(s().retire(now_ns), name == std::string("app") ? 0u : 1u) << name;
+    }
+    EXPECT_FALSE(fs::exists(segment_path(_dir, 0, 1)));
+}
+
+TEST_F(JobStoreLanesTest, AnOptionalPullLaneHoldsASegmentOnlyForWhatItLeased) {
+    write_jobs();
+    ASSERT_EQ(reopen(), "");
+    ASSERT_EQ(s().table().ack(id_of(4), now_ns), JobTable::Settle::ok);
+    ASSERT_EQ(lease(s().table(), "github", 1).size(), 1u); // job 1, by the pull API
+    for (const char* name : {"app", "bus"}) {
+        JobTable& t = s().sink_table(sink(name));
+        for (const JobInfo& j : lease(t, "github")) {
+            ASSERT_EQ(t.ack(j.id, now_ns), JobTable::Settle::ok);
+        }
+    }
+    ASSERT_TRUE(s().commit(true));
+    EXPECT_EQ(s().retire(now_ns), 0u) << "the pull API leased job 1 and has not settled it";
+    ASSERT_EQ(s().table().ack(id_of(1), now_ns), JobTable::Settle::ok);
+    ASSERT_TRUE(s().commit(true));
+    EXPECT_EQ(s().retire(now_ns), 1u);
+}
+
+TEST_F(JobStoreLanesTest, SinkLeasesAreVoidAfterARestart) {
+    write_jobs();
+    ASSERT_EQ(reopen(), "");
+    ASSERT_EQ(lease(s().sink_table(sink("app")), "github", 1).size(), 1u);
+    ASSERT_EQ(lease(s().table(), "plain").size(), 1u);
+    ASSERT_TRUE(s().commit(true));
+    ASSERT_EQ(reopen(), "");
+    EXPECT_EQ(s().stats().leases_voided, 1u);
+    EXPECT_EQ(state(s().sink_table(sink("app")), 1), "queued/1");
+    EXPECT_EQ(state(s().table(), 4), "leased/1") << "the pull API's leases run their course";
+    std::vector<JobInfo> again = lease(s().sink_table(sink("app")), "github", 1);
+    ASSERT_EQ(again.size(), 1u);
+    EXPECT_EQ(again[0].id, id_of(1)) << "delivered again first";
+    EXPECT_EQ(again[0].attempts, 2);
+}
+
+TEST_F(JobStoreLanesTest, AFailedGroupRollsBackEveryTablesShare) {
+    write_jobs();
+    ASSERT_EQ(reopen(), "");
+    JobTable& app = s().sink_table(sink("app"));
+    JobTable& bus = s().sink_table(sink("bus"));
+    ASSERT_EQ(lease(app, "github", 1).size(), 1u);
+    ASSERT_EQ(lease(bus, "github", 1).size(), 1u);
+    ASSERT_EQ(lease(s().table(), "plain").size(), 1u);
+    ASSERT_TRUE(s().commit(true));
+    ASSERT_EQ(app.ack(id_of(1), now_ns), JobTable::Settle::ok);
+    ASSERT_EQ(bus.nack(id_of(1), 0, now_ns), JobTable::Settle::ok);
+    ASSERT_EQ(s().table().ack(id_of(4), now_ns), JobTable::Settle::ok);
+    const size_t before = fs::file_size(s().ledger_path());
+    std::span<const uint8_t> bytes = s().take_ops();
+    EXPECT_EQ(bytes.size(), 3 * ledger_record_size);
+    // The write reaches the file, its fdatasync fails: the group is cut and rolled back.
+    ASSERT_EQ(::write(s().ledger_fd(), bytes.data(), bytes.size()),
+              static_cast<ssize_t>(bytes.size()));
+    EXPECT_EQ(s().ops_failed(), 3u);
+    EXPECT_EQ(fs::file_size(s().ledger_path()), before);
+    EXPECT_EQ(state(app, 1), "leased/1");
+    EXPECT_EQ(state(bus, 1), "leased/1");
+    EXPECT_EQ(state(s().table(), 4), "leased/1");
+    EXPECT_FALSE(s().has_pending_ops());
+    // The retries are written, and what a restart reads is what was answered.
+    ASSERT_EQ(app.ack(id_of(1), now_ns), JobTable::Settle::ok);
+    ASSERT_TRUE(s().commit(true));
+    ASSERT_EQ(reopen(), "");
+    EXPECT_EQ(state(s().sink_table(sink("app")), 1), "done/1");
+    EXPECT_EQ(state(s().sink_table(sink("bus")), 1), "queued/1");
+    EXPECT_EQ(state(s().table(), 4), "leased/1");
+}
+
+TEST_F(JobStoreLanesTest, OpsOfALaneTheLanesFileDoesNotListStopTheStart) {
+    write_jobs();
+    ASSERT_EQ(reopen(), "");
+    JobTable& bus = s().sink_table(sink("bus"));
+    ASSERT_EQ(lease(bus, "github", 1).size(), 1u);
+    ASSERT_TRUE(s().commit(true));
+    fs::remove(_dir + "/lanes");
+    std::string err = reopen();
+    EXPECT_NE(err.find("delivery lane 2, which " + _dir + "/lanes does not list"),
+              std::string::npos)
+        << err;
+    // A damaged file names its line.
+    std::ofstream(_dir + "/lanes") << "1 app\n2 bus\n2x\n";
+    err = reopen();
+    EXPECT_NE(err.find(_dir + "/lanes:3: "), std::string::npos) << err;
+}
+
+TEST_F(JobStoreLanesTest, AnOrderedRouteDeliversOneJobAtATimePerOrderingKey) {
+    std::string path = start(1);
+    for (uint8_t n = 1; n <= 4; ++n) {
+        std::vector<uint8_t> rec = job(n, 100, "seq");
+        write_at(path, fs::file_size(path), rec);
+    }
+    start(2);
+    ASSERT_EQ(reopen(), "");
+    JobTable& bus = s().sink_table(sink("bus"));
+    std::vector<JobInfo> got = lease(bus, "seq");
+    ASSERT_EQ(got.size(), 1u) << "no ordering key: the whole route is one sequence";
+    EXPECT_EQ(got[0].id, id_of(1));
+    ASSERT_EQ(bus.ack(id_of(1), now_ns), JobTable::Settle::ok);
+    EXPECT_EQ(lease(bus, "seq").size(), 0u);
+    ASSERT_TRUE(s().commit(true));
+    got = lease(bus, "seq");
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].id, id_of(2));
+    ASSERT_TRUE(s().commit(true));
+    // A restart: 2's lease is void, and it is delivered again before 3.
+    ASSERT_EQ(reopen(), "");
+    got = lease(s().sink_table(sink("bus")), "seq");
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].id, id_of(2));
+    EXPECT_EQ(got[0].attempts, 2);
 }

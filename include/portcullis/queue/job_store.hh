@@ -8,9 +8,12 @@
 //   store.table().lease(route, 10, vis, now, jobs);
 //   JobRecord rec;
 //   store.read(jobs[0].where, rec);            // the record, body and all
-//   auto ops = store.take_ops();               // the table's pending ops, for the ledger
-//   ...append ops to ledger_fd() and fdatasync...
-//   if (!ok || !store.ops_written()) { store.ops_failed(); }   // rolls the table back
+//   store.sink_table(0).lease(route, 10, vis, now, jobs);   // push delivery, one table a sink
+//   if (store.has_pending_ops()) {
+//       auto ops = store.take_ops();           // every table's pending ops, for the ledger
+//       ...append ops to ledger_fd() and fdatasync...
+//       if (!ok || !store.ops_written()) { store.ops_failed(); }   // rolls the tables back
+//   }
 //   store.retire(now);                         // now and then: delete settled old segments
 //
 // Tailing. A shard appends records to its newest segment and starts the next one when it is
@@ -28,6 +31,18 @@
 // A group of ops that cannot be written or synced is rolled back in the table (job_table.hh)
 // and cut from the end of ledger.log, so that neither memory nor the file keeps a change that
 // was answered 503, and the ops appended later are not hidden behind a torn record.
+//
+// Lanes. The pull API has one JobTable (table(), lane 0); each configured sink has its own
+// (sink_table(i), i indexing config().sinks), holding the jobs of the routes that deliver to
+// it, each (job, sink) settled on its own. Every op in the ledger carries its table's lane: a
+// sink's lane is the number <spool dir>/lanes gives its name (lanes.hh), so reordering or
+// renaming sinks never applies one sink's settlements to another. Ops of a sink no longer
+// configured are ignored at start-up (and gone after the next compaction); an op of a lane the
+// lanes file does not list is an error (the file was lost or edited: never guessed around).
+// On a route with sinks the pull lane is optional (RouteOptions::optional): a segment is kept
+// while any table has a job of it unsettled, which for the pull lane means leased and not yet
+// acked or dead. The previous process's sink leases are void at open: each sink table's leased
+// jobs go back to the queue, ready now, to be delivered again with their next attempt.
 #pragma once
 
 #include "portcullis/config/snapshot.hh"
@@ -37,6 +52,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <utility>
@@ -53,6 +69,8 @@ struct StoreStats {
     uint64_t damaged_regions = 0;  // stretches of segments that hold no valid record, skipped
     uint64_t damaged_bytes = 0;
     uint64_t ledger_damaged_regions = 0; // skipped at start-up
+    uint64_t ledger_ops_ignored = 0;     // start-up: of lanes whose sink is not configured
+    uint64_t leases_voided = 0;          // start-up: sink leases of the previous process
 };
 
 class JobStore {
@@ -83,12 +101,14 @@ public:
     // fdatasyncs before answering what they promise. One group at a time: ops_written() or
     // ops_failed() before the next call.
     std::span<const uint8_t> take_ops();
+    // Whether any table (the pull API's or a sink's) has ops for take_ops().
+    bool has_pending_ops() const;
     // The group's append (and fdatasync, if one was asked for) completed. False if it cannot
     // count: a failed group's torn bytes before it could not be cut, so that recovery would stop
     // short of it; then call ops_failed().
     bool ops_written();
     // The group's append or fdatasync failed: cuts ledger.log back to its end before the group,
-    // rolls the table back (JobTable::ops_failed) and counts the error. Returns how many
+    // rolls every table back (JobTable::ops_failed) and counts the error. Returns how many
     // changes were undone.
     size_t ops_failed();
     int ledger_fd() const { return _ledger_fd; }
@@ -101,8 +121,15 @@ public:
     // spool.retention, never a shard's newest segment. Returns how many.
     size_t retire(int64_t now_ns);
 
-    JobTable& table() { return *_table; }
-    const JobTable& table() const { return *_table; }
+    // The pull API's table (lane 0).
+    JobTable& table() { return *_tables[0]; }
+    const JobTable& table() const { return *_tables[0]; }
+    // One table per sink of the configuration, by its index in config().sinks.
+    size_t sink_count() const { return _tables.size() - 1; }
+    JobTable& sink_table(size_t sink) { return *_tables[sink + 1]; }
+    const JobTable& sink_table(size_t sink) const { return *_tables[sink + 1]; }
+    // The ledger lane of a sink (1..255), by its index in config().sinks.
+    uint8_t sink_lane(size_t sink) const { return _lanes[sink + 1]; }
     // The route number of a name in the table, or -1.
     int route_index(std::string_view name) const;
     std::string_view route_name(uint16_t route) const;
@@ -125,6 +152,7 @@ private:
         uint16_t route;
         int64_t received_at_ns;
         JobLocation where;
+        uint64_t order_key;
     };
 
     // Adds the records advance() found to the table, oldest first.
@@ -143,12 +171,17 @@ private:
     std::span<const SpoolProgress> _progress;
     int64_t _retention_ns = 0;
     std::vector<std::string> _route_names;
-    std::unique_ptr<JobTable> _table;
+    std::vector<bool> _route_ordered;
+    std::vector<std::vector<uint16_t>> _route_sinks; // by route: the sinks it delivers to
+    // [0] the pull API's, then one per sink; each table's lane, and its share of the group.
+    std::vector<std::unique_ptr<JobTable>> _tables;
+    std::vector<uint8_t> _lanes;
+    std::vector<size_t> _group_counts;
     std::map<std::pair<uint32_t, uint64_t>, Segment> _segments;
     std::vector<Tail> _tails; // by shard
     int _ledger_fd = -1;
     std::vector<uint8_t> _ledger_buf;
-    // The group taken and not yet resolved.
+    // The group taken and not yet resolved (every table's share).
     size_t _group_ops = 0;
     // ledger.log's size after the last group written: where a failed group is cut. -1 until
     // the first take_ops() reads it.

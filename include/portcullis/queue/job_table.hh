@@ -46,7 +46,27 @@
 // - a change that built on an undone one is undone too (a lease of a job whose replay or nack
 //   was undone): so what is kept of a job is a prefix of its changes, and undoing the rest
 //   newest first restores the state after that prefix.
-// A rolled-back job that goes back to the queue rejoins it at the end.
+// - bury is undone like nack: its answer waits.
+// - ordered routes: a sequence's next job is released only when ops_durable() resolves the last
+//   op of its head's settlement (ack, nack or bury to dead, death by expiry), never when the
+//   change is made: an undone ack cannot have let the next job out. A death by expiry is kept
+//   on a failure like any expiry, but its op is lost with the group: it is recorded again (a
+//   dead op in pending_ops()), and the next job waits for that one to be durable.
+// A rolled-back job that goes back to the queue rejoins it at the end; a held job of a sequence
+// stays held.
+//
+// Ordered routes (RouteOptions::ordered). The jobs of one (route, order key) form a sequence in
+// add() order; only its head is ever ready, the others are held (queued, counted in depth, in no
+// FIFO). The head leaves once it is done or dead and that is durable, and the next job becomes
+// ready. A late ack of a held job (the pull API allows acking a queued job) settles it in
+// place: it leaves at once when its turn comes. A replayed dead job (which has left its
+// sequence) is ready at once, out of order: the operator asked for it. At start-up, apply()
+// rebuilds the sequences from the ops alone: an op of a job (other than an ack without a lease)
+// shows it was handed out, so every job before it in its sequence was too and has left (a
+// replayed one among them is ready at once, as it was); a settled head leaves, and the first
+// job after the last one handed out is the head. Non-ordered routes pay nothing: the sequence
+// index fits in Entry's padding, the sequences live in side containers used only by ordered
+// routes.
 #pragma once
 
 #include "portcullis/queue/job_id.hh"
@@ -54,16 +74,28 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <set>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 namespace portcullis::queue {
 
 constexpr int64_t ns_per_s = 1'000'000'000;
+// How a route's jobs are handled in one table.
+struct RouteOptions {
+    uint32_t max_attempts = 0; // 0: no limit, the job is retried forever
+    // The pull API's table of a route that also has sinks: a job the pull API never leased
+    // (attempts 0) does not hold its segment back (unsettled_in_segment does not count it).
+    bool optional = false;
+    // One job at a time per ordering key, in add() order: see "Ordered routes" above.
+    bool ordered = false;
+};
+
 // Retry delay after a nack without one: 1 s, doubling with every attempt, at most 10 minutes.
 constexpr int64_t backoff_base_ns = ns_per_s;
 constexpr int64_t backoff_cap_ns = 600 * ns_per_s;
@@ -107,11 +139,19 @@ int64_t retry_backoff_ns(uint16_t attempts);
 
 class JobTable {
 public:
-    // Index = route number. A limit of 0 means no limit: the job is retried forever.
-    explicit JobTable(std::vector<uint32_t> max_attempts_per_route);
+    // Index = route number.
+    explicit JobTable(std::vector<RouteOptions> routes);
+    // Routes with only a max_attempts each (0: no limit).
+    explicit JobTable(const std::vector<uint32_t>& max_attempts_per_route);
+    // JobTable({10, 3}): the same, without an ambiguity with the vector of options.
+    JobTable(std::initializer_list<uint32_t> max_attempts_per_route)
+        : JobTable(std::vector<uint32_t>(max_attempts_per_route)) {}
 
-    // A new queued job, ready now. False if the id is already known or the route out of range.
-    bool add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation where);
+    // A new queued job, ready now (on an ordered route: once the job before it of the same
+    // order_key is settled and durable; order_key is ignored on other routes). False if the id
+    // is already known or the route out of range.
+    bool add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation where,
+             uint64_t order_key = 0);
 
     // Leases up to max ready jobs of route (ready: queued and not-before <= now), in the order
     // they became ready. First moves the route's timers that are due: retries whose not-before
@@ -137,8 +177,16 @@ public:
     // leased -> queued, ready at now + (delay if given, else retry_backoff_ns(attempts)), or
     // -> dead if the job had max_attempts attempts. A negative delay counts as 0.
     Settle nack(JobId id, std::optional<int64_t> delay_ns, int64_t now_ns);
-    // dead -> queued, attempts 0, ready now.
+    // leased -> dead at once, whatever the attempts left (a push delivery refused for good, an
+    // HTTP 4xx). Its answer waits for the ledger, like ack and nack.
+    Settle bury(JobId id, int64_t now_ns);
+    // dead -> queued, attempts 0, ready now (on an ordered route too: the operator asked).
     Settle replay(JobId id, int64_t now_ns);
+    // Start-up, after apply(): every leased job's lease is void (the process that held it is
+    // gone): it goes back to the queue ready now, or to the dead letters if it had max_attempts
+    // attempts, as if its lease had run out (an expire or dead op each, in pending_ops()).
+    // Returns how many.
+    size_t expire_leases(int64_t now_ns);
 
     std::optional<JobInfo> find(JobId id) const;
 
@@ -177,7 +225,8 @@ public:
     size_t ops_unresolved() const { return _undo.size(); }
     // Start-up: after add()ing the recovered jobs, apply the ledger's ops in order. Sets the
     // job's state from the op alone; ops for unknown ids are ignored (their segment was
-    // deleted). Adds nothing to pending_ops().
+    // deleted). Adds nothing to pending_ops(). Ordered routes rebuild their sequences as it
+    // goes (see "Ordered routes").
     void apply(const LedgerOp& op);
     // Compaction: the fewest ops that, applied to freshly added jobs, rebuild every job's
     // current state, attempts and due time (queued jobs never leased need none). Includes the
@@ -206,8 +255,10 @@ private:
         bool delayed = false; // queued and waiting in the delayed heap rather than the FIFO
         bool in_use = false;  // false: a free slot, reused by add()
         bool undoing = false; // during ops_failed(): a change of this job is being undone
+        // Ordered routes: its sequence (index into _chains) until it leaves it; no_index else.
+        uint32_t chain = no_index;
     };
-    // The memory figures above count on it: the undo flag fits in the padding.
+    // The memory figures above count on it: the undo flag and the chain fit in the padding.
     static_assert(sizeof(Entry) == 64);
 
     // A job's state before one change, in the same order as the ops (the last pending_ops()
@@ -240,6 +291,8 @@ private:
         const Ref& front() const { return _slots[_head]; }
         void pop_front();
         void push_back(Ref ref);
+        // Moves the last n refs to the front, in order.
+        void rotate_back_to_front(size_t n);
         // Keeps the refs for which keep(ref) is true, in order.
         template <typename F>
         void filter(F&& keep);
@@ -252,6 +305,8 @@ private:
 
     struct Route {
         uint32_t max_attempts = 0;
+        bool optional = false;
+        bool ordered = false;
         RefRing ready;
         std::vector<Timer> delayed; // min-heap by not-before
         std::vector<Timer> leases;  // min-heap by deadline
@@ -265,6 +320,16 @@ private:
         size_t jobs = 0;       // entries pointing here
         size_t unsettled = 0;  // of which queued or leased
         size_t unresolved = 0; // undo entries of its jobs
+    };
+
+    // The jobs of one (ordered route, order key) in add() order. jobs[head] is the one handed
+    // out (or waiting to be); those after it are held: queued, in no ready FIFO or heap. Those
+    // before head have left the sequence (kept until compaction).
+    struct Chain {
+        uint16_t route = 0;
+        uint64_t key = 0;
+        std::vector<uint32_t> jobs;
+        size_t head = 0;
     };
 
     // An index slot keeps the id's hash, so that probing and deletion read no entries.
@@ -297,7 +362,23 @@ private:
     // ledger (ack, nack, replay).
     Undo prior(uint32_t index, bool waits) const;
     void record(LedgerOp::Kind kind, uint32_t index, int64_t now_ns, const Undo& before);
-    void forget_undo(const Undo& u);
+    // durable: the op is in the ledger (ops_durable), else it is lost (ops_failed).
+    void forget_undo(const Undo& u, bool durable);
+    // The one place where a leased job's lease ends without an answer (timers and start-up):
+    // -> queued ready now, or dead when exhausted.
+    void expire(uint32_t index, int64_t now_ns);
+    // Puts a queued job in its route's ready FIFO or delayed heap.
+    void enter_queue(Route& r, uint32_t index);
+    bool holds_segment(const Entry& e) const;
+    // Ordered routes.
+    bool held(const Entry& e, uint32_t index) const;
+    uint32_t chain_slot(uint16_t route, uint64_t key);
+    // Lets the head leave its sequence while it is settled with no op unresolved, and queues
+    // the job that becomes head (head_changed: the head already changed before the call).
+    void advance_chain(uint32_t chain, bool head_changed);
+    // apply(): index's op says it was handed out, so every job before it was too.
+    void leave_chain_before(uint32_t index);
+    bool chain_has_ops(uint32_t index) const;
     JobInfo info(const Entry& e) const;
     bool exhausted(const Entry& e) const;
 
@@ -313,6 +394,13 @@ private:
     uint32_t _last_segment = no_index; // add() comes in runs from one segment
     std::vector<LedgerOp> _pending;
     std::vector<Undo> _undo; // taken ops first, then one per pending op
+    // Ordered routes only (empty otherwise): the sequences, and for each job in one the count
+    // of its ops not yet resolved (the head leaves only once its settlement is durable).
+    bool _any_ordered = false;
+    std::vector<Chain> _chains;
+    std::vector<uint32_t> _free_chains;
+    std::map<std::pair<uint16_t, uint64_t>, uint32_t> _chain_slots;
+    std::unordered_map<uint32_t, uint32_t> _chain_ops;
 };
 
 } // namespace portcullis::queue

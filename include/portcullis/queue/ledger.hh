@@ -17,8 +17,11 @@
 //   write_ledger_snapshot(path, table.snapshot_ops()); // compaction, when the file has grown
 //
 // Record layout, 48 bytes, little-endian:
-//   u8[4] magic "PCL1", u8 kind, u8 reserved (0), u16 attempts, i64 at_ns, i64 due_ns,
+//   u8[4] magic "PCL1", u8 kind, u8 lane, u16 attempts, i64 at_ns, i64 due_ns,
 //   u8[16] job id, u64 XXH3_64bits of the 40 bytes before it.
+// The lane says whose settlement it is: 0 the pull API (the only lane before push delivery, when
+// the byte was reserved and always 0, so older ledgers read unchanged), 1..255 a sink, by the
+// number <spool dir>/lanes gives its name (lanes.hh).
 // A record stands alone, so that a torn write damages at most the last one and recovery can cut
 // exactly there, and a damaged record in the middle costs only itself.
 #pragma once
@@ -52,6 +55,7 @@ struct LedgerOp {
         expire,    // lease ran out -> queued, ready now
     };
     Kind kind = Kind::ack;
+    uint8_t lane = 0;      // 0: the pull API; else a sink's lane (lanes.hh)
     uint16_t attempts = 0; // after the change
     JobId id;
     int64_t at_ns = 0;  // Unix ns of the change (for operators reading a dump)
@@ -65,8 +69,8 @@ std::string_view kind_name(LedgerOp::Kind kind);
 
 void encode_ledger_op(const LedgerOp& op, std::span<uint8_t, ledger_record_size> out);
 
-// Refuses (nullopt) a bad magic, a checksum mismatch, an unknown kind or a non-zero reserved
-// byte. Only the first ledger_record_size bytes are read; fewer is a refusal.
+// Refuses (nullopt) a bad magic, a checksum mismatch or an unknown kind; any lane reads. Only the
+// first ledger_record_size bytes are read; fewer is a refusal.
 std::optional<LedgerOp> decode_ledger_op(std::span<const uint8_t> in);
 
 // A stretch of the ledger that holds no valid record, with valid records after it.
@@ -81,8 +85,8 @@ struct LedgerScan {
     uint64_t valid_end = 0;            // just past the last valid record
     uint64_t tail_bytes = 0;           // after valid_end: a torn write (nothing valid follows)
     uint64_t size = 0;                 // bytes scanned
-    // A record with a right checksum that this version cannot read (unknown kind, reserved
-    // bits set): written by a newer version. The scan stops there.
+    // A record with a right checksum that this version cannot read (an unknown kind): written
+    // by a newer version. The scan stops there.
     std::optional<uint64_t> unreadable_at;
 };
 
@@ -113,8 +117,8 @@ struct LedgerRecovery {
 // skipped and left in place (reported in damaged): the valid ops after it are kept. Neither
 // loses anything the guarantees need: a lost ack or lease only means a redelivery.
 // A missing file is an empty ledger. One case is an error rather than a cut: a record with a
-// right checksum that this version cannot read (unknown kind, reserved bits set), written by a
-// newer version; the file is left untouched for the operator.
+// right checksum that this version cannot read (an unknown kind), written by a newer version; the
+// file is left untouched for the operator.
 LedgerRecovery recover_ledger(const std::string& path);
 
 // Compaction: writes ops to path + ".tmp", fdatasyncs it, renames it over path and fsyncs the
