@@ -118,27 +118,21 @@ CertificateFindings check_certificates(const config::Config& cfg, bool strict, i
     return found;
 }
 
-// TODO(sinks engine): remove this refusal, and its call in run_serve, with the delivery engine.
-// Sinks are configured (check validates them) but this build does not deliver to them yet; serve
-// refuses them rather than accept jobs a sink would never get. Returns the line to print, or ""
-// when the configuration has no sinks and no route delivers.
+// The broker sinks (NATS JetStream, Redis Streams) are configured and checked, but this build's
+// engine delivers only http and exec (the broker clients are issue 15's): serve refuses them
+// rather than accept jobs a sink would never get. Returns the line to print, or "".
 std::string undelivered_sinks(const config::Config& cfg) {
-    std::string sinks;
+    std::string names;
     for (const config::SinkConfig& s : cfg.sinks) {
-        sinks += (sinks.empty() ? "" : ", ") + s.name;
-    }
-    std::string routes;
-    for (const config::RouteConfig& r : cfg.routes) {
-        if (!r.deliver.empty()) {
-            routes += (routes.empty() ? "" : ", ") + r.name;
+        if (s.kind == config::SinkConfig::Kind::nats || s.kind == config::SinkConfig::Kind::redis) {
+            names += (names.empty() ? "" : ", ") + s.name;
         }
     }
-    if (sinks.empty() && routes.empty()) {
+    if (names.empty()) {
         return {};
     }
-    return "sinks are not delivered by this build yet: remove sinks (" +
-           (sinks.empty() ? std::string("none") : sinks) + ") and deliver (routes " +
-           (routes.empty() ? std::string("none") : routes) + ") to serve; check validates them";
+    return "nats and redis sinks are not delivered by this build yet (" + names +
+           "): this build delivers http and exec sinks; check validates them all";
 }
 
 } // namespace

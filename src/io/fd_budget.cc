@@ -22,6 +22,7 @@ std::string FdBudget::describe() const {
     return std::to_string(public_connections) + " public connections + " +
            std::to_string(admin_connections) + " control-plane connections + " +
            std::to_string(spool) + " spool files + " +
+           (sinks == 0 ? std::string() : std::to_string(sinks) + " sink descriptors + ") +
            std::to_string(base + shards + control_plane) + " others";
 }
 
@@ -37,6 +38,13 @@ FdBudget fd_budget(const config::Config& cfg, unsigned shards, uint64_t segments
         b.control_plane = fd_control_plane;
         b.admin_connections = uint64_t{cfg.admin.max_connections} + 1;
         b.spool = segments + fd_spool_reserve;
+    }
+    for (const config::SinkConfig& s : cfg.sinks) {
+        if (s.http) {
+            b.sinks += s.http->concurrency;
+        } else if (s.exec) {
+            b.sinks += uint64_t{s.exec->concurrency} * fd_per_exec_child;
+        }
     }
     return b;
 }
@@ -55,7 +63,7 @@ FdFit fit_fd_limit(const FdBudget& needed, FdLimit limit) {
                 needed.describe() + ") but RLIMIT_NOFILE allows " + limit_text(limit.soft) +
                 " (hard limit " + limit_text(limit.hard) +
                 "): raise the limit (ulimit -n, systemd LimitNOFILE=) or lower "
-                "server.max_connections or admin.max_connections";
+                "server.max_connections, admin.max_connections or a sink's concurrency";
     return fit;
 }
 

@@ -51,11 +51,13 @@ void append_header_value(std::string& out, std::string_view value) {
     base::append_json_escaped(buf, value.substr(run));
 }
 
+} // namespace
+
 // Names are lowercased as they are written; a repeated name is written once, at its first
 // appearance, with the values of all its lines. Quadratic in the header count, which the HTTP
 // layer caps (limits.headers, at most 1000), in exchange for no allocation and no reordering.
-void append_headers(std::string& out, const JobRecord& record) {
-    out += "\"headers\":{";
+void append_headers_json(std::string& out, const JobRecord& record) {
+    out.push_back('{');
     uint16_t index = 0;
     bool first_member = true;
     record.for_each_header([&](std::string_view name, std::string_view value) {
@@ -93,6 +95,8 @@ void append_headers(std::string& out, const JobRecord& record) {
     out.push_back('}');
 }
 
+namespace {
+
 // The writer covers the scalar members; headers and body go straight into out, because they are
 // escaped piece by piece (joined values) or encoded in place (base64).
 void append_job(std::string& out, const JobRecord& record, std::optional<uint32_t> attempt) {
@@ -111,7 +115,8 @@ void append_job(std::string& out, const JobRecord& record, std::optional<uint32_
     }
     w.key("source_ip").string(record.peer.format_ip(ip));
     out.push_back(',');
-    append_headers(out, record);
+    out += "\"headers\":";
+    append_headers_json(out, record);
 
     if (base::is_utf8(record.body)) {
         out += ",\"body\":\"";

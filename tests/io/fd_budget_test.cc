@@ -37,6 +37,21 @@ TEST(FdBudget, CountsEachPlaneApart) {
                   " others");
 }
 
+// An http sink holds at most `concurrency` connections; an exec child 8 descriptors at most.
+TEST(FdBudget, CountsTheSinks) {
+    config::Config cfg = two_listeners();
+    config::SinkConfig http;
+    http.http.emplace().concurrency = 64;
+    config::SinkConfig exec;
+    exec.kind = config::SinkConfig::Kind::exec;
+    exec.exec.emplace().concurrency = 3;
+    cfg.sinks = {http, exec};
+    FdBudget b = io::fd_budget(cfg, 4, 10);
+    EXPECT_EQ(b.sinks, 64u + 3 * io::fd_per_exec_child);
+    EXPECT_EQ(b.total(), io::fd_budget(two_listeners(), 4, 10).total() + b.sinks);
+    EXPECT_NE(b.describe().find(" + 88 sink descriptors + "), std::string::npos) << b.describe();
+}
+
 TEST(FdBudget, WithoutAControlPlaneThereIsNoAdminShare) {
     config::Config cfg = two_listeners();
     cfg.admin.listen.reset();
@@ -70,7 +85,7 @@ TEST(FdBudget, FitsRaisesOrRefuses) {
                                  ") but RLIMIT_NOFILE allows 256 (hard limit " +
                                  std::to_string(n - 1) +
                                  "): raise the limit (ulimit -n, systemd LimitNOFILE=) or lower "
-                                 "server.max_connections or admin.max_connections");
+                                 "server.max_connections, admin.max_connections or a sink's concurrency");
 }
 
 TEST(FdBudget, TlsListenersCountLikePlainOnes) {

@@ -1,7 +1,7 @@
 // The process's file descriptors, budgeted at start-up so that no plane can take what another
 // needs: the public plane's server.max_connections, the control plane's admin.max_connections
 // (capped on its own, so that no amount of control-plane traffic reaches the public plane's
-// share), and the spool's files, all under RLIMIT_NOFILE.
+// share), the spool's files and the sinks' connections and children, all under RLIMIT_NOFILE.
 //
 //   FdBudget need = fd_budget(cfg, shards, segments_on_disk);
 //   FdFit fit = fit_fd_limit(need.total(), current_fd_limit());
@@ -31,6 +31,9 @@ inline constexpr uint64_t fd_control_plane = 5;
 // The control plane keeps every segment of the spool open; segments created while serving take
 // descriptors from this reserve (256 segments: 16 GiB at the default spool.segment_size).
 inline constexpr uint64_t fd_spool_reserve = 256;
+// A running exec child holds 4 in portcullis (pidfd, stdin, stdout, stderr) and 3 more while it
+// starts (the child's pipe ends) plus its headers file: 8 (deliver/exec_runner.hh).
+inline constexpr uint64_t fd_per_exec_child = 8;
 
 struct FdBudget {
     uint64_t base = 0;               // fd_base_allowance
@@ -41,11 +44,16 @@ struct FdBudget {
     // closed.
     uint64_t admin_connections = 0;
     uint64_t spool = 0; // the segments on disk at start + fd_spool_reserve
+    // Push delivery: an http sink's connections (its concurrency) and an exec sink's children
+    // (fd_per_exec_child each, times its concurrency).
+    uint64_t sinks = 0;
 
     uint64_t total() const {
-        return base + shards + public_connections + control_plane + admin_connections + spool;
+        return base + shards + public_connections + control_plane + admin_connections + spool +
+               sinks;
     }
-    // "10000 public connections + 257 control-plane connections + 256 spool files + 59 others".
+    // "10000 public connections + 257 control-plane connections + 256 spool files + 64 sink
+    // descriptors + 59 others" (the sinks' part only when there are sinks).
     std::string describe() const;
 };
 

@@ -33,6 +33,9 @@ namespace portcullis::queue {
 // The pull API's form, with the delivery attempt (1 for the first lease).
 void append_job_json(std::string& out, const JobRecord& record, uint32_t attempt);
 
+// The "headers" member's value alone (the exec sink's headers file).
+void append_headers_json(std::string& out, const JobRecord& record);
+
 // `spool dump`'s form: the same object without "attempt", which lives in the lease state and not
 // in the spool record.
 void append_job_json(std::string& out, const JobRecord& record);

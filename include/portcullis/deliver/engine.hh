@@ -1,0 +1,149 @@
+// The delivery engine (SPEC section 8): pushes every job of a route to each sink the route
+// delivers to, on the control plane's thread and ring, next to the pull API.
+//
+//   Engine engine(ring, snapshot, store);                 // store: the control plane's JobStore
+//   if (auto err = engine.init(now_mono); !err.empty()) { fail(err); }
+//   // each loop iteration, after store.poll():
+//   engine.pump(now_unix, now_mono);                       // start what may start
+//   ring.submit_and_wait(engine.wait_limit_ns(now_unix, now_mono, limit));
+//   ring.for_each_cqe([&](const io_uring_cqe& c) {
+//       if (Engine::owns(c.user_data)) { engine.on_cqe(c, now_unix, now_mono); }
+//   });
+//   // the ledger: a group must be fdatasynced when engine.wants_sync(); around it
+//   engine.group_taken(); ... engine.group_resolved(durable);
+//
+// Each (job, sink) pair is a lane: a JobTable of its own in the JobStore (store.sink_table(i)),
+// whose state the ledger keeps like the pull API's. A delivery attempt is a lease of the job in
+// the sink's table (attempts + 1), held until the attempt's outcome: delivered -> ack; retry or
+// failure -> nack with retry_delay_ns (past the route's max_attempts the table moves it to the
+// dead letters); refused by the application (HTTP 4xx other than 408 and 429) -> bury, dead at
+// once. The table records each change as a ledger op, and the control plane writes and
+// fdatasyncs them: a settlement counts (stats, the next job of an ordered sequence) only once
+// durable. After a crash the leases of the dead process are void (JobStore::open expires them),
+// so an attempt in flight runs again with the next attempt number; a job whose success was
+// durable never does.
+//
+// Per sink: `concurrency` attempts in flight, the circuit breaker (policy.hh), the optional pace
+// of `rate`. Jobs are taken from the sink's routes in turn, oldest first within a route.
+#pragma once
+
+#include "portcullis/config/snapshot.hh"
+#include "portcullis/deliver/exec_runner.hh"
+#include "portcullis/deliver/http_sink.hh"
+#include "portcullis/deliver/policy.hh"
+#include "portcullis/io/ring.hh"
+#include "portcullis/queue/job_store.hh"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace portcullis::base {
+class StringBuffer;
+template <typename Buffer>
+class JsonWriter;
+} // namespace portcullis::base
+
+namespace portcullis::deliver {
+
+// Settled attempts of one sink, counted once their ledger group is durable.
+struct SinkCounts {
+    uint64_t delivered = 0;
+    uint64_t retried = 0;  // failed attempts that will run again
+    uint64_t dead = 0;     // moved to the dead letters (attempts exhausted or refused)
+    uint64_t refused = 0;  // of which refused by the application at once (HTTP 4xx)
+    uint64_t unreadable = 0; // records that could not be read back: dropped, logged
+};
+
+class Engine {
+public:
+    Engine(io::Ring& ring, const config::Snapshot& snapshot, queue::JobStore& store);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // Start-up (blocking): the exec headers folder (<spool.dir>/exec, 0700, emptied of what a
+    // killed process left), each HTTP sink's client. Returns "" or the error.
+    std::string init(int64_t now_mono_ns);
+
+    bool has_sinks() const { return !_sinks.empty(); }
+
+    // Runs the sinks' timers (timeouts) and starts the attempts that may start now.
+    void pump(int64_t now_unix_ns, int64_t now_mono_ns);
+
+    static bool owns(uint64_t user_data) {
+        return ExecRunner::owns(user_data) || user_data >> 56 == http_tag;
+    }
+    void on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mono_ns);
+
+    // How long the loop may sleep before pump() or a sink has something to do, at most limit.
+    int64_t wait_limit_ns(int64_t now_unix_ns, int64_t now_mono_ns, int64_t limit) const;
+
+    // Settlements were made since the last group_taken(): the next ledger group must be synced.
+    bool wants_sync() const { return !_unsynced.empty(); }
+    // The control plane took the table's pending ops (settlements included) as one group.
+    void group_taken();
+    // That group is durable (true) or failed and was rolled back (false).
+    void group_resolved(bool durable);
+
+    // Shutdown: stops starting attempts (pump() still runs the sinks' timers). Returns true
+    // once nothing is in flight.
+    bool drain();
+    // Then: abandons what is still in flight (children killed, connections closed; their leases
+    // are void at the next start) and cancels the sinks' operations; dispatch CQEs until idle().
+    void stop();
+    bool idle() const;
+
+    // /healthz's "sinks" object members.
+    void write_health(base::JsonWriter<base::StringBuffer>& w, int64_t now_unix_ns) const;
+    // GET /v1/jobs/{id}'s "deliveries" object: the job's state in each sink of its route.
+    void write_deliveries(base::JsonWriter<base::StringBuffer>& w, queue::JobId id,
+                          uint16_t route) const;
+    // A job's state over every lane of its route, from its pull-API state: leased if an attempt
+    // (or a pull lease) is in flight, else queued if a lane waits, else dead if a lane is dead,
+    // else done. The pull API's lane counts on a route with sinks only once it was leased.
+    queue::JobState overall(const queue::JobInfo& pull) const;
+    // The sink's index in the configuration, or -1.
+    int sink_index(std::string_view name) const;
+    // Whether the sink delivers jobs of route.
+    bool delivers(size_t sink, uint16_t route) const;
+    // The stop line's fields.
+    void log_stopped() const;
+
+private:
+    struct Sink;
+    struct Delivery;
+
+    bool start(Sink& s, uint32_t index, const queue::JobInfo& job, int64_t now_unix_ns,
+               int64_t now_mono_ns);
+    uint32_t acquire_delivery();
+    // How an attempt ended, whatever the sink's kind.
+    enum class Outcome : uint8_t { delivered, retry, refused };
+    void finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, Outcome outcome,
+                int64_t retry_after_ns, std::string_view detail);
+    void note_transition(Sink& s, int64_t now_unix_ns);
+
+    io::Ring& _ring;
+    const config::Snapshot& _snap;
+    queue::JobStore& _store;
+    std::vector<std::unique_ptr<Sink>> _sinks;
+    std::vector<std::unique_ptr<Delivery>> _deliveries; // stable addresses while in flight
+    std::vector<uint32_t> _free;
+    std::unique_ptr<ExecRunner> _exec;
+    Jitter _jitter;
+    std::vector<queue::JobInfo> _leased; // scratch
+    // Settlements by sink and kind, not yet durable: made since the last group was taken, and
+    // those of the group in flight.
+    struct Settled {
+        uint32_t sink;
+        Outcome outcome;
+        bool dead; // moved to the dead letters
+    };
+    std::vector<Settled> _unsynced;
+    std::vector<Settled> _in_group;
+    bool _draining = false;
+};
+
+} // namespace portcullis::deliver

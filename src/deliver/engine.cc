@@ -1,0 +1,621 @@
+#include "portcullis/deliver/engine.hh"
+
+#include "portcullis/base/json.hh"
+#include "portcullis/base/log.hh"
+#include "portcullis/base/time.hh"
+#include "portcullis/queue/job_json.hh"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <dirent.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace portcullis::deliver {
+
+using base::Level;
+using base::LogLine;
+using queue::JobInfo;
+using queue::JobState;
+using queue::JobTable;
+
+namespace {
+
+// A lease of the engine outlives its attempt's timeout by this much: the engine settles every
+// attempt itself (an exec child is killed kill_grace after its timeout and lingers at most
+// 1 s more), so the lease only runs out when a settlement was rolled back by a failed ledger
+// group; then the job is tried again that much later.
+constexpr int64_t lease_margin_ns = 60 * base::ns_per_s;
+// Failed attempts are logged at most once a second per sink; the held-back count goes into the
+// next line, and every attempt is counted.
+constexpr int64_t failure_log_interval_ns = base::ns_per_s;
+// The exec headers files of a process killed before it could remove them.
+constexpr std::string_view headers_prefix = "portcullis-headers-";
+
+std::string_view kind_name(config::SinkConfig::Kind k) {
+    switch (k) {
+    case config::SinkConfig::Kind::http:
+        return "http";
+    case config::SinkConfig::Kind::exec:
+        return "exec";
+    case config::SinkConfig::Kind::nats:
+        return "nats";
+    case config::SinkConfig::Kind::redis:
+        return "redis";
+    }
+    return "unknown";
+}
+
+uint64_t random_seed() {
+    uint64_t seed = 0;
+    if (::getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed) {
+        seed = static_cast<uint64_t>(base::mono_ns()) ^ static_cast<uint64_t>(::getpid());
+    }
+    return seed;
+}
+
+// Creates dir (0700) if needed and removes the headers files a killed process left in it.
+std::string prepare_headers_dir(const std::string& dir) {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+        return "cannot create " + dir + ": " + std::strerror(errno);
+    }
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) {
+        return "cannot open " + dir + ": " + std::strerror(errno);
+    }
+    size_t removed = 0;
+    while (const dirent* e = ::readdir(d)) {
+        std::string_view name(e->d_name);
+        if (name.starts_with(headers_prefix) && ::unlinkat(::dirfd(d), e->d_name, 0) == 0) {
+            ++removed;
+        }
+    }
+    ::closedir(d);
+    if (removed != 0) {
+        LogLine(Level::info, "exec headers files of an earlier run removed")
+            .field("dir", dir)
+            .field("files", static_cast<int64_t>(removed))
+            .write();
+    }
+    return "";
+}
+
+} // namespace
+
+struct Engine::Sink {
+    const config::SinkConfig* cfg = nullptr;
+    uint32_t index = 0;
+    std::vector<uint16_t> routes; // store route numbers delivering here
+    size_t next_route = 0;        // where the next pump starts, in turn
+    uint32_t concurrency = 1;
+    int64_t timeout_ns = 0;
+    uint32_t in_flight = 0;
+    Breaker breaker;
+    Pace pace;
+    std::unique_ptr<HttpSink> http;
+    base::LogThrottle failure_log;
+    SinkCounts counts;
+
+    explicit Sink(const config::SinkConfig& c) : cfg(&c), breaker(c.breaker) {}
+};
+
+struct Engine::Delivery {
+    bool busy = false;
+    uint16_t generation = 0;
+    uint32_t sink = 0;
+    queue::JobId id;
+    uint16_t route = 0;
+    uint16_t attempt = 0;
+    int64_t started_mono_ns = 0;
+    // The record's variable parts, copied out of the store's read cache (which the next read
+    // reuses), and the record viewing them: the sink reads them until the outcome.
+    std::string storage;
+    queue::JobRecord record;
+    std::string headers_json;
+    char id_text[queue::job_id_text_size] = {};
+};
+
+Engine::Engine(io::Ring& ring, const config::Snapshot& snapshot, queue::JobStore& store)
+    : _ring(ring), _snap(snapshot), _store(store), _jitter(random_seed()) {}
+
+Engine::~Engine() = default;
+
+std::string Engine::init(int64_t now_mono_ns) {
+    const config::Config& cfg = _snap.config();
+    bool any_exec = false;
+    uint8_t http_slots = 0;
+    for (size_t i = 0; i < cfg.sinks.size(); ++i) {
+        const config::SinkConfig& c = cfg.sinks[i];
+        auto s = std::make_unique<Sink>(c);
+        s->index = static_cast<uint32_t>(i);
+        for (const config::RouteConfig& r : cfg.routes) {
+            if (std::find(r.deliver.begin(), r.deliver.end(), c.name) != r.deliver.end()) {
+                int route = _store.route_index(r.name);
+                if (route >= 0) {
+                    s->routes.push_back(static_cast<uint16_t>(route));
+                }
+            }
+        }
+        if (c.http) {
+            s->concurrency = c.http->concurrency;
+            s->timeout_ns = c.http->timeout_ns;
+            if (c.http->rate) {
+                s->pace = Pace(*c.http->rate);
+            }
+            s->http = std::make_unique<HttpSink>(_ring, http_slots++, c.name, *c.http);
+            if (std::string err = s->http->init(now_mono_ns); !err.empty()) {
+                return "sinks." + c.name + ": " + err;
+            }
+        } else if (c.exec) {
+            s->concurrency = c.exec->concurrency;
+            s->timeout_ns = c.exec->timeout_ns;
+            any_exec = true;
+        } else {
+            return "sinks." + c.name + ": " + std::string(kind_name(c.kind)) +
+                   " sinks are not delivered by this build";
+        }
+        _sinks.push_back(std::move(s));
+    }
+    if (any_exec) {
+        std::string dir = cfg.spool.dir + "/exec";
+        if (std::string err = prepare_headers_dir(dir); !err.empty()) {
+            return err;
+        }
+        _exec = std::make_unique<ExecRunner>(_ring, dir);
+    }
+    return "";
+}
+
+uint32_t Engine::acquire_delivery() {
+    if (_free.empty()) {
+        _deliveries.push_back(std::make_unique<Delivery>());
+        return static_cast<uint32_t>(_deliveries.size() - 1);
+    }
+    uint32_t i = _free.back();
+    _free.pop_back();
+    return i;
+}
+
+void Engine::pump(int64_t now_unix_ns, int64_t now_mono_ns) {
+    if (_exec) {
+        _exec->tick(now_mono_ns);
+    }
+    for (auto& s : _sinks) {
+        if (s->http) {
+            s->http->tick(now_mono_ns);
+        }
+    }
+    if (_draining) {
+        return;
+    }
+    for (auto& sp : _sinks) {
+        Sink& s = *sp;
+        if (s.routes.empty()) {
+            continue;
+        }
+        // Each lease call takes what may start at once: all free slots while the breaker is
+        // closed, one (the probe) when half-open, one per pace slot.
+        size_t idle_routes = 0;
+        while (s.in_flight < s.concurrency && idle_routes < s.routes.size()) {
+            if (!s.breaker.admits(now_mono_ns, s.in_flight)) {
+                break;
+            }
+            note_transition(s, now_unix_ns);
+            if (s.pace.next_ns() > now_mono_ns) {
+                break;
+            }
+            size_t room = s.concurrency - s.in_flight;
+            if (s.breaker.state() != Breaker::State::closed || s.pace.next_ns() != 0) {
+                room = 1;
+            }
+            const uint16_t route = s.routes[s.next_route];
+            s.next_route = (s.next_route + 1) % s.routes.size();
+            _leased.clear();
+            _store.sink_table(s.index).lease(route, room, s.timeout_ns + lease_margin_ns,
+                                             now_unix_ns, _leased);
+            if (_leased.empty()) {
+                ++idle_routes;
+                continue;
+            }
+            idle_routes = 0;
+            for (const JobInfo& j : _leased) {
+                s.pace.take(now_mono_ns);
+                start(s, acquire_delivery(), j, now_unix_ns, now_mono_ns);
+            }
+        }
+    }
+}
+
+bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix_ns,
+                   int64_t now_mono_ns) {
+    Delivery& d = *_deliveries[index];
+    d.busy = true;
+    d.generation = static_cast<uint16_t>(d.generation + 1);
+    d.sink = s.index;
+    d.id = job.id;
+    d.route = job.route;
+    d.attempt = job.attempts;
+    d.started_mono_ns = now_mono_ns;
+    job.id.format(d.id_text);
+    ++s.in_flight;
+    const uint64_t cookie = uint64_t{d.generation} << 32 | index;
+
+    queue::JobRecord rec;
+    if (!_store.read(job.where, rec) || rec.id != job.id) {
+        // Gone from under the index (a group that failed after it was seen): nothing to
+        // deliver. Settled so that it is not taken again, as the pull API does.
+        LogLine(Level::error, "job record unreadable; dropped", now_unix_ns)
+            .field("sink", s.cfg->name)
+            .field("job", std::string_view(d.id_text, sizeof d.id_text))
+            .write();
+        ++s.counts.unreadable;
+        _store.sink_table(s.index).ack(job.id, now_unix_ns);
+        --s.in_flight;
+        d.busy = false;
+        _free.push_back(index);
+        return false;
+    }
+    // One copy of the route, headers and body into the delivery's own buffer (reused: no
+    // allocation once it has grown to the largest job).
+    d.storage.clear();
+    d.storage.append(rec.route).append(rec.headers_block).append(rec.body);
+    d.record = rec;
+    d.record.route = std::string_view(d.storage).substr(0, rec.route.size());
+    d.record.headers_block =
+        std::string_view(d.storage).substr(rec.route.size(), rec.headers_block.size());
+    d.record.body = std::string_view(d.storage).substr(
+        rec.route.size() + rec.headers_block.size(), rec.body.size());
+
+    std::string error;
+    bool started = false;
+    Outcome refusal = Outcome::retry;
+    if (s.http) {
+        HttpDelivery h;
+        h.job_id = std::string_view(d.id_text, sizeof d.id_text);
+        h.route = d.record.route;
+        h.attempt = d.attempt;
+        h.received_at_unix_ns = d.record.received_at_ns;
+        h.record = &d.record;
+        h.body = std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()),
+                           d.record.body.size());
+        started = s.http->start(h, cookie, now_mono_ns, error);
+        // What the request writer refuses (a stored header it cannot send) will never pass.
+        refusal = Outcome::refused;
+    } else {
+        d.headers_json.clear();
+        queue::append_headers_json(d.headers_json, d.record);
+        char ip[INET6_ADDRSTRLEN];
+        ExecJob e;
+        e.command = s.cfg->exec->command;
+        e.job_id = std::string_view(d.id_text, sizeof d.id_text);
+        e.route = d.record.route;
+        e.attempt = d.attempt;
+        e.received_at_unix_ns = d.record.received_at_ns;
+        e.source_ip = d.record.peer.format_ip(ip);
+        e.body = std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()),
+                           d.record.body.size());
+        e.headers_json = d.headers_json;
+        e.timeout_ns = s.timeout_ns;
+        started = _exec->start(e, cookie, now_mono_ns, error);
+    }
+    if (!started) {
+        finish(cookie, now_unix_ns, now_mono_ns, refusal, -1, error);
+    }
+    return started;
+}
+
+void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mono_ns) {
+    if (ExecRunner::owns(cqe.user_data)) {
+        _exec->on_cqe(cqe, now_mono_ns, [&](uint64_t cookie, const ExecOutcome& o) {
+            Outcome outcome = o.kind == ExecOutcome::Kind::delivered ? Outcome::delivered
+                                                                     : Outcome::retry;
+            std::string detail;
+            if (o.kind != ExecOutcome::Kind::delivered) {
+                detail = std::string(exec_outcome_name(o.kind));
+                if (o.signal != 0) {
+                    detail += ", signal " + std::to_string(o.signal);
+                } else {
+                    detail += ", exit " + std::to_string(o.exit_status);
+                }
+            }
+            Delivery& d = *_deliveries[static_cast<uint32_t>(cookie)];
+            if (o.kind != ExecOutcome::Kind::delivered || !o.stderr_head.empty()) {
+                // The command's own words: what it printed (the first 4 KiB of each stream).
+                LogLine(o.kind == ExecOutcome::Kind::delivered ? Level::info : Level::warn,
+                        "exec delivery output", now_unix_ns)
+                    .field("sink", _sinks[d.sink]->cfg->name)
+                    .field("job", std::string_view(d.id_text, sizeof d.id_text))
+                    .field("attempt", static_cast<int64_t>(d.attempt))
+                    .field("outcome", exec_outcome_name(o.kind))
+                    .field("stdout", o.stdout_head)
+                    .field("stderr", o.stderr_head)
+                    .write();
+            }
+            finish(cookie, now_unix_ns, now_mono_ns, outcome, -1, detail);
+        });
+        return;
+    }
+    Sink* http_sink = nullptr;
+    for (auto& s : _sinks) {
+        if (s->http && s->http->owns(cqe.user_data)) {
+            http_sink = s.get();
+            break;
+        }
+    }
+    if (http_sink == nullptr) {
+        return;
+    }
+    http_sink->http->on_cqe(cqe, now_mono_ns, [&](uint64_t cookie, const HttpOutcome& o) {
+        Outcome outcome = o.kind == HttpOutcome::Kind::delivered  ? Outcome::delivered
+                          : o.kind == HttpOutcome::Kind::rejected ? Outcome::refused
+                                                                  : Outcome::retry;
+        std::string detail;
+        if (o.status != 0) {
+            detail = "HTTP " + std::to_string(o.status);
+        }
+        if (!o.error.empty()) {
+            detail += detail.empty() ? "" : ", ";
+            detail += o.error;
+        }
+        finish(cookie, now_unix_ns, now_mono_ns, outcome, o.retry_after_ns, detail);
+    });
+}
+
+void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, Outcome outcome,
+                    int64_t retry_after_ns, std::string_view detail) {
+    const auto index = static_cast<uint32_t>(cookie);
+    Delivery& d = *_deliveries[index];
+    if (!d.busy || d.generation != static_cast<uint16_t>(cookie >> 32)) {
+        return;
+    }
+    Sink& s = *_sinks[d.sink];
+    JobTable& table = _store.sink_table(s.index);
+    bool dead = false;
+    if (outcome == Outcome::delivered) {
+        table.ack(d.id, now_unix_ns);
+    } else if (outcome == Outcome::refused) {
+        table.bury(d.id, now_unix_ns);
+        dead = true;
+    } else {
+        table.nack(d.id, retry_delay_ns(d.attempt, retry_after_ns, _jitter), now_unix_ns);
+        std::optional<JobInfo> after = table.find(d.id);
+        dead = after && after->state == JobState::dead;
+    }
+    // A refusal is the application working: it answered. Only a failure counts against the
+    // breaker.
+    s.breaker.record(outcome != Outcome::retry, now_mono_ns);
+    note_transition(s, now_unix_ns);
+    _unsynced.push_back({s.index, outcome, dead});
+    if (outcome != Outcome::delivered && s.failure_log.allow(now_mono_ns, failure_log_interval_ns)) {
+        LogLine line(dead ? Level::error : Level::warn,
+                     dead ? "delivery failed; dead-lettered" : "delivery failed; will retry",
+                     now_unix_ns);
+        line.field("sink", s.cfg->name)
+            .field("route", _store.route_name(d.route))
+            .field("job", std::string_view(d.id_text, sizeof d.id_text))
+            .field("attempt", static_cast<int64_t>(d.attempt))
+            .field("error", detail);
+        if (!dead) {
+            if (std::optional<JobInfo> after = table.find(d.id)) {
+                char at[24];
+                line.field("next_attempt_at", base::format_rfc3339(after->due_ns, at));
+            }
+        }
+        if (s.failure_log.held_back != 0) {
+            line.field("lines_held_back", static_cast<int64_t>(s.failure_log.held_back));
+            s.failure_log.held_back = 0;
+        }
+        line.write();
+    }
+    --s.in_flight;
+    d.busy = false;
+    _free.push_back(index);
+}
+
+void Engine::note_transition(Sink& s, int64_t now_unix_ns) {
+    Breaker::Transition t = s.breaker.take_transition();
+    if (t == Breaker::Transition::none) {
+        return;
+    }
+    std::string_view msg = t == Breaker::Transition::opened        ? "sink breaker opened"
+                           : t == Breaker::Transition::half_opened ? "sink breaker half-open"
+                                                                   : "sink breaker closed";
+    LogLine line(t == Breaker::Transition::opened ? Level::warn : Level::info, msg, now_unix_ns);
+    line.field("sink", s.cfg->name);
+    if (t == Breaker::Transition::opened) {
+        line.field("consecutive_failures", static_cast<int64_t>(s.breaker.consecutive_failures()))
+            .field("cooldown_ms", s.cfg->breaker.cooldown_ns / 1'000'000);
+    }
+    line.write();
+}
+
+int64_t Engine::wait_limit_ns(int64_t now_unix_ns, int64_t now_mono_ns, int64_t limit) const {
+    int64_t wait = limit;
+    for (const auto& sp : _sinks) {
+        const Sink& s = *sp;
+        if (s.http) {
+            wait = s.http->wait_limit_ns(now_mono_ns, wait);
+        }
+        if (s.in_flight >= s.concurrency || _draining) {
+            continue;
+        }
+        if (s.breaker.state() == Breaker::State::open) {
+            wait = std::min(wait, s.breaker.reopens_at_ns() - now_mono_ns);
+            continue;
+        }
+        if (s.pace.next_ns() > now_mono_ns) {
+            wait = std::min(wait, s.pace.next_ns() - now_mono_ns);
+            continue;
+        }
+        for (uint16_t r : s.routes) {
+            wait = std::min(wait, _store.sink_table(s.index).next_change_ns(r) - now_unix_ns);
+        }
+    }
+    if (_exec) {
+        wait = _exec->wait_limit_ns(now_mono_ns, wait);
+    }
+    return std::max<int64_t>(wait, 0);
+}
+
+void Engine::group_taken() {
+    _in_group.insert(_in_group.end(), _unsynced.begin(), _unsynced.end());
+    _unsynced.clear();
+}
+
+void Engine::group_resolved(bool durable) {
+    if (durable) {
+        for (const Settled& st : _in_group) {
+            SinkCounts& c = _sinks[st.sink]->counts;
+            if (st.outcome == Outcome::delivered) {
+                ++c.delivered;
+            } else if (st.dead) {
+                ++c.dead;
+                c.refused += st.outcome == Outcome::refused ? 1 : 0;
+            } else {
+                ++c.retried;
+            }
+        }
+    }
+    // On a failure the table rolled the settlements back (and those made since): the jobs stay
+    // leased by this engine until their lease runs out, then run again.
+    _in_group.clear();
+    if (!durable) {
+        _unsynced.clear();
+    }
+}
+
+bool Engine::drain() {
+    _draining = true;
+    return std::all_of(_sinks.begin(), _sinks.end(),
+                       [](const auto& s) { return s->in_flight == 0; });
+}
+
+void Engine::stop() {
+    _draining = true;
+    if (_exec) {
+        _exec->stop();
+    }
+    for (auto& s : _sinks) {
+        if (s->http) {
+            s->http->stop();
+        }
+    }
+}
+
+bool Engine::idle() const {
+    if (_exec && !_exec->idle()) {
+        return false;
+    }
+    return std::all_of(_sinks.begin(), _sinks.end(),
+                       [](const auto& s) { return !s->http || s->http->idle(); });
+}
+
+void Engine::write_health(base::JsonWriter<base::StringBuffer>& w, int64_t now_unix_ns) const {
+    (void)now_unix_ns;
+    for (const auto& sp : _sinks) {
+        const Sink& s = *sp;
+        size_t queued = 0;
+        size_t dead = 0;
+        for (uint16_t r : s.routes) {
+            queue::RouteDepth depth = _store.sink_table(s.index).depth(r);
+            queued += depth.queued;
+            dead += depth.dead;
+        }
+        w.key(s.cfg->name)
+            .begin_object()
+            .key("kind")
+            .string(kind_name(s.cfg->kind))
+            .key("breaker")
+            .string(breaker_state_name(s.breaker.state()))
+            .key("consecutive_failures")
+            .number(static_cast<int64_t>(s.breaker.consecutive_failures()))
+            .key("in_flight")
+            .number(static_cast<int64_t>(s.in_flight))
+            .key("queued")
+            .number(static_cast<int64_t>(queued))
+            .key("dead")
+            .number(static_cast<int64_t>(dead))
+            .key("delivered")
+            .number(static_cast<int64_t>(s.counts.delivered))
+            .end_object();
+    }
+}
+
+void Engine::write_deliveries(base::JsonWriter<base::StringBuffer>& w, queue::JobId id,
+                              uint16_t route) const {
+    for (const auto& sp : _sinks) {
+        if (!delivers(sp->index, route)) {
+            continue;
+        }
+        std::optional<JobInfo> j = _store.sink_table(sp->index).find(id);
+        if (!j) {
+            continue;
+        }
+        w.key(sp->cfg->name)
+            .begin_object()
+            .key("state")
+            .string(queue::state_name(j->state))
+            .key("attempts")
+            .number(j->attempts)
+            .end_object();
+    }
+}
+
+JobState Engine::overall(const JobInfo& pull) const {
+    bool any_sink = false;
+    bool leased = false;
+    bool queued = false;
+    bool dead = false;
+    auto count = [&](JobState st) {
+        leased = leased || st == JobState::leased;
+        queued = queued || st == JobState::queued;
+        dead = dead || st == JobState::dead;
+    };
+    for (const auto& sp : _sinks) {
+        if (!delivers(sp->index, pull.route)) {
+            continue;
+        }
+        if (std::optional<JobInfo> j = _store.sink_table(sp->index).find(pull.id)) {
+            any_sink = true;
+            count(j->state);
+        }
+    }
+    if (!any_sink || pull.attempts > 0 || pull.state != JobState::queued) {
+        count(pull.state);
+    }
+    return leased ? JobState::leased : queued ? JobState::queued : dead ? JobState::dead
+                                                                        : JobState::done;
+}
+
+int Engine::sink_index(std::string_view name) const {
+    for (const auto& s : _sinks) {
+        if (s->cfg->name == name) {
+            return static_cast<int>(s->index);
+        }
+    }
+    return -1;
+}
+
+bool Engine::delivers(size_t sink, uint16_t route) const {
+    const Sink& s = *_sinks[sink];
+    return std::find(s.routes.begin(), s.routes.end(), route) != s.routes.end();
+}
+
+void Engine::log_stopped() const {
+    for (const auto& sp : _sinks) {
+        const Sink& s = *sp;
+        LogLine(Level::info, "sink stopped")
+            .field("sink", s.cfg->name)
+            .field("delivered", static_cast<int64_t>(s.counts.delivered))
+            .field("retried", static_cast<int64_t>(s.counts.retried))
+            .field("dead", static_cast<int64_t>(s.counts.dead))
+            .field("refused", static_cast<int64_t>(s.counts.refused))
+            .field("unreadable", static_cast<int64_t>(s.counts.unreadable))
+            .field("breaker_opened", static_cast<int64_t>(s.breaker.times_opened()))
+            .write();
+    }
+}
+
+} // namespace portcullis::deliver
