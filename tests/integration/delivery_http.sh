@@ -24,8 +24,9 @@ need python3 openssl sha256sum
 need_signers
 
 export GH_SECRET="delivery: it's a secret to everybody ✓"
-export STRIPE_SECRET="whsec_deliverytest$(openssl rand -hex 8)"
-export APP_SIGNING_SECRET="whsec_$(openssl rand -base64 32)"
+STRIPE_SECRET="whsec_deliverytest$(openssl rand -hex 8)"
+APP_SIGNING_SECRET="whsec_$(openssl rand -base64 32)"
+export STRIPE_SECRET APP_SIGNING_SECRET
 OTHER_SIGNING_SECRET="whsec_$(openssl rand -base64 32)"
 VERIFIER="$PROVIDERS_DIR/verify.mjs"
 RECEIVED_VERIFIER="$PROVIDERS_DIR/verify_received.mjs"
@@ -141,7 +142,7 @@ done
     fail "sdown: expected the job queued after at least 2 refused attempts within 15 s, is '$state'"
 expect_eq "sdown: requests that reached the application while it was down" 0 "$(recv_count down)"
 receiver_control down '{"listen": true}'
-wait_delivery "$DOWN_JOB" sdown done 30
+wait_delivery "$DOWN_JOB" sdown "done" 30
 recv_check down "$DOWN_JOB" "$DELIVERY_ATTEMPTS" <<'PY'
 want_job, attempts = ARGS[0], int(ARGS[1])
 if len(reqs) != 1:
@@ -180,7 +181,7 @@ expect_eq "sbrk: /healthz breaker after the failed probe" open "$(sink_health sb
 # The application recovers: the next probe succeeds and the waiting jobs follow.
 receiver_control app '{"path": "/sbrk", "plan": {"then": {"status": 200}}}'
 for id in "${BRK_JOBS[@]}"; do
-    wait_delivery "$id" sbrk done $((BREAKER_COOLDOWN + 30))
+    wait_delivery "$id" sbrk "done" $((BREAKER_COOLDOWN + 30))
     printf '%s %s\n' "$id" "$DELIVERY_ATTEMPTS"
 done >"$WORKDIR/brk-attempts"
 [[ -n $(log_lines_with "sink breaker closed" sbrk) ]] || fail "sbrk: no \"sink breaker closed\" log line for sink sbrk"
@@ -214,7 +215,7 @@ echo "sbrk: opened after 5 failures, probed after ${BREAKER_COOLDOWN} s twice, c
 
 # --- plain: byte for byte, headers, provider signatures verified on arrival ---
 for id in "$GH_JOB" "$STRIPE_JOB" "$RAW_JOB"; do
-    wait_delivery "$id" plain done 20
+    wait_delivery "$id" plain "done" 20
     expect_eq "plain: attempts of $id" 1 "$DELIVERY_ATTEMPTS"
 done
 recv_check app "$WORKDIR/sent.tsv" "$GH_JOB" "$STRIPE_JOB" "$RAW_JOB" "$GH_DELIVERY" "${RECV_PORT[app]}" <<'PY'
@@ -279,7 +280,7 @@ echo "plain: 3 jobs byte for byte; GitHub and Stripe signatures verified by thei
 
 # --- s500: retried with backoff ---
 for id in "${S500_JOBS[@]}"; do
-    wait_delivery "$id" s500 done 40
+    wait_delivery "$id" s500 "done" 40
     expect_eq "s500: attempts of $id" 4 "$DELIVERY_ATTEMPTS"
 done
 recv_check app "${S500_JOBS[@]}" <<'PY'
@@ -307,7 +308,7 @@ echo "s500: 3 jobs delivered at attempt 4, waits within the backoff"
 # --- s429, s503: Retry-After ---
 for pair in "s429 $S429_JOB 429" "s503 $S503_JOB 503"; do
     read -r sink id code <<<"$pair"
-    wait_delivery "$id" "$sink" done 20
+    wait_delivery "$id" "$sink" "done" 20
     expect_eq "$sink: attempts" 2 "$DELIVERY_ATTEMPTS"
     recv_check app "$sink" "$id" "$code" <<'PY'
 sink, j, code = ARGS[0], ARGS[1], int(ARGS[2])
@@ -337,7 +338,7 @@ expect_eq "plain: dead letters of r404" 0 "$(py 'len(j["jobs"])')"
 receiver_control app '{"path": "/s404", "plan": {"then": {"status": 200}}}'
 api POST "/v1/dead-letters/$S404_JOB/replay?sink=s404"
 expect_api "replay for s404" 200
-wait_delivery "$S404_JOB" s404 done 20
+wait_delivery "$S404_JOB" s404 "done" 20
 expect_eq "s404: /healthz dead after the replay" 0 "$(sink_health s404 dead)"
 recv_check app "$S404_JOB" <<'PY'
 rs = on("/s404")
@@ -349,7 +350,7 @@ PY
 echo "s404: dead after 1 attempt, replayed and delivered"
 
 # --- sstall: the timeout ---
-wait_delivery "$STALL_JOB" sstall done 30
+wait_delivery "$STALL_JOB" sstall "done" 30
 expect_eq "sstall: attempts" 2 "$DELIVERY_ATTEMPTS"
 recv_check app "$STALL_JOB" <<'PY'
 rs = [r for r in on("/sstall") if job(r) == ARGS[0]]
@@ -365,7 +366,7 @@ echo "sstall: a stall past the 1 s timeout was retried"
 
 # --- ssign: Standard Webhooks headers checked by standardwebhooks ---
 for id in "${SIGN_JOBS[@]}"; do
-    wait_delivery "$id" ssign done 20
+    wait_delivery "$id" ssign "done" 20
 done
 recv_check app "$WORKDIR/sign" "${SIGN_JOBS[@]}" <<'PY'
 prefix, jobs = ARGS[0], ARGS[1:]

@@ -23,6 +23,7 @@
 # view (/v1/jobs/{id}'s deliveries, /healthz, the dead letters, the log lines).
 
 need python3
+# shellcheck disable=SC2154 # set by the test before it sources lib.sh
 RECEIVER="$here/receiver.py"
 declare -A RECV_PID=() RECV_PORT=() RECV_CTL=() RECV_LOG=()
 
@@ -40,6 +41,7 @@ start_receiver() {
     local i
     for ((i = 0; i < 200; i++)); do
         if [[ -s $dir/port && -s $dir/control-port ]]; then
+            # shellcheck disable=SC2034 # for the tests
             RECV_PORT[$name]=$(cat "$dir/port")
             RECV_CTL[$name]=$(cat "$dir/control-port")
             RECV_LOG[$name]="$dir/requests.jsonl"
@@ -131,6 +133,7 @@ wait_delivery() {
     for ((i = 0; i < limit * 10; i++)); do
         got=$(delivery_state "$id" "$sink")
         if [[ ${got%% *} == "$want" ]]; then
+            # shellcheck disable=SC2034 # for the tests
             DELIVERY_ATTEMPTS=${got#* }
             return 0
         fi
