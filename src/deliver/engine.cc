@@ -31,6 +31,8 @@ constexpr int64_t lease_margin_ns = 60 * base::ns_per_s;
 // Failed attempts are logged at most once a second per sink; the held-back count goes into the
 // next line, and every attempt is counted.
 constexpr int64_t failure_log_interval_ns = base::ns_per_s;
+// A piece of a command's output in one log line: escaped, text stays well under a line's 4 KiB.
+constexpr size_t output_piece = 1024;
 // The exec headers files of a process killed before it could remove them.
 constexpr std::string_view headers_prefix = "portcullis-headers-";
 
@@ -320,18 +322,8 @@ void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mo
                     detail += ", exit " + std::to_string(o.exit_status);
                 }
             }
-            Delivery& d = *_deliveries[static_cast<uint32_t>(cookie)];
             if (o.kind != ExecOutcome::Kind::delivered || !o.stderr_head.empty()) {
-                // The command's own words: what it printed (the first 4 KiB of each stream).
-                LogLine(o.kind == ExecOutcome::Kind::delivered ? Level::info : Level::warn,
-                        "exec delivery output", now_unix_ns)
-                    .field("sink", _sinks[d.sink]->cfg->name)
-                    .field("job", std::string_view(d.id_text, sizeof d.id_text))
-                    .field("attempt", static_cast<int64_t>(d.attempt))
-                    .field("outcome", exec_outcome_name(o.kind))
-                    .field("stdout", o.stdout_head)
-                    .field("stderr", o.stderr_head)
-                    .write();
+                log_exec_output(*_deliveries[static_cast<uint32_t>(cookie)], o, now_unix_ns);
             }
             finish(cookie, now_unix_ns, now_mono_ns, outcome, -1, detail);
         });
@@ -361,6 +353,33 @@ void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mo
         }
         finish(cookie, now_unix_ns, now_mono_ns, outcome, o.retry_after_ns, detail);
     });
+}
+
+// The command's own words: the first 4 KiB of each stream, in lines of output_piece bytes, since
+// a log line is one write of at most 4 KiB (atomic on a pipe, so lines of threads never mix).
+void Engine::log_exec_output(const Delivery& d, const ExecOutcome& o, int64_t now_unix_ns) const {
+    const Sink& s = *_sinks[d.sink];
+    const std::string_view job(d.id_text, sizeof d.id_text);
+    const Level level = o.kind == ExecOutcome::Kind::delivered ? Level::info : Level::warn;
+    LogLine(level, "exec delivery output", now_unix_ns)
+        .field("sink", s.cfg->name)
+        .field("job", job)
+        .field("attempt", static_cast<int64_t>(d.attempt))
+        .field("outcome", exec_outcome_name(o.kind))
+        .field("stdout_bytes", static_cast<int64_t>(o.stdout_bytes))
+        .field("stderr_bytes", static_cast<int64_t>(o.stderr_bytes))
+        .write();
+    for (auto [name, head] : {std::pair{"stdout", o.stdout_head}, {"stderr", o.stderr_head}}) {
+        for (size_t at = 0, part = 1; at < head.size(); at += output_piece, ++part) {
+            LogLine(level, "exec delivery output", now_unix_ns)
+                .field("sink", s.cfg->name)
+                .field("job", job)
+                .field("stream", name)
+                .field("part", static_cast<int64_t>(part))
+                .field("text", head.substr(at, output_piece))
+                .write();
+        }
+    }
 }
 
 void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, Outcome outcome,

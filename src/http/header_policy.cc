@@ -1,5 +1,7 @@
 #include "portcullis/http/header_policy.hh"
 
+#include "portcullis/http/client.hh"
+
 #include <algorithm>
 #include <cstring>
 
@@ -78,11 +80,18 @@ bool StoredFields::stores(std::string_view name) const {
     return bit == 0 || (kept_credentials & bit) != 0;
 }
 
+// Whether a Connection field of headers lists name: the field is hop-by-hop for this request.
+bool connection_names(std::span<const Header> headers, std::string_view name) {
+    return std::any_of(headers.begin(), headers.end(), [name](const Header& c) {
+        return name_equals(c.name, "connection") && connection_lists(c.value, name);
+    });
+}
+
 size_t select_stored(std::span<const Header> headers, const StoredFields& policy,
                      std::span<Header> out) {
     size_t kept = 0;
     for (const Header& h : headers) {
-        if (policy.stores(h.name) && kept < out.size()) {
+        if (policy.stores(h.name) && !connection_names(headers, h.name) && kept < out.size()) {
             out[kept++] = h;
         }
     }

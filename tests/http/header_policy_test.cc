@@ -111,3 +111,15 @@ TEST(LogHeaders, FieldsThePolicyDoesNotStoreAreNotShown) {
     EXPECT_EQ(logged({{"X-Request-Id", "the-secret"}, {"User-Agent", "u"}}, policy),
               R"("headers":{"user-agent":"u"})");
 }
+
+// A field the sender's Connection lists is meant for that connection only (RFC 9110 section
+// 7.6.1): it is not stored, so no consumer or sink gets it. Other Connection options name
+// nothing sent (keep-alive) or fields dropped anyway.
+TEST(StoredFields, FieldsConnectionNamesAreLeftOut) {
+    const std::vector<Header> headers = {
+        {"X-Hop", "1"},           {"Connection", "keep-alive, X-Hop"},
+        {"X-Keep", "2"},          {"connection", "x-other"},
+        {"X-Other", "3"},         {"X-Hop", "4"},
+    };
+    EXPECT_EQ(stored_names(headers, {}), (std::vector<std::string>{"X-Keep"}));
+}

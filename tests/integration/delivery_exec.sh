@@ -36,8 +36,12 @@ try:
     what = json.loads(body).get("mode", "ok")
 except ValueError:
     what = "ok"
+# The environment as exec'd: Python adds LC_CTYPE to os.environ when it starts in the C locale
+# (PEP 538), /proc/self/environ keeps what portcullis passed.
+with open("/proc/self/environ", "rb") as f:
+    exec_env = dict(e.decode("latin-1").split("=", 1) for e in f.read().split(b"\0") if e)
 record(event="start", job=job, attempt=attempt, t=start, pid=os.getpid(), argv=sys.argv[1:],
-       env=dict(os.environ), headers=headers, headers_mode=mode, body_b64=base64.b64encode(body).decode(),
+       env=exec_env, headers=headers, headers_mode=mode, body_b64=base64.b64encode(body).decode(),
        pgid_is_pid=os.getpgid(0) == os.getpid())
 def finish(code, **kv):
     record(event="end", job=job, attempt=attempt, t=time.time(), code=code, **kv)

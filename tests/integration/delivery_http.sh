@@ -91,7 +91,7 @@ post_job /webhooks/github "$GH_BODY" "${SIGNED[@]}" -H 'Content-Type: applicatio
     -H 'Connection: keep-alive, X-Hop' -H 'X-Hop: hop-by-hop' -H 'Keep-Alive: timeout=5' \
     -H 'Portcullis-Job-Id: forged' -H 'Portcullis-Attempt: 99' -H 'Portcullis-Route: forged'
 GH_JOB=$JOB_ID
-new_body stripe-event '{"id":"evt_1"}'
+new_body stripe-event 'evt_1'
 STRIPE_BODY=$BODY
 sign_with stripe --secret "$STRIPE_SECRET" --body "$STRIPE_BODY"
 post_job /webhooks/stripe "$STRIPE_BODY" "${SIGNED[@]}" -H 'Content-Type: application/json'

@@ -124,6 +124,7 @@ private:
     void finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, Outcome outcome,
                 int64_t retry_after_ns, std::string_view detail);
     void note_transition(Sink& s, int64_t now_unix_ns);
+    void log_exec_output(const Delivery& d, const ExecOutcome& o, int64_t now_unix_ns) const;
 
     io::Ring& _ring;
     const config::Snapshot& _snap;

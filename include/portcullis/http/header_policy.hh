@@ -41,7 +41,8 @@ struct StoredFields {
     bool stores(std::string_view name) const;
 };
 
-// Copies the fields policy stores into out, in order; returns how many. Precondition:
+// Copies the fields policy stores into out, in order, less those a Connection field of headers
+// lists (hop-by-hop for this request, RFC 9110 section 7.6.1); returns how many. Precondition:
 // out.size() >= headers.size().
 size_t select_stored(std::span<const Header> headers, const StoredFields& policy,
                      std::span<Header> out);
