@@ -17,10 +17,10 @@
 #include "portcullis/queue/keys.hh"
 #include "portcullis/verify/verifier.hh"
 
-#include <sys/socket.h>
-#include <sys/syscall.h>
 #include <csignal>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>

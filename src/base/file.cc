@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -60,6 +61,66 @@ std::optional<std::string> read_regular_file(const std::string& path, size_t lim
     }
     ::close(fd);
     return failure;
+}
+
+std::string errno_message(const std::string& what, int err) {
+    return what + ": " + std::strerror(err);
+}
+
+bool write_all(int fd, const void* data, size_t size) {
+    const auto* p = static_cast<const char*>(data);
+    while (size > 0) {
+        ssize_t n = ::write(fd, p, size);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return false;
+        }
+        p += n;
+        size -= static_cast<size_t>(n);
+    }
+    return true;
+}
+
+std::string sync_dir(const std::string& dir) {
+    int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno_message("cannot open " + dir, errno);
+    }
+    std::string error;
+    if (::fsync(fd) != 0) {
+        error = errno_message("cannot fsync " + dir, errno);
+    }
+    ::close(fd);
+    return error;
+}
+
+std::string replace_file(const std::string& path,
+                         const std::function<bool(int fd)>& write_contents) {
+    const std::string tmp = path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        return errno_message("cannot create " + tmp, errno);
+    }
+    std::string error;
+    if (!write_contents(fd)) {
+        error = errno_message("cannot write " + tmp, errno);
+    }
+    if (error.empty() && ::fdatasync(fd) != 0) {
+        error = errno_message("cannot fdatasync " + tmp, errno);
+    }
+    if (::close(fd) != 0 && error.empty()) {
+        error = errno_message("cannot close " + tmp, errno);
+    }
+    if (error.empty() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+        error = errno_message("cannot rename " + tmp + " to " + path, errno);
+    }
+    if (!error.empty()) {
+        ::unlink(tmp.c_str());
+        return error;
+    }
+    return sync_dir(std::filesystem::path(path).parent_path().native());
 }
 
 } // namespace portcullis::base

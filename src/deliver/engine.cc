@@ -267,8 +267,8 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
     d.record.route = std::string_view(d.storage).substr(0, rec.route.size());
     d.record.headers_block =
         std::string_view(d.storage).substr(rec.route.size(), rec.headers_block.size());
-    d.record.body = std::string_view(d.storage).substr(
-        rec.route.size() + rec.headers_block.size(), rec.body.size());
+    d.record.body = std::string_view(d.storage).substr(rec.route.size() + rec.headers_block.size(),
+                                                       rec.body.size());
 
     std::string error;
     bool started = false;
@@ -280,8 +280,8 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
         h.attempt = d.attempt;
         h.received_at_unix_ns = d.record.received_at_ns;
         h.record = &d.record;
-        h.body = std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()),
-                           d.record.body.size());
+        h.body =
+            std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()), d.record.body.size());
         started = s.http->start(h, cookie, now_mono_ns, error);
         // What the request writer refuses (a stored header it cannot send) will never pass.
         refusal = Outcome::refused;
@@ -296,8 +296,8 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
         e.attempt = d.attempt;
         e.received_at_unix_ns = d.record.received_at_ns;
         e.source_ip = d.record.peer.format_ip(ip);
-        e.body = std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()),
-                           d.record.body.size());
+        e.body =
+            std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()), d.record.body.size());
         e.headers_json = d.headers_json;
         e.timeout_ns = s.timeout_ns;
         started = _exec->start(e, cookie, now_mono_ns, error);
@@ -311,8 +311,8 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
 void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mono_ns) {
     if (ExecRunner::owns(cqe.user_data)) {
         _exec->on_cqe(cqe, now_mono_ns, [&](uint64_t cookie, const ExecOutcome& o) {
-            Outcome outcome = o.kind == ExecOutcome::Kind::delivered ? Outcome::delivered
-                                                                     : Outcome::retry;
+            Outcome outcome =
+                o.kind == ExecOutcome::Kind::delivered ? Outcome::delivered : Outcome::retry;
             std::string detail;
             if (o.kind != ExecOutcome::Kind::delivered) {
                 detail = std::string(exec_outcome_name(o.kind));
@@ -407,7 +407,8 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
     s.breaker.record(outcome != Outcome::retry, now_mono_ns);
     note_transition(s, now_unix_ns);
     _unsynced.push_back({s.index, outcome, dead});
-    if (outcome != Outcome::delivered && s.failure_log.allow(now_mono_ns, failure_log_interval_ns)) {
+    if (outcome != Outcome::delivered &&
+        s.failure_log.allow(now_mono_ns, failure_log_interval_ns)) {
         LogLine line(dead ? Level::error : Level::warn,
                      dead ? "delivery failed; dead-lettered" : "delivery failed; will retry",
                      now_unix_ns);
@@ -604,8 +605,10 @@ JobState Engine::overall(const JobInfo& pull) const {
     if (!any_sink || pull.attempts > 0 || pull.state != JobState::queued) {
         count(pull.state);
     }
-    return leased ? JobState::leased : queued ? JobState::queued : dead ? JobState::dead
-                                                                        : JobState::done;
+    return leased   ? JobState::leased
+           : queued ? JobState::queued
+           : dead   ? JobState::dead
+                    : JobState::done;
 }
 
 int Engine::sink_index(std::string_view name) const {

@@ -41,25 +41,6 @@ unsigned parse_lane(std::string_view s) {
     return n <= max_lane ? n : 0;
 }
 
-std::string errno_message(const std::string& what, int err) {
-    return what + ": " + std::strerror(err);
-}
-
-bool write_full(int fd, const char* p, size_t size) {
-    while (size > 0) {
-        ssize_t n = ::write(fd, p, size);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return false;
-        }
-        p += n;
-        size -= static_cast<size_t>(n);
-    }
-    return true;
-}
-
 } // namespace
 
 std::string parse_lanes(std::string_view text, const std::string& path,
@@ -130,31 +111,10 @@ std::string read_lanes(const std::string& dir, std::vector<LaneName>& out) {
 }
 
 std::string write_lanes(const std::string& dir, const std::vector<LaneName>& lanes) {
-    const std::string path = dir + "/" + std::string(lanes_file_name);
-    const std::string tmp = path + ".tmp";
     const std::string text = format_lanes(lanes);
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        return errno_message("cannot create " + tmp, errno);
-    }
-    std::string error;
-    if (!write_full(fd, text.data(), text.size())) {
-        error = errno_message("cannot write " + tmp, errno);
-    }
-    if (error.empty() && ::fdatasync(fd) != 0) {
-        error = errno_message("cannot fdatasync " + tmp, errno);
-    }
-    if (::close(fd) != 0 && error.empty()) {
-        error = errno_message("cannot close " + tmp, errno);
-    }
-    if (error.empty() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-        error = errno_message("cannot rename " + tmp + " to " + path, errno);
-    }
-    if (!error.empty()) {
-        ::unlink(tmp.c_str());
-        return error;
-    }
-    return sync_dir(dir);
+    return base::replace_file(dir + "/" + std::string(lanes_file_name), [&](int fd) {
+        return base::write_all(fd, text.data(), text.size());
+    });
 }
 
 LaneAssignment assign_lanes(std::vector<LaneName> listed, std::span<const std::string> sinks,

@@ -1,5 +1,6 @@
 #include "portcullis/queue/ledger.hh"
 
+#include "portcullis/base/file.hh"
 #include "portcullis/queue/segment.hh"
 
 #include <fcntl.h>
@@ -16,6 +17,8 @@
 namespace portcullis::queue {
 
 namespace {
+
+using base::errno_message;
 
 constexpr uint8_t magic[4] = {'P', 'C', 'L', '1'};
 
@@ -79,25 +82,6 @@ LedgerOp decode_checked(const uint8_t* p) {
     op.due_ns = static_cast<int64_t>(load_le64(p + off_due));
     std::memcpy(op.id.bytes.data(), p + off_id, op.id.bytes.size());
     return op;
-}
-
-std::string errno_message(const std::string& what, int err) {
-    return what + ": " + std::strerror(err);
-}
-
-bool write_full(int fd, const uint8_t* p, size_t size) {
-    while (size > 0) {
-        ssize_t n = ::write(fd, p, size);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0) {
-            return false;
-        }
-        p += n;
-        size -= static_cast<size_t>(n);
-    }
-    return true;
 }
 
 } // namespace
@@ -293,37 +277,20 @@ LedgerRecovery recover_ledger(const std::string& path) {
 }
 
 std::string write_ledger_snapshot(const std::string& path, const std::vector<LedgerOp>& ops) {
-    std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        return errno_message("cannot create " + tmp, errno);
-    }
-    std::vector<uint8_t> buf(read_chunk_records * ledger_record_size);
-    std::string error;
-    for (size_t i = 0; i < ops.size() && error.empty();) {
-        size_t n = 0;
-        for (; i < ops.size() && n < buf.size(); ++i, n += ledger_record_size) {
-            encode_ledger_op(
-                ops[i], std::span<uint8_t, ledger_record_size>(buf.data() + n, ledger_record_size));
+    return base::replace_file(path, [&](int fd) {
+        std::vector<uint8_t> buf(read_chunk_records * ledger_record_size);
+        for (size_t i = 0; i < ops.size();) {
+            size_t n = 0;
+            for (; i < ops.size() && n < buf.size(); ++i, n += ledger_record_size) {
+                encode_ledger_op(ops[i], std::span<uint8_t, ledger_record_size>(
+                                             buf.data() + n, ledger_record_size));
+            }
+            if (!base::write_all(fd, buf.data(), n)) {
+                return false;
+            }
         }
-        if (!write_full(fd, buf.data(), n)) {
-            error = errno_message("cannot write " + tmp, errno);
-        }
-    }
-    if (error.empty() && ::fdatasync(fd) != 0) {
-        error = errno_message("cannot fdatasync " + tmp, errno);
-    }
-    if (::close(fd) != 0 && error.empty()) {
-        error = errno_message("cannot close " + tmp, errno);
-    }
-    if (error.empty() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-        error = errno_message("cannot rename " + tmp + " to " + path, errno);
-    }
-    if (!error.empty()) {
-        ::unlink(tmp.c_str());
-        return error;
-    }
-    return sync_dir(std::filesystem::path(path).parent_path().native());
+        return true;
+    });
 }
 
 } // namespace portcullis::queue

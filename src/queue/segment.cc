@@ -62,9 +62,7 @@ std::optional<uint64_t> parse_segment_name(std::string_view name) {
     return v;
 }
 
-std::string errno_message(const std::string& what, int err) {
-    return what + ": " + std::strerror(err);
-}
+using base::errno_message;
 
 // Cheap checks on the fixed fields, so that resync does not checksum every "PCR1" that happens
 // to appear inside a body: those bytes are the sender's, and could be crafted to make the scan
@@ -112,19 +110,6 @@ size_t find_next_record(std::span<const uint8_t> image, size_t from) {
 }
 
 } // namespace
-
-std::string sync_dir(const std::string& dir) {
-    int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        return errno_message("cannot open " + dir, errno);
-    }
-    std::string error;
-    if (::fsync(fd) != 0) {
-        error = errno_message("cannot fsync " + dir, errno);
-    }
-    ::close(fd);
-    return error;
-}
 
 std::string make_dir(const std::string& path) {
     // Where the previous component ends (its parent is "." before the first, "/" under root).

@@ -1086,7 +1086,8 @@ TEST_F(SinksConfig, BreakerSettings) {
         {exec + "{cooldown: 10ms}\n" + route(),
          {"c.yaml:4:25: sinks.s.breaker.cooldown: must be at least 100ms"}},
         {exec + "{cooldown: 2h}\n" + route(), {"sinks.s.breaker.cooldown: at most 1h"}},
-        {exec + "{tries: 3}\n" + route(), {"c.yaml:4:15: sinks.s.breaker.tries: unknown key; allowed here: failures, cooldown"}},
+        {exec + "{tries: 3}\n" + route(),
+         {"c.yaml:4:15: sinks.s.breaker.tries: unknown key; allowed here: failures, cooldown"}},
         {exec + "5\n" + route(), {"c.yaml:4:14: sinks.s.breaker: expected a mapping"}},
     });
 }

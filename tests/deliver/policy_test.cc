@@ -15,9 +15,8 @@ constexpr int64_t s_ns = 1'000'000'000;
 TEST(RetryDelay, FullJitterUnderTheDoublingCeiling) {
     Jitter jitter(42);
     for (uint32_t attempts : {1u, 2u, 3u, 5u, 10u, 11u, 30u, 65535u}) {
-        const int64_t ceiling = attempts >= 11 ? 600 * s_ns
-                                               : std::min<int64_t>(600 * s_ns,
-                                                                   s_ns << (attempts - 1));
+        const int64_t ceiling =
+            attempts >= 11 ? 600 * s_ns : std::min<int64_t>(600 * s_ns, s_ns << (attempts - 1));
         int64_t lo = INT64_MAX;
         int64_t hi = 0;
         for (int i = 0; i < 2000; ++i) {

@@ -117,9 +117,9 @@ TEST(LogHeaders, FieldsThePolicyDoesNotStoreAreNotShown) {
 // nothing sent (keep-alive) or fields dropped anyway.
 TEST(StoredFields, FieldsConnectionNamesAreLeftOut) {
     const std::vector<Header> headers = {
-        {"X-Hop", "1"},           {"Connection", "keep-alive, X-Hop"},
-        {"X-Keep", "2"},          {"connection", "x-other"},
-        {"X-Other", "3"},         {"X-Hop", "4"},
+        {"X-Hop", "1"},   {"Connection", "keep-alive, X-Hop"},
+        {"X-Keep", "2"},  {"connection", "x-other"},
+        {"X-Other", "3"}, {"X-Hop", "4"},
     };
     EXPECT_EQ(stored_names(headers, {}), (std::vector<std::string>{"X-Keep"}));
 }

@@ -80,12 +80,12 @@ TEST(FdBudget, FitsRaisesOrRefuses) {
 
     FdFit refused = io::fit_fd_limit(b, {256, n - 1});
     EXPECT_FALSE(refused.raise_to);
-    EXPECT_EQ(refused.error, "file descriptors: the configuration needs " + std::to_string(n) +
-                                 " (" + b.describe() +
-                                 ") but RLIMIT_NOFILE allows 256 (hard limit " +
-                                 std::to_string(n - 1) +
-                                 "): raise the limit (ulimit -n, systemd LimitNOFILE=) or lower "
-                                 "server.max_connections, admin.max_connections or a sink's concurrency");
+    EXPECT_EQ(refused.error,
+              "file descriptors: the configuration needs " + std::to_string(n) + " (" +
+                  b.describe() + ") but RLIMIT_NOFILE allows 256 (hard limit " +
+                  std::to_string(n - 1) +
+                  "): raise the limit (ulimit -n, systemd LimitNOFILE=) or lower "
+                  "server.max_connections, admin.max_connections or a sink's concurrency");
 }
 
 TEST(FdBudget, TlsListenersCountLikePlainOnes) {

@@ -277,7 +277,7 @@ struct RedisSinkConfig {
 // One entry of `sinks` (SPEC section 8). Exactly the member that kind names is set.
 // sinks.NAME.breaker: the circuit breaker of one sink (SPEC section 8).
 struct BreakerConfig {
-    uint32_t failures = 5;              // consecutive failed attempts that open it, 1..1000
+    uint32_t failures = 5;                // consecutive failed attempts that open it, 1..1000
     int64_t cooldown_ns = 30'000'000'000; // open this long before one probe, 100ms..1h
 };
 

@@ -51,9 +51,9 @@ namespace portcullis::deliver {
 // Settled attempts of one sink, counted once their ledger group is durable.
 struct SinkCounts {
     uint64_t delivered = 0;
-    uint64_t retried = 0;  // failed attempts that will run again
-    uint64_t dead = 0;     // moved to the dead letters (attempts exhausted or refused)
-    uint64_t refused = 0;  // of which refused by the application at once (HTTP 4xx)
+    uint64_t retried = 0;    // failed attempts that will run again
+    uint64_t dead = 0;       // moved to the dead letters (attempts exhausted or refused)
+    uint64_t refused = 0;    // of which refused by the application at once (HTTP 4xx)
     uint64_t unreadable = 0; // records that could not be read back: dropped, logged
 };
 

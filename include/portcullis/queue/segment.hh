@@ -16,6 +16,8 @@
 // (record.hh) follow back to back.
 #pragma once
 
+#include "portcullis/base/file.hh"
+
 #include "portcullis/queue/record.hh"
 
 #include <cstddef>
@@ -60,9 +62,9 @@ constexpr uint64_t max_segment_seq = UINT64_MAX - 1;
 // folder that cannot be read is an error.
 ListResult list_segments(const std::string& dir);
 std::string segment_path(const std::string& dir, uint32_t shard, uint64_t seq);
-// fsyncs a directory, so that a file created, renamed or removed in it stays so after a crash.
-// Returns "" or the error (errno text and path).
-std::string sync_dir(const std::string& dir);
+// fsyncs a directory (base/file.hh), so that a file created, renamed or removed in it stays so
+// after a crash.
+using base::sync_dir;
 // mkdir -p (mode 0750), fsyncing the parent of each folder it creates so that the new names
 // survive a power cut. Returns "" or the error naming the folder.
 std::string make_dir(const std::string& path);
