@@ -1,7 +1,8 @@
 // The control plane (SPEC section 5): its own listener (admin.listen), its own thread and ring,
 // never a socket shared with the public plane. It serves GET /healthz and the pull API over the
 // JobStore: lease (with long polls), ack, nack, job state, dead letters and replay, each behind
-// the bearer tokens of the configuration.
+// the bearer tokens of the configuration; and with sinks it runs the delivery engine
+// (deliver/engine.hh) on the same ring, its settlements in the same ledger.
 //
 //   ControlPlane cp(*snapshot, features, spool_progress);   // one SpoolProgress per shard
 //   if (auto err = cp.init(listen_fd); !err.empty()) { ... }   // after the shards' init
