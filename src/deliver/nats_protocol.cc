@@ -102,6 +102,10 @@ std::optional<size_t> base32_decode(std::string_view in, std::span<uint8_t> out)
             out[n++] = uint8_t(bits >> have);
         }
     }
+    // The bits past the last whole byte are zero in the canonical form (only it is accepted).
+    if ((bits & ((1u << have) - 1)) != 0) {
+        return std::nullopt;
+    }
     return n;
 }
 
@@ -192,7 +196,7 @@ Frame Parser::feed(std::string_view in) {
     std::string_view rest = line.substr(op_end);
     if (op_is(op, "INFO")) {
         if (line_bytes > _limits.max_info) {
-            return fail("INFO too long");
+            return fail("control line too long");
         }
         while (!rest.empty() && is_space(rest.front())) {
             rest.remove_prefix(1);
