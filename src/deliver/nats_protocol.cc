@@ -186,6 +186,10 @@ Frame Parser::feed(std::string_view in) {
         return f;
     }
     _scanned = lf;
+    // The same limit as while the line was incomplete, so that any split gives the same answer.
+    if (lf + 1 > (may_be_info(in) ? _limits.max_info : _limits.max_control)) {
+        return fail("control line too long");
+    }
     if (lf == 0 || in[lf - 1] != '\r') {
         return fail("line not ended by CRLF");
     }
@@ -195,9 +199,6 @@ Frame Parser::feed(std::string_view in) {
     const std::string_view op = line.substr(0, op_end);
     std::string_view rest = line.substr(op_end);
     if (op_is(op, "INFO")) {
-        if (line_bytes > _limits.max_info) {
-            return fail("control line too long");
-        }
         while (!rest.empty() && is_space(rest.front())) {
             rest.remove_prefix(1);
         }
@@ -209,9 +210,6 @@ Frame Parser::feed(std::string_view in) {
         f.consumed = line_bytes;
         _scanned = 0;
         return f;
-    }
-    if (line_bytes > _limits.max_control) {
-        return fail("control line too long");
     }
     if (op_is(op, "PING") || op_is(op, "PONG") || op_is(op, "+OK")) {
         if (!rest.empty()) {
@@ -338,8 +336,8 @@ bool parse_info(std::string_view json, ServerInfo& out, std::string& why) {
     };
     if (!text("/server_id", out.server_id) || !text("/version", out.version) ||
         !text("/nonce", out.nonce) || !flag("/headers", out.headers) ||
-        !flag("/tls_required", out.tls_required) ||
-        !flag("/tls_available", out.tls_available) || !flag("/auth_required", out.auth_required)) {
+        !flag("/tls_required", out.tls_required) || !flag("/tls_available", out.tls_available) ||
+        !flag("/auth_required", out.auth_required)) {
         return false;
     }
     if (auto v = member(json, "/max_payload", malformed)) {
@@ -370,7 +368,8 @@ PubAck parse_pub_ack(std::string_view json) {
             return a;
         }
         a.kind = PubAck::Kind::error;
-        if (auto c = member(json, "/error/code", malformed); c && c->type == base::JsonType::number) {
+        if (auto c = member(json, "/error/code", malformed);
+            c && c->type == base::JsonType::number) {
             int64_t code = 0;
             const auto r = std::from_chars(c->raw.data(), c->raw.data() + c->raw.size(), code);
             if (r.ec == std::errc() && r.ptr == c->raw.data() + c->raw.size()) {

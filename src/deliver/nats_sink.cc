@@ -111,7 +111,8 @@ std::string NatsSink::init(int64_t now_ns) {
         OPENSSL_cleanse(_cfg.nkey_seed->material.data(), _cfg.nkey_seed->material.size());
         _cfg.nkey_seed->material.clear();
     }
-    _tls_ctx_error = make_client_tls_context(std::nullopt, _options.system_ca_file, _where, _tls_ctx);
+    _tls_ctx_error =
+        make_client_tls_context(std::nullopt, _options.system_ca_file, _where, _tls_ctx);
     if (_cfg.tls && !_tls_ctx_error.empty()) {
         return _tls_ctx_error;
     }
@@ -281,8 +282,8 @@ void NatsSink::flush() {
 }
 
 void NatsSink::on_send(int res) {
-    const size_t total = _ssl != nullptr ? (_cipher_sending != nullptr ? _cipher_sending->size : 0)
-                                         : _wire.size();
+    const size_t total =
+        _ssl != nullptr ? (_cipher_sending != nullptr ? _cipher_sending->size : 0) : _wire.size();
     if (res > 0) {
         _sent += size_t(res);
     }
@@ -291,8 +292,9 @@ void NatsSink::on_send(int res) {
         return;
     }
     if (_sent < total) {
-        const void* from = _ssl != nullptr ? static_cast<const void*>(_cipher_sending->data() + _sent)
-                                           : static_cast<const void*>(_wire.data() + _sent);
+        const void* from = _ssl != nullptr
+                               ? static_cast<const void*>(_cipher_sending->data() + _sent)
+                               : static_cast<const void*>(_wire.data() + _sent);
         io_uring_sqe* sqe = _ring.sqe();
         io_uring_prep_send(sqe, _fd, from, std::min(total - _sent, max_send), MSG_NOSIGNAL);
         sqe->user_data = pack(Op::send, _generation);
@@ -331,18 +333,18 @@ void NatsSink::on_recv(int res) {
         absorb();
     } else {
         const bool was_done = tls::Transport::handshake_done(_ssl);
-        const tls::Status s = _transport->receive(
-            _ssl, std::string_view(_cbuf.get(), size_t(res)), _cipher_queued,
-            [&](std::string_view plain) {
-                if (plain.size() > _rcap - _rlen) {
-                    ++_stats.protocol_errors;
-                    doom("a frame larger than the receive buffer");
-                    return false;
-                }
-                std::memcpy(_rbuf.get() + _rlen, plain.data(), plain.size());
-                _rlen += plain.size();
-                return absorb();
-            });
+        const tls::Status s =
+            _transport->receive(_ssl, std::string_view(_cbuf.get(), size_t(res)), _cipher_queued,
+                                [&](std::string_view plain) {
+                                    if (plain.size() > _rcap - _rlen) {
+                                        ++_stats.protocol_errors;
+                                        doom("a frame larger than the receive buffer");
+                                        return false;
+                                    }
+                                    std::memcpy(_rbuf.get() + _rlen, plain.data(), plain.size());
+                                    _rlen += plain.size();
+                                    return absorb();
+                                });
         if (s == tls::Status::failed) {
             conn_failed(client_tls_error(_ssl, *_transport, _cfg.host));
             return;
@@ -426,9 +428,9 @@ void NatsSink::on_frame(const nats::Frame& f) {
         return;
     case nats::Op::err: {
         ++_stats.server_errors;
-        std::string what = "nats -ERR '" +
-                           base::escape_text(f.text.substr(0, std::min<size_t>(f.text.size(), 200))) +
-                           "'";
+        std::string what =
+            "nats -ERR '" +
+            base::escape_text(f.text.substr(0, std::min<size_t>(f.text.size(), 200))) + "'";
         if (has_prefix_nocase(f.text, "authorization") ||
             has_prefix_nocase(f.text, "authentication")) {
             what += " (check " + _where + ".credentials)";
@@ -579,8 +581,8 @@ void NatsSink::on_ack(const nats::Frame& f) {
         if (st.status != 0) {
             finish(index, NatsOutcome::Kind::retry,
                    "status " + std::to_string(st.status) + " " +
-                       base::escape_text(st.description.substr(
-                           0, std::min<size_t>(st.description.size(), 200))) +
+                       base::escape_text(
+                           st.description.substr(0, std::min<size_t>(st.description.size(), 200))) +
                        " for subject " + p.subject);
             return;
         }
@@ -913,11 +915,11 @@ void NatsSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
             _state = State::info;
             arm_recv();
         } else {
-            conn_failed("connect " +
-                        base::PeerAddress::from_sockaddr(
-                            reinterpret_cast<const sockaddr*>(&_address->addr))
-                            .to_string() +
-                        ": " + errno_text(-res));
+            conn_failed(
+                "connect " +
+                base::PeerAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&_address->addr))
+                    .to_string() +
+                ": " + errno_text(-res));
         }
         return;
     case Op::send:

@@ -78,21 +78,26 @@ std::vector<Case> cases() {
     small.max_info = 64;
     small.max_message = 16;
     return {
-        {"info", "INFO {\"server_id\":\"X\",\"headers\":true}\r\n",
+        {"info",
+         "INFO {\"server_id\":\"X\",\"headers\":true}\r\n",
          {"INFO {\"server_id\":\"X\",\"headers\":true}"}},
         {"ping pong ok", "PING\r\nPONG\r\n+OK\r\n", {"PING", "PONG", "+OK"}},
         {"ops in any case", "ping\r\nPong\r\n+ok\r\n", {"PING", "PONG", "+OK"}},
         {"err", "-ERR 'Authorization Violation'\r\n", {"-ERR Authorization Violation"}},
         {"msg", "MSG a.b 1 5\r\nhello\r\n", {"MSG a.b 1  ||hello"}},
         {"msg with reply", "MSG a.b 9 r.x 0\r\n\r\n", {"MSG a.b 9 r.x ||"}},
-        {"msg binary payload with CRLF inside", std::string("MSG s 1 4\r\n\r\n\0\n\r\n", 17),
+        {"msg binary payload with CRLF inside",
+         std::string("MSG s 1 4\r\n\r\n\0\n\r\n", 17),
          {"MSG s 1  ||" + std::string("\r\n\0\n", 4)}},
         {"msg tabs and spaces", "MSG\ta.b  1\t 3\r\nabc\r\n", {"MSG a.b 1  ||abc"}},
-        {"hmsg ack", "HMSG _INBOX.x.5 1 12 14\r\nNATS/1.0\r\n\r\nok\r\n",
+        {"hmsg ack",
+         "HMSG _INBOX.x.5 1 12 14\r\nNATS/1.0\r\n\r\nok\r\n",
          {"MSG _INBOX.x.5 1  |NATS/1.0\r\n\r\n|ok"}},
-        {"hmsg 503", "HMSG _INBOX.x.5 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n",
+        {"hmsg 503",
+         "HMSG _INBOX.x.5 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n",
          {"MSG _INBOX.x.5 1  |NATS/1.0 503\r\n\r\n|"}},
-        {"hmsg with reply and field", "HMSG s 2 r 18 20\r\nNATS/1.0\r\nA: b\r\n\r\nhi\r\n",
+        {"hmsg with reply and field",
+         "HMSG s 2 r 18 20\r\nNATS/1.0\r\nA: b\r\n\r\nhi\r\n",
          {"MSG s 2 r |NATS/1.0\r\nA: b\r\n\r\n|hi"}},
         {"several frames", "PING\r\nMSG a 1 1\r\nx\r\nPONG\r\n", {"PING", "MSG a 1  ||x", "PONG"}},
         {"incomplete", "MSG a 1 10\r\nabc", {"need_more"}},
@@ -105,24 +110,46 @@ std::vector<Case> cases() {
         {"msg negative size", "MSG a 1 -1\r\n", {"error: MSG: malformed arguments"}},
         {"msg huge size", "MSG a 1 99999999999999999999\r\n", {"error: MSG: malformed arguments"}},
         {"msg payload not ended by CRLF", "MSG a 1 1\r\nxyz", {"error: message not ended by CRLF"}},
-        {"hmsg header over total", "HMSG a 1 5 4\r\n", {"error: HMSG: header size over the total size"}},
-        {"hmsg bad header block", "HMSG a 1 4 4\r\nNATS\r\n",
+        {"hmsg header over total",
+         "HMSG a 1 5 4\r\n",
+         {"error: HMSG: header size over the total size"}},
+        {"hmsg bad header block",
+         "HMSG a 1 4 4\r\nNATS\r\n",
          {"error: HMSG: malformed header block"}},
-        {"hmsg header block not ended", "HMSG a 1 10 10\r\nNATS/1.0\r\n\r\n",
+        {"hmsg header block not ended",
+         "HMSG a 1 10 10\r\nNATS/1.0\r\n\r\n",
          {"error: HMSG: malformed header block"}},
-        {"hmsg bad status", "HMSG a 1 16 16\r\nNATS/1.0 5x3\r\n\r\n\r\n",
+        {"hmsg bad status",
+         "HMSG a 1 16 16\r\nNATS/1.0 5x3\r\n\r\n\r\n",
          {"error: HMSG: malformed header block"}},
         {"info without json", "INFO\r\n", {"error: INFO without a JSON object"}},
-        {"message over the limit", "MSG a 1 17\r\n", {"error: message larger than the limit"}, small},
-        {"message at the limit", "MSG a 1 16\r\n0123456789abcdef\r\n",
-         {"MSG a 1  ||0123456789abcdef"}, small},
-        {"control line over the limit", "MSG " + std::string(40, 'a') + " 1 1\r\nx\r\n",
-         {"error: control line too long"}, small},
+        {"message over the limit",
+         "MSG a 1 17\r\n",
+         {"error: message larger than the limit"},
+         small},
+        {"message at the limit",
+         "MSG a 1 16\r\n0123456789abcdef\r\n",
+         {"MSG a 1  ||0123456789abcdef"},
+         small},
+        {"control line over the limit",
+         "MSG " + std::string(40, 'a') + " 1 1\r\nx\r\n",
+         {"error: control line too long"},
+         small},
         {"control line without end", std::string(40, 'P'), {"error: control line too long"}, small},
-        {"info may be longer", "INFO {\"a\":\"" + std::string(40, 'b') + "\"}\r\n",
-         {"INFO {\"a\":\"" + std::string(40, 'b') + "\"}"}, small},
-        {"info over its limit", "INFO {\"a\":\"" + std::string(60, 'b') + "\"}\r\n",
-         {"error: control line too long"}, small},
+        // Found by the fuzzer: the length is judged before the CR, as when the line comes in
+        // pieces.
+        {"long line ended by a bare LF",
+         "-ERR '" + std::string(40, 'x') + "'\n",
+         {"error: control line too long"},
+         small},
+        {"info may be longer",
+         "INFO {\"a\":\"" + std::string(40, 'b') + "\"}\r\n",
+         {"INFO {\"a\":\"" + std::string(40, 'b') + "\"}"},
+         small},
+        {"info over its limit",
+         "INFO {\"a\":\"" + std::string(60, 'b') + "\"}\r\n",
+         {"error: control line too long"},
+         small},
     };
 }
 
@@ -238,15 +265,17 @@ TEST(NatsAck, StoredDuplicateErrorMalformed) {
 TEST(NatsNKey, KnownVector) {
     NKey k;
     std::string why;
-    ASSERT_TRUE(nkey_from_seed("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU", k, why))
+    ASSERT_TRUE(
+        nkey_from_seed("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU", k, why))
         << why;
     EXPECT_EQ(k.public_key, "UCK5N7N66OBOINFXAYC2ACJQYFSOD4VYNU6APEJTAVFZB2SVHLKGEW7L");
     const std::string sig = nkey_sign(k, "PXoWU7zWAMt75FY");
     std::array<uint8_t, 64> raw{};
     ASSERT_EQ(portcullis::base::base64_decode(sig, raw, portcullis::base::Base64Alphabet::url),
               size_t(64));
-    EXPECT_EQ(portcullis::base::base64(raw),
-              "ZaAiVDgB5CeYoXoQ7cBCmq+ZllzUnGUoDVb8C7PilWvCs8XKfUchAUhz2P4BYAF++Dg3w05CqyQFRDiGL6LrDw==");
+    EXPECT_EQ(
+        portcullis::base::base64(raw),
+        "ZaAiVDgB5CeYoXoQ7cBCmq+ZllzUnGUoDVb8C7PilWvCs8XKfUchAUhz2P4BYAF++Dg3w05CqyQFRDiGL6LrDw==");
     // base64url without padding, as nats-server reads it.
     EXPECT_EQ(sig.find_first_of("+/="), std::string::npos);
     EXPECT_EQ(sig.size(), 86u);
@@ -256,13 +285,17 @@ TEST(NatsNKey, RefusesBadSeeds) {
     NKey k;
     std::string why;
     // One character changed: the CRC catches it.
-    EXPECT_FALSE(nkey_from_seed("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORSBU", k, why));
+    EXPECT_FALSE(
+        nkey_from_seed("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORSBU", k, why));
     EXPECT_NE(why.find("checksum"), std::string::npos);
     // The last character's unused bits set: not the canonical encoding.
-    EXPECT_FALSE(nkey_from_seed("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBV", k, why));
+    EXPECT_FALSE(
+        nkey_from_seed("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBV", k, why));
     EXPECT_EQ(why.find("SUAM"), std::string::npos); // never quotes the seed
-    EXPECT_FALSE(nkey_from_seed("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORR", k, why));
-    EXPECT_FALSE(nkey_from_seed("suamlk2znl35wsmw37e7ud4vz7elpkw7dhc3bwbsd2gcz7iuqqxziorrbu", k, why));
+    EXPECT_FALSE(
+        nkey_from_seed("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORR", k, why));
+    EXPECT_FALSE(
+        nkey_from_seed("suamlk2znl35wsmw37e7ud4vz7elpkw7dhc3bwbsd2gcz7iuqqxziorrbu", k, why));
     EXPECT_FALSE(nkey_from_seed("", k, why));
     EXPECT_EQ(nkey_crc16(portcullis::base::as_bytes("123456789")), 0x31c3); // CRC-16/XMODEM check
 }

@@ -44,8 +44,8 @@ const std::string user_seed = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQ
 const std::string user_public = "UCK5N7N66OBOINFXAYC2ACJQYFSOD4VYNU6APEJTAVFZB2SVHLKGEW7L";
 
 std::string nats_server_binary() {
-    for (const char* p : {"/usr/sbin/nats-server", "/usr/bin/nats-server",
-                          "/usr/local/bin/nats-server"}) {
+    for (const char* p :
+         {"/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"}) {
         if (::access(p, X_OK) == 0) {
             return p;
         }
@@ -169,8 +169,8 @@ public:
                 _port = closed_port();
             }
             _dir.write("nats.conf", "listen: 127.0.0.1:" + std::to_string(_port) +
-                                        "\njetstream { store_dir: \"" + _dir.file("js") +
-                                        "\" }\n" + _extra + "\n");
+                                        "\njetstream { store_dir: \"" + _dir.file("js") + "\" }\n" +
+                                        _extra + "\n");
             const std::string binary = nats_server_binary();
             const std::string conf = _dir.file("nats.conf");
             const std::string log = _dir.file("nats.log");
@@ -359,8 +359,7 @@ protected:
             _ring.for_each_cqe([&](const io_uring_cqe& c) {
                 ASSERT_TRUE(_sink->owns(c.user_data)) << std::hex << c.user_data;
                 _sink->on_cqe(c, now, [&](uint64_t cookie, const NatsOutcome& o) {
-                    _results.push_back(
-                        {cookie, o.kind, std::string(o.error), o.duplicate, o.seq});
+                    _results.push_back({cookie, o.kind, std::string(o.error), o.duplicate, o.seq});
                 });
             });
         }
@@ -489,8 +488,7 @@ TEST_F(NatsSinkTest, TheDedupKeyIsTheMessageId) {
     ASSERT_EQ(b.kind, NatsOutcome::Kind::delivered) << b.error;
     EXPECT_TRUE(b.duplicate);
     const auto [hdrs, data] = stored(server.port(), a.seq);
-    EXPECT_NE(hdrs.find("\r\nNats-Msg-Id: 0123456789abcdeffedcba9876543210\r\n"),
-              std::string::npos)
+    EXPECT_NE(hdrs.find("\r\nNats-Msg-Id: 0123456789abcdeffedcba9876543210\r\n"), std::string::npos)
         << hdrs;
 }
 
@@ -575,8 +573,9 @@ TEST_F(NatsSinkTest, NKeyAuth) {
 
 TEST_F(NatsSinkTest, BadSeedFailsInit) {
     auto cfg = cfg_for(4222);
-    cfg.nkey_seed = config::Secret{
-        .material = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORSBU", .origin = "value"};
+    cfg.nkey_seed =
+        config::Secret{.material = "SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORSBU",
+                       .origin = "value"};
     NatsSink sink(_ring, 0, "bus", cfg);
     const std::string err = sink.init(base::mono_ns());
     EXPECT_NE(err.find("sinks.bus.nats.credentials.nkey_seed"), std::string::npos) << err;

@@ -43,8 +43,8 @@ enum class Op : uint8_t {
 };
 
 struct Limits {
-    size_t max_control = 4096;   // a control line other than INFO, CRLF included
-    size_t max_info = 64 * 1024; // an INFO line, CRLF included
+    size_t max_control = 4096;      // a control line other than INFO, CRLF included
+    size_t max_info = 64 * 1024;    // an INFO line, CRLF included
     size_t max_message = 64 * 1024; // the headers and payload of one MSG or HMSG
 };
 

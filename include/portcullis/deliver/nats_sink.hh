@@ -128,13 +128,13 @@ struct NatsSinkStats {
     uint64_t delivered = 0;
     uint64_t duplicates = 0; // of delivered: acknowledged with duplicate:true
     uint64_t retried = 0;
-    uint64_t no_stream = 0;    // of retried: 503 no responders
-    uint64_t ack_errors = 0;   // of retried: {"error":..}
-    uint64_t timeouts = 0;     // of retried: no acknowledgement in time
-    uint64_t failed_fast = 0;  // of retried: the connection was down at start()
-    uint64_t connects = 0;     // connections that reached PONG
+    uint64_t no_stream = 0;   // of retried: 503 no responders
+    uint64_t ack_errors = 0;  // of retried: {"error":..}
+    uint64_t timeouts = 0;    // of retried: no acknowledgement in time
+    uint64_t failed_fast = 0; // of retried: the connection was down at start()
+    uint64_t connects = 0;    // connections that reached PONG
     uint64_t connect_failures = 0;
-    uint64_t disconnects = 0;  // usable connections lost
+    uint64_t disconnects = 0;   // usable connections lost
     uint64_t server_errors = 0; // -ERR
     uint64_t protocol_errors = 0;
     uint64_t tls_handshakes = 0;
@@ -309,7 +309,7 @@ private:
 struct NatsSink::Publish {
     bool busy = false;
     bool finished = false;
-    bool sent = false; // on the connection (not held)
+    bool sent = false;       // on the connection (not held)
     uint32_t generation = 0; // in the reply subject's token
     uint64_t cookie = 0;
     size_t size = 0; // headers and body
