@@ -722,9 +722,9 @@ bool NatsSink::write_publish(const NatsDelivery& d, uint32_t index, std::string&
     _hdr.append("Nats-Msg-Id: ");
     if (d.record != nullptr && d.record->keys.has_dedup) {
         std::array<uint8_t, 16> key{};
-        for (int i = 0; i < 8; ++i) {
-            key[size_t(i)] = uint8_t(d.record->keys.dedup_key.hi >> (56 - 8 * i));
-            key[size_t(8 + i)] = uint8_t(d.record->keys.dedup_key.lo >> (56 - 8 * i));
+        for (size_t i = 0; i < 8; ++i) {
+            key[i] = uint8_t(d.record->keys.dedup_key.hi >> (56 - 8 * i));
+            key[8 + i] = uint8_t(d.record->keys.dedup_key.lo >> (56 - 8 * i));
         }
         char hex[32];
         base::hex_encode(key, hex);
