@@ -1,13 +1,12 @@
 #include "portcullis/deliver/http_sink.hh"
 
+#include "forwarded_headers.hh"
 #include "resolver.hh"
+#include "tls_client.hh"
 
 #include "portcullis/base/address.hh"
 #include "portcullis/http/client.hh"
 #include "portcullis/http/header_policy.hh"
-
-#include <openssl/err.h>
-#include <openssl/x509.h>
 
 #include <algorithm>
 #include <array>
@@ -33,7 +32,6 @@ constexpr size_t cipher_bytes = 16 * 1024;
 constexpr size_t max_response_fields = 64;
 // One send moves at most this much (the kernel's limit on a single call is about 2 GiB).
 constexpr size_t max_send = size_t(1) << 30;
-constexpr std::string_view portcullis_prefix = "portcullis-";
 // Room for the request line, Host, Content-Length, Connection and the Portcullis-* and webhook-*
 // fields, on top of the forwarded and configured fields.
 constexpr size_t head_overhead = 1024;
@@ -44,16 +42,6 @@ std::string errno_text(int err) {
 
 std::string address_text(const sockaddr_storage& ss) {
     return base::PeerAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss)).to_string();
-}
-
-bool has_prefix_nocase(std::string_view s, std::string_view lower_prefix) {
-    return s.size() >= lower_prefix.size() &&
-           http::name_equals(s.substr(0, lower_prefix.size()), lower_prefix);
-}
-
-bool is_webhook_field(std::string_view name) {
-    return http::name_equals(name, "webhook-id") || http::name_equals(name, "webhook-timestamp") ||
-           http::name_equals(name, "webhook-signature");
 }
 
 std::string_view status_error(uint16_t status) {
@@ -186,16 +174,10 @@ std::string HttpSink::init(int64_t now_ns) {
         }
     }
     if (_cfg.tls) {
-        _tls_ctx.reset(SSL_CTX_new(TLS_method()));
-        if (!_tls_ctx || SSL_CTX_set_min_proto_version(_tls_ctx.get(), TLS1_2_VERSION) != 1) {
-            return where + ": cannot make a TLS context";
-        }
-        SSL_CTX_set_verify(_tls_ctx.get(), SSL_VERIFY_PEER, nullptr);
-        const std::string& ca = _cfg.ca ? *_cfg.ca : _options.system_ca_file;
-        if (SSL_CTX_load_verify_locations(_tls_ctx.get(), ca.c_str(), nullptr) != 1) {
-            ERR_clear_error();
-            return where + (_cfg.ca ? ".ca: " : ": the system's CA store ") + ca +
-                   ": cannot be read or holds no PEM certificate";
+        if (std::string err =
+                make_client_tls_context(_cfg.ca, _options.system_ca_file, where, _tls_ctx);
+            !err.empty()) {
+            return err;
         }
         _transport = std::make_unique<tls::Transport>(_pool);
     }
@@ -266,55 +248,15 @@ void HttpSink::on_resolved(int64_t now_ns) {
 bool HttpSink::build_head(const HttpDelivery& d, Request& r, std::string& error) {
     _fields.clear();
     const bool signing = _signer.has_value();
-    // The values of the Connection fields, to drop the fields they name. Few requests have one.
-    std::array<std::string_view, 8> connection{};
-    size_t connection_count = 0;
-    auto each_header = [&](auto&& f) {
-        if (d.record != nullptr) {
-            d.record->for_each_header(f);
-        } else {
-            for (const http::Header& h : d.headers) {
-                f(h.name, h.value);
-            }
-        }
-    };
-    bool connection_overflow = false;
-    each_header([&](std::string_view name, std::string_view value) {
-        if (http::name_equals(name, "connection")) {
-            if (connection_count < connection.size()) {
-                connection[connection_count++] = value;
-            } else {
-                connection_overflow = true;
-            }
-        }
-    });
-    if (connection_overflow) {
-        error = "more than 8 Connection fields";
+    if (!append_forwarded_headers(d.record, d.headers,
+                                  {.replaced = _cfg.headers, .drop_webhook_fields = signing},
+                                  _fields, error)) {
         return false;
     }
     size_t bytes = head_overhead + _cfg.path_and_query.size() + _cfg.host.size();
-    each_header([&](std::string_view name, std::string_view value) {
-        if (http::is_hop_by_hop(name) || http::name_equals(name, "host") ||
-            http::name_equals(name, "content-length") || http::credential_bit(name) != 0 ||
-            has_prefix_nocase(name, portcullis_prefix) || (signing && is_webhook_field(name))) {
-            return;
-        }
-        for (size_t i = 0; i < connection_count; ++i) {
-            if (http::connection_lists(connection[i], name)) {
-                return;
-            }
-        }
-        for (const config::SinkHeader& h : _cfg.headers) {
-            if (name.size() == h.name.size() &&
-                std::equal(name.begin(), name.end(), h.name.begin(), [](char a, char b) {
-                    return http::ascii_lower(a) == http::ascii_lower(b);
-                })) {
-                return; // the sink's own value replaces it
-            }
-        }
-        _fields.push_back({name, value});
-        bytes += name.size() + value.size() + 4;
-    });
+    for (const http::Header& h : _fields) {
+        bytes += h.name.size() + h.value.size() + 4;
+    }
     for (const config::SinkHeader& h : _cfg.headers) {
         _fields.push_back({h.name, h.value});
         bytes += h.name.size() + h.value.size() + 4;
@@ -624,12 +566,7 @@ void HttpSink::on_connected(uint32_t index) {
         return;
     }
     SSL_set_alpn_protos(c.ssl, reinterpret_cast<const uint8_t*>("\x08http/1.1"), 9);
-    if (!_host_is_ip) {
-        SSL_set_tlsext_host_name(c.ssl, _cfg.host.c_str());
-        SSL_set1_host(c.ssl, _cfg.host.c_str());
-    } else {
-        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c.ssl), _cfg.host.c_str());
-    }
+    set_client_peer(c.ssl, _cfg.host, _host_is_ip);
     // The ClientHello.
     const tls::Status s =
         _transport->receive(c.ssl, {}, c.out_queued, [](std::string_view) { return true; });
@@ -642,15 +579,7 @@ void HttpSink::on_connected(uint32_t index) {
 }
 
 std::string HttpSink::tls_error(const Conn& c) const {
-    const long verify = c.ssl != nullptr ? SSL_get_verify_result(c.ssl) : X509_V_OK;
-    if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-        return "tls: the server's certificate is not for " + _cfg.host + " (wrong host name)";
-    }
-    if (verify != X509_V_OK) {
-        return std::string("tls: the server's certificate is not trusted (") +
-               X509_verify_cert_error_string(verify) + ")";
-    }
-    return "tls: handshake failed (" + std::string(_transport->failure_detail()) + ")";
+    return client_tls_error(c.ssl, *_transport, _cfg.host);
 }
 
 void HttpSink::send_request(uint32_t index) {
