@@ -118,21 +118,21 @@ CertificateFindings check_certificates(const config::Config& cfg, bool strict, i
     return found;
 }
 
-// The broker sinks (NATS JetStream, Redis Streams) are configured and checked, but this build's
-// engine delivers only http and exec (the broker clients are issue 15's): serve refuses them
-// rather than accept jobs a sink would never get. Returns the line to print, or "".
+// Redis sinks are configured and checked, but this build's engine does not deliver to them yet
+// (the Redis client is issue 15's second half): serve refuses them rather than accept jobs a sink
+// would never get. Returns the line to print, or "".
 std::string undelivered_sinks(const config::Config& cfg) {
     std::string names;
     for (const config::SinkConfig& s : cfg.sinks) {
-        if (s.kind == config::SinkConfig::Kind::nats || s.kind == config::SinkConfig::Kind::redis) {
+        if (s.kind == config::SinkConfig::Kind::redis) {
             names += (names.empty() ? "" : ", ") + s.name;
         }
     }
     if (names.empty()) {
         return {};
     }
-    return "nats and redis sinks are not delivered by this build yet (" + names +
-           "): this build delivers http and exec sinks; check validates them all";
+    return "redis sinks are not delivered by this build yet (" + names +
+           "): this build delivers http, exec and nats sinks; check validates them all";
 }
 
 } // namespace

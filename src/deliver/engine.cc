@@ -96,12 +96,24 @@ struct Engine::Sink {
     uint32_t in_flight = 0;
     Breaker breaker;
     Pace pace;
+    // The client of a network sink (exactly one, or none for exec): all have HttpSink's shape.
     std::unique_ptr<HttpSink> http;
+    std::unique_ptr<NatsSink> nats;
     base::LogThrottle failure_log;
     SinkCounts counts;
 
     explicit Sink(const config::SinkConfig& c) : cfg(&c), breaker(c.breaker) {}
 };
+
+// Calls f(client) with the sink's network client, if it has one.
+template <typename S, typename F>
+void with_client(S& s, F&& f) {
+    if (s.http) {
+        f(*s.http);
+    } else if (s.nats) {
+        f(*s.nats);
+    }
+}
 
 struct Engine::Delivery {
     bool busy = false;
@@ -128,6 +140,7 @@ std::string Engine::init(int64_t now_mono_ns) {
     const config::Config& cfg = _snap.config();
     bool any_exec = false;
     uint8_t http_slots = 0;
+    uint8_t nats_slots = 0;
     for (size_t i = 0; i < cfg.sinks.size(); ++i) {
         const config::SinkConfig& c = cfg.sinks[i];
         auto s = std::make_unique<Sink>(c);
@@ -147,9 +160,10 @@ std::string Engine::init(int64_t now_mono_ns) {
                 s->pace = Pace(*c.http->rate);
             }
             s->http = std::make_unique<HttpSink>(_ring, http_slots++, c.name, *c.http);
-            if (std::string err = s->http->init(now_mono_ns); !err.empty()) {
-                return "sinks." + c.name + ": " + err;
-            }
+        } else if (c.nats) {
+            s->concurrency = c.nats->max_in_flight;
+            s->nats = std::make_unique<NatsSink>(_ring, nats_slots++, c.name, *c.nats);
+            s->timeout_ns = NatsSinkOptions{}.publish_timeout_ns;
         } else if (c.exec) {
             s->concurrency = c.exec->concurrency;
             s->timeout_ns = c.exec->timeout_ns;
@@ -157,6 +171,11 @@ std::string Engine::init(int64_t now_mono_ns) {
         } else {
             return "sinks." + c.name + ": " + std::string(kind_name(c.kind)) +
                    " sinks are not delivered by this build";
+        }
+        std::string err;
+        with_client(*s, [&](auto& client) { err = client.init(now_mono_ns); });
+        if (!err.empty()) {
+            return "sinks." + c.name + ": " + err;
         }
         _sinks.push_back(std::move(s));
     }
@@ -185,9 +204,7 @@ void Engine::pump(int64_t now_unix_ns, int64_t now_mono_ns) {
         _exec->tick(now_mono_ns);
     }
     for (auto& s : _sinks) {
-        if (s->http) {
-            s->http->tick(now_mono_ns);
-        }
+        with_client(*s, [&](auto& client) { client.tick(now_mono_ns); });
     }
     if (_draining) {
         return;
@@ -273,17 +290,24 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
     std::string error;
     bool started = false;
     Outcome refusal = Outcome::retry;
-    if (s.http) {
-        HttpDelivery h;
-        h.job_id = std::string_view(d.id_text, sizeof d.id_text);
-        h.route = d.record.route;
-        h.attempt = d.attempt;
-        h.received_at_unix_ns = d.record.received_at_ns;
-        h.record = &d.record;
-        h.body =
-            std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()), d.record.body.size());
-        started = s.http->start(h, cookie, now_mono_ns, error);
-        // What the request writer refuses (a stored header it cannot send) will never pass.
+    if (s.http || s.nats) {
+        auto deliver = [&](auto& client, auto request) {
+            request.job_id = std::string_view(d.id_text, sizeof d.id_text);
+            request.route = d.record.route;
+            request.attempt = d.attempt;
+            request.received_at_unix_ns = d.record.received_at_ns;
+            request.record = &d.record;
+            request.body = std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()),
+                                     d.record.body.size());
+            started = client.start(request, cookie, now_mono_ns, error);
+        };
+        if (s.http) {
+            deliver(*s.http, HttpDelivery{});
+        } else {
+            deliver(*s.nats, NatsDelivery{});
+        }
+        // What a client refuses with room to spare (a stored header the request writer cannot
+        // send, a body over the server's limit) will never pass.
         refusal = Outcome::refused;
     } else {
         d.headers_json.clear();
@@ -329,30 +353,37 @@ void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mo
         });
         return;
     }
-    Sink* http_sink = nullptr;
-    for (auto& s : _sinks) {
-        if (s->http && s->http->owns(cqe.user_data)) {
-            http_sink = s.get();
-            break;
+    for (auto& sp : _sinks) {
+        bool handled = false;
+        with_client(*sp, [&](auto& client) {
+            if (!client.owns(cqe.user_data)) {
+                return;
+            }
+            handled = true;
+            client.on_cqe(cqe, now_mono_ns, [&](uint64_t cookie, const auto& o) {
+                using Kind = typename std::decay_t<decltype(o)>::Kind;
+                const Outcome outcome = o.kind == Kind::delivered  ? Outcome::delivered
+                                        : o.kind == Kind::rejected ? Outcome::refused
+                                                                   : Outcome::retry;
+                std::string detail;
+                int64_t retry_after_ns = -1;
+                if constexpr (requires { o.status; }) {
+                    if (o.status != 0) {
+                        detail = "HTTP " + std::to_string(o.status);
+                    }
+                    retry_after_ns = o.retry_after_ns;
+                }
+                if (!o.error.empty()) {
+                    detail += detail.empty() ? "" : ", ";
+                    detail += o.error;
+                }
+                finish(cookie, now_unix_ns, now_mono_ns, outcome, retry_after_ns, detail);
+            });
+        });
+        if (handled) {
+            return;
         }
     }
-    if (http_sink == nullptr) {
-        return;
-    }
-    http_sink->http->on_cqe(cqe, now_mono_ns, [&](uint64_t cookie, const HttpOutcome& o) {
-        Outcome outcome = o.kind == HttpOutcome::Kind::delivered  ? Outcome::delivered
-                          : o.kind == HttpOutcome::Kind::rejected ? Outcome::refused
-                                                                  : Outcome::retry;
-        std::string detail;
-        if (o.status != 0) {
-            detail = "HTTP " + std::to_string(o.status);
-        }
-        if (!o.error.empty()) {
-            detail += detail.empty() ? "" : ", ";
-            detail += o.error;
-        }
-        finish(cookie, now_unix_ns, now_mono_ns, outcome, o.retry_after_ns, detail);
-    });
 }
 
 // The command's own words: the first 4 KiB of each stream, in lines of output_piece bytes, since
@@ -455,9 +486,7 @@ int64_t Engine::wait_limit_ns(int64_t now_unix_ns, int64_t now_mono_ns, int64_t 
     int64_t wait = limit;
     for (const auto& sp : _sinks) {
         const Sink& s = *sp;
-        if (s.http) {
-            wait = s.http->wait_limit_ns(now_mono_ns, wait);
-        }
+        with_client(s, [&](const auto& client) { wait = client.wait_limit_ns(now_mono_ns, wait); });
         if (s.in_flight >= s.concurrency || _draining) {
             continue;
         }
@@ -518,9 +547,7 @@ void Engine::stop() {
         _exec->stop();
     }
     for (auto& s : _sinks) {
-        if (s->http) {
-            s->http->stop();
-        }
+        with_client(*s, [](auto& client) { client.stop(); });
     }
 }
 
@@ -528,8 +555,11 @@ bool Engine::idle() const {
     if (_exec && !_exec->idle()) {
         return false;
     }
-    return std::all_of(_sinks.begin(), _sinks.end(),
-                       [](const auto& s) { return !s->http || s->http->idle(); });
+    return std::all_of(_sinks.begin(), _sinks.end(), [](const auto& s) {
+        bool idle = true;
+        with_client(*s, [&](const auto& client) { idle = client.idle(); });
+        return idle;
+    });
 }
 
 void Engine::write_health(base::JsonWriter<base::StringBuffer>& w, int64_t now_unix_ns) const {

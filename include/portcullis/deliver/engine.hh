@@ -30,6 +30,7 @@
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/deliver/exec_runner.hh"
 #include "portcullis/deliver/http_sink.hh"
+#include "portcullis/deliver/nats_sink.hh"
 #include "portcullis/deliver/policy.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/job_store.hh"
@@ -74,7 +75,8 @@ public:
     void pump(int64_t now_unix_ns, int64_t now_mono_ns);
 
     static bool owns(uint64_t user_data) {
-        return ExecRunner::owns(user_data) || user_data >> 56 == http_tag;
+        const uint64_t tag = user_data >> 56;
+        return ExecRunner::owns(user_data) || tag == http_tag || tag == nats_tag;
     }
     void on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mono_ns);
 
