@@ -3,7 +3,8 @@
 // `seconds`, bodies of `body_bytes`, the headers of a small GitHub delivery. Prints the XADD
 // command's size, so that the peer (redis-benchmark, see bench/redis_sink_peer) sends the same.
 //
-//   redis_sink_load HOST PORT [max_in_flight=256] [seconds=5] [body_bytes=1024] [stream]
+//   redis_sink_load HOST PORT [max_in_flight=256] [seconds=5] [body_bytes=1024]
+//                   [stream=bench:{route}] [maxlen=1000000]
 #include "portcullis/base/time.hh"
 #include "portcullis/deliver/redis_sink.hh"
 #include "portcullis/queue/job_json.hh"
@@ -30,7 +31,7 @@ int main(int argc, char** argv) {
     const int64_t seconds = argc > 4 ? std::atoi(argv[4]) : 5;
     const size_t body_bytes = argc > 5 ? static_cast<size_t>(std::atol(argv[5])) : 1024;
     cfg.stream = argc > 6 ? argv[6] : "bench:{route}";
-    cfg.maxlen = 1'000'000;
+    cfg.maxlen = argc > 7 ? std::strtoull(argv[7], nullptr, 10) : 1'000'000;
     const std::string body(body_bytes, 'x');
     const std::vector<http::Header> headers = {{"Content-Type", "application/json"},
                                                {"X-GitHub-Event", "push"}};

@@ -99,12 +99,14 @@ HeadStatus read_head(std::string_view in, size_t pos, const Limits& limits, Head
     const size_t scan = std::min<uint64_t>(in.size() - from, uint64_t(limits.max_line) + 1);
     const void* cr = scan > 0 ? std::memchr(in.data() + from, '\r', scan) : nullptr;
     if (cr == nullptr) {
-        if (scan > limits.max_line) {
-            detail = "line too long";
-            return HeadStatus::error;
-        }
+        // The same error whatever the bytes' split: a LF seen is one, whether or not the line
+        // is already over the limit.
         if (scan > 0 && std::memchr(in.data() + from, '\n', scan) != nullptr) {
             detail = "LF without CR";
+            return HeadStatus::error;
+        }
+        if (scan > limits.max_line) {
+            detail = "line too long";
             return HeadStatus::error;
         }
         h.needed = in.size() + 1;
@@ -343,22 +345,23 @@ Step Parser::parse(std::string_view in, Value& out) {
         _error = why;
         return Step{Status::error, 0, why};
     };
+    // Past max_frame the bytes are not looked at: an error they hold would be found in one
+    // split of the input and not in another. What needs them is "reply too large".
+    const bool capped = _limits.max_frame != 0 && in.size() > _limits.max_frame;
+    const std::string_view view = capped ? in.substr(0, _limits.max_frame) : in;
     for (;;) {
         Head h;
         std::string_view detail;
-        switch (read_head(in, _pos, _limits, h, detail)) {
+        switch (read_head(view, _pos, _limits, h, detail)) {
         case HeadStatus::error:
             return fail(detail);
         case HeadStatus::need_more:
-            if (_limits.max_frame != 0 && h.needed > _limits.max_frame) {
+            if (capped || (_limits.max_frame != 0 && h.needed > _limits.max_frame)) {
                 return fail("reply too large");
             }
             return {Status::need_more, 0, {}};
         case HeadStatus::ok:
             break;
-        }
-        if (_limits.max_frame != 0 && h.end > _limits.max_frame) {
-            return fail("reply too large");
         }
         _pos = h.end;
         if (aggregate(h.type) && h.values > 0) {
