@@ -343,6 +343,10 @@ TEST(RespParser, Limits) {
         {"+12345678\r\n", "+12345678"},
         {"+123456789\r\n", "error: line too long"},
         {"*3\r\n$4\r\nabcd\r\n$4\r\nabcd\r\n$4\r\nabcd\r\n", "error: reply too large"},
+        // The same error at every split (found by the fuzz target): a LF is seen before the
+        // line is too long, and bytes past max_frame are never looked at.
+        {"+1\n3456789012\r\n", "error: LF without CR"},
+        {"*3\r\n$4\r\nabcd\r\n$4\r\nabcd\r\n$4\r\nabcdXY", "error: reply too large"},
     };
     for (const Row& r : rows) {
         EXPECT_EQ(parse_whole(r.input, consumed, small), r.expected) << r.input;

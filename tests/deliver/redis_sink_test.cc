@@ -740,3 +740,79 @@ TEST_F(RedisSinkTest, RedissVerifiesTheServerAndDelivers) {
     EXPECT_NE(bad.error.find("tls: the server's certificate is not trusted"), std::string::npos)
         << bad.error;
 }
+
+namespace {
+
+// A server that reads one command's worth of bytes, answers `reply` and closes: what a broken
+// or hostile server does.
+class OneShotServer {
+public:
+    explicit OneShotServer(std::string reply) : _reply(std::move(reply)) {
+        _listen = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        EXPECT_EQ(::bind(_listen, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        EXPECT_EQ(::listen(_listen, 8), 0);
+        socklen_t len = sizeof a;
+        ::getsockname(_listen, reinterpret_cast<sockaddr*>(&a), &len);
+        _port = ntohs(a.sin_port);
+        _thread = std::thread([this] {
+            const int fd = ::accept4(_listen, nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd < 0) {
+                return;
+            }
+            char buf[4096];
+            (void)::recv(fd, buf, sizeof buf, 0);
+            (void)::send(fd, _reply.data(), _reply.size(), MSG_NOSIGNAL);
+            ::close(fd);
+        });
+    }
+    ~OneShotServer() {
+        ::shutdown(_listen, SHUT_RDWR);
+        _thread.join();
+        ::close(_listen);
+    }
+    OneShotServer(const OneShotServer&) = delete;
+    OneShotServer& operator=(const OneShotServer&) = delete;
+    uint16_t port() const { return _port; }
+
+private:
+    std::string _reply;
+    int _listen = -1;
+    uint16_t _port = 0;
+    std::thread _thread;
+};
+
+} // namespace
+
+TEST_F(RedisSinkTest, AServerThatBreaksTheProtocolOrClosesMidReplyFailsTheAttempt) {
+    const StoredJob job("github", {}, "{}", 0);
+    struct Case {
+        std::string reply;
+        std::string error;
+    };
+    const std::vector<Case> cases = {
+        {"$15\r\n17180", "the server closed the connection"},
+        {"?garbage\r\n", "bad reply from redis (unknown type byte)"},
+        {"$15\r\n1718000000000-0\r\n+OK\r\n", "a reply to no command"},
+        {"$3\r\nabcde\r\n", "bad reply from redis (bulk string not followed by CRLF)"},
+        {"*1\r\n$" + std::to_string(64 * 1024) + "\r\n", "bad reply from redis (reply too large)"},
+    };
+    for (const Case& c : cases) {
+        OneShotServer server(c.reply);
+        make(config_for(server.port()));
+        const Result r = one(delivery(job, "{}"));
+        if (c.error == "a reply to no command") {
+            // The XADD was answered; the extra reply then breaks the connection.
+            EXPECT_EQ(r.kind, RedisOutcome::Kind::delivered) << r.error;
+            drain_until([&] { return !_sink->last_error().empty(); }, 5000 * ms);
+            EXPECT_EQ(_sink->last_error(), c.error);
+        } else {
+            EXPECT_EQ(r.kind, RedisOutcome::Kind::retry) << c.reply;
+            EXPECT_EQ(r.error, c.error) << c.reply;
+        }
+        _sink->stop();
+        drain_until([&] { return _sink->idle(); }, 2000 * ms);
+    }
+}
