@@ -118,23 +118,6 @@ CertificateFindings check_certificates(const config::Config& cfg, bool strict, i
     return found;
 }
 
-// Redis sinks are configured and checked, but this build's engine does not deliver to them yet
-// (the Redis client is issue 15's second half): serve refuses them rather than accept jobs a sink
-// would never get. Returns the line to print, or "".
-std::string undelivered_sinks(const config::Config& cfg) {
-    std::string names;
-    for (const config::SinkConfig& s : cfg.sinks) {
-        if (s.kind == config::SinkConfig::Kind::redis) {
-            names += (names.empty() ? "" : ", ") + s.name;
-        }
-    }
-    if (names.empty()) {
-        return {};
-    }
-    return "redis sinks are not delivered by this build yet (" + names +
-           "): this build delivers http, exec and nats sinks; check validates them all";
-}
-
 } // namespace
 
 int run_check(int argc, char** argv) {
@@ -214,10 +197,6 @@ int run_serve(int argc, char** argv) {
     size_t warnings = 0;
     auto snap = load(*a.get("config"), false, warnings);
     if (!snap) {
-        return 2;
-    }
-    if (std::string why = undelivered_sinks(snap->config()); !why.empty()) {
-        std::fprintf(stderr, "portcullis serve: %s\n", why.c_str());
         return 2;
     }
     // A certificate that cannot be served is refused here, with the same lines as check, before

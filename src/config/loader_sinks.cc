@@ -25,7 +25,8 @@ constexpr std::string_view sign_keys[] = {"secrets"};
 constexpr std::string_view exec_sink_keys[] = {"command", "concurrency", "timeout"};
 constexpr std::string_view nats_sink_keys[] = {"url", "subject", "credentials", "max_in_flight"};
 constexpr std::string_view nats_credential_keys[] = {"user", "password", "token", "nkey_seed"};
-constexpr std::string_view redis_sink_keys[] = {"url", "stream", "maxlen", "credentials"};
+constexpr std::string_view redis_sink_keys[] = {"url", "stream", "maxlen", "credentials",
+                                                "max_in_flight"};
 constexpr std::string_view redis_credential_keys[] = {"user", "password"};
 
 } // namespace
@@ -357,6 +358,10 @@ void Walker::redis_sink(const YamlNode& map, const std::string& p, const std::st
         c.maxlen = integer(*n, join_path(p, "maxlen"), 1,
                            static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
                        .value_or(c.maxlen);
+    }
+    if (const YamlNode* n = map.find("max_in_flight")) {
+        c.max_in_flight = static_cast<uint32_t>(
+            integer(*n, join_path(p, "max_in_flight"), 1, 65536).value_or(c.max_in_flight));
     }
     if (const YamlNode* creds = section(map, "credentials", p)) {
         std::string cp = join_path(p, "credentials");

@@ -177,6 +177,7 @@ void append_kind_summary(const SinkConfig& s, std::vector<std::string>& parts) {
         const RedisSinkConfig& r = *s.redis;
         parts.push_back(shown_url(r.url) + " stream " + base::escape_text(r.stream));
         parts.push_back("maxlen ~" + std::to_string(r.maxlen));
+        parts.push_back("max_in_flight " + std::to_string(r.max_in_flight));
         if (r.password) {
             parts.push_back((r.user.empty() ? "" : "user " + base::escape_text(r.user) + ", ") +
                             "password " + origin(r.password));

@@ -99,6 +99,7 @@ struct Engine::Sink {
     // The client of a network sink (exactly one, or none for exec): all have HttpSink's shape.
     std::unique_ptr<HttpSink> http;
     std::unique_ptr<NatsSink> nats;
+    std::unique_ptr<RedisSink> redis;
     base::LogThrottle failure_log;
     SinkCounts counts;
 
@@ -112,6 +113,8 @@ void with_client(S& s, F&& f) {
         f(*s.http);
     } else if (s.nats) {
         f(*s.nats);
+    } else if (s.redis) {
+        f(*s.redis);
     }
 }
 
@@ -141,6 +144,7 @@ std::string Engine::init(int64_t now_mono_ns) {
     bool any_exec = false;
     uint8_t http_slots = 0;
     uint8_t nats_slots = 0;
+    uint8_t redis_slots = 0;
     for (size_t i = 0; i < cfg.sinks.size(); ++i) {
         const config::SinkConfig& c = cfg.sinks[i];
         auto s = std::make_unique<Sink>(c);
@@ -164,6 +168,10 @@ std::string Engine::init(int64_t now_mono_ns) {
             s->concurrency = c.nats->max_in_flight;
             s->nats = std::make_unique<NatsSink>(_ring, nats_slots++, c.name, *c.nats);
             s->timeout_ns = NatsSinkOptions{}.publish_timeout_ns;
+        } else if (c.redis) {
+            s->concurrency = c.redis->max_in_flight;
+            s->redis = std::make_unique<RedisSink>(_ring, redis_slots++, c.name, *c.redis);
+            s->timeout_ns = RedisSinkOptions{}.timeout_ns;
         } else if (c.exec) {
             s->concurrency = c.exec->concurrency;
             s->timeout_ns = c.exec->timeout_ns;
@@ -290,11 +298,13 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
     std::string error;
     bool started = false;
     Outcome refusal = Outcome::retry;
-    if (s.http || s.nats) {
+    if (s.http || s.nats || s.redis) {
         auto deliver = [&](auto& client, auto request) {
             request.job_id = std::string_view(d.id_text, sizeof d.id_text);
             request.route = d.record.route;
-            request.attempt = d.attempt;
+            if constexpr (requires { request.attempt; }) {
+                request.attempt = d.attempt;
+            }
             request.received_at_unix_ns = d.record.received_at_ns;
             request.record = &d.record;
             request.body = std::span(reinterpret_cast<const uint8_t*>(d.record.body.data()),
@@ -303,8 +313,10 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
         };
         if (s.http) {
             deliver(*s.http, HttpDelivery{});
-        } else {
+        } else if (s.nats) {
             deliver(*s.nats, NatsDelivery{});
+        } else {
+            deliver(*s.redis, RedisDelivery{});
         }
         // What a client refuses with room to spare (a stored header the request writer cannot
         // send, a body over the server's limit) will never pass.
@@ -362,9 +374,10 @@ void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mo
             handled = true;
             client.on_cqe(cqe, now_mono_ns, [&](uint64_t cookie, const auto& o) {
                 using Kind = typename std::decay_t<decltype(o)>::Kind;
-                const Outcome outcome = o.kind == Kind::delivered  ? Outcome::delivered
-                                        : o.kind == Kind::rejected ? Outcome::refused
-                                                                   : Outcome::retry;
+                Outcome outcome = o.kind == Kind::delivered ? Outcome::delivered : Outcome::retry;
+                if constexpr (requires { Kind::rejected; }) {
+                    outcome = o.kind == Kind::rejected ? Outcome::refused : outcome;
+                }
                 std::string detail;
                 int64_t retry_after_ns = -1;
                 if constexpr (requires { o.status; }) {

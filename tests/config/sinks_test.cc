@@ -277,6 +277,7 @@ TEST_F(SinksConfig, ExecNatsAndRedisSinksOfTheSpec) {
       stream: "webhooks:{route}"
       maxlen: 1000000
       credentials: {user: default, password: {env: PORTCULLIS_TEST_PASSWORD}}
+      max_in_flight: 1024
 )" + route("[stream, bus, deploy]"));
     ASSERT_TRUE(res.ok()) << formatted(res.errors);
     EXPECT_TRUE(res.warnings.empty()) << formatted(res.warnings);
@@ -322,6 +323,7 @@ TEST_F(SinksConfig, ExecNatsAndRedisSinksOfTheSpec) {
     EXPECT_EQ(r.user, "default");
     ASSERT_TRUE(r.password);
     EXPECT_EQ(r.password->material, "pw");
+    EXPECT_EQ(r.max_in_flight, 1024u);
 }
 
 TEST_F(SinksConfig, ExecNatsAndRedisDefaults) {
@@ -351,6 +353,7 @@ TEST_F(SinksConfig, ExecNatsAndRedisDefaults) {
     EXPECT_EQ(r.port, 6380);
     EXPECT_EQ(r.db, 15u);
     EXPECT_EQ(r.maxlen, 1000000u);
+    EXPECT_EQ(r.max_in_flight, 256u);
     EXPECT_TRUE(r.user.empty());
     EXPECT_FALSE(r.password);
     for (std::string url : {"redis://cache", "redis://cache/"}) {
@@ -801,6 +804,9 @@ TEST_F(SinksConfig, NatsSubjects) {
         {sink("nats", {"url: nats://a", "subject: a", "max_in_flight: 0"}),
          {"c.yaml:6:22: sinks.s.nats.max_in_flight: expected a whole number from 1 to 65536"}},
         {sink("nats", {"url: nats://a", "subject: a", "max_in_flight: 65536"}), {}},
+        {sink("redis", {"url: redis://a", "stream: a", "max_in_flight: 65537"}),
+         {"c.yaml:6:22: sinks.s.redis.max_in_flight: expected a whole number from 1 to 65536"}},
+        {sink("redis", {"url: redis://a", "stream: a", "max_in_flight: 1"}), {}},
     });
 }
 

@@ -198,6 +198,7 @@ sinks:
       url: "redis://[::1]:6380/2"
       stream: "webhooks:{route}"
       maxlen: 5000
+      max_in_flight: 32
       credentials: {user: portcullis, password: {env: PORTCULLIS_TEST_SUMMARY}}
   plain:
     http: {url: "http://hooks"}
@@ -249,13 +250,14 @@ routes:
                      "max_in_flight 256 \u00b7 nkey_seed env:PORTCULLIS_TEST_SUMMARY_UNSET "
                      "unset\n"
                      "  stream  redis  redis://[::1]:6380/2 stream webhooks:{route} \u00b7 "
-                     "maxlen ~5000 \u00b7 user portcullis, password env:PORTCULLIS_TEST_SUMMARY\n"
+                     "maxlen ~5000 \u00b7 max_in_flight 32 \u00b7 user portcullis, password "
+                     "env:PORTCULLIS_TEST_SUMMARY\n"
                      "  plain   http   POST http://hooks \u00b7 concurrency 16 \u00b7 timeout "
                      "10s\n"
                      "  token   nats   nats://n subject s \u00b7 max_in_flight 16 \u00b7 token "
                      "env:PORTCULLIS_TEST_SUMMARY\n"
                      "  bare    redis  redis://r stream s \u00b7 maxlen ~1000000 \u00b7 "
-                     "password value\n"),
+                     "max_in_flight 256 \u00b7 password value\n"),
         std::string::npos)
         << summary;
     for (const char* secret : {"c3VtbWFyeS1zZWNyZXQ", "summary-secret-material", "query-secret",

@@ -79,16 +79,6 @@ expect_eq "check on a sink no route delivers to" 0 \
     "$(status_of "$P" check -c "$WORKDIR/sink-alone.yaml")"
 grep -q "sink-alone.yaml:5:3: sinks.app: sink app is not delivered to" "$WORKDIR/err" ||
     fail "check does not warn about an undelivered sink: $(cat "$WORKDIR/err")"
-# The broker sinks are checked but not delivered by this build: serve refuses them in one line,
-# before it creates anything.
-sed -e 's|    http: {url: "http://127.0.0.1:9/hooks"}|    redis: {url: "redis://127.0.0.1:9", stream: "webhooks:{route}"}|' \
-    "$WORKDIR/sinks.yaml" >"$WORKDIR/redis.yaml"
-grep -q "redis:" "$WORKDIR/redis.yaml" || fail "the redis variant of sinks.yaml was not made"
-expect_eq "serve on redis.yaml" 2 "$(status_of timeout 20 "$P" serve -c "$WORKDIR/redis.yaml")"
-grep -q "^portcullis serve: redis sinks are not delivered by this build yet (app)" \
-    "$WORKDIR/err" || fail "serve's refusal of redis.yaml: $(cat "$WORKDIR/err")"
-[[ $(grep -c "^portcullis serve:" "$WORKDIR/err") == 1 ]] || fail "serve said more than one line"
-[[ ! -e $WORKDIR/sinks-spool ]] || fail "serve created the spool of a configuration it refused"
 # A route name holding an ESC or a NUL is an error whose message shows the name escaped.
 printf 'routes:\n  "a\\e[2Jb": {path: /a, verify: {scheme: none}}\n  "c\\0d": {path: /c, verify: {scheme: none}}\n' \
     >"$WORKDIR/names.yaml"

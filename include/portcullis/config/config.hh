@@ -272,6 +272,7 @@ struct RedisSinkConfig {
     // credentials: a password alone (AUTH password) or with a user (AUTH user password).
     std::string user; // empty: the default user
     std::optional<Secret> password;
+    uint32_t max_in_flight = 256; // XADDs awaiting their reply, 1..65536
 };
 
 // One entry of `sinks` (SPEC section 8). Exactly the member that kind names is set.

@@ -32,6 +32,7 @@
 #include "portcullis/deliver/http_sink.hh"
 #include "portcullis/deliver/nats_sink.hh"
 #include "portcullis/deliver/policy.hh"
+#include "portcullis/deliver/redis_sink.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/job_store.hh"
 
@@ -76,7 +77,8 @@ public:
 
     static bool owns(uint64_t user_data) {
         const uint64_t tag = user_data >> 56;
-        return ExecRunner::owns(user_data) || tag == http_tag || tag == nats_tag;
+        return ExecRunner::owns(user_data) || tag == http_tag || tag == nats_tag ||
+               tag == redis_tag;
     }
     void on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mono_ns);
 
