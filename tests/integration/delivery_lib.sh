@@ -139,6 +139,8 @@ wait_delivery() {
         fi
         sleep 0.1
     done
+    # delivery_state ran in a subshell: the answer is asked again here, for the message.
+    api GET "/v1/jobs/$id"
     fail "job $id: its delivery to $sink should be $want within $limit s, is '$got' (GET /v1/jobs/$id: $API_BODY)"
 }
 
