@@ -129,8 +129,11 @@ print("none" if not isinstance(d, dict) else "%s %s" % (d.get("state"), d.get("a
 # wait_delivery ID SINK STATE SECONDS: polls GET /v1/jobs/{id} until deliveries.SINK.state is
 # STATE; sets DELIVERY_ATTEMPTS.
 wait_delivery() {
-    local id=$1 sink=$2 want=$3 limit=$4 got="" i
-    for ((i = 0; i < limit * 10; i++)); do
+    local id=$1 sink=$2 want=$3 limit=$4 got=""
+    # A deadline in seconds, not a count of turns: each turn runs curl and python, which take
+    # their own time on a loaded machine.
+    local deadline=$((SECONDS + limit))
+    while ((SECONDS < deadline)); do
         got=$(delivery_state "$id" "$sink")
         if [[ ${got%% *} == "$want" ]]; then
             # shellcheck disable=SC2034 # for the tests

@@ -29,6 +29,7 @@ export GH_SECRET="nats delivery: it's a secret to everybody ✓"
 NATS_PASSWORD="pw-$(openssl rand -hex 12)"
 NATS_WRONG_PASSWORD="wrong-$(openssl rand -hex 12)"
 export NATS_PASSWORD NATS_WRONG_PASSWORD
+# shellcheck disable=SC2034 # read by nats_lib.sh
 NATS_AUTH=(--user portcullis --password "$NATS_PASSWORD")
 RECEIVED_VERIFIER="$PROVIDERS_DIR/verify_received.mjs"
 COOLDOWN=2

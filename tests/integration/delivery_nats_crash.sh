@@ -247,6 +247,7 @@ A_PID=$SERVER_PID A_PORT=$PORT A_ADMIN=$ADMIN_PORT A_LOG=$SERVER_LOG
 # shellcheck disable=SC2016 # expanded at exit
 at_exit 'kill -9 "$A_PID" 2>/dev/null'
 SERVER_PID=""
+# shellcheck disable=SC2034 # read by delivery_lib.sh
 SPOOL="$WORKDIR/spool-b"
 portcullis_config "$WORKDIR/config-b.yaml"
 start_server "$WORKDIR/config-b.yaml"

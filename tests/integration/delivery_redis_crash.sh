@@ -114,6 +114,7 @@ expect_eq "/healthz sinks.slow.queued" 0 "$(sink_health slow queued)"
 post_many /webhooks/load "$LOAD" load "$WORKDIR/sent-load.tsv" 0.01 &
 loader=$!
 at_exit "kill $loader 2>/dev/null"
+# shellcheck disable=SC2154 # n is set by the condition wait_until evaluates
 wait_until 15 'n=$(rcli_int store XLEN load:load); ((n >= LOAD / 4))' ||
     fail "direct: $n entries after 15 s of load, expected $((LOAD / 4))"
 # Frozen first, so that XADDs are in flight that Redis never reads: a server that hangs and is
