@@ -30,7 +30,7 @@
 // FIFO slot. Jobs stay in the table when done, until drop_segment.
 //
 // Durability. A change is made in the table at once (a lease must see it), and the job's prior
-// state is kept in an undo log (16 bytes an op, a vector that stops growing at the largest
+// state is kept in an undo log (24 bytes an op, a vector that stops growing at the largest
 // group: no allocation per op) until the caller resolves the ledger group holding its op:
 // ops_durable() forgets the undo, ops_failed() rolls back. Undoing rather than staging keeps
 // one view of every job for find(), lease() and the counters, and costs nothing when the disk
@@ -271,6 +271,8 @@ private:
         bool waits = false; // its answer waits for the ledger: undone on a failure
         bool undo = false;  // ops_failed(): chosen to be undone
     };
+    // The size the "Durability" comment gives.
+    static_assert(sizeof(Undo) == 24);
 
     struct Ref {
         uint32_t index;
