@@ -972,7 +972,7 @@ struct ControlPlane::Impl {
         }
         w.end_object().key("sinks").begin_object();
         if (engine) {
-            engine->write_health(w, now);
+            engine->write_health(w);
         }
         w.end_object();
         struct statvfs fs {};

@@ -36,20 +36,6 @@ constexpr size_t output_piece = 1024;
 // The exec headers files of a process killed before it could remove them.
 constexpr std::string_view headers_prefix = "portcullis-headers-";
 
-std::string_view kind_name(config::SinkConfig::Kind k) {
-    switch (k) {
-    case config::SinkConfig::Kind::http:
-        return "http";
-    case config::SinkConfig::Kind::exec:
-        return "exec";
-    case config::SinkConfig::Kind::nats:
-        return "nats";
-    case config::SinkConfig::Kind::redis:
-        return "redis";
-    }
-    return "unknown";
-}
-
 uint64_t random_seed() {
     uint64_t seed = 0;
     if (::getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed) {
@@ -172,13 +158,11 @@ std::string Engine::init(int64_t now_mono_ns) {
             s->concurrency = c.redis->max_in_flight;
             s->redis = std::make_unique<RedisSink>(_ring, redis_slots++, c.name, *c.redis);
             s->timeout_ns = RedisSinkOptions{}.timeout_ns;
-        } else if (c.exec) {
+        } else {
+            // The loader gives every sink exactly one kind: this one is exec.
             s->concurrency = c.exec->concurrency;
             s->timeout_ns = c.exec->timeout_ns;
             any_exec = true;
-        } else {
-            return "sinks." + c.name + ": " + std::string(kind_name(c.kind)) +
-                   " sinks are not delivered by this build";
         }
         std::string err;
         with_client(*s, [&](auto& client) { err = client.init(now_mono_ns); });
@@ -255,7 +239,7 @@ void Engine::pump(int64_t now_unix_ns, int64_t now_mono_ns) {
     }
 }
 
-bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix_ns,
+void Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix_ns,
                    int64_t now_mono_ns) {
     Delivery& d = *_deliveries[index];
     d.busy = true;
@@ -282,7 +266,7 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
         --s.in_flight;
         d.busy = false;
         _free.push_back(index);
-        return false;
+        return;
     }
     // One copy of the route, headers and body into the delivery's own buffer (reused: no
     // allocation once it has grown to the largest job).
@@ -341,7 +325,6 @@ bool Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
     if (!started) {
         finish(cookie, now_unix_ns, now_mono_ns, refusal, -1, error);
     }
-    return started;
 }
 
 void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mono_ns) {
@@ -436,6 +419,7 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
     Sink& s = *_sinks[d.sink];
     JobTable& table = _store.sink_table(s.index);
     bool dead = false;
+    std::optional<JobInfo> after; // a retried job's state: dead, or queued until its next attempt
     if (outcome == Outcome::delivered) {
         table.ack(d.id, now_unix_ns);
     } else if (outcome == Outcome::refused) {
@@ -443,7 +427,7 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
         dead = true;
     } else {
         table.nack(d.id, retry_delay_ns(d.attempt, retry_after_ns, _jitter), now_unix_ns);
-        std::optional<JobInfo> after = table.find(d.id);
+        after = table.find(d.id);
         dead = after && after->state == JobState::dead;
     }
     // A refusal is the application working: it answered. Only a failure counts against the
@@ -461,11 +445,9 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
             .field("job", std::string_view(d.id_text, sizeof d.id_text))
             .field("attempt", static_cast<int64_t>(d.attempt))
             .field("error", detail);
-        if (!dead) {
-            if (std::optional<JobInfo> after = table.find(d.id)) {
-                char at[24];
-                line.field("next_attempt_at", base::format_rfc3339(after->due_ns, at));
-            }
+        if (!dead && after) {
+            char at[24];
+            line.field("next_attempt_at", base::format_rfc3339(after->due_ns, at));
         }
         if (s.failure_log.held_back != 0) {
             line.field("lines_held_back", static_cast<int64_t>(s.failure_log.held_back));
@@ -575,8 +557,7 @@ bool Engine::idle() const {
     });
 }
 
-void Engine::write_health(base::JsonWriter<base::StringBuffer>& w, int64_t now_unix_ns) const {
-    (void)now_unix_ns;
+void Engine::write_health(base::JsonWriter<base::StringBuffer>& w) const {
     for (const auto& sp : _sinks) {
         const Sink& s = *sp;
         size_t queued = 0;
@@ -589,7 +570,7 @@ void Engine::write_health(base::JsonWriter<base::StringBuffer>& w, int64_t now_u
         w.key(s.cfg->name)
             .begin_object()
             .key("kind")
-            .string(kind_name(s.cfg->kind))
+            .string(config::sink_kind_name(s.cfg->kind))
             .key("breaker")
             .string(breaker_state_name(s.breaker.state()))
             .key("consecutive_failures")

@@ -101,7 +101,7 @@ public:
     bool idle() const;
 
     // /healthz's "sinks" object members.
-    void write_health(base::JsonWriter<base::StringBuffer>& w, int64_t now_unix_ns) const;
+    void write_health(base::JsonWriter<base::StringBuffer>& w) const;
     // GET /v1/jobs/{id}'s "deliveries" object: the job's state in each sink of its route.
     void write_deliveries(base::JsonWriter<base::StringBuffer>& w, queue::JobId id,
                           uint16_t route) const;
@@ -120,7 +120,9 @@ private:
     struct Sink;
     struct Delivery;
 
-    bool start(Sink& s, uint32_t index, const queue::JobInfo& job, int64_t now_unix_ns,
+    // Starts one attempt of job in delivery slot index; an attempt that cannot start is
+    // settled at once (finish()).
+    void start(Sink& s, uint32_t index, const queue::JobInfo& job, int64_t now_unix_ns,
                int64_t now_mono_ns);
     uint32_t acquire_delivery();
     // How an attempt ended, whatever the sink's kind.
