@@ -1,15 +1,14 @@
 #include "portcullis/deliver/nats_sink.hh"
 
 #include "forwarded_headers.hh"
-#include "resolver.hh"
-#include "tls_client.hh"
+#include "ring_connection.hh"
 
-#include "portcullis/base/address.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/base/json_pointer.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/http/header.hh"
 
+#include <openssl/mem.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -17,26 +16,16 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 namespace portcullis::deliver {
 
 namespace {
 
 constexpr int64_t min_wait_ns = 1'000;
-constexpr size_t cipher_bytes = 16 * 1024;
-constexpr size_t max_send = size_t(1) << 30;
 // The reply token of a publish: its slot in the low bits, the slot's generation above.
 constexpr unsigned slot_bits = 17;
 constexpr uint64_t slot_mask = (uint64_t(1) << slot_bits) - 1;
 constexpr uint64_t reply_sid = 1;
-
-std::string errno_text(int err) {
-    return std::strerror(err);
-}
 
 bool has_prefix_nocase(std::string_view s, std::string_view lower_prefix) {
     return s.size() >= lower_prefix.size() &&
@@ -63,35 +52,20 @@ std::string server_text(std::string_view raw) {
 } // namespace
 
 std::string_view nats_outcome_name(NatsOutcome::Kind k) {
-    switch (k) {
-    case NatsOutcome::Kind::delivered:
-        return "delivered";
-    case NatsOutcome::Kind::retry:
-        return "retry";
-    case NatsOutcome::Kind::rejected:
-        return "rejected";
-    }
-    return "retry";
+    return outcome_kind_name(k);
 }
 
 NatsSink::NatsSink(io::Ring& ring, uint8_t slot, std::string name,
                    const config::NatsSinkConfig& cfg, NatsSinkOptions options)
     : _ring(ring), _slot(slot), _name(std::move(name)), _cfg(cfg), _options(std::move(options)),
+      _endpoint(std::make_unique<Endpoint>(_ring, RingTag{nats_tag, _slot}, _cfg.host, _cfg.port,
+                                           _options.resolve_interval_ns, _ops)),
+      _conn(std::make_unique<RingConnection>(_ring, _pool, RingTag{nats_tag, _slot}, _ops)),
+      _backoff(
+          std::make_unique<Backoff>(_options.reconnect_min_ns, _options.reconnect_max_ns, true)),
       _parser(_options.limits) {}
 
 NatsSink::~NatsSink() {
-    if (_fd >= 0) {
-        ::close(_fd);
-    }
-    if (_ssl != nullptr) {
-        tls::Transport::close(_ssl);
-    }
-    if (_cipher_sending != nullptr) {
-        _pool.release(_cipher_sending);
-    }
-    if (_cipher_queued != nullptr) {
-        _pool.release(_cipher_queued);
-    }
     if (_nkey) {
         OPENSSL_cleanse(_nkey->private_key.data(), _nkey->private_key.size());
     }
@@ -111,14 +85,14 @@ std::string NatsSink::init(int64_t now_ns) {
         OPENSSL_cleanse(_cfg.nkey_seed->material.data(), _cfg.nkey_seed->material.size());
         _cfg.nkey_seed->material.clear();
     }
-    _tls_ctx_error =
-        make_client_tls_context(std::nullopt, _options.system_ca_file, _where, _tls_ctx);
+    _tls_ctx_error = _conn->init_tls(std::nullopt, _options.system_ca_file, _where);
     if (_cfg.tls && !_tls_ctx_error.empty()) {
         return _tls_ctx_error;
     }
-    _transport = std::make_unique<tls::Transport>(_pool);
-    _rcap = nats::max_frame_bytes(_options.limits) + 2 * tls::Transport::plaintext_chunk;
-    _rbuf = std::make_unique<char[]>(_rcap);
+    if (!_conn->init(nats::max_frame_bytes(_options.limits) + 2 * tls::Transport::plaintext_chunk)
+             .empty()) {
+        return _where + ": out of memory";
+    }
     // One slot more than max_in_flight: the one being reported is still held while done() may
     // start another.
     _publishes.resize(size_t(_cfg.max_in_flight) + 1);
@@ -128,232 +102,112 @@ std::string NatsSink::init(int64_t now_ns) {
     std::array<uint8_t, 12> random{};
     RAND_bytes(random.data(), random.size());
     _inbox = "_INBOX." + base::hex(random) + ".";
-    uint64_t seed = 0;
-    RAND_bytes(reinterpret_cast<uint8_t*>(&seed), sizeof seed);
-    _random.seed(seed);
-
-    std::vector<ResolvedAddress> literal = Resolver::numeric(_cfg.host, _cfg.port);
-    if (!literal.empty()) {
-        _addresses = std::move(literal);
-        _host_is_ip = true;
-    } else {
-        _resolver = std::make_unique<Resolver>(_cfg.host, _cfg.port);
-        io_uring_sqe* sqe = _ring.sqe();
-        io_uring_prep_read(sqe, _resolver->event_fd(), &_event_value, sizeof _event_value, 0);
-        sqe->user_data = pack(Op::event, 0);
-        _event_armed = true;
-        ++_ops;
-        _resolving = true;
-        _resolver->request();
-    }
+    _endpoint->init();
+    _endpoint->request();
     connect(now_ns);
     return {};
 }
 
-void NatsSink::on_resolved(int64_t now_ns) {
-    Resolver::Answer a;
-    if (!_resolver->take(a)) {
+void NatsSink::on_resolved(int res, int64_t now_ns) {
+    if (!_endpoint->on_event(res, now_ns)) {
         return;
-    }
-    _resolving = false;
-    _next_resolve_ns = now_ns + _options.resolve_interval_ns;
-    if (a.addresses.empty()) {
-        _resolve_error = "resolve " + _cfg.host + ": " + a.error;
-    } else {
-        _resolve_error.clear();
-        _addresses = std::move(a.addresses);
-        _address_cursor = 0;
     }
     if (_state == State::resolving) {
         _state = State::idle;
-        if (_addresses.empty()) {
-            conn_failed(_resolve_error);
+        if (_endpoint->addresses().empty()) {
+            conn_failed(_endpoint->error());
         } else {
             connect(now_ns);
         }
     }
 }
 
-int64_t NatsSink::backoff_ns() {
-    _backoff_ns = _backoff_ns == 0 ? _options.reconnect_min_ns
-                                   : std::min(_backoff_ns * 2, _options.reconnect_max_ns);
-    // Full jitter, at least the minimum: many sinks (or appliances) do not come back in step.
-    std::uniform_int_distribution<int64_t> pick(_options.reconnect_min_ns,
-                                                std::max(_backoff_ns, _options.reconnect_min_ns));
-    return pick(_random);
-}
-
 // ---------------------------------------------------------------------------------------------
 // The connection
 
 void NatsSink::connect(int64_t now_ns) {
-    if (_stopped || _fd >= 0) {
+    if (_stopped || _conn->is_open()) {
         return;
     }
-    if (_addresses.empty()) {
-        if (_resolving) {
+    if (_endpoint->addresses().empty()) {
+        if (_endpoint->resolving()) {
             _state = State::resolving;
             _connect_deadline_ns = now_ns + _options.connect_timeout_ns;
             return;
         }
-        conn_failed(_resolve_error.empty() ? "no address for " + _cfg.host : _resolve_error);
+        conn_failed(_endpoint->error().empty() ? "no address for " + _cfg.host
+                                               : _endpoint->error());
         return;
     }
-    const ResolvedAddress& a = _addresses[_address_cursor % _addresses.size()];
-    const int fd = ::socket(a.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        conn_failed("socket: " + errno_text(errno));
+    if (std::string err = _conn->open(_endpoint->current()); !err.empty()) {
+        conn_failed(err);
         return;
     }
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    _fd = fd;
-    ++_generation;
-    if (!_address) {
-        _address = std::make_unique<ResolvedAddress>();
-    }
-    *_address = a;
     _state = State::connecting;
     _connect_deadline_ns = now_ns + _options.connect_timeout_ns;
     _parser.reset();
-    _rlen = 0;
-    _out.clear();
+    _conn->clear_output();
     _pings_out = 0;
     _doomed = false;
     _use_tls = false;
-    io_uring_sqe* sqe = _ring.sqe();
-    io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&_address->addr),
-                          _address->len);
-    sqe->user_data = pack(Op::connect, _generation);
-    _connecting = true;
-    ++_ops;
-}
-
-void NatsSink::arm_recv() {
-    io_uring_sqe* sqe = _ring.sqe();
-    if (_ssl != nullptr) {
-        io_uring_prep_recv(sqe, _fd, _cbuf.get(), cipher_bytes, 0);
-    } else {
-        io_uring_prep_recv(sqe, _fd, _rbuf.get() + _rlen, _rcap - _rlen, 0);
-    }
-    sqe->user_data = pack(Op::recv, _generation);
-    _receiving = true;
-    ++_ops;
 }
 
 void NatsSink::flush() {
-    if (_sending || _fd < 0) {
-        return;
+    std::string error;
+    if (_conn->flush(true, error) == RingConnection::Flush::failed) {
+        doom(std::move(error));
     }
-    io_uring_sqe* sqe = nullptr;
-    if (_ssl != nullptr) {
-        if (!_out.empty() && tls::Transport::handshake_done(_ssl)) {
-            if (!_transport->seal(_ssl, _out, _cipher_queued)) {
-                doom("tls: out of memory");
-                return;
-            }
-            _out.clear();
-        }
-        if (_cipher_queued == nullptr || _cipher_queued->size == 0) {
-            return;
-        }
-        if (_cipher_sending != nullptr) {
-            _pool.release(_cipher_sending);
-        }
-        _cipher_sending = _cipher_queued;
-        _cipher_queued = nullptr;
-        _sent = 0;
-        sqe = _ring.sqe();
-        io_uring_prep_send(sqe, _fd, _cipher_sending->data(),
-                           std::min(_cipher_sending->size, max_send), MSG_NOSIGNAL);
-    } else {
-        if (_out.empty()) {
-            return;
-        }
-        _wire.swap(_out);
-        _out.clear();
-        _sent = 0;
-        sqe = _ring.sqe();
-        io_uring_prep_send(sqe, _fd, _wire.data(), std::min(_wire.size(), max_send), MSG_NOSIGNAL);
-    }
-    sqe->user_data = pack(Op::send, _generation);
-    _sending = true;
-    ++_ops;
 }
 
 void NatsSink::on_send(int res) {
-    const size_t total =
-        _ssl != nullptr ? (_cipher_sending != nullptr ? _cipher_sending->size : 0) : _wire.size();
-    if (res > 0) {
-        _sent += size_t(res);
-    }
-    if (res < 0 && res != -EAGAIN && res != -EINTR) {
-        conn_failed("send: " + errno_text(-res));
+    std::string error;
+    switch (_conn->on_sent(res, error)) {
+    case RingConnection::Sent::more:
         return;
-    }
-    if (_sent < total) {
-        const void* from = _ssl != nullptr
-                               ? static_cast<const void*>(_cipher_sending->data() + _sent)
-                               : static_cast<const void*>(_wire.data() + _sent);
-        io_uring_sqe* sqe = _ring.sqe();
-        io_uring_prep_send(sqe, _fd, from, std::min(total - _sent, max_send), MSG_NOSIGNAL);
-        sqe->user_data = pack(Op::send, _generation);
-        _sending = true;
-        ++_ops;
+    case RingConnection::Sent::failed:
+        conn_failed(error);
         return;
-    }
-    if (_cipher_sending != nullptr) {
-        _pool.release(_cipher_sending);
-        _cipher_sending = nullptr;
-    }
-    flush();
-    if (_doomed) {
-        conn_failed(_doom_error);
+    case RingConnection::Sent::done:
+        flush();
+        if (_doomed) {
+            conn_failed(_doom_error);
+        }
+        return;
     }
 }
 
 void NatsSink::on_recv(int res) {
-    if (res == -EAGAIN || res == -EINTR || res == -ENOBUFS) {
-        arm_recv();
+    const bool was_tls = _conn->tls();
+    const RingConnection::Received r = _conn->on_received(res, [&] { return absorb(); });
+    switch (r.kind) {
+    case RingConnection::Received::Kind::again:
         return;
-    }
-    if (res < 0) {
-        conn_failed("receive: " + errno_text(-res));
+    case RingConnection::Received::Kind::error:
+        conn_failed(r.error);
         return;
-    }
-    if (res == 0) {
+    case RingConnection::Received::Kind::eof:
         conn_failed(_state == State::handshake
                         ? "the server closed the connection before its PONG (check the "
                           "credentials and the server's log)"
                         : "the server closed the connection");
         return;
+    case RingConnection::Received::Kind::data:
+        break;
     }
-    if (_ssl == nullptr) {
-        _rlen += size_t(res);
-        absorb();
-    } else {
-        const bool was_done = tls::Transport::handshake_done(_ssl);
-        const tls::Status s =
-            _transport->receive(_ssl, std::string_view(_cbuf.get(), size_t(res)), _cipher_queued,
-                                [&](std::string_view plain) {
-                                    if (plain.size() > _rcap - _rlen) {
-                                        ++_stats.protocol_errors;
-                                        doom("a frame larger than the receive buffer");
-                                        return false;
-                                    }
-                                    std::memcpy(_rbuf.get() + _rlen, plain.data(), plain.size());
-                                    _rlen += plain.size();
-                                    return absorb();
-                                });
-        if (s == tls::Status::failed) {
-            conn_failed(client_tls_error(_ssl, *_transport, _cfg.host));
+    if (was_tls) {
+        if (r.overflow) {
+            ++_stats.protocol_errors;
+            doom("a frame larger than the receive buffer");
+        }
+        if (r.tls == tls::Status::failed) {
+            conn_failed(_conn->tls_error(_cfg.host));
             return;
         }
-        if (!_doomed && !was_done && tls::Transport::handshake_done(_ssl)) {
+        if (!_doomed && r.handshake_completed) {
             ++_stats.tls_handshakes;
             send_handshake();
         }
-        if (!_doomed && s == tls::Status::closed) {
+        if (!_doomed && r.tls == tls::Status::closed) {
             doom("the server closed the TLS session");
         }
     }
@@ -364,7 +218,7 @@ void NatsSink::on_recv(int res) {
         conn_failed(_doom_error);
         return;
     }
-    arm_recv();
+    _conn->arm_recv();
 }
 
 void NatsSink::doom(std::string what) {
@@ -375,7 +229,7 @@ void NatsSink::doom(std::string what) {
 }
 
 bool NatsSink::absorb() {
-    std::string_view in(_rbuf.get(), _rlen);
+    std::string_view in = _conn->received();
     while (!_doomed) {
         const nats::Frame f = _parser.feed(in);
         if (f.op == nats::Op::need_more) {
@@ -395,11 +249,10 @@ bool NatsSink::absorb() {
         }
     }
     if (_doomed) {
-        _rlen = 0;
+        _conn->clear_received();
         return false;
     }
-    std::memmove(_rbuf.get(), in.data(), in.size());
-    _rlen = in.size();
+    _conn->consume(_conn->received().size() - in.size());
     return true;
 }
 
@@ -413,7 +266,7 @@ void NatsSink::on_frame(const nats::Frame& f) {
         return;
     case nats::Op::ping:
         if (_state == State::handshake || _state == State::ready) {
-            _out.append("PONG\r\n");
+            _conn->output().append("PONG\r\n");
         }
         return;
     case nats::Op::pong:
@@ -476,25 +329,16 @@ void NatsSink::on_info(std::string_view json) {
         send_handshake();
         return;
     }
-    if (!_tls_ctx) {
+    if (!_conn->has_tls_context()) {
         doom("the server requires TLS and no TLS context could be made: " + _tls_ctx_error);
         return;
     }
-    _ssl = _transport->connect(_tls_ctx.get());
-    if (_ssl == nullptr) {
-        doom("tls: out of memory");
-        return;
+    std::string err = _conn->start_tls(_cfg.host, _endpoint->host_is_ip());
+    if (_conn->tls()) {
+        _state = State::tls;
     }
-    set_client_peer(_ssl, _cfg.host, _host_is_ip);
-    if (!_cbuf) {
-        _cbuf = std::make_unique<char[]>(cipher_bytes);
-    }
-    _state = State::tls;
-    // The ClientHello.
-    const tls::Status s =
-        _transport->receive(_ssl, {}, _cipher_queued, [](std::string_view) { return true; });
-    if (s != tls::Status::ok) {
-        doom(client_tls_error(_ssl, *_transport, _cfg.host));
+    if (!err.empty()) {
+        doom(std::move(err));
     }
 }
 
@@ -514,8 +358,10 @@ void NatsSink::send_handshake() {
         o.nkey = _nkey->public_key;
         o.sig = sig;
     }
-    nats::append_connect(_out, o);
-    _out.append("SUB ").append(_inbox).append("* 1\r\nPING\r\n");
+    _scratch.clear();
+    nats::append_connect(_scratch, o);
+    _conn->output().append(_scratch).append("SUB ").append(_inbox).append("* 1\r\nPING\r\n");
+    OPENSSL_cleanse(_scratch.data(), _scratch.size()); // the credentials
     _pings_out = 1;
     _state = State::handshake;
 }
@@ -523,7 +369,7 @@ void NatsSink::send_handshake() {
 void NatsSink::became_ready() {
     _state = State::ready;
     ++_stats.connects;
-    _backoff_ns = 0;
+    _backoff->reset();
     if (!_last_error.empty()) {
         base::LogLine(base::Level::info, "nats sink connected")
             .field("sink", _name)
@@ -546,7 +392,7 @@ void NatsSink::became_ready() {
                        std::to_string(_info.max_payload));
             continue;
         }
-        _out.append(std::string_view(_held).substr(p.held_offset, p.held_len));
+        _conn->output().append(std::string_view(_held).substr(p.held_offset, p.held_len));
         p.sent = true;
     }
     _held.clear();
@@ -626,8 +472,8 @@ void NatsSink::conn_failed(std::string_view what) {
             .field("error", _last_error)
             .write();
     }
-    if (!was_ready && _addresses.size() > 1) {
-        ++_address_cursor;
+    if (!was_ready && _endpoint->addresses().size() > 1) {
+        _endpoint->set_cursor(_endpoint->cursor() + 1);
     }
     close_conn();
     const std::string reason = "nats " + _cfg.url + ": " + _last_error;
@@ -638,61 +484,26 @@ void NatsSink::conn_failed(std::string_view what) {
         }
     }
     _held.clear();
-    _out.clear();
-    _reconnect_at_ns = _now_ns + backoff_ns();
-    if (_resolver != nullptr && !_resolving && !_stopped) {
-        _resolving = true;
-        _resolver->request();
-    }
-}
-
-void NatsSink::cancel(Op op, uint16_t generation) {
-    io_uring_sqe* sqe = _ring.sqe();
-    io_uring_prep_cancel64(sqe, pack(op, generation), 0);
-    sqe->user_data = pack(Op::cancel, 0);
-    ++_ops;
+    _conn->clear_output();
+    _reconnect_at_ns = _now_ns + _backoff->next_ns();
+    _endpoint->request();
 }
 
 void NatsSink::close_conn() {
     _state = State::idle;
     _doomed = false;
-    if (_fd < 0) {
+    if (!_conn->is_open()) {
         return;
     }
-    if (_connecting) {
-        cancel(Op::connect, _generation);
-    }
-    if (_sending) {
-        cancel(Op::send, _generation);
-    }
-    if (_receiving) {
-        cancel(Op::recv, _generation);
-    }
-    // Prepared SQEs on this descriptor reach the kernel before it is closed (and its number
-    // possibly reused); those in flight hold the socket until they complete.
-    if (io_uring_sq_ready(_ring.raw()) > 0) {
-        io_uring_submit(_ring.raw());
-    }
-    ::close(_fd);
-    _fd = -1;
-    if (_ssl != nullptr) {
-        tls::Transport::close(_ssl);
-        _ssl = nullptr;
-    }
-    if (_cipher_queued != nullptr) {
-        _pool.release(_cipher_queued);
-        _cipher_queued = nullptr;
-    }
-    // _cipher_sending and _wire may still be read by a send in flight: released when it is in.
-    _rlen = 0;
+    _conn->close();
     _parser.reset();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Publishes
 
-bool NatsSink::write_publish(const NatsDelivery& d, uint32_t index, std::string& out,
-                             std::string& error) {
+template <typename Out>
+bool NatsSink::write_publish(const NatsDelivery& d, uint32_t index, Out& out, std::string& error) {
     _fields.clear();
     if (!append_forwarded_headers(d.record, d.headers, {}, _fields, error)) {
         error = "the job cannot be published: " + error;
@@ -762,7 +573,7 @@ bool NatsSink::write_publish(const NatsDelivery& d, uint32_t index, std::string&
     out.append(decimal(_hdr.size(), num)).append(" ");
     out.append(decimal(total, num)).append("\r\n");
     out.append(_hdr);
-    out.append(reinterpret_cast<const char*>(d.body.data()), d.body.size());
+    out.append(std::string_view(reinterpret_cast<const char*>(d.body.data()), d.body.size()));
     out.append("\r\n");
     p.held_len = out.size() - p.held_offset;
     return true;
@@ -786,10 +597,14 @@ bool NatsSink::start(const NatsDelivery& d, uint64_t cookie, int64_t now_ns, std
     ++p.generation;
     const bool ready = _state == State::ready;
     const bool down = _state == State::idle;
-    std::string& target = ready ? _out : _held;
-    const size_t mark = target.size();
-    if (!write_publish(d, index, target, error)) {
-        target.resize(mark);
+    RingConnection::Output out = _conn->output();
+    const size_t mark = ready ? out.size() : _held.size();
+    if (ready ? !write_publish(d, index, out, error) : !write_publish(d, index, _held, error)) {
+        if (ready) {
+            out.resize(mark);
+        } else {
+            _held.resize(mark);
+        }
         ++_stats.refused;
         return false;
     }
@@ -808,7 +623,7 @@ bool NatsSink::start(const NatsDelivery& d, uint64_t cookie, int64_t now_ns, std
     ++_stats.started;
     if (down) {
         // Down (between attempts): fail at once, so that the engine's breaker sees it.
-        target.resize(mark);
+        _held.resize(mark);
         ++_stats.failed_fast;
         finish(index, NatsOutcome::Kind::retry,
                "not connected to " + _cfg.url + ": " +
@@ -859,76 +674,46 @@ void NatsSink::post_report() {
     // Found by tick() or start(): reported through the ring, so that every outcome reaches the
     // caller from on_cqe().
     _report_posted = true;
-    io_uring_sqe* sqe = _ring.sqe();
-    io_uring_prep_nop(sqe);
-    sqe->user_data = pack(Op::report, 0);
-    ++_ops;
+    post_nop(_ring, RingTag{nats_tag, _slot}, RingOp::report, _ops);
 }
 
 void NatsSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
     _now_ns = now_ns;
     --_ops;
-    const auto op = static_cast<Op>((cqe.user_data >> 40) & 0xff);
-    const auto generation = static_cast<uint16_t>(cqe.user_data >> 24);
+    const RingOp op = RingTag::op_of(cqe.user_data);
     const int res = cqe.res;
     switch (op) {
-    case Op::cancel:
+    case RingOp::cancel:
+    case RingOp::flush:
         return;
-    case Op::report:
+    case RingOp::report:
         _report_posted = false;
         return;
-    case Op::event:
-        _event_armed = false;
-        if (_stopped) {
-            return;
-        }
-        on_resolved(now_ns);
-        if (res >= 0 || res == -EAGAIN || res == -EINTR) {
-            io_uring_sqe* sqe = _ring.sqe();
-            io_uring_prep_read(sqe, _resolver->event_fd(), &_event_value, sizeof _event_value, 0);
-            sqe->user_data = pack(Op::event, 0);
-            _event_armed = true;
-            ++_ops;
-        }
+    case RingOp::event:
+        on_resolved(res, now_ns);
         return;
-    case Op::connect:
-        _connecting = false;
-        break;
-    case Op::send:
-        _sending = false;
-        break;
-    case Op::recv:
-        _receiving = false;
+    case RingOp::connect:
+    case RingOp::send:
+    case RingOp::recv:
         break;
     }
-    if (generation != _generation || _fd < 0) {
-        // The connection that asked is closed.
-        if (!_sending && _cipher_sending != nullptr) {
-            _pool.release(_cipher_sending);
-            _cipher_sending = nullptr;
-        }
-        return;
+    if (!_conn->completed(op, RingTag::generation_of(cqe.user_data))) {
+        return; // the connection that asked is closed
     }
     switch (op) {
-    case Op::connect:
+    case RingOp::connect:
         if (res == 0) {
             _state = State::info;
-            arm_recv();
+            _conn->arm_recv();
         } else {
-            conn_failed(
-                "connect " +
-                base::PeerAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&_address->addr))
-                    .to_string() +
-                ": " + errno_text(-res));
+            conn_failed(_conn->connect_error(res));
         }
         return;
-    case Op::send:
+    case RingOp::send:
         on_send(res);
         return;
-    case Op::recv:
-        on_recv(res);
-        return;
     default:
+        on_recv(res);
         return;
     }
 }
@@ -953,7 +738,7 @@ void NatsSink::tick(int64_t now_ns) {
     }
     switch (_state) {
     case State::idle:
-        if (now_ns >= _reconnect_at_ns && !_connecting && !_sending && !_receiving) {
+        if (now_ns >= _reconnect_at_ns && !_conn->busy()) {
             connect(now_ns);
         }
         break;
@@ -975,7 +760,7 @@ void NatsSink::tick(int64_t now_ns) {
                             " ms: the connection is dead");
                 break;
             }
-            _out.append("PING\r\n");
+            _conn->output().append("PING\r\n");
             ++_pings_out;
             ++_stats.pings_sent;
             _next_ping_ns = now_ns + _options.ping_interval_ns;
@@ -986,9 +771,8 @@ void NatsSink::tick(int64_t now_ns) {
         }
         break;
     }
-    if (_resolver != nullptr && !_resolving && now_ns >= _next_resolve_ns) {
-        _resolving = true;
-        _resolver->request();
+    if (_endpoint->due(now_ns)) {
+        _endpoint->request();
     }
 }
 
@@ -1011,9 +795,7 @@ int64_t NatsSink::wait_limit_ns(int64_t now_ns, int64_t limit) const {
             next = std::min(next, _connect_deadline_ns);
             break;
         }
-        if (_resolver != nullptr && !_resolving) {
-            next = std::min(next, _next_resolve_ns);
-        }
+        next = _endpoint->earliest(next);
     }
     return std::clamp<int64_t>(next - now_ns, min_wait_ns, limit);
 }
@@ -1031,9 +813,7 @@ void NatsSink::stop() {
     }
     _in_flight = 0;
     close_conn();
-    if (_event_armed) {
-        cancel(Op::event, 0);
-    }
+    _endpoint->stop();
     io_uring_submit(_ring.raw());
 }
 

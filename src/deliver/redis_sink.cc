@@ -1,22 +1,15 @@
 #include "portcullis/deliver/redis_sink.hh"
 
-#include "resolver.hh"
-#include "tls_client.hh"
+#include "ring_connection.hh"
 
-#include "portcullis/base/address.hh"
 #include "portcullis/queue/job_json.hh"
 
-#include <openssl/err.h>
-#include <openssl/x509.h>
+#include <openssl/mem.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 namespace portcullis::deliver {
 
@@ -29,31 +22,17 @@ constexpr int64_t min_wait_ns = 1'000;
 // plaintext (16 KiB) or a receive on top of it.
 constexpr size_t max_reply_bytes = 16 * 1024;
 constexpr size_t recv_bytes = 64 * 1024;
-constexpr size_t cipher_bytes = 16 * 1024;
-constexpr size_t first_send_bytes = 64 * 1024;
-// One send moves at most this much (the kernel's limit on a single call is about 2 GiB).
-constexpr size_t max_send = size_t(1) << 30;
 // Redis's proto-max-bulk-len default: a longer argument is refused with a protocol error that
 // closes the connection.
 constexpr size_t max_body_bytes = size_t(512) << 20;
 // The server's text in an outcome's error, at most (it is logged).
 constexpr size_t max_error_text = 256;
 
-std::string errno_text(int err) {
-    return std::strerror(err);
-}
-
-std::string address_text(const sockaddr_storage& ss) {
-    return base::PeerAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss)).to_string();
-}
-
 std::string_view clipped(std::string_view s) {
     return s.substr(0, max_error_text);
 }
 
 } // namespace
-
-struct RedisSink::Address : ResolvedAddress {};
 
 struct RedisSink::Pending {
     Command command = Command::xadd;
@@ -62,27 +41,19 @@ struct RedisSink::Pending {
 };
 
 std::string_view redis_outcome_name(RedisOutcome::Kind k) {
-    return k == RedisOutcome::Kind::delivered ? "delivered" : "retry";
+    return outcome_kind_name(k);
 }
 
 RedisSink::RedisSink(io::Ring& ring, uint8_t slot, std::string name,
                      const config::RedisSinkConfig& cfg, RedisSinkOptions options)
     : _ring(ring), _slot(slot), _name(std::move(name)), _cfg(cfg), _options(std::move(options)),
+      _endpoint(std::make_unique<Endpoint>(_ring, RingTag{redis_tag, _slot}, _cfg.host, _cfg.port,
+                                           _options.resolve_interval_ns, _ops)),
+      _conn(std::make_unique<RingConnection>(_ring, _pool, RingTag{redis_tag, _slot}, _ops)),
+      _backoff(std::make_unique<Backoff>(_options.backoff_min_ns, _options.backoff_max_ns, false)),
       _parser(resp::Limits{.max_frame = max_reply_bytes}) {}
 
-RedisSink::~RedisSink() {
-    if (_fd >= 0) {
-        ::close(_fd);
-    }
-    if (_ssl != nullptr) {
-        tls::Transport::close(_ssl);
-    }
-    for (base::Buffer* b : {_queued, _sending_buf, _cipher}) {
-        if (b != nullptr) {
-            _pool.release(b);
-        }
-    }
-}
+RedisSink::~RedisSink() = default;
 
 std::string RedisSink::init(int64_t now_ns) {
     _now_ns = now_ns;
@@ -105,35 +76,17 @@ std::string RedisSink::init(int64_t now_ns) {
     _maxlen_text = std::to_string(_cfg.maxlen);
     if (_cfg.tls) {
         // No `ca` key for redis (yet): the system's store, or the test's.
-        if (std::string err =
-                make_client_tls_context(std::nullopt, _options.system_ca_file, where, _tls_ctx);
+        if (std::string err = _conn->init_tls(std::nullopt, _options.system_ca_file, where);
             !err.empty()) {
             return err;
         }
-        _transport = std::make_unique<tls::Transport>(_pool);
-        _cbuf = std::make_unique<char[]>(cipher_bytes);
     }
     _pending.resize(size_t(_cfg.max_in_flight) + 2);
     _settled.reserve(2 * size_t(_cfg.max_in_flight) + 8);
-    _rbuf = std::make_unique<char[]>(recv_bytes);
-    _queued = _pool.acquire(first_send_bytes);
-    if (_queued == nullptr) {
+    if (!_conn->init(recv_bytes).empty()) {
         return where + ": out of memory";
     }
-    std::vector<ResolvedAddress> literal = Resolver::numeric(_cfg.host, _cfg.port);
-    if (!literal.empty()) {
-        for (const ResolvedAddress& a : literal) {
-            _addresses.push_back({a});
-        }
-        _host_is_ip = true;
-    } else {
-        _resolver = std::make_unique<Resolver>(_cfg.host, _cfg.port);
-        io_uring_sqe* sqe = _ring.sqe();
-        io_uring_prep_read(sqe, _resolver->event_fd(), &_event_value, sizeof _event_value, 0);
-        sqe->user_data = pack(Op::event, 0);
-        _event_armed = true;
-        ++_ops;
-    }
+    _endpoint->init();
     connect(now_ns);
     return {};
 }
@@ -141,36 +94,24 @@ std::string RedisSink::init(int64_t now_ns) {
 // ---------------------------------------------------------------------------------------------
 // Resolution
 
-void RedisSink::request_resolution(int64_t now_ns) {
-    if (_resolver == nullptr || _resolving || _stopped) {
-        return;
+void RedisSink::request_resolution() {
+    if (_endpoint->request()) {
+        ++_stats.resolutions;
     }
-    _resolving = true;
-    _next_resolve_ns = now_ns + _options.resolve_interval_ns;
-    ++_stats.resolutions;
-    _resolver->request();
 }
 
-void RedisSink::on_resolved(int64_t now_ns) {
-    Resolver::Answer a;
-    if (!_resolver->take(a)) {
+void RedisSink::on_resolved(int res, int64_t now_ns) {
+    if (!_endpoint->on_event(res, now_ns)) {
         return;
     }
-    _resolving = false;
-    _next_resolve_ns = now_ns + _options.resolve_interval_ns;
-    if (a.addresses.empty()) {
+    if (!_endpoint->error().empty()) {
         ++_stats.resolve_failures;
         // The addresses of the last good answer stay in use.
         if (_state == State::resolving) {
-            conn_failed("resolve " + _cfg.host + ": " + a.error);
+            conn_failed(_endpoint->error());
         }
         return;
     }
-    _addresses.clear();
-    for (const ResolvedAddress& r : a.addresses) {
-        _addresses.push_back({r});
-    }
-    _address_cursor = 0;
     if (_state == State::resolving) {
         connect(now_ns);
     }
@@ -184,32 +125,18 @@ void RedisSink::connect(int64_t now_ns) {
         return;
     }
     _state_since_ns = now_ns;
-    if (_addresses.empty()) {
+    if (_endpoint->addresses().empty()) {
         _state = State::resolving;
-        request_resolution(now_ns);
+        request_resolution();
         return;
     }
-    const Address& a = _addresses[_address_cursor % _addresses.size()];
-    const int fd = ::socket(a.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        ++_stats.connect_failures;
-        _state = State::connecting;
-        conn_failed("socket: " + errno_text(errno));
-        return;
-    }
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    _fd = fd;
-    ++_generation;
     _state = State::connecting;
-    _connect_address = std::make_unique<Address>(a);
+    if (std::string err = _conn->open(_endpoint->current()); !err.empty()) {
+        ++_stats.connect_failures;
+        conn_failed(err);
+        return;
+    }
     queue_hello();
-    io_uring_sqe* sqe = _ring.sqe();
-    io_uring_prep_connect(sqe, fd, reinterpret_cast<const sockaddr*>(&_connect_address->addr),
-                          _connect_address->len);
-    sqe->user_data = pack(Op::connect, _generation);
-    _connecting = true;
-    ++_ops;
 }
 
 // AUTH and SELECT go ahead of every XADD queued so far (those started while the first
@@ -237,22 +164,19 @@ void RedisSink::queue_hello() {
     if (bytes == 0) {
         return;
     }
-    base::Buffer* b = _pool.acquire(bytes + _queued->size);
-    if (b == nullptr) {
-        return; // the XADDs then meet -NOAUTH, which says what is missing
-    }
-    char* p = reinterpret_cast<char*>(b->data());
-    char* const begin = p;
+    std::string hello(bytes, '\0');
+    char* p = hello.data();
     if (auth_args > 0) {
         p = resp::write_command(p, auth_span);
     }
     if (_cfg.db != 0) {
         p = resp::write_command(p, select);
     }
-    b->size = size_t(p - begin);
-    b->append(_queued->data(), _queued->size);
-    _pool.release(_queued);
-    _queued = b;
+    const bool queued = _conn->prepend(hello);
+    OPENSSL_cleanse(hello.data(), hello.size()); // the password
+    if (!queued) {
+        return; // the XADDs then meet -NOAUTH, which says what is missing
+    }
     // Their replies come first: in front of the pending ring, SELECT then AUTH.
     const size_t cap = _pending.size();
     auto push_front = [&](Command c) {
@@ -273,64 +197,21 @@ void RedisSink::on_connected() {
     ++_stats.connects;
     if (!_cfg.tls) {
         _state = State::open;
-        arm_recv();
+        _conn->arm_recv();
         flush();
         return;
     }
     _state = State::handshaking;
-    arm_recv();
-    _ssl = _transport->connect(_tls_ctx.get());
-    if (_ssl == nullptr) {
-        conn_failed("tls: out of memory");
+    // The session first: the receive reads ciphertext.
+    if (std::string err = _conn->start_tls(_cfg.host, _endpoint->host_is_ip()); !err.empty()) {
+        if (_conn->tls()) {
+            ++_stats.tls_failures; // the session's, not a failed allocation
+        }
+        conn_failed(err);
         return;
     }
-    set_client_peer(_ssl, _cfg.host, _host_is_ip);
-    // The ClientHello.
-    const tls::Status s =
-        _transport->receive(_ssl, {}, _cipher, [](std::string_view) { return true; });
-    if (s != tls::Status::ok) {
-        ++_stats.tls_failures;
-        conn_failed(client_tls_error(_ssl, *_transport, _cfg.host));
-        return;
-    }
+    _conn->arm_recv();
     flush();
-}
-
-void RedisSink::cancel(Op op, uint16_t generation) {
-    io_uring_sqe* sqe = _ring.sqe();
-    io_uring_prep_cancel64(sqe, pack(op, generation), 0);
-    sqe->user_data = pack(Op::cancel, 0);
-    ++_ops;
-}
-
-void RedisSink::close_conn() {
-    if (_fd < 0) {
-        return;
-    }
-    if (_connecting) {
-        cancel(Op::connect, _generation);
-    }
-    if (_sending) {
-        cancel(Op::send, _generation);
-    }
-    if (_receiving) {
-        cancel(Op::recv, _generation);
-    }
-    // SQEs already prepared on this descriptor go to the kernel before it is closed (and its
-    // number possibly reused); those in flight hold the socket until they complete.
-    if (io_uring_sq_ready(_ring.raw()) > 0) {
-        io_uring_submit(_ring.raw());
-    }
-    ::close(_fd);
-    _fd = -1;
-    if (_ssl != nullptr) {
-        tls::Transport::close(_ssl);
-        _ssl = nullptr;
-    }
-    if (_cipher != nullptr) {
-        _pool.release(_cipher);
-        _cipher = nullptr;
-    }
 }
 
 void RedisSink::conn_failed(std::string_view what) {
@@ -341,7 +222,7 @@ void RedisSink::conn_failed(std::string_view what) {
         ++_stats.disconnects;
     }
     _last_error.assign(what);
-    close_conn();
+    _conn->close();
     _state = State::down;
     // Every command in flight fails: its reply may have been lost after Redis stored it, so the
     // delivery runs again (at least once).
@@ -355,40 +236,19 @@ void RedisSink::conn_failed(std::string_view what) {
     _pending_head = 0;
     _pending_count = 0;
     _hello_pending = 0;
-    _queued->size = 0;
-    _rlen = 0;
+    _conn->clear_output();
     _parser.reset();
-    ++_failures;
-    int64_t backoff = _options.backoff_min_ns;
-    for (uint32_t i = 1; i < _failures && backoff < _options.backoff_max_ns; ++i) {
-        backoff *= 2;
+    _next_connect_ns = _now_ns + _backoff->next_ns();
+    if (!_endpoint->addresses().empty()) {
+        _endpoint->set_cursor((_endpoint->cursor() + 1) % _endpoint->addresses().size());
     }
-    _next_connect_ns = _now_ns + std::min(backoff, _options.backoff_max_ns);
-    if (!_addresses.empty()) {
-        _address_cursor = (_address_cursor + 1) % _addresses.size();
-    }
-    if (_resolver != nullptr && _failures > 1) {
-        request_resolution(_now_ns);
+    if (_backoff->failures() > 1) {
+        request_resolution();
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Deliveries
-
-bool RedisSink::encode(std::span<const std::string_view> args) {
-    const size_t need = resp::command_size(args);
-    if (_queued->room() < need) {
-        base::Buffer* bigger =
-            _pool.grow(_queued, std::max(_queued->size + need, 2 * _queued->capacity));
-        if (bigger == nullptr) {
-            return false;
-        }
-        _queued = bigger;
-    }
-    char* begin = reinterpret_cast<char*>(_queued->data()) + _queued->size;
-    _queued->size += size_t(resp::write_command(begin, args) - begin);
-    return true;
-}
 
 bool RedisSink::start(const RedisDelivery& d, uint64_t cookie, int64_t now_ns, std::string& error) {
     error.clear();
@@ -445,10 +305,13 @@ bool RedisSink::start(const RedisDelivery& d, uint64_t cookie, int64_t now_ns, s
     std::array<std::string_view, 16> all{};
     std::copy(args.begin(), args.end(), all.begin());
     all[15] = body;
-    if (!encode(all)) {
+    const size_t need = resp::command_size(all);
+    char* to = _conn->reserve(need);
+    if (to == nullptr) {
         settle(cookie, now_ns, RedisOutcome::Kind::retry, "out of memory for the send buffer", {});
         return true;
     }
+    _conn->commit(size_t(resp::write_command(to, all) - to));
     _pending[(_pending_head + _pending_count) % _pending.size()] = {Command::xadd, cookie, now_ns};
     ++_pending_count;
     request_flush();
@@ -483,173 +346,102 @@ void RedisSink::post_report() {
         return;
     }
     _report_posted = true;
-    io_uring_sqe* sqe = _ring.sqe();
-    io_uring_prep_nop(sqe);
-    sqe->user_data = pack(Op::report, 0);
-    ++_ops;
+    post_nop(_ring, RingTag{redis_tag, _slot}, RingOp::report, _ops);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sending: commands gather in _queued while a send is in flight; a flush takes them all.
+// Sending: commands gather in the connection's queue while a send is in flight; a flush takes
+// them all.
 
 void RedisSink::request_flush() {
-    if (_state != State::open || _sending || _flush_posted || _queued->size == 0) {
+    if (_state != State::open || _conn->sending() || _flush_posted || _conn->queued() == 0) {
         return;
     }
     // Not at once: the caller is likely to start more deliveries in the same turn of the loop
     // (the engine fills the window), and a NOP completes at the next submission, after them.
     _flush_posted = true;
-    io_uring_sqe* sqe = _ring.sqe();
-    io_uring_prep_nop(sqe);
-    sqe->user_data = pack(Op::flush, 0);
-    ++_ops;
+    post_nop(_ring, RingTag{redis_tag, _slot}, RingOp::flush, _ops);
 }
 
 void RedisSink::flush() {
-    if (_sending || _fd < 0) {
+    std::string error;
+    switch (_conn->flush(_state == State::open, error)) {
+    case RingConnection::Flush::idle:
+        return;
+    case RingConnection::Flush::sent:
+        ++_stats.sends;
+        return;
+    case RingConnection::Flush::failed:
+        conn_failed(error);
         return;
     }
-    if (_cfg.tls) {
-        if (_state == State::open && _queued->size > 0) {
-            if (!_transport->seal(_ssl, _queued->view(), _cipher)) {
-                conn_failed("tls: out of memory");
-                return;
-            }
-            _queued->size = 0;
-        }
-        if (_cipher == nullptr || _cipher->size == 0) {
-            return;
-        }
-        if (_sending_buf != nullptr) {
-            _pool.release(_sending_buf);
-        }
-        _sending_buf = _cipher;
-        _cipher = nullptr;
-    } else {
-        if (_state != State::open || _queued->size == 0) {
-            return;
-        }
-        base::Buffer* next = _sending_buf;
-        if (next == nullptr) {
-            next = _pool.acquire(first_send_bytes);
-            if (next == nullptr) {
-                conn_failed("out of memory for the send buffer");
-                return;
-            }
-        }
-        next->size = 0;
-        _sending_buf = _queued;
-        _queued = next;
-    }
-    _sent = 0;
-    ++_stats.sends;
-    arm_send();
-}
-
-void RedisSink::arm_send() {
-    io_uring_sqe* sqe = _ring.sqe();
-    const size_t n = std::min(_sending_buf->size - _sent, max_send);
-    io_uring_prep_send(sqe, _fd, _sending_buf->data() + _sent, n, MSG_NOSIGNAL);
-    sqe->user_data = pack(Op::send, _generation);
-    _sending = true;
-    ++_ops;
 }
 
 void RedisSink::on_send(int res) {
-    if (res > 0) {
-        _sent += size_t(res);
-    }
-    if (res > 0 || res == -EAGAIN || res == -EINTR) {
-        if (_sent < _sending_buf->size) {
-            arm_send();
-            return;
-        }
-        _sending_buf->size = 0;
+    std::string error;
+    switch (_conn->on_sent(res, error)) {
+    case RingConnection::Sent::more:
+        return;
+    case RingConnection::Sent::done:
         flush();
         return;
+    case RingConnection::Sent::failed:
+        conn_failed(error);
+        return;
     }
-    conn_failed(res == 0 ? std::string("send: nothing sent") : "send: " + errno_text(-res));
 }
 
 // ---------------------------------------------------------------------------------------------
 // Receiving
 
-void RedisSink::arm_recv() {
-    if (_receiving || _fd < 0 || (_state != State::handshaking && _state != State::open)) {
-        return; // a receive of a closed connection is still in flight: this one arms after it
-    }
-    io_uring_sqe* sqe = _ring.sqe();
-    if (_cfg.tls) {
-        io_uring_prep_recv(sqe, _fd, _cbuf.get(), cipher_bytes, 0);
-    } else {
-        io_uring_prep_recv(sqe, _fd, _rbuf.get() + _rlen, recv_bytes - _rlen, 0);
-    }
-    sqe->user_data = pack(Op::recv, _generation);
-    _receiving = true;
-    ++_ops;
-}
-
 void RedisSink::on_recv(int res) {
-    if (res == -EAGAIN || res == -EINTR || res == -ENOBUFS) {
-        arm_recv();
+    const bool was_open = _state == State::open;
+    std::string doom;
+    const RingConnection::Received r = _conn->on_received(res, [&] { return absorb(doom); });
+    switch (r.kind) {
+    case RingConnection::Received::Kind::again:
         return;
-    }
-    if (res < 0) {
-        conn_failed("receive: " + errno_text(-res));
+    case RingConnection::Received::Kind::error:
+        conn_failed(r.error);
         return;
-    }
-    if (res == 0) {
+    case RingConnection::Received::Kind::eof:
         conn_failed(_state == State::handshaking
                         ? "the server closed the connection during the TLS handshake"
                         : "the server closed the connection");
         return;
+    case RingConnection::Received::Kind::data:
+        break;
     }
-    std::string doom;
-    if (!_cfg.tls) {
-        _rlen += size_t(res);
-        if (!absorb(doom)) {
-            conn_failed(doom);
-            return;
-        }
-        arm_recv();
-        return;
+    if (r.overflow) {
+        doom = "reply too large";
     }
-    const bool was_open = _state == State::open;
-    const tls::Status s = _transport->receive(
-        _ssl, std::string_view(_cbuf.get(), size_t(res)), _cipher, [&](std::string_view plain) {
-            if (plain.size() > recv_bytes - _rlen) {
-                doom = "reply too large";
-                return false;
-            }
-            std::memcpy(_rbuf.get() + _rlen, plain.data(), plain.size());
-            _rlen += plain.size();
-            return absorb(doom);
-        });
-    if (!doom.empty()) {
+    if (!doom.empty() || !r.absorbed) {
         conn_failed(doom);
         return;
     }
-    if (s == tls::Status::failed) {
-        if (!was_open) {
-            ++_stats.tls_failures;
+    if (_cfg.tls) {
+        if (r.tls == tls::Status::failed) {
+            if (!was_open) {
+                ++_stats.tls_failures;
+            }
+            conn_failed(_conn->tls_error(_cfg.host));
+            return;
         }
-        conn_failed(client_tls_error(_ssl, *_transport, _cfg.host));
-        return;
+        if (r.tls == tls::Status::closed) {
+            conn_failed("the server closed the TLS session");
+            return;
+        }
+        if (r.handshake_completed) {
+            _state = State::open;
+            ++_stats.tls_handshakes;
+        }
+        flush();
     }
-    if (s == tls::Status::closed) {
-        conn_failed("the server closed the TLS session");
-        return;
-    }
-    if (!was_open && tls::Transport::handshake_done(_ssl)) {
-        _state = State::open;
-        ++_stats.tls_handshakes;
-    }
-    flush();
-    arm_recv();
+    _conn->arm_recv();
 }
 
 bool RedisSink::absorb(std::string& doom) {
-    const std::string_view all(_rbuf.get(), _rlen);
+    const std::string_view all = _conn->received();
     size_t used = 0;
     for (;;) {
         resp::Value v;
@@ -667,8 +459,7 @@ bool RedisSink::absorb(std::string& doom) {
             return false;
         }
     }
-    std::memmove(_rbuf.get(), _rbuf.get() + used, _rlen - used);
-    _rlen -= used;
+    _conn->consume(used);
     return true;
 }
 
@@ -701,13 +492,13 @@ bool RedisSink::on_reply(const resp::Value& v, std::string& doom) {
             return false;
         }
         if (_hello_pending == 0) {
-            _failures = 0;
+            _backoff->reset();
         }
         return true;
     case Command::xadd:
         break;
     }
-    _failures = 0;
+    _backoff->reset();
     if (v.type == resp::Type::bulk) {
         settle(p.cookie, p.started_ns, RedisOutcome::Kind::delivered, {}, clipped(v.text));
         return true;
@@ -736,72 +527,55 @@ bool RedisSink::on_reply(const resp::Value& v, std::string& doom) {
 void RedisSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
     _now_ns = now_ns;
     --_ops;
-    const auto op = static_cast<Op>((cqe.user_data >> 40) & 0xff);
-    const auto generation = static_cast<uint16_t>(cqe.user_data >> 24);
-    const bool current = generation == _generation && _fd >= 0;
+    const RingOp op = RingTag::op_of(cqe.user_data);
     const int res = cqe.res;
     switch (op) {
-    case Op::cancel:
+    case RingOp::cancel:
         return;
-    case Op::report:
+    case RingOp::report:
         _report_posted = false;
         return;
-    case Op::flush:
+    case RingOp::flush:
         _flush_posted = false;
         if (!_stopped && _state == State::open) {
             flush();
         }
         return;
-    case Op::event:
-        _event_armed = false;
-        if (_stopped) {
+    case RingOp::event:
+        on_resolved(res, now_ns);
+        return;
+    case RingOp::connect:
+    case RingOp::send:
+    case RingOp::recv:
+        break;
+    }
+    const bool current = _conn->completed(op, RingTag::generation_of(cqe.user_data));
+    if (!current || _stopped) {
+        // Of a closed connection: the current one may send (the buffer is free again) and
+        // receive.
+        if (_stopped || !_conn->is_open()) {
             return;
         }
-        on_resolved(now_ns);
-        if (res >= 0 || res == -EAGAIN || res == -EINTR) {
-            io_uring_sqe* sqe = _ring.sqe();
-            io_uring_prep_read(sqe, _resolver->event_fd(), &_event_value, sizeof _event_value, 0);
-            sqe->user_data = pack(Op::event, 0);
-            _event_armed = true;
-            ++_ops;
+        if (op == RingOp::send) {
+            flush();
+        } else if (op == RingOp::recv && (_state == State::handshaking || _state == State::open)) {
+            _conn->arm_recv();
         }
         return;
-    case Op::connect:
-        _connecting = false;
-        if (!current || _stopped) {
-            return;
-        }
+    }
+    switch (op) {
+    case RingOp::connect:
         if (res != 0) {
             ++_stats.connect_failures;
-            conn_failed("connect " + address_text(_connect_address->addr) + ": " +
-                        errno_text(-res));
+            conn_failed(_conn->connect_error(res));
             return;
         }
         on_connected();
         return;
-    case Op::send:
-        _sending = false;
-        if (!current || _stopped) {
-            // The send of a closed connection: its buffer is free again, and the current
-            // connection may send.
-            if (_sending_buf != nullptr) {
-                _sending_buf->size = 0;
-            }
-            if (!_stopped && _fd >= 0) {
-                flush();
-            }
-            return;
-        }
+    case RingOp::send:
         on_send(res);
         return;
-    case Op::recv:
-        _receiving = false;
-        if (!current || _stopped) {
-            if (!_stopped && _fd >= 0) {
-                arm_recv();
-            }
-            return;
-        }
+    default:
         on_recv(res);
         return;
     }
@@ -840,8 +614,8 @@ void RedisSink::tick(int64_t now_ns) {
         }
         break;
     }
-    if (_resolver != nullptr && !_resolving && now_ns >= _next_resolve_ns) {
-        request_resolution(now_ns);
+    if (_endpoint->due(now_ns)) {
+        request_resolution();
     }
 }
 
@@ -865,9 +639,7 @@ int64_t RedisSink::wait_limit_ns(int64_t now_ns, int64_t limit) const {
         }
         break;
     }
-    if (_resolver != nullptr && !_resolving) {
-        next = std::min(next, _next_resolve_ns);
-    }
+    next = _endpoint->earliest(next);
     return std::clamp<int64_t>(next - now_ns, min_wait_ns, limit);
 }
 
@@ -880,11 +652,9 @@ void RedisSink::stop() {
     _pending_count = 0;
     _hello_pending = 0;
     _in_flight = 0;
-    close_conn();
+    _conn->close();
     _state = State::down;
-    if (_event_armed) {
-        cancel(Op::event, 0);
-    }
+    _endpoint->stop();
     // The cancellations take effect now, not at the loop's next submission.
     io_uring_submit(_ring.raw());
 }

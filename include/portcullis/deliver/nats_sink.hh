@@ -57,14 +57,10 @@
 #include "portcullis/http/header.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/record.hh"
-#include "portcullis/tls/transport.hh"
-
-#include <openssl/ssl.h>
 
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -72,8 +68,9 @@
 
 namespace portcullis::deliver {
 
-class Resolver;
-struct ResolvedAddress;
+class Endpoint;
+class RingConnection;
+class Backoff;
 
 // The tag of NATS sinks' SQEs in the top byte of user_data; the next byte is the sink's slot.
 constexpr uint64_t nats_tag = 0xe3;
@@ -200,20 +197,13 @@ private:
         handshake,  // CONNECT, SUB, PING sent: waiting for PONG
         ready,
     };
-    enum class Op : uint8_t { connect = 1, send, recv, event, report, cancel };
     struct Publish;
-
-    uint64_t pack(Op op, uint16_t generation) const {
-        return nats_tag << 56 | uint64_t(_slot) << 48 | uint64_t(op) << 40 |
-               uint64_t(generation) << 24;
-    }
 
     void handle(const io_uring_cqe& cqe, int64_t now_ns);
     void connect(int64_t now_ns);
-    void on_connected();
     void on_recv(int res);
     void on_send(int res);
-    bool absorb(); // parses what _rbuf holds; false when the connection is doomed
+    bool absorb(); // parses what the connection received; false when the connection is doomed
     void on_frame(const nats::Frame& f);
     // Marks the connection failed from inside a parse or a TLS call; the caller that started it
     // calls conn_failed once the session is no longer in use.
@@ -222,17 +212,14 @@ private:
     void on_ack(const nats::Frame& f);
     void send_handshake();
     void became_ready();
-    void arm_recv();
     void flush();
     void conn_failed(std::string_view what);
     void close_conn();
     void finish(uint32_t index, NatsOutcome::Kind kind, std::string_view error);
     void post_report();
-    uint32_t acquire_publish();
-    bool write_publish(const NatsDelivery& d, uint32_t index, std::string& out, std::string& error);
-    void cancel(Op op, uint16_t generation);
-    int64_t backoff_ns();
-    void on_resolved(int64_t now_ns);
+    template <typename Out>
+    bool write_publish(const NatsDelivery& d, uint32_t index, Out& out, std::string& error);
+    void on_resolved(int res, int64_t now_ns);
 
     io::Ring& _ring;
     uint8_t _slot;
@@ -241,33 +228,17 @@ private:
     NatsSinkOptions _options;
     std::string _where; // "sinks.NAME.nats"
     std::optional<nats::NKey> _nkey;
-    bssl::UniquePtr<SSL_CTX> _tls_ctx;
     std::string _tls_ctx_error; // why there is no context (no tls://: only if INFO asks for TLS)
+    size_t _ops = 0;            // operations in flight on the ring
     base::BufferPool _pool;
-    std::unique_ptr<tls::Transport> _transport;
-    std::unique_ptr<Resolver> _resolver;
-    std::vector<ResolvedAddress> _addresses;
-    size_t _address_cursor = 0;
-    bool _host_is_ip = false;
-    bool _resolving = false;
-    bool _event_armed = false;
-    uint64_t _event_value = 0;
-    int64_t _next_resolve_ns = 0;
-    std::string _resolve_error;
-    std::mt19937_64 _random;
+    std::unique_ptr<Endpoint> _endpoint;
+    std::unique_ptr<RingConnection> _conn;
+    std::unique_ptr<Backoff> _backoff;
 
     // The connection.
     State _state = State::idle;
-    uint16_t _generation = 0;
-    int _fd = -1;
-    SSL* _ssl = nullptr;
-    bool _connecting = false; // operations in flight
-    bool _sending = false;
-    bool _receiving = false;
-    std::unique_ptr<ResolvedAddress> _address; // what connect() was given
     int64_t _connect_deadline_ns = 0;
     int64_t _reconnect_at_ns = 0;
-    int64_t _backoff_ns = 0;
     int64_t _next_ping_ns = 0;
     uint32_t _pings_out = 0; // our PINGs without their PONG (the handshake's included)
     bool _use_tls = false;
@@ -278,24 +249,15 @@ private:
     nats::Parser _parser;
     std::string _inbox; // "_INBOX.<random>." (the reply subject's prefix)
     std::string _last_error;
-    // Output: frames gather in _out while a send is in flight; _wire is what it sends (plain).
-    // TLS: _out is sealed into pool buffers, one sending and the next gathering.
-    std::string _out;
-    std::string _held; // publishes written before the connection was usable
-    std::string _wire;
-    size_t _sent = 0;
-    base::Buffer* _cipher_sending = nullptr;
-    base::Buffer* _cipher_queued = nullptr;
-    std::unique_ptr<char[]> _rbuf;
-    size_t _rcap = 0;
-    size_t _rlen = 0;
-    std::unique_ptr<char[]> _cbuf; // TLS ciphertext
+    // Frames gather in the connection's send queue; publishes written before the connection was
+    // usable wait in _held.
+    std::string _held;
+    std::string _scratch; // CONNECT's
 
     // Publishes.
     std::vector<Publish> _publishes;
     std::vector<uint32_t> _free;
     size_t _in_flight = 0;
-    size_t _ops = 0;
     bool _stopped = false;
     bool _report_posted = false;
     int64_t _now_ns = 0;

@@ -57,9 +57,6 @@
 #include "portcullis/deliver/resp.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/record.hh"
-#include "portcullis/tls/transport.hh"
-
-#include <openssl/ssl.h>
 
 #include <cstdint>
 #include <memory>
@@ -126,7 +123,9 @@ struct RedisSinkStats {
     uint64_t sends = 0; // send operations (each carries every command queued when it started)
 };
 
-class Resolver;
+class Endpoint;
+class RingConnection;
+class Backoff;
 
 class RedisSink {
 public:
@@ -185,39 +184,29 @@ public:
 
 private:
     enum class State : uint8_t { down, resolving, connecting, handshaking, open };
-    enum class Op : uint8_t { connect = 1, send, recv, event, report, flush, cancel };
     enum class Command : uint8_t { xadd, auth, select };
     struct Pending; // a command awaiting its reply
     struct Settled; // an outcome awaiting its report
-
-    uint64_t pack(Op op, uint16_t generation) const {
-        return redis_tag << 56 | uint64_t(_slot) << 48 | uint64_t(op) << 40 |
-               uint64_t(generation) << 24;
-    }
 
     void handle(const io_uring_cqe& cqe, int64_t now_ns);
     void connect(int64_t now_ns);
     void on_connected();
     void queue_hello();
-    bool encode(std::span<const std::string_view> args);
     void request_flush();
     void flush();
-    void arm_send();
-    void arm_recv();
     void on_send(int res);
     void on_recv(int res);
-    // Parse what _rbuf holds and settle what the replies answer; false, with `doom`, when the
-    // connection cannot go on (the caller closes it: not from inside a TLS callback).
+    // Parse what the connection received and settle what the replies answer; false, with
+    // `doom`, when the connection cannot go on (the caller closes it: not from inside a TLS
+    // callback).
     bool absorb(std::string& doom);
     bool on_reply(const resp::Value& v, std::string& doom);
     void conn_failed(std::string_view what);
-    void close_conn();
     void settle(uint64_t cookie, int64_t started_ns, RedisOutcome::Kind kind,
                 std::string_view error, std::string_view entry_id);
     void post_report();
-    void request_resolution(int64_t now_ns);
-    void on_resolved(int64_t now_ns);
-    void cancel(Op op, uint16_t generation);
+    void request_resolution();
+    void on_resolved(int res, int64_t now_ns);
     template <typename F>
     void report(F& done);
 
@@ -231,42 +220,18 @@ private:
     std::vector<std::string> _stream_pieces;
     std::string _maxlen_text;
 
-    bssl::UniquePtr<SSL_CTX> _tls_ctx;
+    size_t _ops = 0; // operations in flight on the ring
     base::BufferPool _pool;
-    std::unique_ptr<tls::Transport> _transport;
-    std::unique_ptr<Resolver> _resolver; // null for an IP literal
-    struct Address;
-    std::vector<Address> _addresses;
-    size_t _address_cursor = 0;
-    bool _host_is_ip = false;
-    bool _resolving = false;
-    bool _event_armed = false;
-    uint64_t _event_value = 0;
-    int64_t _next_resolve_ns = 0;
+    std::unique_ptr<Endpoint> _endpoint;
+    std::unique_ptr<RingConnection> _conn;
+    std::unique_ptr<Backoff> _backoff;
 
     // The connection.
     State _state = State::down;
-    uint16_t _generation = 0;
-    int _fd = -1;
-    SSL* _ssl = nullptr;
-    std::unique_ptr<Address> _connect_address; // what connect() was given
-    int64_t _state_since_ns = 0;               // of connecting/handshaking: for the timeout
+    int64_t _state_since_ns = 0; // of connecting/handshaking: for the timeout
     int64_t _next_connect_ns = 0;
-    uint32_t _failures = 0; // connection attempts failed in a row
-    bool _connecting = false;
-    bool _sending = false; // operations in flight (of this connection or a closed one)
-    bool _receiving = false;
     bool _flush_posted = false;
     size_t _hello_pending = 0; // AUTH/SELECT replies awaited
-    // Commands queued (plaintext, encoded by start()), the bytes in flight to the kernel
-    // (plaintext, or ciphertext with TLS) and, with TLS, ciphertext gathering for the next send.
-    base::Buffer* _queued = nullptr;
-    base::Buffer* _sending_buf = nullptr;
-    base::Buffer* _cipher = nullptr;
-    size_t _sent = 0;
-    std::unique_ptr<char[]> _rbuf; // plaintext replies
-    size_t _rlen = 0;
-    std::unique_ptr<char[]> _cbuf; // TLS: ciphertext received
     resp::Parser _parser;
 
     // Commands awaiting their reply, oldest first: a ring of max_in_flight + hello slots.
@@ -280,7 +245,6 @@ private:
     bool _report_posted = false;
 
     size_t _in_flight = 0;
-    size_t _ops = 0;
     bool _stopped = false;
     bool _in_cqe = false;
     int64_t _now_ns = 0;
