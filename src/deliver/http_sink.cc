@@ -1,7 +1,7 @@
 #include "portcullis/deliver/http_sink.hh"
 
 #include "forwarded_headers.hh"
-#include "resolver.hh"
+#include "ring_connection.hh"
 #include "tls_client.hh"
 
 #include "portcullis/base/address.hh"
@@ -62,7 +62,8 @@ std::string_view status_error(uint16_t status) {
 
 } // namespace
 
-struct HttpSink::Address : ResolvedAddress {};
+// The Endpoint's read of the resolver's eventfd and its cancel are tagged with RingOp.
+static_assert(uint8_t(RingOp::event) == 4 && uint8_t(RingOp::cancel) == 6);
 
 struct HttpSink::Request {
     bool busy = false;
@@ -132,20 +133,14 @@ struct HttpSink::Conn {
 };
 
 std::string_view http_outcome_name(HttpOutcome::Kind k) {
-    switch (k) {
-    case HttpOutcome::Kind::delivered:
-        return "delivered";
-    case HttpOutcome::Kind::retry:
-        return "retry";
-    case HttpOutcome::Kind::rejected:
-        return "rejected";
-    }
-    return "retry";
+    return outcome_kind_name(k);
 }
 
 HttpSink::HttpSink(io::Ring& ring, uint8_t slot, std::string name,
                    const config::HttpSinkConfig& cfg, HttpSinkOptions options)
-    : _ring(ring), _slot(slot), _name(std::move(name)), _cfg(cfg), _options(std::move(options)) {}
+    : _ring(ring), _slot(slot), _name(std::move(name)), _cfg(cfg), _options(std::move(options)),
+      _endpoint(std::make_unique<Endpoint>(_ring, RingTag{http_tag, _slot}, _cfg.host, _cfg.port,
+                                           _options.resolve_interval_ns, _ops)) {}
 
 HttpSink::~HttpSink() {
     for (auto& c : _conns) {
@@ -181,54 +176,30 @@ std::string HttpSink::init(int64_t now_ns) {
         }
         _transport = std::make_unique<tls::Transport>(_pool);
     }
-    std::vector<ResolvedAddress> literal = Resolver::numeric(_cfg.host, _cfg.port);
-    if (!literal.empty()) {
-        for (const ResolvedAddress& a : literal) {
-            _addresses.push_back({a});
-        }
+    _endpoint->init();
+    if (_endpoint->host_is_ip()) {
         _ever_resolved = true;
-        _host_is_ip = true;
         return {};
     }
-    _resolver = std::make_unique<Resolver>(_cfg.host, _cfg.port);
-    io_uring_sqe* sqe = _ring.sqe();
-    io_uring_prep_read(sqe, _resolver->event_fd(), &_event_value, sizeof _event_value, 0);
-    sqe->user_data = pack(Op::event, 0, 0);
-    _event_armed = true;
-    ++_ops;
     request_resolution(now_ns);
     return {};
 }
 
 void HttpSink::request_resolution(int64_t now_ns) {
-    if (_resolver == nullptr || _resolving || _stopped) {
-        return;
+    if (_endpoint->request()) {
+        _last_resolve_ns = now_ns;
+        ++_stats.resolutions;
     }
-    _resolving = true;
-    _last_resolve_ns = now_ns;
-    ++_stats.resolutions;
-    _resolver->request();
 }
 
-void HttpSink::on_resolved(int64_t now_ns) {
-    Resolver::Answer a;
-    if (!_resolver->take(a)) {
+void HttpSink::on_resolved(int res, int64_t now_ns) {
+    if (!_endpoint->on_event(res, now_ns)) {
         return;
     }
-    _resolving = false;
-    _next_resolve_ns = now_ns + _options.resolve_interval_ns;
-    if (a.addresses.empty()) {
-        ++_stats.resolve_failures;
-        _resolve_error = "resolve " + _cfg.host + ": " + a.error;
-        // The addresses of the last good answer stay in use.
+    if (!_endpoint->error().empty()) {
+        ++_stats.resolve_failures; // the addresses of the last good answer stay in use
     } else {
-        _resolve_error.clear();
         _ever_resolved = true;
-        _addresses.clear();
-        for (const ResolvedAddress& r : a.addresses) {
-            _addresses.push_back({r});
-        }
-        _address_cursor = 0;
     }
     std::vector<uint32_t> waiting;
     waiting.swap(_waiting);
@@ -489,18 +460,18 @@ void HttpSink::dispatch(uint32_t index, bool fresh_only) {
             return;
         }
     }
-    if (_addresses.empty()) {
-        if (_resolving && !_ever_resolved) {
+    if (_endpoint->addresses().empty()) {
+        if (_endpoint->resolving() && !_ever_resolved) {
             r.waiting = true;
             r.phase = "resolving";
             _waiting.push_back(index);
             return;
         }
         finish(index, HttpOutcome::Kind::retry,
-               _resolve_error.empty() ? "no address for " + _cfg.host : _resolve_error);
+               _endpoint->error().empty() ? "no address for " + _cfg.host : _endpoint->error());
         return;
     }
-    open_conn(index, _address_cursor % _addresses.size(), 0);
+    open_conn(index, _endpoint->cursor() % _endpoint->addresses().size(), 0);
 }
 
 void HttpSink::open_conn(uint32_t request, size_t address_index, size_t tries) {
@@ -516,7 +487,7 @@ void HttpSink::open_conn(uint32_t request, size_t address_index, size_t tries) {
             }
         }
     }
-    const ResolvedAddress a = _addresses[address_index];
+    const ResolvedAddress a = _endpoint->addresses()[address_index];
     const int fd = ::socket(a.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         ++_stats.connect_failures;
@@ -566,7 +537,7 @@ void HttpSink::on_connected(uint32_t index) {
         return;
     }
     SSL_set_alpn_protos(c.ssl, reinterpret_cast<const uint8_t*>("\x08http/1.1"), 9);
-    set_client_peer(c.ssl, _cfg.host, _host_is_ip);
+    set_client_peer(c.ssl, _cfg.host, _endpoint->host_is_ip());
     // The ClientHello.
     const tls::Status s =
         _transport->receive(c.ssl, {}, c.out_queued, [](std::string_view) { return true; });
@@ -1013,18 +984,7 @@ void HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
     case Op::cancel:
         return;
     case Op::event:
-        _event_armed = false;
-        if (_stopped) {
-            return;
-        }
-        on_resolved(now_ns);
-        if (res >= 0 || res == -EAGAIN || res == -EINTR) {
-            io_uring_sqe* sqe = _ring.sqe();
-            io_uring_prep_read(sqe, _resolver->event_fd(), &_event_value, sizeof _event_value, 0);
-            sqe->user_data = pack(Op::event, 0, 0);
-            _event_armed = true;
-            ++_ops;
-        }
+        on_resolved(res, now_ns);
         return;
     case Op::report: {
         if (index >= _requests.size()) {
@@ -1066,15 +1026,17 @@ void HttpSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
             ++_stats.connect_failures;
             const auto request = uint32_t(c.request);
             const size_t tries = c.tries + 1;
-            const size_t next = (c.address_index + 1) % std::max<size_t>(_addresses.size(), 1);
+            const size_t addresses = _endpoint->addresses().size();
+            const size_t next = (c.address_index + 1) % std::max<size_t>(addresses, 1);
             const std::string what =
                 "connect " + address_text(c.address.addr) + ": " + errno_text(-res);
             close_conn(index);
-            if (_resolver != nullptr && now_ns - _last_resolve_ns >= _options.resolve_retry_ns) {
+            if (_endpoint->has_resolver() &&
+                now_ns - _last_resolve_ns >= _options.resolve_retry_ns) {
                 request_resolution(now_ns);
             }
-            _address_cursor = next;
-            if (tries < _addresses.size()) {
+            _endpoint->set_cursor(next);
+            if (tries < addresses) {
                 open_conn(request, next, tries);
             } else {
                 finish(request, HttpOutcome::Kind::retry, what);
@@ -1118,7 +1080,7 @@ void HttpSink::tick(int64_t now_ns) {
                                  std::string(r.phase) + ")";
         finish(i, HttpOutcome::Kind::retry, what);
     }
-    if (_resolver != nullptr && !_resolving && now_ns >= _next_resolve_ns) {
+    if (_endpoint->due(now_ns)) {
         request_resolution(now_ns);
     }
 }
@@ -1131,9 +1093,7 @@ int64_t HttpSink::wait_limit_ns(int64_t now_ns, int64_t limit) const {
             next = std::min(next, r.deadline_ns);
         }
     }
-    if (_resolver != nullptr && !_resolving && !_stopped) {
-        next = std::min(next, _next_resolve_ns);
-    }
+    next = _endpoint->earliest(next);
     return std::clamp<int64_t>(next - now_ns, min_wait_ns, limit);
 }
 
@@ -1162,9 +1122,7 @@ void HttpSink::stop() {
     for (uint32_t i = 0; i < _conns.size(); ++i) {
         close_conn(i);
     }
-    if (_event_armed) {
-        cancel(Op::event, 0, 0);
-    }
+    _endpoint->stop();
     // The cancellations take effect now, not at the loop's next submission.
     io_uring_submit(_ring.raw());
 }

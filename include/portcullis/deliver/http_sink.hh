@@ -142,7 +142,7 @@ struct HttpSinkStats {
     uint64_t resolve_failures = 0;
 };
 
-class Resolver;
+class Endpoint;
 
 class HttpSink {
 public:
@@ -202,7 +202,6 @@ public:
 private:
     struct Request;
     struct Conn;
-    struct Address;
     enum class Op : uint8_t { connect = 1, send, recv, event, report, cancel };
 
     uint64_t pack(Op op, uint16_t generation, uint32_t index) const {
@@ -234,7 +233,7 @@ private:
     void maybe_release_conn(uint32_t conn);
     void finish(uint32_t request, HttpOutcome::Kind kind, std::string_view error);
     void maybe_report(uint32_t request);
-    void on_resolved(int64_t now_ns);
+    void on_resolved(int res, int64_t now_ns);
     void request_resolution(int64_t now_ns);
     std::string tls_error(const Conn& c) const;
     uint32_t acquire_conn();
@@ -250,15 +249,9 @@ private:
     bssl::UniquePtr<SSL_CTX> _tls_ctx;
     base::BufferPool _pool;
     std::unique_ptr<tls::Transport> _transport;
-    std::unique_ptr<Resolver> _resolver; // null for an IP literal
-    std::vector<Address> _addresses;
-    size_t _address_cursor = 0; // where a new connection starts trying
-    std::string _resolve_error;
-    bool _resolving = false;
+    // The addresses; its cursor is where a new connection starts trying.
+    std::unique_ptr<Endpoint> _endpoint;
     bool _ever_resolved = false;
-    bool _event_armed = false;
-    uint64_t _event_value = 0; // the eventfd read's target
-    int64_t _next_resolve_ns = 0;
     int64_t _last_resolve_ns = 0;
     std::vector<uint32_t> _waiting; // requests waiting for the first resolution
 
@@ -270,7 +263,6 @@ private:
     size_t _open = 0;
     size_t _ops = 0; // operations in flight on the ring
     bool _stopped = false;
-    bool _host_is_ip = false;
     int64_t _now_ns = 0; // of the call in progress
     HttpSinkStats _stats;
     std::vector<http::Header> _fields; // start()'s scratch, reused
