@@ -23,10 +23,11 @@ constexpr std::string_view http_sink_keys[] = {"url",  "method",  "timeout", "co
                                                "rate", "headers", "ca",      "sign"};
 constexpr std::string_view sign_keys[] = {"secrets"};
 constexpr std::string_view exec_sink_keys[] = {"command", "concurrency", "timeout"};
-constexpr std::string_view nats_sink_keys[] = {"url", "subject", "credentials", "max_in_flight"};
+constexpr std::string_view nats_sink_keys[] = {"url", "subject", "credentials", "max_in_flight",
+                                               "ca"};
 constexpr std::string_view nats_credential_keys[] = {"user", "password", "token", "nkey_seed"};
-constexpr std::string_view redis_sink_keys[] = {"url", "stream", "maxlen", "credentials",
-                                                "max_in_flight"};
+constexpr std::string_view redis_sink_keys[] = {"url",         "stream",        "maxlen",
+                                                "credentials", "max_in_flight", "ca"};
 constexpr std::string_view redis_credential_keys[] = {"user", "password"};
 
 } // namespace
@@ -127,6 +128,28 @@ std::optional<std::string> Walker::checked(const YamlNode& n, const std::string&
     return text;
 }
 
+// A sink's `ca` (a PEM file of CA certificates for a TLS url), resolved against the
+// configuration's folder; the file is read when the sink starts. plain: the url has no TLS.
+std::optional<std::string> Walker::sink_ca(const YamlNode& map, const std::string& p, bool plain,
+                                           std::string_view scheme) {
+    const YamlNode* n = map.find("ca");
+    if (n == nullptr) {
+        return std::nullopt;
+    }
+    std::string cp = join_path(p, "ca");
+    std::optional<std::string> file = nonempty_string(*n, cp);
+    if (!file) {
+        return std::nullopt;
+    }
+    if (plain) {
+        error(n->key_mark, cp,
+              "ca applies to " + std::string(scheme) +
+                  " URLs only (it checks the server's certificate)");
+        return std::nullopt;
+    }
+    return resolve_path(*file);
+}
+
 // A sink's url, parsed by parse (sinks.hh) into out.
 template <typename Out>
 bool Walker::sink_url(const YamlNode& map, const std::string& p, Out& out,
@@ -175,17 +198,7 @@ void Walker::http_sink(const YamlNode& map, const std::string& p, const std::str
     if (const YamlNode* n = section(map, "headers", p)) {
         sink_headers(*n, join_path(p, "headers"), signing, h.headers);
     }
-    if (const YamlNode* n = map.find("ca")) {
-        std::string cp = join_path(p, "ca");
-        if (auto file = nonempty_string(*n, cp)) {
-            if (url_ok && !h.tls) {
-                error(n->key_mark, cp,
-                      "ca applies to https:// URLs only (it checks the server's certificate)");
-            } else {
-                h.ca = resolve_path(*file);
-            }
-        }
-    }
+    h.ca = sink_ca(map, p, url_ok && !h.tls, "https://");
     if (const YamlNode* n = section(map, "sign", p)) {
         std::string sp = join_path(p, "sign");
         check_keys(*n, sp, sign_keys);
@@ -289,7 +302,8 @@ void Walker::command_argument(const YamlNode& n, const std::string& p, bool prog
 void Walker::nats_sink(const YamlNode& map, const std::string& p, const std::string& sink,
                        NatsSinkConfig& c) {
     check_keys(map, p, nats_sink_keys);
-    sink_url(map, p, c, detail::parse_nats_url);
+    const bool url_ok = sink_url(map, p, c, detail::parse_nats_url);
+    c.ca = sink_ca(map, p, url_ok && !c.tls, "tls://");
     if (const YamlNode* n = required(map, "subject", p)) {
         c.subject = checked(*n, join_path(p, "subject"), detail::nats_subject_error).value_or("");
     }
@@ -350,7 +364,8 @@ void Walker::nats_sink(const YamlNode& map, const std::string& p, const std::str
 void Walker::redis_sink(const YamlNode& map, const std::string& p, const std::string& sink,
                         RedisSinkConfig& c) {
     check_keys(map, p, redis_sink_keys);
-    sink_url(map, p, c, detail::parse_redis_url);
+    const bool url_ok = sink_url(map, p, c, detail::parse_redis_url);
+    c.ca = sink_ca(map, p, url_ok && !c.tls, "rediss://");
     if (const YamlNode* n = required(map, "stream", p)) {
         c.stream = checked(*n, join_path(p, "stream"), detail::redis_stream_error).value_or("");
     }

@@ -173,6 +173,8 @@ private:
     template <typename Out>
     bool sink_url(const YamlNode& map, const std::string& p, Out& out,
                   bool (*parse)(std::string_view, Out&, std::string&));
+    std::optional<std::string> sink_ca(const YamlNode& map, const std::string& p, bool plain,
+                                       std::string_view scheme);
     void http_sink(const YamlNode& map, const std::string& p, const std::string& sink,
                    HttpSinkConfig& h);
     void sink_headers(const YamlNode& map, const std::string& p, bool signing,

@@ -173,6 +173,9 @@ void append_kind_summary(const SinkConfig& s, std::vector<std::string>& parts) {
         } else if (n.nkey_seed) {
             parts.push_back("nkey_seed " + origin(n.nkey_seed));
         }
+        if (n.ca) {
+            parts.push_back("ca " + base::escape_text(*n.ca));
+        }
     } else if (s.redis) {
         const RedisSinkConfig& r = *s.redis;
         parts.push_back(shown_url(r.url) + " stream " + base::escape_text(r.stream));
@@ -181,6 +184,9 @@ void append_kind_summary(const SinkConfig& s, std::vector<std::string>& parts) {
         if (r.password) {
             parts.push_back((r.user.empty() ? "" : "user " + base::escape_text(r.user) + ", ") +
                             "password " + origin(r.password));
+        }
+        if (r.ca) {
+            parts.push_back("ca " + base::escape_text(*r.ca));
         }
     }
 }

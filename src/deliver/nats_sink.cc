@@ -85,7 +85,7 @@ std::string NatsSink::init(int64_t now_ns) {
         OPENSSL_cleanse(_cfg.nkey_seed->material.data(), _cfg.nkey_seed->material.size());
         _cfg.nkey_seed->material.clear();
     }
-    _tls_ctx_error = _conn->init_tls(std::nullopt, _options.system_ca_file, _where);
+    _tls_ctx_error = _conn->init_tls(_cfg.ca, _options.system_ca_file, _where);
     if (_cfg.tls && !_tls_ctx_error.empty()) {
         return _tls_ctx_error;
     }
@@ -682,20 +682,16 @@ void NatsSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
     --_ops;
     const RingOp op = RingTag::op_of(cqe.user_data);
     const int res = cqe.res;
-    switch (op) {
-    case RingOp::cancel:
-    case RingOp::flush:
-        return;
-    case RingOp::report:
+    if (op == RingOp::report) {
         _report_posted = false;
         return;
-    case RingOp::event:
+    }
+    if (op == RingOp::event) {
         on_resolved(res, now_ns);
         return;
-    case RingOp::connect:
-    case RingOp::send:
-    case RingOp::recv:
-        break;
+    }
+    if (op != RingOp::connect && op != RingOp::send && op != RingOp::recv) {
+        return; // a cancel's
     }
     if (!_conn->completed(op, RingTag::generation_of(cqe.user_data))) {
         return; // the connection that asked is closed

@@ -75,8 +75,7 @@ std::string RedisSink::init(int64_t now_ns) {
     }
     _maxlen_text = std::to_string(_cfg.maxlen);
     if (_cfg.tls) {
-        // No `ca` key for redis (yet): the system's store, or the test's.
-        if (std::string err = _conn->init_tls(std::nullopt, _options.system_ca_file, where);
+        if (std::string err = _conn->init_tls(_cfg.ca, _options.system_ca_file, where);
             !err.empty()) {
             return err;
         }

@@ -641,6 +641,30 @@ TEST_F(SinksConfig, HttpCaOnlyWithHttpsAndRelativeToTheConfiguration) {
     }
 }
 
+TEST_F(SinksConfig, NatsAndRedisCaOnlyWithTlsAndRelativeToTheConfiguration) {
+    expect_errors({
+        {sink("nats", {"url: nats://a", "subject: a", "ca: /etc/ca.pem"}),
+         {"c.yaml:6:7: sinks.s.nats.ca: ca applies to tls:// URLs only (it checks the server's "
+          "certificate)"}},
+        {sink("redis", {"url: redis://a", "stream: s", "ca: /etc/ca.pem"}),
+         {"c.yaml:6:7: sinks.s.redis.ca: ca applies to rediss:// URLs only (it checks the "
+          "server's certificate)"}},
+        {sink("redis", {"url: rediss://a", "stream: s", "ca: \"\""}),
+         {"c.yaml:6:11: sinks.s.redis.ca: must not be empty"}},
+    });
+    TempDir dir;
+    std::string yaml = "sinks:\n  a:\n    nats: {url: \"tls://a\", subject: x, ca: tls/ca.pem}\n"
+                       "  b:\n    redis: {url: \"rediss://b\", stream: s, ca: /etc/p/ca.pem}\n" +
+                       route("[a, b]");
+    std::string file = dir.write("portcullis.yaml", yaml);
+    ScopedEnv gh("PORTCULLIS_TEST_GH", "gh-secret");
+    LoadResult res = load(file);
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    ASSERT_EQ(res.config->sinks.size(), 2u);
+    EXPECT_EQ(res.config->sinks[0].nats->ca, dir.path() + "/tls/ca.pem");
+    EXPECT_EQ(res.config->sinks[1].redis->ca, "/etc/p/ca.pem");
+}
+
 TEST_F(SinksConfig, HttpSigningSecretsAreStandardWebhooksSecrets) {
     const std::string url = "url: http://a";
     LoadResult res = load_text(

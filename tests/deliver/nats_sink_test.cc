@@ -720,6 +720,53 @@ TEST_F(NatsSinkTest, TlsAfterInfo) {
     }
 }
 
+// `ca`: a server whose certificate a private CA signed is trusted with that CA's file, and
+// refused with only the system's store (here another CA's file).
+TEST_F(NatsSinkTest, TheCaKeyTrustsAPrivateCa) {
+    TlsFiles tls;
+    TlsFiles system(fx::KeyKind::p384);
+    NatsServer server(tls.conf());
+    ASSERT_TRUE(server.start());
+    for (bool with_ca : {true, false}) {
+        auto cfg = cfg_for(server.port());
+        cfg.host = "localhost";
+        cfg.tls = true;
+        if (with_ca) {
+            cfg.ca = tls.ca_file;
+        }
+        auto o = fast();
+        o.system_ca_file = system.ca_file;
+        make(cfg, o);
+        const Result r = one(delivery("x"));
+        EXPECT_EQ(r.kind, NatsOutcome::Kind::retry);
+        if (with_ca) {
+            EXPECT_EQ(r.error, "no JetStream stream for subject webhooks.github");
+            EXPECT_EQ(_sink->stats().tls_handshakes, 1u);
+        } else {
+            EXPECT_NE(r.error.find("tls: the server's certificate is not trusted"),
+                      std::string::npos)
+                << r.error;
+            EXPECT_EQ(_sink->stats().tls_handshakes, 0u);
+        }
+        _sink->stop();
+        drain_until([&] { return _sink->idle(); }, 2000 * ms);
+        _sink.reset();
+    }
+}
+
+TEST_F(NatsSinkTest, ACaFileThatIsMissingOrHoldsNoCertificateFailsInit) {
+    fx::TempDir dir;
+    const std::string empty = dir.write("empty.pem", "no certificate here\n");
+    for (const std::string& file : {std::string("/nonexistent/ca.pem"), empty}) {
+        auto cfg = cfg_for(4222);
+        cfg.tls = true;
+        cfg.ca = file;
+        NatsSink sink(_ring, 0, "bus", cfg, fast());
+        EXPECT_EQ(sink.init(0),
+                  "sinks.bus.nats.ca: " + file + ": cannot be read or holds no PEM certificate");
+    }
+}
+
 TEST_F(NatsSinkTest, TlsWithAnUntrustedCertificateIsAClearError) {
     TlsFiles tls;
     NatsServer server(tls.conf());

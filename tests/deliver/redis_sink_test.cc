@@ -750,6 +750,73 @@ TEST_F(RedisSinkTest, RedissVerifiesTheServerAndDelivers) {
         << bad.error;
 }
 
+// `ca`: a server whose certificate a private CA signed is trusted with that CA's file, and
+// refused with only the system's store (here another CA's file).
+TEST_F(RedisSinkTest, TheCaKeyTrustsAPrivateCa) {
+    fx::TempDir pki;
+    auto ca_spec = fx::valid_now("test ca", {});
+    ca_spec.ca = true;
+    auto ca = fx::make_cert(ca_spec, fx::key_of(fx::KeyKind::p256));
+    const std::string ca_file = pki.write("ca.pem", fx::pem_of(ca.get()));
+    auto other = fx::make_cert(ca_spec, fx::key_of(fx::KeyKind::p384));
+    const std::string other_file = pki.write("other.pem", fx::pem_of(other.get()));
+    auto leaf = fx::make_cert(fx::valid_now("redis", {"localhost"}), fx::key_of(fx::KeyKind::p256),
+                              ca.get(), fx::key_of(fx::KeyKind::p256));
+    const std::string cert = pki.write("redis.pem", fx::pem_of(leaf.get()));
+    const std::string key = pki.write("redis.key", fx::pem_of(fx::key_of(fx::KeyKind::p256)));
+
+    RedisServer server;
+    const uint16_t port = free_port();
+    server.ready_port(port);
+    server.set_extra({"--tls-port", std::to_string(port), "--tls-cert-file", cert, "--tls-key-file",
+                      key, "--tls-ca-cert-file", ca_file, "--tls-auth-clients", "no"});
+    bool up = false;
+    for (int attempt = 0; attempt < 3 && !up; ++attempt) {
+        up = server.start_on(0);
+    }
+    if (!up) {
+        GTEST_SKIP() << "this redis-server does not start with TLS (built without it?)";
+    }
+    for (bool with_ca : {true, false}) {
+        auto cfg = config_for(port, "localhost");
+        cfg.tls = true;
+        if (with_ca) {
+            cfg.ca = ca_file;
+        }
+        deliver::RedisSinkOptions o;
+        o.system_ca_file = other_file;
+        make(cfg, o);
+        const StoredJob job("github", {}, "{}", 0);
+        const Result r = one(delivery(job, "{}"));
+        if (with_ca) {
+            EXPECT_EQ(r.kind, RedisOutcome::Kind::delivered) << r.error;
+            EXPECT_EQ(_sink->stats().tls_handshakes, 1u);
+        } else {
+            EXPECT_EQ(r.kind, RedisOutcome::Kind::retry);
+            EXPECT_NE(r.error.find("tls: the server's certificate is not trusted"),
+                      std::string::npos)
+                << r.error;
+            EXPECT_EQ(_sink->stats().tls_handshakes, 0u);
+        }
+        _sink->stop();
+        drain_until([&] { return _sink->idle(); }, 2000 * ms);
+        _sink.reset();
+    }
+}
+
+TEST_F(RedisSinkTest, ACaFileThatIsMissingOrHoldsNoCertificateFailsInit) {
+    fx::TempDir dir;
+    const std::string empty = dir.write("empty.pem", "no certificate here\n");
+    for (const std::string& file : {std::string("/nonexistent/ca.pem"), empty}) {
+        auto cfg = config_for(6379);
+        cfg.tls = true;
+        cfg.ca = file;
+        RedisSink sink(_ring, 0, "stream", cfg);
+        EXPECT_EQ(sink.init(0), "sinks.stream.redis.ca: " + file +
+                                    ": cannot be read or holds no PEM certificate");
+    }
+}
+
 namespace {
 
 // A server that reads one command's worth of bytes, answers `reply` and closes: what a broken

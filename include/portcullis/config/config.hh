@@ -256,7 +256,9 @@ struct NatsSinkConfig {
     std::optional<Secret> password;
     std::optional<Secret> token;
     std::optional<Secret> nkey_seed;
-    uint32_t max_in_flight = 256; // publishes awaiting their acknowledgement, 1..65536
+    uint32_t max_in_flight = 256;  // publishes awaiting their acknowledgement, 1..65536
+    std::optional<std::string> ca; // PEM CA file, resolved against the configuration's folder;
+                                   // none: the system's store. Only with tls://.
 };
 
 // sinks.NAME.redis: XADD to a Redis stream.
@@ -272,7 +274,9 @@ struct RedisSinkConfig {
     // credentials: a password alone (AUTH password) or with a user (AUTH user password).
     std::string user; // empty: the default user
     std::optional<Secret> password;
-    uint32_t max_in_flight = 256; // XADDs awaiting their reply, 1..65536
+    uint32_t max_in_flight = 256;  // XADDs awaiting their reply, 1..65536
+    std::optional<std::string> ca; // PEM CA file, resolved against the configuration's folder;
+                                   // none: the system's store. Only with rediss://.
 };
 
 // One entry of `sinks` (SPEC section 8). Exactly the member that kind names is set.

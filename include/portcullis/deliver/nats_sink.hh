@@ -110,7 +110,7 @@ struct NatsSinkOptions {
     int64_t reconnect_min_ns = 100 * base::ns_per_ms;
     int64_t reconnect_max_ns = 5 * base::ns_per_s;
     int64_t resolve_interval_ns = 30 * base::ns_per_s;
-    // The CA store for tls:// (Debian's bundle).
+    // The CA store for tls:// without `ca` (Debian's bundle).
     std::string system_ca_file = "/etc/ssl/certs/ca-certificates.crt";
     nats::Limits limits;
     // CONNECT's "name" and "version".

@@ -100,7 +100,7 @@ struct RedisSinkOptions {
     int64_t backoff_min_ns = 100 * base::ns_per_ms;
     int64_t backoff_max_ns = 5 * base::ns_per_s;
     int64_t resolve_interval_ns = 30 * base::ns_per_s;
-    // The CA store for rediss:// (Debian's bundle); the sink's configuration has no `ca` yet.
+    // The CA store for rediss:// without `ca` (Debian's bundle).
     std::string system_ca_file = "/etc/ssl/certs/ca-certificates.crt";
 };
 
