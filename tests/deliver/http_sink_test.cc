@@ -8,6 +8,7 @@
 
 #include "../tls/pki.hh"
 #include "../verify/harness.hh"
+#include "sink_loop.hh"
 
 #include <gtest/gtest.h>
 
@@ -37,6 +38,9 @@ using deliver::HttpDelivery;
 using deliver::HttpOutcome;
 using deliver::HttpSink;
 namespace fx = portcullis::tls::fixture;
+
+using deliver::testing::drain_sink_until;
+using deliver::testing::start_ok;
 
 namespace {
 
@@ -360,28 +364,14 @@ protected:
         return d;
     }
 
-    void start(const HttpDelivery& d, uint64_t cookie) {
-        std::string error;
-        ASSERT_TRUE(_sink->start(d, cookie, base::mono_ns(), error)) << error;
-    }
+    void start(const HttpDelivery& d, uint64_t cookie) { start_ok(*_sink, d, cookie); }
 
     // Runs the loop until cond() or max_ns.
     void drain_until(const std::function<bool()>& cond, int64_t max_ns) {
-        const int64_t end = base::mono_ns() + max_ns;
-        while (!cond() && base::mono_ns() < end) {
-            int64_t now = base::mono_ns();
-            _sink->tick(now);
-            _ring.submit_and_wait(_sink->wait_limit_ns(now, 20 * ms));
-            now = base::mono_ns();
-            _ring.for_each_cqe([&](const io_uring_cqe& c) {
-                ASSERT_TRUE(_sink->owns(c.user_data)) << std::hex << c.user_data;
-                _sink->on_cqe(c, now, [&](uint64_t cookie, const HttpOutcome& o) {
-                    _results.push_back({cookie, o.kind, o.status, o.retry_after_ns,
-                                        std::string(o.error), std::string(o.body_head),
-                                        o.duration_ns, o.reused});
-                });
-            });
-        }
+        drain_sink_until(_ring, *_sink, cond, max_ns, [&](uint64_t cookie, const HttpOutcome& o) {
+            _results.push_back({cookie, o.kind, o.status, o.retry_after_ns, std::string(o.error),
+                                std::string(o.body_head), o.duration_ns, o.reused});
+        });
     }
 
     // Runs the loop until n outcomes are in; returns them.

@@ -10,6 +10,7 @@
 #include "portcullis/queue/record.hh"
 
 #include "../tls/pki.hh"
+#include "sink_loop.hh"
 
 #include <gtest/gtest.h>
 
@@ -35,6 +36,9 @@ using deliver::RedisDelivery;
 using deliver::RedisOutcome;
 using deliver::RedisSink;
 namespace fx = portcullis::tls::fixture;
+
+using deliver::testing::drain_sink_until;
+using deliver::testing::start_ok;
 
 namespace {
 
@@ -350,26 +354,12 @@ protected:
         return d;
     }
 
-    void start(const RedisDelivery& d, uint64_t cookie) {
-        std::string error;
-        ASSERT_TRUE(_sink->start(d, cookie, base::mono_ns(), error)) << error;
-    }
+    void start(const RedisDelivery& d, uint64_t cookie) { start_ok(*_sink, d, cookie); }
 
     void drain_until(const std::function<bool()>& cond, int64_t max_ns) {
-        const int64_t end = base::mono_ns() + max_ns;
-        while (!cond() && base::mono_ns() < end) {
-            int64_t now = base::mono_ns();
-            _sink->tick(now);
-            _ring.submit_and_wait(_sink->wait_limit_ns(now, 20 * ms));
-            now = base::mono_ns();
-            _ring.for_each_cqe([&](const io_uring_cqe& c) {
-                ASSERT_TRUE(_sink->owns(c.user_data)) << std::hex << c.user_data;
-                _sink->on_cqe(c, now, [&](uint64_t cookie, const RedisOutcome& o) {
-                    _results.push_back(
-                        {cookie, o.kind, std::string(o.error), std::string(o.entry_id)});
-                });
-            });
-        }
+        drain_sink_until(_ring, *_sink, cond, max_ns, [&](uint64_t cookie, const RedisOutcome& o) {
+            _results.push_back({cookie, o.kind, std::string(o.error), std::string(o.entry_id)});
+        });
     }
 
     std::vector<Result> run(size_t n, int64_t max_ns = 10'000 * ms) {
