@@ -618,31 +618,14 @@ TEST_F(SinksConfig, HttpHeaders) {
     EXPECT_EQ(headers[2].value, "");
 }
 
-TEST_F(SinksConfig, HttpCaOnlyWithHttpsAndRelativeToTheConfiguration) {
+// `ca` of the http, nats and redis sinks: only with a TLS url, relative to the configuration.
+TEST_F(SinksConfig, CaOnlyWithTlsAndRelativeToTheConfiguration) {
     expect_errors({
         {sink("http", {"url: http://a", "ca: /etc/ca.pem"}),
          {"c.yaml:5:7: sinks.s.http.ca: ca applies to https:// URLs only (it checks the server's "
           "certificate)"}},
         {sink("http", {"url: https://a", "ca: \"\""}),
          {"c.yaml:5:11: sinks.s.http.ca: must not be empty"}},
-    });
-    TempDir dir;
-    std::string yaml = "sinks:\n  a:\n    http: {url: \"https://a\", ca: tls/ca.pem}\n"
-                       "  b:\n    http: {url: \"https://b\", ca: /etc/p/ca.pem}\n" +
-                       route("[a, b]");
-    std::string file = dir.write("portcullis.yaml", yaml);
-    ScopedEnv gh("PORTCULLIS_TEST_GH", "gh-secret");
-    for (const std::string& path : {dir.path(), file}) {
-        LoadResult res = load(path);
-        ASSERT_TRUE(res.ok()) << formatted(res.errors);
-        ASSERT_EQ(res.config->sinks.size(), 2u);
-        EXPECT_EQ(res.config->sinks[0].http->ca, dir.path() + "/tls/ca.pem");
-        EXPECT_EQ(res.config->sinks[1].http->ca, "/etc/p/ca.pem");
-    }
-}
-
-TEST_F(SinksConfig, NatsAndRedisCaOnlyWithTlsAndRelativeToTheConfiguration) {
-    expect_errors({
         {sink("nats", {"url: nats://a", "subject: a", "ca: /etc/ca.pem"}),
          {"c.yaml:6:7: sinks.s.nats.ca: ca applies to tls:// URLs only (it checks the server's "
           "certificate)"}},
@@ -653,16 +636,22 @@ TEST_F(SinksConfig, NatsAndRedisCaOnlyWithTlsAndRelativeToTheConfiguration) {
          {"c.yaml:6:11: sinks.s.redis.ca: must not be empty"}},
     });
     TempDir dir;
-    std::string yaml = "sinks:\n  a:\n    nats: {url: \"tls://a\", subject: x, ca: tls/ca.pem}\n"
-                       "  b:\n    redis: {url: \"rediss://b\", stream: s, ca: /etc/p/ca.pem}\n" +
-                       route("[a, b]");
+    std::string yaml = "sinks:\n  a:\n    http: {url: \"https://a\", ca: tls/ca.pem}\n"
+                       "  b:\n    http: {url: \"https://b\", ca: /etc/p/ca.pem}\n"
+                       "  c:\n    nats: {url: \"tls://c\", subject: x, ca: tls/nats.pem}\n"
+                       "  d:\n    redis: {url: \"rediss://d\", stream: s, ca: /etc/p/redis.pem}\n" +
+                       route("[a, b, c, d]");
     std::string file = dir.write("portcullis.yaml", yaml);
     ScopedEnv gh("PORTCULLIS_TEST_GH", "gh-secret");
-    LoadResult res = load(file);
-    ASSERT_TRUE(res.ok()) << formatted(res.errors);
-    ASSERT_EQ(res.config->sinks.size(), 2u);
-    EXPECT_EQ(res.config->sinks[0].nats->ca, dir.path() + "/tls/ca.pem");
-    EXPECT_EQ(res.config->sinks[1].redis->ca, "/etc/p/ca.pem");
+    for (const std::string& path : {dir.path(), file}) {
+        LoadResult res = load(path);
+        ASSERT_TRUE(res.ok()) << formatted(res.errors);
+        ASSERT_EQ(res.config->sinks.size(), 4u);
+        EXPECT_EQ(res.config->sinks[0].http->ca, dir.path() + "/tls/ca.pem");
+        EXPECT_EQ(res.config->sinks[1].http->ca, "/etc/p/ca.pem");
+        EXPECT_EQ(res.config->sinks[2].nats->ca, dir.path() + "/tls/nats.pem");
+        EXPECT_EQ(res.config->sinks[3].redis->ca, "/etc/p/redis.pem");
+    }
 }
 
 TEST_F(SinksConfig, HttpSigningSecretsAreStandardWebhooksSecrets) {

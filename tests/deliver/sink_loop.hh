@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 namespace portcullis::deliver::testing {
@@ -34,6 +35,22 @@ void drain_sink_until(io::Ring& ring, Sink& sink, const std::function<bool()>& c
             sink.on_cqe(c, now, on_outcome);
         });
     }
+}
+
+// Shutdown as the engine does it: stop(), dispatch until idle(), then the sink goes.
+template <typename Sink>
+void stop_and_drain(io::Ring& ring, std::unique_ptr<Sink>& sink) {
+    sink->stop();
+    drain_sink_until(
+        ring, *sink, [&] { return sink->idle(); }, 2000 * base::ns_per_ms,
+        [](uint64_t, const auto&) {});
+    sink.reset();
+}
+
+// An outcome's error for a server whose certificate no CA the client has signed.
+inline void expect_untrusted(const std::string& error) {
+    EXPECT_NE(error.find("tls: the server's certificate is not trusted"), std::string::npos)
+        << error;
 }
 
 } // namespace portcullis::deliver::testing
