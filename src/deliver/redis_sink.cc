@@ -599,6 +599,12 @@ void RedisSink::on_recv(int res) {
         return;
     }
     if (res == 0) {
+        if (_rlen > 0) {
+            // A reply cut short (a server or a proxy that died mid-write), not a clean close.
+            conn_failed("the server closed the connection in the middle of a reply (" +
+                        std::to_string(_rlen) + " bytes of it received)");
+            return;
+        }
         conn_failed(_state == State::handshaking
                         ? "the server closed the connection during the TLS handshake"
                         : "the server closed the connection");

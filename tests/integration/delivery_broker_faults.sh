@@ -47,13 +47,13 @@ declare -A WANT_MSG=(
     [garbage-op]="nats sink cannot connect"
 )
 declare -A WANT_ERROR=(
-    [cut-control]="the server closed the connection"
-    [cut-payload]="the server closed the connection"
+    [cut-control]="the server closed the connection in the middle of a frame ("
+    [cut-payload]="the server closed the connection in the middle of a frame ("
     [bad-info]="protocol error: INFO is not a JSON object"
     [long-line]="protocol error from the server: control line too long"
     [garbage-op]="protocol error from the server: unknown operation"
-    [cut-line]="the server closed the connection"
-    [cut-bulk]="the server closed the connection"
+    [cut-line]="the server closed the connection in the middle of a reply ("
+    [cut-bulk]="the server closed the connection in the middle of a reply ("
     [wrong-shape]="unexpected reply to XADD: array"
     [garbage]="bad reply from redis (unknown type byte)"
 )
