@@ -76,6 +76,11 @@ std::vector<std::string> run(const std::vector<std::string_view>& reads, const L
                 }
                 const PubAck a = parse_pub_ack(f.payload);
                 check(inside(a.stream, f.payload) && inside(a.description, f.payload));
+                // The one-pass form reads as the general JSON reader does.
+                const PubAck b = parse_pub_ack_json(f.payload);
+                check(a.kind == b.kind && a.stream == b.stream && a.seq == b.seq &&
+                      a.duplicate == b.duplicate && a.code == b.code &&
+                      a.description == b.description);
             }
             out.push_back(describe(f));
             buf.erase(0, f.consumed);

@@ -4,7 +4,9 @@ nats-server, in Python asyncio speaking the NATS protocol itself (no client libr
 per-message futures cost more than the protocol): `in_flight` HPUBs with the same headers and body
 size as portcullis's kept in flight, each ack parsed and replaced by a new publish in one write.
 
-  peer.py create PORT           # the stream HOOKS on bench.> (file storage)
+  peer.py create PORT           # the stream BENCH on bench.> (file storage), made anew: an empty
+                                # store and duplicate window (a Nats-Msg-Id seen before, e.g. in a
+                                # previous run, is acknowledged as a duplicate without being stored)
   peer.py publish PORT [in_flight=256] [seconds=5] [body_bytes=1024]
 """
 import asyncio
@@ -26,6 +28,9 @@ async def handshake(port):
 async def create(port):
     r, w = await handshake(port)
     cfg = json.dumps({"name": "BENCH", "subjects": ["bench.>"], "storage": "file"}).encode()
+    w.write(b"PUB $JS.API.STREAM.DELETE.BENCH _INBOX.peer.0 0\r\n\r\n")
+    line = await r.readline()
+    await r.readexactly(int(line.split()[-1]) + 2)  # deleted, or "stream not found"
     w.write(b"PUB $JS.API.STREAM.CREATE.BENCH _INBOX.peer.0 %d\r\n%s\r\n" % (len(cfg), cfg))
     line = await r.readline()
     size = int(line.split()[-1])

@@ -260,6 +260,47 @@ TEST(NatsAck, StoredDuplicateErrorMalformed) {
     }
 }
 
+// parse_pub_ack reads nats-server's own form in one pass; every input, in that form or near it,
+// must read as the general JSON reader reads it.
+TEST(NatsAck, OnePassFormAgreesWithTheJsonReader) {
+    const char* cases[] = {
+        R"({"stream":"HOOKS","seq":42})",
+        R"({"stream":"HOOKS","seq":0})",
+        R"({"stream":"HOOKS","seq":18446744073709551615})",
+        R"({"stream":"HOOKS","seq":123456789012345678})",
+        R"({"stream":"HOOKS","seq":42,"duplicate":true})",
+        R"({"stream":"HOOKS","seq":42,"duplicate":false})",
+        R"({"stream":"HOOKS","seq":42,"domain":"hub","duplicate":true})",
+        R"({"stream":"HOOKS","seq":042})",
+        R"({"stream":"HOOKS","seq":-1})",
+        R"({"stream":"HOOKS","seq":4.2})",
+        R"({"stream":"HOOKS","seq":42} )",
+        R"({"stream":"HOOKS","seq":42}})",
+        R"({"stream":"HOOKS","seq":42,"seq":43})",
+        R"({"stream":"HO"OKS","seq":42})",
+        R"({"stream":"HOOKS","seq":42})",
+        R"({"stream":"","seq":42})",
+        R"({"stream":"HO OKS","seq":42})",
+        "{\"stream\":\"H\xc3\xa9\",\"seq\":42}",
+        R"({"stream":"HOOKS")",
+        R"({"stream":"HOOKS","seq":)",
+        R"({"stream":"HOOKS","seq":42,"duplicate":true)",
+        R"({ "stream":"HOOKS","seq":42})",
+        R"({"stream":"HOOKS","seq":42,"error":{"code":1}})",
+    };
+    for (const char* c : cases) {
+        const PubAck fast = parse_pub_ack(c);
+        const PubAck json = parse_pub_ack_json(c);
+        EXPECT_EQ(fast.kind, json.kind) << c;
+        EXPECT_EQ(fast.stream, json.stream) << c;
+        EXPECT_EQ(fast.seq, json.seq) << c;
+        EXPECT_EQ(fast.duplicate, json.duplicate) << c;
+        EXPECT_EQ(fast.code, json.code) << c;
+    }
+    EXPECT_EQ(parse_pub_ack(R"({"stream":"HOOKS","seq":042})").kind, PubAck::Kind::malformed);
+    EXPECT_EQ(parse_pub_ack(R"({"stream":"HOOKS","seq":7,"duplicate":true})").seq, 7u);
+}
+
 // nats-io/nkeys (and its Python, Ruby and Elixir ports) test vector: this seed, its public key,
 // and the signature of the nonce "PXoWU7zWAMt75FY" in standard base64.
 TEST(NatsNKey, KnownVector) {

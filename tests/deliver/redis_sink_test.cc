@@ -851,7 +851,8 @@ TEST_F(RedisSinkTest, AServerThatBreaksTheProtocolOrClosesMidReplyFailsTheAttemp
         std::string error;
     };
     const std::vector<Case> cases = {
-        {"$15\r\n17180", "the server closed the connection"},
+        {"$15\r\n17180",
+         "the server closed the connection in the middle of a reply (10 bytes of it received)"},
         {"?garbage\r\n", "bad reply from redis (unknown type byte)"},
         {"$15\r\n1718000000000-0\r\n+OK\r\n", "a reply to no command"},
         {"$3\r\nabcde\r\n", "bad reply from redis (bulk string not followed by CRLF)"},

@@ -7,7 +7,7 @@
 #   redis_auth NAME PASSWORD                    # what rcli and redis_check authenticate with
 #   rcli NAME ARGS...; rcli_int NAME ARGS...    # redis-cli --no-raw; fails on an error reply
 #   kill9_redis NAME; restart_redis NAME        # the same folder, port and options
-#   start_proxy NAME REDIS_NAME DELAY           # redis_proxy.py: PROXY_PORT[NAME]; replies late
+#   start_proxy NAME REDIS_NAME DELAY [--fault F] # redis_proxy.py: PROXY_PORT[NAME]; replies late
 #   proxy_down NAME; proxy_up NAME              # its connections closed and refused, or let in
 #   post_many PATH COUNT TAG [SENT [PAUSE]]     # COUNT jobs over one connection, as post_job
 #   deliveries_done SINK OUT [SENT]             # the jobs of SENT whose delivery is done
@@ -321,15 +321,15 @@ $script" "${REDIS_PORT[$name]}" "${REDIS_PASSWORD_OF[$name]:-}" "$@" ||
         fail "check over what redis-server $name holds (see above)"
 }
 
-# A proxy that delays Redis's replies (redis_proxy.py): start_proxy NAME REDIS_NAME DELAY sets
-# PROXY_PORT[NAME]; proxy_down NAME / proxy_up NAME close its connections and refuse new ones, or
-# let them through again.
+# A proxy that delays Redis's replies (redis_proxy.py): start_proxy NAME REDIS_NAME DELAY
+# [redis_proxy.py options, e.g. --fault cut-bulk] sets PROXY_PORT[NAME]; proxy_down NAME /
+# proxy_up NAME close its connections and refuse new ones, or let them through again.
 declare -A PROXY_PID=() PROXY_PORT=() PROXY_FILE=()
 REDIS_PROXY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/redis_proxy.py"
 start_proxy() {
     local name=$1 file="$WORKDIR/proxy-$1.port"
     python3 "$REDIS_PROXY" --upstream "${REDIS_PORT[$2]}" --port-file "$file" \
-        --delay "$3" 2>"$WORKDIR/proxy-$name.stderr" &
+        --delay "$3" "${@:4}" 2>"$WORKDIR/proxy-$name.stderr" &
     PROXY_PID[$name]=$!
     PROXY_FILE[$name]=$file
     at_exit "kill ${PROXY_PID[$name]} 2>/dev/null"

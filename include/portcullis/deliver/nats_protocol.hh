@@ -117,6 +117,9 @@ struct PubAck {
     std::string_view description; // raw JSON string token, quotes included
 };
 PubAck parse_pub_ack(std::string_view json);
+// The same through the general JSON reader only: parse_pub_ack reads nats-server's own form in
+// one pass and hands anything else to this (tests and the fuzzer check that both agree).
+PubAck parse_pub_ack_json(std::string_view json);
 
 // NKeys: a user seed ("SU" and 56 base32 characters: prefix bytes, the Ed25519 seed, CRC-16).
 struct NKey {
