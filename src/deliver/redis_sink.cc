@@ -404,10 +404,8 @@ void RedisSink::on_recv(int res) {
         conn_failed(r.error);
         return;
     case RingConnection::Received::Kind::eof:
-        if (const size_t held = _conn->received().size(); held > 0) {
-            // A reply cut short (a server or a proxy that died mid-write), not a clean close.
-            conn_failed("the server closed the connection in the middle of a reply (" +
-                        std::to_string(held) + " bytes of it received)");
+        if (!_conn->received().empty()) {
+            conn_failed(_conn->closed_mid("reply"));
             return;
         }
         conn_failed(_state == State::handshaking

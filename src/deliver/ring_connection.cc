@@ -403,6 +403,11 @@ void RingConnection::arm_recv() {
     ++_ops;
 }
 
+std::string RingConnection::closed_mid(std::string_view unit) const {
+    return "the server closed the connection in the middle of a " + std::string(unit) + " (" +
+           std::to_string(_rlen) + " bytes of it received)";
+}
+
 void RingConnection::consume(size_t n) {
     std::memmove(_rbuf.get(), _rbuf.get() + n, _rlen - n);
     _rlen -= n;

@@ -252,6 +252,10 @@ public:
     // Drops the first n bytes received (parsed).
     void consume(size_t n);
     void clear_received() { _rlen = 0; }
+    // For a close with bytes received and not parsed: a `unit` (frame, reply) cut short by a
+    // server or a proxy that died mid-write, not a clean close. "the server closed the
+    // connection in the middle of a UNIT (N bytes of it received)".
+    std::string closed_mid(std::string_view unit) const;
 
     struct Received {
         enum class Kind : uint8_t { again, error, eof, data } kind = Kind::data;
