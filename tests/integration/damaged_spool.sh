@@ -75,8 +75,6 @@ led = bytearray(open(ledger, "rb").read())
 led[49 * 48 + 30] ^= 0x01
 open(ledger, "wb").write(led)
 PY
-ids=()
-mapfile -t ids <"$WORKDIR/ids"
 
 status=0
 "$PORTCULLIS" spool verify --dir "$SPOOL" >"$WORKDIR/verify.out" 2>&1 || status=$?

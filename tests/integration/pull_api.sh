@@ -123,7 +123,7 @@ PY
 # --- ack, idempotent; nack of a settled job refused ---
 api POST "/v1/jobs/$J2/ack" "$WORKER"
 expect_api "ack" 200
-expect_eq "acked state" done "$(py 'j["state"]')"
+expect_eq "acked state" "done" "$(py 'j["state"]')"
 api POST "/v1/jobs/$J2/ack" "$WORKER"
 expect_api "ack again" 200
 api POST "/v1/jobs/$J2/nack" "$WORKER"
@@ -206,7 +206,7 @@ kill9_server
 start_server "$WORKDIR/config.yaml"
 for id in "$J1" "$J2" "$J3" "$J5"; do
     api GET "/v1/jobs/$id" "$WORKER"
-    expect_eq "after kill -9, $id" done "$(py 'j["state"]')"
+    expect_eq "after kill -9, $id" "done" "$(py 'j["state"]')"
 done
 api GET "/v1/jobs/$J4" "$WORKER"
 expect_eq "J4 (leased for 1h, never acked) after kill -9" leased "$(py 'j["state"]')"
