@@ -440,6 +440,7 @@ TEST_F(NatsSinkTest, ManyInFlightAreAllAcknowledged) {
     for (int i = 0; i < 64; ++i) {
         ids.push_back(job_id.substr(0, 20) + std::to_string(100000 + i));
     }
+    const uint64_t sends_before = _sink->stats().sends;
     for (int i = 0; i < 64; ++i) {
         start(delivery("body " + std::to_string(i), ids[size_t(i)]), uint64_t(i));
     }
@@ -453,6 +454,8 @@ TEST_F(NatsSinkTest, ManyInFlightAreAllAcknowledged) {
         seen[r.cookie] = true;
     }
     EXPECT_EQ(std::count(seen.begin(), seen.end(), true), 64);
+    // Started in one turn, they left together: not the first alone and the rest after it.
+    EXPECT_EQ(_sink->stats().sends - sends_before, 1u);
 }
 
 TEST_F(NatsSinkTest, DuplicateWithinTheWindowIsAcknowledgedAsDuplicate) {

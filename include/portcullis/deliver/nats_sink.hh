@@ -136,6 +136,7 @@ struct NatsSinkStats {
     uint64_t protocol_errors = 0;
     uint64_t tls_handshakes = 0;
     uint64_t pings_sent = 0;
+    uint64_t sends = 0; // sends put on the ring (many publishes leave in one)
 };
 
 class NatsSink {
@@ -213,6 +214,7 @@ private:
     void send_handshake();
     void became_ready();
     void flush();
+    void request_flush();
     void conn_failed(std::string_view what);
     void close_conn();
     void finish(uint32_t index, NatsOutcome::Kind kind, std::string_view error);
@@ -260,6 +262,7 @@ private:
     size_t _in_flight = 0;
     bool _stopped = false;
     bool _report_posted = false;
+    bool _flush_posted = false;
     int64_t _now_ns = 0;
     NatsSinkStats _stats;
     std::vector<http::Header> _fields; // start()'s scratch
