@@ -236,7 +236,13 @@ void NatsSink::on_recv(int res) {
         }
     }
     if (!_doomed) {
-        flush();
+        // Ready: what the acknowledgements of this turn let the engine start leaves in one send
+        // after the turn (a PONG with it); before that, the handshake's replies go at once.
+        if (_state == State::ready) {
+            request_flush();
+        } else {
+            flush();
+        }
     }
     if (_doomed) {
         conn_failed(_doom_error);
