@@ -169,7 +169,7 @@ void RedisSink::queue_hello() {
         p = resp::write_command(p, auth_span);
     }
     if (_cfg.db != 0) {
-        p = resp::write_command(p, select);
+        (void)resp::write_command(p, select);
     }
     const bool queued = _conn->prepend(hello);
     OPENSSL_cleanse(hello.data(), hello.size()); // the password
