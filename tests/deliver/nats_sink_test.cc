@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <csignal>
 #include <fcntl.h>
+#include <fstream>
 #include <functional>
 #include <netinet/in.h>
 #include <optional>
@@ -188,6 +189,7 @@ public:
             const std::string binary = nats_server_binary();
             const std::string conf = _dir.file("nats.conf");
             const std::string log = _dir.file("nats.log");
+            const size_t log_offset = log_text().size();
             _pid = ::fork();
             if (_pid == 0) {
                 const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -196,7 +198,7 @@ public:
                 ::execl(binary.c_str(), binary.c_str(), "-c", conf.c_str(), nullptr);
                 ::_exit(127);
             }
-            if (wait_ready()) {
+            if (wait_ready(log_offset)) {
                 return true;
             }
             kill();
@@ -223,9 +225,16 @@ public:
 
     uint16_t port() const { return _port; }
     const fx::TempDir& dir() const { return _dir; }
+    std::string log_text() const {
+        std::ifstream in(_dir.file("nats.log"));
+        return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    }
 
 private:
-    bool wait_ready() {
+    // Ready is what the server's own log says after this start (from `log_offset`), not a
+    // connection: another process may hold the port (then this server exits), and a connect
+    // would reach it.
+    bool wait_ready(size_t log_offset) {
         const int64_t end = base::mono_ns() + 10'000 * ms;
         while (base::mono_ns() < end) {
             int status = 0;
@@ -233,14 +242,7 @@ private:
                 _pid = -1;
                 return false; // exited: the port was taken, or the configuration is wrong
             }
-            const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-            sockaddr_in a{};
-            a.sin_family = AF_INET;
-            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-            a.sin_port = htons(_port);
-            const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-            ::close(fd);
-            if (up) {
+            if (log_text().find("Server is ready", log_offset) != std::string::npos) {
                 return true;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));

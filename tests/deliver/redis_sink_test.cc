@@ -20,6 +20,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <fcntl.h>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <netinet/in.h>
@@ -230,6 +231,9 @@ public:
                                          "--logfile",
                                          _dir.file("redis.log")};
         args.insert(args.end(), _extra.begin(), _extra.end());
+        // Ready is what the server's own log says after this start, not a connection: another
+        // process may hold the port (then this server exits), and a connect would reach it.
+        const size_t log_offset = log_text().size();
         _pid = ::fork();
         if (_pid == 0) {
             std::vector<char*> argv;
@@ -250,9 +254,7 @@ public:
                 _pid = -1;
                 return false; // the port was taken, or the arguments refused
             }
-            const int fd = connect_to(_ready_port != 0 ? _ready_port : port);
-            if (fd >= 0) {
-                ::close(fd);
+            if (log_text().find("Ready to accept connections", log_offset) != std::string::npos) {
                 return true;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -270,16 +272,17 @@ public:
 
     uint16_t port() const { return _port; }
     const fx::TempDir& dir() const { return _dir; }
+    std::string log_text() const {
+        std::ifstream in(_dir.file("redis.log"));
+        return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    }
     void set_extra(std::vector<std::string> extra) { _extra = std::move(extra); }
-    // The port that accepts once the server is up, when not the plain one (TLS only).
-    void ready_port(uint16_t port) { _ready_port = port; }
 
 private:
     fx::TempDir _dir;
     std::vector<std::string> _extra;
     pid_t _pid = -1;
     uint16_t _port = 0;
-    uint16_t _ready_port = 0;
 };
 
 struct Result {
@@ -325,11 +328,10 @@ struct RedisTlsServer {
         const std::string key = pki.write("redis.key", fx::pem_of(fx::key_of(fx::KeyKind::p256)));
         // The TLS port is the test's free port; the plain one is off.
         port = free_port();
-        server.ready_port(port);
         server.set_extra({"--tls-port", std::to_string(port), "--tls-cert-file", cert,
                           "--tls-key-file", key, "--tls-ca-cert-file", ca_file,
                           "--tls-auth-clients", "no"});
-        // start_on takes the plain port: 0 turns it off; readiness is checked on the TLS port.
+        // start_on takes the plain port: 0 turns it off.
         bool up = false;
         for (int attempt = 0; attempt < 3 && !up; ++attempt) {
             up = server.start_on(0);
@@ -470,6 +472,22 @@ TEST_F(RedisSinkTest, XaddLandsWithBodyAndHeadersByteForByte) {
                                "\"push\",\"x-multi\":\"a, b \\\"q\\\"\"}");
     EXPECT_EQ(f.at("body"), body);
     EXPECT_EQ(_sink->stats().delivered, 1u);
+}
+
+// The fixture's own check: a port another process listens on is not taken for the server's
+// (a connect would reach that process; the server's log says it could not bind).
+TEST_F(RedisSinkTest, TheFixtureDoesNotTakeAStrangerOnItsPortForItsServer) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(fd, 4), 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    RedisServer server;
+    EXPECT_FALSE(server.start_on(ntohs(a.sin_port)));
+    ::close(fd);
 }
 
 TEST_F(RedisSinkTest, PipelinesManyXaddsOnOneConnection) {
