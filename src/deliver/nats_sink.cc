@@ -166,19 +166,6 @@ void NatsSink::flush() {
     }
 }
 
-void NatsSink::request_flush() {
-    if (_conn->sending() || _flush_posted || _conn->queued() == 0) {
-        return;
-    }
-    // Not at once: the engine is likely to start more publishes in the same turn of the loop (it
-    // fills the window as acknowledgements free it), and a NOP completes at the next submission,
-    // after them, so that they leave in one send. Sent one by one, the first of each turn went
-    // alone: nats-server then spent ~45% more CPU per message than on the peer's batches
-    // (bench/brokers/run), and it is the side that sets the pace.
-    _flush_posted = true;
-    post_nop(_ring, RingTag{nats_tag, _slot}, RingOp::flush, _ops);
-}
-
 void NatsSink::on_send(int res) {
     std::string error;
     switch (_conn->on_sent(res, error)) {
@@ -239,7 +226,7 @@ void NatsSink::on_recv(int res) {
         // Ready: what the acknowledgements of this turn let the engine start leaves in one send
         // after the turn (a PONG with it); before that, the handshake's replies go at once.
         if (_state == State::ready) {
-            request_flush();
+            _conn->flush_after_turn();
         } else {
             flush();
         }
@@ -661,7 +648,9 @@ bool NatsSink::start(const NatsDelivery& d, uint64_t cookie, int64_t now_ns, std
         return true;
     }
     if (ready) {
-        request_flush();
+        // Sent at once, the first publish of each turn went alone, and nats-server (the side that
+        // sets the pace) spent ~45% more CPU per message than on batches (bench/brokers/run).
+        _conn->flush_after_turn();
     }
     return true;
 }
@@ -714,7 +703,7 @@ void NatsSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
         return;
     }
     if (op == RingOp::flush) {
-        _flush_posted = false;
+        _conn->flush_nop_done();
         if (!_stopped && _state == State::ready) {
             flush();
             if (_doomed) {

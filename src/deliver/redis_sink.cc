@@ -353,13 +353,9 @@ void RedisSink::post_report() {
 // them all.
 
 void RedisSink::request_flush() {
-    if (_state != State::open || _conn->sending() || _flush_posted || _conn->queued() == 0) {
-        return;
+    if (_state == State::open) {
+        _conn->flush_after_turn();
     }
-    // Not at once: the caller is likely to start more deliveries in the same turn of the loop
-    // (the engine fills the window), and a NOP completes at the next submission, after them.
-    _flush_posted = true;
-    post_nop(_ring, RingTag{redis_tag, _slot}, RingOp::flush, _ops);
 }
 
 void RedisSink::flush() {
@@ -539,7 +535,7 @@ void RedisSink::handle(const io_uring_cqe& cqe, int64_t now_ns) {
         _report_posted = false;
         return;
     case RingOp::flush:
-        _flush_posted = false;
+        _conn->flush_nop_done();
         if (!_stopped && _state == State::open) {
             flush();
         }

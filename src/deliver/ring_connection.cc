@@ -317,6 +317,14 @@ void RingConnection::clear_output() {
     _out_of_memory = false;
 }
 
+void RingConnection::flush_after_turn() {
+    if (_sending || _flush_posted || _queued->size == 0) {
+        return;
+    }
+    _flush_posted = true;
+    post_nop(_ring, _tag, RingOp::flush, _ops);
+}
+
 RingConnection::Flush RingConnection::flush(bool plain, std::string& error) {
     if (_sending || _fd < 0) {
         return Flush::idle;

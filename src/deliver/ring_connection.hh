@@ -242,6 +242,13 @@ public:
     // session's own bytes, unless a send is in flight. plain: the queue may go (the connection
     // is usable). Failed: `error` says why (the sink fails the connection).
     Flush flush(bool plain, std::string& error);
+    // Asks for a flush after this turn of the loop rather than now: the caller is likely to queue
+    // more in the same turn (the engine fills the window as replies free it), and a NOP tagged
+    // RingOp::flush completes at the next submission, after them, so that they leave in one send.
+    // Nothing when a send is in flight (its completion takes what gathered), one is asked
+    // already, or nothing is queued. The sink calls flush_nop_done() on that NOP, then flush().
+    void flush_after_turn();
+    void flush_nop_done() { _flush_posted = false; }
     // A send of the open connection completed: the rest goes, or it is done (then flush() for
     // what gathered meanwhile), or it failed (`error`).
     Sent on_sent(int res, std::string& error);
@@ -286,7 +293,8 @@ private:
     bool _sending = false;
     bool _receiving = false;
     bool _out_of_memory = false;
-    ResolvedAddress _address; // what the CONNECT was given: the kernel reads it at submission
+    bool _flush_posted = false; // a RingOp::flush NOP is on the ring
+    ResolvedAddress _address;   // what the CONNECT was given: the kernel reads it at submission
     // Plaintext gathering; the bytes of the send in flight (plaintext or ciphertext); with TLS,
     // ciphertext gathering for the next send.
     base::Buffer* _queued = nullptr;

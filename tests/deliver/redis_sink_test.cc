@@ -474,22 +474,6 @@ TEST_F(RedisSinkTest, XaddLandsWithBodyAndHeadersByteForByte) {
     EXPECT_EQ(_sink->stats().delivered, 1u);
 }
 
-// The fixture's own check: a port another process listens on is not taken for the server's
-// (a connect would reach that process; the server's log says it could not bind).
-TEST_F(RedisSinkTest, TheFixtureDoesNotTakeAStrangerOnItsPortForItsServer) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(fd, 4), 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    RedisServer server;
-    EXPECT_FALSE(server.start_on(ntohs(a.sin_port)));
-    ::close(fd);
-}
-
 TEST_F(RedisSinkTest, PipelinesManyXaddsOnOneConnection) {
     RedisServer server;
     ASSERT_TRUE(server.start());
@@ -861,6 +845,14 @@ private:
 };
 
 } // namespace
+
+// The fixture's own check: a port another process listens on is not taken for the server's
+// (a connect would reach that process; the server's log says it could not bind).
+TEST_F(RedisSinkTest, TheFixtureDoesNotTakeAStrangerOnItsPortForItsServer) {
+    const OneShotServer stranger("");
+    RedisServer server;
+    EXPECT_FALSE(server.start_on(stranger.port()));
+}
 
 TEST_F(RedisSinkTest, AServerThatBreaksTheProtocolOrClosesMidReplyFailsTheAttempt) {
     const StoredJob job("github", {}, "{}", 0);

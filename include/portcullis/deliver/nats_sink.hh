@@ -214,7 +214,6 @@ private:
     void send_handshake();
     void became_ready();
     void flush();
-    void request_flush();
     void conn_failed(std::string_view what);
     void close_conn();
     void finish(uint32_t index, NatsOutcome::Kind kind, std::string_view error);
@@ -262,7 +261,6 @@ private:
     size_t _in_flight = 0;
     bool _stopped = false;
     bool _report_posted = false;
-    bool _flush_posted = false;
     int64_t _now_ns = 0;
     NatsSinkStats _stats;
     std::vector<http::Header> _fields; // start()'s scratch

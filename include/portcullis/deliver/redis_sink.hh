@@ -230,7 +230,6 @@ private:
     State _state = State::down;
     int64_t _state_since_ns = 0; // of connecting/handshaking: for the timeout
     int64_t _next_connect_ns = 0;
-    bool _flush_posted = false;
     size_t _hello_pending = 0; // AUTH/SELECT replies awaited
     resp::Parser _parser;
 
