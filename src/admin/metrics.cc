@@ -25,9 +25,13 @@ void append_number(std::string& out, int64_t v) {
     out.append(buf.data(), r.ptr);
 }
 
+// Fixed notation, the shortest that reads back the same ("0.0001", not "1e-04").
 void append_number(std::string& out, double v) {
-    std::array<char, 32> buf;
-    auto r = std::to_chars(buf.data(), buf.data() + buf.size(), v);
+    std::array<char, 64> buf;
+    auto r = std::to_chars(buf.data(), buf.data() + buf.size(), v, std::chars_format::fixed);
+    if (r.ec != std::errc{}) {
+        r = std::to_chars(buf.data(), buf.data() + buf.size(), v); // huge: exponent notation
+    }
     out.append(buf.data(), r.ptr);
 }
 
