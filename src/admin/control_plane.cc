@@ -1,6 +1,7 @@
 #include "portcullis/admin/control_plane.hh"
 
 #include "portcullis/admin/auth.hh"
+#include "portcullis/admin/metrics.hh"
 #include "portcullis/admin/request.hh"
 #include "portcullis/base/address.hh"
 #include "portcullis/base/json.hh"
@@ -16,6 +17,8 @@
 #include "portcullis/queue/job_store.hh"
 #include "portcullis/queue/keys.hh"
 #include "portcullis/verify/verifier.hh"
+
+#include "build_info.hh"
 
 #include <csignal>
 #include <sys/socket.h>
@@ -117,9 +120,8 @@ static_assert(std::size(refusal_info) == size_t(Refusal::count));
 
 // Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
 bool not_implemented(std::string_view path) {
-    return path == "/metrics" || path == "/events" || path == "/v1/tokens" ||
-           path.starts_with("/v1/tokens/") || path == "/v1/reload" ||
-           (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
+    return path == "/events" || path == "/v1/tokens" || path.starts_with("/v1/tokens/") ||
+           path == "/v1/reload" || (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
 }
 
 // Every other /v1/ path needs a token; /healthz and unknown paths (404) do not.
@@ -862,6 +864,10 @@ struct ControlPlane::Impl {
             healthz(c);
             return;
         }
+        if (path == "/metrics") {
+            metrics(c, head);
+            return;
+        }
         if (not_implemented(path)) {
             answer(c, 501, http::error_body::not_implemented);
             return;
@@ -944,13 +950,162 @@ struct ControlPlane::Impl {
         return job;
     }
 
+    // ---- metrics (GET /metrics) and what /healthz shows of them ---------------------------
+
+    std::vector<ShardView> metric_shards;
+    SharedSources metric_shared;
+    std::vector<deliver::SinkReport> sink_reports; // scratch
+
+    void metrics(Conn& c, const http::RequestHead& head) {
+        if (head.method != "GET") {
+            answer(c, 405, http::error_body::method_not_allowed, "Allow: GET\r\n");
+            return;
+        }
+        const Grant* who = authenticate(c, head, false);
+        if (who == nullptr) {
+            return;
+        }
+        if (Access a = authorize(who, "metrics", "read"); a != Access::granted) {
+            answer_access(c, a);
+            return;
+        }
+        std::string text;
+        Exposition e(text);
+        write_shard_metrics(e, snap, metric_shards, metric_shared);
+        write_plane_metrics(e);
+        http::Response r;
+        r.status = 200;
+        r.body = text;
+        r.content_type = metrics_content_type;
+        c.out.resize(text.size() + 256);
+        c.out.resize(http::write_response(c.out, r, date.view()));
+        c.sent = 0;
+        c.close_after = false;
+        c.answer_ready = true;
+        enter(c, Phase::busy);
+        ready.push_back(c.index);
+    }
+
+    // The families the control plane itself holds: jobs, spool, sinks, the build.
+    void write_plane_metrics(Exposition& e) {
+        e.family("portcullis_jobs", "gauge", "Jobs of the pull API by route and state.");
+        for (size_t i = 0; i < store.routes(); ++i) {
+            const auto r = static_cast<uint16_t>(i);
+            const queue::RouteDepth d = store.table().depth(r);
+            const std::string_view route = store.route_name(r);
+            e.sample("portcullis_jobs", {{"route", route}, {"state", "queued"}},
+                     static_cast<uint64_t>(d.queued));
+            e.sample("portcullis_jobs", {{"route", route}, {"state", "leased"}},
+                     static_cast<uint64_t>(d.leased));
+            e.sample("portcullis_jobs", {{"route", route}, {"state", "dead"}},
+                     static_cast<uint64_t>(d.dead));
+        }
+        e.family("portcullis_spool_bytes", "gauge", "Bytes of the spool's segments.");
+        e.sample("portcullis_spool_bytes", {}, static_cast<uint64_t>(store.spool_bytes()));
+        if (const int64_t free_bytes = spool_free_bytes(); free_bytes >= 0) {
+            e.family("portcullis_spool_free_bytes", "gauge",
+                     "Bytes free for unprivileged users on the spool's file system.");
+            e.sample("portcullis_spool_free_bytes", {}, free_bytes);
+        }
+        if (engine) {
+            engine->reports(sink_reports);
+            e.family("portcullis_deliveries_total", "counter",
+                     "Delivery attempts settled (durable in the ledger), by sink and outcome.");
+            for (const deliver::SinkReport& s : sink_reports) {
+                e.sample("portcullis_deliveries_total",
+                         {{"sink", s.name}, {"outcome", "delivered"}}, s.counts.delivered);
+                e.sample("portcullis_deliveries_total", {{"sink", s.name}, {"outcome", "retried"}},
+                         s.counts.retried);
+                e.sample("portcullis_deliveries_total", {{"sink", s.name}, {"outcome", "dead"}},
+                         s.counts.dead);
+                e.sample("portcullis_deliveries_total", {{"sink", s.name}, {"outcome", "refused"}},
+                         s.counts.refused);
+                e.sample("portcullis_deliveries_total",
+                         {{"sink", s.name}, {"outcome", "unreadable"}}, s.counts.unreadable);
+            }
+            e.family("portcullis_sink_breaker_open", "gauge",
+                     "1 while a sink's circuit breaker is open or half-open (jobs wait).");
+            for (const deliver::SinkReport& s : sink_reports) {
+                e.sample("portcullis_sink_breaker_open", {{"sink", s.name}},
+                         uint64_t{s.breaker_open ? 1U : 0U});
+            }
+            e.family("portcullis_delivery_duration_seconds", "histogram",
+                     "Time of a delivery attempt, from its start to its outcome, by sink.");
+            for (const deliver::SinkReport& s : sink_reports) {
+                base::HistogramTotal h;
+                h.add(*s.duration);
+                e.histogram("portcullis_delivery_duration_seconds", {{"sink", s.name}}, h);
+            }
+        }
+        e.family("portcullis_io_uring_feature", "gauge",
+                 "io_uring features in use (1) or not offered by the kernel (0).");
+        const std::pair<std::string_view, bool> used[] = {
+            {"single_issuer", features.single_issuer},
+            {"defer_taskrun", features.defer_taskrun},
+            {"multishot_accept", features.multishot_accept},
+            {"multishot_recv", features.multishot_recv},
+            {"recv_limit", features.recv_limit},
+            {"buf_ring", features.buf_ring},
+        };
+        for (const auto& [name, on] : used) {
+            e.sample("portcullis_io_uring_feature", {{"feature", name}}, uint64_t{on ? 1U : 0U});
+        }
+        e.family("portcullis_start_time_seconds", "gauge", "When the process started (Unix time).");
+        e.sample("portcullis_start_time_seconds", {}, started_ns / base::ns_per_s);
+        e.family("portcullis_build_info", "gauge", "The build: always 1, its version a label.");
+        e.sample("portcullis_build_info", {{"version", PORTCULLIS_VERSION}}, uint64_t{1});
+    }
+
+    int64_t spool_free_bytes() const {
+        struct statvfs fs {};
+        if (::statvfs(snap.config().spool.dir.c_str(), &fs) != 0) {
+            return -1;
+        }
+        return static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
+    }
+
+    // /healthz's status: degraded (still 200) while a sink's breaker is open or a shard's spool
+    // refuses writes.
+    bool degraded() {
+        if (spool_refusing(metric_shards)) {
+            return true;
+        }
+        if (engine) {
+            engine->reports(sink_reports);
+            for (const deliver::SinkReport& s : sink_reports) {
+                if (s.breaker_open) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    // /healthz's "certificates": each TLS certificate's expiry.
+    void health_certificates(base::JsonWriter<base::StringBuffer>& w) const {
+        if (metric_shared.certificates.empty()) {
+            return;
+        }
+        w.key("certificates").begin_object();
+        for (const SharedSources::Certificate& cert : metric_shared.certificates) {
+            w.key(cert.name)
+                .begin_object()
+                .key("not_after")
+                .number(cert.not_after)
+                .key("expires_in_s")
+                .number(cert.not_after - now / base::ns_per_s)
+                .end_object();
+        }
+        w.end_object();
+    }
+
     void healthz(Conn& c) {
         std::string out;
         base::StringBuffer buf(out);
         base::JsonWriter w(buf);
         w.begin_object()
             .key("status")
-            .string("ok")
+            .string(degraded() ? "degraded" : "ok")
             .key("uptime_s")
             .number((now - started_ns) / base::ns_per_s)
             .key("shards")
@@ -975,11 +1130,7 @@ struct ControlPlane::Impl {
             engine->write_health(w);
         }
         w.end_object();
-        struct statvfs fs {};
-        int64_t free_bytes = -1;
-        if (::statvfs(snap.config().spool.dir.c_str(), &fs) == 0) {
-            free_bytes = static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
-        }
+        const int64_t free_bytes = spool_free_bytes();
         w.key("spool")
             .begin_object()
             .key("bytes")
@@ -1001,8 +1152,9 @@ struct ControlPlane::Impl {
             .boolean(features.recv_limit)
             .key("buf_ring")
             .boolean(features.buf_ring)
-            .end_object()
             .end_object();
+        health_certificates(w);
+        w.end_object();
         answer(c, 200, out);
     }
 
@@ -1321,6 +1473,11 @@ ControlPlane::ControlPlane(const config::Snapshot& snapshot, const io::Features&
     : _impl(std::make_unique<Impl>(snapshot, features, progress)) {}
 
 ControlPlane::~ControlPlane() = default;
+
+void ControlPlane::observe(std::vector<ShardView> shards, SharedSources shared) {
+    _impl->metric_shards = std::move(shards);
+    _impl->metric_shared = std::move(shared);
+}
 
 std::string ControlPlane::init(int listen_fd) {
     return _impl->init(listen_fd);

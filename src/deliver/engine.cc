@@ -88,6 +88,7 @@ struct Engine::Sink {
     std::unique_ptr<RedisSink> redis;
     base::LogThrottle failure_log;
     SinkCounts counts;
+    base::Histogram duration;
 
     explicit Sink(const config::SinkConfig& c) : cfg(&c), breaker(c.breaker) {}
 };
@@ -433,6 +434,7 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
     // A refusal is the application working: it answered. Only a failure counts against the
     // breaker.
     s.breaker.record(outcome != Outcome::retry, now_mono_ns);
+    s.duration.record(now_mono_ns - d.started_mono_ns);
     note_transition(s, now_unix_ns);
     _unsynced.push_back({s.index, outcome, dead});
     if (outcome != Outcome::delivered &&
@@ -647,6 +649,14 @@ int Engine::sink_index(std::string_view name) const {
 bool Engine::delivers(size_t sink, uint16_t route) const {
     const Sink& s = *_sinks[sink];
     return std::find(s.routes.begin(), s.routes.end(), route) != s.routes.end();
+}
+
+void Engine::reports(std::vector<SinkReport>& out) const {
+    out.clear();
+    for (const auto& sp : _sinks) {
+        out.push_back({sp->cfg->name, sp->counts, sp->breaker.state() != Breaker::State::closed,
+                       &sp->duration});
+    }
 }
 
 void Engine::log_stopped() const {

@@ -339,6 +339,7 @@ void Shard::Impl::pump(Connection& c) {
         ++answers;
         stats.responses[a.status / 100 < 6 ? a.status / 100 : 5].fetch_add(
             1, std::memory_order_relaxed);
+        ingest.answered(ex->webhook, a.status);
         if (close) {
             closes = true;
             break;
@@ -411,6 +412,9 @@ Exchange& Shard::Impl::push_exchange(Connection& c) {
     ex->spooling = ex->answered = ex->last = ex->continue_owed = ex->head_request = false;
     ex->webhook.peer = c.peer;
     ex->webhook.cookie = reinterpret_cast<uint64_t>(ex);
+    // A request refused before ingest saw its head (malformed) counts under no route.
+    ex->webhook.route = nullptr;
+    ex->webhook.head_mono_ns = clock.mono_ns;
     (c.newest != nullptr ? c.newest->next : c.first) = ex;
     c.newest = ex;
     ++c.exchanges;

@@ -126,6 +126,35 @@ void reload_certificates(tls::Server& server) {
     log_certificates(server, "TLS certificate reloaded");
 }
 
+// What /metrics and /healthz read of the shards: their own counters, summed at each scrape.
+std::vector<admin::ShardView> metric_views(const std::vector<std::unique_ptr<Shard>>& shards) {
+    std::vector<admin::ShardView> views;
+    for (const auto& s : shards) {
+        views.push_back({&s->stats(), &s->ingest_stats(), s->route_stats(), &s->spool_metrics()});
+    }
+    return views;
+}
+
+admin::SharedSources metric_sources(const ShardShared& shared, const tls::Server* tls) {
+    admin::SharedSources out;
+    out.limiter = shared.limiter;
+    out.per_client = shared.per_client;
+    out.dedup = shared.dedup;
+    out.ordering = shared.ordering;
+    out.connections_open = &shared.connections;
+    if (tls != nullptr) {
+        // Named by their first SNI name (a label never holds a path); as loaded at start.
+        size_t n = 0;
+        for (const tls::CertificateInfo& info : tls->certificates()) {
+            ++n;
+            out.certificates.push_back(
+                {info.names.empty() ? "certificate-" + std::to_string(n) : info.names.front(),
+                 info.not_after});
+        }
+    }
+    return out;
+}
+
 } // namespace
 
 unsigned usable_cores() {
@@ -346,6 +375,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             if (auto err = control->init(fds[0]); !err.empty()) {
                 failure = "control plane: " + err;
             }
+            control->observe(metric_views(all), metric_sources(shared, tls_server.get()));
         }
     }
     go.set_value(failure.empty());
@@ -425,21 +455,9 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         control_stop.store(true, std::memory_order_relaxed);
         control_thread.join();
     }
-    // Counters of all shards, summed for the last line.
-    auto total = [&](std::atomic<uint64_t> ShardStats::*counter) {
-        uint64_t n = 0;
-        for (auto& s : all) {
-            n += (s->stats().*counter).load(std::memory_order_relaxed);
-        }
-        return static_cast<int64_t>(n);
-    };
-    auto total_ingest = [&](std::atomic<uint64_t> ingest::Stats::*counter) {
-        uint64_t n = 0;
-        for (auto& s : all) {
-            n += (s->ingest_stats().*counter).load(std::memory_order_relaxed);
-        }
-        return static_cast<int64_t>(n);
-    };
+    // Counters of all shards, summed for the last line (as /metrics sums them).
+    auto total = [&](auto counter) { return static_cast<int64_t>(io::total(all, counter)); };
+    auto total_ingest = total;
     // The refusals of each route that had any, by reason code: what an operator reads first
     // after a provider reported failed deliveries.
     for (const config::Route& route : snapshot->routes()) {
@@ -448,7 +466,10 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         bool any = false;
         line.object("rejected");
         for (size_t i = 0; i < base::reject_reason_count; ++i) {
-            const uint64_t n = route.counters->rejected[i].load(std::memory_order_relaxed);
+            uint64_t n = 0;
+            for (auto& shard : all) {
+                n += shard->route_stats()[route.index].rejected[i].load(std::memory_order_relaxed);
+            }
             if (n != 0) {
                 line.field(base::reject_reason_code(static_cast<base::RejectReason>(i)),
                            static_cast<int64_t>(n));

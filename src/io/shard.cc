@@ -421,4 +421,12 @@ const ingest::Stats& Shard::ingest_stats() const {
     return _impl->ingest.stats();
 }
 
+std::span<const ingest::RouteStats> Shard::route_stats() const {
+    return _impl->ingest.route_stats();
+}
+
+const queue::SpoolMetrics& Shard::spool_metrics() const {
+    return _impl->spool.metrics();
+}
+
 } // namespace portcullis::io

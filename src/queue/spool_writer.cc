@@ -173,7 +173,7 @@ void SpoolWriter::submit_periodic_sync(io::Ring& ring, int64_t now_mono_ns) {
     _last_sync_ns = now_mono_ns;
 }
 
-void SpoolWriter::submit_group(io::Ring& ring, size_t bytes) {
+void SpoolWriter::submit_group(io::Ring& ring, size_t bytes, int64_t now_mono_ns) {
     const size_t slot = slot_at(_inflight_groups);
     Group& g = _groups[slot];
     g.entries.swap(_pending); // both keep their reserved capacity: no allocation
@@ -191,6 +191,7 @@ void SpoolWriter::submit_group(io::Ring& ring, size_t bytes) {
     g.write_pending = true;
     g.sync_pending = g.needs_sync;
     g.failed = false;
+    g.submitted_ns = now_mono_ns;
     _offset += bytes;
     if (_inflight_groups != 0) {
         ++_stats.overlapped_groups;
@@ -253,6 +254,7 @@ void SpoolWriter::consume_reported_errors() {
 
 void SpoolWriter::enter_failure(int64_t now_mono_ns) {
     _failed_until_ns = now_mono_ns + failure_backoff_ns;
+    _metrics.refusing.store(true, std::memory_order_relaxed);
     LogLine(Level::error, "spool: write failed; answering 503 until the disk takes writes again")
         .field("shard", static_cast<int64_t>(_shard))
         .write();

@@ -13,6 +13,7 @@
 // control-plane thread; the shards never wait for it.
 #pragma once
 
+#include "portcullis/admin/metrics.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/spool_progress.hh"
@@ -21,6 +22,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace portcullis::admin {
 
@@ -37,6 +39,10 @@ public:
     // Start-up (blocking): the ring and the job index (spool segments and ledger). Takes
     // listen_fd. Returns "" or the error.
     std::string init(int listen_fd);
+    // What GET /metrics and /healthz read of the shards and the shared tables (before run()):
+    // counters the shards own, summed at each scrape. Without it they show the control
+    // plane's own state only.
+    void observe(std::vector<ShardView> shards, SharedSources shared);
     // Serves until stop is set; then answers waiting long polls with what they have and returns.
     void run(const std::atomic<bool>& stop);
 

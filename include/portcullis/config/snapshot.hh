@@ -7,13 +7,10 @@
 
 #include "portcullis/admit/cidr_set.hh"
 #include "portcullis/admit/rate_limit.hh"
-#include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/http/header_policy.hh"
 #include "portcullis/verify/verifier.hh"
 
-#include <array>
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -23,15 +20,8 @@
 
 namespace portcullis::config {
 
-// What befell a route's requests, counted by every shard with relaxed atomics and read by
-// reports. It lives as long as the snapshot: a reload starts the counts again.
-struct RouteCounters {
-    std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};
-};
-
 struct Route {
     const RouteConfig* config = nullptr;
-    std::unique_ptr<RouteCounters> counters = std::make_unique<RouteCounters>();
     uint32_t index = 0;
     std::unique_ptr<verify::Verifier> verifier;
     std::string allow_header; // "Allow: POST\r\n"

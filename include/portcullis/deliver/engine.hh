@@ -27,6 +27,7 @@
 // of `rate`. Jobs are taken from the sink's routes in turn, oldest first within a route.
 #pragma once
 
+#include "portcullis/base/histogram.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/deliver/exec_runner.hh"
 #include "portcullis/deliver/http_sink.hh"
@@ -57,6 +58,14 @@ struct SinkCounts {
     uint64_t dead = 0;       // moved to the dead letters (attempts exhausted or refused)
     uint64_t refused = 0;    // of which refused by the application at once (HTTP 4xx)
     uint64_t unreadable = 0; // records that could not be read back: dropped, logged
+};
+
+// One sink as /metrics and /healthz see it (views valid while the engine lives).
+struct SinkReport {
+    std::string_view name;
+    SinkCounts counts;
+    bool breaker_open = false;                 // open or half-open: jobs wait
+    const base::Histogram* duration = nullptr; // attempts, start to outcome
 };
 
 class Engine {
@@ -115,6 +124,8 @@ public:
     bool delivers(size_t sink, uint16_t route) const;
     // The stop line's fields.
     void log_stopped() const;
+    // Every sink, in configuration order (the same counters as the stop line).
+    void reports(std::vector<SinkReport>& out) const;
 
 private:
     struct Sink;

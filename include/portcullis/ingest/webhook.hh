@@ -22,6 +22,7 @@
 #include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/http/parser.hh"
+#include "portcullis/ingest/route_stats.hh"
 #include "portcullis/queue/dedup.hh"
 #include "portcullis/queue/job_id.hh"
 #include "portcullis/queue/keys.hh"
@@ -31,6 +32,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -69,7 +71,7 @@ protected:
 };
 
 // Counters of one shard's webhook path, written by its thread only, read racily by reports.
-struct Stats {
+struct alignas(64) Stats {
     std::atomic<uint64_t> jobs_queued{0};
     std::atomic<uint64_t> handshakes{0};          // answered by the verifier, not enqueued
     std::atomic<uint64_t> ed25519_checks{0};      // signature verifications (~50 us of CPU each)
@@ -110,8 +112,9 @@ enum class Next : uint8_t {
 // One request between its head and its answer. The caller owns and pools these; the fields
 // above `route` are the caller's to set before head().
 struct Webhook {
-    base::PeerAddress peer; // the socket's peer (or the client a PROXY header named)
-    uint64_t cookie = 0;    // handed to Host::enqueue with the record
+    base::PeerAddress peer;   // the socket's peer (or the client a PROXY header named)
+    uint64_t cookie = 0;      // handed to Host::enqueue with the record
+    int64_t head_mono_ns = 0; // when its head was complete: the start of its duration
 
     const config::Route* route = nullptr;
     base::Buffer* record = nullptr; // record head, then the body as it arrives
@@ -162,6 +165,13 @@ public:
     static void add_peer(base::LogLine& line, const Webhook& w);
 
     const Stats& stats() const { return _stats; }
+    // One block per route of the snapshot, by Route::index, then the one of requests that
+    // matched no route (unmatched_route()).
+    std::span<const RouteStats> route_stats() const { return {_route_stats.get(), _routes + 1}; }
+    size_t unmatched_route() const { return _routes; }
+    // The answer of w (status) is written: counts it under w's route and records its duration,
+    // from w.head_mono_ns to the clock's now.
+    void answered(const Webhook& w, uint16_t status);
 
 private:
     Next refuse(Webhook& w, uint16_t status, base::RejectReason reason,
@@ -186,6 +196,8 @@ private:
     queue::JobIdGenerator _ids;
     std::vector<http::Header> _stored_headers;
     Stats _stats;
+    size_t _routes;
+    std::unique_ptr<RouteStats[]> _route_stats; // _routes + 1
 };
 
 } // namespace portcullis::ingest

@@ -15,12 +15,14 @@
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/dedup.hh"
 #include "portcullis/queue/spool_progress.hh"
+#include "portcullis/queue/spool_writer.hh"
 #include "portcullis/tls/server.hh"
 
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,7 +52,7 @@ struct ShardShared {
 };
 
 // Counters of one shard, written by its thread only, read (racily, for reports) by others.
-struct ShardStats {
+struct alignas(64) ShardStats {
     std::atomic<uint64_t> accepted_connections{0};
     std::atomic<uint64_t> refused_connections{0}; // over max_connections
     std::atomic<uint64_t> refused_per_client{0};  // over max_connections_per_ip
@@ -94,12 +96,35 @@ public:
     void run();
 
     const ShardStats& stats() const;
-    // The counters of the webhook path (ingest/).
+    // The counters of the webhook path (ingest/), and of its routes by Route::index (the last:
+    // requests that matched no route).
     const ingest::Stats& ingest_stats() const;
+    std::span<const ingest::RouteStats> route_stats() const;
+    // Its spool's commit latencies and whether it refuses writes.
+    const queue::SpoolMetrics& spool_metrics() const;
 
 private:
     struct Impl;
     std::unique_ptr<Impl> _impl;
 };
+
+// The sum of one counter over the shards (for the stop line and /metrics alike).
+template <typename Shards>
+uint64_t total(const Shards& shards, std::atomic<uint64_t> ShardStats::*counter) {
+    uint64_t n = 0;
+    for (const auto& s : shards) {
+        n += (s->stats().*counter).load(std::memory_order_relaxed);
+    }
+    return n;
+}
+
+template <typename Shards>
+uint64_t total(const Shards& shards, std::atomic<uint64_t> ingest::Stats::*counter) {
+    uint64_t n = 0;
+    for (const auto& s : shards) {
+        n += (s->ingest_stats().*counter).load(std::memory_order_relaxed);
+    }
+    return n;
+}
 
 } // namespace portcullis::io

@@ -32,6 +32,7 @@
 //   failed group only once nothing is in flight, so that no write lands after the cut.
 #pragma once
 
+#include "portcullis/base/histogram.hh"
 #include "portcullis/config/config.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/segment.hh"
@@ -39,6 +40,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -51,6 +53,13 @@ namespace portcullis::queue {
 // is one of these to on_cqe().
 constexpr uint64_t spool_write_tag = 0xf1;
 constexpr uint64_t spool_sync_tag = 0xf2;
+
+// What /metrics and /healthz read of a shard's spool from the control plane's thread: written
+// by the shard only, relaxed atomics on their own cache lines.
+struct alignas(64) SpoolMetrics {
+    base::Histogram commit_duration;   // a group's submission -> durable (write + fdatasync)
+    std::atomic<bool> refusing{false}; // the disk failed recently: appends are answered 503
+};
 
 struct SpoolStats {
     uint64_t records = 0; // made durable (or written, without fsync)
@@ -123,6 +132,7 @@ public:
     // flight complete (the caller holds the record back and offers it again).
     bool full() const { return healthy() && !_failing && _pending.size() >= max_group; }
     const SpoolStats& stats() const { return _stats; }
+    const SpoolMetrics& metrics() const { return _metrics; }
     // Seconds the caller should put in Retry-After when append() refuses.
     static constexpr int retry_after_s = 1;
 
@@ -153,6 +163,7 @@ private:
         bool write_pending = false;
         bool sync_pending = false;
         bool failed = false;
+        int64_t submitted_ns = 0; // monotonic
     };
 
     std::string start_segment();
@@ -161,7 +172,7 @@ private:
     bool rotate();
     size_t slot_at(size_t age) const { return (_oldest + age) % max_inflight; }
     // Moves the pending records into a free slot and submits them.
-    void submit_group(io::Ring& ring, size_t bytes);
+    void submit_group(io::Ring& ring, size_t bytes, int64_t now_mono_ns);
     void submit_periodic_sync(io::Ring& ring, int64_t now_mono_ns);
     // Refuses appends for a while after the disk failed, so that a full disk is not hammered.
     void enter_failure(int64_t now_mono_ns);
@@ -204,6 +215,7 @@ private:
     int64_t _last_sync_ns = 0;
     int64_t _failed_until_ns = 0;
     SpoolStats _stats;
+    SpoolMetrics _metrics;
     SpoolProgress* _progress = nullptr;
 };
 
@@ -234,6 +246,9 @@ void SpoolWriter::on_cqe(const io_uring_cqe& cqe, int64_t now_mono_ns, F&& done)
             _dirty = true;
             _dirty_group = g.number;
         }
+        if (!g.failed && !g.sync_pending) {
+            _metrics.commit_duration.record(now_mono_ns - g.submitted_ns);
+        }
     } else if (tag == spool_sync_tag && g.sync_pending) {
         g.sync_pending = false;
         if (!g.failed && cqe.res < 0) {
@@ -247,6 +262,7 @@ void SpoolWriter::on_cqe(const io_uring_cqe& cqe, int64_t now_mono_ns, F&& done)
                 _dirty = false;
             }
             _last_sync_ns = now_mono_ns;
+            _metrics.commit_duration.record(now_mono_ns - g.submitted_ns);
         }
     }
     answer_settled(done);
@@ -259,6 +275,7 @@ template <typename F>
 void SpoolWriter::flush(io::Ring& ring, int64_t now_mono_ns, F&& done) {
     if (_failed_until_ns != 0 && now_mono_ns >= _failed_until_ns) {
         _failed_until_ns = 0;
+        _metrics.refusing.store(false, std::memory_order_relaxed);
     }
     if (_failing || _sync_inflight) {
         return; // groups wait for the failed ones to be in, or for the periodic sync
@@ -296,7 +313,7 @@ void SpoolWriter::flush(io::Ring& ring, int64_t now_mono_ns, F&& done) {
             return;
         }
     }
-    submit_group(ring, bytes);
+    submit_group(ring, bytes, now_mono_ns);
 }
 
 template <typename F>

@@ -1,0 +1,49 @@
+// What befell one route's requests on one shard: answers by status code, refusals by reason,
+// the time from head to answer, the body bytes received. Each shard's Ingest owns one block per
+// route of its snapshot (plus one for requests that matched no route), each on its own cache
+// lines, written by that shard only with relaxed atomics; /metrics and the stop line sum the
+// shards' blocks (one source of truth).
+//
+//   const RouteStats& s = ingest.route_stats()[route->index];   // or [unmatched_route(n)]
+//   s.answered[status_slot(202)].load(std::memory_order_relaxed);
+#pragma once
+
+#include "portcullis/base/histogram.hh"
+#include "portcullis/base/reject_reason.hh"
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace portcullis::ingest {
+
+// The status codes the public plane answers, each a label value of its own; anything else is
+// counted under its class ("2xx" .. "5xx"), so that the label set stays bounded.
+inline constexpr std::array<uint16_t, 17> answered_codes = {
+    100, 200, 202, 400, 401, 403, 404, 405, 408, 409, 411, 413, 415, 429, 431, 501, 503,
+};
+inline constexpr size_t status_slot_count = answered_codes.size() + 5; // + "1xx" .. "5xx"
+
+constexpr size_t status_slot(uint16_t status) {
+    for (size_t i = 0; i < answered_codes.size(); ++i) {
+        if (answered_codes[i] == status) {
+            return i;
+        }
+    }
+    const size_t cls = status / 100;
+    return answered_codes.size() + (cls >= 1 && cls <= 5 ? cls - 1 : 4);
+}
+
+// The `code` label of a slot: "202", or "4xx".
+std::string_view status_slot_label(size_t slot);
+
+struct alignas(64) RouteStats {
+    std::array<std::atomic<uint64_t>, status_slot_count> answered{};
+    std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};
+    std::atomic<uint64_t> body_bytes{0}; // received, before verification
+    base::Histogram duration;            // head complete -> answer written
+};
+
+} // namespace portcullis::ingest
