@@ -27,6 +27,7 @@
 // of `rate`. Jobs are taken from the sink's routes in turn, oldest first within a route.
 #pragma once
 
+#include "portcullis/base/event.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/deliver/exec_runner.hh"
 #include "portcullis/deliver/http_sink.hh"
@@ -37,6 +38,7 @@
 #include "portcullis/queue/job_store.hh"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -116,6 +118,10 @@ public:
     // The stop line's fields.
     void log_stopped() const;
 
+    // Where job.delivered, job.dead (of a sink) and sink.breaker_* events go (GET /events):
+    // called on the control-plane thread, as they happen.
+    void on_event(std::function<void(const base::Event&)> f) { _on_event = std::move(f); }
+
 private:
     struct Sink;
     struct Delivery;
@@ -150,6 +156,7 @@ private:
     };
     std::vector<Settled> _unsynced;
     std::vector<Settled> _in_group;
+    std::function<void(const base::Event&)> _on_event;
     bool _draining = false;
 };
 
