@@ -124,9 +124,8 @@ static_assert(std::size(refusal_info) == size_t(Refusal::count));
 
 // Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
 bool not_implemented(std::string_view path) {
-    return path == "/metrics" || path == "/v1/tokens" ||
-           path.starts_with("/v1/tokens/") || path == "/v1/reload" ||
-           (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
+    return path == "/metrics" || path == "/v1/tokens" || path.starts_with("/v1/tokens/") ||
+           path == "/v1/reload" || (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
 }
 
 // Every other /v1/ path needs a token; /healthz and unknown paths (404) do not.
@@ -232,6 +231,7 @@ struct ControlPlane::Impl {
     // GET /events.
     std::vector<base::EventQueue*> event_queues;
     std::unique_ptr<EventBuffer> events;
+    std::vector<base::Event> event_scratch;
     std::vector<uint32_t> streams; // conns streaming events (closed ones are dropped lazily)
     int64_t next_keepalive_ns = 0;
     uint64_t streams_opened = 0;
@@ -274,7 +274,7 @@ struct ControlPlane::Impl {
         init_events();
         if (!snap.config().sinks.empty()) {
             engine = std::make_unique<deliver::Engine>(ring, snap, store);
-            engine->on_event([this](const base::Event& e) { events->publish(e); });
+            engine->on_event([this](const base::Event& e) { publish_own(e); });
             if (std::string err = engine->init(now_mono); !err.empty()) {
                 return err;
             }
@@ -1396,15 +1396,15 @@ struct ControlPlane::Impl {
         char text[queue::job_id_text_size];
         j.id.format(text);
         e.set_id(std::string_view(text, sizeof text));
-        events->publish(e);
+        publish_own(e);
     }
 
     // A settled job's event: acked, nacked, or dead when the nack spent its last attempt.
     void emit_settled(JobId id, bool ack) {
         if (std::optional<JobInfo> j = store.table().find(id)) {
-            emit_job(ack                                   ? base::EventType::job_acked
+            emit_job(ack                                 ? base::EventType::job_acked
                      : j->state == queue::JobState::dead ? base::EventType::job_dead
-                                                          : base::EventType::job_nacked,
+                                                         : base::EventType::job_nacked,
                      *j);
         }
     }
@@ -1480,7 +1480,12 @@ struct ControlPlane::Impl {
         std::string out;
         base::StringBuffer buf(out);
         base::JsonWriter w(buf);
-        w.begin_object().key("error").string("bad_request").key("detail").string(detail).end_object();
+        w.begin_object()
+            .key("error")
+            .string("bad_request")
+            .key("detail")
+            .string(detail)
+            .end_object();
         return out;
     }
 
@@ -1491,13 +1496,28 @@ struct ControlPlane::Impl {
         }
     }
 
+    // The other threads' events, numbered in the order of their times (each thread's queue is
+    // in order; a stable sort merges them, ties in queue order).
     void drain_event_queues() {
+        event_scratch.clear();
         base::Event e;
         for (base::EventQueue* q : event_queues) {
             while (q->try_pop(e)) {
-                events->publish(e);
+                event_scratch.push_back(e);
             }
         }
+        std::stable_sort(
+            event_scratch.begin(), event_scratch.end(),
+            [](const base::Event& a, const base::Event& b) { return a.ts_ns < b.ts_ns; });
+        for (const base::Event& x : event_scratch) {
+            events->publish(x);
+        }
+    }
+
+    // An event of this thread's: after what the others handed over before it.
+    void publish_own(const base::Event& e) {
+        drain_event_queues();
+        events->publish(e);
     }
 
     // Each loop turn: the other threads' events into the buffer, then to every stream (or a
@@ -1553,7 +1573,8 @@ struct ControlPlane::Impl {
     void cut_stream(Conn& c) {
         ++streams_cut;
         if (cut_log.allow(now_mono, base::ns_per_s)) {
-            LogLine line(Level::warn, "control plane: event stream cut; the subscriber fell behind");
+            LogLine line(Level::warn,
+                         "control plane: event stream cut; the subscriber fell behind");
             line.field("backlog_bytes",
                        static_cast<int64_t>(c.pending.size() + c.out.size() - c.sent))
                 .field("count", static_cast<int64_t>(streams_cut));

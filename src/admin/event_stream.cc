@@ -120,8 +120,8 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
         w.key("status").number(e.status);
     }
     if (e.type == EventType::webhook_rejected || e.type == EventType::ratelimit_limited) {
-        w.key("reason").string(base::reject_reason_code(static_cast<base::RejectReason>(
-            e.reason < base::reject_reason_count ? e.reason : 0)));
+        w.key("reason").string(base::reject_reason_code(
+            static_cast<base::RejectReason>(e.reason < base::reject_reason_count ? e.reason : 0)));
     }
     char ip[INET6_ADDRSTRLEN];
     if (e.has_peer) {
@@ -155,8 +155,10 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
         w.key("consecutive_failures").number(e.number);
         break;
     case EventType::tls_certificate_reloaded:
-        w.key("cert").string(e.text_view()).key("not_after").string(
-            base::format_rfc3339(e.number * base::ns_per_s, at));
+        w.key("cert")
+            .string(e.text_view())
+            .key("not_after")
+            .string(base::format_rfc3339(e.number * base::ns_per_s, at));
         break;
     default:
         break;

@@ -315,8 +315,7 @@ Next Ingest::refuse(Webhook& w, uint16_t status, base::RejectReason reason,
     base::Event e = event_of(w, base::EventType::webhook_rejected);
     e.reason = static_cast<uint8_t>(reason);
     e.status = status;
-    e.text_size =
-        static_cast<uint16_t>(http::json_headers(e.text, shown, w.route->stored_fields));
+    e.text_size = static_cast<uint16_t>(http::json_headers(e.text, shown, w.route->stored_fields));
     _host.event(e);
     return answer(w, status, reject_body(reason), extra, close);
 }

@@ -77,10 +77,10 @@ TEST(EventTypes, Table) {
         {"", std::nullopt},
         {",", std::nullopt},
         {"job.*,", std::nullopt},
-        {"job", std::nullopt},          // neither a type nor a prefix glob
-        {"job.queue", std::nullopt},    // exact names only without '*'
+        {"job", std::nullopt},       // neither a type nor a prefix glob
+        {"job.queue", std::nullopt}, // exact names only without '*'
         {"nothing.*", std::nullopt},
-        {"job.*x", std::nullopt},       // '*' only at the end
+        {"job.*x", std::nullopt},        // '*' only at the end
         {"%41job.queued", std::nullopt}, // no other escapes
     };
     for (const Case& c : cases) {
@@ -148,7 +148,7 @@ TEST(EventBuffer, AnIdOlderThanTheBufferStartsAtTheOldest) {
     }
     EXPECT_EQ(buf.oldest(), 7u);
     EXPECT_EQ(buf.next_after(2), 7u);
-    EXPECT_EQ(buf.next_after(6), 7u);   // nothing missed
+    EXPECT_EQ(buf.next_after(6), 7u); // nothing missed
     EXPECT_EQ(buf.next_after(8), 9u);
     EXPECT_EQ(buf.next_after(10), 11u); // up to date
     EXPECT_EQ(buf.next_after(500), 7u); // another run's id: all that is held

@@ -39,11 +39,21 @@ constexpr size_t event_type_count = static_cast<size_t>(EventType::tls_certifica
 
 constexpr std::string_view event_type_name(EventType t) {
     constexpr std::string_view names[event_type_count] = {
-        "webhook.received",    "webhook.rejected",    "job.queued",
-        "job.leased",          "job.acked",           "job.nacked",
-        "job.dead",            "job.replayed",        "job.delivered",
-        "ratelimit.limited",   "config.reloaded",     "config.rejected",
-        "sink.breaker_opened", "sink.breaker_closed", "tls.certificate_reloaded",
+        "webhook.received",
+        "webhook.rejected",
+        "job.queued",
+        "job.leased",
+        "job.acked",
+        "job.nacked",
+        "job.dead",
+        "job.replayed",
+        "job.delivered",
+        "ratelimit.limited",
+        "config.reloaded",
+        "config.rejected",
+        "sink.breaker_opened",
+        "sink.breaker_closed",
+        "tls.certificate_reloaded",
     };
     return names[static_cast<size_t>(t)];
 }
