@@ -1,6 +1,7 @@
 #include "portcullis/admin/control_plane.hh"
 
 #include "portcullis/admin/auth.hh"
+#include "portcullis/admin/event_stream.hh"
 #include "portcullis/admin/metrics.hh"
 #include "portcullis/admin/request.hh"
 #include "portcullis/base/address.hh"
@@ -72,6 +73,12 @@ constexpr int64_t timer_scan_interval_ns = 10'000'000;
 // After an accept fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), the next one
 // waits this long instead of failing in a loop.
 constexpr int64_t accept_backoff_ns = 50'000'000;
+// GET /events: a comment line this often keeps proxies from closing a quiet stream; a
+// subscriber with more than events_max_backlog bytes waiting behind its send in flight (which
+// waits on its socket's buffer, set to events_socket_buffer) is cut.
+constexpr int64_t events_keepalive_ns = 15 * base::ns_per_s;
+constexpr size_t events_max_backlog = 256 * 1024;
+constexpr size_t events_socket_buffer = 64 * 1024;
 
 enum class Op : uint8_t { accept = 1, recv, send, shutdown, close, ledger_write, ledger_sync };
 
@@ -120,13 +127,13 @@ static_assert(std::size(refusal_info) == size_t(Refusal::count));
 
 // Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
 bool not_implemented(std::string_view path) {
-    return path == "/events" || path == "/v1/tokens" || path.starts_with("/v1/tokens/") ||
-           path == "/v1/reload" || (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
+    return path == "/v1/tokens" || path.starts_with("/v1/tokens/") || path == "/v1/reload" ||
+           (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
 }
 
 // Every other /v1/ path needs a token; /healthz and unknown paths (404) do not.
 bool needs_token(std::string_view path) {
-    return path.starts_with("/v1/") && !not_implemented(path);
+    return (path.starts_with("/v1/") || path == "/events") && !not_implemented(path);
 }
 
 struct Conn {
@@ -148,6 +155,12 @@ struct Conn {
     std::string out;
     size_t sent = 0;
     std::array<char, recv_size> rbuf;
+    // GET /events: a stream, from the id next_event on; frames wait in pending while out is
+    // being sent (the kernel reads out until the send completes).
+    bool streaming = false;
+    uint64_t next_event = 0;
+    TypeMask event_types = all_types;
+    std::string pending;
     // The parked lease.
     uint16_t route = 0;
     uint32_t max = 0;
@@ -218,6 +231,17 @@ struct ControlPlane::Impl {
     uint64_t idle_closed = 0;
     std::array<uint64_t, size_t(Refusal::count)> refusals{};
     std::array<base::LogThrottle, size_t(Refusal::count)> throttles{};
+    // GET /events.
+    std::vector<base::EventQueue*> event_queues;
+    std::unique_ptr<EventBuffer> events;
+    std::vector<base::Event> event_scratch;
+    std::vector<uint32_t> streams; // conns streaming events (closed ones are dropped lazily)
+    int64_t next_keepalive_ns = 0;
+    uint64_t streams_opened = 0;
+    uint64_t streams_cut = 0;     // a subscriber that could not keep up
+    uint64_t streams_refused = 0; // over admin.events.subscribers
+    uint64_t events_lost = 0;     // frames a subscriber missed (the buffer wrapped under it)
+    base::LogThrottle cut_log;
 
     Impl(const config::Snapshot& s, const io::Features& f, std::span<const queue::SpoolProgress> p)
         : snap(s), features(f), progress(p) {}
@@ -250,8 +274,17 @@ struct ControlPlane::Impl {
         if (std::string err = store.open(snap, progress, now); !err.empty()) {
             return err;
         }
+        init_events();
         if (!snap.config().sinks.empty()) {
             engine = std::make_unique<deliver::Engine>(ring, snap, store);
+            engine->on_event([this](const base::Event& e) {
+                if (e.type == base::EventType::job_delivered ||
+                    e.type == base::EventType::job_dead) {
+                    events_unsynced.push_back(e); // a settlement: shown once durable
+                } else {
+                    publish_own(e);
+                }
+            });
             if (std::string err = engine->init(now_mono); !err.empty()) {
                 return err;
             }
@@ -326,6 +359,7 @@ struct ControlPlane::Impl {
                 last_retire_ns = now;
                 store.retire(now);
             }
+            pump_events();
             send_ready();
         }
         // Drain: parked long polls get what there is (nothing), the ledger group in flight
@@ -352,7 +386,9 @@ struct ControlPlane::Impl {
         for (size_t i = 0; i < refusals.size(); ++i) {
             line.field(refusal_info[i].counter, static_cast<int64_t>(refusals[i]));
         }
-        line.field("idle_closed", static_cast<int64_t>(idle_closed)).write();
+        line.field("idle_closed", static_cast<int64_t>(idle_closed));
+        log_event_counts(line);
+        line.write();
     }
 
     // ---- connections -------------------------------------------------------------------
@@ -418,6 +454,10 @@ struct ControlPlane::Impl {
             }
             c.out.clear();
             c.sent = 0;
+            if (c.streaming) {
+                stream_sent(c);
+                return;
+            }
             if (c.close_after) {
                 close_conn(c);
                 return;
@@ -434,6 +474,7 @@ struct ControlPlane::Impl {
             c.closing = false;
             std::string().swap(c.in);
             std::string().swap(c.out);
+            std::string().swap(c.pending);
             free_conns.push_back(c.index);
         }
     }
@@ -476,7 +517,8 @@ struct ControlPlane::Impl {
         c.gen = (c.gen + 1) & 0xffffff;
         c.open = true;
         c.recv_armed = c.sending = c.close_after = c.waiting = false;
-        c.needs_sync = c.answer_ready = c.closing = false;
+        c.needs_sync = c.answer_ready = c.closing = c.streaming = false;
+        c.pending.clear();
         c.inflight = 0;
         c.in.clear();
         c.out.clear();
@@ -599,6 +641,14 @@ struct ControlPlane::Impl {
 
     // Parses and answers the requests in c.in, one at a time: the next waits for the answer.
     void process(Conn& c) {
+        if (c.streaming && c.open && !c.closing) {
+            // An event stream reads only to see the client go: what it sends is dropped.
+            c.in.clear();
+            if (!c.recv_armed) {
+                arm_recv(c);
+            }
+            return;
+        }
         if (!c.open || c.closing || c.sending || c.waiting || c.answer_ready) {
             return;
         }
@@ -763,6 +813,11 @@ struct ControlPlane::Impl {
         ledger_sync = !sync_next.empty() || settlements;
         sync_waiting.swap(sync_next);
         sync_next.clear();
+        if (ledger_sync) {
+            // A group without an fdatasync promises nothing: its events wait for the next one.
+            events_in_group.swap(events_unsynced);
+            events_unsynced.clear();
+        }
         if (!bytes.empty()) {
             io_uring_sqe* sqe = ring.sqe();
             // The file is opened O_APPEND: the offset is ignored, writes go to its end.
@@ -801,6 +856,10 @@ struct ControlPlane::Impl {
             if (engine) {
                 engine->group_resolved(true);
             }
+            for (const base::Event& e : events_in_group) {
+                publish_own(e);
+            }
+            events_in_group.clear();
             release_waiters(sync_waiting, false);
             return;
         }
@@ -814,6 +873,8 @@ struct ControlPlane::Impl {
         if (engine) {
             engine->group_resolved(false);
         }
+        events_in_group.clear(); // what they told of was undone
+        events_unsynced.clear();
         LogLine(Level::error, "ledger write failed: changes rolled back, their answers refused")
             .field("path", store.ledger_path())
             .field("error", why)
@@ -888,6 +949,12 @@ struct ControlPlane::Impl {
                    m == "GET" ? "Allow: GET\r\n" : "Allow: POST\r\n");
             return false;
         };
+        if (path == "/events") {
+            if (method_is("GET")) {
+                open_stream(c, *who, head);
+            }
+            return;
+        }
         if (path == "/v1/lease") {
             if (method_is("POST")) {
                 lease(c, *who, body);
@@ -1224,6 +1291,7 @@ struct ControlPlane::Impl {
             }
             first = false;
             queue::append_job_json(out, rec, j.attempts);
+            emit_job(base::EventType::job_leased, j);
         }
         out += "]}";
         answer(c, 200, out);
@@ -1280,6 +1348,9 @@ struct ControlPlane::Impl {
             std::string out = R"({"error":")" + std::string(error) + "\"}";
             answer(c, s == JobTable::Settle::unknown ? 404 : 409, out);
             return;
+        }
+        if (s == JobTable::Settle::ok) {
+            emit_settled(job->id, ack);
         }
         answer_state(c, job->id);
         c.needs_sync = true;
@@ -1346,6 +1417,10 @@ struct ControlPlane::Impl {
                    R"({"error":")" + std::string(settle_error(s)) + "\"}");
             return;
         }
+        const std::optional<std::string_view> sink = queue::query_param(query, "sink");
+        emit_job(base::EventType::job_replayed, *job,
+                 sink && engine ? static_cast<uint16_t>(engine->sink_index(*sink))
+                                : base::Event::none);
         answer_state(c, job->id);
         c.needs_sync = true;
     }
@@ -1383,6 +1458,9 @@ struct ControlPlane::Impl {
                 s = ack ? store.table().ack(*id, now) : store.table().nack(*id, delay, now);
             }
             std::string_view error = settle_error(s);
+            if (s == JobTable::Settle::ok) {
+                emit_settled(*id, ack);
+            }
             if (error.empty()) {
                 sw.string(text);
             } else {
@@ -1466,6 +1544,244 @@ struct ControlPlane::Impl {
         w.end_object();
         answer(c, 200, out);
     }
+    // ---- GET /events -------------------------------------------------------------------
+
+    void init_events() {
+        EventNames names;
+        for (const config::Route& r : snap.routes()) {
+            names.routes.push_back(r.config->name);
+        }
+        for (const config::SinkConfig& sink : snap.config().sinks) {
+            names.sinks.push_back(sink.name);
+        }
+        events = std::make_unique<EventBuffer>(snap.config().admin.events.buffer, std::move(names));
+        next_keepalive_ns = now_mono + events_keepalive_ns;
+    }
+
+    // Settlements' events (job.acked|nacked|dead|replayed|delivered) are shown only once the
+    // ledger group holding them is durable, and never when it is rolled back: those gathered
+    // since the last group was taken, and those of the group in flight.
+    std::vector<base::Event> events_unsynced;
+    std::vector<base::Event> events_in_group;
+
+    // An event of this thread's (the pull API): a lease is shown at once, a settlement once
+    // durable.
+    void emit_job(base::EventType type, const JobInfo& j, uint16_t sink = base::Event::none) {
+        base::Event e = base::Event::make(type, now);
+        e.route = j.route;
+        e.sink = sink;
+        e.attempt = j.attempts;
+        char text[queue::job_id_text_size];
+        j.id.format(text);
+        e.set_id(std::string_view(text, sizeof text));
+        if (type == base::EventType::job_leased) {
+            publish_own(e);
+        } else {
+            events_unsynced.push_back(e);
+        }
+    }
+
+    // A settled job's event: acked, nacked, or dead when the nack spent its last attempt.
+    void emit_settled(JobId id, bool ack) {
+        if (std::optional<JobInfo> j = store.table().find(id)) {
+            emit_job(ack                                 ? base::EventType::job_acked
+                     : j->state == queue::JobState::dead ? base::EventType::job_dead
+                                                         : base::EventType::job_nacked,
+                     *j);
+        }
+    }
+
+    // GET /events: 200 text/event-stream, the replay after Last-Event-ID, then live.
+    void open_stream(Conn& c, const Grant& who, const http::RequestHead& head) {
+        if (Access a = authorize(&who, "events", "read"); a != Access::granted) {
+            answer_access(c, a);
+            return;
+        }
+        TypeMask types = all_types;
+        if (std::optional<std::string_view> t = queue::query_param(head.query, "types")) {
+            std::string why;
+            std::optional<TypeMask> parsed = parse_types(*t, &why);
+            if (!parsed) {
+                answer(c, 400, error_json(why));
+                return;
+            }
+            types = *parsed;
+        }
+        std::optional<uint64_t> last_id;
+        const verify::HeaderMatch h = verify::find_single_header(head.headers, "last-event-id");
+        if (h.repeated) {
+            answer(c, 400, error_json("last-event-id: more than one header"));
+            return;
+        }
+        if (h.header != nullptr && !h.header->value.empty()) {
+            last_id = parse_last_event_id(h.header->value);
+            if (!last_id) {
+                answer(c, 400, error_json("last-event-id: a decimal event id"));
+                return;
+            }
+        }
+        size_t open_streams = 0;
+        for (uint32_t i : streams) {
+            open_streams += conns[i]->streaming && conns[i]->open && !conns[i]->closing ? 1 : 0;
+        }
+        if (open_streams >= snap.config().admin.events.subscribers) {
+            ++streams_refused;
+            answer(c, 503, R"({"error":"unavailable","detail":"too many event streams"})",
+                   "Retry-After: 5\r\n");
+            return;
+        }
+        drain_event_queues(); // the replay includes what the shards have handed over so far
+        ++streams_opened;
+        c.streaming = true;
+        c.event_types = types;
+        c.next_event = events->next_after(last_id);
+        c.out = "HTTP/1.1 200 OK\r\nDate: ";
+        c.out += date.view();
+        c.out += "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                 "X-Accel-Buffering: no\r\n\r\n";
+        if (last_id && c.next_event != *last_id + 1) {
+            // The events after last_id are gone (or it is another run's id): say so, in a
+            // comment an EventSource ignores, then replay what is held.
+            c.out += ": last-event-id " + std::to_string(*last_id) +
+                     " is not in the buffer; replaying from the oldest held, " +
+                     std::to_string(events->oldest()) + "\n\n";
+        }
+        collect_for(c, c.out);
+        c.sent = 0;
+        c.answer_ready = true;
+        enter(c, Phase::busy);
+        ready.push_back(c.index);
+        streams.push_back(c.index);
+        // A small kernel buffer, so that a reader that stops is seen (and cut) after a bounded
+        // backlog rather than after megabytes of kernel memory.
+        int sndbuf = static_cast<int>(events_socket_buffer);
+        ::setsockopt(c.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    }
+
+    static std::string error_json(std::string_view detail) {
+        std::string out;
+        base::StringBuffer buf(out);
+        base::JsonWriter w(buf);
+        w.begin_object()
+            .key("error")
+            .string("bad_request")
+            .key("detail")
+            .string(detail)
+            .end_object();
+        return out;
+    }
+
+    void collect_for(Conn& c, std::string& out) {
+        if (uint64_t lost = events->collect(c.next_event, c.event_types, out); lost != 0) {
+            events_lost += lost;
+            out += ": " + std::to_string(lost) + " events lost (the buffer wrapped)\n\n";
+        }
+    }
+
+    // The other threads' events, numbered in the order of their times (each thread's queue is
+    // in order; a stable sort merges them, ties in queue order).
+    void drain_event_queues() {
+        event_scratch.clear();
+        base::Event e;
+        for (base::EventQueue* q : event_queues) {
+            while (q->try_pop(e)) {
+                event_scratch.push_back(e);
+            }
+        }
+        std::stable_sort(
+            event_scratch.begin(), event_scratch.end(),
+            [](const base::Event& a, const base::Event& b) { return a.ts_ns < b.ts_ns; });
+        for (const base::Event& x : event_scratch) {
+            events->publish(x);
+        }
+    }
+
+    // An event of this thread's: after what the others handed over before it.
+    void publish_own(const base::Event& e) {
+        drain_event_queues();
+        events->publish(e);
+    }
+
+    // Each loop turn: the other threads' events into the buffer, then to every stream (or a
+    // keep-alive comment every 15 s); a stream whose backlog passed the bound is cut.
+    void pump_events() {
+        drain_event_queues();
+        const bool keepalive = now_mono >= next_keepalive_ns;
+        if (keepalive) {
+            next_keepalive_ns = now_mono + events_keepalive_ns;
+        }
+        size_t kept = 0;
+        for (uint32_t i : streams) {
+            Conn& c = *conns[i];
+            if (!c.open || c.closing || !c.streaming) {
+                continue;
+            }
+            streams[kept++] = i;
+            if (c.answer_ready) {
+                continue; // the head is not sent yet: collected once it is
+            }
+            collect_for(c, c.pending);
+            if (keepalive) {
+                c.pending += ": keep-alive\n\n";
+            }
+            // What waits behind the send in flight: it grows only while the reader does not read.
+            if (c.pending.size() > events_max_backlog) {
+                cut_stream(c);
+                continue;
+            }
+            if (!c.sending && !c.pending.empty()) {
+                c.out.swap(c.pending);
+                c.pending.clear();
+                c.sent = 0;
+                start_send(c);
+            }
+        }
+        streams.resize(kept);
+    }
+
+    // A stream's send finished: the next frames, if any.
+    void stream_sent(Conn& c) {
+        collect_for(c, c.pending);
+        if (!c.pending.empty()) {
+            c.out.swap(c.pending);
+            c.pending.clear();
+            start_send(c);
+        }
+        if (!c.recv_armed) {
+            arm_recv(c);
+        }
+    }
+
+    void cut_stream(Conn& c) {
+        ++streams_cut;
+        if (cut_log.allow(now_mono, base::ns_per_s)) {
+            LogLine line(Level::warn,
+                         "control plane: event stream cut; the subscriber fell behind");
+            line.field("backlog_bytes",
+                       static_cast<int64_t>(c.pending.size() + c.out.size() - c.sent))
+                .field("count", static_cast<int64_t>(streams_cut));
+            if (cut_log.held_back != 0) {
+                line.field("lines_held_back", static_cast<int64_t>(cut_log.held_back));
+                cut_log.held_back = 0;
+            }
+            line.write();
+        }
+        c.pending.clear();
+        close_conn(c);
+    }
+
+    void log_event_counts(LogLine& line) const {
+        uint64_t dropped = 0;
+        for (const base::EventQueue* q : event_queues) {
+            dropped += q->dropped();
+        }
+        line.field("events", static_cast<int64_t>(events->newest()))
+            .field("events_dropped", static_cast<int64_t>(dropped))
+            .field("events_lost", static_cast<int64_t>(events_lost))
+            .field("event_streams", static_cast<int64_t>(streams_opened))
+            .field("event_streams_cut", static_cast<int64_t>(streams_cut))
+            .field("event_streams_refused", static_cast<int64_t>(streams_refused));
+    }
 };
 
 ControlPlane::ControlPlane(const config::Snapshot& snapshot, const io::Features& features,
@@ -1481,6 +1797,10 @@ void ControlPlane::observe(std::vector<ShardView> shards, SharedSources shared) 
 
 std::string ControlPlane::init(int listen_fd) {
     return _impl->init(listen_fd);
+}
+
+void ControlPlane::set_event_queues(std::span<base::EventQueue* const> queues) {
+    _impl->event_queues.assign(queues.begin(), queues.end());
 }
 
 void ControlPlane::run(const std::atomic<bool>& stop) {

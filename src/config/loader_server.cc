@@ -24,7 +24,8 @@ constexpr std::string_view client_ip_keys[] = {"trusted_proxies", "proxy_protoco
 constexpr std::string_view tls_keys[] = {"listen", "certificates", "min_version",
                                          "session_tickets"};
 constexpr std::string_view tls_certificate_keys[] = {"cert", "key"};
-constexpr std::string_view admin_keys[] = {"listen", "max_connections"};
+constexpr std::string_view admin_keys[] = {"listen", "max_connections", "events"};
+constexpr std::string_view admin_events_keys[] = {"buffer", "subscribers"};
 constexpr std::string_view spool_keys[] = {"dir", "durability", "segment_size", "retention"};
 constexpr Choice<ProxyProtocol> proxy_protocols[] = {{"off", ProxyProtocol::off},
                                                      {"v1", ProxyProtocol::v1},
@@ -273,6 +274,23 @@ void Walker::admin(const YamlNode& map, const std::string& path) {
     if (const YamlNode* n = map.find("max_connections")) {
         if (auto v = integer(*n, join_path(path, "max_connections"), 1, 65536)) {
             _cfg.admin.max_connections = static_cast<uint32_t>(*v);
+        }
+    }
+    if (const YamlNode* events = section(map, "events", path)) {
+        admin_events(*events, join_path(path, "events"));
+    }
+}
+
+void Walker::admin_events(const YamlNode& map, const std::string& path) {
+    check_keys(map, path, admin_events_keys);
+    if (const YamlNode* n = map.find("buffer")) {
+        if (auto v = integer(*n, join_path(path, "buffer"), 100, 1'000'000)) {
+            _cfg.admin.events.buffer = static_cast<uint32_t>(*v);
+        }
+    }
+    if (const YamlNode* n = map.find("subscribers")) {
+        if (auto v = integer(*n, join_path(path, "subscribers"), 1, 1024)) {
+            _cfg.admin.events.subscribers = static_cast<uint32_t>(*v);
         }
     }
 }

@@ -139,6 +139,7 @@ private:
     static const ListenAddress* overlapping(const std::vector<ListenAddress>& list,
                                             const ListenAddress& addr);
     void admin(const YamlNode& map, const std::string& path);
+    void admin_events(const YamlNode& map, const std::string& path);
     void spool(const YamlNode& map, const std::string& path);
 
     // ---- routes (loader_routes.cc) --------------------------------------------------------------

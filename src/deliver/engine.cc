@@ -437,6 +437,15 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
     s.duration.record(now_mono_ns - d.started_mono_ns);
     note_transition(s, now_unix_ns);
     _unsynced.push_back({s.index, outcome, dead});
+    if (_on_event && (outcome == Outcome::delivered || dead)) {
+        base::Event e = base::Event::make(
+            dead ? base::EventType::job_dead : base::EventType::job_delivered, now_unix_ns);
+        e.route = d.route;
+        e.sink = static_cast<uint16_t>(s.index);
+        e.attempt = d.attempt;
+        e.set_id(std::string_view(d.id_text, sizeof d.id_text));
+        _on_event(e);
+    }
     if (outcome != Outcome::delivered &&
         s.failure_log.allow(now_mono_ns, failure_log_interval_ns)) {
         LogLine line(dead ? Level::error : Level::warn,
@@ -472,6 +481,15 @@ void Engine::note_transition(Sink& s, int64_t now_unix_ns) {
                                                                    : "sink breaker closed";
     LogLine line(t == Breaker::Transition::opened ? Level::warn : Level::info, msg, now_unix_ns);
     line.field("sink", s.cfg->name);
+    if (_on_event && t != Breaker::Transition::half_opened) {
+        base::Event e = base::Event::make(t == Breaker::Transition::opened
+                                              ? base::EventType::sink_breaker_opened
+                                              : base::EventType::sink_breaker_closed,
+                                          now_unix_ns);
+        e.sink = static_cast<uint16_t>(s.index);
+        e.number = static_cast<int64_t>(s.breaker.consecutive_failures());
+        _on_event(e);
+    }
     if (t == Breaker::Transition::opened) {
         line.field("consecutive_failures", static_cast<int64_t>(s.breaker.consecutive_failures()))
             .field("cooldown_ms", s.cfg->breaker.cooldown_ns / 1'000'000);

@@ -1,5 +1,6 @@
 #include "portcullis/http/header_policy.hh"
 
+#include "portcullis/base/json.hh"
 #include "portcullis/http/client.hh"
 
 #include <algorithm>
@@ -98,8 +99,12 @@ size_t select_stored(std::span<const Header> headers, const StoredFields& policy
     return kept;
 }
 
-void log_headers(base::LogLine& line, std::span<const Header> headers, const StoredFields& policy) {
-    line.object("headers");
+namespace {
+
+// Calls emit(name, value) for each allow-listed field of headers that policy stores (see
+// log_headers), its values joined and cut.
+template <typename Emit>
+void each_logged(std::span<const Header> headers, const StoredFields& policy, Emit&& emit) {
     // Each logged field is written once, where it first appears, with all its values: at most
     // one more pass per logged field, whatever the number of repeats.
     uint32_t done = 0;
@@ -127,9 +132,44 @@ void log_headers(base::LogLine& line, std::span<const Header> headers, const Sto
                 append(headers[k].value);
             }
         }
-        line.field(field.name, std::string_view(joined, size));
+        emit(field.name, std::string_view(joined, size));
     }
+}
+
+} // namespace
+
+void log_headers(base::LogLine& line, std::span<const Header> headers, const StoredFields& policy) {
+    line.object("headers");
+    each_logged(headers, policy,
+                [&](std::string_view name, std::string_view value) { line.field(name, value); });
     line.end_object();
+}
+
+size_t json_headers(std::span<char> out, std::span<const Header> headers,
+                    const StoredFields& policy) {
+    base::FixedBuffer<json_headers_bytes> buf;
+    base::JsonWriter w(buf);
+    w.begin_object();
+    size_t kept = 0;
+    each_logged(headers, policy, [&](std::string_view name, std::string_view value) {
+        w.key(name).string(value);
+        if (!buf.overflowed() && buf.size() < out.size()) {
+            kept = buf.size(); // what fits with its closing brace added below
+        }
+    });
+    w.end_object();
+    std::string_view text = buf.view();
+    if (buf.overflowed() || text.size() > out.size()) {
+        // Cut after the last field that fits: still one JSON object.
+        if (kept == 0 || kept + 1 > out.size()) {
+            return 0;
+        }
+        std::memcpy(out.data(), text.data(), kept);
+        out[kept] = '}';
+        return kept + 1;
+    }
+    std::memcpy(out.data(), text.data(), text.size());
+    return text.size();
 }
 
 } // namespace portcullis::http

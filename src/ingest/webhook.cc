@@ -51,7 +51,7 @@ std::string_view keep(std::span<char> room, std::string_view text) {
 Ingest::Ingest(const config::Snapshot& snapshot, const Tables& tables, const Clock& clock,
                Host& host, base::BufferPool& pool, uint8_t shard)
     : _snap(snapshot), _cfg(snapshot.config()), _tables(tables), _clock(clock), _host(host),
-      _pool(pool), _ids(shard), _stored_headers(snapshot.config().server.headers),
+      _pool(pool), _ids(shard), _stored_headers(snapshot.config().server.headers), _shard(shard),
       _routes(snapshot.routes().size()),
       // NOLINTNEXTLINE(cppcoreguidelines-avoid-c-arrays): atomics cannot live in a vector
       _route_stats(std::make_unique<RouteStats[]>(_routes + 1)) {}
@@ -228,6 +228,10 @@ void Ingest::spooled(Webhook& w, bool durable) {
     _stats.jobs_queued.fetch_add(1, std::memory_order_relaxed);
     w.queued = true;
     answer_job(w, 202, w.id, "queued");
+    emit_received(w, 202, "queued");
+    base::Event e = event_of(w, base::EventType::job_queued);
+    e.has_peer = e.has_client = false;
+    _host.event(e);
 }
 
 void Ingest::release(Webhook& w) {
@@ -254,6 +258,13 @@ bool Ingest::admit_rate(Webhook& w, uint64_t key, const admit::Limit& limit,
                           "Retry-After: %lld\r\n", static_cast<long long>(d.retry_after_s));
     refuse(w, 429, base::RejectReason::rate_limited, headers, close,
            std::string_view(w.answer.extra_text.data(), n > 0 ? static_cast<size_t>(n) : 0));
+    base::Event e = event_of(w, base::EventType::ratelimit_limited);
+    e.reason = static_cast<uint8_t>(base::RejectReason::rate_limited);
+    e.status = 429;
+    e.number = d.retry_after_s;
+    const bool per_client = w.route->per_ip_limit && &limit == &*w.route->per_ip_limit;
+    e.set_text(per_client ? "client" : "route");
+    _host.event(e);
     return false;
 }
 
@@ -320,6 +331,11 @@ Next Ingest::refuse(Webhook& w, uint16_t status, base::RejectReason reason,
     }
     http::log_headers(line, shown, w.route->stored_fields);
     log(line);
+    base::Event e = event_of(w, base::EventType::webhook_rejected);
+    e.reason = static_cast<uint8_t>(reason);
+    e.status = status;
+    e.text_size = static_cast<uint16_t>(http::json_headers(e.text, shown, w.route->stored_fields));
+    _host.event(e);
     return answer(w, status, reject_body(reason), extra, close);
 }
 
@@ -335,7 +351,38 @@ Next Ingest::refuse_denied(Webhook& w, const base::PeerAddress& client, bool has
     char ip[INET6_ADDRSTRLEN];
     line.field("client", client.format_ip(ip));
     log(line);
+    base::Event e = base::Event::make(base::EventType::webhook_rejected, _clock.unix_ns);
+    e.reason = static_cast<uint8_t>(base::RejectReason::ip_denied);
+    e.status = 403;
+    e.shard = _shard;
+    e.has_peer = true;
+    e.peer = w.peer;
+    e.has_client = !(client == w.peer);
+    e.client = client;
+    _host.event(e);
     return answer(w, 403, error_body::forbidden, {}, has_body);
+}
+
+base::Event Ingest::event_of(const Webhook& w, base::EventType type) const {
+    base::Event e = base::Event::make(type, _clock.unix_ns);
+    e.shard = _shard;
+    e.route = static_cast<uint16_t>(w.route - _snap.routes().data());
+    char id[queue::job_id_text_size];
+    w.id.format(id);
+    e.set_id(std::string_view(id, sizeof id));
+    e.has_peer = true;
+    e.peer = w.peer;
+    e.has_client = !(w.client == w.peer);
+    e.client = w.client;
+    return e;
+}
+
+void Ingest::emit_received(const Webhook& w, uint16_t status, std::string_view outcome) {
+    base::Event e = event_of(w, base::EventType::webhook_received);
+    e.status = status;
+    e.number = static_cast<int64_t>(w.body_bytes);
+    e.set_text(outcome);
+    _host.event(e);
 }
 
 void Ingest::add_peer(LogLine& line, const Webhook& w) {
@@ -426,6 +473,7 @@ bool Ingest::admit_keys(Webhook& w, std::span<uint8_t> record) {
         case queue::DedupTable::Outcome::duplicate:
             _stats.duplicates.fetch_add(1, std::memory_order_relaxed);
             answer_job(w, 200, claim.first, "duplicate");
+            emit_received(w, 200, "duplicate");
             return false;
         case queue::DedupTable::Outcome::conflict:
             refuse(w, 409, base::RejectReason::conflict, {}, false);

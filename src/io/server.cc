@@ -38,6 +38,9 @@ constexpr size_t dedup_entries = size_t{1} << 20;
 constexpr size_t ordering_entries = size_t{1} << 18;
 // Rate-limit keys (clients and routes): 8 bytes each, 8 MiB; a full bucket evicts.
 constexpr size_t rate_limit_keys = size_t{1} << 20;
+// Event slots per producing thread (about 450 bytes each): what a shard may emit between two
+// turns of the control plane's loop (50 ms at most) before it drops and counts.
+constexpr size_t event_queue_slots = 4096;
 constexpr int64_t rate_limit_sweep_ns = int64_t{24} * 3600 * base::ns_per_s;
 // The main thread wakes this often between signals: the rate-limit sweep's check, the TLS
 // ticket-key schedule and freeing replaced certificates.
@@ -116,7 +119,7 @@ void log_certificates(const tls::Server& server, std::string_view what) {
 
 // SIGHUP: new handshakes use the certificates as the files now hold them; a file that cannot
 // be used keeps the old ones, and the log says why.
-void reload_certificates(tls::Server& server) {
+void reload_certificates(tls::Server& server, base::EventQueue* events) {
     if (auto err = server.reload(); !err.empty()) {
         LogLine(Level::error, "TLS certificates not reloaded; the old ones stay")
             .field("error", err)
@@ -124,6 +127,16 @@ void reload_certificates(tls::Server& server) {
         return;
     }
     log_certificates(server, "TLS certificate reloaded");
+    if (events == nullptr) {
+        return;
+    }
+    const int64_t now = base::unix_ns();
+    for (const tls::CertificateInfo& info : server.certificates()) {
+        base::Event e = base::Event::make(base::EventType::tls_certificate_reloaded, now);
+        e.set_text(info.cert_file);
+        e.number = info.not_after;
+        events->try_push(e);
+    }
 }
 
 // What /metrics and /healthz read of the shards: their own counters, summed at each scrape.
@@ -253,6 +266,17 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     }
     auto spool_progress = std::make_unique<queue::SpoolProgress[]>(shards);
     shared.spool_progress = spool_progress.get();
+    // GET /events: one queue per shard, and the last one this thread's (certificate reloads).
+    std::vector<std::unique_ptr<base::EventQueue>> event_queues;
+    std::vector<base::EventQueue*> event_queue_list;
+    if (cfg.admin.listen) {
+        for (unsigned i = 0; i <= shards; ++i) {
+            event_queues.push_back(std::make_unique<base::EventQueue>(event_queue_slots));
+            event_queue_list.push_back(event_queues.back().get());
+        }
+        shared.events = event_queue_list.data();
+    }
+    base::EventQueue* main_events = cfg.admin.listen ? event_queue_list.back() : nullptr;
 
     // The dedup and ordering tables, shared by the shards, only when some route uses them.
     std::unique_ptr<queue::DedupTable> dedup;
@@ -372,6 +396,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             control = std::make_unique<admin::ControlPlane>(
                 *snapshot, shared.features,
                 std::span<const queue::SpoolProgress>(spool_progress.get(), shards));
+            control->set_event_queues(event_queue_list);
             if (auto err = control->init(fds[0]); !err.empty()) {
                 failure = "control plane: " + err;
             }
@@ -433,7 +458,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         }
         if (sig == SIGHUP) {
             if (tls_server) {
-                reload_certificates(*tls_server);
+                reload_certificates(*tls_server, main_events);
             }
             LogLine(Level::warn, "SIGHUP: configuration reload is not available in this build "
                                  "yet (only certificates are reloaded); restart to apply other "

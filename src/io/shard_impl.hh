@@ -291,6 +291,12 @@ struct Shard::Impl final : ingest::Host {
     Exchange* held_last = nullptr;
     void offer_held();
     void log(base::LogLine& line) override;
+    // One slot copied into this shard's event queue; a full queue drops it (counted there).
+    void event(const base::Event& e) override {
+        if (shared.events != nullptr) {
+            shared.events[index]->try_push(e);
+        }
+    }
 
     // shard.cc: start-up, loop, accept, timers, drain
     std::string init();

@@ -4,7 +4,8 @@
 # answered 503, and so is their retry: the change is rolled back in the job table, so the job
 # keeps its state (leased, or dead) and is never shown done while ledger.log lacks the op. Once
 # space returns, the retry is answered 200, ledger.log holds its op, and after kill -9 and a
-# restart the job has the state that was answered.
+# restart the job has the state that was answered. An /events subscriber sees a settlement's
+# event (job.acked, job.nacked, job.replayed) only once it is durable: never for a refused one.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
@@ -29,7 +30,7 @@ routes:
   fragile: {path: /webhooks/fragile, verify: {scheme: none}, max_attempts: 1}
   pad: {path: /webhooks/pad, verify: {scheme: none}, max_attempts: 1000}
 tokens:
-  worker: {sha256: "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)", scopes: ["jobs:*"]}
+  worker: {sha256: "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)", scopes: ["jobs:*", "events:read"]}
 EOF
 
 # api METHOD PATH [JSON]: sets API_STATUS and API_BODY.
@@ -81,6 +82,16 @@ PY
 
 start_server "$WORKDIR/config.yaml"
 [[ -n $ADMIN_PORT ]] || fail "no control-plane listening line"
+curl -sS -N -m 300 -D "$WORKDIR/events.head" -H "Authorization: Bearer $TOKEN" \
+    -o "$WORKDIR/events.sse" "http://127.0.0.1:$ADMIN_PORT/events?types=job.*" 2>"$WORKDIR/events.err" &
+EVENTS_PID=$!
+at_exit "kill $EVENTS_PID 2>/dev/null"
+for _ in $(seq 1 100); do
+    grep -q $'^\r$' "$WORKDIR/events.head" 2>/dev/null && break
+    sleep 0.05
+done
+grep -q '^HTTP/1.1 200' "$WORKDIR/events.head" 2>/dev/null ||
+    fail "no event stream: $(cat "$WORKDIR/events.head" "$WORKDIR/events.err" 2>/dev/null)"
 
 webhook work ack
 J_ACK=$JOB_ID
@@ -195,6 +206,41 @@ api POST "/v1/dead-letters/$J_DEAD/replay"
 expect_api "replay after space returned" 200
 expect_eq "replay answer" queued "$(py 'j["state"]')"
 ledger_has replay "$J_DEAD"
+
+# The stream told of each settlement once, when it was durable: the refused ones not at all.
+# (events.sh checks the stream's format; here only which settlements it shows.)
+expected="$J_ACK job.acked
+$J_BULK1 job.acked
+$J_BULK2 job.acked
+$J_DEAD job.dead
+$J_DEAD job.replayed
+$J_NACK job.nacked
+$J_PAD job.nacked $((pads - 1))"
+seen=""
+for _ in $(seq 1 100); do
+    seen=$(python3 - "$WORKDIR/events.sse" "$J_PAD" <<'PY'
+import collections, json, sys
+text, pad = open(sys.argv[1]).read(), sys.argv[2]
+count = collections.Counter()
+for frame in text.split("\n\n"):
+    for line in frame.split("\n"):
+        if line.startswith("data: "):
+            d = json.loads(line[6:])
+            if d["type"] not in ("job.queued", "job.leased"):
+                count[(d["job"], d["type"])] += 1
+rows = []
+for (job, kind), n in sorted(count.items()):
+    if job == pad:
+        rows.append(f"{job} {kind} {n}")
+    else:
+        rows.extend([f"{job} {kind}"] * n)
+print("\n".join(sorted(rows)))
+PY
+)
+    [[ $seen == "$(LC_ALL=C sort <<<"$expected")" ]] && break
+    sleep 0.05
+done
+expect_eq "settlement events (job, type[, count of the pad job's])" "$(LC_ALL=C sort <<<"$expected")" "$seen"
 
 # kill -9: what was answered 200 is what the ledger rebuilds.
 kill9_server

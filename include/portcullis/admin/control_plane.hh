@@ -14,6 +14,7 @@
 #pragma once
 
 #include "portcullis/admin/metrics.hh"
+#include "portcullis/base/event.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/spool_progress.hh"
@@ -35,6 +36,11 @@ public:
     ~ControlPlane();
     ControlPlane(const ControlPlane&) = delete;
     ControlPlane& operator=(const ControlPlane&) = delete;
+
+    // GET /events: the queues the other threads hand their events through (one per producing
+    // thread, each outliving the control plane). Before init(); without it only the control
+    // plane's own events (job.leased, job.acked, deliveries...) are streamed.
+    void set_event_queues(std::span<base::EventQueue* const> queues);
 
     // Start-up (blocking): the ring and the job index (spool segments and ledger). Takes
     // listen_fd. Returns "" or the error.

@@ -28,6 +28,7 @@
 #pragma once
 
 #include "portcullis/base/histogram.hh"
+#include "portcullis/base/event.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/deliver/exec_runner.hh"
 #include "portcullis/deliver/http_sink.hh"
@@ -38,6 +39,7 @@
 #include "portcullis/queue/job_store.hh"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -127,6 +129,10 @@ public:
     // Every sink, in configuration order (the same counters as the stop line).
     void reports(std::vector<SinkReport>& out) const;
 
+    // Where job.delivered, job.dead (of a sink) and sink.breaker_* events go (GET /events):
+    // called on the control-plane thread, as they happen.
+    void on_event(std::function<void(const base::Event&)> f) { _on_event = std::move(f); }
+
 private:
     struct Sink;
     struct Delivery;
@@ -161,6 +167,7 @@ private:
     };
     std::vector<Settled> _unsynced;
     std::vector<Settled> _in_group;
+    std::function<void(const base::Event&)> _on_event;
     bool _draining = false;
 };
 

@@ -59,4 +59,11 @@ constexpr size_t logged_value_bytes = 128;
 // one.
 void log_headers(base::LogLine& line, std::span<const Header> headers, const StoredFields& policy);
 
+// The same fields as one JSON object ({"user-agent":"..",..}) written into out, for the
+// webhook.rejected event; cut after the last whole field that fits. Returns its size (0 when
+// not even "{}" fits). No allocation.
+constexpr size_t json_headers_bytes = 2048;
+size_t json_headers(std::span<char> out, std::span<const Header> headers,
+                    const StoredFields& policy);
+
 } // namespace portcullis::http

@@ -18,6 +18,7 @@
 #include "portcullis/admit/rate_limit.hh"
 #include "portcullis/base/address.hh"
 #include "portcullis/base/buffer_pool.hh"
+#include "portcullis/base/event.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/base/reject_reason.hh"
 #include "portcullis/config/snapshot.hh"
@@ -65,6 +66,8 @@ public:
                          config::Durability durability) = 0;
     // A finished log line (never blocks; the shard writes it through its ring or drops it).
     virtual void log(base::LogLine& line) = 0;
+    // An event for GET /events (never blocks: a full queue drops it and counts).
+    virtual void event(const base::Event& /*e*/) {}
 
 protected:
     ~Host() = default;
@@ -186,6 +189,9 @@ private:
     static Next answer(Webhook& w, uint16_t status, std::string_view body,
                        std::string_view extra_headers, bool close);
     void log(base::LogLine& line) { _host.log(line); }
+    // An event of w's route, request id and peer.
+    base::Event event_of(const Webhook& w, base::EventType type) const;
+    void emit_received(const Webhook& w, uint16_t status, std::string_view outcome);
 
     const config::Snapshot& _snap;
     const config::Config& _cfg;
@@ -195,6 +201,7 @@ private:
     base::BufferPool& _pool;
     queue::JobIdGenerator _ids;
     std::vector<http::Header> _stored_headers;
+    uint8_t _shard;
     Stats _stats;
     size_t _routes;
     std::unique_ptr<RouteStats[]> _route_stats; // _routes + 1

@@ -10,6 +10,7 @@
 
 #include "portcullis/admit/connection_counts.hh"
 #include "portcullis/admit/rate_limit.hh"
+#include "portcullis/base/event.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/ingest/webhook.hh"
 #include "portcullis/io/ring.hh"
@@ -49,6 +50,9 @@ struct ShardShared {
     queue::SpoolProgress* spool_progress = nullptr;
     // The certificates and ticket keys of server.tls; null without TLS listeners.
     tls::Server* tls = nullptr;
+    // One per shard, indexed by shard: its events for GET /events (the control plane drains
+    // them); null without a control plane.
+    base::EventQueue* const* events = nullptr;
 };
 
 // Counters of one shard, written by its thread only, read (racily, for reports) by others.

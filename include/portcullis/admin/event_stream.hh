@@ -1,0 +1,77 @@
+// GET /events (SPEC sections 5 and 9): the events of every thread, numbered in the order the
+// control plane takes them, kept formatted as Server-Sent Events frames in one ring buffer
+// (admin.events.buffer), from which every subscriber is served by id: a reconnect with
+// Last-Event-ID and a live stream are the same read.
+//
+//   EventBuffer buf(10000, names);
+//   buf.publish(event);                          // control-plane thread: numbers and formats it
+//   uint64_t next = buf.next_after(last_id);     // where a subscriber starts
+//   buf.collect(next, filter, out);              // appends its frames since, advances next
+#pragma once
+
+#include "portcullis/base/event.hh"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace portcullis::admin {
+
+// Which event types a subscriber wants: bit i for base::EventType i.
+using TypeMask = uint32_t;
+constexpr TypeMask all_types = (TypeMask{1} << base::event_type_count) - 1;
+static_assert(base::event_type_count <= 32);
+
+// `?types=job.*,webhook.rejected`: a comma-separated list of type names, each exact or a
+// prefix ending in `*` (`job.*`, `*`); `%2C` and `%2A` are taken for `,` and `*`. nullopt (and
+// why) for an empty list, an empty item, or an item that names no type.
+std::optional<TypeMask> parse_types(std::string_view value, std::string* why);
+
+// The Last-Event-ID header: a decimal id of 1 to 19 digits. nullopt for anything else (empty is
+// the caller's to treat as absent, as EventSource does).
+std::optional<uint64_t> parse_last_event_id(std::string_view value);
+
+// Route and sink names, by the indexes events carry.
+struct EventNames {
+    std::vector<std::string> routes;
+    std::vector<std::string> sinks;
+};
+
+// One SSE frame: "id: N\nevent: TYPE\ndata: {json}\n\n". The data is one JSON object with id,
+// type, ts (RFC 3339, ms) and the type's fields; every string is JSON-escaped.
+void format_event(std::string& out, uint64_t id, const base::Event& e, const EventNames& names);
+
+class EventBuffer {
+public:
+    EventBuffer(size_t capacity, EventNames names);
+
+    // Numbers e (ids start at 1 and increase by one) and keeps its frame, dropping the oldest
+    // when full. Returns its id.
+    uint64_t publish(const base::Event& e);
+
+    // The first id a subscriber gets: after last_id when the buffer still holds what follows
+    // it; the oldest held when last_id is older than that, or unknown (newer than the newest:
+    // another run's id); the next one to come without last_id.
+    uint64_t next_after(std::optional<uint64_t> last_id) const;
+    // Appends the frames from id `next` on whose types are in mask, and sets next past the
+    // newest. Returns how many were lost: those before the oldest held (0 normally).
+    uint64_t collect(uint64_t& next, TypeMask mask, std::string& out) const;
+
+    uint64_t oldest() const { return _newest + 1 - _held; }
+    uint64_t newest() const { return _newest; }
+    size_t capacity() const { return _slots.size(); }
+
+private:
+    struct Slot {
+        base::EventType type = base::EventType::webhook_received;
+        std::string frame; // its capacity is kept: publishing stops allocating once warm
+    };
+    std::vector<Slot> _slots;
+    EventNames _names;
+    uint64_t _newest = 0;
+    uint64_t _held = 0;
+};
+
+} // namespace portcullis::admin
