@@ -1155,12 +1155,13 @@ struct ControlPlane::Impl {
         }
         w.key("certificates").begin_object();
         for (const SharedSources::Certificate& cert : metric_shared.certificates) {
+            const int64_t not_after = cert.not_after->load(std::memory_order_relaxed);
             w.key(cert.name)
                 .begin_object()
                 .key("not_after")
-                .number(cert.not_after)
+                .number(not_after)
                 .key("expires_in_s")
-                .number(cert.not_after - now / base::ns_per_s)
+                .number(not_after - now / base::ns_per_s)
                 .end_object();
         }
         w.end_object();

@@ -298,7 +298,7 @@ void write_shard_metrics(Exposition& e, const config::Snapshot& snapshot,
                  "When each TLS certificate expires (Unix time), by its first name.");
         for (const SharedSources::Certificate& c : shared.certificates) {
             e.sample("portcullis_certificate_expiry_timestamp_seconds", {{"name", c.name}},
-                     c.not_after);
+                     c.not_after->load(std::memory_order_relaxed));
         }
     }
 

@@ -118,13 +118,21 @@ void log_certificates(const tls::Server& server, std::string_view what) {
 }
 
 // SIGHUP: new handshakes use the certificates as the files now hold them; a file that cannot
-// be used keeps the old ones, and the log says why.
-void reload_certificates(tls::Server& server, base::EventQueue* events) {
+// be used keeps the old ones, and the log says why. `expiry` (what /metrics and /healthz show)
+// follows the certificates now in use.
+void reload_certificates(tls::Server& server, std::span<std::atomic<int64_t>> expiry,
+                         base::EventQueue* events) {
     if (auto err = server.reload(); !err.empty()) {
         LogLine(Level::error, "TLS certificates not reloaded; the old ones stay")
             .field("error", err)
             .write();
         return;
+    }
+    size_t n = 0;
+    for (const tls::CertificateInfo& info : server.certificates()) {
+        if (n < expiry.size()) {
+            expiry[n++].store(info.not_after, std::memory_order_relaxed);
+        }
     }
     log_certificates(server, "TLS certificate reloaded");
     if (events == nullptr) {
@@ -148,7 +156,8 @@ std::vector<admin::ShardView> metric_views(const std::vector<std::unique_ptr<Sha
     return views;
 }
 
-admin::SharedSources metric_sources(const ShardShared& shared, const tls::Server* tls) {
+admin::SharedSources metric_sources(const ShardShared& shared, const tls::Server* tls,
+                                    std::span<const std::atomic<int64_t>> expiry) {
     admin::SharedSources out;
     out.limiter = shared.limiter;
     out.per_client = shared.per_client;
@@ -156,13 +165,16 @@ admin::SharedSources metric_sources(const ShardShared& shared, const tls::Server
     out.ordering = shared.ordering;
     out.connections_open = &shared.connections;
     if (tls != nullptr) {
-        // Named by their first SNI name (a label never holds a path); as loaded at start.
+        // Named by their first SNI name (a label never holds a path).
         size_t n = 0;
         for (const tls::CertificateInfo& info : tls->certificates()) {
-            ++n;
+            if (n == expiry.size()) {
+                break;
+            }
             out.certificates.push_back(
-                {info.names.empty() ? "certificate-" + std::to_string(n) : info.names.front(),
-                 info.not_after});
+                {info.names.empty() ? "certificate-" + std::to_string(n + 1) : info.names.front(),
+                 &expiry[n]});
+            ++n;
         }
     }
     return out;
@@ -325,6 +337,15 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         log_certificates(*tls_server, "TLS certificate");
         shared.tls = tls_server.get();
     }
+    // Each certificate's expiry as /metrics and /healthz show it: set now, and on each reload.
+    std::vector<std::atomic<int64_t>> cert_expiry(tls_server ? tls_server->certificates().size()
+                                                             : 0);
+    if (tls_server) {
+        size_t n = 0;
+        for (const tls::CertificateInfo& info : tls_server->certificates()) {
+            cert_expiry[n++].store(info.not_after, std::memory_order_relaxed);
+        }
+    }
 
     // listeners[shard] = that shard's socket for each listen address, the plain ones first
     std::vector<std::vector<int>> listeners(shards);
@@ -400,7 +421,8 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             if (auto err = control->init(fds[0]); !err.empty()) {
                 failure = "control plane: " + err;
             }
-            control->observe(metric_views(all), metric_sources(shared, tls_server.get()));
+            control->observe(metric_views(all),
+                             metric_sources(shared, tls_server.get(), cert_expiry));
         }
     }
     go.set_value(failure.empty());
@@ -458,7 +480,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         }
         if (sig == SIGHUP) {
             if (tls_server) {
-                reload_certificates(*tls_server, main_events);
+                reload_certificates(*tls_server, cert_expiry, main_events);
             }
             LogLine(Level::warn, "SIGHUP: configuration reload is not available in this build "
                                  "yet (only certificates are reloaded); restart to apply other "

@@ -373,6 +373,17 @@ for name in a b; do
     done
 done
 
+# cert_expiry_healthz NAME: the certificate's not_after as the control plane's /healthz shows it
+# (the same store as /metrics' portcullis_certificate_expiry_timestamp_seconds).
+cert_expiry_healthz() {
+    curl -sS -m 10 "http://127.0.0.1:$ADMIN_PORT/healthz" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["certificates"][sys.argv[1]]["not_after"])' "$1"
+}
+cert_expiry_file() { date -d "$(openssl x509 -in "$1" -noout -enddate | cut -d= -f2)" +%s; }
+expect_eq "a.test's expiry on /healthz before the reload" "$(cert_expiry_file "$TLS_DIR/a.pem")" \
+    "$(cert_expiry_healthz a.test)"
+# The renewal runs 15 days longer, so that its expiry differs from the old one's.
+sed -i '2s/.*/45/' "$TLS_DIR/a.params"
 tls_renew_cert a
 new_fp=$(cert_fingerprint "$TLS_DIR/a.pem")
 [[ $new_fp != "$old_fp" ]] || fail "the renewed certificate has the old fingerprint"
@@ -401,6 +412,8 @@ old = sum(fp != new_fp for fp in got)
 assert old == 0, f"{old} of the {len(got)} handshakes right after the reload got the old certificate"
 print(f"SIGHUP: the {len(got)} handshakes right after the reload was logged all got the new certificate")
 PY
+expect_eq "a.test's expiry on /healthz after the reload (the renewed certificate's)" \
+    "$(cert_expiry_file "$TLS_DIR/a.pem")" "$(cert_expiry_healthz a.test)"
 for i in 1 2 3 4 5 6; do
     expect_cert "a.test after SIGHUP ($i)" a -servername a.test
 done

@@ -84,10 +84,11 @@ struct SharedSources {
     const admit::ConnectionCounts* per_client = nullptr;
     const queue::DedupTable* dedup = nullptr;
     const queue::OrderingTable* ordering = nullptr;
-    // Certificates' names and expiry, as loaded at start (see README, "Metrics").
+    // Certificates' names and expiry (Unix seconds), the expiry stored again by the main
+    // thread when SIGHUP reloads the files.
     struct Certificate {
         std::string name; // the first SNI name, else the file
-        int64_t not_after = 0;
+        const std::atomic<int64_t>* not_after = nullptr;
     };
     std::vector<Certificate> certificates;
     const std::atomic<uint32_t>* connections_open = nullptr; // io::ShardShared::connections
