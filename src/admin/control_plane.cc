@@ -1067,6 +1067,22 @@ struct ControlPlane::Impl {
             e.sample("portcullis_jobs", {{"route", route}, {"state", "dead"}},
                      static_cast<uint64_t>(d.dead));
         }
+        e.family("portcullis_jobs_oldest_age_seconds", "gauge",
+                 "Age of the oldest job waiting for a consumer or a sink (queued, or waiting for "
+                 "a retry), by route; 0 when none waits.");
+        for (size_t i = 0; i < store.routes(); ++i) {
+            const auto r = static_cast<uint16_t>(i);
+            int64_t oldest = store.table().oldest_waiting_ns(r);
+            for (size_t k = 0; k < store.sink_count(); ++k) {
+                const int64_t at = store.sink_table(k).oldest_waiting_ns(r);
+                if (at != 0 && (oldest == 0 || at < oldest)) {
+                    oldest = at;
+                }
+            }
+            const int64_t age = oldest == 0 ? 0 : std::max<int64_t>(0, now - oldest);
+            e.sample("portcullis_jobs_oldest_age_seconds", {{"route", store.route_name(r)}},
+                     static_cast<double>(age) / 1e9);
+        }
         e.family("portcullis_spool_bytes", "gauge", "Bytes of the spool's segments.");
         e.sample("portcullis_spool_bytes", {}, static_cast<uint64_t>(store.spool_bytes()));
         if (const int64_t free_bytes = spool_free_bytes(); free_bytes >= 0) {

@@ -821,6 +821,31 @@ RouteDepth JobTable::depth(uint16_t route) const {
     return _routes[route].depth;
 }
 
+int64_t JobTable::oldest_waiting_ns(uint16_t route) const {
+    if (route >= _routes.size() || _routes[route].optional) {
+        return 0;
+    }
+    const Route& r = _routes[route];
+    int64_t oldest = 0;
+    auto consider = [&](uint32_t index) {
+        const int64_t at = _entries[index].received_at_ns;
+        oldest = oldest == 0 ? at : std::min(oldest, at);
+    };
+    // The FIFO is in the order jobs became ready: its first live job waited longest of them.
+    for (size_t i = 0; i < r.ready.size(); ++i) {
+        if (live(r.ready.at(i))) {
+            consider(r.ready.at(i).index);
+            break;
+        }
+    }
+    for (const Timer& t : r.delayed) {
+        if (live(t)) {
+            consider(t.index);
+        }
+    }
+    return oldest;
+}
+
 size_t JobTable::unsettled_in_segment(uint32_t shard, uint64_t segment) const {
     auto slot = find_segment(shard, segment);
     // A job whose ack could still be undone is not settled: its record must stay.

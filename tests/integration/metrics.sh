@@ -2,8 +2,10 @@
 # GET /metrics on the control plane (SPEC sections 5 and 9, issue 16): the scope metrics:read
 # (401 without a token, 403 without the scope), the Prometheus text format checked by promtool,
 # and counters that move exactly as this test's requests say: accepted, refused for known
-# reasons, a path that matches no route, a rate-limited client. /healthz reads the same
-# counters' sources (status ok here).
+# reasons, a path that matches no route, a rate-limited client; the oldest waiting job's age
+# grows while no one leases and is 0 once the jobs are acked. /healthz reads the same sources:
+# ok, then degraded once a sink's breaker opens (a sink whose port refuses connections), which
+# /metrics shows too.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,6 +20,11 @@ SCRAPER=$(new_token)
 WORKER=$(new_token)
 DENIED=$(new_token)
 export GH_SECRET=metrics-secret
+# A port bound but never listening: the sink's connects are refused, and no one else gets it.
+coproc HOLDER { exec python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True); time.sleep(3600)'; }
+at_exit "kill $HOLDER_PID 2>/dev/null"
+IFS= read -r -t 10 DOWN_PORT <&"${HOLDER[0]}" || fail "no port from the holder"
 cat >"$WORKDIR/config.yaml" <<EOF
 server: {listen: ["127.0.0.1:0"], shards: 2}
 admin: {listen: "127.0.0.1:0"}
@@ -25,6 +32,11 @@ spool: {dir: $WORKDIR/spool, durability: fsync}
 routes:
   github: {path: /webhooks/github, verify: {scheme: github, secrets: [{env: GH_SECRET}]}}
   limited: {path: /webhooks/limited, verify: {scheme: none}, rate_limit: {per_ip: 2/min, burst: 2}}
+  pushed: {path: /webhooks/pushed, verify: {scheme: none}, deliver: [down]}
+sinks:
+  down:
+    http: {url: "http://127.0.0.1:$DOWN_PORT/hook", timeout: 2s}
+    breaker: {failures: 1, cooldown: 1h}
 tokens:
   scraper: {sha256: "$(sha "$SCRAPER")", scopes: ["metrics:read"]}
   worker: {sha256: "$(sha "$WORKER")", scopes: ["jobs:*"]}
@@ -34,13 +46,12 @@ expect_ephemeral_ports "$WORKDIR/config.yaml"
 start_server "$WORKDIR/config.yaml"
 [[ -n $ADMIN_PORT ]] || fail "no control-plane listening line"
 
-# scrape [TOKEN]: GET /metrics; sets SCRAPE_STATUS, SCRAPE (the body) and SCRAPE_TYPE.
+# scrape [TOKEN]: GET /metrics into $WORKDIR/scrape; sets SCRAPE_STATUS and SCRAPE_TYPE.
 scrape() {
     local args=(-sS -m 20 -o "$WORKDIR/scrape" -D "$WORKDIR/scrape-headers" -w '%{http_code}')
     [[ -z ${1:-} ]] || args+=(-H "Authorization: Bearer $1")
     SCRAPE_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT/metrics") ||
         SCRAPE_STATUS="curl-failed-$?"
-    SCRAPE=$(cat "$WORKDIR/scrape")
     SCRAPE_TYPE=$(sed -n 's/^[Cc]ontent-[Tt]ype: *//p' "$WORKDIR/scrape-headers" | tr -d '\r')
 }
 # value SERIES: the value of one exact series line of the last scrape ("absent" when missing).
@@ -140,6 +151,26 @@ for _ in $(seq 100); do
 done
 expect_value 'portcullis_jobs{route="github",state="queued"}' 3
 expect_value 'portcullis_jobs{route="limited",state="queued"}' 2
+# No one leases: the oldest waiting job's age grows (the first github job's).
+age1=$(value 'portcullis_jobs_oldest_age_seconds{route="github"}')
+sleep 1.1
+scrape "$SCRAPER"
+age2=$(value 'portcullis_jobs_oldest_age_seconds{route="github"}')
+python3 -c 'import sys; a, b = map(float, sys.argv[1:]); assert 0 < a < 60 and b >= a + 1, (a, b)' \
+    "$age1" "$age2" || fail "oldest github job's age: $age1, then $age2 1.1 s later"
+# Leased and acked: none waits.
+lease=$(curl -sS -m 10 -H "Authorization: Bearer $WORKER" --data-binary '{"route":"github","max":10}' \
+    "http://127.0.0.1:$ADMIN_PORT/v1/lease")
+ids=$(python3 -c 'import json, sys; print(json.dumps([j["id"] for j in json.loads(sys.argv[1])["jobs"]]))' "$lease")
+expect_eq "github jobs leased" 3 "$(python3 -c 'import json, sys; print(len(json.loads(sys.argv[1])))' "$ids")"
+scrape "$SCRAPER"
+expect_value 'portcullis_jobs_oldest_age_seconds{route="github"}' 0
+expect_value 'portcullis_jobs{route="github",state="leased"}' 3
+expect_eq "bulk ack" 200 "$(curl -sS -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $WORKER" \
+    --data-binary "{\"ids\":$ids}" "http://127.0.0.1:$ADMIN_PORT/v1/ack")"
+scrape "$SCRAPER"
+expect_value 'portcullis_jobs_oldest_age_seconds{route="github"}' 0
+expect_value 'portcullis_jobs{route="github",state="leased"}' 0
 
 # --- the format --------------------------------------------------------------------------------
 promtool check metrics <"$WORKDIR/scrape" >"$WORKDIR/promtool.out" 2>&1 ||
@@ -161,10 +192,28 @@ PY
 health=$(curl -sS -m 10 "http://127.0.0.1:$ADMIN_PORT/healthz")
 expect_eq "healthz status" ok "$(json_field "$health" status)"
 
+# --- a sink whose breaker opens: /healthz degraded, /metrics shows the breaker and the wait -----
+post /webhooks/pushed "$WORKDIR/body.json"
+expect_queued "webhook for the sink"
+for _ in $(seq 100); do
+    health=$(curl -sS -m 10 "http://127.0.0.1:$ADMIN_PORT/healthz")
+    [[ $(json_field "$health" status) == degraded ]] && break
+    sleep 0.1
+done
+expect_eq "healthz status with the sink's breaker open ($health)" degraded "$(json_field "$health" status)"
+scrape "$SCRAPER"
+expect_value 'portcullis_sink_breaker_open{sink="down"}' 1
+expect_value 'portcullis_deliveries_total{sink="down",outcome="retried"}' 1
+expect_value 'portcullis_deliveries_total{sink="down",outcome="delivered"}' 0
+expect_value 'portcullis_delivery_duration_seconds_count{sink="down"}' 1
+age=$(value 'portcullis_jobs_oldest_age_seconds{route="pushed"}')
+python3 -c 'import sys; assert 0 < float(sys.argv[1]) < 60' "$age" ||
+    fail "the job waiting for the sink: oldest age $age"
+
 # --- the stop line reads the same counters -------------------------------------------------------
 stop_server
-grep -F '"msg":"stopped"' "$SERVER_LOG" | grep -qF '"jobs_queued":5,' ||
-    fail "the stop line's jobs_queued is not the 5 /metrics counted: $(grep -F '"msg":"stopped"' "$SERVER_LOG")"
+grep -F '"msg":"stopped"' "$SERVER_LOG" | grep -qF '"jobs_queued":6,' ||
+    fail "the stop line's jobs_queued is not the 6 /metrics counted: $(grep -F '"msg":"stopped"' "$SERVER_LOG")"
 grep -F '"msg":"route refusals"' "$SERVER_LOG" | grep -F '"route":"limited"' | grep -qF '"rate_limited":2' ||
     fail "the route refusals line does not count the 2 rate-limited requests"
 echo "PASS: metrics"

@@ -1470,3 +1470,27 @@ TEST(JobTableOrdered, NonOrderedRoutesPayNothing) {
     EXPECT_GT(per_job, 83.0);
     EXPECT_LT(per_job, 120.0);
 }
+
+// /metrics' portcullis_jobs_oldest_age_seconds: the oldest job still waiting, ready or waiting
+// for its retry delay; leased, done and dead jobs wait for no one, nor does an optional lane.
+TEST(JobTable, OldestWaitingIsTheOldestReadyOrDelayedJob) {
+    JobTable t({RouteOptions{}, RouteOptions{0, true, false}});
+    EXPECT_EQ(t.oldest_waiting_ns(0), 0);
+    ASSERT_TRUE(t.add(id_of(1), 0, t0 + 100, at(0, 1, 1)));
+    ASSERT_TRUE(t.add(id_of(2), 0, t0 + 200, at(0, 1, 2)));
+    ASSERT_TRUE(t.add(id_of(3), 0, t0 + 300, at(0, 1, 3)));
+    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100);
+    EXPECT_EQ(lease_ns(t, 0, 1, t0 + 1000), std::vector<uint32_t>{1});
+    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 200); // job 1 is leased: its consumer has it
+    // Job 1 back for a retry in a minute: waiting again, and the oldest.
+    EXPECT_EQ(t.nack(id_of(1), 60 * ns_per_s, t0 + 2000), JobTable::Settle::ok);
+    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100);
+    EXPECT_EQ(lease_ns(t, 0, 2, t0 + 3000, 3600 * ns_per_s), (std::vector<uint32_t>{2, 3}));
+    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100); // only the delayed job waits
+    EXPECT_EQ(lease_ns(t, 0, 1, t0 + 61 * ns_per_s), std::vector<uint32_t>{1});
+    EXPECT_EQ(t.oldest_waiting_ns(0), 0);
+    // An optional lane (the pull API of a route with sinks) holds jobs that wait for no one.
+    ASSERT_TRUE(t.add(id_of(4), 1, t0 + 400, at(0, 1, 4)));
+    EXPECT_EQ(t.oldest_waiting_ns(1), 0);
+    EXPECT_EQ(t.oldest_waiting_ns(7), 0); // an unknown route
+}

@@ -201,6 +201,10 @@ public:
     int64_t next_change_ns(uint16_t route) const;
 
     RouteDepth depth(uint16_t route) const;
+    // When the oldest job waiting for this table's consumer was received (0 if none): the next
+    // job a lease hands out, or one waiting for its retry delay. An optional lane counts none
+    // (its jobs wait for no one). Costs the retry heap's size (/metrics, once a scrape).
+    int64_t oldest_waiting_ns(uint16_t route) const;
 
     // Retention: how many jobs of the segment are queued or leased, plus how many changes of its
     // jobs are not durable yet (ops_failed() could undo them: the records must stay); 0 for an
@@ -291,6 +295,7 @@ private:
         size_t size() const { return _count; }
         size_t capacity() const { return _slots.size(); }
         const Ref& front() const { return _slots[_head]; }
+        const Ref& at(size_t i) const { return _slots[(_head + i) & (_slots.size() - 1)]; }
         void pop_front();
         void push_back(Ref ref);
         // Moves the last n refs to the front, in order.
