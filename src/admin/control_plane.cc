@@ -799,7 +799,11 @@ struct ControlPlane::Impl {
 
     void flush_ledger() {
         const bool settlements = engine && engine->wants_sync();
-        if (ledger_inflight || (!store.has_pending_ops() && sync_next.empty() && !settlements)) {
+        // Events of settlements wait for a durable group: their ops are made durable even when
+        // no answer waits (a death by lease expiry).
+        const bool told = !events_unsynced.empty();
+        if (ledger_inflight ||
+            (!store.has_pending_ops() && sync_next.empty() && !settlements && !told)) {
             return;
         }
         std::span<const uint8_t> bytes = store.take_ops();
@@ -810,7 +814,7 @@ struct ControlPlane::Impl {
         ledger_failed = false;
         ledger_error = 0;
         // A settlement counts once durable: like an answered ack, it waits for an fdatasync.
-        ledger_sync = !sync_next.empty() || settlements;
+        ledger_sync = !sync_next.empty() || settlements || told;
         sync_waiting.swap(sync_next);
         sync_next.clear();
         if (ledger_sync) {
@@ -1285,6 +1289,7 @@ struct ControlPlane::Impl {
     bool try_lease(Conn& c, bool always) {
         jobs.clear();
         store.table().lease(c.route, c.max, c.visibility_ns, now, jobs);
+        emit_expired_deaths();
         if (jobs.empty() && !always) {
             return false;
         }
@@ -1597,6 +1602,16 @@ struct ControlPlane::Impl {
             events_unsynced.push_back(e);
         }
     }
+
+    // job.dead of the jobs whose last lease ran out (found by lease()), once durable.
+    void emit_expired_deaths() {
+        dead_scratch.clear();
+        store.table().take_expired_deaths(dead_scratch);
+        for (const JobInfo& j : dead_scratch) {
+            emit_job(base::EventType::job_dead, j);
+        }
+    }
+    std::vector<JobInfo> dead_scratch;
 
     // A settled job's event: acked, nacked, or dead when the nack spent its last attempt.
     void emit_settled(JobId id, bool ack) {

@@ -225,8 +225,16 @@ void Engine::pump(int64_t now_unix_ns, int64_t now_mono_ns) {
             const uint16_t route = s.routes[s.next_route];
             s.next_route = (s.next_route + 1) % s.routes.size();
             _leased.clear();
-            _store.sink_table(s.index).lease(route, room, s.timeout_ns + lease_margin_ns,
-                                             now_unix_ns, _leased);
+            JobTable& table = _store.sink_table(s.index);
+            table.lease(route, room, s.timeout_ns + lease_margin_ns, now_unix_ns, _leased);
+            _expired.clear();
+            table.take_expired_deaths(_expired); // an attempt that outlived its lease
+            for (const JobInfo& j : _expired) {
+                char text[queue::job_id_text_size];
+                j.id.format(text);
+                job_event(base::EventType::job_dead, s, j.route, j.attempts,
+                          std::string_view(text, sizeof text), now_unix_ns);
+            }
             if (_leased.empty()) {
                 ++idle_routes;
                 continue;
@@ -437,14 +445,9 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
     s.duration.record(now_mono_ns - d.started_mono_ns);
     note_transition(s, now_unix_ns);
     _unsynced.push_back({s.index, outcome, dead});
-    if (_on_event && (outcome == Outcome::delivered || dead)) {
-        base::Event e = base::Event::make(
-            dead ? base::EventType::job_dead : base::EventType::job_delivered, now_unix_ns);
-        e.route = d.route;
-        e.sink = static_cast<uint16_t>(s.index);
-        e.attempt = d.attempt;
-        e.set_id(std::string_view(d.id_text, sizeof d.id_text));
-        _on_event(e);
+    if (outcome == Outcome::delivered || dead) {
+        job_event(dead ? base::EventType::job_dead : base::EventType::job_delivered, s, d.route,
+                  d.attempt, std::string_view(d.id_text, sizeof d.id_text), now_unix_ns);
     }
     if (outcome != Outcome::delivered &&
         s.failure_log.allow(now_mono_ns, failure_log_interval_ns)) {
@@ -469,6 +472,19 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
     --s.in_flight;
     d.busy = false;
     _free.push_back(index);
+}
+
+void Engine::job_event(base::EventType type, const Sink& s, uint16_t route, uint16_t attempt,
+                       std::string_view id_text, int64_t now_unix_ns) const {
+    if (!_on_event) {
+        return;
+    }
+    base::Event e = base::Event::make(type, now_unix_ns);
+    e.route = route;
+    e.sink = static_cast<uint16_t>(s.index);
+    e.attempt = attempt;
+    e.set_id(id_text);
+    _on_event(e);
 }
 
 void Engine::note_transition(Sink& s, int64_t now_unix_ns) {

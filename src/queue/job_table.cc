@@ -645,10 +645,16 @@ void JobTable::expire(uint32_t index, int64_t now_ns) {
     if (exhausted(e)) {
         move(index, JobState::dead, e.attempts, 0);
         record(LedgerOp::Kind::dead, index, now_ns, before);
+        _expired_deaths.push_back(info(e));
     } else {
         move(index, JobState::queued, e.attempts, 0);
         record(LedgerOp::Kind::expire, index, now_ns, before);
     }
+}
+
+void JobTable::take_expired_deaths(std::vector<JobInfo>& out) {
+    out.insert(out.end(), _expired_deaths.begin(), _expired_deaths.end());
+    _expired_deaths.clear();
 }
 
 size_t JobTable::expire_leases(int64_t now_ns) {

@@ -3,7 +3,9 @@
 # requests made during the test arrive in order with their fields; a reconnect with
 # Last-Event-ID gets exactly the missed ones; ?types= filters; the scope events:read is needed
 # (401 without a token, 403 with !events:read); a subscriber that stops reading is cut (and
-# counted) while webhooks keep being answered and another subscriber keeps receiving.
+# counted) while webhooks keep being answered and another subscriber keeps receiving; a job
+# whose last lease ran out is told as job.dead; past admin.events.subscribers a stream is
+# refused 503; a quiet stream gets a keep-alive comment every 15 s.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,6 +25,7 @@ spool: {dir: $WORKDIR/spool, durability: fsync}
 routes:
   open: {path: /webhooks/open, verify: {scheme: none}}
   github: {path: /webhooks/github, verify: {scheme: github, secrets: [{env: GH_SECRET}]}}
+  fragile: {path: /webhooks/fragile, verify: {scheme: none}, max_attempts: 1}
 tokens:
   watcher: {sha256: "$(sha "$WATCHER")", scopes: ["events:read"]}
   denied: {sha256: "$(sha "$DENIED")", scopes: ["*:*", "!events:read"]}
@@ -244,7 +247,68 @@ CUT_AT=$(sed -n 's/^cut after //p' "$WORKDIR/slow.out")
 TOTAL=$(wc -c <"$WORKDIR/steady.sse")
 ((CUT_AT < TOTAL / 2)) || fail "the slow reader got $CUT_AT bytes of $TOTAL: it was not cut"
 stop_sub
+
+# --- a job whose last lease runs out: job.dead, once the next lease finds it ---
+post /webhooks/fragile "$WORKDIR/b1"
+expect_queued "fragile webhook"
+FRAGILE=$JOB_ID
+lease_fragile() {
+    curl -sS -m 10 -H "Authorization: Bearer $WORKER" \
+        --data-binary '{"route":"fragile","visibility":"1s","wait":"5s"}' \
+        "http://127.0.0.1:$ADMIN_PORT/v1/lease"
+}
+lease_fragile | grep -q "$FRAGILE" || fail "the fragile job was not leased"
+sleep 1.2
+lease_fragile >/dev/null # finds the lease run out: the job is dead (one attempt)
+SUB_QUERY='?types=job.dead' subscribe dead -H "Last-Event-ID: 0"
+wait_event "$WORKDIR/dead.sse" job.dead
+events "$WORKDIR/dead.sse" >"$WORKDIR/dead.json"
+python3 - "$WORKDIR/dead.json" "$FRAGILE" <<'PY' || fail "job.dead: $(cat "$WORKDIR/dead.json")"
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+assert len(ev) == 1, ev
+d = ev[0]
+assert d["job"] == sys.argv[2] and d["route"] == "fragile" and d["attempt"] == 1 and "sink" not in d, d
+PY
+stop_sub
+
+# --- admin.events.subscribers (4): the fifth stream is refused; quiet streams get keep-alives ---
+# (The streams stopped above may take the control plane a moment to see closed: a stream refused
+# while they still count is opened again.)
+pids=()
+for n in 1 2 3 4; do
+    for _ in $(seq 20); do
+        : >"$WORKDIR/quiet-$n.head"
+        curl -sS -N -m 40 -H "Authorization: Bearer $WATCHER" -o "$WORKDIR/quiet-$n.sse" \
+            -D "$WORKDIR/quiet-$n.head" "$EVENTS?types=config.*" 2>"$WORKDIR/quiet-$n.err" &
+        pid=$!
+        for _ in $(seq 100); do
+            grep -q $'^\r$' "$WORKDIR/quiet-$n.head" && break
+            sleep 0.02
+        done
+        grep -q '^HTTP/1.1 200' "$WORKDIR/quiet-$n.head" && break
+        kill "$pid" 2>/dev/null || true
+        sleep 0.1
+    done
+    grep -q '^HTTP/1.1 200' "$WORKDIR/quiet-$n.head" ||
+        fail "quiet stream $n: $(cat "$WORKDIR/quiet-$n.head" "$WORKDIR/quiet-$n.err")"
+    pids+=("$pid")
+    at_exit "kill $pid 2>/dev/null"
+done
+expect_eq "a fifth stream" 503 "$(status "$EVENTS" -H "Authorization: Bearer $WATCHER" -D "$WORKDIR/fifth.head")"
+grep -qi '^Retry-After: 5' "$WORKDIR/fifth.head" || fail "the 503 has no Retry-After: 5"
+# Nothing of type config.* happens: only keep-alive comments, the first within 15 s (+ a turn).
+for _ in $(seq 180); do
+    grep -q '^: keep-alive$' "$WORKDIR/quiet-1.sse" && break
+    sleep 0.1
+done
+grep -q '^: keep-alive$' "$WORKDIR/quiet-1.sse" ||
+    fail "no keep-alive on a quiet stream within 18 s: $(cat "$WORKDIR/quiet-1.sse")"
+grep -qv '^: keep-alive$\|^$' "$WORKDIR/quiet-1.sse" && fail "a quiet stream got more than keep-alives"
+kill "${pids[@]}" 2>/dev/null || true
 stop_server
 grep -F '"msg":"control plane stopped"' "$SERVER_LOG" | grep -q '"event_streams_cut":1,' ||
     fail "the stop line does not count one stream cut: $(grep -F 'control plane stopped' "$SERVER_LOG")"
+grep -F '"msg":"control plane stopped"' "$SERVER_LOG" | grep -Eq '"event_streams_refused":[1-9][0-9]*[,}]' ||
+    fail "the stop line does not count the stream refused: $(grep -F 'control plane stopped' "$SERVER_LOG")"
 echo "events: ok"

@@ -1494,3 +1494,28 @@ TEST(JobTable, OldestWaitingIsTheOldestReadyOrDelayedJob) {
     EXPECT_EQ(t.oldest_waiting_ns(1), 0);
     EXPECT_EQ(t.oldest_waiting_ns(7), 0); // an unknown route
 }
+
+// GET /events' job.dead for a job whose last lease ran out: lease() finds it, and hands it
+// over once.
+TEST(JobTable, DeathsByLeaseExpiryAreHandedOverOnce) {
+    JobTable t({RouteOptions{1, false, false}});
+    add_jobs(t, {1, 2});
+    EXPECT_EQ(lease_ns(t, 0, 1, t0, 10 * ms), std::vector<uint32_t>{1});
+    std::vector<JobInfo> dead;
+    t.take_expired_deaths(dead);
+    EXPECT_TRUE(dead.empty());
+    EXPECT_EQ(lease_ns(t, 0, 1, t0 + 20 * ms), std::vector<uint32_t>{2});
+    t.take_expired_deaths(dead);
+    ASSERT_EQ(dead.size(), 1U);
+    EXPECT_EQ(n_of(dead[0].id), 1U);
+    EXPECT_EQ(dead[0].state, JobState::dead);
+    EXPECT_EQ(dead[0].attempts, 1);
+    dead.clear();
+    t.take_expired_deaths(dead);
+    EXPECT_TRUE(dead.empty());
+    // A nack that spends the last attempt is the caller's own death, not one by expiry.
+    EXPECT_EQ(t.nack(id_of(2), std::nullopt, t0 + 30 * ms), JobTable::Settle::ok);
+    EXPECT_EQ(t.find(id_of(2))->state, JobState::dead);
+    t.take_expired_deaths(dead);
+    EXPECT_TRUE(dead.empty());
+}

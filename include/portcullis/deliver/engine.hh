@@ -27,8 +27,8 @@
 // of `rate`. Jobs are taken from the sink's routes in turn, oldest first within a route.
 #pragma once
 
-#include "portcullis/base/histogram.hh"
 #include "portcullis/base/event.hh"
+#include "portcullis/base/histogram.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/deliver/exec_runner.hh"
 #include "portcullis/deliver/http_sink.hh"
@@ -147,6 +147,9 @@ private:
     void finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, Outcome outcome,
                 int64_t retry_after_ns, std::string_view detail);
     void note_transition(Sink& s, int64_t now_unix_ns);
+    // job.delivered or job.dead (GET /events) of one of the sink's jobs.
+    void job_event(base::EventType type, const Sink& s, uint16_t route, uint16_t attempt,
+                   std::string_view id_text, int64_t now_unix_ns) const;
     void log_exec_output(const Delivery& d, const ExecOutcome& o, int64_t now_unix_ns) const;
 
     io::Ring& _ring;
@@ -157,7 +160,8 @@ private:
     std::vector<uint32_t> _free;
     std::unique_ptr<ExecRunner> _exec;
     Jitter _jitter;
-    std::vector<queue::JobInfo> _leased; // scratch
+    std::vector<queue::JobInfo> _leased;  // scratch
+    std::vector<queue::JobInfo> _expired; // scratch: deaths by lease expiry
     // Settlements by sink and kind, not yet durable: made since the last group was taken, and
     // those of the group in flight.
     struct Settled {

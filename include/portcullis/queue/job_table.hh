@@ -216,6 +216,9 @@ public:
 
     // The ops made by lease/ack/nack/replay and by timers since the last ops_taken(), in order.
     const std::vector<LedgerOp>& pending_ops() const { return _pending; }
+    // The jobs that went to the dead letters because their last lease ran out (in lease() or
+    // expire_leases()), since the last call: moved into `out` (GET /events' job.dead).
+    void take_expired_deaths(std::vector<JobInfo>& out);
     // The caller has taken pending_ops() as one ledger group (encoded them): they leave
     // pending_ops(); their undo stays until ops_durable() or ops_failed().
     void ops_taken();
@@ -400,6 +403,7 @@ private:
     std::map<std::pair<uint32_t, uint64_t>, uint32_t> _segment_slots; // (shard, seq) -> index
     uint32_t _last_segment = no_index; // add() comes in runs from one segment
     std::vector<LedgerOp> _pending;
+    std::vector<JobInfo> _expired_deaths;
     std::vector<Undo> _undo; // taken ops first, then one per pending op
     // Ordered routes only (empty otherwise): the sequences, and for each job in one the count
     // of its ops not yet resolved (the head leaves only once its settlement is durable).
