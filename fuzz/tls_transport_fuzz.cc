@@ -11,9 +11,10 @@
 //   set, the bytes follow a real client's ClientHello (offering a ticket with bit 2). The bytes
 //   are fed in pieces cut at the cut points (modulo their length). Checks: a delivery is never
 //   empty nor larger than plaintext_chunk; failure() is none exactly when the status is not
-//   failed, and its detail is not empty after a failure; plain_http only for bytes that start
-//   like an HTTP request, with nothing written back; nothing is fed after failed or closed;
-//   seal refuses while the handshake is not done.
+//   failed, and its detail is not empty after a failure; bytes whose first is not 22 (a
+//   handshake record) fail on their first piece, with nothing written back, as plain_http when
+//   that byte is an uppercase letter and not_tls otherwise; plain_http for nothing else;
+//   nothing is fed after failed or closed; seal refuses while the handshake is not done.
 // - odd: a real client completes a handshake first. [mode][flags][operations]; flags: TLS 1.2
 //   (bit 0), SNI (bits 1, 2), ALPN h2,http/1.1 (bit 3), the handshake fed a byte at a time
 //   (bit 4), resuming a ticket (bit 5). Then each operation is a byte (modulo their number) and
@@ -130,13 +131,9 @@ std::string drain(base::Buffer*& out) {
     return bytes;
 }
 
+// An HTTP method's first letter, where a TLS record's type would be.
 bool looks_like_http(std::string_view in) {
-    for (std::string_view m : {"GET ", "POST ", "HEAD ", "PUT ", "CONNE"}) {
-        if (in.starts_with(m)) {
-            return true;
-        }
-    }
-    return false;
+    return !in.empty() && in[0] >= 'A' && in[0] <= 'Z';
 }
 
 // The status after a receive, checked against failure().
@@ -180,12 +177,14 @@ void raw_bytes(uint8_t mode, Input in) {
     base::Buffer* out = nullptr;
     tls::Status status = tls::Status::ok;
     size_t from = 0;
+    size_t receives = 0;
     for (size_t cut : cuts) {
         const std::string_view piece = std::string_view(peer).substr(from, cut - from);
         from = cut;
         if (piece.empty()) {
             continue;
         }
+        ++receives;
         status = transport.receive(s.get(), piece, out, [&](std::string_view plain) {
             check(!plain.empty() && plain.size() <= tls::Transport::plaintext_chunk);
             check(tls::Transport::handshake_done(s.get()));
@@ -196,10 +195,18 @@ void raw_bytes(uint8_t mode, Input in) {
             break;
         }
     }
+    // No TLS client's first record is of another type than handshake (22): refused on the
+    // first piece, before BoringSSL reads anything, so with nothing written back.
+    if (!peer.empty() && static_cast<uint8_t>(peer[0]) != 22) {
+        check(status == tls::Status::failed && receives == 1);
+        check(transport.failure() ==
+              (looks_like_http(peer) ? tls::Failure::plain_http : tls::Failure::not_tls));
+        check(out == nullptr || out->size == 0); // the shard answers plain HTTP with a 400
+    }
     // (failure() is the last receive's: only after this session's own failure.)
     if (status == tls::Status::failed && transport.failure() == tls::Failure::plain_http) {
         check(looks_like_http(peer));
-        check(out == nullptr || out->size == 0); // the shard answers with a plain 400
+        check(out == nullptr || out->size == 0);
     }
     drain(out);
     if (status == tls::Status::ok && !tls::Transport::handshake_done(s.get())) {

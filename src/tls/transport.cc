@@ -7,6 +7,31 @@
 
 namespace portcullis::tls {
 
+namespace {
+
+// What a session's first bytes (at least one) say before any record is parsed: none when they
+// may begin a ClientHello. A second byte is judged when it came with the first; one that comes
+// later reaches BoringSSL, whose record layer refuses another version major in the header
+// (WRONG_VERSION_NUMBER, not_tls) before it reads a length. (Every TLS version is 3.x.)
+Failure judge_first_bytes(std::string_view first, std::string_view& detail) {
+    const auto type = static_cast<uint8_t>(first[0]);
+    if (type != SSL3_RT_HANDSHAKE) {
+        if (type >= 'A' && type <= 'Z') {
+            detail = "HTTP_REQUEST"; // BoringSSL's name for the same finding
+            return Failure::plain_http;
+        }
+        detail = "NOT_A_HANDSHAKE_RECORD";
+        return Failure::not_tls;
+    }
+    if (first.size() >= 2 && static_cast<uint8_t>(first[1]) != SSL3_VERSION_MAJOR) {
+        detail = "WRONG_VERSION_NUMBER";
+        return Failure::not_tls;
+    }
+    return Failure::none;
+}
+
+} // namespace
+
 std::string_view failure_name(Failure f) {
     switch (f) {
     case Failure::none:
@@ -34,14 +59,18 @@ Transport::Transport(base::BufferPool& pool) : _pool(pool) {
         std::abort(); // start-up only: out of memory
     }
     _bio = BIO_new(_method);
-    if (_bio == nullptr) {
+    _first_bio = BIO_new(_method);
+    if (_bio == nullptr || _first_bio == nullptr) {
         std::abort();
     }
-    BIO_set_data(_bio, this);
-    BIO_set_init(_bio, 1);
+    for (BIO* bio : {_bio, _first_bio}) {
+        BIO_set_data(bio, this);
+        BIO_set_init(bio, 1);
+    }
 }
 
 Transport::~Transport() {
+    BIO_free(_first_bio);
     BIO_free(_bio);
     BIO_meth_free(_method);
 }
@@ -56,8 +85,12 @@ SSL* Transport::accept(SSL_CTX* ctx) {
     // The certificates and settings are needed for the handshake only; after it, the session
     // keeps what it negotiated and nothing else.
     SSL_set_shed_handshake_config(ssl, 1);
-    BIO_up_ref(_bio); // SSL_set_bio takes one reference (the same BIO reads and writes)
-    SSL_set_bio(ssl, _bio, _bio);
+    // It reads from _first_bio until its first bytes have been judged (begin()). Each set0 takes
+    // a reference.
+    BIO_up_ref(_first_bio);
+    SSL_set0_rbio(ssl, _first_bio);
+    BIO_up_ref(_bio);
+    SSL_set0_wbio(ssl, _bio);
     return ssl;
 }
 
@@ -77,12 +110,24 @@ void Transport::close(SSL* ssl) {
     SSL_free(ssl);
 }
 
-void Transport::begin(SSL* /*ssl*/, std::string_view cipher, base::Buffer*& out) {
+bool Transport::begin(SSL* ssl, std::string_view cipher, base::Buffer*& out) {
     _in = cipher;
     _out = &out;
     _out_failed = false;
     _failure = Failure::none;
     _detail = {};
+    if (cipher.empty() || SSL_get_rbio(ssl) != _first_bio) {
+        return true;
+    }
+    _failure = judge_first_bytes(cipher, _detail);
+    if (_failure != Failure::none) {
+        return false; // BoringSSL has seen nothing: no alert, the caller closes
+    }
+    // From here on the records are BoringSSL's alone. (Swapping costs a reference count, no
+    // allocation: the old read side is _first_bio, which the transport still holds.)
+    BIO_up_ref(_bio);
+    SSL_set0_rbio(ssl, _bio);
+    return true;
 }
 
 void Transport::end() {

@@ -14,6 +14,15 @@
 // appended to `out`, a pool buffer taken on first need and grown as needed; the caller sends
 // it. No call blocks and none takes a lock. BoringSSL buffers a partial record itself, releasing
 // the buffer once it is used up, so an idle session holds no buffer.
+//
+// A server session's first bytes are judged before BoringSSL reads them: a TLS client's first
+// record is a handshake record (content type 22, version major 3), and anything else fails at
+// once as not_tls, or plain_http when it starts with an uppercase letter (an HTTP method). Left
+// to BoringSSL, random bytes whose second byte is 3 read as a record header: it would wait for a
+// "record" of up to 16 KiB or call them a failed handshake. Which of the transport's two BIOs
+// a session reads from tells whether it has had bytes yet (accept() gives it the first one,
+// its first receive the other), so a session costs nothing more and the caller keeps no state
+// for it. Client sessions (connect()) are not judged.
 #pragma once
 
 #include "portcullis/base/buffer_pool.hh"
@@ -67,7 +76,10 @@ public:
     // After `failed`, failure() says why.
     template <typename F>
     Status receive(SSL* ssl, std::string_view cipher, base::Buffer*& out, F&& on_plain) {
-        begin(ssl, cipher, out);
+        if (!begin(ssl, cipher, out)) {
+            end();
+            return Status::failed; // a first byte that no TLS client sends
+        }
         while (true) {
             std::string_view plain;
             Status s = next(ssl, plain);
@@ -94,7 +106,8 @@ public:
     std::string_view failure_detail() const { return _detail; }
 
 private:
-    void begin(SSL* ssl, std::string_view cipher, base::Buffer*& out);
+    // False when these are a server session's first bytes and they are not TLS.
+    bool begin(SSL* ssl, std::string_view cipher, base::Buffer*& out);
     Status next(SSL* ssl, std::string_view& plain);
     void end();
     Status fail(SSL* ssl, int rc);
@@ -105,7 +118,10 @@ private:
 
     base::BufferPool& _pool;
     BIO_METHOD* _method = nullptr;
-    BIO* _bio = nullptr;           // shared by every session of the shard; points back here
+    BIO* _bio = nullptr; // shared by every session of the shard; points back here
+    // The read side of server sessions that have had no bytes yet: the same as _bio but for its
+    // address, which marks them. Their first receive judges the bytes and moves them to _bio.
+    BIO* _first_bio = nullptr;
     std::string_view _in;          // ciphertext not yet taken by BoringSSL
     base::Buffer** _out = nullptr; // where written ciphertext goes
     bool _out_failed = false;
