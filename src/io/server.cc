@@ -150,6 +150,7 @@ void reload_certificates(tls::Server& server, std::span<std::atomic<int64_t>> ex
 // What /metrics and /healthz read of the shards: their own counters, summed at each scrape.
 std::vector<admin::ShardView> metric_views(const std::vector<std::unique_ptr<Shard>>& shards) {
     std::vector<admin::ShardView> views;
+    views.reserve(shards.size());
     for (const auto& s : shards) {
         views.push_back({&s->stats(), &s->ingest_stats(), s->route_stats(), &s->spool_metrics()});
     }
