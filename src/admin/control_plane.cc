@@ -235,6 +235,7 @@ struct ControlPlane::Impl {
     std::vector<base::EventQueue*> event_queues;
     std::unique_ptr<EventBuffer> events;
     std::vector<base::Event> event_scratch;
+    bool events_flowing = false; // the last drain found events: poll the queues often
     std::vector<uint32_t> streams; // conns streaming events (closed ones are dropped lazily)
     int64_t next_keepalive_ns = 0;
     uint64_t streams_opened = 0;
@@ -295,7 +296,10 @@ struct ControlPlane::Impl {
     // The loop's wait: new jobs are found by polling the spool, so with sinks (whose jobs
     // should leave as soon as they are in) or parked long polls it is short.
     int64_t loop_wait_ns() const {
-        const int64_t wait = waiting.empty() && !engine ? idle_tick_ns : poll_tick_ns;
+        // While events flow, the shards' queues (4,096 slots each) are drained every 2 ms, not
+        // every idle turn: a burst would fill them in 50 ms.
+        const bool idle = waiting.empty() && !engine && !events_flowing;
+        const int64_t wait = idle ? idle_tick_ns : poll_tick_ns;
         return engine ? engine->wait_limit_ns(now, now_mono, wait) : wait;
     }
 
@@ -1720,6 +1724,7 @@ struct ControlPlane::Impl {
                 event_scratch.push_back(e);
             }
         }
+        events_flowing = !event_scratch.empty();
         std::stable_sort(
             event_scratch.begin(), event_scratch.end(),
             [](const base::Event& a, const base::Event& b) { return a.ts_ns < b.ts_ns; });
@@ -1756,8 +1761,9 @@ struct ControlPlane::Impl {
             if (keepalive) {
                 c.pending += ": keep-alive\n\n";
             }
-            // What waits behind the send in flight: it grows only while the reader does not read.
-            if (c.pending.size() > events_max_backlog) {
+            // What waits behind the send in flight: it grows only while the reader does not read
+            // (frames gathered while no send is in flight go out at once, however many).
+            if (c.sending && c.pending.size() > events_max_backlog) {
                 cut_stream(c);
                 continue;
             }
