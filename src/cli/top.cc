@@ -15,6 +15,8 @@
 #include "portcullis/config/units.hh"
 #include "portcullis/http/client.hh"
 
+#include <array>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
