@@ -19,6 +19,7 @@ commands:
   token new                           print a fresh admin token and its SHA-256
   probe                               show the io_uring features of this kernel
   version                             version, build options, library versions
+  top (-c PATH | --url URL) [--once]  a live view of traffic, refusals, queues and sinks
 
 Run 'portcullis COMMAND --help' for a command's options.
 Exit status: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
     };
     constexpr Entry commands[] = {
         {"serve", run_serve}, {"check", run_check}, {"sign", run_sign},       {"spool", run_spool},
-        {"token", run_token}, {"probe", run_probe}, {"version", run_version},
+        {"token", run_token}, {"probe", run_probe}, {"version", run_version}, {"top", run_top},
     };
     for (const Entry& e : commands) {
         if (e.name == cmd) {
