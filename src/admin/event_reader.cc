@@ -1,5 +1,7 @@
 #include "portcullis/admin/event_reader.hh"
 
+#include "portcullis/base/json_pointer.hh"
+
 #include <array>
 
 namespace portcullis::admin {
@@ -110,202 +112,29 @@ void EventStreamReader::line_done(std::vector<EventFrame>& out) {
 
 namespace {
 
-// A reader of one JSON object's top-level members: scalars' values as text (strings
-// unescaped), nested values skipped. Enough for the control plane's events, safe on anything.
-class TopLevelFields {
-public:
-    explicit TopLevelFields(std::string_view json) : _s(json) {}
-
-    struct Member {
-        std::string key;
-        std::string value; // a string unescaped, a number or literal as sent; "" for nested
-        bool is_string = false;
-    };
-
-    // Calls f(member) for each member; false when the text is not one well-formed object.
-    template <typename F>
-    bool each(F&& f) {
-        skip_ws();
-        if (!take('{')) {
-            return false;
-        }
-        skip_ws();
-        if (take('}')) {
-            return at_end();
-        }
-        for (;;) {
-            Member m;
-            skip_ws();
-            if (!string(m.key)) {
-                return false;
-            }
-            skip_ws();
-            if (!take(':')) {
-                return false;
-            }
-            skip_ws();
-            if (peek() == '"') {
-                m.is_string = true;
-                if (!string(m.value)) {
-                    return false;
-                }
-            } else if (peek() == '{' || peek() == '[') {
-                if (!skip_nested()) {
-                    return false;
-                }
-            } else if (!literal(m.value)) {
-                return false;
-            }
-            f(m);
-            skip_ws();
-            if (take(',')) {
-                continue;
-            }
-            if (!take('}')) {
-                return false;
-            }
-            return at_end();
-        }
+// A top-level member's value as top shows it: a string decoded, with anything but printable
+// ASCII as '?' (top prints ASCII only); a number or literal as sent; "" when absent, nested or
+// not readable.
+std::string member(std::string_view json, std::string_view pointer, bool* is_string = nullptr) {
+    const base::JsonLookup got = base::json_find(json, pointer);
+    if (got.status != base::JsonStatus::found || got.value.type == base::JsonType::object ||
+        got.value.type == base::JsonType::array) {
+        return "";
     }
-
-private:
-    char peek() const { return _at < _s.size() ? _s[_at] : '\0'; }
-    bool take(char c) {
-        if (peek() != c || _at >= _s.size()) {
-            return false;
-        }
-        ++_at;
-        return true;
+    if (got.value.type != base::JsonType::string) {
+        return std::string(got.value.raw);
     }
-    void skip_ws() {
-        while (_at < _s.size() &&
-               (_s[_at] == ' ' || _s[_at] == '\t' || _s[_at] == '\n' || _s[_at] == '\r')) {
-            ++_at;
-        }
+    std::string out(got.value.raw.size(), '\0');
+    const std::optional<size_t> n = base::json_unescape(got.value.raw, out);
+    out.resize(n.value_or(0));
+    for (char& c : out) {
+        c = c >= 0x20 && c < 0x7f ? c : '?';
     }
-    bool at_end() {
-        skip_ws();
-        return _at == _s.size();
+    if (is_string != nullptr) {
+        *is_string = n.has_value();
     }
-
-    static int hex_digit(char c) {
-        if (c >= '0' && c <= '9') {
-            return c - '0';
-        }
-        if (c >= 'a' && c <= 'f') {
-            return c - 'a' + 10;
-        }
-        if (c >= 'A' && c <= 'F') {
-            return c - 'A' + 10;
-        }
-        return -1;
-    }
-
-    // A string into out; \uXXXX of anything but printable ASCII becomes '?' (top shows ASCII).
-    bool string(std::string& out) {
-        if (!take('"')) {
-            return false;
-        }
-        while (_at < _s.size()) {
-            const char c = _s[_at++];
-            if (c == '"') {
-                return true;
-            }
-            if (static_cast<unsigned char>(c) < 0x20) {
-                return false;
-            }
-            if (c != '\\') {
-                out.push_back(c);
-                continue;
-            }
-            if (_at == _s.size()) {
-                return false;
-            }
-            const char e = _s[_at++];
-            switch (e) {
-            case '"':
-            case '\\':
-            case '/':
-                out.push_back(e);
-                break;
-            case 'b':
-            case 'f':
-            case 'n':
-            case 'r':
-            case 't':
-                out.push_back('?');
-                break;
-            case 'u': {
-                if (_s.size() - _at < 4) {
-                    return false;
-                }
-                int code = 0;
-                for (int i = 0; i < 4; ++i) {
-                    const int d = hex_digit(_s[_at++]);
-                    if (d < 0) {
-                        return false;
-                    }
-                    code = code * 16 + d;
-                }
-                out.push_back(code >= 0x20 && code < 0x7f ? static_cast<char>(code) : '?');
-                break;
-            }
-            default:
-                return false;
-            }
-        }
-        return false;
-    }
-
-    // A number, true, false or null: the bytes up to the next delimiter, which must be one of
-    // JSON's literal characters.
-    bool literal(std::string& out) {
-        const size_t start = _at;
-        while (_at < _s.size()) {
-            const char c = _s[_at];
-            const bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-' ||
-                            c == '+' || c == '.' || c == 'E';
-            if (!ok) {
-                break;
-            }
-            ++_at;
-        }
-        out.assign(_s.substr(start, _at - start));
-        return !out.empty();
-    }
-
-    // An object or array, with what it holds: brackets matched outside strings, their contents
-    // not checked further.
-    bool skip_nested() {
-        std::string open;
-        while (_at < _s.size()) {
-            const char c = _s[_at];
-            if (c == '"') {
-                std::string ignored;
-                if (!string(ignored)) {
-                    return false;
-                }
-                continue;
-            }
-            ++_at;
-            if (c == '{' || c == '[') {
-                open.push_back(c == '{' ? '}' : ']');
-            } else if (c == '}' || c == ']') {
-                if (open.empty() || open.back() != c) {
-                    return false;
-                }
-                open.pop_back();
-                if (open.empty()) {
-                    return true;
-                }
-            }
-        }
-        return false;
-    }
-
-    std::string_view _s;
-    size_t _at = 0;
-};
+    return out;
+}
 
 } // namespace
 
@@ -324,33 +153,27 @@ std::string EventSummary::line() const {
 }
 
 std::optional<EventSummary> summarize_event(std::string_view data) {
-    EventSummary s;
-    std::string ts, route, sink, status, reason, outcome, attempt, failures, cert;
-    bool has_type = false;
-    const bool ok = TopLevelFields(data).each([&](TopLevelFields::Member& m) {
-        // Only the members that say what happened; never headers, peers or job ids.
-        const std::array<std::pair<std::string_view, std::string*>, 10> wanted{{
-            {"ts", &ts},
-            {"route", &route},
-            {"sink", &sink},
-            {"status", &status},
-            {"reason", &reason},
-            {"outcome", &outcome},
-            {"attempt", &attempt},
-            {"consecutive_failures", &failures},
-            {"cert", &cert},
-            {"type", &s.type},
-        }};
-        for (const auto& [key, target] : wanted) {
-            if (m.key == key) {
-                *target = std::move(m.value);
-                has_type = key == "type" ? m.is_string : has_type;
-            }
-        }
-    });
-    if (!ok || !has_type || s.type.empty()) {
+    // The whole frame's data must be one JSON object; only the members that say what happened
+    // are read (never headers, peers or job ids).
+    const base::JsonLookup whole = base::json_find(data, "");
+    if (whole.status != base::JsonStatus::found || whole.value.type != base::JsonType::object) {
         return std::nullopt;
     }
+    EventSummary s;
+    bool type_is_string = false;
+    s.type = member(data, "/type", &type_is_string);
+    if (!type_is_string || s.type.empty()) {
+        return std::nullopt;
+    }
+    const std::string ts = member(data, "/ts");
+    const std::string route = member(data, "/route");
+    const std::string sink = member(data, "/sink");
+    const std::string status = member(data, "/status");
+    const std::string reason = member(data, "/reason");
+    const std::string outcome = member(data, "/outcome");
+    const std::string attempt = member(data, "/attempt");
+    const std::string failures = member(data, "/consecutive_failures");
+    const std::string cert = member(data, "/cert");
     // "2026-12-06T20:49:57.011Z" -> "20:49:57".
     if (ts.size() >= 19 && ts[10] == 'T') {
         s.time = ts.substr(11, 8);
