@@ -74,10 +74,9 @@ constexpr int64_t timer_scan_interval_ns = 10'000'000;
 // waits this long instead of failing in a loop.
 constexpr int64_t accept_backoff_ns = 50'000'000;
 // GET /events: a comment line this often keeps proxies from closing a quiet stream; a
-// subscriber with more than events_max_backlog bytes waiting behind its send in flight (which
+// subscriber with more than admin.events.backlog bytes waiting behind its send in flight (which
 // waits on its socket's buffer, set to events_socket_buffer) is cut.
 constexpr int64_t events_keepalive_ns = 15 * base::ns_per_s;
-constexpr size_t events_max_backlog = 256 * 1024;
 constexpr size_t events_socket_buffer = 64 * 1024;
 
 enum class Op : uint8_t { accept = 1, recv, send, shutdown, close, ledger_write, ledger_sync };
@@ -235,7 +234,7 @@ struct ControlPlane::Impl {
     std::vector<base::EventQueue*> event_queues;
     std::unique_ptr<EventBuffer> events;
     std::vector<base::Event> event_scratch;
-    bool events_flowing = false; // the last drain found events: poll the queues often
+    bool events_flowing = false;   // the last drain found events: poll the queues often
     std::vector<uint32_t> streams; // conns streaming events (closed ones are dropped lazily)
     int64_t next_keepalive_ns = 0;
     uint64_t streams_opened = 0;
@@ -1763,7 +1762,7 @@ struct ControlPlane::Impl {
             }
             // What waits behind the send in flight: it grows only while the reader does not read
             // (frames gathered while no send is in flight go out at once, however many).
-            if (c.sending && c.pending.size() > events_max_backlog) {
+            if (c.sending && c.pending.size() > snap.config().admin.events.backlog) {
                 cut_stream(c);
                 continue;
             }

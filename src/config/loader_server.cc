@@ -25,7 +25,7 @@ constexpr std::string_view tls_keys[] = {"listen", "certificates", "min_version"
                                          "session_tickets"};
 constexpr std::string_view tls_certificate_keys[] = {"cert", "key"};
 constexpr std::string_view admin_keys[] = {"listen", "max_connections", "events"};
-constexpr std::string_view admin_events_keys[] = {"buffer", "subscribers"};
+constexpr std::string_view admin_events_keys[] = {"buffer", "subscribers", "backlog"};
 constexpr std::string_view spool_keys[] = {"dir", "durability", "segment_size", "retention"};
 constexpr Choice<ProxyProtocol> proxy_protocols[] = {{"off", ProxyProtocol::off},
                                                      {"v1", ProxyProtocol::v1},
@@ -291,6 +291,11 @@ void Walker::admin_events(const YamlNode& map, const std::string& path) {
     if (const YamlNode* n = map.find("subscribers")) {
         if (auto v = integer(*n, join_path(path, "subscribers"), 1, 1024)) {
             _cfg.admin.events.subscribers = static_cast<uint32_t>(*v);
+        }
+    }
+    if (const YamlNode* n = map.find("backlog")) {
+        if (auto v = size(*n, join_path(path, "backlog"), 64ull << 10, 256ull << 20)) {
+            _cfg.admin.events.backlog = static_cast<size_t>(*v);
         }
     }
 }

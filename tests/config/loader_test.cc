@@ -497,6 +497,29 @@ TEST_F(ConfigLoad, AdminMaxConnections) {
     EXPECT_EQ(res.config->admin.max_connections, 256u); // the default
 }
 
+TEST_F(ConfigLoad, AdminEvents) {
+    expect_errors({
+        {"admin: {events: {buffer: 100, subscribers: 1, backlog: 64KiB}}\n", {}},
+        {"admin: {events: {buffer: 1000000, subscribers: 1024, backlog: 256MiB}}\n", {}},
+        {"admin: {events: {buffer: 99}}\n",
+         {"admin.events.buffer: expected a whole number from 100 to 1000000"}},
+        {"admin: {events: {subscribers: 0}}\n",
+         {"admin.events.subscribers: expected a whole number from 1 to 1024"}},
+        {"admin: {events: {backlog: 1KiB}}\n", {"c.yaml:1:27: admin.events.backlog: "}},
+        {"admin: {events: {backlog: 257MiB}}\n", {"admin.events.backlog: "}},
+        {"admin: {events: {backlogs: 1MiB}}\n",
+         {"admin.events.backlogs: unknown key (did you mean \"backlog\"?)"}},
+    });
+    LoadResult res = load_text("c.yaml", "admin: {events: {backlog: 1MiB}}\n");
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_EQ(res.config->admin.events.backlog, size_t{1} << 20);
+    EXPECT_EQ(res.config->admin.events.buffer, 10000u); // the defaults
+    EXPECT_EQ(res.config->admin.events.subscribers, 16u);
+    res = load_text("c.yaml", "");
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_EQ(res.config->admin.events.backlog, size_t{4} << 20);
+}
+
 TEST_F(ConfigLoad, SpoolSection) {
     expect_errors({
         {"spool: {dir: /var/lib/portcullis, durability: batch, segment_size: 4GiB, retention: "

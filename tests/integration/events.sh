@@ -20,7 +20,7 @@ WORKER=$(new_token)
 export GH_SECRET=events-test-secret
 cat >"$WORKDIR/config.yaml" <<EOF
 server: {listen: ["127.0.0.1:0"], shards: 2}
-admin: {listen: "127.0.0.1:0", events: {buffer: 100000, subscribers: 4}}
+admin: {listen: "127.0.0.1:0", events: {buffer: 100000, subscribers: 4, backlog: 256KiB}}
 spool: {dir: $WORKDIR/spool, durability: fsync}
 routes:
   open: {path: /webhooks/open, verify: {scheme: none}}

@@ -195,11 +195,13 @@ struct AdminConfig {
     // Open control-plane connections at most (1..65536); past it a connection is closed at once.
     // Kept apart from server.max_connections: the file-descriptor budget counts both.
     uint32_t max_connections = 256;
-    // GET /events: the ring buffer of recent events (replayed from Last-Event-ID), 100..1000000,
-    // and the streams open at once, 1..1024 (they count against max_connections too).
+    // GET /events: the ring buffer of recent events (replayed from Last-Event-ID), 100..1000000;
+    // the streams open at once, 1..1024 (they count against max_connections too); the bytes that
+    // may wait behind a stream's send in flight before the subscriber is cut, 64KiB..256MiB.
     struct Events {
         uint32_t buffer = 10000;
         uint32_t subscribers = 16;
+        size_t backlog = size_t{4} << 20;
     } events;
 };
 
