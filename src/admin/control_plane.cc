@@ -234,7 +234,7 @@ struct ControlPlane::Impl {
     std::vector<base::EventQueue*> event_queues;
     std::unique_ptr<EventBuffer> events;
     std::vector<base::Event> event_scratch;
-    bool events_flowing = false;   // the last drain found events: poll the queues often
+    bool events_flowing = false;   // the last turn's drain found events: poll the queues often
     std::vector<uint32_t> streams; // conns streaming events (closed ones are dropped lazily)
     int64_t next_keepalive_ns = 0;
     uint64_t streams_opened = 0;
@@ -1714,8 +1714,8 @@ struct ControlPlane::Impl {
     }
 
     // The other threads' events, numbered in the order of their times (each thread's queue is
-    // in order; a stable sort merges them, ties in queue order).
-    void drain_event_queues() {
+    // in order; a stable sort merges them, ties in queue order). Returns whether there were any.
+    bool drain_event_queues() {
         event_scratch.clear();
         base::Event e;
         for (base::EventQueue* q : event_queues) {
@@ -1723,13 +1723,13 @@ struct ControlPlane::Impl {
                 event_scratch.push_back(e);
             }
         }
-        events_flowing = !event_scratch.empty();
         std::stable_sort(
             event_scratch.begin(), event_scratch.end(),
             [](const base::Event& a, const base::Event& b) { return a.ts_ns < b.ts_ns; });
         for (const base::Event& x : event_scratch) {
             events->publish(x);
         }
+        return !event_scratch.empty();
     }
 
     // An event of this thread's: after what the others handed over before it.
@@ -1741,7 +1741,9 @@ struct ControlPlane::Impl {
     // Each loop turn: the other threads' events into the buffer, then to every stream (or a
     // keep-alive comment every 15 s); a stream whose backlog passed the bound is cut.
     void pump_events() {
-        drain_event_queues();
+        // Only the turn's own drain says whether events flow: one made for an event of this
+        // thread's (publish_own) right after it finds the queues empty however busy they are.
+        events_flowing = drain_event_queues();
         const bool keepalive = now_mono >= next_keepalive_ns;
         if (keepalive) {
             next_keepalive_ns = now_mono + events_keepalive_ns;

@@ -3,6 +3,7 @@
 #include "portcullis/admit/client_ip.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/base/json.hh"
+#include "portcullis/base/single_writer.hh"
 #include "portcullis/http/error_bodies.hh"
 #include "portcullis/http/header_policy.hh"
 
@@ -56,18 +57,9 @@ Ingest::Ingest(const config::Snapshot& snapshot, const Tables& tables, const Clo
       // NOLINTNEXTLINE(cppcoreguidelines-avoid-c-arrays): atomics cannot live in a vector
       _route_stats(std::make_unique<RouteStats[]>(_routes + 1)) {}
 
-namespace {
-
-// The shard is the only writer of its counters: a relaxed load and store, no locked add.
-void bump(std::atomic<uint64_t>& counter, uint64_t n = 1) {
-    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-}
-
-} // namespace
-
 void Ingest::answered(const Webhook& w, uint16_t status) {
     RouteStats& s = _route_stats[w.route != nullptr ? w.route->index : _routes];
-    bump(s.answered[status_slot(status)]);
+    base::add_single_writer(s.answered[status_slot(status)]);
     s.duration.record(_clock.mono_ns - w.head_mono_ns);
 }
 
@@ -180,7 +172,7 @@ Next Ingest::body(Webhook& w, std::string_view data) {
     }
     w.record->append(data.data(), data.size());
     w.body_bytes += data.size();
-    bump(_route_stats[w.route->index].body_bytes, data.size());
+    base::add_single_writer(_route_stats[w.route->index].body_bytes, data.size());
     w.route->verifier->update(w.verify, base::as_bytes(data));
     return Next::read_body;
 }
@@ -302,7 +294,7 @@ void Ingest::answer_job(Webhook& w, uint16_t status, const queue::JobId& id,
 Next Ingest::refuse(Webhook& w, uint16_t status, base::RejectReason reason,
                     std::span<const http::Header> headers, bool close, std::string_view extra) {
     _stats.rejected[base::index(reason)].fetch_add(1, std::memory_order_relaxed);
-    bump(_route_stats[w.route->index].rejected[base::index(reason)]);
+    base::add_single_writer(_route_stats[w.route->index].rejected[base::index(reason)]);
     LogLine line(Level::warn, "webhook rejected", _clock.unix_ns);
     line.field("reason", base::reject_reason_code(reason))
         .field("status", static_cast<int64_t>(status))
@@ -343,7 +335,8 @@ Next Ingest::refuse(Webhook& w, uint16_t status, base::RejectReason reason,
 Next Ingest::refuse_denied(Webhook& w, const base::PeerAddress& client, bool has_body) {
     _stats.rejected[base::index(base::RejectReason::ip_denied)].fetch_add(
         1, std::memory_order_relaxed);
-    bump(_route_stats[_routes].rejected[base::index(base::RejectReason::ip_denied)]);
+    base::add_single_writer(
+        _route_stats[_routes].rejected[base::index(base::RejectReason::ip_denied)]);
     LogLine line(Level::warn, "request refused", _clock.unix_ns);
     line.field("reason", base::reject_reason_code(base::RejectReason::ip_denied))
         .field("status", int64_t{403});

@@ -8,6 +8,8 @@
 //   base::HistogramTotal t;  t.add(h);          // any thread: a racy but monotonic sum
 #pragma once
 
+#include "portcullis/base/single_writer.hh"
+
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -35,10 +37,8 @@ public:
         while (i < histogram_bounds_ns.size() && ns > histogram_bounds_ns[i]) {
             ++i;
         }
-        // Single writer: a load and a store are enough, and cheaper than a locked add.
-        _counts[i].store(_counts[i].load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-        _sum_ns.store(_sum_ns.load(std::memory_order_relaxed) + static_cast<uint64_t>(ns),
-                      std::memory_order_relaxed);
+        add_single_writer(_counts[i]);
+        add_single_writer(_sum_ns, static_cast<uint64_t>(ns));
     }
 
     uint64_t count(size_t bucket) const { return _counts[bucket].load(std::memory_order_relaxed); }

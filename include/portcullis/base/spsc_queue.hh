@@ -8,6 +8,8 @@
 //   Event e; while (q.try_pop(e)) { ... } // consumer thread
 #pragma once
 
+#include "portcullis/base/single_writer.hh"
+
 #include <atomic>
 #include <bit>
 #include <cstddef>
@@ -32,8 +34,7 @@ public:
         if (tail - _head_cache > _mask) {
             _head_cache = _head.load(std::memory_order_acquire);
             if (tail - _head_cache > _mask) {
-                _dropped.store(_dropped.load(std::memory_order_relaxed) + 1,
-                               std::memory_order_relaxed);
+                add_single_writer(_dropped); // the producer's counter
                 return false;
             }
         }
