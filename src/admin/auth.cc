@@ -306,6 +306,11 @@ std::optional<TokenSet> TokenSet::from_config(const std::vector<config::TokenCon
 
 bool TokenSet::add(std::string name, const TokenDigest& sha256, std::span<const std::string> scopes,
                    std::string* why) {
+    return add(std::move(name), sha256, scopes, 0, why);
+}
+
+bool TokenSet::add(std::string name, const TokenDigest& sha256, std::span<const std::string> scopes,
+                   int64_t expires_at_ns, std::string* why) {
     if (name.empty()) {
         return fail(why, "empty token name");
     }
@@ -331,7 +336,8 @@ bool TokenSet::add(std::string name, const TokenDigest& sha256, std::span<const 
         }
         parsed.push_back(std::move(*s));
     }
-    _entries.push_back({sha256, std::make_unique<const Grant>(std::move(name), std::move(parsed))});
+    _entries.push_back(
+        {sha256, std::make_unique<const Grant>(std::move(name), std::move(parsed)), expires_at_ns});
     return true;
 }
 
@@ -345,7 +351,7 @@ bool TokenSet::revoke(std::string_view name) {
     return true;
 }
 
-const Grant* TokenSet::authenticate(std::string_view authorization) const {
+const Grant* TokenSet::authenticate(std::string_view authorization, int64_t now_unix_ns) const {
     const std::optional<std::string_view> token = bearer_token(authorization);
     if (!token) {
         return nullptr;
@@ -356,7 +362,8 @@ const Grant* TokenSet::authenticate(std::string_view authorization) const {
     const Grant* found = nullptr;
     for (const Entry& e : _entries) {
         const bool match = verify::equal_ct(presented, e.sha256);
-        found = match ? e.grant.get() : found;
+        const bool live = e.expires_at_ns == 0 || now_unix_ns < e.expires_at_ns;
+        found = match && live ? e.grant.get() : found;
     }
     OPENSSL_cleanse(presented.data(), presented.size());
     return found;

@@ -730,7 +730,8 @@ struct ControlPlane::Impl {
                    before_body);
             return nullptr;
         }
-        const Grant* who = tokens.authenticate(auth.header != nullptr ? auth.header->value : "");
+        const Grant* who =
+            tokens.authenticate(auth.header != nullptr ? auth.header->value : "", now);
         if (who == nullptr) {
             refuse(before_body ? Refusal::unauthorized_before_body : Refusal::unauthorized, c.fd);
             answer(c, 401, http::error_body::unauthorized, "WWW-Authenticate: Bearer\r\n",

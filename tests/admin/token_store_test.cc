@@ -156,8 +156,8 @@ TEST(GenerateToken, IsFreshAndItsDigestIsTheSha256) {
     EXPECT_NE(a.token, b.token);
     TokenSet set;
     ASSERT_TRUE(set.add("a", a.sha256, std::vector<std::string>{"jobs:read"}));
-    ASSERT_NE(set.authenticate("Bearer " + a.token), nullptr);
-    EXPECT_EQ(set.authenticate("Bearer " + b.token), nullptr);
+    ASSERT_NE(set.authenticate("Bearer " + a.token, 0), nullptr);
+    EXPECT_EQ(set.authenticate("Bearer " + b.token, 0), nullptr);
 }
 
 } // namespace
