@@ -228,6 +228,48 @@ bool Grant::allows_some_route(std::string_view resource, std::string_view action
     return allowed;
 }
 
+bool Grant::holds(const Scope& wanted) const {
+    if (wanted.deny()) {
+        return true;
+    }
+    const std::optional<std::string_view> glob = wanted.route_glob();
+    const bool literal = glob && glob->find_first_of("*?") == std::string_view::npos;
+    // Whether one of this grant's scopes reaches every route the wanted scope reaches.
+    auto reaches = [&](const Scope& mine) {
+        const std::optional<std::string_view> g = mine.route_glob();
+        return !g || *g == "*" || (glob && (*g == *glob || (literal && glob_match(*g, *glob))));
+    };
+    // Whether a deny of this grant may touch a route the wanted scope reaches.
+    auto touches = [&](const Scope& mine) {
+        const std::optional<std::string_view> g = mine.route_glob();
+        return !g || !glob || !literal || glob_match(*g, *glob);
+    };
+    for (const Resource& r : resources) {
+        if (wanted.resource() != "*" && wanted.resource() != r.name) {
+            continue;
+        }
+        for (std::string_view action : r.actions) {
+            if (action.empty() || (wanted.action() != "*" && wanted.action() != action)) {
+                continue;
+            }
+            bool held = false;
+            for (const Scope& mine : _scopes) {
+                if (!mine.covers(r.name, action)) {
+                    continue;
+                }
+                if (mine.deny() && touches(mine)) {
+                    return false;
+                }
+                held = held || (!mine.deny() && reaches(mine));
+            }
+            if (!held) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 int http_status(Access a) {
     switch (a) {
     case Access::granted:

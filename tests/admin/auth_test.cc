@@ -383,3 +383,35 @@ TEST(TokenSet, FromConfigRefusesWhatTheLoaderWouldHave) {
     EXPECT_NE(why.find("token w: scope \"metrics:read:x\""), std::string::npos) << why;
     EXPECT_TRUE(TokenSet::from_config({}));
 }
+
+namespace {
+
+bool holds(const std::vector<std::string>& mine, std::string_view wanted) {
+    std::vector<Scope> scopes;
+    for (const std::string& s : mine) {
+        scopes.push_back(*Scope::parse(s));
+    }
+    return Grant("minter", std::move(scopes)).holds(*Scope::parse(wanted));
+}
+
+TEST(GrantHolds, AMinterGrantsOnlyWhatItHas) {
+    EXPECT_TRUE(holds({"*:*"}, "admin:tokens"));
+    EXPECT_TRUE(holds({"*:*"}, "*:*"));
+    EXPECT_TRUE(holds({"jobs:*", "admin:tokens"}, "jobs:consume:github"));
+    EXPECT_TRUE(holds({"jobs:consume:git*"}, "jobs:consume:github"));
+    EXPECT_TRUE(holds({"jobs:consume:git*"}, "jobs:consume:git*"));
+    EXPECT_TRUE(holds({"admin:tokens"}, "!jobs:read")); // a deny only narrows
+    EXPECT_FALSE(holds({"admin:tokens"}, "jobs:read"));
+    EXPECT_FALSE(holds({"admin:tokens"}, "admin:*")); // admin:reload too
+    EXPECT_FALSE(holds({"jobs:*"}, "*:*"));
+    EXPECT_FALSE(holds({"jobs:consume:git*"}, "jobs:consume"));
+    EXPECT_FALSE(holds({"jobs:consume:git*"}, "jobs:consume:g*")); // wider than the minter's
+    EXPECT_FALSE(holds({"jobs:consume:github"}, "jobs:*:github"));
+    // A deny of the minter's is never lifted by what it mints.
+    EXPECT_FALSE(holds({"jobs:read", "!jobs:read:stripe"}, "jobs:read"));
+    EXPECT_FALSE(holds({"jobs:read", "!jobs:read:stripe"}, "jobs:read:stripe"));
+    EXPECT_TRUE(holds({"jobs:read", "!jobs:read:stripe"}, "jobs:read:github"));
+    EXPECT_FALSE(holds({"*:*", "!metrics:read"}, "metrics:read"));
+}
+
+} // namespace

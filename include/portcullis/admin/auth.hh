@@ -95,6 +95,13 @@ public:
     // yes when the denies happen to cover every allowed route; the filter then leaves an empty
     // list, which is a true answer too.
     bool allows_some_route(std::string_view resource, std::string_view action) const;
+    // Whether this grant holds everything an allow scope would grant, so that it may mint a
+    // token with it (POST /v1/tokens refuses the rest as privilege escalation). Conservative:
+    // for every permission the scope names (its wildcards expanded over the table), some allow
+    // of this grant must cover the scope's routes (no glob, "*", the same glob, or, for a
+    // literal route, a glob that matches it) and no deny of this grant may take any of them
+    // away. A deny scope always holds: it only narrows the token it is in.
+    bool holds(const Scope& scope) const;
 
 private:
     std::string _name;
