@@ -117,6 +117,17 @@ print(first, rv.status, second)
 PY
 expect_eq "keep-alive: lease, revoke, lease" "200 200 401" "$(cat "$WORKDIR/keepalive.out")"
 
+# --- a minted token that revokes itself ---
+api POST /v1/tokens "$ADMIN" '{"name":"selfish","scopes":["admin:tokens"]}'
+expect_api "mint selfish" 201
+SELFISH=$(py 'j["token"]')
+api DELETE /v1/tokens/selfish "$SELFISH"
+expect_api "a token revokes itself" 200
+api GET /v1/tokens "$SELFISH"
+expect_api "after revoking itself" 401
+grep -q '"msg":"control plane: token revoked","name":"selfish","by":"selfish"' "$SERVER_LOG" ||
+    fail "the self-revocation is not logged with its minter: $(grep selfish "$SERVER_LOG")"
+
 # --- expiry ---
 api POST /v1/tokens "$ADMIN" '{"name":"brief","scopes":["jobs:consume:github"],"expires_in":"2s"}'
 expect_api "mint brief" 201
