@@ -228,6 +228,48 @@ bool Grant::allows_some_route(std::string_view resource, std::string_view action
     return allowed;
 }
 
+bool Grant::holds(const Scope& wanted) const {
+    if (wanted.deny()) {
+        return true;
+    }
+    const std::optional<std::string_view> glob = wanted.route_glob();
+    const bool literal = glob && glob->find_first_of("*?") == std::string_view::npos;
+    // Whether one of this grant's scopes reaches every route the wanted scope reaches.
+    auto reaches = [&](const Scope& mine) {
+        const std::optional<std::string_view> g = mine.route_glob();
+        return !g || *g == "*" || (glob && (*g == *glob || (literal && glob_match(*g, *glob))));
+    };
+    // Whether a deny of this grant may touch a route the wanted scope reaches.
+    auto touches = [&](const Scope& mine) {
+        const std::optional<std::string_view> g = mine.route_glob();
+        return !g || !glob || !literal || glob_match(*g, *glob);
+    };
+    for (const Resource& r : resources) {
+        if (wanted.resource() != "*" && wanted.resource() != r.name) {
+            continue;
+        }
+        for (std::string_view action : r.actions) {
+            if (action.empty() || (wanted.action() != "*" && wanted.action() != action)) {
+                continue;
+            }
+            bool held = false;
+            for (const Scope& mine : _scopes) {
+                if (!mine.covers(r.name, action)) {
+                    continue;
+                }
+                if (mine.deny() && touches(mine)) {
+                    return false;
+                }
+                held = held || (!mine.deny() && reaches(mine));
+            }
+            if (!held) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 int http_status(Access a) {
     switch (a) {
     case Access::granted:
@@ -306,6 +348,11 @@ std::optional<TokenSet> TokenSet::from_config(const std::vector<config::TokenCon
 
 bool TokenSet::add(std::string name, const TokenDigest& sha256, std::span<const std::string> scopes,
                    std::string* why) {
+    return add(std::move(name), sha256, scopes, 0, why);
+}
+
+bool TokenSet::add(std::string name, const TokenDigest& sha256, std::span<const std::string> scopes,
+                   int64_t expires_at_ns, std::string* why) {
     if (name.empty()) {
         return fail(why, "empty token name");
     }
@@ -331,7 +378,8 @@ bool TokenSet::add(std::string name, const TokenDigest& sha256, std::span<const 
         }
         parsed.push_back(std::move(*s));
     }
-    _entries.push_back({sha256, std::make_unique<const Grant>(std::move(name), std::move(parsed))});
+    _entries.push_back(
+        {sha256, std::make_unique<const Grant>(std::move(name), std::move(parsed)), expires_at_ns});
     return true;
 }
 
@@ -345,7 +393,7 @@ bool TokenSet::revoke(std::string_view name) {
     return true;
 }
 
-const Grant* TokenSet::authenticate(std::string_view authorization) const {
+const Grant* TokenSet::authenticate(std::string_view authorization, int64_t now_unix_ns) const {
     const std::optional<std::string_view> token = bearer_token(authorization);
     if (!token) {
         return nullptr;
@@ -356,7 +404,8 @@ const Grant* TokenSet::authenticate(std::string_view authorization) const {
     const Grant* found = nullptr;
     for (const Entry& e : _entries) {
         const bool match = verify::equal_ct(presented, e.sha256);
-        found = match ? e.grant.get() : found;
+        const bool live = e.expires_at_ns == 0 || now_unix_ns < e.expires_at_ns;
+        found = match && live ? e.grant.get() : found;
     }
     OPENSSL_cleanse(presented.data(), presented.size());
     return found;

@@ -4,6 +4,7 @@
 #include "portcullis/admin/event_stream.hh"
 #include "portcullis/admin/metrics.hh"
 #include "portcullis/admin/request.hh"
+#include "portcullis/admin/token_store.hh"
 #include "portcullis/base/address.hh"
 #include "portcullis/base/json.hh"
 #include "portcullis/base/json_pointer.hh"
@@ -20,6 +21,8 @@
 #include "portcullis/verify/verifier.hh"
 
 #include "build_info.hh"
+
+#include <openssl/mem.h>
 
 #include <csignal>
 #include <sys/socket.h>
@@ -103,6 +106,7 @@ enum class Refusal : uint8_t {
     duplicate_authorization,  // 400
     malformed,                // 400 (the head), 431, 411
     body_too_large,           // 413
+    token_refused,            // POST/DELETE /v1/tokens refused: 403 (escalation), 409 (name)
     count,
 };
 
@@ -121,13 +125,13 @@ constexpr RefusalInfo refusal_info[] = {
     {"duplicate_authorization", "duplicate_authorization"},
     {"malformed", "malformed"},
     {"body_too_large", "body_too_large"},
+    {"token_refused", "tokens_refused"},
 };
 static_assert(std::size(refusal_info) == size_t(Refusal::count));
 
 // Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
 bool not_implemented(std::string_view path) {
-    return path == "/v1/tokens" || path.starts_with("/v1/tokens/") || path == "/v1/reload" ||
-           (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
+    return path == "/v1/reload" || (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
 }
 
 // Every other /v1/ path needs a token; /healthz and unknown paths (404) do not.
@@ -195,6 +199,8 @@ struct ControlPlane::Impl {
     queue::JobStore store;
     std::unique_ptr<deliver::Engine> engine; // with sinks only
     TokenSet tokens;
+    // The minted tokens as <spool dir>/tokens.state holds them (tokens has them too).
+    std::vector<MintedToken> minted;
     http::DateCache date;
     http::Limits limits;
     std::vector<http::Header> header_scratch;
@@ -263,6 +269,9 @@ struct ControlPlane::Impl {
             return "tokens: " + why;
         }
         tokens = std::move(*set);
+        if (std::string err = load_minted(); !err.empty()) {
+            return err;
+        }
         max_connections = snap.config().admin.max_connections;
         now = base::unix_ns();
         now_mono = base::mono_ns();
@@ -730,7 +739,8 @@ struct ControlPlane::Impl {
                    before_body);
             return nullptr;
         }
-        const Grant* who = tokens.authenticate(auth.header != nullptr ? auth.header->value : "");
+        const Grant* who =
+            tokens.authenticate(auth.header != nullptr ? auth.header->value : "", now);
         if (who == nullptr) {
             refuse(before_body ? Refusal::unauthorized_before_body : Refusal::unauthorized, c.fd);
             answer(c, 401, http::error_body::unauthorized, "WWW-Authenticate: Bearer\r\n",
@@ -974,6 +984,24 @@ struct ControlPlane::Impl {
             }
             return;
         }
+        if (path == "/v1/tokens") {
+            if (head.method == "GET") {
+                list_tokens(c, *who);
+            } else if (head.method == "POST") {
+                mint_token(c, *who, body);
+            } else {
+                answer(c, 405, http::error_body::method_not_allowed, "Allow: GET, POST\r\n");
+            }
+            return;
+        }
+        if (path.starts_with("/v1/tokens/")) {
+            if (head.method == "DELETE") {
+                revoke_token(c, *who, path.substr(11));
+            } else {
+                answer(c, 405, http::error_body::method_not_allowed, "Allow: DELETE\r\n");
+            }
+            return;
+        }
         if (path == "/v1/dead-letters") {
             if (method_is("GET")) {
                 dead_letters(c, *who, head.query);
@@ -1006,6 +1034,226 @@ struct ControlPlane::Impl {
             return;
         }
         answer(c, 404, http::error_body::not_found);
+    }
+
+    // ---- minted tokens (POST, GET /v1/tokens, DELETE /v1/tokens/{name}) ------------------
+    //
+    // The state file is replaced with a blocking write, fsync and rename on this thread, and the
+    // answer goes out only after that: tokens are minted and revoked rarely, and a token must
+    // not be handed out (or a revocation confirmed) before a restart would keep it so.
+
+    std::string load_minted() {
+        const std::string& dir = snap.config().spool.dir;
+        if (std::string err = read_token_state(dir, minted); !err.empty()) {
+            return "tokens: " + err;
+        }
+        for (const MintedToken& t : minted) {
+            std::string why;
+            if (!tokens.add(t.name, t.sha256, t.scopes, t.expires_at, &why)) {
+                return "tokens: " + dir + "/" + std::string(token_state_file_name) +
+                       ": minted token " + t.name + ": " + why +
+                       " (a token of the configuration clashes with it: rename one, or revoke "
+                       "the minted one with DELETE /v1/tokens/" +
+                       t.name + " after removing the other)";
+            }
+        }
+        return "";
+    }
+
+    void token_refused(Conn& c, uint16_t status, std::string_view detail) {
+        refuse(Refusal::token_refused, c.fd, detail);
+        std::string out;
+        base::StringBuffer buf(out);
+        base::JsonWriter w(buf);
+        w.begin_object()
+            .key("error")
+            .string(status == 403   ? "forbidden"
+                    : status == 409 ? "conflict"
+                                    : "bad_request")
+            .key("detail")
+            .string(detail)
+            .end_object();
+        answer(c, status, out);
+    }
+
+    bool may_manage_tokens(Conn& c, const Grant& who) {
+        if (Access a = authorize(&who, "admin", "tokens"); a != Access::granted) {
+            answer_access(c, a);
+            return false;
+        }
+        return true;
+    }
+
+    void write_token(base::JsonWriter<base::StringBuffer>& w, std::string_view name,
+                     std::span<const std::string> scopes, const MintedToken* m) {
+        w.begin_object().key("name").string(name).key("source").string(m ? "minted" : "config");
+        w.key("scopes").begin_array();
+        for (const std::string& sc : scopes) {
+            w.string(sc);
+        }
+        w.end_array();
+        char tmp[24];
+        w.key("created_at");
+        if (m != nullptr) {
+            w.string(base::format_rfc3339(m->created_at, tmp));
+        } else {
+            w.null();
+        }
+        w.key("expires_at");
+        if (m != nullptr && m->expires_at != 0) {
+            w.string(base::format_rfc3339(m->expires_at, tmp));
+        } else {
+            w.null();
+        }
+        w.end_object();
+    }
+
+    void list_tokens(Conn& c, const Grant& who) {
+        if (!may_manage_tokens(c, who)) {
+            return;
+        }
+        std::string out;
+        base::StringBuffer buf(out);
+        base::JsonWriter w(buf);
+        w.begin_object().key("tokens").begin_array();
+        for (const config::TokenConfig& t : snap.config().tokens) {
+            write_token(w, t.name, t.scopes, nullptr);
+        }
+        for (const MintedToken& t : minted) {
+            write_token(w, t.name, t.scopes, &t);
+        }
+        w.end_array().end_object();
+        answer(c, 200, out);
+    }
+
+    void mint_token(Conn& c, const Grant& who, std::string_view body) {
+        if (!may_manage_tokens(c, who)) {
+            return;
+        }
+        auto name = json_plain(body, "/name", base::JsonType::string);
+        if (!name || !config::is_name(*name)) {
+            answer(c, 400,
+                   R"({"error":"bad_request","detail":"name: 1 to 64 characters of [a-z0-9_-]"})");
+            return;
+        }
+        base::JsonLookup list = base::json_find(body, "/scopes");
+        std::vector<std::string_view> texts;
+        if (list.status != base::JsonStatus::found || list.value.type != base::JsonType::array ||
+            !base::json_plain_strings(list.value.raw, texts) || texts.empty() ||
+            texts.size() > max_scopes_per_token) {
+            answer(c, 400,
+                   R"({"error":"bad_request","detail":"scopes: an array of 1 to 64 scopes"})");
+            return;
+        }
+        int64_t expires_in = 0;
+        if (duration_field(body, "/expires_in", base::ns_per_s,
+                           100LL * 365 * 86400 * base::ns_per_s, expires_in) == Field::bad) {
+            answer(c, 400, R"({"error":"bad_request","detail":"expires_in: 1s to 100 years"})");
+            return;
+        }
+        std::vector<std::string> scopes;
+        for (std::string_view text : texts) {
+            std::string why;
+            std::optional<Scope> scope = Scope::parse(text, &why);
+            if (!scope) {
+                token_refused(c, 400, "scope \"" + std::string(text) + "\": " + why);
+                return;
+            }
+            if (!who.holds(*scope)) {
+                token_refused(c, 403,
+                              "scope \"" + std::string(text) + "\" is not held by token " +
+                                  who.name() + ": a token cannot grant more than its minter has");
+                return;
+            }
+            scopes.emplace_back(text);
+        }
+        if (tokens.find(*name) != nullptr) {
+            token_refused(c, 409, "a token called " + std::string(*name) + " exists already");
+            return;
+        }
+        if (minted.size() >= max_minted_tokens) {
+            token_refused(c, 409,
+                          "already " + std::to_string(max_minted_tokens) +
+                              " minted tokens: revoke some first");
+            return;
+        }
+        NewToken fresh = generate_token();
+        MintedToken m{std::string(*name), fresh.sha256, std::move(scopes), now,
+                      expires_in == 0 ? 0 : now + expires_in};
+        std::vector<MintedToken> next = minted;
+        next.push_back(m);
+        if (std::string err = write_token_state(snap.config().spool.dir, next); !err.empty()) {
+            LogLine(Level::error, "control plane: cannot save minted tokens")
+                .field("error", err)
+                .write();
+            answer(c, 500,
+                   R"({"error":"internal","detail":"the token state file could not be written"})");
+            return;
+        }
+        std::string why;
+        if (!tokens.add(m.name, m.sha256, m.scopes, m.expires_at, &why)) {
+            // Checked above (name) or practically impossible (a 256-bit digest twice).
+            LogLine(Level::error, "control plane: minted token refused")
+                .field("error", why)
+                .write();
+        }
+        minted = std::move(next);
+        LogLine(Level::info, "control plane: token minted")
+            .field("name", m.name)
+            .field("by", who.name())
+            .write();
+        std::string out;
+        base::StringBuffer buf(out);
+        base::JsonWriter w(buf);
+        w.begin_object().key("token").string(fresh.token).key("minted");
+        write_token(w, m.name, m.scopes, &m);
+        w.end_object();
+        OPENSSL_cleanse(fresh.token.data(), fresh.token.size());
+        answer(c, 201, out);
+    }
+
+    void revoke_token(Conn& c, const Grant& who, std::string_view name) {
+        if (!may_manage_tokens(c, who)) {
+            return;
+        }
+        auto it = std::find_if(minted.begin(), minted.end(),
+                               [&](const MintedToken& t) { return t.name == name; });
+        if (it == minted.end()) {
+            if (config::is_name(name) && tokens.find(name) != nullptr) {
+                token_refused(c, 409,
+                              "token " + std::string(name) +
+                                  " is in the configuration: remove it there and reload");
+            } else {
+                answer(c, 404, http::error_body::not_found);
+            }
+            return;
+        }
+        std::vector<MintedToken> next = minted;
+        next.erase(next.begin() + (it - minted.begin()));
+        if (std::string err = write_token_state(snap.config().spool.dir, next); !err.empty()) {
+            LogLine(Level::error, "control plane: cannot save minted tokens")
+                .field("error", err)
+                .write();
+            answer(c, 500,
+                   R"({"error":"internal","detail":"the token state file could not be written"})");
+            return;
+        }
+        // Every request authenticates anew, so a connection that used the token gets 401 next.
+        const std::string revoked(name);
+        // A copy, not a reference: who may be the token revoked, and its Grant goes with it.
+        // NOLINTNEXTLINE(performance-unnecessary-copy-initialization)
+        const std::string by = who.name();
+        tokens.revoke(revoked);
+        minted = std::move(next);
+        LogLine(Level::info, "control plane: token revoked")
+            .field("name", revoked)
+            .field("by", by)
+            .write();
+        std::string out;
+        base::StringBuffer buf(out);
+        base::JsonWriter w(buf);
+        w.begin_object().key("revoked").string(revoked).end_object();
+        answer(c, 200, out);
     }
 
     // The job named by id text, if the token may act on it: else the answer has been given.

@@ -2,6 +2,7 @@
 #include "commands.hh"
 
 #include "build_info.hh"
+#include "portcullis/admin/token_store.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/cli/args.hh"
 #include "portcullis/io/ring.hh"
@@ -11,8 +12,6 @@
 #include <iostream>
 #include <mimalloc.h>
 #include <openssl/base.h>
-#include <openssl/rand.h>
-#include <openssl/sha.h>
 #include <xxhash.h>
 #include <yaml.h>
 
@@ -75,14 +74,10 @@ int run_token(int argc, char** argv) {
         std::fprintf(stderr, "portcullis token new: %s\n", a.error.c_str());
         return 2;
     }
-    uint8_t raw[32];
-    RAND_bytes(raw, sizeof raw);
-    std::string token = "pct_" + base::base64(raw, base::Base64Alphabet::url);
-    uint8_t digest[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const uint8_t*>(token.data()), token.size(), digest);
-    std::printf("token:  %s\nsha256: %s\n\n", token.c_str(), base::hex(digest).c_str());
+    const admin::NewToken t = admin::generate_token();
+    std::printf("token:  %s\nsha256: %s\n\n", t.token.c_str(), base::hex(t.sha256).c_str());
     std::printf("tokens:\n  NAME:\n    sha256: \"%s\"\n    scopes: [\"jobs:consume:*\"]\n",
-                base::hex(digest).c_str());
+                base::hex(t.sha256).c_str());
     return 0;
 }
 

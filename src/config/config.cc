@@ -139,6 +139,18 @@ bool is_query_name(std::string_view s) {
 
 } // namespace
 
+bool is_name(std::string_view s) {
+    if (s.empty() || s.size() > 64) {
+        return false;
+    }
+    for (char c : s) {
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool is_param_name(std::string_view s) {
     if (s.empty()) {
         return false;

@@ -34,18 +34,6 @@ std::string join_names(std::span<const std::string_view> names) {
     return out;
 }
 
-bool is_name(std::string_view s) {
-    if (s.empty() || s.size() > 64) {
-        return false;
-    }
-    for (char c : s) {
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 std::string describe(const YamlNode& n) {
     if (n.is_mapping()) {
         return "a mapping";

@@ -58,7 +58,6 @@ std::string choice_names(const Choice<E> (&choices)[N]) {
     return out;
 }
 
-bool is_name(std::string_view s);        // 1 to 64 characters of [a-z0-9_-]
 std::string describe(const YamlNode& n); // for "found ...": "a mapping", "a list", a quoted value
 
 // Where a missing key would have gone: the key of the mapping that lacks it.

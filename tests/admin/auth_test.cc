@@ -288,13 +288,13 @@ protected:
 };
 
 TEST_F(TokenSetTest, AuthenticatesEachTokenToItsOwnGrant) {
-    const Grant* w = _tokens.authenticate("Bearer " + std::string(worker_token));
+    const Grant* w = _tokens.authenticate("Bearer " + std::string(worker_token), 0);
     ASSERT_NE(w, nullptr);
     EXPECT_EQ(w->name(), "worker");
     EXPECT_TRUE(w->allows("jobs", "consume", "github"));
     EXPECT_FALSE(w->allows("metrics", "read"));
 
-    const Grant* p = _tokens.authenticate("bearer   " + std::string(prometheus_token));
+    const Grant* p = _tokens.authenticate("bearer   " + std::string(prometheus_token), 0);
     ASSERT_NE(p, nullptr);
     EXPECT_EQ(p->name(), "prometheus");
     EXPECT_TRUE(p->allows("metrics", "read"));
@@ -304,13 +304,13 @@ TEST_F(TokenSetTest, AuthenticatesEachTokenToItsOwnGrant) {
 
 TEST_F(TokenSetTest, RefusesWhatIsNotAKnownBearerToken) {
     const std::string w(worker_token);
-    EXPECT_EQ(_tokens.authenticate(""), nullptr);
-    EXPECT_EQ(_tokens.authenticate(w), nullptr);            // no scheme
-    EXPECT_EQ(_tokens.authenticate("Basic " + w), nullptr); // another scheme
-    EXPECT_EQ(_tokens.authenticate("Bearer "), nullptr);    // empty token
-    EXPECT_EQ(_tokens.authenticate("Bearer pct_wrong"), nullptr);
-    EXPECT_EQ(_tokens.authenticate("Bearer " + w + "x"), nullptr);
-    EXPECT_EQ(_tokens.authenticate("Bearer " + w.substr(0, w.size() - 1)), nullptr);
+    EXPECT_EQ(_tokens.authenticate("", 0), nullptr);
+    EXPECT_EQ(_tokens.authenticate(w, 0), nullptr);            // no scheme
+    EXPECT_EQ(_tokens.authenticate("Basic " + w, 0), nullptr); // another scheme
+    EXPECT_EQ(_tokens.authenticate("Bearer ", 0), nullptr);    // empty token
+    EXPECT_EQ(_tokens.authenticate("Bearer pct_wrong", 0), nullptr);
+    EXPECT_EQ(_tokens.authenticate("Bearer " + w + "x", 0), nullptr);
+    EXPECT_EQ(_tokens.authenticate("Bearer " + w.substr(0, w.size() - 1), 0), nullptr);
     // The digest itself is not the token.
     TokenDigest d = sha256_of(worker_token);
     std::string hex;
@@ -318,7 +318,23 @@ TEST_F(TokenSetTest, RefusesWhatIsNotAKnownBearerToken) {
         hex += "0123456789abcdef"[b >> 4];
         hex += "0123456789abcdef"[b & 0xf];
     }
-    EXPECT_EQ(_tokens.authenticate("Bearer " + hex), nullptr);
+    EXPECT_EQ(_tokens.authenticate("Bearer " + hex, 0), nullptr);
+}
+
+TEST_F(TokenSetTest, AMintedTokenExpiresByTheClockPassedIn) {
+    const std::string minted = "pct_expiring_token";
+    const std::vector<std::string> scopes = {"jobs:read"};
+    const int64_t expires = 1'796'000'000'000'000'000;
+    ASSERT_TRUE(_tokens.add("short", sha256_of(minted), scopes, expires));
+    const Grant* g = _tokens.authenticate("Bearer " + minted, expires - 1);
+    ASSERT_NE(g, nullptr);
+    EXPECT_EQ(g->name(), "short");
+    EXPECT_EQ(_tokens.authenticate("Bearer " + minted, expires), nullptr);
+    EXPECT_EQ(_tokens.authenticate("Bearer " + minted, expires + 1'000'000'000), nullptr);
+    // Tokens without an expiry do not care about the clock.
+    EXPECT_NE(_tokens.authenticate("Bearer " + std::string(worker_token), INT64_MAX), nullptr);
+    // Expired is not revoked: the name stays taken until DELETE removes it.
+    EXPECT_EQ(_tokens.find("short"), g);
 }
 
 TEST_F(TokenSetTest, AddAndRevokeAtRunTime) {
@@ -326,8 +342,8 @@ TEST_F(TokenSetTest, AddAndRevokeAtRunTime) {
     const std::vector<std::string> scopes = {"jobs:enqueue:ci-*"};
     std::string why;
     ASSERT_TRUE(_tokens.add("ci", sha256_of(minted), scopes, &why)) << why;
-    const Grant* before = _tokens.authenticate("Bearer " + std::string(worker_token));
-    const Grant* ci = _tokens.authenticate("Bearer " + minted);
+    const Grant* before = _tokens.authenticate("Bearer " + std::string(worker_token), 0);
+    const Grant* ci = _tokens.authenticate("Bearer " + minted, 0);
     ASSERT_NE(ci, nullptr);
     EXPECT_EQ(ci->name(), "ci");
     EXPECT_TRUE(ci->allows("jobs", "enqueue", "ci-nightly"));
@@ -348,13 +364,13 @@ TEST_F(TokenSetTest, AddAndRevokeAtRunTime) {
 
     EXPECT_TRUE(_tokens.revoke("ci"));
     EXPECT_FALSE(_tokens.revoke("ci"));
-    EXPECT_EQ(_tokens.authenticate("Bearer " + minted), nullptr);
+    EXPECT_EQ(_tokens.authenticate("Bearer " + minted, 0), nullptr);
     EXPECT_EQ(_tokens.find("ci"), nullptr);
     // The other grants stayed where they were.
-    EXPECT_EQ(_tokens.authenticate("Bearer " + std::string(worker_token)), before);
+    EXPECT_EQ(_tokens.authenticate("Bearer " + std::string(worker_token), 0), before);
     EXPECT_TRUE(_tokens.revoke("worker"));
-    EXPECT_EQ(_tokens.authenticate("Bearer " + std::string(worker_token)), nullptr);
-    EXPECT_NE(_tokens.authenticate("Bearer " + std::string(prometheus_token)), nullptr);
+    EXPECT_EQ(_tokens.authenticate("Bearer " + std::string(worker_token), 0), nullptr);
+    EXPECT_NE(_tokens.authenticate("Bearer " + std::string(prometheus_token), 0), nullptr);
     EXPECT_EQ(_tokens.size(), 1u);
 }
 
@@ -367,3 +383,35 @@ TEST(TokenSet, FromConfigRefusesWhatTheLoaderWouldHave) {
     EXPECT_NE(why.find("token w: scope \"metrics:read:x\""), std::string::npos) << why;
     EXPECT_TRUE(TokenSet::from_config({}));
 }
+
+namespace {
+
+bool holds(const std::vector<std::string>& mine, std::string_view wanted) {
+    std::vector<Scope> scopes;
+    for (const std::string& s : mine) {
+        scopes.push_back(*Scope::parse(s));
+    }
+    return Grant("minter", std::move(scopes)).holds(*Scope::parse(wanted));
+}
+
+TEST(GrantHolds, AMinterGrantsOnlyWhatItHas) {
+    EXPECT_TRUE(holds({"*:*"}, "admin:tokens"));
+    EXPECT_TRUE(holds({"*:*"}, "*:*"));
+    EXPECT_TRUE(holds({"jobs:*", "admin:tokens"}, "jobs:consume:github"));
+    EXPECT_TRUE(holds({"jobs:consume:git*"}, "jobs:consume:github"));
+    EXPECT_TRUE(holds({"jobs:consume:git*"}, "jobs:consume:git*"));
+    EXPECT_TRUE(holds({"admin:tokens"}, "!jobs:read")); // a deny only narrows
+    EXPECT_FALSE(holds({"admin:tokens"}, "jobs:read"));
+    EXPECT_FALSE(holds({"admin:tokens"}, "admin:*")); // admin:reload too
+    EXPECT_FALSE(holds({"jobs:*"}, "*:*"));
+    EXPECT_FALSE(holds({"jobs:consume:git*"}, "jobs:consume"));
+    EXPECT_FALSE(holds({"jobs:consume:git*"}, "jobs:consume:g*")); // wider than the minter's
+    EXPECT_FALSE(holds({"jobs:consume:github"}, "jobs:*:github"));
+    // A deny of the minter's is never lifted by what it mints.
+    EXPECT_FALSE(holds({"jobs:read", "!jobs:read:stripe"}, "jobs:read"));
+    EXPECT_FALSE(holds({"jobs:read", "!jobs:read:stripe"}, "jobs:read:stripe"));
+    EXPECT_TRUE(holds({"jobs:read", "!jobs:read:stripe"}, "jobs:read:github"));
+    EXPECT_FALSE(holds({"*:*", "!metrics:read"}, "metrics:read"));
+}
+
+} // namespace

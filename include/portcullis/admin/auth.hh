@@ -95,6 +95,13 @@ public:
     // yes when the denies happen to cover every allowed route; the filter then leaves an empty
     // list, which is a true answer too.
     bool allows_some_route(std::string_view resource, std::string_view action) const;
+    // Whether this grant holds everything an allow scope would grant, so that it may mint a
+    // token with it (POST /v1/tokens refuses the rest as privilege escalation). Conservative:
+    // for every permission the scope names (its wildcards expanded over the table), some allow
+    // of this grant must cover the scope's routes (no glob, "*", the same glob, or, for a
+    // literal route, a glob that matches it) and no deny of this grant may take any of them
+    // away. A deny scope always holds: it only narrows the token it is in.
+    bool holds(const Scope& scope) const;
 
 private:
     std::string _name;
@@ -141,14 +148,19 @@ public:
     // taken, the digest belongs to another token, there is no scope, or a scope does not parse.
     bool add(std::string name, const TokenDigest& sha256, std::span<const std::string> scopes,
              std::string* why = nullptr);
+    // The same for a minted token that stops authenticating at expires_at_ns (Unix nanoseconds;
+    // 0: never).
+    bool add(std::string name, const TokenDigest& sha256, std::span<const std::string> scopes,
+             int64_t expires_at_ns, std::string* why = nullptr);
     // Removes the token called name at once; false if there is none. Its Grant is destroyed.
     bool revoke(std::string_view name);
 
-    // The grant of the token in an Authorization header value, or nullptr (401). The token's
+    // The grant of the token in an Authorization header value, or nullptr (401), also when the
+    // token has expired by now_unix_ns (the caller's clock, read once per loop). The token's
     // SHA-256 is compared with every stored digest in constant time, all of them whatever
     // matches, so the time taken says nothing about which digest is near. The pointer stays
     // valid until that token is revoked or the set is destroyed; adding others does not move it.
-    const Grant* authenticate(std::string_view authorization) const;
+    const Grant* authenticate(std::string_view authorization, int64_t now_unix_ns) const;
 
     const Grant* find(std::string_view name) const;
     size_t size() const { return _entries.size(); }
@@ -157,6 +169,7 @@ private:
     struct Entry {
         TokenDigest sha256;
         std::unique_ptr<const Grant> grant;
+        int64_t expires_at_ns = 0; // 0: never
     };
     std::vector<Entry> _entries;
 };

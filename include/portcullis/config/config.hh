@@ -364,6 +364,9 @@ bool listen_overlaps(const ListenAddress& a, const ListenAddress& b);
 std::optional<FieldRef> parse_field_ref(std::string_view text, std::string* why = nullptr);
 // An RFC 9110 token (header names, methods).
 bool is_token(std::string_view s);
+// 1 to 64 characters of [a-z0-9_-]: the names of routes, sinks and tokens (those in the
+// configuration and those minted through POST /v1/tokens).
+bool is_name(std::string_view s);
 // [a-z0-9_]+: the name of a route path's {param} segment, and of a path:PARAM reference.
 bool is_param_name(std::string_view s);
 

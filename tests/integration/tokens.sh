@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Minted tokens (SPEC section 5, issue 17): POST /v1/tokens hands a token out once and keeps only
+# its SHA-256 in <spool dir>/tokens.state; the token works at once (lease 200), GET /v1/tokens
+# lists it without any digest, a minter cannot grant what it does not hold (403), a name taken by
+# a configured token is a 409, DELETE revokes at once (also on a keep-alive connection already
+# open), minted and revoked tokens stay so across kill -9, expires_in expires, and kill -9 at
+# random moments during mints leaves a state file that parses and holds the old or the new set.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/lib.sh"
+need curl python3 sha256sum
+
+SPOOL="$WORKDIR/spool"
+STATE="$SPOOL/tokens.state"
+new_token() { "$PORTCULLIS" token new | sed -n 's/^token: *//p'; }
+sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+ADMIN=$(new_token)
+NARROW=$(new_token)
+cat >"$WORKDIR/config.yaml" <<EOF
+server: {listen: ["127.0.0.1:0"], shards: 1}
+admin: {listen: "127.0.0.1:0"}
+spool: {dir: $SPOOL, durability: fsync}
+routes:
+  github: {path: /webhooks/github, verify: {scheme: none}}
+  stripe: {path: /webhooks/stripe, verify: {scheme: none}}
+tokens:
+  admin: {sha256: "$(sha "$ADMIN")", scopes: ["admin:tokens", "jobs:*"]}
+  narrow: {sha256: "$(sha "$NARROW")", scopes: ["admin:tokens", "jobs:consume:github"]}
+EOF
+
+# api METHOD PATH [TOKEN] [JSON]: sets API_STATUS and API_BODY.
+api() {
+    local method=$1 path=$2 token=${3:-} data=${4:-}
+    local args=(-sS -m 30 -o "$WORKDIR/api-body" -w '%{http_code}' -X "$method")
+    [[ -z $token ]] || args+=(-H "Authorization: Bearer $token")
+    [[ -z $data ]] || args+=(-H "Content-Type: application/json" --data-binary "$data")
+    API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path") || API_STATUS="curl-failed-$?"
+    API_BODY=$(cat "$WORKDIR/api-body")
+}
+expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
+py() { python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY"; }
+lease() { api POST /v1/lease "$1" '{"route":"github","max":1}'; }
+
+start_server "$WORKDIR/config.yaml"
+
+# --- mint, use, list ---
+api POST /v1/tokens "$ADMIN" '{"name":"ci","scopes":["jobs:consume:github"]}'
+expect_api "mint" 201
+CI=$(py 'j["token"]')
+[[ $CI == pct_* ]] || fail "mint: no token in $API_BODY"
+expect_eq "mint: scopes" "jobs:consume:github" "$(py '",".join(j["minted"]["scopes"])')"
+grep -q "$(sha "$CI")" "$STATE" || fail "the state file does not hold the token's digest"
+! grep -q "$CI" "$STATE" || fail "the state file holds the plaintext token"
+! grep -q "$CI" "$SERVER_LOG" || fail "the log holds the plaintext token"
+lease "$CI"
+expect_api "lease with the minted token" 200
+api POST /v1/lease "$CI" '{"route":"stripe","max":1}'
+[[ $API_STATUS == 403 || $API_STATUS == 404 ]] || fail "minted token leased outside its scope: $API_STATUS"
+api GET /v1/tokens "$ADMIN"
+expect_api "list" 200
+expect_eq "list: names" "admin narrow ci" "$(py '" ".join(t["name"] for t in j["tokens"])')"
+expect_eq "list: ci created_at set" True "$(py '[t for t in j["tokens"] if t["name"]=="ci"][0]["created_at"] is not None')"
+for t in "$ADMIN" "$NARROW" "$CI"; do
+    ! grep -q "$(sha "$t")" <<<"$API_BODY" || fail "the list shows a digest: $API_BODY"
+done
+grep -Eq '[0-9a-f]{64}' <<<"$API_BODY" && fail "the list shows something like a digest: $API_BODY"
+api GET /v1/tokens "$CI"
+expect_api "list without admin:tokens" 403
+
+# --- escalation, bad requests, name clashes ---
+api POST /v1/tokens "$NARROW" '{"name":"wider","scopes":["jobs:consume:*"]}'
+expect_api "escalation" 403
+grep -q 'jobs:consume:\*' <<<"$API_BODY" || fail "escalation: the answer does not name the scope: $API_BODY"
+api POST /v1/tokens "$NARROW" '{"name":"meta","scopes":["metrics:read"]}'
+expect_api "escalation to another resource" 403
+api POST /v1/tokens "$NARROW" '{"name":"gh","scopes":["jobs:consume:github","!jobs:consume:github"]}'
+expect_api "a narrower token from the narrow minter" 201
+api POST /v1/tokens "$ADMIN" '{"name":"admin","scopes":["jobs:read"]}'
+expect_api "name of a configured token" 409
+api POST /v1/tokens "$ADMIN" '{"name":"ci","scopes":["jobs:read"]}'
+expect_api "name of a minted token" 409
+api POST /v1/tokens "$ADMIN" '{"name":"Bad Name","scopes":["jobs:read"]}'
+expect_api "bad name" 400
+api POST /v1/tokens "$ADMIN" '{"name":"x","scopes":["job:read"]}'
+expect_api "bad scope" 400
+api POST /v1/tokens "$ADMIN" '{"name":"x","scopes":["jobs:read"],"expires_in":"10"}'
+expect_api "bad expires_in" 400
+api DELETE /v1/tokens/admin "$ADMIN"
+expect_api "revoke a configured token" 409
+api DELETE /v1/tokens/nosuch "$ADMIN"
+expect_api "revoke an unknown token" 404
+grep -q '"reason":"token_refused"' "$SERVER_LOG" || fail "refusals are not logged"
+
+# --- revoke while a keep-alive connection holds the token ---
+api POST /v1/tokens "$ADMIN" '{"name":"held","scopes":["jobs:consume:github"]}'
+expect_api "mint held" 201
+HELD=$(py 'j["token"]')
+python3 - "$ADMIN_PORT" "$HELD" "$ADMIN" >"$WORKDIR/keepalive.out" <<'PY'
+import http.client, sys
+port, held, admin = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+body = '{"route":"github","max":1}'
+kept = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+def lease():
+    kept.request("POST", "/v1/lease", body, {"Authorization": "Bearer " + held,
+                                            "Content-Type": "application/json"})
+    r = kept.getresponse()
+    r.read()
+    return r.status
+first = lease()
+other = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+other.request("DELETE", "/v1/tokens/held", headers={"Authorization": "Bearer " + admin})
+rv = other.getresponse()
+rv.read()
+second = lease()
+print(first, rv.status, second)
+PY
+expect_eq "keep-alive: lease, revoke, lease" "200 200 401" "$(cat "$WORKDIR/keepalive.out")"
+
+# --- a minted token that revokes itself ---
+api POST /v1/tokens "$ADMIN" '{"name":"selfish","scopes":["admin:tokens"]}'
+expect_api "mint selfish" 201
+SELFISH=$(py 'j["token"]')
+api DELETE /v1/tokens/selfish "$SELFISH"
+expect_api "a token revokes itself" 200
+api GET /v1/tokens "$SELFISH"
+expect_api "after revoking itself" 401
+grep -q '"msg":"control plane: token revoked","name":"selfish","by":"selfish"' "$SERVER_LOG" ||
+    fail "the self-revocation is not logged with its minter: $(grep selfish "$SERVER_LOG")"
+
+# --- expiry ---
+api POST /v1/tokens "$ADMIN" '{"name":"brief","scopes":["jobs:consume:github"],"expires_in":"2s"}'
+expect_api "mint brief" 201
+BRIEF=$(py 'j["token"]')
+[[ $(py 'j["minted"]["expires_at"] is not None') == True ]] || fail "no expires_at: $API_BODY"
+lease "$BRIEF"
+expect_api "lease before expiry" 200
+sleep 2.5
+lease "$BRIEF"
+expect_api "lease after expiry" 401
+
+# --- kill -9 and start again ---
+kill9_server
+start_server "$WORKDIR/config.yaml"
+lease "$CI"
+expect_api "minted token after kill -9" 200
+lease "$HELD"
+expect_api "revoked token after kill -9" 401
+lease "$BRIEF"
+expect_api "expired token after kill -9" 401
+api GET /v1/tokens "$ADMIN"
+expect_eq "list after restart" "admin narrow ci gh brief" "$(py '" ".join(t["name"] for t in j["tokens"])')"
+
+# --- kill -9 at random moments during mints ---
+# The names in the state file, in its order (the order of the mints).
+names_in_state() { grep '^token ' "$STATE" | cut -d' ' -f2 | tr '\n' ' '; }
+killed_mid_stream=0
+for round in 1 2 3 4 5; do
+    before=$(names_in_state)
+    # Mints one after the other until the server is gone.
+    for i in $(seq 1 150); do
+        code=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' -X POST \
+            -H "Authorization: Bearer $ADMIN" -H "Content-Type: application/json" \
+            --data-binary "{\"name\":\"r$round-$i\",\"scopes\":[\"jobs:read\"]}" \
+            "http://127.0.0.1:$ADMIN_PORT/v1/tokens" 2>/dev/null) || break
+        [[ $code == 201 ]] || { echo "mint r$round-$i: $code" >&2; break; }
+        echo "r$round-$i" >>"$WORKDIR/answered-$round"
+    done &
+    minter=$!
+    sleep "0.$((RANDOM % 5 + 1))"
+    kill -0 "$minter" 2>/dev/null && killed_mid_stream=$((killed_mid_stream + 1))
+    kill9_server
+    wait "$minter" || true
+    # The file must parse (the start stops otherwise) and hold the set of before and then this
+    # round's first k mints, k >= 0: the old set or a newer one, never a mix or a torn one.
+    start_server "$WORKDIR/config.yaml"
+    after=$(names_in_state)
+    touch "$WORKDIR/answered-$round"
+    answered=$(tr '\n' ' ' <"$WORKDIR/answered-$round")
+    # ... and every mint answered 201 is in it: the answer came after the file was durable.
+    python3 - "$before" "$after" "$round" "$answered" <<'PY' ||
+import sys
+before, after, rnd, answered = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3], sys.argv[4].split()
+k = len(after) - len(before)
+assert k >= 0 and after == before + [f"r{rnd}-{i}" for i in range(1, k + 1)]
+assert set(answered) <= set(after)
+PY
+        fail "round $round: before '$before', after '$after', answered '$answered'"
+    api GET /v1/tokens "$ADMIN"
+    expect_api "round $round: list" 200
+done
+echo "kill -9 landed during a stream of mints in $killed_mid_stream of 5 rounds; $(grep -c '^token r' "$STATE") mints kept"
+[[ $killed_mid_stream -ge 1 ]] || fail "no kill landed while mints were under way"
+lease "$CI"
+expect_api "minted token after the kills" 200
+
+# --- a damaged state file stops the start, naming it ---
+stop_server
+sed -i 's/^token ci /token cj /' "$STATE"
+if "$PORTCULLIS" serve -c "$WORKDIR/config.yaml" >"$WORKDIR/damaged.log" 2>&1; then
+    fail "started with a damaged tokens.state"
+fi
+grep -q "tokens.state:[0-9]*: checksum" "$WORKDIR/damaged.log" ||
+    fail "the damaged file is not named: $(tail -n 3 "$WORKDIR/damaged.log")"
+echo "PASS: tokens"
