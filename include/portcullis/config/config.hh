@@ -308,6 +308,7 @@ struct SinkConfig {
 
 struct TokenConfig {
     std::string name;
+    SourceMark mark; // of its name, for messages
     std::array<uint8_t, 32> sha256{};
     std::vector<std::string> scopes;
 };
