@@ -344,7 +344,9 @@ EngineReload Engine::reconfigure(const config::Snapshot& next, int64_t now_unix_
             continue;
         }
         const size_t digest = ca_digest(c);
-        if (same_sink(s->cfg, c) && s->ca_digest == digest) {
+        // One whose client could not start at the last reload is tried again.
+        const bool running = s->cfg.exec.has_value() || s->client.any();
+        if (same_sink(s->cfg, c) && s->ca_digest == digest && running) {
             continue;
         }
         // The new client first: if it cannot start, the sink goes on as it was.

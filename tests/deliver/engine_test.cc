@@ -30,9 +30,7 @@
 using namespace portcullis;
 using deliver::Engine;
 using deliver::EngineReload;
-using queue::JobInfo;
 using queue::JobStore;
-using queue::JobTable;
 using queue::ReloadReport;
 namespace fs = std::filesystem;
 
@@ -326,7 +324,8 @@ protected:
 std::string sinks_yaml(const std::vector<std::pair<std::string, std::string>>& sinks) {
     std::string y = "sinks:\n";
     for (const auto& [name, url] : sinks) {
-        y += "  " + name + ": {http: {url: \"" + url + "\", timeout: 30s}}\n";
+        y.append("  ").append(name).append(": {http: {url: \"").append(url);
+        y.append("\", timeout: 30s}}\n");
     }
     return y;
 }
