@@ -419,6 +419,11 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
                 *snapshot, shared.features,
                 std::span<const queue::SpoolProgress>(spool_progress.get(), shards));
             control->set_event_queues(event_queue_list);
+            std::vector<ingest::ShardPort> ports;
+            for (auto& shard : all) {
+                ports.push_back(shard->port());
+            }
+            control->set_shards(ports);
             if (auto err = control->init(fds[0]); !err.empty()) {
                 failure = "control plane: " + err;
             }
