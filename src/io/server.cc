@@ -420,6 +420,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
                 std::span<const queue::SpoolProgress>(spool_progress.get(), shards));
             control->set_event_queues(event_queue_list);
             std::vector<ingest::ShardPort> ports;
+            ports.reserve(all.size());
             for (auto& shard : all) {
                 ports.push_back(shard->port());
             }

@@ -96,6 +96,28 @@ expect_api "a route that does not exist, with jobs:*" 404
 expect_eq "404 with jobs:* = 404 outside the scopes" "$outside" "$API_BODY"
 api GET /v1/routes/github/jobs "$OPS"
 expect_api "GET on the endpoint" 405
+# Refused from the head: answered before the body is sent, and the connection closed.
+python3 - "$ADMIN_PORT" "$GITHUB_ONLY" "$READER" <<'PY' || fail "refusals before the body"
+import socket, sys
+port, github_only, reader = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def head_only(route, token):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall((f"POST /v1/routes/{route}/jobs HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: Bearer {token}\r\nContent-Length: 150000\r\n\r\n").encode())
+    data = b""
+    while True:  # the server closes after its answer: no body byte was sent
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data.decode()
+for route, token, status in [("once", github_only, "404"), ("nosuchroute", github_only, "404"),
+                             ("github", reader, "403")]:
+    got = head_only(route, token)
+    assert got.startswith(f"HTTP/1.1 {status} "), (route, got)
+    assert "connection: close" in got.lower(), (route, got)
+PY
 
 # --- 413: server.limits.body_bytes (200000 here), not the control plane's 64 KiB ---
 python3 -c 'import sys; sys.stdout.write("x" * 200001)' >"$WORKDIR/too-big"
