@@ -6,6 +6,7 @@
 #include "portcullis/admin/request.hh"
 #include "portcullis/admin/token_store.hh"
 #include "portcullis/base/address.hh"
+#include "portcullis/base/doorbell.hh"
 #include "portcullis/base/json.hh"
 #include "portcullis/base/json_pointer.hh"
 #include "portcullis/base/log.hh"
@@ -85,7 +86,16 @@ constexpr int64_t accept_backoff_ns = 50'000'000;
 constexpr int64_t events_keepalive_ns = 15 * base::ns_per_s;
 constexpr size_t events_socket_buffer = 64 * 1024;
 
-enum class Op : uint8_t { accept = 1, recv, send, shutdown, close, ledger_write, ledger_sync };
+enum class Op : uint8_t {
+    accept = 1,
+    recv,
+    send,
+    shutdown,
+    close,
+    ledger_write,
+    ledger_sync,
+    doorbell, // ControlPlane::wake: a reload was published
+};
 
 constexpr uint64_t pack(Op op, uint32_t gen, uint32_t index) {
     return uint64_t(op) << 56 | uint64_t(gen & 0xffffff) << 32 | index;
@@ -228,6 +238,7 @@ struct ControlPlane::Impl {
     std::unique_ptr<config::RouteSlots> own_slots; // without follow_reloads
     io::ReloadDesk* reload_desk = nullptr;
     std::vector<uint32_t> reload_waiting; // conns parked on POST /v1/reload
+    base::Doorbell doorbell;              // wakes the loop when a reload is published
     uint64_t built_from = 1;              // the generation the store and the engine were built from
     io::Features features;
     std::span<const queue::SpoolProgress> progress; // one per shard
@@ -301,6 +312,9 @@ struct ControlPlane::Impl {
 
     std::string init(int fd) {
         listen_fd = fd;
+        if (std::string err = doorbell.open(); !err.empty()) {
+            return err;
+        }
         // Created here, disabled, and enabled by the control-plane thread as run() starts, so
         // that it may take the shards' flags (SINGLE_ISSUER binds the ring to the task that
         // enables it, DEFER_TASKRUN needs that): with sinks this ring carries every delivery,
@@ -403,6 +417,7 @@ struct ControlPlane::Impl {
             return;
         }
         arm_accept();
+        arm_doorbell();
         while (!stop.load(std::memory_order_relaxed)) {
             ring.submit_and_wait(loop_wait_ns());
             take_completions();
@@ -468,6 +483,12 @@ struct ControlPlane::Impl {
 
     // ---- connections -------------------------------------------------------------------
 
+    void arm_doorbell() {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_read(sqe, doorbell.fd(), &doorbell.count, sizeof doorbell.count, 0);
+        sqe->user_data = pack(Op::doorbell, 0, 0);
+    }
+
     void arm_accept() {
         io_uring_sqe* sqe = ring.sqe();
         io_uring_prep_accept(sqe, listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -489,6 +510,10 @@ struct ControlPlane::Impl {
         }
         if (op == Op::accept) {
             on_accept(cqe.res);
+            return;
+        }
+        if (op == Op::doorbell) {
+            arm_doorbell(); // what it rang for is taken up at the top of the turn
             return;
         }
         if (index >= conns.size()) {
@@ -1479,6 +1504,13 @@ struct ControlPlane::Impl {
         return "";
     }
 
+    // The state file holds the change already: told at once.
+    void token_event(base::EventType type, std::string_view name) {
+        base::Event e = base::Event::make(type, now);
+        e.set_text(name);
+        publish_own(e);
+    }
+
     void token_refused(Conn& c, uint16_t status, std::string_view detail) {
         refuse(Refusal::token_refused, c.fd, detail);
         std::string out;
@@ -1621,6 +1653,7 @@ struct ControlPlane::Impl {
             .field("name", m.name)
             .field("by", who.name())
             .write();
+        token_event(base::EventType::config_token_minted, m.name);
         std::string out;
         base::StringBuffer buf(out);
         base::JsonWriter w(buf);
@@ -1668,6 +1701,7 @@ struct ControlPlane::Impl {
             .field("name", revoked)
             .field("by", by)
             .write();
+        token_event(base::EventType::config_token_revoked, revoked);
         std::string out;
         base::StringBuffer buf(out);
         base::JsonWriter w(buf);
@@ -1727,8 +1761,24 @@ struct ControlPlane::Impl {
         ready.push_back(c.index);
     }
 
-    // The families the control plane itself holds: jobs, spool, sinks, the build.
+    // The families the control plane itself holds: jobs, spool, sinks, the build, the
+    // configuration.
     void write_plane_metrics(Exposition& e) {
+        e.family("portcullis_config_generation", "gauge",
+                 "The configuration in use: 1 at start, one more per reload taken.");
+        e.sample("portcullis_config_generation", {}, snap->generation());
+        if (reload_desk != nullptr) {
+            const auto [taken, refused] = reload_desk->counts();
+            e.family("portcullis_config_reloads_total", "counter",
+                     "Reloads (SIGHUP, POST /v1/reload), by result.");
+            e.sample("portcullis_config_reloads_total", {{"result", "taken"}}, taken);
+            e.sample("portcullis_config_reloads_total", {{"result", "refused"}}, refused);
+        }
+        e.family("portcullis_tokens", "gauge",
+                 "Control-plane tokens, by source (the configuration, or minted).");
+        e.sample("portcullis_tokens", {{"source", "config"}},
+                 static_cast<uint64_t>(snap->config().tokens.size()));
+        e.sample("portcullis_tokens", {{"source", "minted"}}, static_cast<uint64_t>(minted.size()));
         e.family("portcullis_jobs", "gauge", "Jobs of the pull API by route and state.");
         for (size_t i = 0; i < store.routes(); ++i) {
             const auto r = static_cast<uint16_t>(i);
@@ -2539,6 +2589,10 @@ void ControlPlane::follow_reloads(const std::atomic<const config::Snapshot*>& li
 
 std::string ControlPlane::check_reload(const config::Snapshot& next) const {
     return _impl->store.check_reconfigure(next);
+}
+
+void ControlPlane::wake() const {
+    _impl->doorbell.ring();
 }
 
 void ControlPlane::set_shards(std::span<const ingest::ShardPort> ports) {

@@ -171,6 +171,10 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
     case EventType::config_rejected:
         w.key("error").string(e.text_view());
         break;
+    case EventType::config_token_minted:
+    case EventType::config_token_revoked:
+        w.key("token").string(e.text_view());
+        break;
     case EventType::tls_certificate_reloaded:
         w.key("cert")
             .string(e.text_view())

@@ -3,6 +3,7 @@
 #include "portcullis/base/time.hh"
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <unistd.h>
 
@@ -101,6 +102,14 @@ LogLine& LogLine::field(std::string_view key, std::string_view value) {
 
 LogLine& LogLine::field(std::string_view key, int64_t value) {
     _json.key(key).number(value);
+    return *this;
+}
+
+LogLine& LogLine::milliseconds(std::string_view key, int64_t ns) {
+    char text[32];
+    const int n = std::snprintf(text, sizeof text, "%lld.%03lld", static_cast<long long>(ns / 1'000'000),
+                                static_cast<long long>((ns % 1'000'000) / 1'000));
+    _json.key(key).raw(std::string_view(text, n > 0 ? static_cast<size_t>(n) : 0));
     return *this;
 }
 

@@ -397,7 +397,7 @@ std::optional<Secret> Walker::credential(const YamlNode& n, const std::string& p
     auto s = secret(n, p, unset);
     if (unset) {
         warn(unset->mark, unset->path,
-             unset->what + ": sink " + sink + " cannot authenticate until " + unset->until);
+             unset->what + ": sink " + sink + " cannot authenticate until " + unset->until, true);
     }
     return s;
 }

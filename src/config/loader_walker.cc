@@ -55,8 +55,9 @@ void Walker::error(const SourceMark& mark, const std::string& path, std::string 
     _errors.push_back(Diagnostic{mark, path, std::move(message)});
 }
 
-void Walker::warn(const SourceMark& mark, const std::string& path, std::string message) {
-    _warnings.push_back(Diagnostic{mark, path, std::move(message)});
+void Walker::warn(const SourceMark& mark, const std::string& path, std::string message,
+                  bool secret_unset) {
+    _warnings.push_back(Diagnostic{mark, path, std::move(message), secret_unset});
 }
 
 void Walker::check_keys(const YamlNode& map, const std::string& path,

@@ -83,7 +83,8 @@ private:
     // ---- diagnostics, generic shapes (loader_walker.cc) -----------------------------------------
 
     void error(const SourceMark& mark, const std::string& path, std::string message);
-    void warn(const SourceMark& mark, const std::string& path, std::string message);
+    void warn(const SourceMark& mark, const std::string& path, std::string message,
+              bool secret_unset = false);
     void check_keys(const YamlNode& map, const std::string& path,
                     std::span<const std::string_view> allowed);
     // A mapping-valued member; nullptr when absent, null (`key:` alone) or not a mapping
@@ -268,7 +269,7 @@ bool Walker::secrets(const YamlNode& n, const std::string& p, std::string_view o
     for (EmptySecret& e : empty) {
         std::string consequence =
             none_usable ? all_unset + e.until : "this secret is skipped until " + e.until;
-        warn(e.mark, e.path, e.what + ": " + consequence);
+        warn(e.mark, e.path, e.what + ": " + consequence, true);
     }
     return ok;
 }

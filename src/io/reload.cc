@@ -32,6 +32,22 @@ bool same(const std::vector<config::ListenAddress>& a,
                       });
 }
 
+// Whether a route serves differently under b than under a (where it is written aside).
+bool same_route(const config::RouteConfig& a, const config::RouteConfig& b) {
+    const config::VerifyConfig& va = a.verify;
+    const config::VerifyConfig& vb = b.verify;
+    const bool same_verify = va.scheme == vb.scheme && va.secrets == vb.secrets &&
+                             va.tolerance_ns == vb.tolerance_ns && va.header == vb.header &&
+                             va.prefix == vb.prefix && va.encoding == vb.encoding &&
+                             va.algorithm == vb.algorithm &&
+                             va.timestamp_header == vb.timestamp_header &&
+                             va.signed_template == vb.signed_template;
+    return same_verify && a.path == b.path && a.methods == b.methods && a.dedup == b.dedup &&
+           a.ordering == b.ordering && a.rate_limit == b.rate_limit && a.allow == b.allow &&
+           a.max_attempts == b.max_attempts && a.durability == b.durability &&
+           a.keep_headers == b.keep_headers && a.deliver == b.deliver && a.ordered == b.ordered;
+}
+
 std::string changed(std::string_view key, const std::string& was, const std::string& now) {
     return std::string(key) + " changed (" + was + " -> " + now + "): it needs a restart";
 }
@@ -60,6 +76,12 @@ void ReloadDesk::done(uint64_t served, const ReloadOutcome& outcome) {
     std::lock_guard lock(_mutex);
     _served = std::max(_served, served);
     _last = outcome;
+    ++(outcome.ok ? _taken : _refused);
+}
+
+std::pair<uint64_t, uint64_t> ReloadDesk::counts() {
+    std::lock_guard lock(_mutex);
+    return {_taken, _refused};
 }
 
 std::string restart_needed(const config::Config& running, const config::Config& next) {
@@ -169,6 +191,16 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
         }
         return out;
     }
+    // What a start only warns about, a reload refuses: a secret that resolves to nothing would
+    // disarm a route (or a sink) that works now.
+    for (const config::Diagnostic& d : loaded.warnings) {
+        if (d.secret_unset) {
+            out.errors.push_back(d.format());
+        }
+    }
+    if (!out.errors.empty()) {
+        return out;
+    }
     if (std::string why = restart_needed(_current->config(), *loaded.config); !why.empty()) {
         out.errors.push_back(_path + ": " + why);
         return out;
@@ -226,6 +258,9 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
         if (it == before.end()) {
             out.added.push_back(r.config->name);
         } else {
+            if (!same_route(*it->second, *r.config)) {
+                out.changed.push_back(r.config->name);
+            }
             before.erase(it);
         }
     }

@@ -167,9 +167,10 @@ void report_reload(const ReloadOutcome& o, std::string_view trigger, base::Event
         line.field("trigger", trigger)
             .field("generation", static_cast<int64_t>(o.generation))
             .field("routes", static_cast<int64_t>(o.routes))
-            .field("took_us", o.took_ns / 1000)
+            .milliseconds("took_ms", o.took_ns)
             .field("added", joined(o.added))
-            .field("removed", joined(o.removed));
+            .field("removed", joined(o.removed))
+            .field("changed", joined(o.changed));
         if (!o.errors.empty()) {
             line.field("warning", o.errors.front());
         }
@@ -467,9 +468,12 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
                              metric_sources(shared, tls_server.get(), cert_expiry));
         }
     }
-    reloader.on_publish([&all] {
+    reloader.on_publish([&all, &control] {
         for (const auto& shard : all) {
             shard->wake();
+        }
+        if (control) {
+            control->wake();
         }
     });
     go.set_value(failure.empty());

@@ -192,3 +192,30 @@ TEST(EventBuffer, AnIdOlderThanTheBufferStartsAtTheOldest) {
 
 } // namespace
 } // namespace portcullis::admin
+
+TEST(EventFormat, ConfigEventsCarryTheirFields) {
+    const int64_t at = 1'700'000'000'123'000'000;
+    const std::string head = R"(","ts":"2023-11-14T22:13:20.123Z",)";
+    std::string out;
+    Event reloaded = Event::make(EventType::config_reloaded, at);
+    reloaded.number = 7;
+    reloaded.attempt = 1000;
+    format_event(out, 1, reloaded, names());
+    EXPECT_EQ(out, "id: 1\nevent: config.reloaded\ndata: "
+                   R"({"id":1,"type":"config.reloaded)" +
+                       head + R"("generation":7,"routes":1000})" + "\n\n");
+    out.clear();
+    Event rejected = Event::make(EventType::config_rejected, at);
+    rejected.set_text("c.yaml:3:5: routes.a.path: \"x\"");
+    format_event(out, 2, rejected, names());
+    EXPECT_EQ(out, "id: 2\nevent: config.rejected\ndata: "
+                   R"({"id":2,"type":"config.rejected)" +
+                       head + R"("error":"c.yaml:3:5: routes.a.path: \"x\""})" + "\n\n");
+    out.clear();
+    Event minted = Event::make(EventType::config_token_revoked, at);
+    minted.set_text("ci");
+    format_event(out, 3, minted, names());
+    EXPECT_EQ(out, "id: 3\nevent: config.token_revoked\ndata: "
+                   R"({"id":3,"type":"config.token_revoked)" +
+                       head + R"("token":"ci"})" + "\n\n");
+}

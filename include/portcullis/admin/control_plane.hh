@@ -54,6 +54,8 @@ public:
     // reloads: what it reads changes only when the control plane takes a snapshot up, which the
     // reload waits for.
     std::string check_reload(const config::Snapshot& next) const;
+    // Any thread: ends the control plane's wait now (a reload was published).
+    void wake() const;
     // POST /v1/routes/{route}/jobs: how to reach each shard (ingest/control_job.hh), which must
     // outlive the control plane's run(); run() must end only after the shards' loops have (it
     // then refuses the jobs they did not take). Before run(); without it the endpoint is 503.

@@ -35,8 +35,10 @@ enum class EventType : uint8_t {
     sink_breaker_closed,
     tls_certificate_reloaded,
     job_enqueued,
+    config_token_minted,
+    config_token_revoked,
 };
-constexpr size_t event_type_count = static_cast<size_t>(EventType::job_enqueued) + 1;
+constexpr size_t event_type_count = static_cast<size_t>(EventType::config_token_revoked) + 1;
 
 constexpr std::string_view event_type_name(EventType t) {
     constexpr std::string_view names[event_type_count] = {
@@ -56,6 +58,8 @@ constexpr std::string_view event_type_name(EventType t) {
         "sink.breaker_closed",
         "tls.certificate_reloaded",
         "job.enqueued",
+        "config.token_minted",
+        "config.token_revoked",
     };
     return names[static_cast<size_t>(t)];
 }
@@ -87,7 +91,7 @@ struct Event {
     // webhook.rejected: the allow-listed headers as one JSON object; ratelimit.limited: the
     // limit ("client" or "route"); webhook.received: "queued" or "duplicate"; tls: the file;
     // config.rejected: the first error (cut to fit); job.enqueued: the name of the token that
-    // sent it.
+    // sent it; config.token_minted|revoked: the token's name.
     std::array<char, text_bytes> text{};
 
     static Event make(EventType type, int64_t ts_ns) {

@@ -59,6 +59,8 @@ public:
     }
     LogLine& field(std::string_view key, int64_t value);
     LogLine& field(std::string_view key, bool value);
+    // A duration given in nanoseconds, written as milliseconds with three decimals ("12.345").
+    LogLine& milliseconds(std::string_view key, int64_t ns);
     // Starts a nested object; close it with end_object().
     LogLine& object(std::string_view key);
     LogLine& end_object();

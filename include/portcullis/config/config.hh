@@ -30,6 +30,9 @@ struct Diagnostic {
     SourceMark mark;
     std::string key_path; // dotted, list items as [i]: "routes.github.verify.secrets[1]"
     std::string message;
+    // A warning about a secret that resolved to nothing (an unset env var, an empty file): a
+    // start serves without it, a reload refuses (it would disarm a route that works).
+    bool secret_unset = false;
     std::string format() const;
 };
 
@@ -39,6 +42,7 @@ struct Cidr {
     std::array<uint8_t, 16> addr{};
     uint8_t prefix_len = 0; // 0..128, in the mapped space
     std::string text;       // as written, for messages
+    bool operator==(const Cidr&) const = default;
 };
 
 // host:port; host is an IPv4 literal, a bracketed IPv6 literal or "localhost". Port 0 asks the
@@ -75,6 +79,7 @@ struct FieldRef {
     Kind kind = Kind::header;
     std::string name; // header names lowercased; json pointers as written
     std::string text; // as written
+    bool operator==(const FieldRef&) const = default;
 };
 
 enum class Scheme : uint8_t {
@@ -117,17 +122,20 @@ enum class Durability : uint8_t {
 struct DedupConfig {
     FieldRef key;
     int64_t window_ns = 0;
+    bool operator==(const DedupConfig&) const = default;
 };
 
 struct OrderingConfig {
     FieldRef key;
     FieldRef timestamp;
+    bool operator==(const OrderingConfig&) const = default;
 };
 
 struct RateLimitConfig {
     std::optional<Rate> per_ip;
     uint32_t burst = 0; // 0: the per_ip count of one period
     std::optional<Rate> route;
+    bool operator==(const RateLimitConfig&) const = default;
 };
 
 struct RouteConfig {

@@ -25,9 +25,9 @@ inline constexpr uint64_t fd_base_allowance = 32;
 // there), the shard folder while a segment is created, and room for sockets accepted past
 // server.max_connections that wait in the ring for their close.
 inline constexpr uint64_t fd_per_shard = 21;
-// The control plane's own: its ring, its listener, the ledger, and a file it may open for a
-// moment (the ledger's compaction, a folder to fsync).
-inline constexpr uint64_t fd_control_plane = 5;
+// The control plane's own: its ring, its listener, the ledger, its doorbell (an eventfd), and a
+// file it may open for a moment (the ledger's compaction, a folder to fsync).
+inline constexpr uint64_t fd_control_plane = 6;
 // The control plane keeps every segment of the spool open; segments created while serving take
 // descriptors from this reserve (256 segments: 16 GiB at the default spool.segment_size).
 inline constexpr uint64_t fd_spool_reserve = 256;

@@ -55,11 +55,15 @@ public:
     // Main thread: the tickets a reload starting now serves.
     uint64_t asked();
     void done(uint64_t served, const ReloadOutcome& outcome);
+    // Reloads done since the start: {taken, refused}.
+    std::pair<uint64_t, uint64_t> counts();
 
 private:
     std::mutex _mutex; // the control plane and the main thread only, never a shard
     uint64_t _asked = 0;
     uint64_t _served = 0;
+    uint64_t _taken = 0;
+    uint64_t _refused = 0;
     ReloadOutcome _last;
 };
 
