@@ -134,7 +134,7 @@ RT_BODY_FILE=$WORKDIR/stable.json RT_SIG=$STABLE_SIG RT_DELAY_MS=$WRK_DELAY_MS \
     "http://127.0.0.1:$PORT/webhooks/stable" >"$WORKDIR/wrk.txt" 2>&1 &
 WRK_PID=$!
 at_exit "kill $WRK_PID 2>/dev/null; wait $WRK_PID 2>/dev/null"
-client side 2>"$WORKDIR/side.err" &
+python3 "$here/reload_client.py" side 2>"$WORKDIR/side.err" &
 SIDE_PID=$!
 at_exit "kill $SIDE_PID 2>/dev/null; wait $SIDE_PID 2>/dev/null"
 wait_metric portcullis_requests_total 'route="stable",code="202"' $((CURL_STABLE_202 + 50))

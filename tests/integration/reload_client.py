@@ -9,7 +9,8 @@ usage: reload_client.py init | drive | side | check-side      (settings in RT_* 
               each one's answer (POST) or its "configuration reloaded" log line (SIGHUP), at
               once: the new route 202 (never 404), on connections kept open across the reload
               and on new ones; the removed route 404; rotating 202 with the current secret and
-              401 with the previous one. Then the reload's log line and its fields.
+              401 with the previous one; the control plane takes the token reader-K and no
+              longer reader-(K-1). Then the reload's log line and its fields.
   side        posts to rotating, signed with the secret of the moment (RT_WORK/secret.now),
               on one keep-alive connection, until RT_WORK/side.stop exists; one line per
               request in RT_WORK/side.txt: t_send t_answer secret_index status
@@ -28,6 +29,7 @@ RT_TOKEN (scope admin:reload), RT_PID (the server), RT_LOG (its stderr), RT_NONC
 secrets unique to the run), STABLE_SECRET (the stable and new-K routes' secret, from env).
 """
 
+import base64
 import hashlib
 import hmac
 import http.client
@@ -73,15 +75,27 @@ def write_atomically(path, text, mode=0o644):
     os.replace(tmp, path)
 
 
+def reader_token(k):
+    # The shape of `portcullis token new`'s tokens; one per generation, unique to the run.
+    raw = hashlib.sha256(f"reader-{env['RT_NONCE']}-{k}".encode()).digest()
+    return "pct_" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 def write_routes(k, r):
+    """The routes file of reload K (0: the start) with rotating's secret R. It also holds the
+    control-plane token reader-K (metrics:read; maps of several files merge), which replaces
+    reader-(K-1): the control plane's switch shows as that of the shards' does."""
     gh = "verify: {scheme: github, secrets: [{env: STABLE_SECRET}]}"
+    digest = hashlib.sha256(reader_token(k).encode()).hexdigest()
     write_atomically(
         os.path.join(CONF, "10-routes.yaml"),
         "routes:\n"
         f"  stable: {{path: /webhooks/stable, {gh}}}\n"
         f"  rotating: {{path: /webhooks/rotating, verify: {{scheme: github, secrets: "
         f"[{{file: {secret_path(r)}}}]}}}}\n"
-        f"  new-{k}: {{path: /webhooks/new-{k}, {gh}}}\n",
+        f"  new-{k}: {{path: /webhooks/new-{k}, {gh}}}\n"
+        "tokens:\n"
+        f"  reader-{k}: {{sha256: \"{digest}\", scopes: [\"metrics:read\"]}}\n",
     )
 
 
@@ -245,6 +259,17 @@ def drive():
             got = post(c, f"/webhooks/new-{k - 1}", stable, "removed route")
             expect(k, f"POST /webhooks/new-{k - 1} (removed) on a new connection", got, 404)
             c.close()
+        # The control plane: reader-K's token is good at once, reader-(K-1)'s no more.
+        for tk, want in ((k, 200), (k - 1, 401)):
+            c = http.client.HTTPConnection("127.0.0.1", int(env["RT_ADMIN_PORT"]), timeout=WAIT_S)
+            try:
+                c.request("GET", "/metrics", headers={"Authorization": f"Bearer {reader_token(tk)}"})
+                resp = c.getresponse()
+                got = (resp.status, resp.read()[:200].decode("utf-8", "replace"))
+            except (OSError, http.client.HTTPException) as e:
+                got = (f"reset ({type(e).__name__}: {e})", "")
+            c.close()
+            expect(k, f"GET /metrics with reader-{tk}'s token", got, want)
         if rotate:
             publish_secret(r)
             rotations[-1][3] = time.monotonic()
