@@ -7,8 +7,9 @@
 #   listen     server.listen changed (and a route added): a listen address needs a restart
 #   env        stable's secret taken from an environment variable that is not set
 # Each one: POST answers 422 {"error":"reload_refused","detail":...,"errors":[...]} whose detail
-# names file:line:column and the key (or the key, for listen); SIGHUP writes the error line
-# "configuration reload refused" with the same error; the old configuration keeps serving (stable
+# names file:line:column and the key (or the key, for listen); each refusal (POST or SIGHUP)
+# writes the error line "configuration reload refused" with that error; the old configuration
+# keeps serving (stable
 # and pinned 202 with the old secret on the same port, the route the broken files add 404);
 # /events tells config.rejected with the error. Afterwards a good reload is generation 2 (no
 # refusal counted as one) and its new route answers; no secret reached the log.
@@ -120,10 +121,26 @@ PY
 
 REJECTED=0
 ERRORS=()
+
+# logged_refusal WHAT DETAIL: the REJECTED-th "configuration reload refused" line has come (the
+# contract logs every refusal, asked by POST or by SIGHUP), level error, its error DETAIL.
+logged_refusal() {
+    local line
+    wait_for_log '"msg":"configuration reload refused"' "$REJECTED"
+    line=$(grep -F '"msg":"configuration reload refused"' "$SERVER_LOG" | sed -n "${REJECTED}p")
+    python3 - "$line" "$2" <<'PY' || fail "$1: the log line: $line"
+import json, sys
+l = json.loads(sys.argv[1])
+assert l.get("level") == "error", "level"
+assert l.get("error") == sys.argv[2], f"error differs from POST's detail {sys.argv[2]!r}"
+assert isinstance(l.get("errors"), int) and l["errors"] >= 1, "errors: a count"
+PY
+}
+
 # refused CASE PROBE SUBSTRING...: the broken files are in place; asks for a reload by POST, then
 # by SIGHUP, and checks both refusals (see the top).
 refused() {
-    local case=$1 probe=$2 status detail line
+    local case=$1 probe=$2 status detail
     shift 2
     # POST /v1/reload -> 422 with the first error and the list.
     status=$(curl -sS -m 20 -o "$WORKDIR/reload.out" -w '%{http_code}' -X POST \
@@ -133,21 +150,14 @@ refused() {
     contains "$case: POST /v1/reload's detail" "$detail" "$@"
     REJECTED=$((REJECTED + 1))
     ERRORS+=("$detail")
+    logged_refusal "$case (POST)" "$detail"
     serving "$case (POST)" "$probe"
 
-    # SIGHUP -> the error log line, with the same first error.
+    # SIGHUP -> the same error in the log line.
     kill -HUP "$SERVER_PID"
-    wait_for_log '"msg":"configuration reload refused"' "$REJECTED"
-    line=$(grep -F '"msg":"configuration reload refused"' "$SERVER_LOG" | tail -n 1)
-    python3 - "$line" "$detail" <<'PY' || fail "$case: SIGHUP's log line: $line"
-import json, sys
-l = json.loads(sys.argv[1])
-assert l.get("level") == "error", "level"
-assert l.get("error") == sys.argv[2], f"error differs from POST's detail {sys.argv[2]!r}"
-assert isinstance(l.get("errors"), int) and l["errors"] >= 1, "errors: a count"
-PY
     REJECTED=$((REJECTED + 1))
     ERRORS+=("$detail")
+    logged_refusal "$case (SIGHUP)" "$detail"
     serving "$case (SIGHUP)" "$probe"
     echo "refused ($case, POST and SIGHUP): $detail"
     good
