@@ -9,9 +9,8 @@
 # Each one: POST answers 422 {"error":"reload_refused","detail":...,"errors":[...]} whose detail
 # names file:line:column and the key (or the key, for listen); each refusal (POST or SIGHUP)
 # writes the error line "configuration reload refused" with that error; the old configuration
-# keeps serving (stable
-# and pinned 202 with the old secret on the same port, the route the broken files add 404);
-# /events tells config.rejected with the error. Afterwards a good reload is generation 2 (no
+# keeps serving (stable and pinned 202 with the old secret on the same port, the route the
+# broken files add 404); /events tells config.rejected with the error. Afterwards a good reload is generation 2 (no
 # refusal counted as one) and its new route answers; no secret reached the log.
 set -euo pipefail
 
