@@ -10,8 +10,9 @@
 # names file:line:column and the key (or the key, for listen); each refusal (POST or SIGHUP)
 # writes the error line "configuration reload refused" with that error; the old configuration
 # keeps serving (stable and pinned 202 with the old secret on the same port, the route the
-# broken files add 404); /events tells config.rejected with the error. Afterwards a good reload is generation 2 (no
-# refusal counted as one) and its new route answers; no secret reached the log.
+# broken files add 404); /events tells config.rejected with the error. Afterwards a good reload
+# is generation 2 (no refusal counted as one) and its new route answers; no secret reached the
+# log.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
