@@ -200,9 +200,9 @@ def report(wrk_out, drive_out):
     print(f"reloads against control requests (medians): {vs_control:.2f}")
     print("reload-result " + " ".join([
         f"reloads={len(reloads)}", f"failed={len(bad)}",
-        f"took_min={min(took) if took else '-'}",
-        f"took_median={statistics.median(took) if took else '-'}",
-        f"took_max={max(took) if took else '-'}",
+        f"took_min={min(took):.1f}" if took else "took_min=-",
+        f"took_median={statistics.median(took):.1f}" if took else "took_median=-",
+        f"took_max={max(took):.1f}" if took else "took_max=-",
         f"wall_median={statistics.median(wall):.1f}", f"wall_max={max(wall):.1f}",
         f"dip_min={min(rd):.2f}", f"dip_median={rd_med:.2f}",
         f"control_dip_min={min(cd):.2f}", f"control_dip_median={cd_med:.2f}",
