@@ -43,7 +43,8 @@ std::unique_ptr<config::Snapshot> snapshot_with_routes(size_t routes) {
 struct FakeShard {
     io::ShardStats stats;
     ingest::Stats ingest;
-    std::unique_ptr<ingest::RouteStats[]> routes; // NOLINT(cppcoreguidelines-avoid-c-arrays)
+    ingest::RouteStatsTable routes;
+    ingest::RouteStats unmatched;
     queue::SpoolMetrics spool;
 };
 
@@ -55,10 +56,9 @@ void BM_ScrapeShardMetrics(benchmark::State& state) {
     std::vector<admin::ShardView> views;
     for (size_t s = 0; s < shards; ++s) {
         auto f = std::make_unique<FakeShard>();
-        // NOLINTNEXTLINE(cppcoreguidelines-avoid-c-arrays)
-        f->routes = std::make_unique<ingest::RouteStats[]>(routes + 1);
+        f->routes.reserve(routes);
         for (size_t r = 0; r <= routes; ++r) {
-            ingest::RouteStats& rs = f->routes[r];
+            ingest::RouteStats& rs = r < routes ? f->routes.at(r) : f->unmatched;
             for (uint16_t code : {200, 202, 401, 404, 429, 503}) {
                 rs.answered[ingest::status_slot(code)].store(r + code);
             }
@@ -68,7 +68,7 @@ void BM_ScrapeShardMetrics(benchmark::State& state) {
                 rs.duration.record(int64_t{50'000} << (i % 16));
             }
         }
-        views.push_back({&f->stats, &f->ingest, {f->routes.get(), routes + 1}, &f->spool});
+        views.push_back({&f->stats, &f->ingest, &f->routes, &f->unmatched, &f->spool});
         owned.push_back(std::move(f));
     }
     admin::SharedSources shared;

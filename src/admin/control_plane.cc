@@ -131,7 +131,7 @@ static_assert(std::size(refusal_info) == size_t(Refusal::count));
 
 // Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
 bool not_implemented(std::string_view path) {
-    return path == "/v1/reload" || (path.starts_with("/v1/routes/") && path.ends_with("/jobs"));
+    return path.starts_with("/v1/routes/") && path.ends_with("/jobs");
 }
 
 // Every other /v1/ path needs a token; /healthz and unknown paths (404) do not.
@@ -169,6 +169,8 @@ struct Conn {
     uint32_t max = 0;
     int64_t visibility_ns = 0;
     int64_t deadline_ns = 0;
+    // A parked POST /v1/reload: its ReloadDesk ticket.
+    uint64_t reload_ticket = 0;
 };
 
 std::string_view settle_error(JobTable::Settle s) {
@@ -191,7 +193,16 @@ std::string_view settle_error(JobTable::Settle s) {
 } // namespace
 
 struct ControlPlane::Impl {
-    const config::Snapshot& snap;
+    // The configuration in force: the main thread's reload replaces it (take_up_snapshot).
+    const config::Snapshot* snap;
+    // Reloads (follow_reloads); null without them (the snapshot never changes).
+    const std::atomic<const config::Snapshot*>* live = nullptr;
+    io::SnapshotUse* use = nullptr;
+    const config::RouteSlots* route_slots = nullptr;
+    std::unique_ptr<config::RouteSlots> own_slots; // without follow_reloads
+    io::ReloadDesk* reload_desk = nullptr;
+    std::vector<uint32_t> reload_waiting; // conns parked on POST /v1/reload
+    uint64_t built_from = 1;              // the generation the store and the engine were built from
     io::Features features;
     std::span<const queue::SpoolProgress> progress; // one per shard
     io::Ring ring;
@@ -250,7 +261,7 @@ struct ControlPlane::Impl {
     base::LogThrottle cut_log;
 
     Impl(const config::Snapshot& s, const io::Features& f, std::span<const queue::SpoolProgress> p)
-        : snap(s), features(f), progress(p) {}
+        : snap(&s), features(f), progress(p) {}
 
     std::string init(int fd) {
         listen_fd = fd;
@@ -264,7 +275,7 @@ struct ControlPlane::Impl {
             return err;
         }
         std::string why;
-        auto set = TokenSet::from_config(snap.config().tokens, &why);
+        auto set = TokenSet::from_config(snap->config().tokens, &why);
         if (!set) {
             return "tokens: " + why;
         }
@@ -272,20 +283,20 @@ struct ControlPlane::Impl {
         if (std::string err = load_minted(); !err.empty()) {
             return err;
         }
-        max_connections = snap.config().admin.max_connections;
+        max_connections = snap->config().admin.max_connections;
         now = base::unix_ns();
         now_mono = base::mono_ns();
         started_ns = now;
         last_retire_ns = now;
         header_scratch.resize(64);
-        retire_interval_ns = std::clamp(snap.config().spool.retention_ns / 4,
+        retire_interval_ns = std::clamp(snap->config().spool.retention_ns / 4,
                                         retire_min_interval_ns, retire_max_interval_ns);
-        if (std::string err = store.open(snap, progress, now); !err.empty()) {
+        if (std::string err = store.open(*snap, progress, now); !err.empty()) {
             return err;
         }
         init_events();
-        if (!snap.config().sinks.empty()) {
-            engine = std::make_unique<deliver::Engine>(ring, snap, store);
+        if (!snap->config().sinks.empty()) {
+            engine = std::make_unique<deliver::Engine>(ring, *snap, store);
             engine->on_event([this](const base::Event& e) {
                 if (e.type == base::EventType::job_delivered ||
                     e.type == base::EventType::job_dead) {
@@ -306,7 +317,7 @@ struct ControlPlane::Impl {
     int64_t loop_wait_ns() const {
         // While events flow, the shards' queues (4,096 slots each) are drained every 2 ms, not
         // every idle turn: a burst would fill them in 50 ms.
-        const bool idle = waiting.empty() && !engine && !events_flowing;
+        const bool idle = waiting.empty() && reload_waiting.empty() && !engine && !events_flowing;
         const int64_t wait = idle ? idle_tick_ns : poll_tick_ns;
         return engine ? engine->wait_limit_ns(now, now_mono, wait) : wait;
     }
@@ -354,6 +365,8 @@ struct ControlPlane::Impl {
             ring.submit_and_wait(loop_wait_ns());
             take_completions();
             date.update(now);
+            take_up_snapshot();
+            answer_reloads();
             if (!accept_armed && now_mono >= accept_paused_until_ns) {
                 arm_accept();
             }
@@ -545,7 +558,7 @@ struct ControlPlane::Impl {
             return;
         }
         c.phase = phase;
-        const config::ServerConfig& t = snap.config().server;
+        const config::ServerConfig& t = snap->config().server;
         switch (phase) {
         case Phase::idle:
             c.phase_ends_ns = now_mono + t.idle_timeout_ns;
@@ -984,6 +997,12 @@ struct ControlPlane::Impl {
             }
             return;
         }
+        if (path == "/v1/reload") {
+            if (method_is("POST")) {
+                reload(c, *who);
+            }
+            return;
+        }
         if (path == "/v1/tokens") {
             if (head.method == "GET") {
                 list_tokens(c, *who);
@@ -1036,6 +1055,115 @@ struct ControlPlane::Impl {
         answer(c, 404, http::error_body::not_found);
     }
 
+    // ---- reload (POST /v1/reload; SIGHUP's path) ------------------------------------------
+
+    // Top of each turn: a configuration the main thread published is taken up between two
+    // requests, so that each request is served under one configuration.
+    void take_up_snapshot() {
+        if (live == nullptr) {
+            return;
+        }
+        const config::Snapshot* next = live->load(std::memory_order_acquire);
+        if (next == snap) {
+            return;
+        }
+        std::string why;
+        std::optional<TokenSet> set = TokenSet::from_config(next->config().tokens, &why);
+        if (set) {
+            tokens = std::move(*set);
+            // Minted tokens outlive reloads; one whose name a configured token took since the
+            // reload checked is kept out, and the log says so.
+            for (const MintedToken& t : minted) {
+                if (!tokens.add(t.name, t.sha256, t.scopes, t.expires_at, &why)) {
+                    LogLine(Level::error, "control plane: minted token not served after reload")
+                        .field("name", t.name)
+                        .field("error", why)
+                        .write();
+                }
+            }
+        } else {
+            LogLine(Level::error, "control plane: tokens of the reloaded configuration refused; "
+                                  "the previous tokens stay")
+                .field("error", why)
+                .write();
+        }
+        snap = next;
+        // The job store and the engine keep what they were built from (sinks, their routes):
+        // that snapshot stays held.
+        use->oldest.store(std::min(built_from, snap->generation()), std::memory_order_release);
+        use->current.store(snap->generation(), std::memory_order_release);
+    }
+
+    void reload(Conn& c, const Grant& who) {
+        if (Access a = authorize(&who, "admin", "reload"); a != Access::granted) {
+            answer_access(c, a);
+            return;
+        }
+        if (reload_desk == nullptr) {
+            answer(c, 503, R"({"error":"unavailable","detail":"reload is not available"})");
+            return;
+        }
+        c.reload_ticket = reload_desk->ask();
+        c.waiting = true;
+        reload_waiting.push_back(c.index);
+        // The main thread takes signals; it serves every ticket asked before its load started.
+        ::kill(::getpid(), SIGHUP);
+    }
+
+    // Answers the parked POST /v1/reload whose reload is done.
+    void answer_reloads() {
+        if (reload_waiting.empty()) {
+            return;
+        }
+        std::vector<uint32_t> still;
+        for (uint32_t i : reload_waiting) {
+            Conn& c = *conns[i];
+            if (!c.open || !c.waiting) {
+                continue;
+            }
+            std::optional<io::ReloadOutcome> o = reload_desk->outcome(c.reload_ticket);
+            if (!o) {
+                still.push_back(i);
+                continue;
+            }
+            c.waiting = false;
+            std::string out;
+            base::StringBuffer buf(out);
+            base::JsonWriter w(buf);
+            if (o->ok) {
+                char ms[32];
+                const int n =
+                    std::snprintf(ms, sizeof ms, "%.3f", static_cast<double>(o->took_ns) / 1e6);
+                const std::string_view took_ms(ms, n > 0 ? static_cast<size_t>(n) : 0);
+                w.begin_object()
+                    .key("reloaded")
+                    .boolean(true)
+                    .key("generation")
+                    .number(static_cast<int64_t>(o->generation))
+                    .key("routes")
+                    .number(static_cast<int64_t>(o->routes))
+                    .key("took_ms")
+                    .raw(took_ms)
+                    .end_object();
+                answer(c, 200, out);
+                continue;
+            }
+            w.begin_object()
+                .key("error")
+                .string("reload_refused")
+                .key("detail")
+                .string(o->errors.front())
+                .key("errors")
+                .begin_array();
+            for (const std::string& e : o->errors) {
+                w.string(e);
+            }
+            w.end_array().end_object();
+            answer(c, 422, out);
+        }
+        reload_waiting.swap(still);
+    }
+
     // ---- minted tokens (POST, GET /v1/tokens, DELETE /v1/tokens/{name}) ------------------
     //
     // The state file is replaced with a blocking write, fsync and rename on this thread, and the
@@ -1043,7 +1171,7 @@ struct ControlPlane::Impl {
     // not be handed out (or a revocation confirmed) before a restart would keep it so.
 
     std::string load_minted() {
-        const std::string& dir = snap.config().spool.dir;
+        const std::string& dir = snap->config().spool.dir;
         if (std::string err = read_token_state(dir, minted); !err.empty()) {
             return "tokens: " + err;
         }
@@ -1116,7 +1244,7 @@ struct ControlPlane::Impl {
         base::StringBuffer buf(out);
         base::JsonWriter w(buf);
         w.begin_object().key("tokens").begin_array();
-        for (const config::TokenConfig& t : snap.config().tokens) {
+        for (const config::TokenConfig& t : snap->config().tokens) {
             write_token(w, t.name, t.scopes, nullptr);
         }
         for (const MintedToken& t : minted) {
@@ -1182,7 +1310,7 @@ struct ControlPlane::Impl {
                       expires_in == 0 ? 0 : now + expires_in};
         std::vector<MintedToken> next = minted;
         next.push_back(m);
-        if (std::string err = write_token_state(snap.config().spool.dir, next); !err.empty()) {
+        if (std::string err = write_token_state(snap->config().spool.dir, next); !err.empty()) {
             LogLine(Level::error, "control plane: cannot save minted tokens")
                 .field("error", err)
                 .write();
@@ -1230,7 +1358,7 @@ struct ControlPlane::Impl {
         }
         std::vector<MintedToken> next = minted;
         next.erase(next.begin() + (it - minted.begin()));
-        if (std::string err = write_token_state(snap.config().spool.dir, next); !err.empty()) {
+        if (std::string err = write_token_state(snap->config().spool.dir, next); !err.empty()) {
             LogLine(Level::error, "control plane: cannot save minted tokens")
                 .field("error", err)
                 .write();
@@ -1293,7 +1421,7 @@ struct ControlPlane::Impl {
         }
         std::string text;
         Exposition e(text);
-        write_shard_metrics(e, snap, metric_shards, metric_shared);
+        write_shard_metrics(e, *snap, metric_shards, metric_shared);
         write_plane_metrics(e);
         http::Response r;
         r.status = 200;
@@ -1396,7 +1524,7 @@ struct ControlPlane::Impl {
 
     int64_t spool_free_bytes() const {
         struct statvfs fs {};
-        if (::statvfs(snap.config().spool.dir.c_str(), &fs) != 0) {
+        if (::statvfs(snap->config().spool.dir.c_str(), &fs) != 0) {
             return -1;
         }
         return static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
@@ -1821,13 +1949,20 @@ struct ControlPlane::Impl {
 
     void init_events() {
         EventNames names;
-        for (const config::Route& r : snap.routes()) {
-            names.routes.push_back(r.config->name);
+        if (route_slots == nullptr) {
+            // Without reloads the start configuration's slots are its indexes.
+            own_slots = std::make_unique<config::RouteSlots>();
+            for (const config::Route& r : snap->routes()) {
+                own_slots->assign(r.config->name);
+            }
+            route_slots = own_slots.get();
         }
-        for (const config::SinkConfig& sink : snap.config().sinks) {
+        names.routes = route_slots;
+        for (const config::SinkConfig& sink : snap->config().sinks) {
             names.sinks.push_back(sink.name);
         }
-        events = std::make_unique<EventBuffer>(snap.config().admin.events.buffer, std::move(names));
+        events =
+            std::make_unique<EventBuffer>(snap->config().admin.events.buffer, std::move(names));
         next_keepalive_ns = now_mono + events_keepalive_ns;
     }
 
@@ -1907,7 +2042,7 @@ struct ControlPlane::Impl {
         for (uint32_t i : streams) {
             open_streams += conns[i]->streaming && conns[i]->open && !conns[i]->closing ? 1 : 0;
         }
-        if (open_streams >= snap.config().admin.events.subscribers) {
+        if (open_streams >= snap->config().admin.events.subscribers) {
             ++streams_refused;
             answer(c, 503, R"({"error":"unavailable","detail":"too many event streams"})",
                    "Retry-After: 5\r\n");
@@ -2012,7 +2147,7 @@ struct ControlPlane::Impl {
             }
             // What waits behind the send in flight: it grows only while the reader does not read
             // (frames gathered while no send is in flight go out at once, however many).
-            if (c.sending && c.pending.size() > snap.config().admin.events.backlog) {
+            if (c.sending && c.pending.size() > snap->config().admin.events.backlog) {
                 cut_stream(c);
                 continue;
             }
@@ -2088,6 +2223,17 @@ std::string ControlPlane::init(int listen_fd) {
 
 void ControlPlane::set_event_queues(std::span<base::EventQueue* const> queues) {
     _impl->event_queues.assign(queues.begin(), queues.end());
+}
+
+void ControlPlane::follow_reloads(const std::atomic<const config::Snapshot*>& live,
+                                  io::SnapshotUse& use, const config::RouteSlots& slots,
+                                  io::ReloadDesk& desk) {
+    _impl->live = &live;
+    _impl->use = &use;
+    _impl->route_slots = &slots;
+    _impl->reload_desk = &desk;
+    use.oldest.store(_impl->snap->generation(), std::memory_order_release);
+    use.current.store(_impl->snap->generation(), std::memory_order_release);
 }
 
 void ControlPlane::run(const std::atomic<bool>& stop) {

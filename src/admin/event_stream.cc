@@ -104,8 +104,11 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
         .string(type)
         .key("ts")
         .string(base::format_rfc3339(e.ts_ns, at));
-    if (e.route < names.routes.size()) {
-        w.key("route").string(names.routes[e.route]);
+    if (const std::string_view route = names.routes != nullptr && e.route != base::Event::none
+                                           ? names.routes->name(e.route)
+                                           : std::string_view();
+        !route.empty()) {
+        w.key("route").string(route);
     }
     if (e.sink < names.sinks.size()) {
         w.key("sink").string(names.sinks[e.sink]);
@@ -153,6 +156,12 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
         break;
     case EventType::sink_breaker_opened:
         w.key("consecutive_failures").number(e.number);
+        break;
+    case EventType::config_reloaded:
+        w.key("generation").number(e.number).key("routes").number(e.attempt);
+        break;
+    case EventType::config_rejected:
+        w.key("error").string(e.text_view());
         break;
     case EventType::tls_certificate_reloaded:
         w.key("cert")

@@ -178,12 +178,20 @@ uint64_t rejected_total(std::span<const ShardView> shards, base::RejectReason r)
 }
 
 void write_routes(Exposition& e, const config::Snapshot& snap, std::span<const ShardView> shards) {
+    // r < routes: the snapshot's route r; r == routes: requests that matched no route. A shard
+    // that has not taken up a reload's new route yet has no block for it: it counts nothing.
     const size_t routes = snap.routes().size();
     auto name_of = [&](size_t r) {
         return r < routes ? std::string_view(snap.routes()[r].config->name) : unmatched_route_label;
     };
+    auto block = [&](const ShardView& s, size_t r) -> const ingest::RouteStats* {
+        return r < routes ? s.routes->find(snap.routes()[r].slot) : s.unmatched;
+    };
     auto route_sum = [&](size_t r, auto&& f) {
-        return sum(shards, [&](const ShardView& s) { return f(s.routes[r]); });
+        return sum(shards, [&](const ShardView& s) {
+            const ingest::RouteStats* b = block(s, r);
+            return b != nullptr ? f(*b) : uint64_t{0};
+        });
     };
 
     e.family("portcullis_requests_total", "counter",
@@ -223,7 +231,9 @@ void write_routes(Exposition& e, const config::Snapshot& snap, std::span<const S
     for (size_t r = 0; r <= routes; ++r) {
         base::HistogramTotal h;
         for (const ShardView& s : shards) {
-            h.add(s.routes[r].duration);
+            if (const ingest::RouteStats* b = block(s, r)) {
+                h.add(b->duration);
+            }
         }
         if (r < routes || h.count() != 0) {
             e.histogram("portcullis_request_duration_seconds", {{"route", name_of(r)}}, h);

@@ -208,7 +208,7 @@ int run_serve(int argc, char** argv) {
                      a.get("config")->c_str(), certs.errors, certs.errors == 1 ? "" : "s");
         return 2;
     }
-    return io::serve(std::move(snap));
+    return io::serve(std::move(snap), *a.get("config"));
 }
 
 } // namespace portcullis::cli

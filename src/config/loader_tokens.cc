@@ -75,6 +75,7 @@ void Walker::tokens(const YamlNode& map, const std::string& path) {
         check_keys(member, p, token_keys);
         TokenConfig t;
         t.name = member.key;
+        t.mark = member.key_mark;
         bool ok = true;
         if (const YamlNode* n = required(member, "sha256", p)) {
             std::string sp = join_path(p, "sha256");

@@ -76,6 +76,7 @@ std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
         Route r;
         r.config = &rc;
         r.index = static_cast<uint32_t>(snap->_routes.size());
+        r.slot = r.index;
         r.key_seed = queue::route_seed(rc.name);
         r.allow = admit::CidrSet(rc.allow);
         if (rc.rate_limit && rc.rate_limit->per_ip) {
@@ -109,6 +110,47 @@ std::unique_ptr<Snapshot> Snapshot::build(Config cfg, std::string& error) {
         snap->_routes.push_back(std::move(r));
     }
     return snap;
+}
+
+std::string Snapshot::fits(const RouteSlots& slots) const {
+    size_t fresh = 0;
+    for (const Route& r : _routes) {
+        fresh += slots.known(r.config->name) ? 0 : 1;
+    }
+    if (slots.size() + fresh > RouteSlots::capacity) {
+        return "more than " + std::to_string(RouteSlots::capacity) +
+               " route names since the start: restart to serve " + std::to_string(fresh) +
+               " new ones";
+    }
+    return "";
+}
+
+void Snapshot::number(uint64_t generation, RouteSlots& slots) {
+    for (Route& r : _routes) {
+        r.slot = slots.assign(r.config->name).value_or(r.slot);
+    }
+    _generation = generation;
+}
+
+RouteSlots::RouteSlots() : _names(std::make_unique<std::string[]>(capacity)) {}
+
+std::optional<uint32_t> RouteSlots::assign(std::string_view name) {
+    if (auto it = _by_name.find(std::string(name)); it != _by_name.end()) {
+        return it->second;
+    }
+    const uint32_t n = _count.load(std::memory_order_relaxed);
+    if (n == capacity) {
+        return std::nullopt;
+    }
+    _names[n] = name;
+    _by_name.emplace(name, n);
+    // The name is written before the count that makes it visible.
+    _count.store(n + 1, std::memory_order_release);
+    return n;
+}
+
+std::string_view RouteSlots::name(uint32_t slot) const {
+    return slot < size() ? std::string_view(_names[slot]) : std::string_view();
 }
 
 const Route* Snapshot::match(std::string_view path) const {

@@ -1,5 +1,6 @@
 #include "portcullis/deliver/engine.hh"
 
+#include "portcullis/base/file.hh"
 #include "portcullis/base/json.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/base/time.hh"
@@ -72,9 +73,21 @@ std::string prepare_headers_dir(const std::string& dir) {
 
 } // namespace
 
+// A network client (none for exec) and the ring slot it holds until it is destroyed.
+struct Engine::Client {
+    std::unique_ptr<HttpSink> http;
+    std::unique_ptr<NatsSink> nats;
+    std::unique_ptr<RedisSink> redis;
+    uint8_t slot = 0;
+    bool any() const { return http || nats || redis; }
+};
+
 struct Engine::Sink {
-    const config::SinkConfig* cfg = nullptr;
-    uint32_t index = 0;
+    // A copy: the engine keeps no reference into a snapshot (a reload frees the old one).
+    config::SinkConfig cfg;
+    size_t ca_digest = 0;         // of the `ca` file's contents: a new certificate is a change too
+    uint32_t index = 0;           // the store's number
+    bool active = true;           // configured (false: removed by a reload; its counters stay)
     std::vector<uint16_t> routes; // store route numbers delivering here
     size_t next_route = 0;        // where the next pump starts, in turn
     uint32_t concurrency = 1;
@@ -83,25 +96,23 @@ struct Engine::Sink {
     Breaker breaker;
     Pace pace;
     // The client of a network sink (exactly one, or none for exec): all have HttpSink's shape.
-    std::unique_ptr<HttpSink> http;
-    std::unique_ptr<NatsSink> nats;
-    std::unique_ptr<RedisSink> redis;
+    Client client;
     base::LogThrottle failure_log;
     SinkCounts counts;
     base::Histogram duration;
 
-    explicit Sink(const config::SinkConfig& c) : cfg(&c), breaker(c.breaker) {}
+    explicit Sink(const config::SinkConfig& c) : cfg(c), breaker(c.breaker) {}
 };
 
-// Calls f(client) with the sink's network client, if it has one.
-template <typename S, typename F>
-void with_client(S& s, F&& f) {
-    if (s.http) {
-        f(*s.http);
-    } else if (s.nats) {
-        f(*s.nats);
-    } else if (s.redis) {
-        f(*s.redis);
+// Calls f(client) with the network client of c (an Engine::Client), if there is one.
+template <typename C, typename F>
+void with_client(C& c, F&& f) {
+    if (c.http) {
+        f(*c.http);
+    } else if (c.nats) {
+        f(*c.nats);
+    } else if (c.redis) {
+        f(*c.redis);
     }
 }
 
@@ -122,64 +133,264 @@ struct Engine::Delivery {
 };
 
 Engine::Engine(io::Ring& ring, const config::Snapshot& snapshot, queue::JobStore& store)
-    : _ring(ring), _snap(snapshot), _store(store), _jitter(random_seed()) {}
+    : _ring(ring), _snap(&snapshot), _store(store), _jitter(random_seed()) {}
 
 Engine::~Engine() = default;
 
-std::string Engine::init(int64_t now_mono_ns) {
-    const config::Config& cfg = _snap.config();
-    bool any_exec = false;
-    uint8_t http_slots = 0;
-    uint8_t nats_slots = 0;
-    uint8_t redis_slots = 0;
-    for (size_t i = 0; i < cfg.sinks.size(); ++i) {
-        const config::SinkConfig& c = cfg.sinks[i];
-        auto s = std::make_unique<Sink>(c);
-        s->index = static_cast<uint32_t>(i);
-        for (const config::RouteConfig& r : cfg.routes) {
-            if (std::find(r.deliver.begin(), r.deliver.end(), c.name) != r.deliver.end()) {
-                int route = _store.route_index(r.name);
-                if (route >= 0) {
-                    s->routes.push_back(static_cast<uint16_t>(route));
-                }
-            }
-        }
-        if (c.http) {
-            s->concurrency = c.http->concurrency;
-            s->timeout_ns = c.http->timeout_ns;
-            if (c.http->rate) {
-                s->pace = Pace(*c.http->rate);
-            }
-            s->http = std::make_unique<HttpSink>(_ring, http_slots++, c.name, *c.http);
-        } else if (c.nats) {
-            s->concurrency = c.nats->max_in_flight;
-            s->nats = std::make_unique<NatsSink>(_ring, nats_slots++, c.name, *c.nats);
-            s->timeout_ns = NatsSinkOptions{}.publish_timeout_ns;
-        } else if (c.redis) {
-            s->concurrency = c.redis->max_in_flight;
-            s->redis = std::make_unique<RedisSink>(_ring, redis_slots++, c.name, *c.redis);
-            s->timeout_ns = RedisSinkOptions{}.timeout_ns;
-        } else {
-            // The loader gives every sink exactly one kind: this one is exec.
-            s->concurrency = c.exec->concurrency;
-            s->timeout_ns = c.exec->timeout_ns;
-            any_exec = true;
-        }
-        std::string err;
-        with_client(*s, [&](auto& client) { err = client.init(now_mono_ns); });
-        if (!err.empty()) {
-            return "sinks." + c.name + ": " + err;
-        }
-        _sinks.push_back(std::move(s));
+namespace {
+
+// The contents of a sink's `ca` file (0 without one, or unreadable: its client says why).
+size_t ca_digest(const config::SinkConfig& c) {
+    const std::optional<std::string>* ca = c.http    ? &c.http->ca
+                                           : c.nats  ? &c.nats->ca
+                                           : c.redis ? &c.redis->ca
+                                                     : nullptr;
+    std::string text;
+    if (ca == nullptr || !ca->has_value() ||
+        base::read_regular_file(**ca, 16 * 1024 * 1024, text).has_value()) {
+        return 0;
     }
-    if (any_exec) {
-        std::string dir = cfg.spool.dir + "/exec";
-        if (std::string err = prepare_headers_dir(dir); !err.empty()) {
-            return err;
+    return std::hash<std::string>{}(text);
+}
+
+// Everything but where it was written: moving a sink in its file changes nothing.
+bool same_sink(const config::SinkConfig& a, const config::SinkConfig& b) {
+    return a.name == b.name && a.kind == b.kind && a.breaker == b.breaker && a.http == b.http &&
+           a.exec == b.exec && a.nats == b.nats && a.redis == b.redis;
+}
+
+} // namespace
+
+std::string Engine::make_client(const config::SinkConfig& c, int64_t now_mono_ns, Client& out,
+                                uint32_t& concurrency, int64_t& timeout_ns) {
+    const size_t kind = c.http ? 0 : c.nats ? 1 : c.redis ? 2 : 3;
+    if (kind < 3) {
+        std::array<bool, 256>& used = _slot_used[kind];
+        auto free = std::find(used.begin(), used.end(), false);
+        if (free == used.end()) {
+            return "sinks." + c.name +
+                   ": 256 clients of its kind are still closing; reload again in a moment";
         }
-        _exec = std::make_unique<ExecRunner>(_ring, dir);
+        out.slot = static_cast<uint8_t>(free - used.begin());
+        *free = true;
+    }
+    if (c.http) {
+        concurrency = c.http->concurrency;
+        timeout_ns = c.http->timeout_ns;
+        out.http = std::make_unique<HttpSink>(_ring, out.slot, c.name, *c.http);
+    } else if (c.nats) {
+        concurrency = c.nats->max_in_flight;
+        timeout_ns = NatsSinkOptions{}.publish_timeout_ns;
+        out.nats = std::make_unique<NatsSink>(_ring, out.slot, c.name, *c.nats);
+    } else if (c.redis) {
+        concurrency = c.redis->max_in_flight;
+        timeout_ns = RedisSinkOptions{}.timeout_ns;
+        out.redis = std::make_unique<RedisSink>(_ring, out.slot, c.name, *c.redis);
+    } else {
+        // The loader gives every sink exactly one kind: this one is exec.
+        concurrency = c.exec->concurrency;
+        timeout_ns = c.exec->timeout_ns;
+        return "";
+    }
+    std::string err;
+    with_client(out, [&](auto& client) { err = client.init(now_mono_ns); });
+    if (!err.empty()) {
+        // A failed init() has put nothing on the ring: the client can go at once.
+        release_slot(out);
+        out = Client{};
+        return "sinks." + c.name + ": " + err;
     }
     return "";
+}
+
+void Engine::release_slot(const Client& c) {
+    const size_t kind = c.http ? 0 : c.nats ? 1 : c.redis ? 2 : 3;
+    if (kind < 3) {
+        _slot_used[kind][c.slot] = false;
+    }
+}
+
+std::string Engine::add_sink(const config::SinkConfig& c, int64_t now_mono_ns) {
+    const int number = _store.sink_index(c.name);
+    if (number < 0) {
+        return "sinks." + c.name + ": the job store has no table for it (reconfigure it first)";
+    }
+    const auto n = static_cast<size_t>(number);
+    if (_sinks.size() <= n) {
+        _sinks.resize(n + 1);
+    }
+    if (!_sinks[n]) {
+        _sinks[n] = std::make_unique<Sink>(c);
+    }
+    Sink& s = *_sinks[n];
+    s.cfg = c;
+    s.ca_digest = ca_digest(c);
+    s.index = static_cast<uint32_t>(n);
+    s.active = true;
+    s.in_flight = 0;
+    s.breaker = Breaker(c.breaker);
+    s.pace = c.http && c.http->rate ? Pace(*c.http->rate) : Pace();
+    return make_client(c, now_mono_ns, s.client, s.concurrency, s.timeout_ns);
+}
+
+std::string Engine::ensure_exec() {
+    const bool any_exec = std::any_of(_sinks.begin(), _sinks.end(), [](const auto& s) {
+        return s && s->active && s->cfg.exec.has_value();
+    });
+    if (!any_exec || _exec) {
+        return "";
+    }
+    std::string dir = _snap->config().spool.dir + "/exec";
+    if (std::string err = prepare_headers_dir(dir); !err.empty()) {
+        return err;
+    }
+    _exec = std::make_unique<ExecRunner>(_ring, dir);
+    return "";
+}
+
+void Engine::recompute_routes() {
+    for (auto& sp : _sinks) {
+        if (!sp || !sp->active) {
+            continue;
+        }
+        Sink& s = *sp;
+        const JobTable& table = _store.sink_table(s.index);
+        s.routes.clear();
+        for (size_t r = 0; r < _store.routes(); ++r) {
+            const auto route = static_cast<uint16_t>(r);
+            const std::vector<uint16_t>& sinks = _store.route_sinks(route);
+            const queue::RouteDepth d = table.depth(route);
+            // What its table still holds of a route that no longer sends it jobs is delivered.
+            if (std::find(sinks.begin(), sinks.end(), s.index) != sinks.end() ||
+                d.queued + d.leased != 0) {
+                s.routes.push_back(route);
+            }
+        }
+        s.next_route = 0;
+    }
+}
+
+std::string Engine::init(int64_t now_mono_ns) {
+    for (const config::SinkConfig& c : _snap->config().sinks) {
+        if (std::string err = add_sink(c, now_mono_ns); !err.empty()) {
+            return err;
+        }
+    }
+    recompute_routes();
+    return ensure_exec();
+}
+
+bool Engine::has_sinks() const {
+    return std::any_of(_sinks.begin(), _sinks.end(), [](const auto& s) { return s && s->active; });
+}
+
+size_t Engine::retire(Sink& s, int64_t now_unix_ns) {
+    size_t cancelled = 0;
+    for (uint32_t i = 0; i < _deliveries.size(); ++i) {
+        Delivery& d = *_deliveries[i];
+        if (!d.busy || d.sink != s.index) {
+            continue;
+        }
+        if (s.cfg.exec && _exec) {
+            _exec->abandon(uint64_t{d.generation} << 32 | i);
+        }
+        d.busy = false;
+        _free.push_back(i);
+        ++cancelled;
+    }
+    s.in_flight = 0;
+    if (s.client.any()) {
+        // Nothing more is reported for its requests; its operations complete through on_cqe().
+        with_client(s.client, [](auto& client) { client.stop(); });
+        _retired.push_back(std::make_unique<Client>(std::move(s.client)));
+        s.client = Client{};
+    }
+    // The attempts will never be settled: their jobs are queued again now, with the attempt
+    // counted (as a restart voids the leases of the process before it), not after the lease.
+    _store.sink_table(s.index).expire_leases(now_unix_ns);
+    return cancelled;
+}
+
+void Engine::collect_retired() {
+    std::erase_if(_retired, [this](const std::unique_ptr<Client>& c) {
+        bool idle = true;
+        with_client(*c, [&](const auto& client) { idle = client.idle(); });
+        if (idle) {
+            release_slot(*c);
+        }
+        return idle;
+    });
+}
+
+EngineReload Engine::reconfigure(const config::Snapshot& next, int64_t now_unix_ns,
+                                 int64_t now_mono_ns) {
+    EngineReload out;
+    auto fail = [&](const std::string& err) { out.error += out.error.empty() ? err : "; " + err; };
+    _snap = &next;
+    std::vector<bool> configured(_sinks.size(), false);
+    for (const config::SinkConfig& c : next.config().sinks) {
+        const int number = _store.sink_index(c.name);
+        if (number >= 0 && static_cast<size_t>(number) < configured.size()) {
+            configured[static_cast<size_t>(number)] = true;
+        }
+        Sink* s = number >= 0 && static_cast<size_t>(number) < _sinks.size()
+                      ? _sinks[static_cast<size_t>(number)].get()
+                      : nullptr;
+        if (s == nullptr || !s->active) {
+            out.added.push_back(c.name);
+            if (std::string err = add_sink(c, now_mono_ns); !err.empty()) {
+                fail(err);
+            }
+            continue;
+        }
+        const size_t digest = ca_digest(c);
+        // One whose client could not start at the last reload is tried again.
+        const bool running = s->cfg.exec.has_value() || s->client.any();
+        if (same_sink(s->cfg, c) && s->ca_digest == digest && running) {
+            continue;
+        }
+        // The new client first: if it cannot start, the sink goes on as it was.
+        Client fresh;
+        uint32_t concurrency = 1;
+        int64_t timeout_ns = 0;
+        if (std::string err = make_client(c, now_mono_ns, fresh, concurrency, timeout_ns);
+            !err.empty()) {
+            fail(err + " (its previous configuration stays in use)");
+            continue;
+        }
+        out.changed.push_back(c.name);
+        out.cancelled += retire(*s, now_unix_ns);
+        s->client = std::move(fresh);
+        s->cfg = c;
+        s->ca_digest = digest;
+        s->concurrency = concurrency;
+        s->timeout_ns = timeout_ns;
+        s->breaker = Breaker(c.breaker);
+        s->pace = c.http && c.http->rate ? Pace(*c.http->rate) : Pace();
+    }
+    for (size_t n = 0; n < configured.size(); ++n) {
+        Sink* s = _sinks[n].get();
+        if (s == nullptr || !s->active || configured[n]) {
+            continue;
+        }
+        const size_t cancelled = retire(*s, now_unix_ns);
+        out.cancelled += cancelled;
+        s->active = false;
+        out.removed.push_back(s->cfg.name);
+        LogLine(Level::info, "sink removed")
+            .field("sink", s->cfg.name)
+            .field("delivered", static_cast<int64_t>(s->counts.delivered))
+            .field("retried", static_cast<int64_t>(s->counts.retried))
+            .field("dead", static_cast<int64_t>(s->counts.dead))
+            .field("refused", static_cast<int64_t>(s->counts.refused))
+            .field("attempts_cancelled", static_cast<int64_t>(cancelled))
+            .write();
+    }
+    recompute_routes();
+    if (std::string err = ensure_exec(); !err.empty()) {
+        fail(err);
+    }
+    return out;
 }
 
 uint32_t Engine::acquire_delivery() {
@@ -196,15 +407,22 @@ void Engine::pump(int64_t now_unix_ns, int64_t now_mono_ns) {
     if (_exec) {
         _exec->tick(now_mono_ns);
     }
+    collect_retired();
     for (auto& s : _sinks) {
-        with_client(*s, [&](auto& client) { client.tick(now_mono_ns); });
+        if (s && s->active) {
+            with_client(s->client, [&](auto& client) { client.tick(now_mono_ns); });
+        }
     }
     if (_draining) {
         return;
     }
     for (auto& sp : _sinks) {
+        if (!sp || !sp->active) {
+            continue;
+        }
         Sink& s = *sp;
-        if (s.routes.empty()) {
+        // A sink whose client could not start (a reload) has its jobs wait.
+        if (s.routes.empty() || (s.cfg.exec ? !_exec : !s.client.any())) {
             continue;
         }
         // Each lease call takes what may start at once: all free slots while the breaker is
@@ -267,7 +485,7 @@ void Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
         // Gone from under the index (a group that failed after it was seen): nothing to
         // deliver. Settled so that it is not taken again, as the pull API does.
         LogLine(Level::error, "job record unreadable; dropped", now_unix_ns)
-            .field("sink", s.cfg->name)
+            .field("sink", s.cfg.name)
             .field("job", std::string_view(d.id_text, sizeof d.id_text))
             .write();
         ++s.counts.unreadable;
@@ -291,7 +509,7 @@ void Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
     std::string error;
     bool started = false;
     Outcome refusal = Outcome::retry;
-    if (s.http || s.nats || s.redis) {
+    if (s.client.any()) {
         auto deliver = [&](auto& client, auto request) {
             request.job_id = std::string_view(d.id_text, sizeof d.id_text);
             request.route = d.record.route;
@@ -304,12 +522,12 @@ void Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
                                      d.record.body.size());
             started = client.start(request, cookie, now_mono_ns, error);
         };
-        if (s.http) {
-            deliver(*s.http, HttpDelivery{});
-        } else if (s.nats) {
-            deliver(*s.nats, NatsDelivery{});
+        if (s.client.http) {
+            deliver(*s.client.http, HttpDelivery{});
+        } else if (s.client.nats) {
+            deliver(*s.client.nats, NatsDelivery{});
         } else {
-            deliver(*s.redis, RedisDelivery{});
+            deliver(*s.client.redis, RedisDelivery{});
         }
         // What a client refuses with room to spare (a stored header the request writer cannot
         // send, a body over the server's limit) will never pass.
@@ -319,7 +537,7 @@ void Engine::start(Sink& s, uint32_t index, const JobInfo& job, int64_t now_unix
         queue::append_headers_json(d.headers_json, d.record);
         char ip[INET6_ADDRSTRLEN];
         ExecJob e;
-        e.command = s.cfg->exec->command;
+        e.command = s.cfg.exec->command;
         e.job_id = std::string_view(d.id_text, sizeof d.id_text);
         e.route = d.record.route;
         e.attempt = d.attempt;
@@ -358,8 +576,11 @@ void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mo
         return;
     }
     for (auto& sp : _sinks) {
+        if (!sp || !sp->active) {
+            continue;
+        }
         bool handled = false;
-        with_client(*sp, [&](auto& client) {
+        with_client(sp->client, [&](auto& client) {
             if (!client.owns(cqe.user_data)) {
                 return;
             }
@@ -389,6 +610,14 @@ void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mo
             return;
         }
     }
+    // A client a reload retired: its cancelled operations come in; it reports nothing more.
+    for (auto& c : _retired) {
+        with_client(*c, [&](auto& client) {
+            if (client.owns(cqe.user_data)) {
+                client.on_cqe(cqe, now_mono_ns, [](uint64_t, const auto&) {});
+            }
+        });
+    }
 }
 
 // The command's own words: the first 4 KiB of each stream, in lines of output_piece bytes, since
@@ -398,7 +627,7 @@ void Engine::log_exec_output(const Delivery& d, const ExecOutcome& o, int64_t no
     const std::string_view job(d.id_text, sizeof d.id_text);
     const Level level = o.kind == ExecOutcome::Kind::delivered ? Level::info : Level::warn;
     LogLine(level, "exec delivery output", now_unix_ns)
-        .field("sink", s.cfg->name)
+        .field("sink", s.cfg.name)
         .field("job", job)
         .field("attempt", static_cast<int64_t>(d.attempt))
         .field("outcome", exec_outcome_name(o.kind))
@@ -408,7 +637,7 @@ void Engine::log_exec_output(const Delivery& d, const ExecOutcome& o, int64_t no
     for (auto [name, head] : {std::pair{"stdout", o.stdout_head}, {"stderr", o.stderr_head}}) {
         for (size_t at = 0, part = 1; at < head.size(); at += output_piece, ++part) {
             LogLine(level, "exec delivery output", now_unix_ns)
-                .field("sink", s.cfg->name)
+                .field("sink", s.cfg.name)
                 .field("job", job)
                 .field("stream", name)
                 .field("part", static_cast<int64_t>(part))
@@ -454,7 +683,7 @@ void Engine::finish(uint64_t cookie, int64_t now_unix_ns, int64_t now_mono_ns, O
         LogLine line(dead ? Level::error : Level::warn,
                      dead ? "delivery failed; dead-lettered" : "delivery failed; will retry",
                      now_unix_ns);
-        line.field("sink", s.cfg->name)
+        line.field("sink", s.cfg.name)
             .field("route", _store.route_name(d.route))
             .field("job", std::string_view(d.id_text, sizeof d.id_text))
             .field("attempt", static_cast<int64_t>(d.attempt))
@@ -496,7 +725,7 @@ void Engine::note_transition(Sink& s, int64_t now_unix_ns) {
                            : t == Breaker::Transition::half_opened ? "sink breaker half-open"
                                                                    : "sink breaker closed";
     LogLine line(t == Breaker::Transition::opened ? Level::warn : Level::info, msg, now_unix_ns);
-    line.field("sink", s.cfg->name);
+    line.field("sink", s.cfg.name);
     if (_on_event && t != Breaker::Transition::half_opened) {
         base::Event e = base::Event::make(t == Breaker::Transition::opened
                                               ? base::EventType::sink_breaker_opened
@@ -508,7 +737,7 @@ void Engine::note_transition(Sink& s, int64_t now_unix_ns) {
     }
     if (t == Breaker::Transition::opened) {
         line.field("consecutive_failures", static_cast<int64_t>(s.breaker.consecutive_failures()))
-            .field("cooldown_ms", s.cfg->breaker.cooldown_ns / 1'000'000);
+            .field("cooldown_ms", s.cfg.breaker.cooldown_ns / 1'000'000);
     }
     line.write();
 }
@@ -516,8 +745,12 @@ void Engine::note_transition(Sink& s, int64_t now_unix_ns) {
 int64_t Engine::wait_limit_ns(int64_t now_unix_ns, int64_t now_mono_ns, int64_t limit) const {
     int64_t wait = limit;
     for (const auto& sp : _sinks) {
+        if (!sp || !sp->active) {
+            continue;
+        }
         const Sink& s = *sp;
-        with_client(s, [&](const auto& client) { wait = client.wait_limit_ns(now_mono_ns, wait); });
+        with_client(s.client,
+                    [&](const auto& client) { wait = client.wait_limit_ns(now_mono_ns, wait); });
         if (s.in_flight >= s.concurrency || _draining) {
             continue;
         }
@@ -569,7 +802,7 @@ void Engine::group_resolved(bool durable) {
 bool Engine::drain() {
     _draining = true;
     return std::all_of(_sinks.begin(), _sinks.end(),
-                       [](const auto& s) { return s->in_flight == 0; });
+                       [](const auto& s) { return !s || s->in_flight == 0; });
 }
 
 void Engine::stop() {
@@ -578,7 +811,9 @@ void Engine::stop() {
         _exec->stop();
     }
     for (auto& s : _sinks) {
-        with_client(*s, [](auto& client) { client.stop(); });
+        if (s) {
+            with_client(s->client, [](auto& client) { client.stop(); });
+        }
     }
 }
 
@@ -586,15 +821,21 @@ bool Engine::idle() const {
     if (_exec && !_exec->idle()) {
         return false;
     }
-    return std::all_of(_sinks.begin(), _sinks.end(), [](const auto& s) {
-        bool idle = true;
-        with_client(*s, [&](const auto& client) { idle = client.idle(); });
-        return idle;
-    });
+    auto idle = [](const Client& c) {
+        bool done = true;
+        with_client(c, [&](const auto& client) { done = client.idle(); });
+        return done;
+    };
+    return std::all_of(_sinks.begin(), _sinks.end(),
+                       [&](const auto& s) { return !s || idle(s->client); }) &&
+           std::all_of(_retired.begin(), _retired.end(), [&](const auto& c) { return idle(*c); });
 }
 
 void Engine::write_health(base::JsonWriter<base::StringBuffer>& w) const {
     for (const auto& sp : _sinks) {
+        if (!sp || !sp->active) {
+            continue;
+        }
         const Sink& s = *sp;
         size_t queued = 0;
         size_t dead = 0;
@@ -603,10 +844,10 @@ void Engine::write_health(base::JsonWriter<base::StringBuffer>& w) const {
             queued += depth.queued;
             dead += depth.dead;
         }
-        w.key(s.cfg->name)
+        w.key(s.cfg.name)
             .begin_object()
             .key("kind")
-            .string(config::sink_kind_name(s.cfg->kind))
+            .string(config::sink_kind_name(s.cfg.kind))
             .key("breaker")
             .string(breaker_state_name(s.breaker.state()))
             .key("consecutive_failures")
@@ -626,14 +867,14 @@ void Engine::write_health(base::JsonWriter<base::StringBuffer>& w) const {
 void Engine::write_deliveries(base::JsonWriter<base::StringBuffer>& w, queue::JobId id,
                               uint16_t route) const {
     for (const auto& sp : _sinks) {
-        if (!delivers(sp->index, route)) {
+        if (!sp || !delivers(sp->index, route)) {
             continue;
         }
         std::optional<JobInfo> j = _store.sink_table(sp->index).find(id);
         if (!j) {
             continue;
         }
-        w.key(sp->cfg->name)
+        w.key(sp->cfg.name)
             .begin_object()
             .key("state")
             .string(queue::state_name(j->state))
@@ -654,7 +895,7 @@ JobState Engine::overall(const JobInfo& pull) const {
         dead = dead || st == JobState::dead;
     };
     for (const auto& sp : _sinks) {
-        if (!delivers(sp->index, pull.route)) {
+        if (!sp || !delivers(sp->index, pull.route)) {
             continue;
         }
         if (std::optional<JobInfo> j = _store.sink_table(sp->index).find(pull.id)) {
@@ -673,7 +914,7 @@ JobState Engine::overall(const JobInfo& pull) const {
 
 int Engine::sink_index(std::string_view name) const {
     for (const auto& s : _sinks) {
-        if (s->cfg->name == name) {
+        if (s && s->active && s->cfg.name == name) {
             return static_cast<int>(s->index);
         }
     }
@@ -681,6 +922,9 @@ int Engine::sink_index(std::string_view name) const {
 }
 
 bool Engine::delivers(size_t sink, uint16_t route) const {
+    if (sink >= _sinks.size() || !_sinks[sink] || !_sinks[sink]->active) {
+        return false;
+    }
     const Sink& s = *_sinks[sink];
     return std::find(s.routes.begin(), s.routes.end(), route) != s.routes.end();
 }
@@ -688,16 +932,22 @@ bool Engine::delivers(size_t sink, uint16_t route) const {
 void Engine::reports(std::vector<SinkReport>& out) const {
     out.clear();
     for (const auto& sp : _sinks) {
-        out.push_back({sp->cfg->name, sp->counts, sp->breaker.state() != Breaker::State::closed,
+        if (!sp || !sp->active) {
+            continue;
+        }
+        out.push_back({sp->cfg.name, sp->counts, sp->breaker.state() != Breaker::State::closed,
                        &sp->duration});
     }
 }
 
 void Engine::log_stopped() const {
     for (const auto& sp : _sinks) {
+        if (!sp || !sp->active) {
+            continue;
+        }
         const Sink& s = *sp;
         LogLine(Level::info, "sink stopped")
-            .field("sink", s.cfg->name)
+            .field("sink", s.cfg.name)
             .field("delivered", static_cast<int64_t>(s.counts.delivered))
             .field("retried", static_cast<int64_t>(s.counts.retried))
             .field("dead", static_cast<int64_t>(s.counts.dead))

@@ -579,6 +579,27 @@ int64_t ExecRunner::wait_limit_ns(int64_t now_ns, int64_t limit) const {
     return std::clamp<int64_t>(next - now_ns, min_wait_ns, limit);
 }
 
+bool ExecRunner::abandon_slot(uint32_t index) {
+    Slot& s = *_slots[index];
+    s.abandoned = true;
+    --_running;
+    if (!s.reaped) {
+        signal_group(s, SIGKILL);
+        siginfo_t info{};
+        while (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd), &info, WEXITED) <
+                   0 &&
+               errno == EINTR) {
+        }
+        reap(s, 0);
+    }
+    if (inflight(s) == 0) {
+        release_slot(index);
+        return false;
+    }
+    cancel_all(index);
+    return true;
+}
+
 void ExecRunner::stop() {
     bool cancelled = false;
     for (uint32_t i = 0; i < _slots.size(); ++i) {
@@ -586,28 +607,23 @@ void ExecRunner::stop() {
         if (!s.busy || s.abandoned) {
             continue;
         }
-        s.abandoned = true;
-        --_running;
-        if (!s.reaped) {
-            signal_group(s, SIGKILL);
-            siginfo_t info{};
-            while (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd), &info,
-                          WEXITED) < 0 &&
-                   errno == EINTR) {
-            }
-            reap(s, 0);
-        }
-        if (inflight(s) == 0) {
-            release_slot(i);
-        } else {
-            cancel_all(i);
-            cancelled = true;
-        }
+        cancelled = abandon_slot(i) || cancelled;
     }
     if (cancelled) {
         // The cancellations take effect now, not at the loop's next submission.
         io_uring_submit(_ring.raw());
     }
+}
+
+bool ExecRunner::abandon(uint64_t cookie) {
+    for (uint32_t i = 0; i < _slots.size(); ++i) {
+        Slot& s = *_slots[i];
+        if (s.busy && !s.abandoned && s.cookie == cookie) {
+            abandon_slot(i); // the cancellations go with the loop's next submission
+            return true;
+        }
+    }
+    return false;
 }
 
 ExecOutcome ExecRunner::outcome(const Slot& s) {

@@ -1,5 +1,7 @@
 #include "portcullis/ingest/route_stats.hh"
 
+#include <algorithm>
+
 namespace portcullis::ingest {
 
 namespace {
@@ -27,6 +29,32 @@ static_assert(labels_match());
 
 std::string_view status_slot_label(size_t slot) {
     return slot < slot_labels.size() ? slot_labels[slot] : "5xx";
+}
+
+RouteStatsTable::~RouteStatsTable() {
+    for (std::atomic<RouteStats*>& c : _chunks) {
+        delete[] c.load(std::memory_order_relaxed); // NOLINT(cppcoreguidelines-owning-memory)
+    }
+}
+
+void RouteStatsTable::reserve(size_t slots) {
+    const size_t chunks = std::min((slots + chunk_blocks - 1) / chunk_blocks, chunk_count);
+    for (size_t i = 0; i < chunks; ++i) {
+        if (_chunks[i].load(std::memory_order_relaxed) == nullptr) {
+            // Zeroed blocks, published whole (release) for the scrape's acquire.
+            _chunks[i].store(
+                new RouteStats[chunk_blocks](), // NOLINT(cppcoreguidelines-owning-memory)
+                std::memory_order_release);
+        }
+    }
+}
+
+const RouteStats* RouteStatsTable::find(size_t slot) const {
+    if (slot / chunk_blocks >= chunk_count) {
+        return nullptr;
+    }
+    const RouteStats* c = _chunks[slot / chunk_blocks].load(std::memory_order_acquire);
+    return c != nullptr ? &c[slot % chunk_blocks] : nullptr;
 }
 
 } // namespace portcullis::ingest

@@ -47,18 +47,44 @@ std::string_view keep(std::span<char> room, std::string_view text) {
     return {room.data(), n};
 }
 
+// The counter blocks of every route of snap (slots only grow).
+void reserve_route_stats(RouteStatsTable& table, const config::Snapshot& snap) {
+    uint32_t slots = 0;
+    for (const config::Route& r : snap.routes()) {
+        slots = std::max(slots, r.slot + 1);
+    }
+    table.reserve(slots);
+}
+
 } // namespace
 
 Ingest::Ingest(const config::Snapshot& snapshot, const Tables& tables, const Clock& clock,
                Host& host, base::BufferPool& pool, uint8_t shard)
-    : _snap(snapshot), _cfg(snapshot.config()), _tables(tables), _clock(clock), _host(host),
-      _pool(pool), _ids(shard), _stored_headers(snapshot.config().server.headers), _shard(shard),
-      _routes(snapshot.routes().size()),
-      // NOLINTNEXTLINE(cppcoreguidelines-avoid-c-arrays): atomics cannot live in a vector
-      _route_stats(std::make_unique<RouteStats[]>(_routes + 1)) {}
+    : _snap(&snapshot), _tables(tables), _clock(clock), _host(host), _pool(pool), _ids(shard),
+      _stored_headers(snapshot.config().server.headers), _shard(shard) {
+    // A handful of reloads may overlap slow requests before the vector has to grow.
+    _held.reserve(8);
+    _held.push_back({_snap, 0});
+    reserve_route_stats(_route_stats, snapshot);
+}
+
+void Ingest::use(const config::Snapshot& next) {
+    if (&next == _snap) {
+        return;
+    }
+    reserve_route_stats(_route_stats, next);
+    if (next.config().server.headers > _stored_headers.size()) {
+        _stored_headers.resize(next.config().server.headers);
+    }
+    if (_held.back().webhooks == 0) {
+        _held.pop_back();
+    }
+    _held.push_back({&next, 0});
+    _snap = &next;
+}
 
 void Ingest::answered(const Webhook& w, uint16_t status) {
-    RouteStats& s = _route_stats[w.route != nullptr ? w.route->index : _routes];
+    RouteStats& s = w.route != nullptr ? _route_stats.at(w.route->slot) : _unmatched;
     base::add_single_writer(s.answered[status_slot(status)]);
     s.duration.record(_clock.mono_ns - w.head_mono_ns);
 }
@@ -71,6 +97,11 @@ Next Ingest::head(Webhook& w, const http::RequestHead& head, bool draining) {
         (head.framing == http::BodyFraming::content_length && head.content_length > 0);
     w.route = nullptr;
     w.client = w.peer;
+    if (w.snap == nullptr) {
+        w.snap = _snap;
+        ++_held.back().webhooks;
+    }
+    const config::Snapshot& snap = *w.snap;
     if (draining) {
         return answer(w, 503, error_body::unavailable, retry_after_header, true);
     }
@@ -84,13 +115,13 @@ Next Ingest::head(Webhook& w, const http::RequestHead& head, bool draining) {
     }
     // Who is asking, before anything else is spent on them.
     const base::PeerAddress client =
-        _snap.trusted_proxies().empty()
+        snap.trusted_proxies().empty()
             ? w.peer
-            : admit::client_address(w.peer, head.headers, _snap.trusted_proxies());
-    if (_snap.deny().contains(client)) {
+            : admit::client_address(w.peer, head.headers, snap.trusted_proxies());
+    if (snap.deny().contains(client)) {
         return refuse_denied(w, client, has_body);
     }
-    const config::Route* route = _snap.match(head.path);
+    const config::Route* route = snap.match(head.path);
     if (route == nullptr) {
         return answer(w, 404, error_body::not_found, {}, has_body);
     }
@@ -122,7 +153,7 @@ Next Ingest::head(Webhook& w, const http::RequestHead& head, bool draining) {
         read_keys(w, &head, {});
     }
     if (head.framing == http::BodyFraming::content_length &&
-        head.content_length > _cfg.server.body_bytes) {
+        head.content_length > snap.config().server.body_bytes) {
         // Decided from Content-Length before reading any of the body.
         return refuse(w, 413, base::RejectReason::body_too_large, head.headers, true);
     }
@@ -155,7 +186,7 @@ Next Ingest::head(Webhook& w, const http::RequestHead& head, bool draining) {
 // ---- the body ------------------------------------------------------------------------------
 
 Next Ingest::body(Webhook& w, std::string_view data) {
-    if (w.body_bytes + data.size() > _cfg.server.body_bytes) {
+    if (w.body_bytes + data.size() > w.snap->config().server.body_bytes) {
         // Only a chunked body can get here: a declared length was checked at the head.
         return refuse(w, 413, base::RejectReason::body_too_large, {}, true);
     }
@@ -172,7 +203,7 @@ Next Ingest::body(Webhook& w, std::string_view data) {
     }
     w.record->append(data.data(), data.size());
     w.body_bytes += data.size();
-    base::add_single_writer(_route_stats[w.route->index].body_bytes, data.size());
+    base::add_single_writer(_route_stats.at(w.route->slot).body_bytes, data.size());
     w.route->verifier->update(w.verify, base::as_bytes(data));
     return Next::read_body;
 }
@@ -203,7 +234,8 @@ Next Ingest::end_of_body(Webhook& w) {
         return Next::answer;
     }
     queue::seal_record(record);
-    config::Durability durability = w.route->config->durability.value_or(_cfg.spool.durability);
+    config::Durability durability =
+        w.route->config->durability.value_or(w.snap->config().spool.durability);
     if (!_host.enqueue(record, w.cookie, durability)) {
         settle_keys(w, false);
         return answer(w, 503, error_body::unavailable, retry_after_header, false);
@@ -234,6 +266,18 @@ void Ingest::release(Webhook& w) {
     w.record = nullptr;
     w.route = nullptr;
     w.queued = false;
+    if (w.snap != nullptr) {
+        // The current snapshot is the last entry; an older one goes with its last request.
+        for (size_t i = _held.size(); i-- > 0;) {
+            if (_held[i].snap == w.snap) {
+                if (--_held[i].webhooks == 0 && i + 1 != _held.size()) {
+                    _held.erase(_held.begin() + static_cast<std::ptrdiff_t>(i));
+                }
+                break;
+            }
+        }
+        w.snap = nullptr;
+    }
 }
 
 // ---- rate limits ---------------------------------------------------------------------------
@@ -294,7 +338,7 @@ void Ingest::answer_job(Webhook& w, uint16_t status, const queue::JobId& id,
 Next Ingest::refuse(Webhook& w, uint16_t status, base::RejectReason reason,
                     std::span<const http::Header> headers, bool close, std::string_view extra) {
     _stats.rejected[base::index(reason)].fetch_add(1, std::memory_order_relaxed);
-    base::add_single_writer(_route_stats[w.route->index].rejected[base::index(reason)]);
+    base::add_single_writer(_route_stats.at(w.route->slot).rejected[base::index(reason)]);
     LogLine line(Level::warn, "webhook rejected", _clock.unix_ns);
     line.field("reason", base::reject_reason_code(reason))
         .field("status", static_cast<int64_t>(status))
@@ -335,8 +379,7 @@ Next Ingest::refuse(Webhook& w, uint16_t status, base::RejectReason reason,
 Next Ingest::refuse_denied(Webhook& w, const base::PeerAddress& client, bool has_body) {
     _stats.rejected[base::index(base::RejectReason::ip_denied)].fetch_add(
         1, std::memory_order_relaxed);
-    base::add_single_writer(
-        _route_stats[_routes].rejected[base::index(base::RejectReason::ip_denied)]);
+    base::add_single_writer(_unmatched.rejected[base::index(base::RejectReason::ip_denied)]);
     LogLine line(Level::warn, "request refused", _clock.unix_ns);
     line.field("reason", base::reject_reason_code(base::RejectReason::ip_denied))
         .field("status", int64_t{403});
@@ -359,7 +402,7 @@ Next Ingest::refuse_denied(Webhook& w, const base::PeerAddress& client, bool has
 base::Event Ingest::event_of(const Webhook& w, base::EventType type) const {
     base::Event e = base::Event::make(type, _clock.unix_ns);
     e.shard = _shard;
-    e.route = static_cast<uint16_t>(w.route - _snap.routes().data());
+    e.route = static_cast<uint16_t>(w.route->slot);
     char id[queue::job_id_text_size];
     w.id.format(id);
     e.set_id(std::string_view(id, sizeof id));
@@ -390,7 +433,7 @@ void Ingest::add_peer(LogLine& line, const Webhook& w) {
 
 void Ingest::remember(const queue::JobRecord& rec) {
     const config::Route* route = nullptr;
-    for (const config::Route& r : _snap.routes()) {
+    for (const config::Route& r : _snap->routes()) {
         if (r.config->name == rec.route) {
             route = &r;
         }

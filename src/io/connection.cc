@@ -401,7 +401,7 @@ void Shard::Impl::on_bytes(Connection& c, std::string_view in) {
 
 bool Shard::Impl::stage(Connection& c, std::string_view bytes) {
     size_t have = staged_bytes(c);
-    if (have + bytes.size() > cfg.server.header_bytes + pipeline_max_bytes) {
+    if (have + bytes.size() > cfg->server.header_bytes + pipeline_max_bytes) {
         return false;
     }
     if (c.staging == nullptr) {

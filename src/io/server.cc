@@ -8,6 +8,7 @@
 #include "portcullis/base/log.hh"
 #include "portcullis/base/time.hh"
 #include "portcullis/io/fd_budget.hh"
+#include "portcullis/io/reload.hh"
 #include "portcullis/io/shard.hh"
 #include "portcullis/queue/segment.hh"
 #include "portcullis/tls/server.hh"
@@ -117,17 +118,10 @@ void log_certificates(const tls::Server& server, std::string_view what) {
     }
 }
 
-// SIGHUP: new handshakes use the certificates as the files now hold them; a file that cannot
-// be used keeps the old ones, and the log says why. `expiry` (what /metrics and /healthz show)
-// follows the certificates now in use.
-void reload_certificates(tls::Server& server, std::span<std::atomic<int64_t>> expiry,
-                         base::EventQueue* events) {
-    if (auto err = server.reload(); !err.empty()) {
-        LogLine(Level::error, "TLS certificates not reloaded; the old ones stay")
-            .field("error", err)
-            .write();
-        return;
-    }
+// After a reload read the certificates again: `expiry` (what /metrics and /healthz show)
+// follows the certificates now in use; each is logged and published.
+void certificates_reloaded(const tls::Server& server, std::span<std::atomic<int64_t>> expiry,
+                           base::EventQueue* events) {
     size_t n = 0;
     for (const tls::CertificateInfo& info : server.certificates()) {
         if (n < expiry.size()) {
@@ -147,12 +141,54 @@ void reload_certificates(tls::Server& server, std::span<std::atomic<int64_t>> ex
     }
 }
 
+std::string joined(const std::vector<std::string>& names) {
+    std::string out;
+    for (const std::string& n : names) {
+        out += (out.empty() ? "" : ",") + n;
+    }
+    return out;
+}
+
+// The reload's log line and event (config.reloaded or config.rejected).
+void report_reload(const ReloadOutcome& o, std::string_view trigger, base::EventQueue* events) {
+    base::Event e = base::Event::make(o.ok ? base::EventType::config_reloaded
+                                           : base::EventType::config_rejected,
+                                      base::unix_ns());
+    if (!o.ok) {
+        LogLine(Level::error, "configuration reload refused")
+            .field("trigger", trigger)
+            .field("error", o.errors.front())
+            .field("errors", static_cast<int64_t>(o.errors.size()))
+            .field("generation", static_cast<int64_t>(o.generation))
+            .write();
+        e.set_text(o.errors.front());
+    } else {
+        LogLine line(o.errors.empty() ? Level::info : Level::warn, "configuration reloaded");
+        line.field("trigger", trigger)
+            .field("generation", static_cast<int64_t>(o.generation))
+            .field("routes", static_cast<int64_t>(o.routes))
+            .field("took_us", o.took_ns / 1000)
+            .field("added", joined(o.added))
+            .field("removed", joined(o.removed));
+        if (!o.errors.empty()) {
+            line.field("warning", o.errors.front());
+        }
+        line.write();
+        e.number = static_cast<int64_t>(o.generation);
+        e.attempt = static_cast<uint32_t>(o.routes);
+    }
+    if (events != nullptr) {
+        events->try_push(e);
+    }
+}
+
 // What /metrics and /healthz read of the shards: their own counters, summed at each scrape.
 std::vector<admin::ShardView> metric_views(const std::vector<std::unique_ptr<Shard>>& shards) {
     std::vector<admin::ShardView> views;
     views.reserve(shards.size());
     for (const auto& s : shards) {
-        views.push_back({&s->stats(), &s->ingest_stats(), s->route_stats(), &s->spool_metrics()});
+        views.push_back({&s->stats(), &s->ingest_stats(), &s->route_stats(), &s->unmatched_stats(),
+                         &s->spool_metrics()});
     }
     return views;
 }
@@ -242,10 +278,20 @@ std::vector<int> open_listeners(const config::ListenAddress& address, unsigned c
     return fds;
 }
 
-int serve(std::unique_ptr<config::Snapshot> snapshot) {
-    const config::Config& cfg = snapshot->config();
+int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
     ShardShared shared;
-    shared.snapshot = snapshot.get();
+    // Every route name's counters and events keep one number for the life of the process.
+    config::RouteSlots route_slots;
+    const unsigned shards =
+        snapshot->config().server.shards != 0 ? snapshot->config().server.shards : usable_cores();
+    // The shards', then the control plane's.
+    const size_t readers = shards + (snapshot->config().admin.listen ? 1 : 0);
+    auto uses = std::make_unique<SnapshotUse[]>(readers);
+    shared.uses = uses.get();
+    Reloader reloader(path, shared, readers, route_slots, std::move(snapshot));
+    ReloadDesk reload_desk;
+    // What a reload cannot change (restart_needed): read from the start configuration.
+    const config::Config& cfg = reloader.current().config();
     shared.features = probe_features();
     if (!shared.features.available) {
         LogLine(Level::error, "cannot start: " + shared.features.unavailable).write();
@@ -255,7 +301,6 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         LogLine(Level::error, "cannot start: " + shared.features.missing).write();
         return 1;
     }
-    unsigned shards = cfg.server.shards != 0 ? cfg.server.shards : usable_cores();
     queue::SpoolLock spool_lock;
     if (auto err = spool_lock.acquire(cfg.spool.dir); !err.empty()) {
         LogLine(Level::error, "cannot start: " + err).write();
@@ -291,25 +336,14 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     }
     base::EventQueue* main_events = cfg.admin.listen ? event_queue_list.back() : nullptr;
 
-    // The dedup and ordering tables, shared by the shards, only when some route uses them.
-    std::unique_ptr<queue::DedupTable> dedup;
-    std::unique_ptr<queue::OrderingTable> ordering;
-    for (const config::RouteConfig& r : cfg.routes) {
-        if (r.dedup && !dedup) {
-            dedup = std::make_unique<queue::DedupTable>(dedup_entries);
-        }
-        if (r.ordering && !ordering) {
-            ordering = std::make_unique<queue::OrderingTable>(ordering_entries);
-        }
-    }
+    // The dedup and ordering tables and the rate limiter, shared by the shards: made whether or
+    // not a route uses them now, since a reload may add one that does. Their memory is mapped
+    // zeroed and taken from the system only as buckets are first written.
+    auto dedup = std::make_unique<queue::DedupTable>(dedup_entries);
+    auto ordering = std::make_unique<queue::OrderingTable>(ordering_entries);
+    auto limiter = std::make_unique<admit::RateLimiter>(rate_limit_keys);
     shared.dedup = dedup.get();
     shared.ordering = ordering.get();
-    std::unique_ptr<admit::RateLimiter> limiter;
-    for (const config::RouteConfig& r : cfg.routes) {
-        if (r.rate_limit && !limiter) {
-            limiter = std::make_unique<admit::RateLimiter>(rate_limit_keys);
-        }
-    }
     shared.limiter = limiter.get();
     std::unique_ptr<admit::ConnectionCounts> per_client;
     if (cfg.server.max_connections_per_ip < cfg.server.max_connections) {
@@ -416,9 +450,10 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         } else {
             admin_address = bound_address(fds[0]);
             control = std::make_unique<admin::ControlPlane>(
-                *snapshot, shared.features,
+                reloader.current(), shared.features,
                 std::span<const queue::SpoolProgress>(spool_progress.get(), shards));
             control->set_event_queues(event_queue_list);
+            control->follow_reloads(shared.snapshot, uses[shards], route_slots, reload_desk);
             if (auto err = control->init(fds[0]); !err.empty()) {
                 failure = "control plane: " + err;
             }
@@ -462,14 +497,16 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     // This thread waits for signals; between them it sweeps the rate-limit table of rested
     // keys once a day (see admit::RateLimiter: no slot may stay untouched for 76 days).
     int64_t next_sweep = base::mono_ns() + rate_limit_sweep_ns;
+    uint64_t served_reloads = 0; // POST /v1/reload tickets answered
     while (true) {
         const timespec wake{main_tick_s, 0};
         int sig = sigtimedwait(&signals, nullptr, &wake);
         if (tls_server) {
             tls_server->tick(base::mono_ns());
         }
+        reloader.collect();
         if (sig < 0) {
-            if (limiter && base::mono_ns() >= next_sweep) {
+            if (base::mono_ns() >= next_sweep) {
                 const size_t forgotten = limiter->forget_rested(base::mono_ns());
                 next_sweep = base::mono_ns() + rate_limit_sweep_ns;
                 LogLine(Level::info, "rate-limit sweep")
@@ -480,18 +517,21 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
             continue;
         }
         if (sig == SIGHUP) {
-            if (tls_server) {
-                reload_certificates(*tls_server, cert_expiry, main_events);
+            // POST /v1/reload sends SIGHUP too: one reload serves every request made before it.
+            const uint64_t asked = reload_desk.asked();
+            ReloadOutcome outcome = reloader.reload(tls_server.get());
+            if (outcome.certificates_reloaded) {
+                certificates_reloaded(*tls_server, cert_expiry, main_events);
             }
-            LogLine(Level::warn, "SIGHUP: configuration reload is not available in this build "
-                                 "yet (only certificates are reloaded); restart to apply other "
-                                 "changes")
-                .write();
+            report_reload(outcome, asked != 0 && asked != served_reloads ? "api" : "SIGHUP",
+                          main_events);
+            served_reloads = asked;
+            reload_desk.done(asked, outcome);
             continue;
         }
         LogLine(Level::info, "draining")
             .field("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
-            .field("timeout_ms", cfg.server.drain_timeout_ns / 1'000'000)
+            .field("timeout_ms", reloader.current().config().server.drain_timeout_ns / 1'000'000)
             .write();
         shared.draining.store(true, std::memory_order_relaxed);
         break;
@@ -508,7 +548,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     auto total_ingest = total;
     // The refusals of each route that had any, by reason code: what an operator reads first
     // after a provider reported failed deliveries.
-    for (const config::Route& route : snapshot->routes()) {
+    for (const config::Route& route : reloader.current().routes()) {
         LogLine line(Level::info, "route refusals");
         line.field("route", std::string_view(route.config->name));
         bool any = false;
@@ -516,7 +556,9 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         for (size_t i = 0; i < base::reject_reason_count; ++i) {
             uint64_t n = 0;
             for (auto& shard : all) {
-                n += shard->route_stats()[route.index].rejected[i].load(std::memory_order_relaxed);
+                if (const ingest::RouteStats* b = shard->route_stats().find(route.slot)) {
+                    n += b->rejected[i].load(std::memory_order_relaxed);
+                }
             }
             if (n != 0) {
                 line.field(base::reject_reason_code(static_cast<base::RejectReason>(i)),
@@ -544,7 +586,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
         .field("recv_no_buffers", total(&ShardStats::recv_no_buffers))
         .field("unanswered_jobs", total(&ShardStats::unanswered_jobs))
         .field("log_lines_dropped", total(&ShardStats::log_lines_dropped));
-    if (cfg.server.proxy_protocol != config::ProxyProtocol::off) {
+    if (reloader.current().config().server.proxy_protocol != config::ProxyProtocol::off) {
         stopped.field("proxy_refused", total(&ShardStats::proxy_refused));
     }
     if (tls_server) {
@@ -563,20 +605,14 @@ int serve(std::unique_ptr<config::Snapshot> snapshot) {
     if (per_client) {
         stopped.field("per_ip_untracked", static_cast<int64_t>(per_client->untracked()));
     }
-    if (limiter) {
-        stopped.field("rate_limit_evictions", static_cast<int64_t>(limiter->evictions()));
-    }
-    if (dedup) {
-        stopped.field("duplicates", total_ingest(&ingest::Stats::duplicates))
-            .field("dedup_in_flight", total_ingest(&ingest::Stats::dedup_in_flight))
-            .field("dedup_unkeyed", total_ingest(&ingest::Stats::dedup_unkeyed))
-            .field("dedup_evictions", static_cast<int64_t>(dedup->table().evictions()));
-    }
-    if (ordering) {
-        stopped.field("ordering_unkeyed", total_ingest(&ingest::Stats::ordering_unkeyed))
-            .field("ordering_unrecorded", total_ingest(&ingest::Stats::ordering_unrecorded))
-            .field("ordering_evictions", static_cast<int64_t>(ordering->table().evictions()));
-    }
+    stopped.field("rate_limit_evictions", static_cast<int64_t>(limiter->evictions()))
+        .field("duplicates", total_ingest(&ingest::Stats::duplicates))
+        .field("dedup_in_flight", total_ingest(&ingest::Stats::dedup_in_flight))
+        .field("dedup_unkeyed", total_ingest(&ingest::Stats::dedup_unkeyed))
+        .field("dedup_evictions", static_cast<int64_t>(dedup->table().evictions()))
+        .field("ordering_unkeyed", total_ingest(&ingest::Stats::ordering_unkeyed))
+        .field("ordering_unrecorded", total_ingest(&ingest::Stats::ordering_unrecorded))
+        .field("ordering_evictions", static_cast<int64_t>(ordering->table().evictions()));
     stopped.write();
     return 0;
 }

@@ -16,10 +16,10 @@ using base::Level;
 using base::LogLine;
 
 Shard::Impl::Impl(uint32_t i, ShardShared& s, std::vector<int> fds, size_t tls_listeners_from)
-    : index(i), shared(s), snap(*s.snapshot), cfg(s.snapshot->config()), listen_fds(std::move(fds)),
-      tls_from(tls_listeners_from),
-      ingest(snap, ingest::Tables{s.dedup, s.ordering, s.limiter, s.key_secret}, clock, *this, pool,
-             static_cast<uint8_t>(i)) {
+    : index(i), shared(s), snap(s.snapshot.load(std::memory_order_acquire)), cfg(&snap->config()),
+      listen_fds(std::move(fds)), tls_from(tls_listeners_from),
+      ingest(*snap, ingest::Tables{s.dedup, s.ordering, s.limiter, s.key_secret}, clock, *this,
+             pool, static_cast<uint8_t>(i)) {
     if (tls_from < listen_fds.size() && shared.tls != nullptr) {
         tls.emplace(pool);
     }
@@ -50,17 +50,28 @@ std::string Shard::Impl::init() {
     auto remember = [this](uint64_t, const queue::JobRecord& rec) { ingest.remember(rec); };
     queue::SpoolProgress* progress =
         shared.spool_progress != nullptr ? &shared.spool_progress[index] : nullptr;
-    if (auto err = spool.open(cfg.spool.dir, index, cfg.spool, remember, progress); !err.empty()) {
+    if (auto err = spool.open(cfg->spool.dir, index, cfg->spool, remember, progress);
+        !err.empty()) {
         return err;
     }
-    limits.header_bytes = cfg.server.header_bytes;
-    limits.max_headers = cfg.server.headers;
-    header_scratch.resize(cfg.server.headers);
-    idle_timers.length_ns = cfg.server.idle_timeout_ns;
-    header_timers.length_ns = cfg.server.header_timeout_ns;
-    body_timers.length_ns = cfg.server.body_timeout_ns;
     linger_timers.length_ns = linger_ns;
-    switch (cfg.server.proxy_protocol) {
+    apply_config();
+    return {};
+}
+
+void Shard::Impl::apply_config() {
+    limits.header_bytes = cfg->server.header_bytes;
+    limits.max_headers = cfg->server.headers;
+    if (header_scratch.size() < cfg->server.headers) {
+        header_scratch.resize(cfg->server.headers);
+    }
+    // Connections already waiting keep their deadlines; a list expires in push order, so one
+    // made shorter may hold a new deadline back until the older ones ahead of it are due.
+    idle_timers.length_ns = cfg->server.idle_timeout_ns;
+    header_timers.length_ns = cfg->server.header_timeout_ns;
+    body_timers.length_ns = cfg->server.body_timeout_ns;
+    proxy_mode.reset();
+    switch (cfg->server.proxy_protocol) {
     case config::ProxyProtocol::off:
         break;
     case config::ProxyProtocol::v1:
@@ -73,7 +84,29 @@ std::string Shard::Impl::init() {
         proxy_mode = admit::ProxyMode::any;
         break;
     }
-    return {};
+}
+
+void Shard::Impl::take_up_snapshot() {
+    const config::Snapshot* now = shared.snapshot.load(std::memory_order_acquire);
+    if (now != snap) {
+        snap = now;
+        cfg = &now->config();
+        ingest.use(*now);
+        apply_config();
+    }
+    if (shared.uses == nullptr) {
+        return;
+    }
+    // Stored only when they change: the cache line stays this shard's between reloads.
+    SnapshotUse& use = shared.uses[index];
+    const uint64_t current = snap->generation();
+    const uint64_t oldest = ingest.oldest_generation();
+    if (use.oldest.load(std::memory_order_relaxed) != oldest) {
+        use.oldest.store(oldest, std::memory_order_release);
+    }
+    if (use.current.load(std::memory_order_relaxed) != current) {
+        use.current.store(current, std::memory_order_release);
+    }
 }
 
 // ---- event loop ----------------------------------------------------------------------------
@@ -87,6 +120,7 @@ void Shard::Impl::run() {
     while (true) {
         read_clocks();
         date.update(clock.unix_ns);
+        take_up_snapshot();
         if (!draining && shared.draining.load(std::memory_order_relaxed)) {
             start_drain();
         }
@@ -206,7 +240,7 @@ void Shard::Impl::on_accept(const io_uring_cqe& cqe) {
     }
     int fd = cqe.res;
     uint32_t total = shared.connections.fetch_add(1, std::memory_order_relaxed);
-    if (draining || total >= cfg.server.max_connections) {
+    if (draining || total >= cfg->server.max_connections) {
         shared.connections.fetch_sub(1, std::memory_order_relaxed);
         stats.refused_connections.fetch_add(1, std::memory_order_relaxed);
         io_uring_sqe* sqe = ring.sqe();
@@ -238,7 +272,7 @@ void Shard::Impl::on_accept(const io_uring_cqe& cqe) {
         // Behind a balancer, the client is known once its PROXY header is in. With
         // trusted_proxies set, only those peers may send one.
         c.state = State::reading_proxy;
-        if (!snap.trusted_proxies().empty() && !snap.trusted_proxies().contains(c.peer)) {
+        if (!snap->trusted_proxies().empty() && !snap->trusted_proxies().contains(c.peer)) {
             stats.proxy_refused.fetch_add(1, std::memory_order_relaxed);
             close_connection(c);
             return;
@@ -260,11 +294,11 @@ void Shard::Impl::on_accept(const io_uring_cqe& cqe) {
 // server.max_connections_per_ip, over all shards. Trusted proxies carry many clients and are
 // not capped.
 bool Shard::Impl::count_client(Connection& c) {
-    if (shared.per_client == nullptr || snap.trusted_proxies().contains(c.peer)) {
+    if (shared.per_client == nullptr || snap->trusted_proxies().contains(c.peer)) {
         return true;
     }
     c.counted = shared.per_client->acquire(admit::rate_key(shared.key_secret, c.peer),
-                                           cfg.server.max_connections_per_ip);
+                                           cfg->server.max_connections_per_ip);
     if (!c.counted.admitted) {
         stats.refused_per_client.fetch_add(1, std::memory_order_relaxed);
         return false;
@@ -363,7 +397,7 @@ void Shard::Impl::on_timeout(Connection& c) {
 
 void Shard::Impl::start_drain() {
     draining = true;
-    drain_deadline = clock.mono_ns + cfg.server.drain_timeout_ns;
+    drain_deadline = clock.mono_ns + cfg->server.drain_timeout_ns;
     for (int& fd : listen_fds) {
         if (fd >= 0) {
             io_uring_sqe* cancel = ring.sqe();
@@ -421,8 +455,12 @@ const ingest::Stats& Shard::ingest_stats() const {
     return _impl->ingest.stats();
 }
 
-std::span<const ingest::RouteStats> Shard::route_stats() const {
+const ingest::RouteStatsTable& Shard::route_stats() const {
     return _impl->ingest.route_stats();
+}
+
+const ingest::RouteStats& Shard::unmatched_stats() const {
+    return _impl->ingest.unmatched_stats();
 }
 
 const queue::SpoolMetrics& Shard::spool_metrics() const {

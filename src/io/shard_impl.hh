@@ -229,8 +229,10 @@ private:
 struct Shard::Impl final : ingest::Host {
     uint32_t index;
     ShardShared& shared;
-    const config::Snapshot& snap;
-    const config::Config& cfg;
+    // The configuration new connections and requests get (shared.snapshot as this shard last
+    // took it up); a request in progress keeps its own (ingest::Webhook::snap).
+    const config::Snapshot* snap;
+    const config::Config* cfg;
     std::vector<int> listen_fds;
     size_t tls_from; // listen_fds from here on are TLS listeners
     ShardStats stats;
@@ -277,6 +279,11 @@ struct Shard::Impl final : ingest::Host {
     uint32_t accepts_armed = 0;
 
     Impl(uint32_t i, ShardShared& s, std::vector<int> fds, size_t tls_listeners_from);
+    // Top of the loop: takes up a reloaded configuration, and says which generations this shard
+    // uses and still holds (shared.uses[index]).
+    void take_up_snapshot();
+    // The parts of the configuration the shard keeps in its own form (limits, timers, PROXY).
+    void apply_config();
     ~Impl();
     Impl(const Impl&) = delete;
     Impl& operator=(const Impl&) = delete;

@@ -45,12 +45,25 @@ JobStore::~JobStore() {
 }
 
 int JobStore::route_index(std::string_view name) const {
-    for (size_t i = 0; i < _route_names.size(); ++i) {
-        if (_route_names[i] == name) {
+    auto it = _route_by_name.find(name);
+    return it == _route_by_name.end() ? -1 : static_cast<int>(it->second);
+}
+
+int JobStore::sink_index(std::string_view name) const {
+    for (size_t i = 0; i < _sink_names.size(); ++i) {
+        if (_sink_names[i] == name) {
             return static_cast<int>(i);
         }
     }
     return -1;
+}
+
+RouteOptions JobStore::pull_options(size_t r) const {
+    return {_route_max_attempts[r], !_route_sinks[r].empty(), _route_ordered[r]};
+}
+
+RouteOptions JobStore::sink_options(size_t r) const {
+    return {_route_max_attempts[r], false, _route_ordered[r]};
 }
 
 std::string_view JobStore::route_name(uint16_t route) const {
@@ -75,13 +88,18 @@ std::string JobStore::open(const config::Snapshot& snapshot,
     for (const config::SinkConfig& sink : cfg.sinks) {
         sink_names.push_back(sink.name);
     }
+    _sink_names = sink_names;
+    _sink_active.assign(sink_names.size(), true);
     // The pull API's table, then one per sink: each has every route (route numbers are shared)
     // and holds the jobs of the routes that deliver to its sink.
     std::vector<RouteOptions> pull_routes;
     std::vector<RouteOptions> sink_routes;
     for (const config::Route& r : snapshot.routes()) {
+        _route_by_name.emplace(r.config->name, static_cast<uint16_t>(_route_names.size()));
         _route_names.push_back(r.config->name);
         _route_ordered.push_back(r.config->ordered);
+        _route_max_attempts.push_back(r.config->max_attempts);
+        _route_configured.push_back(true);
         std::vector<uint16_t> sinks;
         for (const std::string& name : r.config->deliver) {
             auto it = std::find(sink_names.begin(), sink_names.end(), name);
@@ -89,9 +107,9 @@ std::string JobStore::open(const config::Snapshot& snapshot,
                 sinks.push_back(static_cast<uint16_t>(it - sink_names.begin()));
             }
         }
-        pull_routes.push_back({r.config->max_attempts, !sinks.empty(), r.config->ordered});
-        sink_routes.push_back({r.config->max_attempts, false, r.config->ordered});
         _route_sinks.push_back(std::move(sinks));
+        pull_routes.push_back(pull_options(_route_names.size() - 1));
+        sink_routes.push_back(sink_options(_route_names.size() - 1));
     }
     const std::string lanes_path = _dir + "/" + std::string(lanes_file_name);
     std::vector<LaneName> lanes_listed;
@@ -206,6 +224,7 @@ std::string JobStore::open(const config::Snapshot& snapshot,
             return err;
         }
     }
+    _lanes_listed = lanes.lanes;
     if (lanes.changed) {
         // Before any op of a new lane can be written.
         if (auto err = write_lanes(_dir, lanes.lanes); !err.empty()) {
@@ -295,22 +314,18 @@ size_t JobStore::advance(uint32_t shard, uint64_t seq, Segment& seg) {
         int route = route_index(rec.route);
         if (route < 0) {
             ++_stats.unknown_routes;
+            // Kept by name: a reload that adds the route indexes them (recover_unknown).
+            auto it = _unknown.find(rec.route);
+            if (it == _unknown.end()) {
+                it = _unknown
+                         .emplace(std::string(rec.route), std::set<std::pair<uint32_t, uint64_t>>())
+                         .first;
+            }
+            it->second.emplace(shard, seq);
             return;
         }
-        // The body is the record's last field: the record ends where it does.
-        const auto* start = reinterpret_cast<const char*>(bytes.data() + (offset - from));
-        const auto size = static_cast<uint32_t>(rec.body.data() + rec.body.size() - start);
-        // An ordered route's sequence: the jobs sharing an ordering key (the low half of its
-        // fingerprint is plenty to tell keys apart), or the whole route (0) without one.
-        const uint64_t order_key =
-            _route_ordered[static_cast<size_t>(route)] && rec.keys.has_ordering
-                ? rec.keys.ordering_key.lo
-                : 0;
-        _found.push_back({rec.id,
-                          static_cast<uint16_t>(route),
-                          rec.received_at_ns,
-                          {shard, seq, offset, size},
-                          order_key});
+        add_record(shard, seq, offset, bytes.data() + (offset - from), rec,
+                   static_cast<uint16_t>(route));
         ++found;
     });
     // The same damage the shard's recovery and `spool verify` report: skipped, not a reason to
@@ -329,6 +344,18 @@ size_t JobStore::advance(uint32_t shard, uint64_t seq, Segment& seg) {
         std::string().swap(_scratch);
     }
     return found;
+}
+
+void JobStore::add_record(uint32_t shard, uint64_t seq, uint64_t offset, const uint8_t* at,
+                          const JobRecord& rec, uint16_t route) {
+    // The body is the record's last field: the record ends where it does.
+    const auto* start = reinterpret_cast<const char*>(at);
+    const auto size = static_cast<uint32_t>(rec.body.data() + rec.body.size() - start);
+    // An ordered route's sequence: the jobs sharing an ordering key (the low half of its
+    // fingerprint is plenty to tell keys apart), or the whole route (0) without one.
+    const uint64_t order_key =
+        _route_ordered[route] && rec.keys.has_ordering ? rec.keys.ordering_key.lo : 0;
+    _found.push_back({rec.id, route, rec.received_at_ns, {shard, seq, offset, size}, order_key});
 }
 
 void JobStore::note_damage(const std::string& path, uint64_t offset, uint64_t length,
@@ -533,9 +560,12 @@ size_t JobStore::retire(int64_t now_ns) {
         // Every lane must be done with it: the pull API's and each sink's.
         const uint32_t in_shard = shard;
         const uint64_t in_seq = seq;
-        const bool unsettled = std::any_of(_tables.begin(), _tables.end(), [&](const auto& t) {
-            return t->unsettled_in_segment(in_shard, in_seq) != 0;
-        });
+        // A dormant table (a sink a reload removed) holds nothing back, as after a restart.
+        bool unsettled = false;
+        for (size_t t = 0; t < _tables.size() && !unsettled; ++t) {
+            unsettled = (t == 0 || _sink_active[t - 1]) &&
+                        _tables[t]->unsettled_in_segment(in_shard, in_seq) != 0;
+        }
         if (newest || seg.newest_ns + _retention_ns > now_ns || unsettled) {
             ++it;
             continue;
@@ -555,6 +585,9 @@ size_t JobStore::retire(int64_t now_ns) {
         for (const auto& t : _tables) {
             t->drop_segment(shard, seq);
         }
+        for (auto& [name, segments] : _unknown) {
+            segments.erase({shard, seq});
+        }
         LogLine(Level::info, "spool: segment retired")
             .field("segment", path)
             .field("bytes", static_cast<int64_t>(seg.size))
@@ -570,6 +603,332 @@ size_t JobStore::retire(int64_t now_ns) {
         sync_dir(_dir + "/shard-" + std::to_string(shard));
     }
     return deleted;
+}
+
+} // namespace portcullis::queue
+
+// ---- live reload -----------------------------------------------------------------------------
+
+namespace portcullis::queue {
+
+namespace {
+
+std::string at_key(const config::SourceMark& mark, const std::string& key, const std::string& why) {
+    return config::Diagnostic{mark, key, why}.format();
+}
+
+bool contains(const std::vector<uint16_t>& v, uint16_t x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+} // namespace
+
+std::string JobStore::check_reconfigure(const config::Snapshot& next) const {
+    size_t new_names = 0;
+    for (const config::Route& r : next.routes()) {
+        const config::RouteConfig& rc = *r.config;
+        const int route = route_index(rc.name);
+        if (route < 0) {
+            ++new_names;
+            continue;
+        }
+        const bool was = _route_ordered[static_cast<size_t>(route)];
+        if (was != rc.ordered) {
+            return at_key(rc.mark, "routes." + rc.name + ".ordered",
+                          std::string("changed (") + (was ? "true" : "false") + " -> " +
+                              (rc.ordered ? "true" : "false") +
+                              "): ordering cannot change while portcullis runs (the sequences "
+                              "of its queued jobs are built as they are indexed); restart to "
+                              "change it");
+        }
+    }
+    if (_route_names.size() + new_names > UINT16_MAX) {
+        return "routes: more than " + std::to_string(UINT16_MAX) +
+               " route names since portcullis started; restart to add more";
+    }
+    std::vector<std::string> names;
+    for (const config::SinkConfig& sink : next.config().sinks) {
+        names.push_back(sink.name);
+    }
+    const std::string lanes_path = _dir + "/" + std::string(lanes_file_name);
+    LaneAssignment lanes = assign_lanes(_lanes_listed, names, lanes_path);
+    if (!lanes.error.empty()) {
+        return lanes.error;
+    }
+    if (lanes.reclaimed) {
+        // Taking back a lane needs the ledger compacted without its ops: a start-up's job.
+        for (size_t i = 0; i < names.size(); ++i) {
+            const bool listed = std::any_of(_lanes_listed.begin(), _lanes_listed.end(),
+                                            [&](const LaneName& l) { return l.sink == names[i]; });
+            if (!listed) {
+                return at_key(next.config().sinks[i].mark, "sinks." + names[i],
+                              "no delivery lane left (" + lanes_path +
+                                  " lists 255 sink names); restart to give it the lane of a "
+                                  "sink no longer configured");
+            }
+        }
+    }
+    return "";
+}
+
+uint16_t JobStore::add_route(const std::string& name, uint32_t max_attempts, bool ordered) {
+    const auto route = static_cast<uint16_t>(_route_names.size());
+    _route_by_name.emplace(name, route);
+    _route_names.push_back(name);
+    _route_ordered.push_back(ordered);
+    _route_max_attempts.push_back(max_attempts);
+    _route_configured.push_back(true);
+    _route_sinks.emplace_back();
+    _tables[0]->add_route(pull_options(route));
+    for (size_t t = 1; t < _tables.size(); ++t) {
+        _tables[t]->add_route(sink_options(route));
+    }
+    return route;
+}
+
+std::string JobStore::reconfigure(const config::Snapshot& next, int64_t now_ns,
+                                  ReloadReport& report) {
+    report = {};
+    if (std::string err = check_reconfigure(next); !err.empty()) {
+        return err;
+    }
+    const config::Config& cfg = next.config();
+    std::vector<std::string> names;
+    for (const config::SinkConfig& sink : cfg.sinks) {
+        names.push_back(sink.name);
+    }
+    // The one thing that can fail, first: the lanes file must name a new sink's lane before any
+    // op of it is written (as at start).
+    const std::string lanes_path = _dir + "/" + std::string(lanes_file_name);
+    LaneAssignment lanes = assign_lanes(_lanes_listed, names, lanes_path);
+    if (!lanes.error.empty()) {
+        return lanes.error;
+    }
+    if (lanes.changed) {
+        if (std::string err = write_lanes(_dir, lanes.lanes); !err.empty()) {
+            return err;
+        }
+        _lanes_listed = lanes.lanes;
+    }
+    _retention_ns = cfg.spool.retention_ns;
+
+    // Sinks, by name: a new name gets the next number, a table and its lane.
+    const std::vector<bool> was_active = _sink_active;
+    std::vector<bool> active(_sink_names.size(), false);
+    std::vector<uint16_t> number_of(names.size());
+    for (size_t i = 0; i < names.size(); ++i) {
+        int n = sink_index(names[i]);
+        if (n < 0) {
+            n = static_cast<int>(_sink_names.size());
+            _sink_names.push_back(names[i]);
+            _sink_active.push_back(false);
+            active.push_back(false);
+            std::vector<RouteOptions> options;
+            for (size_t r = 0; r < _route_names.size(); ++r) {
+                options.push_back(sink_options(r));
+            }
+            _tables.push_back(std::make_unique<JobTable>(std::move(options)));
+            _lanes.push_back(lanes.sink_lanes[i]);
+            _group_counts.push_back(0);
+            LogLine(Level::info, "ledger: delivery lane")
+                .field("sink", names[i])
+                .field("lane", static_cast<int64_t>(lanes.sink_lanes[i]))
+                .write();
+        }
+        active[static_cast<size_t>(n)] = true;
+        number_of[i] = static_cast<uint16_t>(n);
+    }
+    auto unsettled = [](const JobTable& t, size_t r, bool optional) {
+        const RouteDepth d = t.depth(static_cast<uint16_t>(r));
+        return d.leased + (optional ? 0 : d.queued);
+    };
+    for (size_t n = 0; n < _sink_names.size(); ++n) {
+        const bool was = n < was_active.size() && was_active[n];
+        if (active[n] && !was) {
+            report.sinks_added.push_back(_sink_names[n]);
+            // A table back from dormancy: leases of attempts the engine cancelled are void, as
+            // at a start (it has none left after its own reconfigure; this is the safety net).
+            _stats.leases_voided += _tables[n + 1]->expire_leases(now_ns);
+        } else if (!active[n] && was) {
+            size_t pending = 0;
+            for (size_t r = 0; r < _route_names.size(); ++r) {
+                pending += unsettled(*_tables[n + 1], r, false);
+            }
+            report.sinks_removed.push_back({_sink_names[n], pending});
+        }
+    }
+
+    // Routes, by name: a new name gets the next number in every table.
+    const std::vector<std::vector<uint16_t>> old_sinks = _route_sinks;
+    std::vector<bool> configured(_route_names.size(), false);
+    std::vector<std::string> new_names;
+    for (const config::Route& r : next.routes()) {
+        const config::RouteConfig& rc = *r.config;
+        std::vector<uint16_t> sinks;
+        for (const std::string& name : rc.deliver) {
+            auto it = std::find(names.begin(), names.end(), name);
+            if (it != names.end()) {
+                sinks.push_back(number_of[static_cast<size_t>(it - names.begin())]);
+            }
+        }
+        int route = route_index(rc.name);
+        if (route < 0) {
+            route = add_route(rc.name, rc.max_attempts, rc.ordered);
+            configured.push_back(true);
+            new_names.push_back(rc.name);
+            report.routes_added.push_back(rc.name);
+        } else {
+            const auto i = static_cast<size_t>(route);
+            if (!_route_configured[i]) {
+                report.routes_added.push_back(rc.name); // back after a removal
+            } else if (_route_max_attempts[i] != rc.max_attempts || _route_sinks[i] != sinks) {
+                report.routes_changed.push_back(rc.name);
+            }
+            configured[i] = true;
+        }
+        const auto i = static_cast<size_t>(route);
+        _route_max_attempts[i] = rc.max_attempts;
+        _route_sinks[i] = std::move(sinks);
+    }
+    for (size_t r = 0; r < _route_names.size(); ++r) {
+        if (!configured[r]) {
+            if (_route_configured[r]) {
+                report.routes_removed.push_back(_route_names[r]);
+            }
+            // Records a shard still on the old configuration writes go where the route's jobs
+            // went, while those sinks are configured.
+            std::erase_if(_route_sinks[r], [&](uint16_t n) { return !active[n]; });
+        }
+        _route_configured[r] = configured[r];
+    }
+    _sink_active = active;
+    std::vector<RouteOptions> pull;
+    std::vector<RouteOptions> sink;
+    for (size_t r = 0; r < _route_names.size(); ++r) {
+        pull.push_back(pull_options(r));
+        sink.push_back(sink_options(r));
+    }
+    _tables[0]->set_routes(pull);
+    for (size_t t = 1; t < _tables.size(); ++t) {
+        _tables[t]->set_routes(sink);
+    }
+    report.recovered = recover_unknown(new_names);
+    // A sink new to a route (or back, or new) gets the route's jobs the spool holds, as a
+    // restart would give them to it (its lane has no op of them).
+    for (size_t n = 0; n < _sink_names.size(); ++n) {
+        if (!active[n]) {
+            continue;
+        }
+        const bool was = n < was_active.size() && was_active[n];
+        std::vector<bool> routes(_route_names.size(), false);
+        bool any = false;
+        for (size_t r = 0; r < _route_names.size(); ++r) {
+            const auto sink = static_cast<uint16_t>(n);
+            if (contains(_route_sinks[r], sink) &&
+                (!was || r >= old_sinks.size() || !contains(old_sinks[r], sink))) {
+                routes[r] = true;
+                any = true;
+            }
+        }
+        if (any) {
+            report.backfilled += backfill(n, routes);
+        }
+    }
+    for (size_t r = 0; r < _route_names.size(); ++r) {
+        if (configured[r] || std::find(report.routes_removed.begin(), report.routes_removed.end(),
+                                       _route_names[r]) == report.routes_removed.end()) {
+            continue;
+        }
+        report.removed_route_pending += unsettled(*_tables[0], r, !_route_sinks[r].empty());
+        for (size_t n = 0; n < _sink_names.size(); ++n) {
+            if (_sink_active[n]) {
+                report.removed_route_pending += unsettled(*_tables[n + 1], r, false);
+            }
+        }
+    }
+    for (const ReloadReport::SinkGone& gone : report.sinks_removed) {
+        if (gone.pending != 0) {
+            LogLine(Level::warn, "sink removed with deliveries pending; kept until it comes back")
+                .field("sink", gone.name)
+                .field("pending", static_cast<int64_t>(gone.pending))
+                .write();
+        }
+    }
+    return "";
+}
+
+size_t JobStore::recover_unknown(const std::vector<std::string>& names) {
+    std::set<std::pair<uint32_t, uint64_t>> segments;
+    for (const std::string& name : names) {
+        auto it = _unknown.find(name);
+        if (it != _unknown.end()) {
+            segments.insert(it->second.begin(), it->second.end());
+            _unknown.erase(it);
+        }
+    }
+    // Only up to what advance() has indexed: the rest is read as usual, the route known now.
+    for (const auto& [shard, seq] : segments) {
+        auto it = _segments.find({shard, seq});
+        if (it == _segments.end() || it->second.size <= segment_header_size) {
+            continue;
+        }
+        Segment& seg = it->second;
+        const int fd = segment_fd(shard, seq, seg);
+        if (fd < 0) {
+            continue;
+        }
+        _scratch.resize(seg.size - segment_header_size);
+        const ssize_t got =
+            ::pread(fd, _scratch.data(), _scratch.size(), static_cast<off_t>(segment_header_size));
+        if (got <= 0) {
+            continue;
+        }
+        std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(_scratch.data()),
+                                       static_cast<size_t>(got));
+        // Its damage was logged and counted when advance() read it.
+        scan_records(bytes, segment_header_size, [&](uint64_t offset, const JobRecord& rec) {
+            if (std::find(names.begin(), names.end(), rec.route) == names.end()) {
+                return;
+            }
+            const int route = route_index(rec.route);
+            add_record(shard, seq, offset, bytes.data() + (offset - segment_header_size), rec,
+                       static_cast<uint16_t>(route));
+        });
+    }
+    if (_scratch.capacity() > scratch_keep_bytes) {
+        std::string().swap(_scratch);
+    }
+    const size_t found = _found.size();
+    add_found();
+    return found;
+}
+
+size_t JobStore::backfill(size_t sink, const std::vector<bool>& routes) {
+    // The pull API's table has every indexed job of every route, whatever its state.
+    std::vector<JobInfo> jobs;
+    _tables[0]->jobs_of(routes, jobs);
+    std::sort(jobs.begin(), jobs.end(),
+              [](const JobInfo& a, const JobInfo& b) { return a.id < b.id; });
+    JobTable& table = *_tables[sink + 1];
+    size_t added = 0;
+    JobRecord rec;
+    for (const JobInfo& j : jobs) {
+        uint64_t order_key = 0;
+        if (_route_ordered[j.route]) {
+            if (table.find(j.id)) {
+                continue; // already there: spare the read
+            }
+            // The table keeps no ordering key: the record has it. One that cannot be read is
+            // added all the same: the engine finds it unreadable and says so.
+            if (read(j.where, rec) && rec.id == j.id && rec.keys.has_ordering) {
+                order_key = rec.keys.ordering_key.lo;
+            }
+        }
+        if (table.add(j.id, j.route, j.received_at_ns, j.where, order_key)) {
+            ++added;
+        }
+    }
+    return added;
 }
 
 } // namespace portcullis::queue

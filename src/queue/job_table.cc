@@ -162,6 +162,60 @@ JobTable::JobTable(const std::vector<uint32_t>& max_attempts_per_route)
           return routes;
       }()) {}
 
+uint16_t JobTable::add_route(RouteOptions options) {
+    Route& r = _routes.emplace_back();
+    r.max_attempts = options.max_attempts;
+    r.optional = options.optional;
+    r.ordered = options.ordered;
+    _any_ordered = _any_ordered || options.ordered;
+    return static_cast<uint16_t>(_routes.size() - 1);
+}
+
+void JobTable::set_routes(const std::vector<RouteOptions>& options) {
+    const size_t n = std::min(options.size(), _routes.size());
+    std::vector<bool> flips(_routes.size(), false);
+    bool any = false;
+    for (size_t r = 0; r < n; ++r) {
+        _routes[r].max_attempts = options[r].max_attempts;
+        flips[r] = _routes[r].optional != options[r].optional;
+        any = any || flips[r];
+    }
+    if (!any) {
+        return;
+    }
+    // holds_segment() reads the flag: take the jobs of those routes out of their segments'
+    // counts under the old value and back in under the new one.
+    for (const Entry& e : _entries) {
+        if (e.in_use && flips[e.route] && holds_segment(e)) {
+            --_segments[e.segment].unsettled;
+        }
+    }
+    for (size_t r = 0; r < n; ++r) {
+        _routes[r].optional = options[r].optional;
+    }
+    for (const Entry& e : _entries) {
+        if (e.in_use && flips[e.route] && holds_segment(e)) {
+            ++_segments[e.segment].unsettled;
+        }
+    }
+}
+
+RouteOptions JobTable::route_options(uint16_t route) const {
+    if (route >= _routes.size()) {
+        return {};
+    }
+    const Route& r = _routes[route];
+    return {r.max_attempts, r.optional, r.ordered};
+}
+
+void JobTable::jobs_of(const std::vector<bool>& routes, std::vector<JobInfo>& out) const {
+    for (const Entry& e : _entries) {
+        if (e.in_use && e.route < routes.size() && routes[e.route]) {
+            out.push_back(info(e));
+        }
+    }
+}
+
 uint32_t JobTable::find_index(const JobId& id) const {
     if (_index.empty()) {
         return no_index;

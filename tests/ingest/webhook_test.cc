@@ -30,6 +30,7 @@ namespace http = portcullis::http;
 namespace queue = portcullis::queue;
 namespace admit = portcullis::admit;
 namespace base = portcullis::base;
+namespace ingest = portcullis::ingest;
 
 constexpr const char* secret = "ingest-test-secret";
 
@@ -503,3 +504,58 @@ TEST_F(IngestTest, ChunkedBodyGrowsTheRecordAndKeepsEveryByte) {
 }
 
 } // namespace
+
+// A reload between requests: a request in progress finishes under the snapshot it started with
+// (its route, its body limit), the next one gets the new snapshot, and the old snapshot is held
+// exactly as long as a request uses it. A route that keeps its name keeps its counters.
+TEST_F(IngestTest, ReloadKeepsRequestsInProgressOnTheirSnapshot) {
+    config::RouteSlots slots;
+    snap->number(1, slots);
+    auto next = snapshot_from_yaml(R"(routes:
+  new: {path: /new, verify: {scheme: none}}
+  open: {path: /open, verify: {scheme: none}}
+)");
+    ASSERT_NE(next, nullptr);
+    ASSERT_EQ(next->fits(slots), "");
+    next->number(2, slots);
+    EXPECT_EQ(next->routes()[1].slot, snap->routes()[1].slot) << "open keeps its slot";
+    EXPECT_EQ(next->routes()[0].slot, snap->routes().size()) << "new gets the next one";
+
+    // Started under generation 1, body still to come.
+    Webhook slow;
+    slow.peer = address("192.0.2.10");
+    head_bytes =
+        post("/gh", "{}",
+             "X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256=" + hmac_hex("{}") + "\r\n");
+    http::Limits limits;
+    headers.resize(64);
+    http::RequestHead head;
+    ASSERT_EQ(http::parse_head(head_bytes, 0, limits, headers, head).error, http::Error::none);
+    ASSERT_EQ(ingest->head(slow, head, false), Next::read_body);
+
+    ingest->use(*next);
+    EXPECT_EQ(ingest->oldest_generation(), 1u) << "the slow request holds generation 1";
+    Webhook w;
+    EXPECT_EQ(send(w, post("/gh", "{}"), "{}"), Next::answer);
+    EXPECT_EQ(w.answer.status, 404) << "new requests get the new routes";
+    ingest->release(w);
+    Webhook fresh;
+    EXPECT_EQ(send(fresh, post("/new", "{}"), "{}"), Next::spooling);
+    ingest->spooled(fresh, true);
+    EXPECT_EQ(fresh.answer.status, 202);
+    ingest->answered(fresh, 202);
+    ingest->release(fresh);
+
+    // The slow one completes under its route of generation 1.
+    EXPECT_EQ(ingest->body(slow, "{}"), Next::read_body);
+    EXPECT_EQ(ingest->end_of_body(slow), Next::spooling);
+    ingest->spooled(slow, true);
+    EXPECT_EQ(slow.answer.status, 202);
+    EXPECT_EQ(ingest->oldest_generation(), 1u);
+    ingest->release(slow);
+    EXPECT_EQ(ingest->oldest_generation(), 2u) << "generation 1 is free once its request ends";
+
+    const ingest::RouteStats* counted = ingest->route_stats().find(next->routes()[0].slot);
+    ASSERT_NE(counted, nullptr);
+    EXPECT_EQ(counted->answered[ingest::status_slot(202)].load(), 1u);
+}

@@ -16,6 +16,7 @@
 #include "portcullis/admin/metrics.hh"
 #include "portcullis/base/event.hh"
 #include "portcullis/config/snapshot.hh"
+#include "portcullis/io/reload.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/spool_progress.hh"
 
@@ -41,6 +42,11 @@ public:
     // thread, each outliving the control plane). Before init(); without it only the control
     // plane's own events (job.leased, job.acked, deliveries...) are streamed.
     void set_event_queues(std::span<base::EventQueue* const> queues);
+    // Reloads (io/reload.hh), before init(): the control plane takes up each snapshot published
+    // in live between two turns and says so in use; events name routes by their slot; POST
+    // /v1/reload asks the main thread through desk. All must outlive the control plane.
+    void follow_reloads(const std::atomic<const config::Snapshot*>& live, io::SnapshotUse& use,
+                        const config::RouteSlots& slots, io::ReloadDesk& desk);
 
     // Start-up (blocking): the ring and the job index (spool segments and ledger). Takes
     // listen_fd. Returns "" or the error.

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "portcullis/base/event.hh"
+#include "portcullis/config/snapshot.hh"
 
 #include <cstdint>
 #include <optional>
@@ -33,9 +34,10 @@ std::optional<TypeMask> parse_types(std::string_view value, std::string* why);
 // the caller's to treat as absent, as EventSource does).
 std::optional<uint64_t> parse_last_event_id(std::string_view value);
 
-// Route and sink names, by the indexes events carry.
+// Route and sink names, by the numbers events carry: a route's slot (config::RouteSlots, which
+// outlives the buffer), a sink's index.
 struct EventNames {
-    std::vector<std::string> routes;
+    const config::RouteSlots* routes = nullptr;
     std::vector<std::string> sinks;
 };
 

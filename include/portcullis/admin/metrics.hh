@@ -74,7 +74,8 @@ void escape_label_value(std::string& out, std::string_view v);
 struct ShardView {
     const io::ShardStats* stats = nullptr;
     const ingest::Stats* ingest = nullptr;
-    std::span<const ingest::RouteStats> routes; // by Route::index, then the unmatched block
+    const ingest::RouteStatsTable* routes = nullptr; // by Route::slot
+    const ingest::RouteStats* unmatched = nullptr;   // requests that matched no route
     const queue::SpoolMetrics* spool = nullptr;
 };
 

@@ -74,7 +74,8 @@ struct Event {
     uint32_t attempt = 0;
     int64_t ts_ns = 0;
     // webhook.received: body bytes; ratelimit.limited: Retry-After seconds;
-    // sink.breaker_opened: consecutive failures; tls.certificate_reloaded: not_after (Unix s).
+    // sink.breaker_opened: consecutive failures; tls.certificate_reloaded: not_after (Unix s);
+    // config.reloaded: the generation (and `attempt` its route count).
     int64_t number = 0;
     PeerAddress peer;
     PeerAddress client;
@@ -82,7 +83,8 @@ struct Event {
     uint16_t text_size = 0;
     std::array<char, id_bytes> id{}; // the job's or request's id
     // webhook.rejected: the allow-listed headers as one JSON object; ratelimit.limited: the
-    // limit ("client" or "route"); webhook.received: "queued" or "duplicate"; tls: the file.
+    // limit ("client" or "route"); webhook.received: "queued" or "duplicate"; tls: the file;
+    // config.rejected: the first error (cut to fit).
     std::array<char, text_bytes> text{};
 
     static Event make(EventType type, int64_t ts_ns) {

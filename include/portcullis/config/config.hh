@@ -57,12 +57,16 @@ struct Secret {
     std::string material; // never logged, never printed
     SecretSource source = SecretSource::value;
     std::string origin; // "env:GITHUB_WEBHOOK_SECRET", "file:/etc/...", "value": safe to print
+    // A live reload restarts a sink whose configuration changed (deliver::Engine::reconfigure).
+    bool operator==(const Secret&) const = default;
 };
 
 // N requests per period: `20/s`, `100/min`, `5000/h`.
 struct Rate {
     uint64_t count = 0;
     int64_t period_ns = 0;
+    // A live reload restarts a sink whose configuration changed (deliver::Engine::reconfigure).
+    bool operator==(const Rate&) const = default;
 };
 
 // `header:NAME`, `json:/pointer`, `query:NAME`, `path:PARAM`.
@@ -216,6 +220,8 @@ struct SpoolConfig {
 struct SinkHeader {
     std::string name;
     std::string value;
+    // A live reload restarts a sink whose configuration changed (deliver::Engine::reconfigure).
+    bool operator==(const SinkHeader&) const = default;
 };
 
 // sinks.NAME.http: POST (or `method`) each job to a URL.
@@ -238,6 +244,8 @@ struct HttpSinkConfig {
     // prefix being the HMAC key. Empty: deliveries are not signed. A secret whose env or file
     // is unset has empty material (warned at load).
     std::vector<Secret> sign_secrets;
+    // A live reload restarts a sink whose configuration changed (deliver::Engine::reconfigure).
+    bool operator==(const HttpSinkConfig&) const = default;
 };
 
 // sinks.NAME.exec: run a command per job, without a shell.
@@ -247,6 +255,8 @@ struct ExecSinkConfig {
     std::vector<std::string> command;
     uint32_t concurrency = 1; // processes at once, 1..256
     int64_t timeout_ns = 60'000'000'000;
+    // A live reload restarts a sink whose configuration changed (deliver::Engine::reconfigure).
+    bool operator==(const ExecSinkConfig&) const = default;
 };
 
 // sinks.NAME.nats: publish to NATS JetStream.
@@ -267,6 +277,8 @@ struct NatsSinkConfig {
     uint32_t max_in_flight = 256;  // publishes awaiting their acknowledgement, 1..65536
     std::optional<std::string> ca; // PEM CA file, resolved against the configuration's folder;
                                    // none: the system's store. Only with tls://.
+    // A live reload restarts a sink whose configuration changed (deliver::Engine::reconfigure).
+    bool operator==(const NatsSinkConfig&) const = default;
 };
 
 // sinks.NAME.redis: XADD to a Redis stream.
@@ -285,6 +297,8 @@ struct RedisSinkConfig {
     uint32_t max_in_flight = 256;  // XADDs awaiting their reply, 1..65536
     std::optional<std::string> ca; // PEM CA file, resolved against the configuration's folder;
                                    // none: the system's store. Only with rediss://.
+    // A live reload restarts a sink whose configuration changed (deliver::Engine::reconfigure).
+    bool operator==(const RedisSinkConfig&) const = default;
 };
 
 // One entry of `sinks` (SPEC section 8). Exactly the member that kind names is set.
@@ -292,6 +306,8 @@ struct RedisSinkConfig {
 struct BreakerConfig {
     uint32_t failures = 5;                // consecutive failed attempts that open it, 1..1000
     int64_t cooldown_ns = 30'000'000'000; // open this long before one probe, 100ms..1h
+    // A live reload restarts a sink whose configuration changed (deliver::Engine::reconfigure).
+    bool operator==(const BreakerConfig&) const = default;
 };
 
 struct SinkConfig {
@@ -308,6 +324,7 @@ struct SinkConfig {
 
 struct TokenConfig {
     std::string name;
+    SourceMark mark; // of its name, for messages
     std::array<uint8_t, 32> sha256{};
     std::vector<std::string> scopes;
 };

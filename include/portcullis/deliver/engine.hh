@@ -25,6 +25,27 @@
 //
 // Per sink: `concurrency` attempts in flight, the circuit breaker (policy.hh), the optional pace
 // of `rate`. Jobs are taken from the sink's routes in turn, oldest first within a route.
+//
+// Sinks are numbered as the JobStore numbers them (by name, for the life of the process: the
+// start configuration's order, then each name a reload adds): the number is Event::sink, the
+// index of store.sink_table() and what sink_index() returns. The engine copies what it needs of
+// each sink's configuration and keeps no reference into a Snapshot once reconfigure() returns.
+//
+// Live reload (reconfigure(), after JobStore::reconfigure, on the control plane's thread):
+// - a sink added is created and init()ed as at start (one that comes back keeps its counters);
+// - a sink removed: its attempts in flight are abandoned (connections closed, exec children
+//   killed) and their leases voided at once, so the jobs wait in its table (JobStore reports
+//   them), each with the attempt counted, as after a kill -9; its counters are logged;
+// - a sink whose configuration changed (any key, or the contents of its `ca` file): its new
+//   client is built first (if that fails the old one stays, and the error is returned); then
+//   the old one goes as a removed sink's does and the jobs it had in flight run again at once
+//   on the new one, under the same number, table and counters; the breaker starts closed;
+// - an unchanged sink is left alone: its attempts in flight finish;
+// - every sink's routes are recomputed: the routes the store gives it (JobStore::route_sinks),
+//   and any other route its table still has jobs of (a route removed, or no longer delivering
+//   to it: what was queued for it is still delivered).
+// A network client is destroyed once its cancelled operations are in (idle): until then its
+// ring slot is not given to another.
 #pragma once
 
 #include "portcullis/base/event.hh"
@@ -38,6 +59,7 @@
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/job_store.hh"
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -70,6 +92,15 @@ struct SinkReport {
     const base::Histogram* duration = nullptr; // attempts, start to outcome
 };
 
+// What Engine::reconfigure did, for the reload's log line.
+struct EngineReload {
+    std::vector<std::string> added, removed, changed; // sink names
+    size_t cancelled = 0; // attempts in flight abandoned (removed or changed sinks): run again
+    // "" or why sinks could not start ("sinks.NAME...: why", joined by "; "): a new one waits
+    // without a client (its jobs queue), a changed one keeps its previous configuration.
+    std::string error;
+};
+
 class Engine {
 public:
     Engine(io::Ring& ring, const config::Snapshot& snapshot, queue::JobStore& store);
@@ -78,10 +109,15 @@ public:
     Engine& operator=(const Engine&) = delete;
 
     // Start-up (blocking): the exec headers folder (<spool.dir>/exec, 0700, emptied of what a
-    // killed process left), each HTTP sink's client. Returns "" or the error.
+    // killed process left), each HTTP sink's client. Returns "" or the error. Also for an engine
+    // created by a reload (the first sink added): store must know the snapshot's sinks.
     std::string init(int64_t now_mono_ns);
 
-    bool has_sinks() const { return !_sinks.empty(); }
+    // Live reload: see above. next must outlive the engine or the next reconfigure().
+    EngineReload reconfigure(const config::Snapshot& next, int64_t now_unix_ns,
+                             int64_t now_mono_ns);
+
+    bool has_sinks() const;
 
     // Runs the sinks' timers (timeouts) and starts the attempts that may start now.
     void pump(int64_t now_unix_ns, int64_t now_mono_ns);
@@ -120,13 +156,13 @@ public:
     // (or a pull lease) is in flight, else queued if a lane waits, else dead if a lane is dead,
     // else done. The pull API's lane counts on a route with sinks only once it was leased.
     queue::JobState overall(const queue::JobInfo& pull) const;
-    // The sink's index in the configuration, or -1.
+    // The number of a configured sink (the store's), or -1.
     int sink_index(std::string_view name) const;
     // Whether the sink delivers jobs of route.
     bool delivers(size_t sink, uint16_t route) const;
     // The stop line's fields.
     void log_stopped() const;
-    // Every sink, in configuration order (the same counters as the stop line).
+    // Every configured sink, by number (the same counters as the stop line).
     void reports(std::vector<SinkReport>& out) const;
 
     // Where job.delivered, job.dead (of a sink) and sink.breaker_* events go (GET /events):
@@ -136,6 +172,23 @@ public:
 private:
     struct Sink;
     struct Delivery;
+    struct Client;
+
+    // Creates (or brings back) the sink of c under its store number, with its client.
+    std::string add_sink(const config::SinkConfig& c, int64_t now_mono_ns);
+    // Builds and init()s c's network client (none for exec), taking a ring slot; sets the
+    // sink-kind limits. On error the client is gone and its slot free.
+    std::string make_client(const config::SinkConfig& c, int64_t now_mono_ns, Client& out,
+                            uint32_t& concurrency, int64_t& timeout_ns);
+    // Abandons the sink's attempts in flight and voids their leases; its client is stopped and
+    // kept until idle. Returns how many attempts.
+    size_t retire(Sink& s, int64_t now_unix_ns);
+    void release_slot(const Client& c);
+    // Destroys the retired clients that are idle.
+    void collect_retired();
+    void recompute_routes();
+    // Creates the exec runner when an exec sink is configured and there is none.
+    std::string ensure_exec();
 
     // Starts one attempt of job in delivery slot index; an attempt that cannot start is
     // settled at once (finish()).
@@ -153,9 +206,14 @@ private:
     void log_exec_output(const Delivery& d, const ExecOutcome& o, int64_t now_unix_ns) const;
 
     io::Ring& _ring;
-    const config::Snapshot& _snap;
+    const config::Snapshot* _snap;
     queue::JobStore& _store;
+    // By sink number; null for numbers never configured while the engine ran. A removed sink's
+    // entry stays (inactive), with its counters.
     std::vector<std::unique_ptr<Sink>> _sinks;
+    std::vector<std::unique_ptr<Client>> _retired; // stopped, until idle
+    // Ring slots (the second byte of user_data) in use, by kind: http, nats, redis.
+    std::array<std::array<bool, 256>, 3> _slot_used{};
     std::vector<std::unique_ptr<Delivery>> _deliveries; // stable addresses while in flight
     std::vector<uint32_t> _free;
     std::unique_ptr<ExecRunner> _exec;

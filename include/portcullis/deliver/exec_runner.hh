@@ -164,6 +164,9 @@ public:
     // cancels its pipes' operations. Nothing is reported for these children: their attempts
     // were never settled and run again. The cancellations complete through on_cqe().
     void stop();
+    // The same for one delivery (a sink a live reload removed or changed): its child is killed
+    // and reaped, nothing is reported for cookie. False if no child runs for it.
+    bool abandon(uint64_t cookie);
 
 private:
     enum class Op : uint8_t { wait = 1, write, read_stdout, read_stderr, cancel };
@@ -221,6 +224,8 @@ private:
     void signal_group(Slot& s, int sig);
     void reap(Slot& s, int64_t now_ns);
     void cancel_all(uint32_t index);
+    // stop() and abandon(): kills and reaps the slot's child; true if operations were cancelled.
+    bool abandon_slot(uint32_t index);
     void close_fds(Slot& s);
     // Handles one CQE; returns the slot whose delivery is now over (all its operations in),
     // or -1.

@@ -1,20 +1,22 @@
 // What befell one route's requests on one shard: answers by status code, refusals by reason,
 // the time from head to answer, the body bytes received. Each shard's Ingest owns one block per
-// route of its snapshot (plus one for requests that matched no route), each on its own cache
-// lines, written by that shard only with relaxed atomics; /metrics and the stop line sum the
-// shards' blocks (one source of truth).
+// route slot (config::RouteSlots: a route name keeps its block across reloads) plus one for
+// requests that matched no route, each on its own cache lines, written by that shard only with
+// relaxed atomics; /metrics and the stop line sum the shards' blocks (one source of truth).
 //
-//   const RouteStats& s = ingest.route_stats()[route->index];   // or [unmatched_route(n)]
-//   s.answered[status_slot(202)].load(std::memory_order_relaxed);
+//   const RouteStats* s = ingest.route_stats().find(route->slot);   // null: none yet
+//   s->answered[status_slot(202)].load(std::memory_order_relaxed);
 #pragma once
 
 #include "portcullis/base/histogram.hh"
 #include "portcullis/base/reject_reason.hh"
+#include "portcullis/config/snapshot.hh"
 
 #include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 namespace portcullis::ingest {
@@ -44,6 +46,32 @@ struct alignas(64) RouteStats {
     std::array<std::atomic<uint64_t>, base::reject_reason_count> rejected{};
     std::atomic<uint64_t> body_bytes{0}; // received, before verification
     base::Histogram duration;            // head complete -> answer written
+};
+
+// One shard's blocks by route slot. Blocks come in chunks that are made when a snapshot with new
+// slots is taken up (a reload, not a request) and never move or go until the table does, so a
+// scrape on another thread may read any block it finds.
+class RouteStatsTable {
+public:
+    static constexpr size_t chunk_blocks = 64;
+
+    RouteStatsTable() = default;
+    ~RouteStatsTable();
+    RouteStatsTable(const RouteStatsTable&) = delete;
+    RouteStatsTable& operator=(const RouteStatsTable&) = delete;
+
+    // Makes the blocks of slots [0, slots) exist. The owning thread only.
+    void reserve(size_t slots);
+    // The owner's block of a reserved slot.
+    RouteStats& at(size_t slot) {
+        return _chunks[slot / chunk_blocks].load(std::memory_order_relaxed)[slot % chunk_blocks];
+    }
+    // Any thread: the block of slot, or nullptr when this shard has not made it yet.
+    const RouteStats* find(size_t slot) const;
+
+private:
+    static constexpr size_t chunk_count = config::RouteSlots::capacity / chunk_blocks;
+    std::array<std::atomic<RouteStats*>, chunk_count> _chunks{};
 };
 
 } // namespace portcullis::ingest

@@ -119,6 +119,9 @@ struct Webhook {
     uint64_t cookie = 0;      // handed to Host::enqueue with the record
     int64_t head_mono_ns = 0; // when its head was complete: the start of its duration
 
+    // The configuration the request started under, held until release(): a reload in the
+    // meantime does not change what its route, limits and answer refer to.
+    const config::Snapshot* snap = nullptr;
     const config::Route* route = nullptr;
     base::Buffer* record = nullptr; // record head, then the body as it arrives
     size_t body_start = 0;
@@ -167,11 +170,19 @@ public:
     // The peer, and the client when a proxy named another, as log fields.
     static void add_peer(base::LogLine& line, const Webhook& w);
 
+    // A reload: requests from the next head() on are served under next; those in progress keep
+    // the snapshot they started with. Called between requests (the shard's loop), never during
+    // one. Makes next's routes' counter blocks (an allocation per 64 new route names).
+    void use(const config::Snapshot& next);
+    const config::Snapshot& snapshot() const { return *_snap; }
+    // The generation of the oldest snapshot a request in progress still holds (the current one
+    // when none does): older ones may be freed.
+    uint64_t oldest_generation() const { return _held.front().snap->generation(); }
+
     const Stats& stats() const { return _stats; }
-    // One block per route of the snapshot, by Route::index, then the one of requests that
-    // matched no route (unmatched_route()).
-    std::span<const RouteStats> route_stats() const { return {_route_stats.get(), _routes + 1}; }
-    size_t unmatched_route() const { return _routes; }
+    // Each route's counters by Route::slot, and those of requests that matched no route.
+    const RouteStatsTable& route_stats() const { return _route_stats; }
+    const RouteStats& unmatched_stats() const { return _unmatched; }
     // The answer of w (status) is written: counts it under w's route and records its duration,
     // from w.head_mono_ns to the clock's now.
     void answered(const Webhook& w, uint16_t status);
@@ -193,8 +204,14 @@ private:
     base::Event event_of(const Webhook& w, base::EventType type) const;
     void emit_received(const Webhook& w, uint16_t status, std::string_view outcome);
 
-    const config::Snapshot& _snap;
-    const config::Config& _cfg;
+    // Snapshots that requests in progress hold, oldest first; the last is _snap (the one new
+    // requests get), held by `webhooks` requests.
+    struct Held {
+        const config::Snapshot* snap;
+        uint32_t webhooks;
+    };
+    const config::Snapshot* _snap;
+    std::vector<Held> _held;
     Tables _tables;
     const Clock& _clock;
     Host& _host;
@@ -203,8 +220,8 @@ private:
     std::vector<http::Header> _stored_headers;
     uint8_t _shard;
     Stats _stats;
-    size_t _routes;
-    std::unique_ptr<RouteStats[]> _route_stats; // _routes + 1
+    RouteStatsTable _route_stats;
+    RouteStats _unmatched;
 };
 
 } // namespace portcullis::ingest

@@ -29,9 +29,20 @@
 
 namespace portcullis::io {
 
+// Which configuration generations one reader (a shard, the control plane) uses for new work
+// and still holds for work in progress: what the reload waits on, and what frees old snapshots.
+struct alignas(64) SnapshotUse {
+    std::atomic<uint64_t> current{0};
+    std::atomic<uint64_t> oldest{0};
+};
+
 // The state all shards share: immutable, or atomics.
 struct ShardShared {
-    const config::Snapshot* snapshot = nullptr;
+    // The configuration in force: replaced whole by a reload (io/server.cc), taken up by each
+    // shard at the top of its loop. The snapshots themselves are owned by the main thread.
+    std::atomic<const config::Snapshot*> snapshot{nullptr};
+    // One per shard, indexed by shard, then the control plane's; null in tests without reload.
+    SnapshotUse* uses = nullptr;
     Features features;
     std::atomic<bool> draining{false};
     std::atomic<uint32_t> connections{0};
@@ -100,10 +111,11 @@ public:
     void run();
 
     const ShardStats& stats() const;
-    // The counters of the webhook path (ingest/), and of its routes by Route::index (the last:
-    // requests that matched no route).
+    // The counters of the webhook path (ingest/), of its routes by Route::slot, and of requests
+    // that matched no route.
     const ingest::Stats& ingest_stats() const;
-    std::span<const ingest::RouteStats> route_stats() const;
+    const ingest::RouteStatsTable& route_stats() const;
+    const ingest::RouteStats& unmatched_stats() const;
     // Its spool's commit latencies and whether it refuses writes.
     const queue::SpoolMetrics& spool_metrics() const;
 

@@ -43,18 +43,47 @@
 // while any table has a job of it unsettled, which for the pull lane means leased and not yet
 // acked or dead. The previous process's sink leases are void at open: each sink table's leased
 // jobs go back to the queue, ready now, to be delivered again with their next attempt.
+//
+// Live reload (reconfigure(), on the control plane's thread between two turns of its loop).
+// The store numbers routes and sinks by NAME for the life of the process: a name seen for the
+// first time gets the next number, and a number never moves or goes to another name, so every
+// table, lease and event keeps meaning the same thing across reloads (at start the numbers are
+// the configuration's order, as before).
+// - A route added: a new number in every table. Records of it the spool already holds (written
+//   by a shard that switched to the new configuration before the control plane did, or kept
+//   from a configuration that had it) are indexed then, as a restart would.
+// - A route removed: keeps its number and its jobs, still leasable, and still delivered by the
+//   sinks whose tables have them; its records written after that go to the sinks it delivered
+//   to when it was removed (shards still on the old configuration).
+// - A route changed: max_attempts applies from each job's next outcome; deliver applies to the
+//   jobs indexed from then on, and a sink added to it gets the route's jobs the spool holds
+//   (below). A sink taken off a route keeps delivering what its table holds of it. ordered
+//   cannot change live (check_reconfigure refuses it: sequences are built as jobs are added).
+// - A sink added gets a lane (the lanes file written durably before any op of it, as open()
+//   does) and a table holding every job of its routes that the spool still holds: the same as a
+//   restart gives a sink new to the ledger (README: "whose lane starts from every job still in
+//   the spool"). A sink that comes back gets its own table back (its settlements stand, as
+//   after a restart), with the jobs of its routes indexed while it was away.
+// - A sink removed: its table stays, dormant (its lane's ops are still written for what was in
+//   flight, and ignored at the next start like those of any sink no longer configured); it
+//   holds no segment back (as after a restart), and its unsettled jobs are reported
+//   (ReloadReport::sinks_removed), not silently dropped.
 #pragma once
 
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/queue/job_table.hh"
+#include "portcullis/queue/lanes.hh"
 #include "portcullis/queue/record.hh"
 #include "portcullis/queue/spool_progress.hh"
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -73,6 +102,24 @@ struct StoreStats {
     uint64_t leases_voided = 0;          // start-up: sink leases of the previous process
 };
 
+// What a reload changed in the store, for its log line.
+struct ReloadReport {
+    struct SinkGone {
+        std::string name;
+        size_t pending = 0; // jobs queued or leased in its table: not delivered while it is gone
+    };
+    std::vector<std::string> routes_added; // new names, and removed ones that came back
+    std::vector<std::string> routes_removed;
+    std::vector<std::string> routes_changed; // max_attempts or deliver
+    std::vector<std::string> sinks_added;
+    std::vector<SinkGone> sinks_removed;
+    // Deliveries still owed for the removed routes: jobs queued or leased in a sink's table, and
+    // in the pull API's (all of them on a route without sinks, else those it leased).
+    size_t removed_route_pending = 0;
+    size_t backfilled = 0; // jobs given to a sink's table that a route newly delivers to it
+    size_t recovered = 0;  // records of routes new to the store that the spool already held
+};
+
 class JobStore {
 public:
     JobStore() = default;
@@ -87,6 +134,18 @@ public:
     // final).
     std::string open(const config::Snapshot& snapshot, std::span<const SpoolProgress> progress,
                      int64_t now_ns);
+
+    // Live reload: what reconfigure(next) would refuse, checked before the reload is committed
+    // ("" when nothing). Refused: a route whose `ordered` changes, more than 65,535 route names
+    // in the life of the process, a sink for which no delivery lane is left without compacting
+    // the ledger (restart). Reads no file.
+    std::string check_reconfigure(const config::Snapshot& next) const;
+    // Switches to next (see "Live reload" above); the store does not keep a reference to it.
+    // Returns "" or the error, and then nothing changed: the lanes file could not be written,
+    // or check_reconfigure's refusal. Blocking I/O: the lanes file when a sink is new; the
+    // records of a route new to the store (read from the spool); those of ordered routes given
+    // to a new sink (their ordering keys). Call it before the engine's reconfigure.
+    std::string reconfigure(const config::Snapshot& next, int64_t now_ns, ReloadReport& report);
 
     // Indexes the records the shards have written since the last call. Returns how many.
     size_t poll();
@@ -124,16 +183,27 @@ public:
     // The pull API's table (lane 0).
     JobTable& table() { return *_tables[0]; }
     const JobTable& table() const { return *_tables[0]; }
-    // One table per sink of the configuration, by its index in config().sinks.
+    // One table per sink, by the sink's number: its index in the start configuration's sinks,
+    // then one more for each name a reload adds. Sinks removed by a reload keep their number
+    // and table (dormant: sink_active() false).
     size_t sink_count() const { return _tables.size() - 1; }
     JobTable& sink_table(size_t sink) { return *_tables[sink + 1]; }
     const JobTable& sink_table(size_t sink) const { return *_tables[sink + 1]; }
-    // The ledger lane of a sink (1..255), by its index in config().sinks.
+    // The ledger lane of a sink (1..255), by its number.
     uint8_t sink_lane(size_t sink) const { return _lanes[sink + 1]; }
-    // The route number of a name in the table, or -1.
+    // The number of a sink's name (configured or not), or -1.
+    int sink_index(std::string_view name) const;
+    std::string_view sink_name(size_t sink) const { return _sink_names[sink]; }
+    // Whether the current configuration has the sink.
+    bool sink_active(size_t sink) const { return _sink_active[sink]; }
+    // The route number of a name in the table, or -1 (a hash lookup).
     int route_index(std::string_view name) const;
     std::string_view route_name(uint16_t route) const;
     size_t routes() const { return _route_names.size(); }
+    // Whether the current configuration has the route (removed ones keep their number).
+    bool route_configured(uint16_t route) const { return _route_configured[route]; }
+    // The sinks whose tables get the route's jobs as they are indexed, by sink number.
+    const std::vector<uint16_t>& route_sinks(uint16_t route) const { return _route_sinks[route]; }
     uint64_t spool_bytes() const;
     const StoreStats& stats() const { return _stats; }
 
@@ -161,18 +231,45 @@ private:
     // Reads from the segment's indexed end to its current end and indexes the whole records.
     size_t advance(uint32_t shard, uint64_t seq, Segment& seg);
     int segment_fd(uint32_t shard, uint64_t seq, Segment& seg);
+    // Queues a record found at offset (at: its first byte in memory) for add_found().
+    void add_record(uint32_t shard, uint64_t seq, uint64_t offset, const uint8_t* at,
+                    const JobRecord& rec, uint16_t route);
     // Logs and counts a stretch of a segment that holds no valid record.
     void note_damage(const std::string& path, uint64_t offset, uint64_t length,
                      std::string_view why);
     // Truncates ledger.log to _ledger_end; on success clears _ledger_torn.
     void cut_ledger();
+    // The options every table has for route r (the pull API's lane is optional on a route with
+    // sinks).
+    RouteOptions pull_options(size_t r) const;
+    RouteOptions sink_options(size_t r) const;
+    // A new route name: its number, in every table. Returns it.
+    uint16_t add_route(const std::string& name, uint32_t max_attempts, bool ordered);
+    // Indexes the records of these (now known) route names that advance() skipped as unknown.
+    size_t recover_unknown(const std::vector<std::string>& names);
+    // Gives sink the jobs of the flagged routes that the pull table has (every indexed job).
+    size_t backfill(size_t sink, const std::vector<bool>& routes);
+
+    struct NameHash {
+        using is_transparent = void;
+        size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    };
 
     std::string _dir;
     std::span<const SpoolProgress> _progress;
     int64_t _retention_ns = 0;
     std::vector<std::string> _route_names;
+    std::unordered_map<std::string, uint16_t, NameHash, std::equal_to<>> _route_by_name;
     std::vector<bool> _route_ordered;
+    std::vector<uint32_t> _route_max_attempts;
+    std::vector<bool> _route_configured;
     std::vector<std::vector<uint16_t>> _route_sinks; // by route: the sinks it delivers to
+    std::vector<std::string> _sink_names;            // by sink number
+    std::vector<bool> _sink_active;
+    std::vector<LaneName> _lanes_listed; // what <dir>/lanes says
+    // Records of route names the store does not know, by name: the segments holding them (a
+    // reload that adds the name indexes them then). Bounded by the names configurations had.
+    std::map<std::string, std::set<std::pair<uint32_t, uint64_t>>, std::less<>> _unknown;
     // [0] the pull API's, then one per sink; each table's lane, and its share of the group.
     std::vector<std::unique_ptr<JobTable>> _tables;
     std::vector<uint8_t> _lanes;

@@ -147,6 +147,21 @@ public:
     JobTable(std::initializer_list<uint32_t> max_attempts_per_route)
         : JobTable(std::vector<uint32_t>(max_attempts_per_route)) {}
 
+    // Live reload (JobStore::reconfigure). A route added after construction gets the next
+    // number (returned); numbers never move. At most 65,535 routes: callers check routes().
+    uint16_t add_route(RouteOptions options);
+    // New options for every route (index = route number; routes beyond the vector keep theirs):
+    // max_attempts applies from the next outcome of each job (a job past the new limit dies at
+    // its next failure); a change of optional recounts which segments the route's jobs hold (one
+    // pass over the jobs for all routes). ordered is not changed here: a sequence's state is
+    // built as jobs are added, so JobStore refuses that change (check_reconfigure).
+    void set_routes(const std::vector<RouteOptions>& options);
+    RouteOptions route_options(uint16_t route) const;
+    size_t routes() const { return _routes.size(); }
+    // Appends every job of the routes flagged in `routes` (indexed by route number), whatever
+    // its state, in no particular order. O(n): reloads only.
+    void jobs_of(const std::vector<bool>& routes, std::vector<JobInfo>& out) const;
+
     // A new queued job, ready now (on an ordered route: once the job before it of the same
     // order_key is settled and durable; order_key is ignored on other routes). False if the id
     // is already known or the route out of range.

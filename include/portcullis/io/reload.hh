@@ -1,0 +1,94 @@
+// Reloading the configuration while serving (SPEC section 6): SIGHUP and POST /v1/reload.
+//
+// The main thread loads the same -c path again, builds the new snapshot and validates all of it
+// (schema, secrets, integrity pins, certificates, keys that need a restart) before anything
+// changes; a refusal leaves the old configuration serving. Then it publishes the snapshot with
+// one atomic store (ShardShared::snapshot) and waits until every reader (each shard, the control
+// plane) uses it for new work: readers take it up at the top of their loop, so nothing on the
+// request path takes a lock. A request in progress keeps the snapshot it started with
+// (ingest::Webhook::snap). Old snapshots are freed by the main thread once no reader holds one
+// that old any more (SnapshotUse::oldest): quiescent-state reclamation with the generation
+// number as the epoch.
+//
+//   Reloader reloader(path, shared, readers, slots, std::move(first));
+//   ReloadOutcome o = reloader.reload(desk.asked(), tls_server);  // SIGHUP
+//   reloader.collect();                                           // now and then
+#pragma once
+
+#include "portcullis/config/snapshot.hh"
+#include "portcullis/io/shard.hh"
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace portcullis::tls {
+class Server;
+}
+
+namespace portcullis::io {
+
+// What one reload did, as the log, the event and POST /v1/reload's answer tell it.
+struct ReloadOutcome {
+    bool ok = false;
+    uint64_t generation = 0; // in use now (the new one, or the old one when refused)
+    size_t routes = 0;
+    int64_t took_ns = 0; // from the start of the load to every reader using the snapshot
+    std::vector<std::string> errors;                  // when refused: the first is the headline
+    std::vector<std::string> added, removed, changed; // route names
+    bool certificates_reloaded = false;
+};
+
+// POST /v1/reload's way to the main thread. The control plane asks (and sends the process a
+// SIGHUP, which only the main thread takes) and polls for the outcome between its turns; it never
+// waits. One reload serves every request asked before it started.
+class ReloadDesk {
+public:
+    // Control plane: a ticket for a reload that will start after this call.
+    uint64_t ask();
+    // Control plane: the outcome once a reload that started after the ticket was asked is done.
+    std::optional<ReloadOutcome> outcome(uint64_t ticket);
+    // Main thread: the tickets a reload starting now serves.
+    uint64_t asked();
+    void done(uint64_t served, const ReloadOutcome& outcome);
+
+private:
+    std::mutex _mutex; // the control plane and the main thread only, never a shard
+    uint64_t _asked = 0;
+    uint64_t _served = 0;
+    ReloadOutcome _last;
+};
+
+// "" or why next cannot replace running without a restart, naming the key: listen addresses,
+// the shard count, the spool, and what was sized at start (connection caps, event buffer).
+std::string restart_needed(const config::Config& running, const config::Config& next);
+
+class Reloader {
+public:
+    // readers: the shards, then the control plane if there is one (shared.uses has as many).
+    Reloader(std::string path, ShardShared& shared, size_t readers, config::RouteSlots& slots,
+             std::unique_ptr<config::Snapshot> first);
+    ~Reloader();
+    Reloader(const Reloader&) = delete;
+    Reloader& operator=(const Reloader&) = delete;
+
+    // Loads and validates the configuration, then publishes it and waits (bounded) until every
+    // reader uses it. tls: the certificates are read again as the last step that may refuse.
+    ReloadOutcome reload(tls::Server* tls);
+    // Frees the snapshots no reader holds any more.
+    void collect();
+    const config::Snapshot& current() const { return *_current; }
+
+private:
+    std::string _path;
+    ShardShared& _shared;
+    size_t _readers;
+    config::RouteSlots& _slots;
+    std::unique_ptr<config::Snapshot> _current;
+    std::vector<std::unique_ptr<config::Snapshot>> _retired;
+};
+
+} // namespace portcullis::io
