@@ -15,6 +15,7 @@
 #include "portcullis/http/error_bodies.hh"
 #include "portcullis/http/parser.hh"
 #include "portcullis/http/response.hh"
+#include "portcullis/ingest/control_job.hh"
 #include "portcullis/queue/job_json.hh"
 #include "portcullis/queue/job_store.hh"
 #include "portcullis/queue/keys.hh"
@@ -36,6 +37,7 @@
 #include <cstring>
 #include <optional>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace portcullis::admin {
@@ -50,9 +52,10 @@ using queue::JobTable;
 
 constexpr unsigned ring_entries = 256;
 constexpr size_t recv_size = 16 * 1024;
-// Control-plane requests are small JSON documents (a bulk ack of 1000 ids is about 30 KiB); a
-// job's body never comes this way (yet). With the head (16 KiB at most) this bounds what one
-// connection holds, and admin.max_connections what they all hold.
+// Control-plane requests are small JSON documents (a bulk ack of 1000 ids is about 30 KiB). With
+// the head (16 KiB at most) this bounds what one connection holds, and admin.max_connections
+// what they all hold; a job's body (POST /v1/routes/{route}/jobs) may take up to
+// server.limits.body_bytes instead, as it would on the public plane.
 constexpr size_t max_body_bytes = 64 * 1024;
 constexpr uint32_t max_lease = 1000;
 constexpr int64_t default_visibility_ns = 30 * base::ns_per_s;
@@ -129,14 +132,26 @@ constexpr RefusalInfo refusal_info[] = {
 };
 static_assert(std::size(refusal_info) == size_t(Refusal::count));
 
-// Endpoints of SPEC section 5 not built yet: 501, without looking at the token.
-bool not_implemented(std::string_view path) {
-    return path.starts_with("/v1/routes/") && path.ends_with("/jobs");
+// The route of POST /v1/routes/{route}/jobs, or nullopt for any other path (an empty name, or
+// one with a slash, is no route: 404).
+std::optional<std::string_view> enqueue_route(std::string_view path) {
+    constexpr std::string_view prefix = "/v1/routes/";
+    constexpr std::string_view suffix = "/jobs";
+    if (path.size() <= prefix.size() + suffix.size() || !path.starts_with(prefix) ||
+        !path.ends_with(suffix)) {
+        return std::nullopt;
+    }
+    std::string_view route =
+        path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
+    if (route.find('/') != std::string_view::npos) {
+        return std::nullopt;
+    }
+    return route;
 }
 
 // Every other /v1/ path needs a token; /healthz and unknown paths (404) do not.
 bool needs_token(std::string_view path) {
-    return (path.starts_with("/v1/") || path == "/events") && !not_implemented(path);
+    return path.starts_with("/v1/") || path == "/events";
 }
 
 struct Conn {
@@ -148,6 +163,7 @@ struct Conn {
     bool sending = false;
     bool close_after = false;
     bool waiting = false;      // a parked long poll
+    bool enqueuing = false;    // its job is in a shard's hands: the answer comes from there
     bool needs_sync = false;   // its answer promises a state change: send after fdatasync
     bool answer_ready = false; // out holds an answer not yet started
     int inflight = 0;          // recv and send operations not yet completed
@@ -189,6 +205,16 @@ std::string_view settle_error(JobTable::Settle s) {
     }
     return "not_found";
 }
+
+// A job enqueued through the control plane, with the storage its views point into and the
+// connection waiting for its answer.
+struct Enqueue final : ingest::ControlJob {
+    std::string bytes; // route, token, the header fields and the body, back to back
+    std::vector<http::Header> fields;
+    uint32_t index = 0; // the connection
+    uint32_t gen = 0;
+    bool close = false; // the request asked for the connection to close after the answer
+};
 
 } // namespace
 
@@ -259,6 +285,16 @@ struct ControlPlane::Impl {
     uint64_t streams_refused = 0; // over admin.events.subscribers
     uint64_t events_lost = 0;     // frames a subscriber missed (the buffer wrapped under it)
     base::LogThrottle cut_log;
+    // POST /v1/routes/{route}/jobs: each shard's inbox, outbox and doorbell, the jobs in their
+    // hands (owned here until they come back), how many each holds, and the next to ask.
+    std::vector<ingest::ShardPort> shard_ports;
+    std::unordered_map<const ingest::ControlJob*, std::unique_ptr<Enqueue>> enqueues;
+    std::vector<size_t> shard_load;
+    size_t next_shard = 0;
+    uint64_t enqueues_answered = 0;   // by a shard
+    uint64_t enqueues_busy = 0;       // 503: every shard held control_jobs_per_shard jobs
+    uint64_t enqueues_unanswered = 0; // the client was gone when its answer came
+    uint64_t enqueues_stopped = 0;    // 503: the shards stopped before they took it
 
     Impl(const config::Snapshot& s, const io::Features& f, std::span<const queue::SpoolProgress> p)
         : snap(&s), features(f), progress(p) {}
@@ -296,20 +332,25 @@ struct ControlPlane::Impl {
         }
         init_events();
         if (!snap->config().sinks.empty()) {
-            engine = std::make_unique<deliver::Engine>(ring, *snap, store);
-            engine->on_event([this](const base::Event& e) {
-                if (e.type == base::EventType::job_delivered ||
-                    e.type == base::EventType::job_dead) {
-                    events_unsynced.push_back(e); // a settlement: shown once durable
-                } else {
-                    publish_own(e);
-                }
-            });
-            if (std::string err = engine->init(now_mono); !err.empty()) {
+            if (std::string err = start_engine(); !err.empty()) {
                 return err;
             }
         }
         return "";
+    }
+
+    // The delivery engine, made when the first sink is configured (at start or by a reload) and
+    // kept from then on: sinks a reload retires still route their completions through it.
+    std::string start_engine() {
+        engine = std::make_unique<deliver::Engine>(ring, *snap, store);
+        engine->on_event([this](const base::Event& e) {
+            if (e.type == base::EventType::job_delivered || e.type == base::EventType::job_dead) {
+                events_unsynced.push_back(e); // a settlement: shown once durable
+            } else {
+                publish_own(e);
+            }
+        });
+        return engine->init(now_mono);
     }
 
     // The loop's wait: new jobs are found by polling the spool, so with sinks (whose jobs
@@ -317,7 +358,8 @@ struct ControlPlane::Impl {
     int64_t loop_wait_ns() const {
         // While events flow, the shards' queues (4,096 slots each) are drained every 2 ms, not
         // every idle turn: a burst would fill them in 50 ms.
-        const bool idle = waiting.empty() && reload_waiting.empty() && !engine && !events_flowing;
+        const bool idle = waiting.empty() && reload_waiting.empty() &&
+                          !(engine && engine->has_sinks()) && !events_flowing && enqueues.empty();
         const int64_t wait = idle ? idle_tick_ns : poll_tick_ns;
         return engine ? engine->wait_limit_ns(now, now_mono, wait) : wait;
     }
@@ -371,6 +413,7 @@ struct ControlPlane::Impl {
                 arm_accept();
             }
             expire_timers();
+            collect_enqueues();
             // Tailing costs a stat and an fstat per shard: at most once a millisecond.
             if (now - last_poll_ns >= poll_interval_ns) {
                 last_poll_ns = now;
@@ -387,9 +430,12 @@ struct ControlPlane::Impl {
             pump_events();
             send_ready();
         }
-        // Drain: parked long polls get what there is (nothing), the ledger group in flight
+        // Drain: parked long polls get what there is (nothing), enqueues their answer (the shards
+        // have stopped: what they did not take is refused), the ledger group in flight
         // completes, what is left of the ledger is written, then the loop ends.
         serve_waiting(true);
+        collect_enqueues();
+        refuse_enqueues();
         send_ready();
         if (engine) {
             stop_engine();
@@ -412,6 +458,10 @@ struct ControlPlane::Impl {
             line.field(refusal_info[i].counter, static_cast<int64_t>(refusals[i]));
         }
         line.field("idle_closed", static_cast<int64_t>(idle_closed));
+        line.field("enqueues", static_cast<int64_t>(enqueues_answered))
+            .field("enqueues_busy", static_cast<int64_t>(enqueues_busy))
+            .field("enqueues_unanswered", static_cast<int64_t>(enqueues_unanswered))
+            .field("enqueues_stopped", static_cast<int64_t>(enqueues_stopped));
         log_event_counts(line);
         line.write();
     }
@@ -541,7 +591,7 @@ struct ControlPlane::Impl {
         c.fd = fd;
         c.gen = (c.gen + 1) & 0xffffff;
         c.open = true;
-        c.recv_armed = c.sending = c.close_after = c.waiting = false;
+        c.recv_armed = c.sending = c.close_after = c.waiting = c.enqueuing = false;
         c.needs_sync = c.answer_ready = c.closing = c.streaming = false;
         c.pending.clear();
         c.inflight = 0;
@@ -674,7 +724,7 @@ struct ControlPlane::Impl {
             }
             return;
         }
-        if (!c.open || c.closing || c.sending || c.waiting || c.answer_ready) {
+        if (!c.open || c.closing || c.sending || c.waiting || c.enqueuing || c.answer_ready) {
             return;
         }
         if (c.in.empty()) {
@@ -709,15 +759,20 @@ struct ControlPlane::Impl {
         // A request that will be refused for its token is answered from its head, before its
         // body is read (and the connection closed, the body unread): a client without a token
         // costs one head. Checked before the size, so that it learns nothing else either.
-        if (!complete && needs_token(head.path) && authenticate(c, head, true) == nullptr) {
-            return;
+        const std::optional<std::string_view> enqueue_to = enqueue_route(head.path);
+        if (!complete && needs_token(head.path)) {
+            const Grant* who = authenticate(c, head, true);
+            if (who == nullptr ||
+                (enqueue_to && !may_enqueue(c, *who, head.method, *enqueue_to, true))) {
+                return;
+            }
         }
         if (head.framing == http::BodyFraming::chunked) {
             refuse(Refusal::malformed, c.fd);
             answer(c, 411, R"({"error":"length_required"})", {}, true);
             return;
         }
-        if (length > max_body_bytes) {
+        if (length > (enqueue_to ? snap->config().server.body_bytes : max_body_bytes)) {
             refuse(Refusal::body_too_large, c.fd);
             answer(c, 413, http::error_body::too_large, {}, true);
             return;
@@ -959,10 +1014,6 @@ struct ControlPlane::Impl {
             metrics(c, head);
             return;
         }
-        if (not_implemented(path)) {
-            answer(c, 501, http::error_body::not_implemented);
-            return;
-        }
         if (!needs_token(path)) {
             answer(c, 404, http::error_body::not_found);
             return;
@@ -1027,6 +1078,12 @@ struct ControlPlane::Impl {
             }
             return;
         }
+        if (const std::optional<std::string_view> route = enqueue_route(path)) {
+            if (may_enqueue(c, *who, head.method, *route, false)) {
+                enqueue(c, *who, head, *route, body);
+            }
+            return;
+        }
         std::string_view rest;
         if (path.starts_with("/v1/jobs/")) {
             rest = path.substr(9);
@@ -1087,11 +1144,98 @@ struct ControlPlane::Impl {
                 .field("error", why)
                 .write();
         }
+        // The job index and the sinks: checked by the reload before it was published
+        // (check_reload), so only the lanes file's write may fail here.
+        queue::ReloadReport report;
+        if (std::string err = store.reconfigure(*next, now, report); !err.empty()) {
+            LogLine(Level::error, "control plane: the job index did not take the reload; the "
+                                  "routes and sinks it knew stay")
+                .field("error", err)
+                .write();
+        } else {
+            log_store_reload(report);
+            built_from = next->generation();
+        }
         snap = next;
-        // The job store and the engine keep what they were built from (sinks, their routes):
-        // that snapshot stays held.
+        if (built_from == next->generation()) {
+            if (engine) {
+                log_engine_reload(engine->reconfigure(*snap, now, now_mono));
+            } else if (!snap->config().sinks.empty()) {
+                if (std::string err = start_engine(); !err.empty()) {
+                    LogLine(Level::error, "control plane: sinks not started after reload")
+                        .field("error", err)
+                        .write();
+                }
+            }
+            std::vector<std::string> sinks;
+            for (size_t k = 0; k < store.sink_count(); ++k) {
+                sinks.emplace_back(store.sink_name(k));
+            }
+            events->set_sinks(std::move(sinks));
+        }
+        // The job index and the engine keep what they were built from (sinks, their routes):
+        // that snapshot stays held until they take up a newer one.
         use->oldest.store(std::min(built_from, snap->generation()), std::memory_order_release);
         use->current.store(snap->generation(), std::memory_order_release);
+    }
+
+    void log_store_reload(const queue::ReloadReport& r) {
+        auto names = [](const std::vector<std::string>& list) {
+            std::string out;
+            for (const std::string& n : list) {
+                out += (out.empty() ? "" : ",") + n;
+            }
+            return out;
+        };
+        for (const queue::ReloadReport::SinkGone& gone : r.sinks_removed) {
+            LogLine(gone.pending != 0 ? Level::warn : Level::info,
+                    "sink removed by reload; its pending deliveries wait for it to return")
+                .field("sink", gone.name)
+                .field("pending", static_cast<int64_t>(gone.pending))
+                .write();
+        }
+        if (r.routes_removed.empty() && r.routes_added.empty() && r.routes_changed.empty() &&
+            r.sinks_added.empty()) {
+            return;
+        }
+        LogLine(Level::info, "control plane: reload taken up")
+            .field("routes_added", names(r.routes_added))
+            .field("routes_removed", names(r.routes_removed))
+            .field("routes_changed", names(r.routes_changed))
+            .field("sinks_added", names(r.sinks_added))
+            .field("removed_route_pending", static_cast<int64_t>(r.removed_route_pending))
+            .field("backfilled", static_cast<int64_t>(r.backfilled))
+            .field("recovered", static_cast<int64_t>(r.recovered))
+            .write();
+    }
+
+    void log_engine_reload(const deliver::EngineReload& r) {
+        if (!r.error.empty()) {
+            LogLine(Level::error, "control plane: sinks of the reload not started")
+                .field("error", r.error)
+                .write();
+        }
+        if (r.added.empty() && r.removed.empty() && r.changed.empty()) {
+            return;
+        }
+        std::string added;
+        std::string removed;
+        std::string changed;
+        for (const std::string& n : r.added) {
+            added += (added.empty() ? "" : ",") + n;
+        }
+        for (const std::string& n : r.removed) {
+            removed += (removed.empty() ? "" : ",") + n;
+        }
+        for (const std::string& n : r.changed) {
+            changed += (changed.empty() ? "" : ",") + n;
+        }
+        LogLine(Level::info, "sinks reloaded")
+            .field("added", added)
+            .field("removed", removed)
+            .field("changed", changed)
+            .field("attempts_run_again", static_cast<int64_t>(r.cancelled))
+            .write();
     }
 
     void reload(Conn& c, const Grant& who) {
@@ -1162,6 +1306,153 @@ struct ControlPlane::Impl {
             answer(c, 422, out);
         }
         reload_waiting.swap(still);
+    }
+
+    // ---- POST /v1/routes/{route}/jobs -------------------------------------------------------
+    //
+    // The job goes to one shard (round robin: the dedup and ordering tables are shared, so any
+    // shard decides a key as well as another) through its inbox, and the shard's doorbell wakes
+    // it; its answer comes back through the shard's outbox, which every loop turn drains (the
+    // loop then turns every 2 ms). Nothing here waits for a shard.
+
+    // The method, the scope and the route, from the head: answered (and false) when refused;
+    // before the body is read the answer closes the connection, the body unread. A route that
+    // does not exist is 404, as one outside the token's scopes is.
+    bool may_enqueue(Conn& c, const Grant& who, std::string_view method, std::string_view route,
+                     bool before_body) {
+        if (method != "POST") {
+            answer(c, 405, http::error_body::method_not_allowed, "Allow: POST\r\n", before_body);
+            return false;
+        }
+        Access a = authorize(&who, "jobs", "enqueue", route);
+        if (a == Access::granted && !has_route(route)) {
+            a = Access::not_found;
+        }
+        switch (a) {
+        case Access::granted:
+            return true;
+        case Access::forbidden:
+            answer(c, 403, http::error_body::forbidden, {}, before_body);
+            return false;
+        case Access::unauthorized: // authenticated already
+        case Access::not_found:
+            answer(c, 404, http::error_body::not_found, {}, before_body);
+            return false;
+        }
+        return false;
+    }
+
+    bool has_route(std::string_view name) const {
+        return std::any_of(snap->routes().begin(), snap->routes().end(),
+                           [&](const config::Route& r) { return r.config->name == name; });
+    }
+
+    void enqueue(Conn& c, const Grant& who, const http::RequestHead& head, std::string_view route,
+                 std::string_view body) {
+        if (head.headers.size() > snap->config().server.headers) {
+            // What a webhook of the route could not carry either (server.limits.headers).
+            answer(c, 431, http::error_body::bad_request);
+            return;
+        }
+        // The next shard with room; none (or no shard at all) is 503, as a full spool is.
+        size_t shard = shard_ports.size();
+        for (size_t i = 0; i < shard_ports.size(); ++i) {
+            const size_t s = (next_shard + i) % shard_ports.size();
+            if (shard_load[s] < ingest::control_jobs_per_shard) {
+                shard = s;
+                break;
+            }
+        }
+        if (shard == shard_ports.size()) {
+            ++enqueues_busy;
+            answer(c, 503, http::error_body::unavailable, "Retry-After: 1\r\n");
+            return;
+        }
+        next_shard = (shard + 1) % shard_ports.size();
+        auto job = std::make_unique<Enqueue>();
+        // One string holds what the views point into: its size is known first, so that it is
+        // not moved while they are taken.
+        size_t size = route.size() + who.name().size() + body.size();
+        for (const http::Header& h : head.headers) {
+            size += h.name.size() + h.value.size();
+        }
+        job->bytes.reserve(size);
+        auto keep = [&](std::string_view text) {
+            const size_t at = job->bytes.size();
+            job->bytes.append(text);
+            return std::string_view(job->bytes).substr(at, text.size());
+        };
+        job->route = keep(route);
+        job->token = keep(who.name());
+        for (const http::Header& h : head.headers) {
+            const std::string_view name = keep(h.name);
+            job->fields.push_back({name, keep(h.value)});
+        }
+        job->headers = job->fields;
+        job->body = keep(body);
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        if (getpeername(c.fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+            job->peer = base::PeerAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss));
+        }
+        job->index = c.index;
+        job->gen = c.gen;
+        job->close = !head.keep_alive;
+        const ingest::ShardPort& port = shard_ports[shard];
+        if (!port.inbox->try_push(job.get())) {
+            // Cannot happen: the load counts what the inbox holds.
+            ++enqueues_busy;
+            answer(c, 503, http::error_body::unavailable, "Retry-After: 1\r\n");
+            return;
+        }
+        ++shard_load[shard];
+        const ingest::ControlJob* key = job.get();
+        enqueues.emplace(key, std::move(job));
+        port.doorbell->ring();
+        c.enqueuing = true;
+    }
+
+    // The jobs the shards have handed back: each connection still waiting gets its answer. The
+    // store indexes a queued job before its 202 goes, so that a lease right after it finds it.
+    void collect_enqueues() {
+        bool polled = false;
+        for (size_t s = 0; s < shard_ports.size(); ++s) {
+            ingest::ControlJob* done = nullptr;
+            while (shard_ports[s].outbox->try_pop(done)) {
+                --shard_load[s];
+                auto it = enqueues.find(done);
+                if (it == enqueues.end()) {
+                    continue; // cannot happen: every job handed out is here
+                }
+                ++enqueues_answered;
+                if (done->status == 202 && !polled) {
+                    store.poll();
+                    polled = true;
+                }
+                answer_enqueue(*it->second, done->status, done->answer(), done->extra_headers());
+                enqueues.erase(it);
+            }
+        }
+    }
+
+    void answer_enqueue(const Enqueue& job, uint16_t status, std::string_view body,
+                        std::string_view extra) {
+        Conn& c = *conns[job.index];
+        if (!c.open || c.closing || c.gen != job.gen || !c.enqueuing) {
+            ++enqueues_unanswered; // the job stands; only its answer is lost
+            return;
+        }
+        c.enqueuing = false;
+        answer(c, status, body, extra, job.close);
+    }
+
+    // At the stop, once the shards have: the jobs none of them took are refused.
+    void refuse_enqueues() {
+        for (const auto& [key, job] : enqueues) {
+            ++enqueues_stopped;
+            answer_enqueue(*job, 503, http::error_body::unavailable, "Retry-After: 1\r\n");
+        }
+        enqueues.clear();
     }
 
     // ---- minted tokens (POST, GET /v1/tokens, DELETE /v1/tokens/{name}) ------------------
@@ -1457,6 +1748,9 @@ struct ControlPlane::Impl {
             const auto r = static_cast<uint16_t>(i);
             int64_t oldest = store.table().oldest_waiting_ns(r);
             for (size_t k = 0; k < store.sink_count(); ++k) {
+                if (!store.sink_active(k)) {
+                    continue; // a sink a reload removed: its jobs wait for its return
+                }
                 const int64_t at = store.sink_table(k).oldest_waiting_ns(r);
                 if (at != 0 && (oldest == 0 || at < oldest)) {
                     oldest = at;
@@ -1757,9 +2051,10 @@ struct ControlPlane::Impl {
         c.needs_sync = true;
     }
 
-    // {"id":..,"route":..,"state":..,"attempts":..,"received_at":..}
+    // {"id":..,"route":..,"state":..,"attempts":..,"received_at":..}; enqueued_by (the token of
+    // a job enqueued through the control plane) when given.
     void write_state(base::JsonWriter<base::StringBuffer>& w, const JobInfo& j,
-                     bool deliveries = false) {
+                     bool deliveries = false, std::string_view enqueued_by = {}) {
         char text[queue::job_id_text_size];
         j.id.format(text);
         char at[24];
@@ -1774,6 +2069,9 @@ struct ControlPlane::Impl {
             .number(j.attempts)
             .key("received_at")
             .string(base::format_rfc3339(j.received_at_ns, at));
+        if (!enqueued_by.empty()) {
+            w.key("enqueued_by").string(enqueued_by);
+        }
         if (j.due_ns > now &&
             (j.state == queue::JobState::leased || j.state == queue::JobState::queued)) {
             w.key(j.state == queue::JobState::leased ? "lease_expires_at" : "not_before")
@@ -1787,19 +2085,22 @@ struct ControlPlane::Impl {
         w.end_object();
     }
 
-    // The job's state; for a route with sinks, also where it stands with each of them.
-    void answer_state(Conn& c, JobId id) {
+    // The job's state; for a route with sinks, also where it stands with each of them. With
+    // source, a job enqueued through the control plane names its token (read from its record).
+    void answer_state(Conn& c, JobId id, bool source = false) {
         std::optional<JobInfo> j = store.table().find(id);
+        queue::JobRecord rec;
+        const bool read = source && store.read(j->where, rec) && rec.id == j->id;
         std::string out;
         base::StringBuffer buf(out);
         base::JsonWriter w(buf);
-        write_state(w, *j, true);
+        write_state(w, *j, true, read ? rec.source : std::string_view());
         answer(c, 200, out);
     }
 
     void job_state(Conn& c, const Grant& who, std::string_view id) {
         if (std::optional<JobInfo> job = job_for(c, who, id, "read")) {
-            answer_state(c, job->id);
+            answer_state(c, job->id, true);
         }
     }
 
@@ -1958,8 +2259,8 @@ struct ControlPlane::Impl {
             route_slots = own_slots.get();
         }
         names.routes = route_slots;
-        for (const config::SinkConfig& sink : snap->config().sinks) {
-            names.sinks.push_back(sink.name);
+        for (size_t k = 0; k < store.sink_count(); ++k) {
+            names.sinks.emplace_back(store.sink_name(k)); // by the numbers events carry
         }
         events =
             std::make_unique<EventBuffer>(snap->config().admin.events.buffer, std::move(names));
@@ -2234,6 +2535,15 @@ void ControlPlane::follow_reloads(const std::atomic<const config::Snapshot*>& li
     _impl->reload_desk = &desk;
     use.oldest.store(_impl->snap->generation(), std::memory_order_release);
     use.current.store(_impl->snap->generation(), std::memory_order_release);
+}
+
+std::string ControlPlane::check_reload(const config::Snapshot& next) const {
+    return _impl->store.check_reconfigure(next);
+}
+
+void ControlPlane::set_shards(std::span<const ingest::ShardPort> ports) {
+    _impl->shard_ports.assign(ports.begin(), ports.end());
+    _impl->shard_load.assign(ports.size(), 0);
 }
 
 void ControlPlane::run(const std::atomic<bool>& stop) {

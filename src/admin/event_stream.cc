@@ -140,6 +140,14 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
     case EventType::webhook_received:
         w.key("outcome").string(e.text_view()).key("bytes").number(e.number);
         break;
+    case EventType::job_enqueued:
+        w.key("outcome")
+            .string(e.status == 202 ? "queued" : "duplicate")
+            .key("bytes")
+            .number(e.number)
+            .key("token")
+            .string(e.text_view());
+        break;
     case EventType::webhook_rejected:
         if (e.text_size != 0) {
             w.key("headers").raw(e.text_view());

@@ -220,6 +220,19 @@ void write_routes(Exposition& e, const config::Snapshot& snap, std::span<const S
             }
         }
     }
+    e.family("portcullis_enqueues_total", "counter",
+             "Jobs enqueued through the control plane (POST /v1/routes/{route}/jobs) that a "
+             "shard answered, by route and outcome.");
+    for (size_t r = 0; r <= routes; ++r) {
+        for (size_t i = 0; i < ingest::enqueue_outcome_count; ++i) {
+            const uint64_t n =
+                route_sum(r, [&](const ingest::RouteStats& rs) { return load(rs.enqueued[i]); });
+            if (n != 0) {
+                e.sample("portcullis_enqueues_total",
+                         {{"route", name_of(r)}, {"outcome", ingest::enqueue_outcome_names[i]}}, n);
+            }
+        }
+    }
     e.family("portcullis_received_body_bytes_total", "counter",
              "Body bytes received on the public plane, by route, before verification.");
     for (size_t r = 0; r < routes; ++r) {

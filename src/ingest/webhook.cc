@@ -278,6 +278,7 @@ void Ingest::release(Webhook& w) {
         }
         w.snap = nullptr;
     }
+    w.source = {};
 }
 
 // ---- rate limits ---------------------------------------------------------------------------
@@ -337,6 +338,9 @@ void Ingest::answer_job(Webhook& w, uint16_t status, const queue::JobId& id,
 // line and one count per route and reason.
 Next Ingest::refuse(Webhook& w, uint16_t status, base::RejectReason reason,
                     std::span<const http::Header> headers, bool close, std::string_view extra) {
+    if (!w.source.empty()) {
+        return refuse_enqueue(w, status, reason);
+    }
     _stats.rejected[base::index(reason)].fetch_add(1, std::memory_order_relaxed);
     base::add_single_writer(_route_stats.at(w.route->slot).rejected[base::index(reason)]);
     LogLine line(Level::warn, "webhook rejected", _clock.unix_ns);
@@ -414,6 +418,10 @@ base::Event Ingest::event_of(const Webhook& w, base::EventType type) const {
 }
 
 void Ingest::emit_received(const Webhook& w, uint16_t status, std::string_view outcome) {
+    if (!w.source.empty()) {
+        emit_enqueued(w, status);
+        return;
+    }
     base::Event e = event_of(w, base::EventType::webhook_received);
     e.status = status;
     e.number = static_cast<int64_t>(w.body_bytes);
@@ -552,6 +560,144 @@ void Ingest::settle_keys(Webhook& w, bool durable) {
         !_tables.ordering->advance(w.keys.ordering_key, w.keys.ordering_ts, _clock.unix_ns)) {
         _stats.ordering_unrecorded.fetch_add(1, std::memory_order_relaxed);
     }
+}
+
+// ---- jobs enqueued through the control plane -----------------------------------------------
+
+Next Ingest::submit(Webhook& w, std::string_view route_name, std::span<const http::Header> headers,
+                    std::string_view body, std::string_view token, bool draining) {
+    w.route = nullptr;
+    w.client = w.peer;
+    w.source = token;
+    if (w.snap == nullptr) {
+        w.snap = _snap;
+        ++_held.back().webhooks;
+    }
+    // By name, in this shard's own snapshot: the control plane's may be another (a reload).
+    const config::Route* route = nullptr;
+    for (const config::Route& r : w.snap->routes()) {
+        if (r.config->name == route_name) {
+            route = &r;
+        }
+    }
+    if (route == nullptr) {
+        return answer(w, 404, error_body::not_found, {}, false);
+    }
+    w.route = route;
+    if (draining) {
+        return answer(w, 503, error_body::unavailable, retry_after_header, false);
+    }
+    w.id = _ids.next(_clock.unix_ns);
+    w.received_ns = _clock.unix_ns;
+    w.keys = {};
+    w.ordering_key.reset();
+    w.ordering_ts.reset();
+    w.dedup_held = false;
+    w.queued = false;
+    w.body_bytes = body.size();
+    if (body.size() > w.snap->config().server.body_bytes) {
+        return refuse(w, 413, base::RejectReason::body_too_large, {}, false);
+    }
+    if (headers.size() > _stored_headers.size()) {
+        return answer(w, 431, error_body::bad_request, {}, false);
+    }
+    // Header fields of the keys; query and path ones find nothing in a head without them.
+    if (route->config->dedup || route->config->ordering) {
+        http::RequestHead head;
+        head.headers = headers;
+        read_keys(w, &head, {});
+    }
+    http::StoredFields policy = route->stored_fields;
+    policy.kept_credentials = 0;
+    std::span<const http::Header> stored(_stored_headers.data(),
+                                         http::select_stored(headers, policy, _stored_headers));
+    queue::JobMeta meta{w.id,
+                        route->config->name,
+                        _clock.unix_ns,
+                        w.peer,
+                        route->config->dedup.has_value() || route->config->ordering.has_value(),
+                        token};
+    const size_t head_size =
+        queue::job_record_head_size(meta.route, stored, meta.with_keys, meta.source);
+    w.record = _pool.acquire(head_size + body.size());
+    if (w.record == nullptr) {
+        return answer(w, 503, error_body::unavailable, retry_after_header, false);
+    }
+    w.record->size = queue::encode_job_head(
+        meta, stored, std::span<uint8_t>(w.record->data(), w.record->capacity));
+    if (w.record->size == 0) {
+        return answer(w, 431, error_body::bad_request, {}, false); // a field past its format
+    }
+    w.body_start = w.record->size;
+    w.record->append(body.data(), body.size());
+    std::span<uint8_t> record = w.record->bytes();
+    if (!admit_keys(w, record)) {
+        return Next::answer;
+    }
+    queue::seal_record(record);
+    config::Durability durability =
+        route->config->durability.value_or(w.snap->config().spool.durability);
+    if (!_host.enqueue(record, w.cookie, durability)) {
+        settle_keys(w, false);
+        return answer(w, 503, error_body::unavailable, retry_after_header, false);
+    }
+    return Next::spooling;
+}
+
+EnqueueOutcome Ingest::enqueue_answered(const Webhook& w) {
+    const Answer& a = w.answer;
+    EnqueueOutcome o = EnqueueOutcome::refused;
+    switch (a.status) {
+    case 202:
+        o = EnqueueOutcome::queued;
+        break;
+    case 200:
+        o = EnqueueOutcome::duplicate;
+        break;
+    case 409:
+        o = a.body == error_body::stale ? EnqueueOutcome::stale : EnqueueOutcome::conflict;
+        break;
+    case 503:
+        o = a.body == error_body::in_progress ? EnqueueOutcome::in_progress
+                                              : EnqueueOutcome::unavailable;
+        break;
+    default:
+        break;
+    }
+    RouteStats& s = w.route != nullptr ? _route_stats.at(w.route->slot) : _unmatched;
+    base::add_single_writer(s.enqueued[static_cast<size_t>(o)]);
+    return o;
+}
+
+// A submitted job refused for its keys (409) or its size (413): logged with the token, counted
+// by enqueue_answered(), never as a public-plane rejection (no webhook.rejected either).
+Next Ingest::refuse_enqueue(Webhook& w, uint16_t status, base::RejectReason reason) {
+    LogLine line(Level::warn, "enqueue refused", _clock.unix_ns);
+    line.field("reason", base::reject_reason_code(reason))
+        .field("status", static_cast<int64_t>(status))
+        .field("route", std::string_view(w.route->config->name))
+        .field("token", w.source);
+    add_peer(line, w);
+    char id[queue::job_id_text_size];
+    w.id.format(id);
+    line.field("request_id", std::string_view(id, sizeof id));
+    log(line);
+    return answer(w, status, reject_body(reason), {}, false);
+}
+
+void Ingest::emit_enqueued(const Webhook& w, uint16_t status) {
+    base::Event e = event_of(w, base::EventType::job_enqueued);
+    // A duplicate names the job it is a copy of, as its answer does (answer_job's form).
+    constexpr std::string_view id_prefix = R"({"id":")";
+    if (status == 200 && w.answer.body.starts_with(id_prefix) &&
+        w.answer.body.size() >= id_prefix.size() + queue::job_id_text_size) {
+        e.set_id(w.answer.body.substr(id_prefix.size(), queue::job_id_text_size));
+    }
+    e.status = status;
+    e.number = static_cast<int64_t>(w.body_bytes);
+    e.has_client = false;
+    e.set_text(w.source);
+    _host.event(e);
 }
 
 } // namespace portcullis::ingest

@@ -235,6 +235,10 @@ void Shard::Impl::on_spooled(uint64_t cookie, bool durable) {
     ingest.spooled(ex->webhook, durable);
     ex->spooling = false;
     ex->answered = true;
+    if (ex->control != nullptr) {
+        finish_control_job(*ex);
+        return;
+    }
     if (ex->conn == nullptr) {
         // The peer went away while its job was being written; the job stands (it is on disk if
         // durable), only the answer is lost (named when the close was logged).

@@ -147,11 +147,18 @@ Reloader::Reloader(std::string path, ShardShared& shared, size_t readers, config
 
 Reloader::~Reloader() = default;
 
-ReloadOutcome Reloader::reload(tls::Server* tls) {
+ReloadOutcome Reloader::reload(tls::Server* tls,
+                               const std::function<std::string(const config::Snapshot&)>& check) {
     const int64_t started = base::mono_ns();
     ReloadOutcome out;
     out.generation = _current->generation();
     out.routes = _current->routes().size();
+    if (!taken_up(out.generation)) {
+        // What the readers hold is still changing: checks against it would race.
+        out.errors.push_back("the previous reload is still being taken up by a shard or the "
+                             "control plane; try again");
+        return out;
+    }
     config::LoadResult loaded = config::load(_path);
     if (!loaded.ok()) {
         for (const config::Diagnostic& d : loaded.errors) {
@@ -191,6 +198,12 @@ ReloadOutcome Reloader::reload(tls::Server* tls) {
             }
         }
     }
+    if (check) {
+        if (std::string why = check(*next); !why.empty()) {
+            out.errors.push_back(why);
+            return out;
+        }
+    }
     if (std::string why = next->fits(_slots); !why.empty()) {
         out.errors.push_back(_path + ": " + why);
         return out;
@@ -228,27 +241,31 @@ ReloadOutcome Reloader::reload(tls::Server* tls) {
     _current = std::move(next);
     // Every reader uses it for new work before the reload is said done: POST /v1/reload's
     // caller may send to a new route at once.
+    if (_wake) {
+        _wake(); // the shards' doorbells: an idle shard would wait for its 50 ms tick
+    }
     const int64_t deadline = base::mono_ns() + take_up_wait_ns;
-    auto taken_up = [&] {
-        for (size_t i = 0; i < _readers; ++i) {
-            if (_shared.uses[i].current.load(std::memory_order_acquire) < generation) {
-                return false;
-            }
-        }
-        return true;
-    };
-    while (!taken_up() && base::mono_ns() < deadline) {
+    while (!taken_up(generation) && base::mono_ns() < deadline) {
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
     out.ok = true;
     out.generation = generation;
     out.routes = _current->routes().size();
     out.took_ns = base::mono_ns() - started;
-    if (!taken_up()) {
+    if (!taken_up(generation)) {
         out.errors.push_back("a reader had not taken the new configuration up after 5 s");
     }
     collect();
     return out;
+}
+
+bool Reloader::taken_up(uint64_t generation) const {
+    for (size_t i = 0; i < _readers; ++i) {
+        if (_shared.uses[i].current.load(std::memory_order_acquire) < generation) {
+            return false;
+        }
+    }
+    return true;
 }
 
 void Reloader::collect() {

@@ -454,6 +454,12 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
                 std::span<const queue::SpoolProgress>(spool_progress.get(), shards));
             control->set_event_queues(event_queue_list);
             control->follow_reloads(shared.snapshot, uses[shards], route_slots, reload_desk);
+            std::vector<ingest::ShardPort> ports;
+            ports.reserve(all.size());
+            for (auto& shard : all) {
+                ports.push_back(shard->port());
+            }
+            control->set_shards(ports);
             if (auto err = control->init(fds[0]); !err.empty()) {
                 failure = "control plane: " + err;
             }
@@ -461,6 +467,11 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
                              metric_sources(shared, tls_server.get(), cert_expiry));
         }
     }
+    reloader.on_publish([&all] {
+        for (const auto& shard : all) {
+            shard->wake();
+        }
+    });
     go.set_value(failure.empty());
     if (!failure.empty()) {
         for (auto& t : threads) {
@@ -519,7 +530,10 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
         if (sig == SIGHUP) {
             // POST /v1/reload sends SIGHUP too: one reload serves every request made before it.
             const uint64_t asked = reload_desk.asked();
-            ReloadOutcome outcome = reloader.reload(tls_server.get());
+            ReloadOutcome outcome =
+                reloader.reload(tls_server.get(), [&](const config::Snapshot& next) {
+                    return control ? control->check_reload(next) : std::string();
+                });
             if (outcome.certificates_reloaded) {
                 certificates_reloaded(*tls_server, cert_expiry, main_events);
             }

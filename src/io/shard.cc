@@ -47,6 +47,9 @@ std::string Shard::Impl::init() {
         !err.empty()) {
         return err;
     }
+    if (auto err = doorbell.open(); !err.empty()) {
+        return err;
+    }
     auto remember = [this](uint64_t, const queue::JobRecord& rec) { ingest.remember(rec); };
     queue::SpoolProgress* progress =
         shared.spool_progress != nullptr ? &shared.spool_progress[index] : nullptr;
@@ -116,6 +119,7 @@ void Shard::Impl::run() {
     for (uint32_t i = 0; i < listen_fds.size(); ++i) {
         arm_accept(i);
     }
+    arm_doorbell();
     auto spooled = [this](uint64_t cookie, bool durable) { on_spooled(cookie, durable); };
     while (true) {
         read_clocks();
@@ -135,6 +139,7 @@ void Shard::Impl::run() {
         if (draining && drain_finished()) {
             break;
         }
+        take_control_jobs();
         offer_held();
         spool.flush(ring, clock.mono_ns, spooled);
         buffers.publish();
@@ -189,6 +194,9 @@ void Shard::Impl::dispatch(const io_uring_cqe& cqe) {
         return;
     case Op::shutdown:
         on_shutdown(cqe);
+        return;
+    case Op::doorbell:
+        on_doorbell(cqe);
         return;
     case Op::cancel:
     case Op::close_unowned:
@@ -465,6 +473,14 @@ const ingest::RouteStats& Shard::unmatched_stats() const {
 
 const queue::SpoolMetrics& Shard::spool_metrics() const {
     return _impl->spool.metrics();
+}
+
+void Shard::wake() const {
+    _impl->doorbell.ring();
+}
+
+ingest::ShardPort Shard::port() {
+    return {&_impl->control_inbox, &_impl->control_outbox, &_impl->doorbell};
 }
 
 } // namespace portcullis::io

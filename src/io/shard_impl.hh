@@ -5,13 +5,17 @@
 //                   between the socket's bytes and HTTP, at the receive and at the send
 //   exchange.cc     HTTP/1.1 on a connection: heads, body framing, 100-continue, answers; the
 //                   webhook itself is ingest::Ingest's
+//   control_jobs.cc the doorbell, and jobs enqueued through the control plane: from the inbox
+//                   through Ingest::submit and the spool to the outbox
 #pragma once
 
 #include "portcullis/base/buffer_pool.hh"
+#include "portcullis/base/doorbell.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/base/time.hh"
 #include "portcullis/http/parser.hh"
 #include "portcullis/http/response.hh"
+#include "portcullis/ingest/control_job.hh"
 #include "portcullis/ingest/webhook.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/io/shard.hh"
@@ -65,6 +69,7 @@ enum class Op : uint8_t {
     shutdown = 6,
     log_write = 7,
     close_unowned = 8,
+    doorbell = 9,
 };
 
 constexpr uint64_t pack(Op op, uint32_t gen, uint32_t index) {
@@ -117,6 +122,8 @@ struct Exchange {
     bool head_request = false;     // HEAD: every answer goes without its body (RFC 9110 9.3.2)
     Exchange* held_next = nullptr; // in the shard's list of records held back from a full spool
     config::Durability held_durability = config::Durability::fsync; // what enqueue was asked
+    // A job enqueued through the control plane (no connection): handed back once answered.
+    ingest::ControlJob* control = nullptr;
 };
 
 struct TimerList;
@@ -274,6 +281,11 @@ struct Shard::Impl final : ingest::Host {
 
     bool draining = false;
     int64_t drain_deadline = 0;
+    // Wakes the loop from another thread; the reasons are in the queues drained at its top.
+    base::Doorbell doorbell;
+    // Jobs enqueued through the control plane: in from it, and back once answered.
+    ingest::ControlJobQueue control_inbox{ingest::control_jobs_per_shard};
+    ingest::ControlJobQueue control_outbox{ingest::control_jobs_per_shard};
     // server.client_ip.proxy_protocol; empty when off.
     std::optional<admit::ProxyMode> proxy_mode;
     uint32_t accepts_armed = 0;
@@ -361,6 +373,12 @@ struct Shard::Impl final : ingest::Host {
     void on_shutdown(const io_uring_cqe& cqe);
     void on_closed(const io_uring_cqe& cqe);
     void add_peer(base::LogLine& line, const Connection& c);
+
+    // control_jobs.cc: the doorbell, and jobs from the control plane
+    void arm_doorbell();
+    void on_doorbell(const io_uring_cqe& cqe);
+    void take_control_jobs();
+    void finish_control_job(Exchange& ex);
 
     // exchange.cc: HTTP/1.1 on a connection
     size_t process(Connection& c, std::string_view in);

@@ -114,6 +114,9 @@ void append_job(std::string& out, const JobRecord& record, std::optional<uint32_
         w.key("attempt").number(*attempt);
     }
     w.key("source_ip").string(record.peer.format_ip(ip));
+    if (!record.source.empty()) {
+        w.key("enqueued_by").string(record.source);
+    }
     out.push_back(',');
     out += "\"headers\":";
     append_headers_json(out, record);

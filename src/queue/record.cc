@@ -16,7 +16,7 @@ constexpr size_t off_type = 0;
 constexpr size_t off_flags = 1;
 constexpr size_t off_route_len = 2;
 constexpr size_t off_header_count = 4;
-constexpr size_t off_reserved_a = 6;
+constexpr size_t off_source_len = 6;
 constexpr size_t off_headers_len = 8;
 constexpr size_t off_reserved_b = 12;
 constexpr size_t off_received_at = 16;
@@ -73,9 +73,9 @@ std::string_view view(const uint8_t* p, size_t n) {
 } // namespace
 
 size_t job_record_head_size(std::string_view route, std::span<const http::Header> headers,
-                            bool with_keys) {
+                            bool with_keys, std::string_view source) {
     size_t n = record_prefix_size + record_fixed_payload_size + (with_keys ? record_keys_size : 0) +
-               route.size();
+               source.size() + route.size();
     for (const http::Header& h : headers) {
         n += record_header_overhead + h.name.size() + h.value.size();
     }
@@ -86,7 +86,7 @@ size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> header
                        std::span<uint8_t> out) {
     constexpr size_t u16_max = std::numeric_limits<uint16_t>::max();
     constexpr size_t u32_max = std::numeric_limits<uint32_t>::max();
-    if (meta.route.size() > u16_max || headers.size() > u16_max) {
+    if (meta.route.size() > u16_max || meta.source.size() > u16_max || headers.size() > u16_max) {
         return 0;
     }
     size_t headers_len = 0;
@@ -97,8 +97,8 @@ size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> header
         headers_len += record_header_overhead + h.name.size() + h.value.size();
     }
     const size_t keys = meta.with_keys ? record_keys_size : 0;
-    size_t head =
-        record_prefix_size + record_fixed_payload_size + keys + meta.route.size() + headers_len;
+    size_t head = record_prefix_size + record_fixed_payload_size + keys + meta.source.size() +
+                  meta.route.size() + headers_len;
     if (head - record_prefix_size > u32_max || out.size() < head) {
         return 0;
     }
@@ -108,8 +108,10 @@ size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> header
     std::memcpy(p, magic, sizeof magic);
     uint8_t* f = p + record_prefix_size;
     f[off_type] = record_type_job;
-    f[off_flags] = meta.with_keys ? record_flag_keys : 0;
+    f[off_flags] = static_cast<uint8_t>((meta.with_keys ? record_flag_keys : 0) |
+                                        (meta.source.empty() ? 0 : record_flag_source));
     store_le16(static_cast<uint16_t>(meta.route.size()), f + off_route_len);
+    store_le16(static_cast<uint16_t>(meta.source.size()), f + off_source_len);
     store_le16(static_cast<uint16_t>(headers.size()), f + off_header_count);
     store_le32(static_cast<uint32_t>(headers_len), f + off_headers_len);
     store_le64(static_cast<uint64_t>(meta.received_at_ns), f + off_received_at);
@@ -118,6 +120,10 @@ size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> header
     store_le16(meta.peer.port, f + off_peer_port);
 
     uint8_t* w = f + record_fixed_payload_size + keys;
+    if (!meta.source.empty()) {
+        std::memcpy(w, meta.source.data(), meta.source.size());
+        w += meta.source.size();
+    }
     if (!meta.route.empty()) {
         std::memcpy(w, meta.route.data(), meta.route.size());
         w += meta.route.size();
@@ -149,7 +155,7 @@ bool set_record_keys(std::span<uint8_t> record, const RecordKeys& keys) {
     }
     uint8_t* k = f + record_fixed_payload_size;
     std::memset(k, 0, record_keys_size);
-    uint8_t flags = record_flag_keys;
+    uint8_t flags = static_cast<uint8_t>(record_flag_keys | (f[off_flags] & record_flag_source));
     if (keys.has_dedup) {
         flags |= record_flag_dedup;
         store_fingerprint(keys.dedup_key, k);
@@ -175,7 +181,7 @@ void seal_record(std::span<uint8_t> record) {
 
 std::vector<uint8_t> make_job_record(const JobMeta& meta, std::span<const http::Header> headers,
                                      std::string_view body) {
-    size_t head = job_record_head_size(meta.route, headers, meta.with_keys);
+    size_t head = job_record_head_size(meta.route, headers, meta.with_keys, meta.source);
     if (body.size() > std::numeric_limits<uint32_t>::max() - (head - record_prefix_size)) {
         return {};
     }
@@ -235,19 +241,27 @@ DecodeStatus decode_record(std::span<const uint8_t> in, JobRecord& out, size_t& 
     const uint8_t flags = f[off_flags];
     const bool has_keys = (flags & record_flag_keys) != 0;
     const size_t keys = has_keys ? record_keys_size : 0;
+    const size_t source_len = detail::load_le16(f + off_source_len);
+    const bool has_source = (flags & record_flag_source) != 0;
     if (f[off_type] != record_type_job ||
-        (flags & ~(record_flag_keys | record_flag_dedup | record_flag_ordering)) != 0 ||
-        (!has_keys && flags != 0) || keys > variable) {
+        (flags & ~(record_flag_keys | record_flag_dedup | record_flag_ordering |
+                   record_flag_source)) != 0 ||
+        (!has_keys && (flags & ~record_flag_source) != 0) || has_source != (source_len != 0) ||
+        keys > variable) {
         return DecodeStatus::bad_fields;
     }
     variable -= keys;
-    if (detail::load_le16(f + off_reserved_a) != 0 || detail::load_le32(f + off_reserved_b) != 0 ||
-        detail::load_le16(f + off_reserved_c) != 0 || detail::load_le32(f + off_reserved_d) != 0 ||
-        route_len > variable || headers_len > variable - route_len) {
+    if (detail::load_le32(f + off_reserved_b) != 0 || detail::load_le16(f + off_reserved_c) != 0 ||
+        detail::load_le32(f + off_reserved_d) != 0 || source_len > variable) {
+        return DecodeStatus::bad_fields;
+    }
+    variable -= source_len;
+    if (route_len > variable || headers_len > variable - route_len) {
         return DecodeStatus::bad_fields;
     }
     const uint8_t* k = f + record_fixed_payload_size;
-    const uint8_t* route = k + keys;
+    const uint8_t* source = k + keys;
+    const uint8_t* route = source + source_len;
     const uint8_t* headers = route + route_len;
     if (!headers_block_valid(headers, headers_len, header_count)) {
         return DecodeStatus::bad_fields;
@@ -256,6 +270,7 @@ DecodeStatus decode_record(std::span<const uint8_t> in, JobRecord& out, size_t& 
 
     std::memcpy(out.id.bytes.data(), f + off_job_id, out.id.bytes.size());
     out.route = view(route, route_len);
+    out.source = view(source, source_len);
     out.received_at_ns = static_cast<int64_t>(detail::load_le64(f + off_received_at));
     std::memcpy(out.peer.addr.data(), f + off_peer_addr, out.peer.addr.size());
     out.peer.port = detail::load_le16(f + off_peer_port);

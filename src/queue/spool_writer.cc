@@ -17,7 +17,7 @@ using base::Level;
 using base::LogLine;
 
 // The file descriptor budget counts one descriptor of the open segment per group in flight.
-static_assert(io::fd_per_shard == 18 + SpoolWriter::max_inflight,
+static_assert(io::fd_per_shard == 19 + SpoolWriter::max_inflight,
               "io::fd_per_shard must follow SpoolWriter::max_inflight");
 
 // How long the spool refuses appends after a failed group before it tries the disk again.

@@ -47,6 +47,26 @@ TEST(EventFormat, FrameHasIdTypeAndOneLineOfJson) {
                    "\n\n");
 }
 
+TEST(EventFormat, JobEnqueuedNamesItsTokenAndOutcome) {
+    Event e = Event::make(EventType::job_enqueued, 1'700'000'000'123'000'000);
+    e.route = 0;
+    e.shard = 0;
+    e.status = 200;
+    e.number = 12;
+    e.has_peer = true;
+    e.peer = *base::PeerAddress::parse("127.0.0.1");
+    e.set_id("01JD0000000000000000000000");
+    e.set_text("ops");
+    std::string out;
+    format_event(out, 3, e, names());
+    EXPECT_EQ(out, "id: 3\nevent: job.enqueued\ndata: "
+                   R"({"id":3,"type":"job.enqueued","ts":"2023-11-14T22:13:20.123Z",)"
+                   R"("route":"github","job":"01JD0000000000000000000000","status":200,)"
+                   R"("peer":"127.0.0.1","shard":0,"outcome":"duplicate","bytes":12,)"
+                   R"("token":"ops"})"
+                   "\n\n");
+}
+
 TEST(EventFormat, StringsAreEscapedSoTheDataStaysOneLine) {
     Event e = Event::make(EventType::webhook_rejected, 0);
     e.route = 1;
@@ -76,7 +96,7 @@ TEST(EventTypes, Table) {
     const TypeMask jobs = bit(EventType::job_queued) | bit(EventType::job_leased) |
                           bit(EventType::job_acked) | bit(EventType::job_nacked) |
                           bit(EventType::job_dead) | bit(EventType::job_replayed) |
-                          bit(EventType::job_delivered);
+                          bit(EventType::job_delivered) | bit(EventType::job_enqueued);
     const Case cases[] = {
         {"job.*", jobs},
         {"job.*,webhook.rejected", jobs | bit(EventType::webhook_rejected)},

@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <netinet/in.h>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@ using portcullis::ingest::Ingest;
 using portcullis::ingest::Next;
 using portcullis::ingest::Tables;
 using portcullis::ingest::Webhook;
+using ingest_outcome = portcullis::ingest::EnqueueOutcome;
 namespace config = portcullis::config;
 namespace http = portcullis::http;
 namespace queue = portcullis::queue;
@@ -44,6 +46,8 @@ routes:
   limited: {path: /limited, verify: {scheme: none}, rate_limit: {per_ip: 2/min, burst: 2}}
   once: {path: /once, verify: {scheme: none}, dedup: {key: "header:X-Id", window: 1h}}
   ordered: {path: /ordered, verify: {scheme: none}, ordering: {key: "header:X-Key", timestamp: "json:/ts"}}
+  kept: {path: "/kept/{name}", verify: {scheme: none}, keep_headers: [Authorization, Cookie], dedup: {key: "json:/delivery", window: 1h}}
+  bypath: {path: "/bypath/{id}", verify: {scheme: none}, dedup: {key: "path:id", window: 1h}}
 )";
 
 // The spool hand-off: takes records (or refuses them when told to) and keeps what it was given.
@@ -56,6 +60,7 @@ struct FakeHost final : portcullis::ingest::Host {
     bool refuse = false;
     std::vector<Enqueued> enqueued;
     std::vector<std::string> lines;
+    std::vector<base::Event> events;
 
     bool enqueue(std::span<const uint8_t> record, uint64_t cookie,
                  config::Durability durability) override {
@@ -66,6 +71,7 @@ struct FakeHost final : portcullis::ingest::Host {
         return true;
     }
     void log(base::LogLine& line) override { lines.emplace_back(line.finish()); }
+    void event(const base::Event& e) override { events.push_back(e); }
 };
 
 PeerAddress address(const char* text) {
@@ -501,6 +507,224 @@ TEST_F(IngestTest, ChunkedBodyGrowsTheRecordAndKeepsEveryByte) {
     big.spooled(w, true);
     EXPECT_EQ(w.answer.status, 202);
     big.release(w);
+}
+
+// ---- jobs enqueued through the control plane (Ingest::submit) --------------------------------
+
+class SubmitTest : public IngestTest {
+protected:
+    // Submits a job as a shard does for the control plane, with the client 127.0.0.1.
+    Next submit(Webhook& w, std::string_view route, std::string_view body,
+                std::vector<http::Header> fields = {}, bool draining = false,
+                const char* peer = "127.0.0.1") {
+        w.peer = address(peer);
+        w.cookie = ++cookies;
+        submitted_headers = std::move(fields);
+        return ingest->submit(w, route, submitted_headers, body, "ops", draining);
+    }
+    queue::JobRecord decoded(size_t i) {
+        queue::JobRecord rec;
+        size_t size = 0;
+        EXPECT_EQ(queue::decode_record(host.enqueued.at(i).record, rec, size),
+                  queue::DecodeStatus::ok);
+        return rec;
+    }
+    uint64_t enqueued(std::string_view route, ingest_outcome o) {
+        for (const config::Route& r : snap->routes()) {
+            if (r.config->name == route) {
+                return ingest->route_stats().find(r.slot)->enqueued[static_cast<size_t>(o)].load();
+            }
+        }
+        return ingest->unmatched_stats().enqueued[static_cast<size_t>(o)].load();
+    }
+    std::vector<http::Header> submitted_headers;
+};
+
+// A route that verifies signatures takes a job without one: the token is the credential. The
+// record names the token and the control-plane client; the answer comes once durable.
+TEST_F(SubmitTest, SkipsVerificationAndRecordsTheToken) {
+    Webhook w;
+    const std::string body = "\x00\xff binary \r\n";
+    ASSERT_EQ(submit(w, "gh", body, {{"Host", "admin"}, {"X-Trigger", "manual"}}), Next::spooling);
+    ASSERT_EQ(host.enqueued.size(), 1u);
+    EXPECT_EQ(host.enqueued[0].cookie, w.cookie);
+    EXPECT_EQ(w.answer.status, 0) << "no answer before the spool reports";
+    const queue::JobRecord rec = decoded(0);
+    EXPECT_EQ(rec.route, "gh");
+    EXPECT_EQ(rec.body, body);
+    EXPECT_EQ(rec.source, "ops");
+    char ip[INET6_ADDRSTRLEN];
+    EXPECT_EQ(rec.peer.format_ip(ip), std::string_view("127.0.0.1"));
+    EXPECT_EQ(rec.received_at_ns, clock.unix_ns);
+
+    ingest->spooled(w, true);
+    EXPECT_EQ(w.answer.status, 202);
+    EXPECT_EQ(w.answer.body,
+              R"({"id":")" + record_id(host.enqueued[0]) + R"(","status":"queued"})");
+    EXPECT_EQ(ingest->enqueue_answered(w), ingest_outcome::queued);
+    EXPECT_EQ(enqueued("gh", ingest_outcome::queued), 1u);
+    // Not a public-plane request: no answer counted there, no webhook.received.
+    for (const auto& a : ingest->route_stats().find(0)->answered) {
+        EXPECT_EQ(a.load(), 0u);
+    }
+    ASSERT_EQ(host.events.size(), 2u);
+    EXPECT_EQ(host.events[0].type, base::EventType::job_enqueued);
+    EXPECT_EQ(host.events[0].text_view(), "ops");
+    EXPECT_EQ(host.events[0].status, 202);
+    EXPECT_EQ(host.events[0].number, static_cast<int64_t>(body.size()));
+    EXPECT_EQ(host.events[0].id_view(), record_id(host.enqueued[0]));
+    EXPECT_EQ(host.events[1].type, base::EventType::job_queued);
+    EXPECT_EQ(host.events[1].shard, 3);
+    ingest->release(w);
+    EXPECT_TRUE(w.source.empty()) << "a released webhook is a public one again";
+}
+
+// The token is never stored, nor any other credential, even where keep_headers keeps them for
+// webhooks; hop-by-hop fields go as for any webhook.
+TEST_F(SubmitTest, StoresNoCredentialWhateverKeepHeadersSays) {
+    Webhook w;
+    ASSERT_EQ(submit(w, "kept", "{}",
+                     {{"Authorization", "Bearer pct_secret"},
+                      {"Cookie", "s=1"},
+                      {"Connection", "keep-alive"},
+                      {"Content-Type", "application/json"}}),
+              Next::spooling);
+    std::vector<std::string> stored;
+    decoded(0).for_each_header([&](std::string_view n, std::string_view v) {
+        stored.push_back(std::string(n) + "=" + std::string(v));
+    });
+    EXPECT_EQ(stored, std::vector<std::string>{"Content-Type=application/json"});
+    ingest->spooled(w, true);
+    ingest->release(w);
+}
+
+// allow, deny and rate limits guard the public plane; a job from inside passes them all.
+TEST_F(SubmitTest, NoAdmissionByAddressOrRate) {
+    for (const char* route : {"office", "limited", "limited", "limited", "open"}) {
+        Webhook w;
+        ASSERT_EQ(submit(w, route, "{}", {}, false, "203.0.113.9"), Next::spooling) << route;
+        ingest->spooled(w, true);
+        ingest->release(w);
+    }
+    EXPECT_EQ(host.enqueued.size(), 5u);
+}
+
+// The route's dedup from the JSON body: a second copy is a duplicate of the first job (the
+// answer and the event name it), another body under the key a conflict, logged with the token
+// and never counted as a public-plane rejection. Public webhooks meet the same keys.
+TEST_F(SubmitTest, DedupAppliesAcrossBothPlanes) {
+    Webhook first, second;
+    ASSERT_EQ(submit(first, "kept", R"({"delivery":"k1"})"), Next::spooling);
+    ASSERT_EQ(submit(second, "kept", R"({"delivery":"k1"})"), Next::answer);
+    EXPECT_EQ(shown(second.answer), R"(503 {"error":"in_progress"} | Retry-After: 1)"
+                                    "\r\n");
+    EXPECT_EQ(ingest->enqueue_answered(second), ingest_outcome::in_progress);
+    ingest->release(second);
+    ingest->spooled(first, true);
+    EXPECT_EQ(ingest->enqueue_answered(first), ingest_outcome::queued);
+    const std::string id = answered_id(first.answer);
+    ingest->release(first);
+
+    host.events.clear();
+    ASSERT_EQ(submit(second, "kept", R"({"delivery":"k1"})"), Next::answer);
+    EXPECT_EQ(shown(second.answer), R"(200 {"id":")" + id + R"(","status":"duplicate"})");
+    EXPECT_EQ(ingest->enqueue_answered(second), ingest_outcome::duplicate);
+    ASSERT_EQ(host.events.size(), 1u);
+    EXPECT_EQ(host.events[0].type, base::EventType::job_enqueued);
+    EXPECT_EQ(host.events[0].status, 200);
+    EXPECT_EQ(host.events[0].id_view(), id) << "the event names the job it is a copy of";
+    ingest->release(second);
+
+    host.events.clear();
+    ASSERT_EQ(submit(second, "kept", R"({"delivery":"k1","other":1})"), Next::answer);
+    EXPECT_EQ(shown(second.answer), R"(409 {"error":"conflict"})");
+    EXPECT_EQ(ingest->enqueue_answered(second), ingest_outcome::conflict);
+    EXPECT_TRUE(host.events.empty()) << "no webhook.rejected for a job from inside";
+    ASSERT_FALSE(host.lines.empty());
+    EXPECT_NE(host.lines.back().find(R"("msg":"enqueue refused")"), std::string::npos)
+        << host.lines.back();
+    EXPECT_NE(host.lines.back().find(R"("token":"ops")"), std::string::npos) << host.lines.back();
+    EXPECT_NE(host.lines.back().find(R"("reason":"conflict")"), std::string::npos);
+    ingest->release(second);
+    for (const auto& r : ingest->route_stats().find(0)->rejected) {
+        EXPECT_EQ(r.load(), 0u);
+    }
+    EXPECT_EQ(ingest->stats().rejected[base::index(base::RejectReason::conflict)].load(), 0u);
+
+    // A webhook of the public plane with the same delivery is a duplicate of the job too.
+    Webhook hook;
+    ASSERT_EQ(send(hook, post("/kept/x", R"({"delivery":"k1"})"), R"({"delivery":"k1"})"),
+              Next::answer);
+    EXPECT_EQ(shown(hook.answer), R"(200 {"id":")" + id + R"(","status":"duplicate"})");
+    ingest->release(hook);
+    EXPECT_EQ(enqueued("kept", ingest_outcome::queued), 1u);
+    EXPECT_EQ(enqueued("kept", ingest_outcome::duplicate), 1u);
+    EXPECT_EQ(enqueued("kept", ingest_outcome::conflict), 1u);
+    EXPECT_EQ(enqueued("kept", ingest_outcome::in_progress), 1u);
+}
+
+// The ordering key from a header given with the job, its timestamp from the JSON body.
+TEST_F(SubmitTest, OrderingFromHeadersAndBody) {
+    Webhook w;
+    ASSERT_EQ(submit(w, "ordered", R"({"ts":20})", {{"X-Key", "k"}}), Next::spooling);
+    ingest->spooled(w, true);
+    ingest->release(w);
+    ASSERT_EQ(submit(w, "ordered", R"({"ts":10})", {{"X-Key", "k"}}), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(409 {"error":"stale"})");
+    EXPECT_EQ(ingest->enqueue_answered(w), ingest_outcome::stale);
+    ingest->release(w);
+    // Without the header the job has no ordering key: accepted, and counted as unkeyed.
+    ASSERT_EQ(submit(w, "ordered", R"({"ts":5})"), Next::spooling);
+    EXPECT_EQ(ingest->stats().ordering_unkeyed.load(), 1u);
+    ingest->spooled(w, true);
+    ingest->release(w);
+}
+
+// A path field cannot be read (the request was not made to the route's path): the job is
+// accepted without a dedup key, as a webhook without one is.
+TEST_F(SubmitTest, PathKeysCannotBeReadSoTheJobIsUnkeyed) {
+    for (int i = 0; i < 2; ++i) {
+        Webhook w;
+        ASSERT_EQ(submit(w, "bypath", "{}"), Next::spooling) << i;
+        EXPECT_FALSE(decoded(host.enqueued.size() - 1).keys.has_dedup);
+        ingest->spooled(w, true);
+        ingest->release(w);
+    }
+    EXPECT_EQ(ingest->stats().dedup_unkeyed.load(), 2u);
+}
+
+TEST_F(SubmitTest, RefusalsAndTheirOutcomes) {
+    Webhook w;
+    ASSERT_EQ(submit(w, "nosuchroute", "{}"), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(404 {"error":"not_found"})");
+    EXPECT_EQ(ingest->enqueue_answered(w), ingest_outcome::refused);
+    EXPECT_EQ(enqueued("nosuchroute", ingest_outcome::refused), 1u) << "under no route";
+    ingest->release(w);
+
+    ASSERT_EQ(submit(w, "open", "{}", {}, true), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(503 {"error":"unavailable"} | Retry-After: 1)"
+                               "\r\n");
+    EXPECT_EQ(ingest->enqueue_answered(w), ingest_outcome::unavailable);
+    ingest->release(w);
+
+    ASSERT_EQ(submit(w, "open", std::string(2049, 'x')), Next::answer);
+    EXPECT_EQ(shown(w.answer), R"(413 {"error":"body_too_large"})");
+    EXPECT_EQ(ingest->enqueue_answered(w), ingest_outcome::refused);
+    ingest->release(w);
+    ASSERT_EQ(submit(w, "open", std::string(2048, 'x')), Next::spooling) << "at the limit";
+    ingest->spooled(w, false);
+    EXPECT_EQ(shown(w.answer), R"(503 {"error":"unavailable"} | Retry-After: 1)"
+                               "\r\n");
+    EXPECT_EQ(ingest->enqueue_answered(w), ingest_outcome::unavailable);
+    ingest->release(w);
+
+    host.refuse = true;
+    ASSERT_EQ(submit(w, "open", "{}"), Next::answer);
+    EXPECT_EQ(w.answer.status, 503);
+    EXPECT_EQ(ingest->enqueue_answered(w), ingest_outcome::unavailable);
+    ingest->release(w);
+    EXPECT_EQ(enqueued("open", ingest_outcome::unavailable), 3u);
+    EXPECT_EQ(enqueued("open", ingest_outcome::refused), 1u);
 }
 
 } // namespace

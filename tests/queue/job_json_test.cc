@@ -24,8 +24,9 @@ struct StoredJob {
     JobRecord record;
 
     StoredJob(std::string_view body, std::vector<http::Header> headers = {},
-              std::string_view peer = "203.0.113.5") {
+              std::string_view peer = "203.0.113.5", std::string_view source = {}) {
         JobMeta meta;
+        meta.source = source;
         meta.id = *JobId::parse("01jd3v8x7e0k4s9q2m6b5n1c8h");
         meta.route = "github";
         meta.received_at_ns = t0;
@@ -104,6 +105,14 @@ TEST(JobJson, WritesEveryFieldInTheSpecOrder) {
     append_job_json(dump, job.record);
     EXPECT_EQ(dump.find("attempt"), std::string::npos);
     EXPECT_EQ(base::json_find(dump, "").status, JsonStatus::found);
+}
+
+TEST(JobJson, AJobEnqueuedThroughTheControlPlaneNamesItsToken) {
+    const StoredJob job("{}", {}, "127.0.0.1", "ops");
+    EXPECT_EQ(job_json(job, 1),
+              R"({"id":"01jd3v8x7e0k4s9q2m6b5n1c8h","route":"github",)"
+              R"("received_at":"2026-11-22T13:18:00.123Z","attempt":1,"source_ip":"127.0.0.1",)"
+              R"("enqueued_by":"ops","headers":{},"body":"{}","body_encoding":"utf8"})");
 }
 
 TEST(JobJson, BodiesRoundTripByteForByte) {

@@ -379,10 +379,67 @@ TEST(RecordKeys, RoundTripThroughTheKeysBlock) {
 TEST(RecordKeys, UnknownFlagsOrKeysWithoutTheBlockAreRefused) {
     std::vector<http::Header> headers;
     constexpr size_t flags_at = record_prefix_size + 1;
-    for (uint8_t flags : {uint8_t{0x08}, uint8_t{0x80}, record_flag_dedup, record_flag_ordering}) {
+    for (uint8_t flags : {uint8_t{0x10}, uint8_t{0x80}, record_flag_dedup, record_flag_ordering,
+                          record_flag_source}) {
         std::vector<uint8_t> rec = make_job_record(sample_meta(), headers, "body");
         rec[flags_at] = flags;
         seal_record(rec);
         EXPECT_EQ(decode_exact(rec).status, DecodeStatus::bad_fields) << int(flags);
     }
+}
+
+// A job enqueued through the control plane: the token's name between the keys block and the
+// route, its length in the u16 at offset 6, announced by record_flag_source.
+TEST(RecordSource, RoundTripsWithAndWithoutKeys) {
+    std::vector<http::Header> headers = {{"X-Trigger", "manual"}};
+    for (bool with_keys : {false, true}) {
+        JobMeta meta = sample_meta();
+        meta.with_keys = with_keys;
+        meta.source = "ops-bot";
+        std::vector<uint8_t> rec = make_job_record(meta, headers, "body");
+        ASSERT_EQ(rec.size(), job_record_head_size(meta.route, headers, with_keys, "ops-bot") + 4)
+            << with_keys;
+        EXPECT_EQ(detail::load_le16(&rec[p + 6]), 7u);
+        EXPECT_EQ(rec[p + 1] & record_flag_source, record_flag_source);
+        if (with_keys) {
+            RecordKeys keys;
+            keys.has_dedup = true;
+            keys.dedup_key = {1, 2};
+            ASSERT_TRUE(set_record_keys(rec, keys));
+            seal_record(rec);
+        }
+        Decoded d = decode_exact(rec);
+        ASSERT_EQ(d.status, DecodeStatus::ok) << with_keys;
+        EXPECT_EQ(d.record.source, "ops-bot");
+        EXPECT_EQ(d.record.route, meta.route);
+        EXPECT_EQ(d.record.body, "body");
+        EXPECT_EQ(d.record.keys.has_dedup, with_keys) << "set_record_keys keeps the source flag";
+        std::vector<std::string> names;
+        d.record.for_each_header(
+            [&](std::string_view n, std::string_view) { names.emplace_back(n); });
+        EXPECT_EQ(names, std::vector<std::string>{"X-Trigger"});
+    }
+    // A webhook of the public plane has none.
+    Decoded plain = decode_exact(make_job_record(sample_meta(), headers, "body"));
+    ASSERT_EQ(plain.status, DecodeStatus::ok);
+    EXPECT_TRUE(plain.record.source.empty());
+}
+
+TEST(RecordSource, ALengthWithoutTheFlagOrTheFlagWithoutALengthIsRefused) {
+    JobMeta meta = sample_meta();
+    meta.source = "ops";
+    std::vector<http::Header> headers;
+    std::vector<uint8_t> rec = make_job_record(meta, headers, "body");
+    ASSERT_EQ(decode_exact(rec).status, DecodeStatus::ok);
+    std::vector<uint8_t> no_flag = rec;
+    no_flag[p + 1] = 0;
+    reseal(no_flag);
+    EXPECT_EQ(decode_exact(no_flag).status, DecodeStatus::bad_fields);
+    std::vector<uint8_t> too_long = rec;
+    store16(too_long, p + 6, 0xffff);
+    reseal(too_long);
+    EXPECT_EQ(decode_exact(too_long).status, DecodeStatus::bad_fields);
+    const std::string huge(70000, 'x');
+    meta.source = huge;
+    EXPECT_TRUE(make_job_record(meta, headers, "body").empty()) << "a source over 65535 bytes";
 }

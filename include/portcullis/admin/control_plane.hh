@@ -1,7 +1,8 @@
 // The control plane (SPEC section 5): its own listener (admin.listen), its own thread and ring,
 // never a socket shared with the public plane. It serves GET /healthz and the pull API over the
-// JobStore: lease (with long polls), ack, nack, job state, dead letters and replay, each behind
-// the bearer tokens of the configuration; and with sinks it runs the delivery engine
+// JobStore: lease (with long polls), ack, nack, job state, dead letters and replay, jobs enqueued
+// from inside (handed to a shard, which commits them with its webhooks), each behind the bearer
+// tokens of the configuration; and with sinks it runs the delivery engine
 // (deliver/engine.hh) on the same ring, its settlements in the same ledger.
 //
 //   ControlPlane cp(*snapshot, features, spool_progress);   // one SpoolProgress per shard
@@ -16,6 +17,7 @@
 #include "portcullis/admin/metrics.hh"
 #include "portcullis/base/event.hh"
 #include "portcullis/config/snapshot.hh"
+#include "portcullis/ingest/control_job.hh"
 #include "portcullis/io/reload.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/spool_progress.hh"
@@ -47,6 +49,15 @@ public:
     // /v1/reload asks the main thread through desk. All must outlive the control plane.
     void follow_reloads(const std::atomic<const config::Snapshot*>& live, io::SnapshotUse& use,
                         const config::RouteSlots& slots, io::ReloadDesk& desk);
+    // The main thread, before it publishes a reload: what the job index would refuse of next
+    // (a route's `ordered` changed, no delivery lane left), "" when nothing. Safe between
+    // reloads: what it reads changes only when the control plane takes a snapshot up, which the
+    // reload waits for.
+    std::string check_reload(const config::Snapshot& next) const;
+    // POST /v1/routes/{route}/jobs: how to reach each shard (ingest/control_job.hh), which must
+    // outlive the control plane's run(); run() must end only after the shards' loops have (it
+    // then refuses the jobs they did not take). Before run(); without it the endpoint is 503.
+    void set_shards(std::span<const ingest::ShardPort> ports);
 
     // Start-up (blocking): the ring and the job index (spool segments and ledger). Takes
     // listen_fd. Returns "" or the error.

@@ -48,6 +48,8 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
 class EventBuffer {
 public:
     EventBuffer(size_t capacity, EventNames names);
+    // A reload changed the sinks: names by their (stable) numbers from now on.
+    void set_sinks(std::vector<std::string> sinks) { _names.sinks = std::move(sinks); }
 
     // Numbers e (ids start at 1 and increase by one) and keeps its frame, dropping the oldest
     // when full. Returns its id.

@@ -34,8 +34,9 @@ enum class EventType : uint8_t {
     sink_breaker_opened,
     sink_breaker_closed,
     tls_certificate_reloaded,
+    job_enqueued,
 };
-constexpr size_t event_type_count = static_cast<size_t>(EventType::tls_certificate_reloaded) + 1;
+constexpr size_t event_type_count = static_cast<size_t>(EventType::job_enqueued) + 1;
 
 constexpr std::string_view event_type_name(EventType t) {
     constexpr std::string_view names[event_type_count] = {
@@ -54,6 +55,7 @@ constexpr std::string_view event_type_name(EventType t) {
         "sink.breaker_opened",
         "sink.breaker_closed",
         "tls.certificate_reloaded",
+        "job.enqueued",
     };
     return names[static_cast<size_t>(t)];
 }
@@ -73,7 +75,7 @@ struct Event {
     uint16_t sink = none;    // index of the configuration's sinks
     uint32_t attempt = 0;
     int64_t ts_ns = 0;
-    // webhook.received: body bytes; ratelimit.limited: Retry-After seconds;
+    // webhook.received, job.enqueued: body bytes; ratelimit.limited: Retry-After seconds;
     // sink.breaker_opened: consecutive failures; tls.certificate_reloaded: not_after (Unix s);
     // config.reloaded: the generation (and `attempt` its route count).
     int64_t number = 0;
@@ -84,7 +86,8 @@ struct Event {
     std::array<char, id_bytes> id{}; // the job's or request's id
     // webhook.rejected: the allow-listed headers as one JSON object; ratelimit.limited: the
     // limit ("client" or "route"); webhook.received: "queued" or "duplicate"; tls: the file;
-    // config.rejected: the first error (cut to fit).
+    // config.rejected: the first error (cut to fit); job.enqueued: the name of the token that
+    // sent it.
     std::array<char, text_bytes> text{};
 
     static Event make(EventType type, int64_t ts_ns) {

@@ -13,6 +13,13 @@
 //   case Next::spooling:  ... when the spool reports: ingest.spooled(w, durable); send(w.answer)
 //   }
 //   ingest.release(w);                // after the answer (or when the connection is gone)
+//
+// A job enqueued from inside (POST /v1/routes/{route}/jobs, ingest/control_job.hh) takes the
+// same path from the keys on, through submit() instead of head/body/end_of_body:
+//
+//   w.peer = control_plane_client; w.cookie = ...;
+//   if (ingest.submit(w, route, headers, body, token, draining) == Next::spooling) { ... }
+//   ... ingest.spooled(w, durable) ...; ingest.enqueue_answered(w); ingest.release(w);
 #pragma once
 
 #include "portcullis/admit/rate_limit.hh"
@@ -139,6 +146,9 @@ struct Webhook {
     queue::FingerprintTable::Ref dedup_claim;
     bool dedup_held = false;
     bool queued = false; // durable: its 202 is owed
+    // A job enqueued through the control plane (submit()): the name of the token that sent it;
+    // empty for a webhook of the public plane.
+    std::string_view source;
     Answer answer;
 };
 
@@ -163,6 +173,24 @@ public:
     Next end_of_body(Webhook& w);
     // The spool's outcome for w's record: sets the 202, or the 503 of a failed write.
     void spooled(Webhook& w, bool durable);
+
+    // A job enqueued through the control plane (POST /v1/routes/{route}/jobs), which has
+    // authorized the token for the route and checked nothing else. The job skips what guards the
+    // public plane (signature verification, allow and deny, rate limits: the token is the
+    // sender's credential) and takes the rest of its path: the route's dedup and ordering keys,
+    // as far as the headers and the JSON body carry them (a query or path field cannot be read:
+    // the request was not made to the route's path, so such a key counts as missing), then the
+    // record, stored with `token` as its source and w.peer (the control-plane client) as its
+    // peer, and the spool hand-off. The headers are stored as the route stores a webhook's,
+    // less every credential whatever keep_headers says (Authorization carries the control
+    // plane's token). Answers as end_of_body: Next::spooling, then spooled(); or Next::answer
+    // (duplicate, conflict, stale, in progress, a refused spool, draining, a body over
+    // server.limits.body_bytes, a route the snapshot does not have). The views must stay valid
+    // until the answer is final (the record is copied; events name the token when it is).
+    Next submit(Webhook& w, std::string_view route, std::span<const http::Header> headers,
+                std::string_view body, std::string_view token, bool draining);
+    // The final answer of a submitted job: counts it under its route by outcome and returns it.
+    EnqueueOutcome enqueue_answered(const Webhook& w);
     // The exchange is over (answered, timed out or the connection is gone): frees the record
     // and gives back a dedup claim that was never made durable. w may be reused afterwards.
     void release(Webhook& w);
@@ -203,6 +231,9 @@ private:
     // An event of w's route, request id and peer.
     base::Event event_of(const Webhook& w, base::EventType type) const;
     void emit_received(const Webhook& w, uint16_t status, std::string_view outcome);
+    // submit()'s counterparts of refuse() and emit_received().
+    Next refuse_enqueue(Webhook& w, uint16_t status, base::RejectReason reason);
+    void emit_enqueued(const Webhook& w, uint16_t status);
 
     // Snapshots that requests in progress hold, oldest first; the last is _snap (the one new
     // requests get), held by `webhooks` requests.

@@ -19,6 +19,7 @@
 #include "portcullis/io/shard.hh"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -77,9 +78,13 @@ public:
 
     // Loads and validates the configuration, then publishes it and waits (bounded) until every
     // reader uses it. tls: the certificates are read again as the last step that may refuse.
-    ReloadOutcome reload(tls::Server* tls);
+    // check: what the control plane's job index would refuse (ControlPlane::check_reload).
+    ReloadOutcome reload(tls::Server* tls,
+                         const std::function<std::string(const config::Snapshot&)>& check);
     // Frees the snapshots no reader holds any more.
     void collect();
+    // Called once a snapshot is published, to wake the readers at once.
+    void on_publish(std::function<void()> wake) { _wake = std::move(wake); }
     const config::Snapshot& current() const { return *_current; }
 
 private:
@@ -89,6 +94,10 @@ private:
     config::RouteSlots& _slots;
     std::unique_ptr<config::Snapshot> _current;
     std::vector<std::unique_ptr<config::Snapshot>> _retired;
+    std::function<void()> _wake;
+
+    // Whether every reader uses generation (or a newer one) for new work.
+    bool taken_up(uint64_t generation) const;
 };
 
 } // namespace portcullis::io

@@ -12,6 +12,7 @@
 #include "portcullis/admit/rate_limit.hh"
 #include "portcullis/base/event.hh"
 #include "portcullis/config/snapshot.hh"
+#include "portcullis/ingest/control_job.hh"
 #include "portcullis/ingest/webhook.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/dedup.hh"
@@ -118,6 +119,13 @@ public:
     const ingest::RouteStats& unmatched_stats() const;
     // Its spool's commit latencies and whether it refuses writes.
     const queue::SpoolMetrics& spool_metrics() const;
+
+    // Wakes its loop from any thread (its doorbell, base/doorbell.hh): it then drains the queues
+    // other threads feed it, at the top of its loop. After init().
+    void wake() const;
+    // How the control plane hands it jobs enqueued from inside and gets them back
+    // (ingest/control_job.hh); the queues and the doorbell live as long as the shard.
+    ingest::ShardPort port();
 
 private:
     struct Impl;

@@ -11,6 +11,9 @@
 //
 // - received_at is RFC 3339 UTC with milliseconds; source_ip is the peer address without port,
 //   IPv4 in dotted form (not IPv4-mapped), IPv6 as RFC 5952.
+// - enqueued_by, after source_ip and only for a job enqueued through the control plane (POST
+//   /v1/routes/{route}/jobs): the name of the token that sent it (source_ip is then that
+//   client's address).
 // - headers: one member per field name, lowercased (field names are case-insensitive), in the
 //   order of first appearance. A name sent more than once becomes one member whose value joins
 //   the values in the order received with ", ", which is how RFC 9110 section 5.3 lets a

@@ -17,13 +17,17 @@
 //   prefix (16 bytes, not covered by the checksum):
 //     u8[4] magic "PCR1", u32 payload_length, u64 checksum = XXH3_64bits(payload)
 //   payload:
-//     u8 type (1 = job), u8 flags (0), u16 route_len, u16 header_count, u16 reserved (0),
+//     u8 type (1 = job), u8 flags (0), u16 route_len, u16 header_count, u16 source_len (0),
 //     u32 headers_len, u32 reserved (0), i64 received_at_ns (Unix), u8[16] job id,
 //     u8[16] peer address, u16 peer port, u16 reserved (0), u32 reserved (0),
 //     keys block, only when flags has record_flag_keys (routes with dedup or ordering):
 //       u8[16] dedup key fingerprint, u8[16] body fingerprint, u8[16] ordering key fingerprint,
 //       i64 ordering timestamp; flags record_flag_dedup / record_flag_ordering say which hold
 //       values (the rest is zero),
+//     source, only when flags has record_flag_source (a job enqueued through the control
+//       plane, POST /v1/routes/{route}/jobs): the name of the token that sent it, source_len
+//       bytes (1 or more; source_len is 0 without the flag); the peer is then the control-plane
+//       client's,
 //     route, headers block (per header: u16 name_len, u32 value_len, name, value),
 //     body (everything up to the end of the payload).
 // The keys are kept so that a restart rebuilds the dedup and ordering tables from the spool
@@ -53,7 +57,8 @@ constexpr size_t record_header_overhead = 6;
 constexpr uint8_t record_type_job = 1;
 constexpr uint8_t record_flag_dedup = 0x01;
 constexpr uint8_t record_flag_ordering = 0x02;
-constexpr uint8_t record_flag_keys = 0x04; // the keys block is present
+constexpr uint8_t record_flag_keys = 0x04;   // the keys block is present
+constexpr uint8_t record_flag_source = 0x08; // enqueued by the control plane: a source name
 constexpr size_t record_keys_size = 56;
 
 // What a job was deduplicated and ordered by (fingerprints, never the values themselves).
@@ -74,16 +79,20 @@ struct JobMeta {
     int64_t received_at_ns = 0;
     PeerAddress peer;
     bool with_keys = false; // reserve the keys block (set_record_keys fills it)
+    // The control-plane token that enqueued the job (POST /v1/routes/{route}/jobs); empty for a
+    // webhook of the public plane.
+    std::string_view source;
 };
 
-// Bytes of prefix + fixed payload fields + route + headers block: everything before the body.
+// Bytes of prefix + fixed payload fields + keys + source + route + headers block: everything
+// before the body.
 size_t job_record_head_size(std::string_view route, std::span<const http::Header> headers,
-                            bool with_keys = false);
+                            bool with_keys = false, std::string_view source = {});
 
 // Writes everything before the body into out; the prefix's length and checksum are left zero
 // for seal_record. Returns the bytes written (job_record_head_size), or 0 if out is too small or
-// a length does not fit its field (route or a header name over 65535 bytes, more than 65535
-// headers, a payload over 4 GiB): limits far above what the HTTP layer admits.
+// a length does not fit its field (route, source or a header name over 65535 bytes, more than
+// 65535 headers, a payload over 4 GiB): limits far above what the HTTP layer admits.
 size_t encode_job_head(const JobMeta& meta, std::span<const http::Header> headers,
                        std::span<uint8_t> out);
 
@@ -134,6 +143,8 @@ struct JobRecord {
     int64_t received_at_ns = 0;
     PeerAddress peer;
     RecordKeys keys; // all false and zero without a keys block
+    // The token that enqueued it through the control plane; empty for a public-plane webhook.
+    std::string_view source;
     uint16_t header_count = 0;
     std::string_view headers_block;
     std::string_view body;
