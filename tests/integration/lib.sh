@@ -154,7 +154,7 @@ _launch_server() {
             # (up to 2 s) for its line too, so that every port is known.
             local j
             for ((j = 0; j < 40; j++)); do
-                grep -q '^admin:' "$config" || break
+                grep -rq '^admin:' "$config" || break
                 [[ -z $(_listening_port admin) ]] || break
                 sleep 0.05
             done
