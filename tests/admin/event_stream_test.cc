@@ -190,9 +190,6 @@ TEST(EventBuffer, AnIdOlderThanTheBufferStartsAtTheOldest) {
     EXPECT_EQ(ids(out), (std::vector<uint64_t>{7, 8, 9, 10}));
 }
 
-} // namespace
-} // namespace portcullis::admin
-
 TEST(EventFormat, ConfigEventsCarryTheirFields) {
     const int64_t at = 1'700'000'000'123'000'000;
     const std::string head = R"(","ts":"2023-11-14T22:13:20.123Z",)";
@@ -219,3 +216,6 @@ TEST(EventFormat, ConfigEventsCarryTheirFields) {
                    R"({"id":3,"type":"config.token_revoked)" +
                        head + R"("token":"ci"})" + "\n\n");
 }
+
+} // namespace
+} // namespace portcullis::admin
