@@ -1494,11 +1494,18 @@ struct ControlPlane::Impl {
         for (const MintedToken& t : minted) {
             std::string why;
             if (!tokens.add(t.name, t.sha256, t.scopes, t.expires_at, &why)) {
-                return "tokens: " + dir + "/" + std::string(token_state_file_name) +
-                       ": minted token " + t.name + ": " + why +
-                       " (a token of the configuration clashes with it: rename one, or revoke "
-                       "the minted one with DELETE /v1/tokens/" +
-                       t.name + " after removing the other)";
+                std::string err = "tokens: " + dir;
+                err += "/";
+                err += token_state_file_name;
+                err += ": minted token ";
+                err += t.name;
+                err += ": ";
+                err += why;
+                err += " (a token of the configuration clashes with it: rename one, or revoke the "
+                       "minted one with DELETE /v1/tokens/";
+                err += t.name;
+                err += " after removing the other)";
+                return err;
             }
         }
         return "";

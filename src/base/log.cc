@@ -107,8 +107,9 @@ LogLine& LogLine::field(std::string_view key, int64_t value) {
 
 LogLine& LogLine::milliseconds(std::string_view key, int64_t ns) {
     char text[32];
-    const int n = std::snprintf(text, sizeof text, "%lld.%03lld", static_cast<long long>(ns / 1'000'000),
-                                static_cast<long long>((ns % 1'000'000) / 1'000));
+    const int n =
+        std::snprintf(text, sizeof text, "%lld.%03lld", static_cast<long long>(ns / 1'000'000),
+                      static_cast<long long>((ns % 1'000'000) / 1'000));
     _json.key(key).raw(std::string_view(text, n > 0 ? static_cast<size_t>(n) : 0));
     return *this;
 }

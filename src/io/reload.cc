@@ -36,12 +36,11 @@ bool same(const std::vector<config::ListenAddress>& a,
 bool same_route(const config::RouteConfig& a, const config::RouteConfig& b) {
     const config::VerifyConfig& va = a.verify;
     const config::VerifyConfig& vb = b.verify;
-    const bool same_verify = va.scheme == vb.scheme && va.secrets == vb.secrets &&
-                             va.tolerance_ns == vb.tolerance_ns && va.header == vb.header &&
-                             va.prefix == vb.prefix && va.encoding == vb.encoding &&
-                             va.algorithm == vb.algorithm &&
-                             va.timestamp_header == vb.timestamp_header &&
-                             va.signed_template == vb.signed_template;
+    const bool same_verify =
+        va.scheme == vb.scheme && va.secrets == vb.secrets && va.tolerance_ns == vb.tolerance_ns &&
+        va.header == vb.header && va.prefix == vb.prefix && va.encoding == vb.encoding &&
+        va.algorithm == vb.algorithm && va.timestamp_header == vb.timestamp_header &&
+        va.signed_template == vb.signed_template;
     return same_verify && a.path == b.path && a.methods == b.methods && a.dedup == b.dedup &&
            a.ordering == b.ordering && a.rate_limit == b.rate_limit && a.allow == b.allow &&
            a.max_attempts == b.max_attempts && a.durability == b.durability &&

@@ -867,7 +867,10 @@ size_t JobStore::recover_unknown(const std::vector<std::string>& names) {
         }
     }
     // Only up to what advance() has indexed: the rest is read as usual, the route known now.
-    for (const auto& [shard, seq] : segments) {
+    for (const auto& key : segments) {
+        // Named copies: a lambda below takes them (clang 14 cannot capture structured bindings).
+        const auto shard = key.first;
+        const auto seq = key.second;
         auto it = _segments.find({shard, seq});
         if (it == _segments.end() || it->second.size <= segment_header_size) {
             continue;

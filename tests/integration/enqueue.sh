@@ -45,7 +45,7 @@ expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
 py() { python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY"; }
 
 # enqueue ROUTE TOKEN FILE [curl arguments...]: POST /v1/routes/ROUTE/jobs with the file's bytes;
-# sets API_STATUS, API_BODY and API_HEADERS (a file).
+# sets API_STATUS, API_BODY.
 enqueue() {
     local route=$1 token=$2 file=$3
     shift 3
@@ -55,7 +55,6 @@ enqueue() {
     API_STATUS=$(curl "${args[@]}" "$@" "http://127.0.0.1:$ADMIN_PORT/v1/routes/$route/jobs") ||
         API_STATUS="curl-failed-$?"
     API_BODY=$(cat "$WORKDIR/api-body")
-    API_HEADERS="$WORKDIR/api-headers"
 }
 # expect_enqueued WHAT: the last answer is 202 {"id":"...","status":"queued"}; sets JOB_ID.
 expect_enqueued() {

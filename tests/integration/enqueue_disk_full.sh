@@ -61,7 +61,7 @@ echo "while filling: $accepted accepted, $refused refused"
 # Space returns: after the spool's back-off, enqueues are taken again without a restart.
 rm -f "$fs/filler"
 printf '{"after":"disk full"}' >"$WORKDIR/after"
-for attempt in $(seq 1 30); do
+for _ in $(seq 1 30); do
     enqueue "$WORKDIR/after"
     [[ $API_STATUS == 202 ]] && break
     [[ $API_STATUS == 503 ]] || fail "after freeing space: expected 202 or 503, got $API_STATUS"
