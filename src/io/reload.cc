@@ -1,5 +1,6 @@
 #include "portcullis/io/reload.hh"
 
+#include "portcullis/admin/consumer_store.hh"
 #include "portcullis/admin/token_store.hh"
 #include "portcullis/base/time.hh"
 #include "portcullis/tls/server.hh"
@@ -81,6 +82,30 @@ void ReloadDesk::done(uint64_t served, const ReloadOutcome& outcome) {
 std::pair<uint64_t, uint64_t> ReloadDesk::counts() {
     std::lock_guard lock(_mutex);
     return {_taken, _refused};
+}
+
+uint64_t ReloadDesk::ask_consumers() {
+    std::lock_guard lock(_mutex);
+    return ++_consumers_asked;
+}
+
+std::optional<ReloadOutcome> ReloadDesk::consumers_outcome(uint64_t ticket) {
+    std::lock_guard lock(_mutex);
+    if (_consumers_served < ticket) {
+        return std::nullopt;
+    }
+    return _consumers_last;
+}
+
+uint64_t ReloadDesk::consumers_asked() {
+    std::lock_guard lock(_mutex);
+    return _consumers_asked;
+}
+
+void ReloadDesk::consumers_done(uint64_t served, const ReloadOutcome& outcome) {
+    std::lock_guard lock(_mutex);
+    _consumers_served = std::max(_consumers_served, served);
+    _consumers_last = outcome;
 }
 
 std::string restart_needed(const config::Config& running, const config::Config& next) {
@@ -204,20 +229,14 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
         out.errors.push_back(_path + ": " + why);
         return out;
     }
-    std::string error;
-    std::unique_ptr<config::Snapshot> next =
-        config::Snapshot::build(std::move(*loaded.config), error);
-    if (!next) {
-        out.errors.push_back(_path + ": " + error);
-        return out;
-    }
     // Minted tokens outlive reloads: a configured token may not take one's name.
     std::vector<admin::MintedToken> minted;
-    if (std::string why = admin::read_token_state(next->config().spool.dir, minted); !why.empty()) {
+    if (std::string why = admin::read_token_state(loaded.config->spool.dir, minted);
+        !why.empty()) {
         out.errors.push_back(why);
         return out;
     }
-    for (const config::TokenConfig& t : next->config().tokens) {
+    for (const config::TokenConfig& t : loaded.config->tokens) {
         for (const admin::MintedToken& m : minted) {
             if (m.name == t.name) {
                 config::Diagnostic d{t.mark, "tokens." + t.name,
@@ -229,21 +248,77 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
             }
         }
     }
+    // So do registered consumers: their sinks join the new configuration.
+    std::vector<admin::Consumer> consumers;
+    if (std::string why = admin::read_consumer_state(loaded.config->spool.dir, consumers);
+        !why.empty()) {
+        out.errors.push_back(why);
+        return out;
+    }
+    if (std::string why = admin::apply_consumers(*loaded.config, consumers); !why.empty()) {
+        out.errors.push_back(why);
+        return out;
+    }
+    std::string error;
+    std::unique_ptr<config::Snapshot> next =
+        config::Snapshot::build(std::move(*loaded.config), error);
+    if (!next) {
+        out.errors.push_back(_path + ": " + error);
+        return out;
+    }
+    publish(std::move(next), check, tls, started, out);
+    return out;
+}
+
+ReloadOutcome Reloader::republish(
+    const std::function<std::string(const config::Snapshot&)>& check) {
+    const int64_t started = base::mono_ns();
+    ReloadOutcome out;
+    out.generation = _current->generation();
+    out.routes = _current->routes().size();
+    if (!taken_up(out.generation)) {
+        out.errors.push_back("the previous reload is still being taken up by a shard or the "
+                             "control plane; try again");
+        return out;
+    }
+    config::Config cfg = _current->config();
+    std::vector<admin::Consumer> consumers;
+    if (std::string why = admin::read_consumer_state(cfg.spool.dir, consumers); !why.empty()) {
+        out.errors.push_back(why);
+        return out;
+    }
+    if (std::string why = admin::apply_consumers(cfg, consumers); !why.empty()) {
+        out.errors.push_back(why);
+        return out;
+    }
+    std::string error;
+    std::unique_ptr<config::Snapshot> next = config::Snapshot::build(std::move(cfg), error);
+    if (!next) {
+        out.errors.push_back(error);
+        return out;
+    }
+    publish(std::move(next), check, nullptr, started, out);
+    return out;
+}
+
+void Reloader::publish(std::unique_ptr<config::Snapshot> next,
+                       const std::function<std::string(const config::Snapshot&)>& check,
+                       tls::Server* tls, int64_t started, ReloadOutcome& out) {
     if (check) {
         if (std::string why = check(*next); !why.empty()) {
             out.errors.push_back(why);
-            return out;
+            return;
         }
     }
     if (std::string why = next->fits(_slots); !why.empty()) {
         out.errors.push_back(_path + ": " + why);
-        return out;
+        return;
     }
     // The last step that may refuse: the certificates, read again from their files.
     if (tls != nullptr) {
         if (std::string why = tls->reload(); !why.empty()) {
             out.errors.push_back("server.tls: " + why);
-            return out;
+            return;
         }
         out.certificates_reloaded = true;
     }
@@ -290,7 +365,6 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
         out.errors.push_back("a reader had not taken the new configuration up after 5 s");
     }
     collect();
-    return out;
 }
 
 bool Reloader::taken_up(uint64_t generation) const {

@@ -359,6 +359,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGUSR1); // the control plane: consumers.state changed
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
@@ -545,6 +546,25 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
                           main_events);
             served_reloads = asked;
             reload_desk.done(asked, outcome);
+            continue;
+        }
+        if (sig == SIGUSR1) {
+            // POST or DELETE /v1/consumers: the configuration in use, with the consumers the
+            // state file lists now (the configuration's files are not read).
+            const uint64_t asked = reload_desk.consumers_asked();
+            ReloadOutcome outcome = reloader.republish([&](const config::Snapshot& next) {
+                return control ? control->check_reload(next) : std::string();
+            });
+            if (outcome.ok) {
+                LogLine(Level::info, "configuration republished with the registered consumers")
+                    .field("generation", static_cast<int64_t>(outcome.generation))
+                    .write();
+            } else {
+                LogLine(Level::error, "consumers not taken up")
+                    .field("error", outcome.errors.empty() ? "" : outcome.errors.front())
+                    .write();
+            }
+            reload_desk.consumers_done(asked, outcome);
             continue;
         }
         LogLine(Level::info, "draining")

@@ -58,6 +58,15 @@ public:
     // Reloads done since the start: {taken, refused}.
     std::pair<uint64_t, uint64_t> counts();
 
+    // The same for a registration or removal of a consumer (admin/consumer_store.hh): the
+    // control plane has written consumers.state and asks (with SIGUSR1) for the configuration
+    // in use to be published again with the consumers the file now lists, without reading the
+    // configuration files (Reloader::republish).
+    uint64_t ask_consumers();
+    std::optional<ReloadOutcome> consumers_outcome(uint64_t ticket);
+    uint64_t consumers_asked();
+    void consumers_done(uint64_t served, const ReloadOutcome& outcome);
+
 private:
     std::mutex _mutex; // the control plane and the main thread only, never a shard
     uint64_t _asked = 0;
@@ -65,6 +74,9 @@ private:
     uint64_t _taken = 0;
     uint64_t _refused = 0;
     ReloadOutcome _last;
+    uint64_t _consumers_asked = 0;
+    uint64_t _consumers_served = 0;
+    ReloadOutcome _consumers_last;
 };
 
 // "" or why next cannot replace running without a restart, naming the key: listen addresses,
@@ -85,6 +97,10 @@ public:
     // check: what the control plane's job index would refuse (ControlPlane::check_reload).
     ReloadOutcome reload(tls::Server* tls,
                          const std::function<std::string(const config::Snapshot&)>& check);
+    // Publishes the configuration in use again with the consumers <spool dir>/consumers.state
+    // lists now (admin::apply_consumers), without reading the configuration's files: an edit
+    // not yet reloaded is not taken up by a registration. Same checks and wait as reload().
+    ReloadOutcome republish(const std::function<std::string(const config::Snapshot&)>& check);
     // Frees the snapshots no reader holds any more.
     void collect();
     // Called once a snapshot is published, to wake the readers at once.
@@ -102,6 +118,10 @@ private:
 
     // Whether every reader uses generation (or a newer one) for new work.
     bool taken_up(uint64_t generation) const;
+    // The end of reload() and republish(): check, fits, what changed, publish, wait.
+    void publish(std::unique_ptr<config::Snapshot> next,
+                 const std::function<std::string(const config::Snapshot&)>& check, tls::Server* tls,
+                 int64_t started, ReloadOutcome& out);
 };
 
 } // namespace portcullis::io
