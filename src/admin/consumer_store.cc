@@ -193,8 +193,8 @@ std::string parse_consumer_state(std::string_view text, const std::string& path,
                 if (seen.name == c.name) {
                     err = where + "consumer " + c.name + " listed twice";
                 } else if (seen.token_sha256 == c.token_sha256) {
-                    err = where + "consumer " + c.name + " has the same token sha256 as " +
-                          seen.name;
+                    err =
+                        where + "consumer " + c.name + " has the same token sha256 as " + seen.name;
                 }
             }
             out.push_back(std::move(c));
@@ -305,8 +305,8 @@ std::string apply_consumers(config::Config& cfg, const std::vector<Consumer>& co
         http.sign_secrets.push_back(std::move(secret));
         sink.http = std::move(http);
         if (!c.health_path.empty()) {
-            sink.health = config::HealthProbeConfig{c.health_path,
-                                                    cfg.admin.consumers.health_interval_ns};
+            sink.health =
+                config::HealthProbeConfig{c.health_path, cfg.admin.consumers.health_interval_ns};
         }
         cfg.sinks.push_back(std::move(sink));
         for (config::RouteConfig* r : routes) {

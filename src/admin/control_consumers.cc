@@ -147,12 +147,12 @@ ConsumerAnswer ConsumerRegistry::register_consumer(std::string_view body, const 
         return error_answer(400, "bad_request", why);
     }
     const config::Config& cfg = cx.snap.config();
-    const bool clash =
-        std::any_of(_consumers.begin(), _consumers.end(),
-                    [&](const Consumer& o) { return o.name == c.name; }) ||
-        cx.tokens.find(c.name) != nullptr || cx.tokens.find(c.token_name()) != nullptr ||
-        std::any_of(cfg.sinks.begin(), cfg.sinks.end(),
-                    [&](const config::SinkConfig& s) { return s.name == c.name; });
+    const bool clash = std::any_of(_consumers.begin(), _consumers.end(),
+                                   [&](const Consumer& o) { return o.name == c.name; }) ||
+                       cx.tokens.find(c.name) != nullptr ||
+                       cx.tokens.find(c.token_name()) != nullptr ||
+                       std::any_of(cfg.sinks.begin(), cfg.sinks.end(),
+                                   [&](const config::SinkConfig& s) { return s.name == c.name; });
     if (clash) {
         return error_answer(409, "conflict",
                             "a consumer, token or sink called " + c.name + " exists already");

@@ -58,8 +58,7 @@ public:
     // After a reload rebuilt the token set: the consumers' tokens again.
     void add_tokens(TokenSet& tokens) const;
 
-    ConsumerAnswer register_consumer(std::string_view body, const Grant& who,
-                                     ConsumerContext& cx);
+    ConsumerAnswer register_consumer(std::string_view body, const Grant& who, ConsumerContext& cx);
     ConsumerAnswer remove(std::string_view name, const Grant& who, ConsumerContext& cx);
     // The answer of the change that waits, once the main thread has published it (or refused).
     std::optional<ConsumerAnswer> poll(ConsumerContext& cx);
@@ -78,9 +77,9 @@ private:
         bool removal = false;
         std::vector<Consumer> before;
         std::vector<Consumer> after;
-        Consumer changed;   // the one added or removed
-        std::string token;  // a registration's plaintext token, for its answer only
-        std::string by;     // the requesting token's name, for the log
+        Consumer changed;  // the one added or removed
+        std::string token; // a registration's plaintext token, for its answer only
+        std::string by;    // the requesting token's name, for the log
     };
 
     // -1: not probed (no health_path), else 0 or 1 from the engine's report of its sink.

@@ -1355,8 +1355,8 @@ struct ControlPlane::Impl {
                                [this](const base::Event& e) { publish_own(e); }};
     }
 
-    void consumer_request(Conn& c, const Grant& who, std::string_view method,
-                          std::string_view path, std::string_view body) {
+    void consumer_request(Conn& c, const Grant& who, std::string_view method, std::string_view path,
+                          std::string_view body) {
         const bool collection = path == "/v1/consumers";
         const std::string_view allow = collection ? "Allow: GET, POST\r\n" : "Allow: DELETE\r\n";
         if (collection ? method != "GET" && method != "POST" : method != "DELETE") {

@@ -96,8 +96,8 @@ std::string sync_dir(const std::string& dir) {
     return error;
 }
 
-std::string replace_file(const std::string& path,
-                         const std::function<bool(int fd)>& write_contents, unsigned mode) {
+std::string replace_file(const std::string& path, const std::function<bool(int fd)>& write_contents,
+                         unsigned mode) {
     const std::string tmp = path + ".tmp";
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0) {

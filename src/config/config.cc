@@ -140,7 +140,8 @@ bool is_query_name(std::string_view s) {
 } // namespace
 
 bool is_consumer_name(std::string_view s) {
-    return s.starts_with(consumer_prefix) && s.size() <= consumer_prefix.size() + max_consumer_name &&
+    return s.starts_with(consumer_prefix) &&
+           s.size() <= consumer_prefix.size() + max_consumer_name &&
            is_name(s.substr(consumer_prefix.size()));
 }
 

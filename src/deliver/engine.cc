@@ -162,9 +162,8 @@ size_t ca_digest(const config::SinkConfig& c) {
 
 // Everything but where it was written: moving a sink in its file changes nothing.
 bool same_sink(const config::SinkConfig& a, const config::SinkConfig& b) {
-    return a.name == b.name && a.kind == b.kind && a.breaker == b.breaker &&
-           a.health == b.health && a.http == b.http &&
-           a.exec == b.exec && a.nats == b.nats && a.redis == b.redis;
+    return a.name == b.name && a.kind == b.kind && a.breaker == b.breaker && a.health == b.health &&
+           a.http == b.http && a.exec == b.exec && a.nats == b.nats && a.redis == b.redis;
 }
 
 } // namespace
@@ -293,9 +292,9 @@ void Engine::health_result(Sink& s, bool ok, uint16_t status, std::string_view e
     }
     line.write();
     if (_on_event) {
-        base::Event e = base::Event::make(
-            ok ? base::EventType::consumer_healthy : base::EventType::consumer_unhealthy,
-            now_unix_ns);
+        base::Event e = base::Event::make(ok ? base::EventType::consumer_healthy
+                                             : base::EventType::consumer_unhealthy,
+                                          now_unix_ns);
         e.sink = static_cast<uint16_t>(s.index);
         e.status = status;
         e.set_text(consumer);

@@ -231,8 +231,7 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
     }
     // Minted tokens outlive reloads: a configured token may not take one's name.
     std::vector<admin::MintedToken> minted;
-    if (std::string why = admin::read_token_state(loaded.config->spool.dir, minted);
-        !why.empty()) {
+    if (std::string why = admin::read_token_state(loaded.config->spool.dir, minted); !why.empty()) {
         out.errors.push_back(why);
         return out;
     }
@@ -270,8 +269,8 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
     return out;
 }
 
-ReloadOutcome Reloader::republish(
-    const std::function<std::string(const config::Snapshot&)>& check) {
+ReloadOutcome
+Reloader::republish(const std::function<std::string(const config::Snapshot&)>& check) {
     const int64_t started = base::mono_ns();
     ReloadOutcome out;
     out.generation = _current->generation();

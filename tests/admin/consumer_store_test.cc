@@ -102,9 +102,9 @@ TEST(ConsumerStateText, ChecksEachConsumer) {
             << r.c.name << " -> " << consumer_error(r.c);
     }
     EXPECT_EQ(consumer_error(two[0]), "");
-    EXPECT_EQ(two[1].scopes(), (std::vector<std::string>{"jobs:consume:github", "jobs:read:github",
-                                                         "jobs:consume:stripe",
-                                                         "jobs:read:stripe"}));
+    EXPECT_EQ(two[1].scopes(),
+              (std::vector<std::string>{"jobs:consume:github", "jobs:read:github",
+                                        "jobs:consume:stripe", "jobs:read:stripe"}));
     EXPECT_EQ(two[0].token_name(), "consumer:billing");
     EXPECT_TRUE(config::is_consumer_name(two[0].sink_name()));
     EXPECT_FALSE(config::is_consumer_name("consumer:"));
@@ -125,8 +125,7 @@ TEST(ConsumerStateFile, WritesPrivatelyAndReadsBack) {
     EXPECT_EQ(read_consumer_state(dir, back), "");
     EXPECT_EQ(back, two);
     std::ofstream(dir + "/consumers.state", std::ios::binary | std::ios::app) << "junk\n";
-    EXPECT_NE(read_consumer_state(dir, back).find(dir + "/consumers.state:5: "),
-              std::string::npos);
+    EXPECT_NE(read_consumer_state(dir, back).find(dir + "/consumers.state:5: "), std::string::npos);
     fs::remove_all(dir);
     const std::string s = generate_signing_secret();
     EXPECT_TRUE(s.starts_with("whsec_"));

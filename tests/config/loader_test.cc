@@ -528,8 +528,7 @@ TEST_F(ConfigLoad, AdminConsumersHealthInterval) {
          {"c.yaml:1:38: admin.consumers.health_interval: "}},
         {"admin: {consumers: {health_interval: 25h}}\n",
          {"admin.consumers.health_interval: at most 24h"}},
-        {"admin: {consumers: {interval: 1s}}\n",
-         {"admin.consumers.interval: unknown key"}},
+        {"admin: {consumers: {interval: 1s}}\n", {"admin.consumers.interval: unknown key"}},
     });
     LoadResult res = load_text("c.yaml", "admin: {consumers: {health_interval: 1s}}\n");
     ASSERT_TRUE(res.ok()) << formatted(res.errors);

@@ -118,7 +118,7 @@ send alpha a1
 A1=$JOB_ID
 send beta b1
 B1=$JOB_ID
-wait_delivery "$A1" consumer:billing done 15
+wait_delivery "$A1" consumer:billing "done" 15
 sleep 0.5
 expect_eq "beta's job at the consumer" 0 "$(hooks_with "$B1")"
 recv_check app "$SECRET" "$A1" <<'PY'
@@ -176,7 +176,7 @@ expect_eq "a2 at the consumer while unhealthy" 0 "$(hooks_with "$A2")"
 expect_eq "a2 while unhealthy" "queued 0" "$(delivery_state "$A2" consumer:billing)"
 receiver_control app '{"path": "/health", "plan": {"count": "all", "then": {"status": 200}}}'
 wait_until 10 "consumer.healthy on /events" has_events consumer.healthy 1
-wait_delivery "$A2" consumer:billing done 10
+wait_delivery "$A2" consumer:billing "done" 10
 expect_eq "a2 attempts" 1 "$DELIVERY_ATTEMPTS"
 expect_eq "/healthz once healthy" true "$(consumer_health billing)"
 expect_eq "metric once healthy" 1 "$(metric billing)"
@@ -189,7 +189,7 @@ capi GET "/v1/jobs/$A2" "$CTOKEN"
 expect_api "the consumer's token after a restart" 200
 send alpha a3
 A3=$JOB_ID
-wait_delivery "$A3" consumer:billing done 15
+wait_delivery "$A3" consumer:billing "done" 15
 
 # --- kill -9 during registrations: the old set or the new one ---
 names_in_state() { grep '^consumer ' "$STATE" | cut -d' ' -f2 | tr '\n' ' '; }

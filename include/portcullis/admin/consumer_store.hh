@@ -14,8 +14,8 @@
 // secrets):
 //
 //   portcullis-consumers 1
-//   consumer billing 1796000000000000000 3f0c...(64 hex) whsec_... http://10.0.0.5:8000/hooks /healthz stripe
-//   sha256 9a1b...(64 hex, of every byte before this line)
+//   consumer billing 1796000000000000000 3f0c...(64 hex) whsec_... http://10.0.0.5:8000/hooks
+//   /healthz stripe sha256 9a1b...(64 hex, of every byte before this line)
 //
 // fields: name, created_at (Unix ns), the token's SHA-256, the signing secret, the URL, the
 // health path ("-" for none of the last three), then the routes. Replaced whole and atomically
@@ -50,7 +50,7 @@ struct Consumer {
     std::string url;                 // "" without a sink; else an http(s) URL, no space
     std::string health_path;         // "" without a probe; else '/' then visible ASCII
     TokenDigest token_sha256{};
-    std::string secret; // "whsec_" + base64 of 32 random bytes, with url only
+    std::string secret;     // "whsec_" + base64 of 32 random bytes, with url only
     int64_t created_at = 0; // Unix nanoseconds
     bool operator==(const Consumer&) const = default;
 

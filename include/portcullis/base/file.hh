@@ -36,8 +36,7 @@ std::string sync_dir(const std::string& dir);
 // errno says why), which is then fdatasynced and renamed over path, and the folder fsynced. A
 // crash at any point leaves the old file or the new one. Returns "" or the error, naming the
 // file; on error path is untouched and the temporary file removed.
-std::string replace_file(const std::string& path,
-                         const std::function<bool(int fd)>& write_contents,
+std::string replace_file(const std::string& path, const std::function<bool(int fd)>& write_contents,
                          unsigned mode = 0640);
 
 } // namespace portcullis::base

@@ -26,7 +26,8 @@
 // Per sink: `concurrency` attempts in flight, the circuit breaker (policy.hh), the optional pace
 // of `rate`. A registered consumer's sink with a health path (SinkConfig::health) is probed
 // every interval with a GET on a client of its own: a non-2xx answer, a timeout or a connection
-// error holds its breaker open (jobs wait, no attempt spent) until a probe passes again. Jobs are taken from the sink's routes in turn, oldest first within a route.
+// error holds its breaker open (jobs wait, no attempt spent) until a probe passes again. Jobs are
+// taken from the sink's routes in turn, oldest first within a route.
 //
 // Sinks are numbered as the JobStore numbers them (by name, for the life of the process: the
 // start configuration's order, then each name a reload adds): the number is Event::sink, the
