@@ -279,10 +279,14 @@ std::string apply_consumers(config::Config& cfg, const std::vector<Consumer>& co
             auto it = std::find_if(cfg.routes.begin(), cfg.routes.end(),
                                    [&](const config::RouteConfig& r) { return r.name == name; });
             if (it == cfg.routes.end()) {
-                return where + "route " + name +
-                       " is not configured (put it back, or remove the consumer first with "
-                       "DELETE /v1/consumers/" +
-                       c.name + ")";
+                std::string err = where;
+                err += "route ";
+                err += name;
+                err += " is not configured (put it back, or remove the consumer first with "
+                       "DELETE /v1/consumers/";
+                err += c.name;
+                err += ")";
+                return err;
             }
             routes.push_back(&*it);
         }
@@ -296,7 +300,10 @@ std::string apply_consumers(config::Config& cfg, const std::vector<Consumer>& co
         config::HttpSinkConfig http;
         std::string why;
         if (!config::detail::parse_http_url(c.url, http, why)) {
-            return where + "url: " + why;
+            std::string err = where;
+            err += "url: ";
+            err += why;
+            return err;
         }
         config::Secret secret;
         secret.material = c.secret;
