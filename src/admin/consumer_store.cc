@@ -1,64 +1,21 @@
 #include "portcullis/admin/consumer_store.hh"
 
 #include "../config/sinks.hh"
+#include "portcullis/admin/state_file.hh"
 #include "portcullis/base/encoding.hh"
-#include "portcullis/base/file.hh"
 
 #include <algorithm>
-#include <cerrno>
 #include <openssl/mem.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
-#include <sys/stat.h>
 
 namespace portcullis::admin {
 
 namespace {
 
-constexpr std::string_view version_line = "portcullis-consumers 1";
-constexpr std::string_view checksum_prefix = "sha256 ";
+constexpr StateFile consumer_file{consumer_state_file_name, "portcullis-consumers 1", "consumer",
+                                  max_consumers, 0600};
 constexpr std::string_view none_field = "-";
-constexpr size_t max_file_bytes = 4 << 20;
 constexpr size_t max_url = 2048;
-
-std::string sha256_hex(std::string_view text) {
-    TokenDigest d{};
-    SHA256(reinterpret_cast<const uint8_t*>(text.data()), text.size(), d.data());
-    return base::hex(d);
-}
-
-// A decimal int64 >= 0 without sign or leading zero (but "0").
-bool parse_time(std::string_view s, int64_t& out) {
-    if (s.empty() || s.size() > 19 || (s.size() > 1 && s[0] == '0')) {
-        return false;
-    }
-    int64_t n = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9') {
-            return false;
-        }
-        const int64_t digit = c - '0';
-        if (n > (INT64_MAX - digit) / 10) {
-            return false;
-        }
-        n = n * 10 + digit;
-    }
-    out = n;
-    return true;
-}
-
-// Splits at single spaces; an empty field is kept so that the caller refuses it.
-std::vector<std::string_view> fields(std::string_view line) {
-    std::vector<std::string_view> out;
-    while (true) {
-        const size_t sp = line.find(' ');
-        out.push_back(line.substr(0, sp));
-        if (sp == std::string_view::npos) {
-            return out;
-        }
-        line.remove_prefix(sp + 1);
-    }
-}
 
 bool visible_ascii(std::string_view s) {
     return std::all_of(s.begin(), s.end(), [](char c) { return c > ' ' && c < 0x7f; });
@@ -71,19 +28,20 @@ std::string optional_field(std::string_view f) {
 // "" or why the line "consumer <name> <created_at> <sha256> <secret> <url> <health> <route>..."
 // is wrong.
 std::string parse_consumer_line(std::string_view line, Consumer& c) {
-    const std::vector<std::string_view> f = fields(line);
+    const std::vector<std::string_view> f = state_fields(line);
     if (f.size() < 8 || f[0] != "consumer") {
         return "expected \"consumer <name> <created_at> <sha256> <secret> <url> <health_path> "
                "<route>...\"";
     }
+    // "-" stands for none: an empty field would be a second spelling of the same consumer.
+    if (std::find(f.begin(), f.end(), std::string_view()) != f.end()) {
+        return "an empty field (two spaces, or one at the start or the end of the line)";
+    }
     c.name = std::string(f[1]);
-    if (!parse_time(f[2], c.created_at)) {
+    if (!parse_state_time(f[2], c.created_at)) {
         return "expected created_at as Unix nanoseconds";
     }
-    const bool lower =
-        std::all_of(f[3].begin(), f[3].end(), [](char ch) { return ch < 'A' || ch > 'Z'; });
-    auto n = f[3].size() == 64 && lower ? base::hex_decode(f[3], c.token_sha256) : std::nullopt;
-    if (!n || *n != c.token_sha256.size()) {
+    if (!parse_state_digest(f[3], c.token_sha256)) {
         return "expected the token's SHA-256 as 64 hex characters";
     }
     c.secret = optional_field(f[4]);
@@ -153,59 +111,22 @@ std::string consumer_error(const Consumer& c) {
 std::string parse_consumer_state(std::string_view text, const std::string& path,
                                  std::vector<Consumer>& out) {
     out.clear();
-    const std::string_view whole = text;
-    size_t line = 0;
-    bool checked = false;
-    std::string err;
-    while (!text.empty() && err.empty()) {
-        ++line;
-        const std::string where = path + ":" + std::to_string(line) + ": ";
-        const size_t end = text.find('\n');
-        if (end == std::string_view::npos) {
-            err = where + "no newline at the end of the line (cut short?)";
-            break;
+    std::string err = walk_state(consumer_file, text, path, [&](std::string_view line) {
+        Consumer c;
+        std::string why = parse_consumer_line(line, c);
+        if (!why.empty()) {
+            return why;
         }
-        const std::string_view l = text.substr(0, end);
-        const size_t at = static_cast<size_t>(l.data() - whole.data());
-        text.remove_prefix(end + 1);
-        if (checked) {
-            err = where + "text after the checksum line";
-        } else if (line == 1) {
-            if (l != version_line) {
-                err = where + "expected \"" + std::string(version_line) +
-                      "\" (not a consumer state file, or one written by a newer portcullis)";
+        for (const Consumer& seen : out) {
+            if (seen.name == c.name) {
+                why = "consumer " + c.name + " listed twice";
+            } else if (seen.token_sha256 == c.token_sha256) {
+                why = "consumer " + c.name + " has the same token sha256 as " + seen.name;
             }
-        } else if (l.starts_with(checksum_prefix)) {
-            if (l.substr(checksum_prefix.size()) != sha256_hex(whole.substr(0, at))) {
-                err = where + "checksum does not match the lines above (the file was damaged "
-                              "or edited)";
-            }
-            checked = true;
-        } else if (out.size() >= max_consumers) {
-            err = where + "more than " + std::to_string(max_consumers) + " consumers";
-        } else {
-            Consumer c;
-            if (std::string why = parse_consumer_line(l, c); !why.empty()) {
-                err = where + why;
-                break;
-            }
-            for (const Consumer& seen : out) {
-                if (seen.name == c.name) {
-                    err = where + "consumer " + c.name + " listed twice";
-                } else if (seen.token_sha256 == c.token_sha256) {
-                    err =
-                        where + "consumer " + c.name + " has the same token sha256 as " + seen.name;
-                }
-            }
-            out.push_back(std::move(c));
         }
-    }
-    if (err.empty() && line == 0) {
-        err = path + ":1: empty file (cut short?)";
-    }
-    if (err.empty() && !checked) {
-        err = path + ":" + std::to_string(line) + ": no checksum line at the end (cut short?)";
-    }
+        out.push_back(std::move(c));
+        return why;
+    });
     if (!err.empty()) {
         out.clear();
     }
@@ -213,41 +134,32 @@ std::string parse_consumer_state(std::string_view text, const std::string& path,
 }
 
 std::string format_consumer_state(const std::vector<Consumer>& consumers) {
-    std::string text(version_line);
-    text += '\n';
+    std::string records;
     auto field = [](const std::string& s) { return s.empty() ? std::string(none_field) : s; };
     for (const Consumer& c : consumers) {
-        text += "consumer " + c.name + " " + std::to_string(c.created_at) + " " +
-                base::hex(c.token_sha256) + " " + field(c.secret) + " " + field(c.url) + " " +
-                field(c.health_path);
+        records += "consumer " + c.name + " " + std::to_string(c.created_at) + " " +
+                   base::hex(c.token_sha256) + " " + field(c.secret) + " " + field(c.url) + " " +
+                   field(c.health_path);
         for (const std::string& r : c.routes) {
-            text += " " + r;
+            records += " " + r;
         }
-        text += '\n';
+        records += '\n';
     }
-    text += std::string(checksum_prefix) + sha256_hex(text) + "\n";
+    std::string text = seal_state(consumer_file, records);
+    OPENSSL_cleanse(records.data(), records.size());
     return text;
 }
 
 std::string read_consumer_state(const std::string& dir, std::vector<Consumer>& out) {
     out.clear();
-    const std::string path = dir + "/" + std::string(consumer_state_file_name);
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
-        return {};
-    }
-    std::string text;
-    if (auto why = base::read_regular_file(path, max_file_bytes, text)) {
-        return "cannot read " + path + ": " + *why;
-    }
-    return parse_consumer_state(text, path, out);
+    return read_state_file(consumer_file, dir, [&](std::string_view text, const std::string& path) {
+        return parse_consumer_state(text, path, out);
+    });
 }
 
 std::string write_consumer_state(const std::string& dir, const std::vector<Consumer>& consumers) {
     std::string text = format_consumer_state(consumers);
-    std::string err = base::replace_file(
-        dir + "/" + std::string(consumer_state_file_name),
-        [&](int fd) { return base::write_all(fd, text.data(), text.size()); }, 0600);
+    std::string err = write_state_file(consumer_file, dir, text);
     OPENSSL_cleanse(text.data(), text.size());
     return err;
 }

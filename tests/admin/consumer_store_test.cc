@@ -1,5 +1,6 @@
 #include "portcullis/admin/consumer_store.hh"
 
+#include "portcullis/admin/state_file.hh"
 #include "portcullis/config/snapshot.hh"
 
 #include <gtest/gtest.h>
@@ -70,6 +71,24 @@ TEST(ConsumerStateText, RefusesTornDamagedAndDuplicated) {
     for (const Row& r : rows) {
         EXPECT_NE(parse_consumer_state(r.text, "f", back).find(r.error), std::string::npos)
             << r.text << " -> " << parse_consumer_state(r.text, "f", back);
+        EXPECT_TRUE(back.empty());
+    }
+}
+
+// Only what format_consumer_state writes parses: one spelling per set (an empty field would read
+// as "-" and be written back as "-").
+TEST(ConsumerStateText, RefusesEmptyFields) {
+    constexpr StateFile file{"consumers.state", "portcullis-consumers 1", "consumer", 64, 0600};
+    const std::string digest(64, '1');
+    std::vector<Consumer> back;
+    ASSERT_EQ(
+        parse_consumer_state(seal_state(file, "consumer a 0 " + digest + " - - - r\n"), "f", back),
+        "");
+    for (const std::string& line :
+         {"consumer a 0 " + digest + "  - - r\n", "consumer a 0 " + digest + " -  - r\n",
+          "consumer a 0 " + digest + " - -  r\n", "consumer a 0 " + digest + " - - - r \n"}) {
+        EXPECT_EQ(parse_consumer_state(seal_state(file, line), "f", back).rfind("f:2: ", 0), 0u)
+            << line;
         EXPECT_TRUE(back.empty());
     }
 }

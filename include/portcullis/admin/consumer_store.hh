@@ -10,8 +10,8 @@
 //   if (auto err = apply_consumers(cfg, list, spool_dir); !err.empty()) { refuse(err); }
 //   auto snap = config::Snapshot::build(std::move(cfg), error);
 //
-// The file is text between a version line and a checksum line (mode 0600: it holds the signing
-// secrets):
+// The file is text between a version line and a checksum line (admin/state_file.hh; mode 0600:
+// it holds the signing secrets):
 //
 //   portcullis-consumers 1
 //   consumer billing 1796000000000000000 3f0c...(64 hex) whsec_... http://10.0.0.5:8000/hooks
