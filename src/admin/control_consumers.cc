@@ -101,15 +101,24 @@ void ConsumerRegistry::add_tokens(TokenSet& tokens) const {
     }
 }
 
-ConsumerAnswer ConsumerRegistry::register_consumer(std::string_view body, const Grant& who,
-                                                   ConsumerContext& cx) {
+std::optional<ConsumerAnswer> ConsumerRegistry::refusal(const ConsumerContext& cx,
+                                                        std::string_view done) const {
     if (cx.desk == nullptr) {
-        return error_answer(503, "unavailable", "consumers cannot be registered here");
+        return error_answer(503, "unavailable",
+                            "consumers cannot be " + std::string(done) + " here");
     }
     if (_pending) {
         return error_answer(503, "unavailable",
                             "another consumer change is being applied; try again",
                             "Retry-After: 1\r\n");
+    }
+    return std::nullopt;
+}
+
+ConsumerAnswer ConsumerRegistry::register_consumer(std::string_view body, const Grant& who,
+                                                   ConsumerContext& cx) {
+    if (auto busy = refusal(cx, "registered")) {
+        return *busy;
     }
     const base::JsonLookup whole = base::json_find(body, "");
     if (whole.status != base::JsonStatus::found || whole.value.type != base::JsonType::object) {
@@ -192,7 +201,7 @@ ConsumerAnswer ConsumerRegistry::register_consumer(std::string_view body, const 
     p.changed = std::move(c);
     p.token = std::move(fresh.token);
     p.by = who.name();
-    p.ticket = cx.desk->ask_consumers();
+    p.ticket = cx.desk->ask(io::ReloadDesk::Errand::consumers);
     _pending = std::move(p);
     // The main thread takes signals; it publishes the configuration with the new list.
     ::kill(::getpid(), SIGUSR1);
@@ -201,13 +210,8 @@ ConsumerAnswer ConsumerRegistry::register_consumer(std::string_view body, const 
 
 ConsumerAnswer ConsumerRegistry::remove(std::string_view name, const Grant& who,
                                         ConsumerContext& cx) {
-    if (cx.desk == nullptr) {
-        return error_answer(503, "unavailable", "consumers cannot be removed here");
-    }
-    if (_pending) {
-        return error_answer(503, "unavailable",
-                            "another consumer change is being applied; try again",
-                            "Retry-After: 1\r\n");
+    if (auto busy = refusal(cx, "removed")) {
+        return *busy;
     }
     auto it = std::find_if(_consumers.begin(), _consumers.end(),
                            [&](const Consumer& c) { return c.name == name; });
@@ -228,7 +232,7 @@ ConsumerAnswer ConsumerRegistry::remove(std::string_view name, const Grant& who,
     // it gets 401 next); the sink goes once the main thread has published the change.
     cx.tokens.revoke(p.changed.token_name());
     p.by = who.name();
-    p.ticket = cx.desk->ask_consumers();
+    p.ticket = cx.desk->ask(io::ReloadDesk::Errand::consumers);
     _pending = std::move(p);
     ::kill(::getpid(), SIGUSR1);
     return {};
@@ -238,7 +242,8 @@ std::optional<ConsumerAnswer> ConsumerRegistry::poll(ConsumerContext& cx) {
     if (!_pending) {
         return std::nullopt;
     }
-    std::optional<io::ReloadOutcome> o = cx.desk->consumers_outcome(_pending->ticket);
+    std::optional<io::ReloadOutcome> o =
+        cx.desk->outcome(io::ReloadDesk::Errand::consumers, _pending->ticket);
     if (!o) {
         return std::nullopt;
     }

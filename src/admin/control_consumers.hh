@@ -7,7 +7,7 @@
 //      422, bad fields 400);
 //   2. <spool dir>/consumers.state is replaced with the new list (the token's digest and the
 //      signing secret in it): durable before anything is promised;
-//   3. the main thread is asked (io::ReloadDesk::ask_consumers, SIGUSR1) to publish the
+//   3. the main thread is asked (io::ReloadDesk::Errand::consumers, SIGUSR1) to publish the
 //      configuration in use again with the consumers the file lists (io::Reloader::republish);
 //      the connection waits, the loop goes on;
 //   4. once the new snapshot is in use (the sink added or removed by the engine's reconfigure),
@@ -85,6 +85,9 @@ private:
     // -1: not probed (no health_path), else 0 or 1 from the engine's report of its sink.
     static int healthy(const Consumer& c, const std::vector<deliver::SinkReport>& reports);
     ConsumerAnswer finish(const io::ReloadOutcome& o, ConsumerContext& cx);
+    // A 503 when no change can be made now ("consumers cannot be <done> here" without reloads,
+    // or another change still being applied), else nullopt.
+    std::optional<ConsumerAnswer> refusal(const ConsumerContext& cx, std::string_view done) const;
 
     std::vector<Consumer> _consumers;
     std::string _dir;

@@ -1287,7 +1287,7 @@ struct ControlPlane::Impl {
             answer(c, 503, R"({"error":"unavailable","detail":"reload is not available"})");
             return;
         }
-        c.reload_ticket = reload_desk->ask();
+        c.reload_ticket = reload_desk->ask(io::ReloadDesk::Errand::reload);
         c.waiting = true;
         reload_waiting.push_back(c.index);
         // The main thread takes signals; it serves every ticket asked before its load started.
@@ -1305,7 +1305,8 @@ struct ControlPlane::Impl {
             if (!c.open || !c.waiting) {
                 continue;
             }
-            std::optional<io::ReloadOutcome> o = reload_desk->outcome(c.reload_ticket);
+            std::optional<io::ReloadOutcome> o =
+                reload_desk->outcome(io::ReloadDesk::Errand::reload, c.reload_ticket);
             if (!o) {
                 still.push_back(i);
                 continue;

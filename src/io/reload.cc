@@ -52,60 +52,50 @@ std::string changed(std::string_view key, const std::string& was, const std::str
     return std::string(key) + " changed (" + was + " -> " + now + "): it needs a restart";
 }
 
+// cfg with the consumers <cfg.spool.dir>/consumers.state lists (admin::apply_consumers).
+// Returns "" or the error.
+std::string with_consumers(config::Config& cfg) {
+    std::vector<admin::Consumer> consumers;
+    if (std::string why = admin::read_consumer_state(cfg.spool.dir, consumers); !why.empty()) {
+        return why;
+    }
+    return admin::apply_consumers(cfg, consumers);
+}
+
 } // namespace
 
-uint64_t ReloadDesk::ask() {
+uint64_t ReloadDesk::ask(Errand e) {
     std::lock_guard lock(_mutex);
-    return ++_asked;
+    return ++of(e).asked;
 }
 
-std::optional<ReloadOutcome> ReloadDesk::outcome(uint64_t ticket) {
+std::optional<ReloadOutcome> ReloadDesk::outcome(Errand e, uint64_t ticket) {
     std::lock_guard lock(_mutex);
-    if (_served < ticket) {
+    const Tickets& t = of(e);
+    if (t.served < ticket) {
         return std::nullopt;
     }
-    return _last;
+    return t.last;
 }
 
-uint64_t ReloadDesk::asked() {
+uint64_t ReloadDesk::asked(Errand e) {
     std::lock_guard lock(_mutex);
-    return _asked;
+    return of(e).asked;
 }
 
-void ReloadDesk::done(uint64_t served, const ReloadOutcome& outcome) {
+void ReloadDesk::done(Errand e, uint64_t served, const ReloadOutcome& outcome) {
     std::lock_guard lock(_mutex);
-    _served = std::max(_served, served);
-    _last = outcome;
-    ++(outcome.ok ? _taken : _refused);
+    Tickets& t = of(e);
+    t.served = std::max(t.served, served);
+    t.last = outcome;
+    if (e == Errand::reload) {
+        ++(outcome.ok ? _taken : _refused);
+    }
 }
 
 std::pair<uint64_t, uint64_t> ReloadDesk::counts() {
     std::lock_guard lock(_mutex);
     return {_taken, _refused};
-}
-
-uint64_t ReloadDesk::ask_consumers() {
-    std::lock_guard lock(_mutex);
-    return ++_consumers_asked;
-}
-
-std::optional<ReloadOutcome> ReloadDesk::consumers_outcome(uint64_t ticket) {
-    std::lock_guard lock(_mutex);
-    if (_consumers_served < ticket) {
-        return std::nullopt;
-    }
-    return _consumers_last;
-}
-
-uint64_t ReloadDesk::consumers_asked() {
-    std::lock_guard lock(_mutex);
-    return _consumers_asked;
-}
-
-void ReloadDesk::consumers_done(uint64_t served, const ReloadOutcome& outcome) {
-    std::lock_guard lock(_mutex);
-    _consumers_served = std::max(_consumers_served, served);
-    _consumers_last = outcome;
 }
 
 std::string restart_needed(const config::Config& running, const config::Config& next) {
@@ -196,13 +186,8 @@ Reloader::~Reloader() = default;
 ReloadOutcome Reloader::reload(tls::Server* tls,
                                const std::function<std::string(const config::Snapshot&)>& check) {
     const int64_t started = base::mono_ns();
-    ReloadOutcome out;
-    out.generation = _current->generation();
-    out.routes = _current->routes().size();
-    if (!taken_up(out.generation)) {
-        // What the readers hold is still changing: checks against it would race.
-        out.errors.push_back("the previous reload is still being taken up by a shard or the "
-                             "control plane; try again");
+    ReloadOutcome out = begin();
+    if (!out.errors.empty()) {
         return out;
     }
     config::LoadResult loaded = config::load(_path);
@@ -248,13 +233,7 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
         }
     }
     // So do registered consumers: their sinks join the new configuration.
-    std::vector<admin::Consumer> consumers;
-    if (std::string why = admin::read_consumer_state(loaded.config->spool.dir, consumers);
-        !why.empty()) {
-        out.errors.push_back(why);
-        return out;
-    }
-    if (std::string why = admin::apply_consumers(*loaded.config, consumers); !why.empty()) {
+    if (std::string why = with_consumers(*loaded.config); !why.empty()) {
         out.errors.push_back(why);
         return out;
     }
@@ -272,21 +251,12 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
 ReloadOutcome
 Reloader::republish(const std::function<std::string(const config::Snapshot&)>& check) {
     const int64_t started = base::mono_ns();
-    ReloadOutcome out;
-    out.generation = _current->generation();
-    out.routes = _current->routes().size();
-    if (!taken_up(out.generation)) {
-        out.errors.push_back("the previous reload is still being taken up by a shard or the "
-                             "control plane; try again");
+    ReloadOutcome out = begin();
+    if (!out.errors.empty()) {
         return out;
     }
     config::Config cfg = _current->config();
-    std::vector<admin::Consumer> consumers;
-    if (std::string why = admin::read_consumer_state(cfg.spool.dir, consumers); !why.empty()) {
-        out.errors.push_back(why);
-        return out;
-    }
-    if (std::string why = admin::apply_consumers(cfg, consumers); !why.empty()) {
+    if (std::string why = with_consumers(cfg); !why.empty()) {
         out.errors.push_back(why);
         return out;
     }
@@ -297,6 +267,18 @@ Reloader::republish(const std::function<std::string(const config::Snapshot&)>& c
         return out;
     }
     publish(std::move(next), check, nullptr, started, out);
+    return out;
+}
+
+ReloadOutcome Reloader::begin() const {
+    ReloadOutcome out;
+    out.generation = _current->generation();
+    out.routes = _current->routes().size();
+    if (!taken_up(out.generation)) {
+        // What the readers hold is still changing: checks against it would race.
+        out.errors.push_back("the previous reload is still being taken up by a shard or the "
+                             "control plane; try again");
+    }
     return out;
 }
 
