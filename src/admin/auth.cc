@@ -25,7 +25,7 @@ constexpr Resource resources[] = {
     {"jobs", true, {"consume", "read", "replay", "enqueue"}},
     {"metrics", false, {"read"}},
     {"events", false, {"read"}},
-    {"admin", false, {"tokens", "reload"}},
+    {"admin", false, {"tokens", "reload", "consumers"}},
 };
 
 bool has_action(const Resource& r, std::string_view action) {

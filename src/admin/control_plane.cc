@@ -23,6 +23,7 @@
 #include "portcullis/verify/verifier.hh"
 
 #include "build_info.hh"
+#include "control_consumers.hh"
 
 #include <openssl/mem.h>
 
@@ -249,6 +250,11 @@ struct ControlPlane::Impl {
     TokenSet tokens;
     // The minted tokens as <spool dir>/tokens.state holds them (tokens has them too).
     std::vector<MintedToken> minted;
+    // Registered consumers (control_consumers.hh): their tokens are in tokens, their sinks in
+    // the snapshot. consumer_conn: the connection waiting for the change in progress.
+    ConsumerRegistry consumers;
+    uint32_t consumer_conn = 0;
+    uint32_t consumer_conn_gen = 0;
     http::DateCache date;
     http::Limits limits;
     std::vector<http::Header> header_scratch;
@@ -333,6 +339,9 @@ struct ControlPlane::Impl {
         if (std::string err = load_minted(); !err.empty()) {
             return err;
         }
+        if (std::string err = consumers.load(snap->config().spool.dir, tokens); !err.empty()) {
+            return err;
+        }
         max_connections = snap->config().admin.max_connections;
         now = base::unix_ns();
         now_mono = base::mono_ns();
@@ -372,7 +381,7 @@ struct ControlPlane::Impl {
     int64_t loop_wait_ns() const {
         // While events flow, the shards' queues (4,096 slots each) are drained every 2 ms, not
         // every idle turn: a burst would fill them in 50 ms.
-        const bool idle = waiting.empty() && reload_waiting.empty() &&
+        const bool idle = waiting.empty() && reload_waiting.empty() && !consumers.pending() &&
                           !(engine && engine->has_sinks()) && !events_flowing && enqueues.empty();
         const int64_t wait = idle ? idle_tick_ns : poll_tick_ns;
         return engine ? engine->wait_limit_ns(now, now_mono, wait) : wait;
@@ -424,6 +433,7 @@ struct ControlPlane::Impl {
             date.update(now);
             take_up_snapshot();
             answer_reloads();
+            answer_consumer_change();
             if (!accept_armed && now_mono >= accept_paused_until_ns) {
                 arm_accept();
             }
@@ -1097,6 +1107,10 @@ struct ControlPlane::Impl {
             }
             return;
         }
+        if (path == "/v1/consumers" || path.starts_with("/v1/consumers/")) {
+            consumer_request(c, *who, head.method, path, body);
+            return;
+        }
         if (path == "/v1/dead-letters") {
             if (method_is("GET")) {
                 dead_letters(c, *who, head.query);
@@ -1163,6 +1177,7 @@ struct ControlPlane::Impl {
                         .write();
                 }
             }
+            consumers.add_tokens(tokens);
         } else {
             LogLine(Level::error, "control plane: tokens of the reloaded configuration refused; "
                                   "the previous tokens stay")
@@ -1272,7 +1287,7 @@ struct ControlPlane::Impl {
             answer(c, 503, R"({"error":"unavailable","detail":"reload is not available"})");
             return;
         }
-        c.reload_ticket = reload_desk->ask();
+        c.reload_ticket = reload_desk->ask(io::ReloadDesk::Errand::reload);
         c.waiting = true;
         reload_waiting.push_back(c.index);
         // The main thread takes signals; it serves every ticket asked before its load started.
@@ -1290,7 +1305,8 @@ struct ControlPlane::Impl {
             if (!c.open || !c.waiting) {
                 continue;
             }
-            std::optional<io::ReloadOutcome> o = reload_desk->outcome(c.reload_ticket);
+            std::optional<io::ReloadOutcome> o =
+                reload_desk->outcome(io::ReloadDesk::Errand::reload, c.reload_ticket);
             if (!o) {
                 still.push_back(i);
                 continue;
@@ -1331,6 +1347,66 @@ struct ControlPlane::Impl {
             answer(c, 422, out);
         }
         reload_waiting.swap(still);
+    }
+
+    // ---- consumers (POST, GET /v1/consumers, DELETE /v1/consumers/{name}) ----------------
+
+    ConsumerContext consumer_context() {
+        return ConsumerContext{*snap, tokens, reload_desk, now,
+                               [this](const base::Event& e) { publish_own(e); }};
+    }
+
+    void consumer_request(Conn& c, const Grant& who, std::string_view method, std::string_view path,
+                          std::string_view body) {
+        const bool collection = path == "/v1/consumers";
+        const std::string_view allow = collection ? "Allow: GET, POST\r\n" : "Allow: DELETE\r\n";
+        if (collection ? method != "GET" && method != "POST" : method != "DELETE") {
+            answer(c, 405, http::error_body::method_not_allowed, allow);
+            return;
+        }
+        if (Access a = authorize(&who, "admin", "consumers"); a != Access::granted) {
+            answer_access(c, a);
+            return;
+        }
+        if (method == "GET") {
+            if (engine) {
+                engine->reports(sink_reports);
+            } else {
+                sink_reports.clear();
+            }
+            const ConsumerAnswer a = consumers.list(sink_reports);
+            answer(c, a.status, a.body);
+            return;
+        }
+        ConsumerContext cx = consumer_context();
+        ConsumerAnswer a = method == "POST" ? consumers.register_consumer(body, who, cx)
+                                            : consumers.remove(path.substr(14), who, cx);
+        if (a.status == 0) {
+            // The state file holds the change; the main thread publishes it.
+            c.waiting = true;
+            consumer_conn = c.index;
+            consumer_conn_gen = c.gen;
+            return;
+        }
+        answer(c, a.status, a.body, a.extra_headers);
+    }
+
+    // Answers the change in progress once the main thread has published it (or refused).
+    void answer_consumer_change() {
+        if (!consumers.pending()) {
+            return;
+        }
+        ConsumerContext cx = consumer_context();
+        std::optional<ConsumerAnswer> a = consumers.poll(cx);
+        if (!a) {
+            return;
+        }
+        Conn& c = *conns[consumer_conn];
+        if (c.open && c.waiting && c.gen == consumer_conn_gen) {
+            c.waiting = false;
+            answer(c, a->status, a->body, a->extra_headers);
+        }
+        OPENSSL_cleanse(a->body.data(), a->body.size());
     }
 
     // ---- POST /v1/routes/{route}/jobs -------------------------------------------------------
@@ -1853,7 +1929,10 @@ struct ControlPlane::Impl {
                 h.add(*s.duration);
                 e.histogram("portcullis_delivery_duration_seconds", {{"sink", s.name}}, h);
             }
+        } else {
+            sink_reports.clear();
         }
+        consumers.write_metrics(e, sink_reports);
         e.family("portcullis_io_uring_feature", "gauge",
                  "io_uring features in use (1) or not offered by the kernel (0).");
         const std::pair<std::string_view, bool> used[] = {
@@ -1946,8 +2025,12 @@ struct ControlPlane::Impl {
         w.end_object().key("sinks").begin_object();
         if (engine) {
             engine->write_health(w);
+            engine->reports(sink_reports);
+        } else {
+            sink_reports.clear();
         }
         w.end_object();
+        consumers.write_health(w, sink_reports);
         const int64_t free_bytes = spool_free_bytes();
         w.key("spool")
             .begin_object()

@@ -175,6 +175,12 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
     case EventType::config_token_revoked:
         w.key("token").string(e.text_view());
         break;
+    case EventType::consumer_registered:
+    case EventType::consumer_removed:
+    case EventType::consumer_healthy:
+    case EventType::consumer_unhealthy:
+        w.key("consumer").string(e.text_view());
+        break;
     case EventType::tls_certificate_reloaded:
         w.key("cert")
             .string(e.text_view())

@@ -96,15 +96,18 @@ std::string sync_dir(const std::string& dir) {
     return error;
 }
 
-std::string replace_file(const std::string& path,
-                         const std::function<bool(int fd)>& write_contents) {
+std::string replace_file(const std::string& path, const std::function<bool(int fd)>& write_contents,
+                         unsigned mode) {
     const std::string tmp = path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0) {
         return errno_message("cannot create " + tmp, errno);
     }
     std::string error;
-    if (!write_contents(fd)) {
+    // A temporary file a crash left behind keeps its mode through O_CREAT: set it again.
+    if (::fchmod(fd, mode) != 0) {
+        error = errno_message("cannot chmod " + tmp, errno);
+    } else if (!write_contents(fd)) {
         error = errno_message("cannot write " + tmp, errno);
     }
     if (error.empty() && ::fdatasync(fd) != 0) {

@@ -1,6 +1,7 @@
 // serve and check: both load the configuration the same way; serve then runs it.
 #include "commands.hh"
 
+#include "portcullis/admin/consumer_store.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/base/log.hh"
 #include "portcullis/cli/args.hh"
@@ -20,8 +21,10 @@ namespace {
 const Option config_option{"config", 'c', "PATH",
                            "YAML file, or directory of *.yaml files merged in name order"};
 
-// Loads and compiles the configuration, printing every error and warning to stderr.
-std::unique_ptr<config::Snapshot> load(const std::string& path, bool strict, size_t& warnings) {
+// Loads and compiles the configuration, printing every error and warning to stderr. serve adds
+// the registered consumers' sinks (admin/consumer_store.hh); check shows the files alone.
+std::unique_ptr<config::Snapshot> load(const std::string& path, bool strict, size_t& warnings,
+                                       bool with_consumers = false) {
     config::LoadResult loaded = config::load(path);
     for (const config::Diagnostic& d : loaded.errors) {
         std::fprintf(stderr, "error: %s\n", d.format().c_str());
@@ -34,6 +37,17 @@ std::unique_ptr<config::Snapshot> load(const std::string& path, bool strict, siz
         std::fprintf(stderr, "portcullis: %s: configuration has %zu error%s\n", path.c_str(),
                      loaded.errors.size(), loaded.errors.size() == 1 ? "" : "s");
         return nullptr;
+    }
+    if (with_consumers) {
+        std::vector<admin::Consumer> consumers;
+        std::string err = admin::read_consumer_state(loaded.config->spool.dir, consumers);
+        if (err.empty()) {
+            err = admin::apply_consumers(*loaded.config, consumers);
+        }
+        if (!err.empty()) {
+            std::fprintf(stderr, "error: %s\n", err.c_str());
+            return nullptr;
+        }
     }
     std::string error;
     auto snap = config::Snapshot::build(std::move(*loaded.config), error);
@@ -195,7 +209,7 @@ int run_serve(int argc, char** argv) {
         }
     }
     size_t warnings = 0;
-    auto snap = load(*a.get("config"), false, warnings);
+    auto snap = load(*a.get("config"), false, warnings, true);
     if (!snap) {
         return 2;
     }

@@ -139,6 +139,12 @@ bool is_query_name(std::string_view s) {
 
 } // namespace
 
+bool is_consumer_name(std::string_view s) {
+    return s.starts_with(consumer_prefix) &&
+           s.size() <= consumer_prefix.size() + max_consumer_name &&
+           is_name(s.substr(consumer_prefix.size()));
+}
+
 bool is_name(std::string_view s) {
     if (s.empty() || s.size() > 64) {
         return false;

@@ -24,7 +24,8 @@ constexpr std::string_view client_ip_keys[] = {"trusted_proxies", "proxy_protoco
 constexpr std::string_view tls_keys[] = {"listen", "certificates", "min_version",
                                          "session_tickets"};
 constexpr std::string_view tls_certificate_keys[] = {"cert", "key"};
-constexpr std::string_view admin_keys[] = {"listen", "max_connections", "events"};
+constexpr std::string_view admin_keys[] = {"listen", "max_connections", "events", "consumers"};
+constexpr std::string_view admin_consumers_keys[] = {"health_interval"};
 constexpr std::string_view admin_events_keys[] = {"buffer", "subscribers", "backlog"};
 constexpr std::string_view spool_keys[] = {"dir", "durability", "segment_size", "retention"};
 constexpr Choice<ProxyProtocol> proxy_protocols[] = {{"off", ProxyProtocol::off},
@@ -278,6 +279,23 @@ void Walker::admin(const YamlNode& map, const std::string& path) {
     }
     if (const YamlNode* events = section(map, "events", path)) {
         admin_events(*events, join_path(path, "events"));
+    }
+    if (const YamlNode* consumers = section(map, "consumers", path)) {
+        admin_consumers(*consumers, join_path(path, "consumers"));
+    }
+}
+
+void Walker::admin_consumers(const YamlNode& map, const std::string& path) {
+    check_keys(map, path, admin_consumers_keys);
+    if (const YamlNode* n = map.find("health_interval")) {
+        // At most a day: a probe that rare would tell nothing about the consumer.
+        if (auto v = duration(*n, join_path(path, "health_interval"), 1'000'000'000)) {
+            if (*v > int64_t{86400} * 1'000'000'000) {
+                error(n->mark, join_path(path, "health_interval"), "at most 24h");
+            } else {
+                _cfg.admin.consumers.health_interval_ns = *v;
+            }
+        }
     }
 }
 

@@ -140,6 +140,7 @@ private:
                                             const ListenAddress& addr);
     void admin(const YamlNode& map, const std::string& path);
     void admin_events(const YamlNode& map, const std::string& path);
+    void admin_consumers(const YamlNode& map, const std::string& path);
     void spool(const YamlNode& map, const std::string& path);
 
     // ---- routes (loader_routes.cc) --------------------------------------------------------------

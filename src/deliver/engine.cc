@@ -100,6 +100,13 @@ struct Engine::Sink {
     base::LogThrottle failure_log;
     SinkCounts counts;
     base::Histogram duration;
+    // A registered consumer's health probe (cfg.health): GET its health path on a client of its
+    // own (one connection, its own ring slot). While the last probe failed the breaker is held
+    // open: the jobs wait without spending attempts.
+    Client probe;
+    bool probing = false;
+    int64_t probe_due_ns = 0;
+    bool healthy = true;
 
     explicit Sink(const config::SinkConfig& c) : cfg(c), breaker(c.breaker) {}
 };
@@ -155,8 +162,8 @@ size_t ca_digest(const config::SinkConfig& c) {
 
 // Everything but where it was written: moving a sink in its file changes nothing.
 bool same_sink(const config::SinkConfig& a, const config::SinkConfig& b) {
-    return a.name == b.name && a.kind == b.kind && a.breaker == b.breaker && a.http == b.http &&
-           a.exec == b.exec && a.nats == b.nats && a.redis == b.redis;
+    return a.name == b.name && a.kind == b.kind && a.breaker == b.breaker && a.health == b.health &&
+           a.http == b.http && a.exec == b.exec && a.nats == b.nats && a.redis == b.redis;
 }
 
 } // namespace
@@ -210,6 +217,92 @@ void Engine::release_slot(const Client& c) {
     }
 }
 
+std::string Engine::start_probe_client(Sink& s, int64_t now_mono_ns) {
+    if (s.probe.any()) {
+        with_client(s.probe, [](auto& client) { client.stop(); });
+        _retired.push_back(std::make_unique<Client>(std::move(s.probe)));
+        s.probe = Client{};
+    }
+    s.probing = false;
+    s.healthy = true;
+    s.probe_due_ns = now_mono_ns;
+    if (!s.cfg.health || !s.cfg.http) {
+        return "";
+    }
+    std::array<bool, 256>& used = _slot_used[0];
+    auto free = std::find(used.begin(), used.end(), false);
+    if (free == used.end()) {
+        return "sinks." + s.cfg.name + ": 256 http clients are still closing: no health probe";
+    }
+    config::HttpSinkConfig probe = *s.cfg.http;
+    probe.method = "GET";
+    probe.path_and_query = s.cfg.health->path;
+    probe.url = (probe.tls ? "https://" : "http://") + probe.host + ":" +
+                std::to_string(probe.port) + probe.path_and_query;
+    probe.concurrency = 1;
+    // A probe that outlives the interval would only delay the next one.
+    probe.timeout_ns = std::min<int64_t>(s.cfg.health->interval_ns, 5 * base::ns_per_s);
+    probe.rate.reset();
+    probe.headers.clear();
+    probe.sign_secrets.clear();
+    s.probe.slot = static_cast<uint8_t>(free - used.begin());
+    *free = true;
+    s.probe.http = std::make_unique<HttpSink>(_ring, s.probe.slot, s.cfg.name + " health", probe);
+    if (std::string err = s.probe.http->init(now_mono_ns); !err.empty()) {
+        release_slot(s.probe);
+        s.probe = Client{};
+        return "sinks." + s.cfg.name + " health probe: " + err;
+    }
+    return "";
+}
+
+void Engine::probe_health(Sink& s, int64_t now_mono_ns) {
+    if (!s.probe.http || s.probing || now_mono_ns < s.probe_due_ns || !s.probe.http->has_room()) {
+        return;
+    }
+    s.probe_due_ns = now_mono_ns + s.cfg.health->interval_ns;
+    HttpDelivery d{.job_id = "health-probe", .route = "health", .attempt = 1};
+    std::string why;
+    if (s.probe.http->start(d, s.index, now_mono_ns, why)) {
+        s.probing = true;
+    }
+}
+
+void Engine::health_result(Sink& s, bool ok, uint16_t status, std::string_view error,
+                           int64_t now_unix_ns) {
+    s.probing = false;
+    if (ok == s.healthy) {
+        return; // events on changes only
+    }
+    s.healthy = ok;
+    s.breaker.hold(!ok);
+    std::string_view consumer = s.cfg.name;
+    if (consumer.starts_with(config::consumer_prefix)) {
+        consumer.remove_prefix(config::consumer_prefix.size());
+    }
+    LogLine line(ok ? Level::info : Level::warn,
+                 ok ? "consumer healthy: delivery resumes" : "consumer unhealthy: delivery waits",
+                 now_unix_ns);
+    line.field("consumer", consumer).field("path", s.cfg.health->path);
+    if (status != 0) {
+        line.field("status", static_cast<int64_t>(status));
+    }
+    if (!ok && !error.empty()) {
+        line.field("error", error);
+    }
+    line.write();
+    if (_on_event) {
+        base::Event e = base::Event::make(ok ? base::EventType::consumer_healthy
+                                             : base::EventType::consumer_unhealthy,
+                                          now_unix_ns);
+        e.sink = static_cast<uint16_t>(s.index);
+        e.status = status;
+        e.set_text(consumer);
+        _on_event(e);
+    }
+    note_transition(s, now_unix_ns);
+}
+
 std::string Engine::add_sink(const config::SinkConfig& c, int64_t now_mono_ns) {
     const int number = _store.sink_index(c.name);
     if (number < 0) {
@@ -230,7 +323,11 @@ std::string Engine::add_sink(const config::SinkConfig& c, int64_t now_mono_ns) {
     s.in_flight = 0;
     s.breaker = Breaker(c.breaker);
     s.pace = c.http && c.http->rate ? Pace(*c.http->rate) : Pace();
-    return make_client(c, now_mono_ns, s.client, s.concurrency, s.timeout_ns);
+    if (std::string err = make_client(c, now_mono_ns, s.client, s.concurrency, s.timeout_ns);
+        !err.empty()) {
+        return err;
+    }
+    return start_probe_client(s, now_mono_ns);
 }
 
 std::string Engine::ensure_exec() {
@@ -299,12 +396,16 @@ size_t Engine::retire(Sink& s, int64_t now_unix_ns) {
         ++cancelled;
     }
     s.in_flight = 0;
-    if (s.client.any()) {
-        // Nothing more is reported for its requests; its operations complete through on_cqe().
-        with_client(s.client, [](auto& client) { client.stop(); });
-        _retired.push_back(std::make_unique<Client>(std::move(s.client)));
-        s.client = Client{};
+    for (Client* c : {&s.client, &s.probe}) {
+        if (c->any()) {
+            // Nothing more is reported for its requests; its operations complete through
+            // on_cqe().
+            with_client(*c, [](auto& client) { client.stop(); });
+            _retired.push_back(std::make_unique<Client>(std::move(*c)));
+            *c = Client{};
+        }
     }
+    s.probing = false;
     // The attempts will never be settled: their jobs are queued again now, with the attempt
     // counted (as a restart voids the leases of the process before it), not after the lease.
     _store.sink_table(s.index).expire_leases(now_unix_ns);
@@ -367,6 +468,9 @@ EngineReload Engine::reconfigure(const config::Snapshot& next, int64_t now_unix_
         s->timeout_ns = timeout_ns;
         s->breaker = Breaker(c.breaker);
         s->pace = c.http && c.http->rate ? Pace(*c.http->rate) : Pace();
+        if (std::string err = start_probe_client(*s, now_mono_ns); !err.empty()) {
+            fail(err);
+        }
     }
     for (size_t n = 0; n < configured.size(); ++n) {
         Sink* s = _sinks[n].get();
@@ -411,6 +515,12 @@ void Engine::pump(int64_t now_unix_ns, int64_t now_mono_ns) {
     for (auto& s : _sinks) {
         if (s && s->active) {
             with_client(s->client, [&](auto& client) { client.tick(now_mono_ns); });
+            if (s->probe.http) {
+                s->probe.http->tick(now_mono_ns);
+                if (!_draining) {
+                    probe_health(*s, now_mono_ns);
+                }
+            }
         }
     }
     if (_draining) {
@@ -578,6 +688,14 @@ void Engine::on_cqe(const io_uring_cqe& cqe, int64_t now_unix_ns, int64_t now_mo
     for (auto& sp : _sinks) {
         if (!sp || !sp->active) {
             continue;
+        }
+        if (sp->probe.http && sp->probe.http->owns(cqe.user_data)) {
+            Sink& s = *sp;
+            s.probe.http->on_cqe(cqe, now_mono_ns, [&](uint64_t, const HttpOutcome& o) {
+                health_result(s, o.kind == HttpOutcome::Kind::delivered, o.status, o.error,
+                              now_unix_ns);
+            });
+            return;
         }
         bool handled = false;
         with_client(sp->client, [&](auto& client) {
@@ -751,6 +869,12 @@ int64_t Engine::wait_limit_ns(int64_t now_unix_ns, int64_t now_mono_ns, int64_t 
         const Sink& s = *sp;
         with_client(s.client,
                     [&](const auto& client) { wait = client.wait_limit_ns(now_mono_ns, wait); });
+        if (s.probe.http) {
+            wait = s.probe.http->wait_limit_ns(now_mono_ns, wait);
+            if (!s.probing && !_draining) {
+                wait = std::min(wait, s.probe_due_ns - now_mono_ns);
+            }
+        }
         if (s.in_flight >= s.concurrency || _draining) {
             continue;
         }
@@ -813,6 +937,7 @@ void Engine::stop() {
     for (auto& s : _sinks) {
         if (s) {
             with_client(s->client, [](auto& client) { client.stop(); });
+            with_client(s->probe, [](auto& client) { client.stop(); });
         }
     }
 }
@@ -827,7 +952,7 @@ bool Engine::idle() const {
         return done;
     };
     return std::all_of(_sinks.begin(), _sinks.end(),
-                       [&](const auto& s) { return !s || idle(s->client); }) &&
+                       [&](const auto& s) { return !s || (idle(s->client) && idle(s->probe)); }) &&
            std::all_of(_retired.begin(), _retired.end(), [&](const auto& c) { return idle(*c); });
 }
 
@@ -859,8 +984,11 @@ void Engine::write_health(base::JsonWriter<base::StringBuffer>& w) const {
             .key("dead")
             .number(static_cast<int64_t>(dead))
             .key("delivered")
-            .number(static_cast<int64_t>(s.counts.delivered))
-            .end_object();
+            .number(static_cast<int64_t>(s.counts.delivered));
+        if (s.cfg.health) {
+            w.key("healthy").boolean(s.healthy);
+        }
+        w.end_object();
     }
 }
 
@@ -936,7 +1064,8 @@ void Engine::reports(std::vector<SinkReport>& out) const {
             continue;
         }
         out.push_back({sp->cfg.name, sp->counts, sp->breaker.state() != Breaker::State::closed,
-                       &sp->duration});
+                       &sp->duration,
+                       static_cast<int8_t>(sp->cfg.health ? (sp->healthy ? 1 : 0) : -1)});
     }
 }
 

@@ -1,6 +1,7 @@
 #include "portcullis/deliver/policy.hh"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace portcullis::deliver {
 
@@ -36,6 +37,9 @@ void Breaker::move(State to, Transition t) {
 }
 
 bool Breaker::admits(int64_t now_ns, uint32_t in_flight) {
+    if (_held) {
+        return false;
+    }
     if (_state == State::open) {
         if (now_ns < _open_until_ns) {
             return false;
@@ -46,6 +50,9 @@ bool Breaker::admits(int64_t now_ns, uint32_t in_flight) {
 }
 
 void Breaker::record(bool success, int64_t now_ns) {
+    if (_held) {
+        return; // the probe decides when it closes
+    }
     if (success) {
         _failures = 0;
         if (_state != State::closed) {
@@ -59,6 +66,23 @@ void Breaker::record(bool success, int64_t now_ns) {
         ++_opened;
         move(State::open, Transition::opened);
     }
+}
+
+void Breaker::hold(bool held) {
+    if (held == _held) {
+        return;
+    }
+    _held = held;
+    if (held) {
+        if (_state != State::open) {
+            ++_opened;
+        }
+        _open_until_ns = INT64_MAX; // no cooldown ends it: the next wait is not shortened
+        move(State::open, Transition::opened);
+        return;
+    }
+    _failures = 0;
+    move(State::closed, Transition::closed);
 }
 
 Breaker::Transition Breaker::take_transition() {

@@ -1,5 +1,6 @@
 #include "portcullis/io/reload.hh"
 
+#include "portcullis/admin/consumer_store.hh"
 #include "portcullis/admin/token_store.hh"
 #include "portcullis/base/time.hh"
 #include "portcullis/tls/server.hh"
@@ -51,31 +52,45 @@ std::string changed(std::string_view key, const std::string& was, const std::str
     return std::string(key) + " changed (" + was + " -> " + now + "): it needs a restart";
 }
 
+// cfg with the consumers <cfg.spool.dir>/consumers.state lists (admin::apply_consumers).
+// Returns "" or the error.
+std::string with_consumers(config::Config& cfg) {
+    std::vector<admin::Consumer> consumers;
+    if (std::string why = admin::read_consumer_state(cfg.spool.dir, consumers); !why.empty()) {
+        return why;
+    }
+    return admin::apply_consumers(cfg, consumers);
+}
+
 } // namespace
 
-uint64_t ReloadDesk::ask() {
+uint64_t ReloadDesk::ask(Errand e) {
     std::lock_guard lock(_mutex);
-    return ++_asked;
+    return ++of(e).asked;
 }
 
-std::optional<ReloadOutcome> ReloadDesk::outcome(uint64_t ticket) {
+std::optional<ReloadOutcome> ReloadDesk::outcome(Errand e, uint64_t ticket) {
     std::lock_guard lock(_mutex);
-    if (_served < ticket) {
+    const Tickets& t = of(e);
+    if (t.served < ticket) {
         return std::nullopt;
     }
-    return _last;
+    return t.last;
 }
 
-uint64_t ReloadDesk::asked() {
+uint64_t ReloadDesk::asked(Errand e) {
     std::lock_guard lock(_mutex);
-    return _asked;
+    return of(e).asked;
 }
 
-void ReloadDesk::done(uint64_t served, const ReloadOutcome& outcome) {
+void ReloadDesk::done(Errand e, uint64_t served, const ReloadOutcome& outcome) {
     std::lock_guard lock(_mutex);
-    _served = std::max(_served, served);
-    _last = outcome;
-    ++(outcome.ok ? _taken : _refused);
+    Tickets& t = of(e);
+    t.served = std::max(t.served, served);
+    t.last = outcome;
+    if (e == Errand::reload) {
+        ++(outcome.ok ? _taken : _refused);
+    }
 }
 
 std::pair<uint64_t, uint64_t> ReloadDesk::counts() {
@@ -171,13 +186,8 @@ Reloader::~Reloader() = default;
 ReloadOutcome Reloader::reload(tls::Server* tls,
                                const std::function<std::string(const config::Snapshot&)>& check) {
     const int64_t started = base::mono_ns();
-    ReloadOutcome out;
-    out.generation = _current->generation();
-    out.routes = _current->routes().size();
-    if (!taken_up(out.generation)) {
-        // What the readers hold is still changing: checks against it would race.
-        out.errors.push_back("the previous reload is still being taken up by a shard or the "
-                             "control plane; try again");
+    ReloadOutcome out = begin();
+    if (!out.errors.empty()) {
         return out;
     }
     config::LoadResult loaded = config::load(_path);
@@ -204,20 +214,13 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
         out.errors.push_back(_path + ": " + why);
         return out;
     }
-    std::string error;
-    std::unique_ptr<config::Snapshot> next =
-        config::Snapshot::build(std::move(*loaded.config), error);
-    if (!next) {
-        out.errors.push_back(_path + ": " + error);
-        return out;
-    }
     // Minted tokens outlive reloads: a configured token may not take one's name.
     std::vector<admin::MintedToken> minted;
-    if (std::string why = admin::read_token_state(next->config().spool.dir, minted); !why.empty()) {
+    if (std::string why = admin::read_token_state(loaded.config->spool.dir, minted); !why.empty()) {
         out.errors.push_back(why);
         return out;
     }
-    for (const config::TokenConfig& t : next->config().tokens) {
+    for (const config::TokenConfig& t : loaded.config->tokens) {
         for (const admin::MintedToken& m : minted) {
             if (m.name == t.name) {
                 config::Diagnostic d{t.mark, "tokens." + t.name,
@@ -229,21 +232,74 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
             }
         }
     }
+    // So do registered consumers: their sinks join the new configuration.
+    if (std::string why = with_consumers(*loaded.config); !why.empty()) {
+        out.errors.push_back(why);
+        return out;
+    }
+    std::string error;
+    std::unique_ptr<config::Snapshot> next =
+        config::Snapshot::build(std::move(*loaded.config), error);
+    if (!next) {
+        out.errors.push_back(_path + ": " + error);
+        return out;
+    }
+    publish(std::move(next), check, tls, started, out);
+    return out;
+}
+
+ReloadOutcome
+Reloader::republish(const std::function<std::string(const config::Snapshot&)>& check) {
+    const int64_t started = base::mono_ns();
+    ReloadOutcome out = begin();
+    if (!out.errors.empty()) {
+        return out;
+    }
+    config::Config cfg = _current->config();
+    if (std::string why = with_consumers(cfg); !why.empty()) {
+        out.errors.push_back(why);
+        return out;
+    }
+    std::string error;
+    std::unique_ptr<config::Snapshot> next = config::Snapshot::build(std::move(cfg), error);
+    if (!next) {
+        out.errors.push_back(error);
+        return out;
+    }
+    publish(std::move(next), check, nullptr, started, out);
+    return out;
+}
+
+ReloadOutcome Reloader::begin() const {
+    ReloadOutcome out;
+    out.generation = _current->generation();
+    out.routes = _current->routes().size();
+    if (!taken_up(out.generation)) {
+        // What the readers hold is still changing: checks against it would race.
+        out.errors.push_back("the previous reload is still being taken up by a shard or the "
+                             "control plane; try again");
+    }
+    return out;
+}
+
+void Reloader::publish(std::unique_ptr<config::Snapshot> next,
+                       const std::function<std::string(const config::Snapshot&)>& check,
+                       tls::Server* tls, int64_t started, ReloadOutcome& out) {
     if (check) {
         if (std::string why = check(*next); !why.empty()) {
             out.errors.push_back(why);
-            return out;
+            return;
         }
     }
     if (std::string why = next->fits(_slots); !why.empty()) {
         out.errors.push_back(_path + ": " + why);
-        return out;
+        return;
     }
     // The last step that may refuse: the certificates, read again from their files.
     if (tls != nullptr) {
         if (std::string why = tls->reload(); !why.empty()) {
             out.errors.push_back("server.tls: " + why);
-            return out;
+            return;
         }
         out.certificates_reloaded = true;
     }
@@ -290,7 +346,6 @@ ReloadOutcome Reloader::reload(tls::Server* tls,
         out.errors.push_back("a reader had not taken the new configuration up after 5 s");
     }
     collect();
-    return out;
 }
 
 bool Reloader::taken_up(uint64_t generation) const {

@@ -359,6 +359,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGUSR1); // the control plane: consumers.state changed
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
 
@@ -533,7 +534,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
         }
         if (sig == SIGHUP) {
             // POST /v1/reload sends SIGHUP too: one reload serves every request made before it.
-            const uint64_t asked = reload_desk.asked();
+            const uint64_t asked = reload_desk.asked(ReloadDesk::Errand::reload);
             ReloadOutcome outcome =
                 reloader.reload(tls_server.get(), [&](const config::Snapshot& next) {
                     return control ? control->check_reload(next) : std::string();
@@ -544,7 +545,26 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
             report_reload(outcome, asked != 0 && asked != served_reloads ? "api" : "SIGHUP",
                           main_events);
             served_reloads = asked;
-            reload_desk.done(asked, outcome);
+            reload_desk.done(ReloadDesk::Errand::reload, asked, outcome);
+            continue;
+        }
+        if (sig == SIGUSR1) {
+            // POST or DELETE /v1/consumers: the configuration in use, with the consumers the
+            // state file lists now (the configuration's files are not read).
+            const uint64_t asked = reload_desk.asked(ReloadDesk::Errand::consumers);
+            ReloadOutcome outcome = reloader.republish([&](const config::Snapshot& next) {
+                return control ? control->check_reload(next) : std::string();
+            });
+            if (outcome.ok) {
+                LogLine(Level::info, "configuration republished with the registered consumers")
+                    .field("generation", static_cast<int64_t>(outcome.generation))
+                    .write();
+            } else {
+                LogLine(Level::error, "consumers not taken up")
+                    .field("error", outcome.errors.empty() ? "" : outcome.errors.front())
+                    .write();
+            }
+            reload_desk.done(ReloadDesk::Errand::consumers, asked, outcome);
             continue;
         }
         LogLine(Level::info, "draining")

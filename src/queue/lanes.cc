@@ -1,6 +1,7 @@
 #include "portcullis/queue/lanes.hh"
 
 #include "portcullis/base/file.hh"
+#include "portcullis/config/config.hh"
 #include "portcullis/queue/segment.hh"
 
 #include <algorithm>
@@ -15,15 +16,10 @@ namespace portcullis::queue {
 
 namespace {
 
-// The configuration's rule for sink names ([a-z0-9_-]{1,64}): a name that breaks it was not
-// written by portcullis.
+// The configuration's rule for sink names ([a-z0-9_-]{1,64}), or a registered consumer's sink
+// (consumer:<name>): a name that breaks both was not written by portcullis.
 bool sink_name_ok(std::string_view name) {
-    if (name.empty() || name.size() > 64) {
-        return false;
-    }
-    return std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-    });
+    return config::is_name(name) || config::is_consumer_name(name);
 }
 
 // 1..255 in decimal without sign or leading zero; 0 otherwise.

@@ -520,6 +520,24 @@ TEST_F(ConfigLoad, AdminEvents) {
     EXPECT_EQ(res.config->admin.events.backlog, size_t{4} << 20);
 }
 
+TEST_F(ConfigLoad, AdminConsumersHealthInterval) {
+    expect_errors({
+        {"admin: {consumers: {health_interval: 1s}}\n", {}},
+        {"admin: {consumers: {health_interval: 24h}}\n", {}},
+        {"admin: {consumers: {health_interval: 500ms}}\n",
+         {"c.yaml:1:38: admin.consumers.health_interval: "}},
+        {"admin: {consumers: {health_interval: 25h}}\n",
+         {"admin.consumers.health_interval: at most 24h"}},
+        {"admin: {consumers: {interval: 1s}}\n", {"admin.consumers.interval: unknown key"}},
+    });
+    LoadResult res = load_text("c.yaml", "admin: {consumers: {health_interval: 1s}}\n");
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_EQ(res.config->admin.consumers.health_interval_ns, 1'000'000'000);
+    res = load_text("c.yaml", "");
+    ASSERT_TRUE(res.ok()) << formatted(res.errors);
+    EXPECT_EQ(res.config->admin.consumers.health_interval_ns, 30'000'000'000); // the default
+}
+
 TEST_F(ConfigLoad, SpoolSection) {
     expect_errors({
         {"spool: {dir: /var/lib/portcullis, durability: batch, segment_size: 4GiB, retention: "

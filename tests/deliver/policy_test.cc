@@ -74,6 +74,29 @@ TEST(Breaker, OpensAfterConsecutiveFailuresProbesAndCloses) {
     EXPECT_EQ(breaker_state_name(Breaker::State::half_open), "half_open");
 }
 
+TEST(Breaker, HeldOpenByAFailedHealthProbeUntilReleased) {
+    Breaker b(config::BreakerConfig{.failures = 3, .cooldown_ns = s_ns});
+    const int64_t t = 1000 * s_ns;
+    b.record(false, t);
+    b.hold(true);
+    EXPECT_TRUE(b.held());
+    EXPECT_EQ(b.state(), Breaker::State::open);
+    EXPECT_EQ(b.take_transition(), Breaker::Transition::opened);
+    EXPECT_EQ(b.times_opened(), 1u);
+    // No cooldown ends it, and outcomes of deliveries still in flight change nothing.
+    EXPECT_FALSE(b.admits(t + 3600 * s_ns, 0));
+    b.record(true, t + s_ns);
+    EXPECT_EQ(b.state(), Breaker::State::open);
+    EXPECT_GT(b.reopens_at_ns(), t + 3600 * s_ns);
+    b.hold(true); // again: nothing new
+    EXPECT_EQ(b.take_transition(), Breaker::Transition::none);
+    b.hold(false);
+    EXPECT_EQ(b.state(), Breaker::State::closed);
+    EXPECT_EQ(b.take_transition(), Breaker::Transition::closed);
+    EXPECT_EQ(b.consecutive_failures(), 0u);
+    EXPECT_TRUE(b.admits(t + 2 * s_ns, 5));
+}
+
 TEST(Pace, EvenSpacingWithoutBurst) {
     Pace none;
     EXPECT_TRUE(none.take(0));

@@ -213,6 +213,58 @@ kill9_server() {
     _wait_server 10
 }
 
+# kill9_during_posts ROUNDS POSTS PATH TOKEN FIELDS STATE CHECK: ROUNDS times, kill -9 the server
+# at a random moment (0.1 to 0.3 s in) while up to POSTS POSTs of {"name":"k<round>-<i>",FIELDS}
+# to the admin plane's PATH (bearer TOKEN) follow one another, then start it again with
+# $WORKDIR/config.yaml. The state file STATE (a version line, "<kind> <name> ..." records in the
+# order of the POSTs, a checksum line) must parse (the start stops otherwise) and hold the names
+# of before and then the round's first k, k >= 0: the old set or a newer one, never a mix or a
+# torn one; and every name answered 201 (the answer came after the file was durable). Then runs
+# CHECK ROUND NAMES (the names in STATE, space-separated). Sets KILLED_MID_STREAM: how many kills
+# landed while POSTs were under way.
+kill9_during_posts() {
+    local rounds=$1 posts=$2 path=$3 token=$4 fields=$5 state=$6 check=$7
+    local round i code before after answers answered poster
+    KILLED_MID_STREAM=0
+    for round in $(seq 1 "$rounds"); do
+        before=$(_state_names "$state")
+        answers="$WORKDIR/kill9-answered-$round"
+        : >"$answers"
+        for i in $(seq 1 "$posts"); do
+            code=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' -X POST \
+                -H "Authorization: Bearer $token" -H "Content-Type: application/json" \
+                --data-binary "{\"name\":\"k$round-$i\",$fields}" \
+                "http://127.0.0.1:$ADMIN_PORT$path" 2>/dev/null) || break
+            [[ $code == 201 ]] || { echo "POST $path k$round-$i: $code" >&2; break; }
+            echo "k$round-$i" >>"$answers"
+        done &
+        poster=$!
+        sleep "0.$((RANDOM % 3 + 1))"
+        kill -0 "$poster" 2>/dev/null && KILLED_MID_STREAM=$((KILLED_MID_STREAM + 1))
+        kill9_server
+        wait "$poster" || true
+        start_server "$WORKDIR/config.yaml"
+        after=$(_state_names "$state")
+        answered=$(tr '\n' ' ' <"$answers")
+        python3 - "$before" "$after" "$round" "$answered" <<'PY' ||
+import sys
+before, after, rnd, answered = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3], sys.argv[4].split()
+k = len(after) - len(before)
+assert k >= 0 and after == before + [f"k{rnd}-{i}" for i in range(1, k + 1)]
+assert set(answered) <= set(after)
+PY
+            fail "$path round $round: before '$before', after '$after', answered '$answered'"
+        "$check" "$round" "$after"
+    done
+}
+
+# _state_names FILE: the second field of a state file's record lines, space-separated ("" when
+# there is no file).
+_state_names() {
+    [[ -f $1 ]] || return 0
+    sed '1d;$d' "$1" | cut -d' ' -f2 | tr '\n' ' '
+}
+
 # hmac_sha256_hex SECRET BODY: lowercase hex HMAC-SHA256 of BODY's bytes.
 hmac_sha256_hex() {
     printf %s "$2" | openssl dgst -sha256 -hmac "$1" -hex | sed 's/^.*= *//'

@@ -152,45 +152,13 @@ api GET /v1/tokens "$ADMIN"
 expect_eq "list after restart" "admin narrow ci gh brief" "$(py '" ".join(t["name"] for t in j["tokens"])')"
 
 # --- kill -9 at random moments during mints ---
-# The names in the state file, in its order (the order of the mints).
-names_in_state() { grep '^token ' "$STATE" | cut -d' ' -f2 | tr '\n' ' '; }
-killed_mid_stream=0
-for round in 1 2 3 4 5; do
-    before=$(names_in_state)
-    # Mints one after the other until the server is gone.
-    for i in $(seq 1 150); do
-        code=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' -X POST \
-            -H "Authorization: Bearer $ADMIN" -H "Content-Type: application/json" \
-            --data-binary "{\"name\":\"r$round-$i\",\"scopes\":[\"jobs:read\"]}" \
-            "http://127.0.0.1:$ADMIN_PORT/v1/tokens" 2>/dev/null) || break
-        [[ $code == 201 ]] || { echo "mint r$round-$i: $code" >&2; break; }
-        echo "r$round-$i" >>"$WORKDIR/answered-$round"
-    done &
-    minter=$!
-    sleep "0.$((RANDOM % 5 + 1))"
-    kill -0 "$minter" 2>/dev/null && killed_mid_stream=$((killed_mid_stream + 1))
-    kill9_server
-    wait "$minter" || true
-    # The file must parse (the start stops otherwise) and hold the set of before and then this
-    # round's first k mints, k >= 0: the old set or a newer one, never a mix or a torn one.
-    start_server "$WORKDIR/config.yaml"
-    after=$(names_in_state)
-    touch "$WORKDIR/answered-$round"
-    answered=$(tr '\n' ' ' <"$WORKDIR/answered-$round")
-    # ... and every mint answered 201 is in it: the answer came after the file was durable.
-    python3 - "$before" "$after" "$round" "$answered" <<'PY' ||
-import sys
-before, after, rnd, answered = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3], sys.argv[4].split()
-k = len(after) - len(before)
-assert k >= 0 and after == before + [f"r{rnd}-{i}" for i in range(1, k + 1)]
-assert set(answered) <= set(after)
-PY
-        fail "round $round: before '$before', after '$after', answered '$answered'"
+after_round() {
     api GET /v1/tokens "$ADMIN"
-    expect_api "round $round: list" 200
-done
-echo "kill -9 landed during a stream of mints in $killed_mid_stream of 5 rounds; $(grep -c '^token r' "$STATE") mints kept"
-[[ $killed_mid_stream -ge 1 ]] || fail "no kill landed while mints were under way"
+    expect_api "round $1: list" 200
+}
+kill9_during_posts 5 150 /v1/tokens "$ADMIN" '"scopes":["jobs:read"]' "$STATE" after_round
+echo "kill -9 landed during a stream of mints in $KILLED_MID_STREAM of 5 rounds; $(grep -c '^token k' "$STATE") mints kept"
+[[ $KILLED_MID_STREAM -ge 1 ]] || fail "no kill landed while mints were under way"
 lease "$CI"
 expect_api "minted token after the kills" 200
 

@@ -95,18 +95,34 @@ TEST(RouteSlots, AReloadPastTheCapacityIsRefusedBeforeAnySlotIsGiven) {
 }
 
 TEST(ReloadDesk, OneReloadAnswersEveryTicketAskedBeforeIt) {
+    constexpr auto reload = io::ReloadDesk::Errand::reload;
     io::ReloadDesk desk;
-    const uint64_t a = desk.ask();
-    const uint64_t b = desk.ask();
-    EXPECT_FALSE(desk.outcome(a));
-    const uint64_t served = desk.asked();
+    const uint64_t a = desk.ask(reload);
+    const uint64_t b = desk.ask(reload);
+    EXPECT_FALSE(desk.outcome(reload, a));
+    const uint64_t served = desk.asked(reload);
     io::ReloadOutcome o;
     o.ok = true;
     o.generation = 2;
-    desk.done(served, o);
-    ASSERT_TRUE(desk.outcome(a));
-    ASSERT_TRUE(desk.outcome(b));
-    EXPECT_EQ(desk.outcome(b)->generation, 2u);
-    const uint64_t c = desk.ask();
-    EXPECT_FALSE(desk.outcome(c)) << "asked after that reload started: waits for the next";
+    desk.done(reload, served, o);
+    ASSERT_TRUE(desk.outcome(reload, a));
+    ASSERT_TRUE(desk.outcome(reload, b));
+    EXPECT_EQ(desk.outcome(reload, b)->generation, 2u);
+    const uint64_t c = desk.ask(reload);
+    EXPECT_FALSE(desk.outcome(reload, c)) << "asked after that reload started: waits for the next";
+    EXPECT_EQ(desk.counts(), std::make_pair(uint64_t{1}, uint64_t{0}));
+}
+
+TEST(ReloadDesk, ConsumerTicketsAreTheirOwn) {
+    using Errand = io::ReloadDesk::Errand;
+    io::ReloadDesk desk;
+    const uint64_t r = desk.ask(Errand::reload);
+    const uint64_t k = desk.ask(Errand::consumers);
+    io::ReloadOutcome o;
+    o.generation = 7;
+    desk.done(Errand::consumers, desk.asked(Errand::consumers), o);
+    ASSERT_TRUE(desk.outcome(Errand::consumers, k));
+    EXPECT_EQ(desk.outcome(Errand::consumers, k)->generation, 7u);
+    EXPECT_FALSE(desk.outcome(Errand::reload, r)) << "a republish does not answer a reload";
+    EXPECT_EQ(desk.counts(), std::make_pair(uint64_t{0}, uint64_t{0})) << "nor counts as one";
 }

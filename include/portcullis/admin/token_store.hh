@@ -15,7 +15,8 @@
 //   token ci-reader 3f0c...(64 hex) 1796000000000000000 0 jobs:read:* !jobs:read:stripe
 //   sha256 9a1b...(64 hex, of every byte before this line)
 //
-// with created_at and expires_at in Unix nanoseconds (expires_at 0: never). It is replaced
+// with created_at and expires_at in Unix nanoseconds (expires_at 0: never); the framing is
+// admin/state_file.hh's. It is replaced
 // whole and atomically (base::replace_file), so a crash leaves the old set or the new one; a
 // tokens.state.tmp left behind by a crash is never read. A file that does not parse, or whose
 // checksum does not match, is an error naming the file and line: the start stops rather than

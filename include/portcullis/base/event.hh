@@ -37,8 +37,12 @@ enum class EventType : uint8_t {
     job_enqueued,
     config_token_minted,
     config_token_revoked,
+    consumer_registered,
+    consumer_removed,
+    consumer_healthy,
+    consumer_unhealthy,
 };
-constexpr size_t event_type_count = static_cast<size_t>(EventType::config_token_revoked) + 1;
+constexpr size_t event_type_count = static_cast<size_t>(EventType::consumer_unhealthy) + 1;
 
 constexpr std::string_view event_type_name(EventType t) {
     constexpr std::string_view names[event_type_count] = {
@@ -60,6 +64,10 @@ constexpr std::string_view event_type_name(EventType t) {
         "job.enqueued",
         "config.token_minted",
         "config.token_revoked",
+        "consumer.registered",
+        "consumer.removed",
+        "consumer.healthy",
+        "consumer.unhealthy",
     };
     return names[static_cast<size_t>(t)];
 }
@@ -91,7 +99,8 @@ struct Event {
     // webhook.rejected: the allow-listed headers as one JSON object; ratelimit.limited: the
     // limit ("client" or "route"); webhook.received: "queued" or "duplicate"; tls: the file;
     // config.rejected: the first error (cut to fit); job.enqueued: the name of the token that
-    // sent it; config.token_minted|revoked: the token's name.
+    // sent it; config.token_minted|revoked: the token's name; consumer.*: the consumer's name
+    // (consumer.unhealthy: `status` is the probe's answer, 0 when none came).
     std::array<char, text_bytes> text{};
 
     static Event make(EventType type, int64_t ts_ns) {

@@ -31,11 +31,12 @@ bool write_all(int fd, const void* data, size_t size);
 // in it last. Returns "" or the error.
 std::string sync_dir(const std::string& dir);
 
-// Replaces path atomically: write_contents fills path + ".tmp" (created 0640; false from it means
+// Replaces path atomically: write_contents fills path + ".tmp" (given mode, 0640 unless
+// said otherwise; false from it means
 // errno says why), which is then fdatasynced and renamed over path, and the folder fsynced. A
 // crash at any point leaves the old file or the new one. Returns "" or the error, naming the
 // file; on error path is untouched and the temporary file removed.
-std::string replace_file(const std::string& path,
-                         const std::function<bool(int fd)>& write_contents);
+std::string replace_file(const std::string& path, const std::function<bool(int fd)>& write_contents,
+                         unsigned mode = 0640);
 
 } // namespace portcullis::base

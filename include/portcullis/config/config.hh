@@ -215,6 +215,11 @@ struct AdminConfig {
         uint32_t subscribers = 16;
         size_t backlog = size_t{4} << 20;
     } events;
+    // Registered consumers (POST /v1/consumers, SPEC section 10): how often one with a
+    // health_path is probed, 1s..24h.
+    struct Consumers {
+        int64_t health_interval_ns = 30'000'000'000;
+    } consumers;
 };
 
 struct SpoolConfig {
@@ -318,11 +323,21 @@ struct BreakerConfig {
     bool operator==(const BreakerConfig&) const = default;
 };
 
+// The health probe of a registered consumer's sink (never written in the configuration: see
+// admin/consumer_store.hh): GET path on the sink's host every interval; while the answer is not
+// 2xx the sink's breaker is held open.
+struct HealthProbeConfig {
+    std::string path; // starts with '/'
+    int64_t interval_ns = 30'000'000'000;
+    bool operator==(const HealthProbeConfig&) const = default;
+};
+
 struct SinkConfig {
     enum class Kind : uint8_t { http, exec, nats, redis };
-    std::string name; // [a-z0-9_-]{1,64}
+    std::string name; // [a-z0-9_-]{1,64}, or consumer:<name> for a registered consumer's
     Kind kind = Kind::http;
     BreakerConfig breaker;
+    std::optional<HealthProbeConfig> health; // registered consumers' http sinks only
     std::optional<HttpSinkConfig> http;
     std::optional<ExecSinkConfig> exec;
     std::optional<NatsSinkConfig> nats;
@@ -392,6 +407,12 @@ bool is_token(std::string_view s);
 // 1 to 64 characters of [a-z0-9_-]: the names of routes, sinks and tokens (those in the
 // configuration and those minted through POST /v1/tokens).
 bool is_name(std::string_view s);
+// The names a registered consumer's token and sink take (POST /v1/consumers): "consumer:" and
+// the consumer's name, which is_name accepts and is at most max_consumer_name long, so that the
+// whole stays within 64 characters. A colon never appears in a configured name: no clash.
+constexpr std::string_view consumer_prefix = "consumer:";
+constexpr size_t max_consumer_name = 64 - consumer_prefix.size();
+bool is_consumer_name(std::string_view s);
 // [a-z0-9_]+: the name of a route path's {param} segment, and of a path:PARAM reference.
 bool is_param_name(std::string_view s);
 

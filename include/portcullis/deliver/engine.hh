@@ -24,7 +24,10 @@
 // durable never does.
 //
 // Per sink: `concurrency` attempts in flight, the circuit breaker (policy.hh), the optional pace
-// of `rate`. Jobs are taken from the sink's routes in turn, oldest first within a route.
+// of `rate`. A registered consumer's sink with a health path (SinkConfig::health) is probed
+// every interval with a GET on a client of its own: a non-2xx answer, a timeout or a connection
+// error holds its breaker open (jobs wait, no attempt spent) until a probe passes again. Jobs are
+// taken from the sink's routes in turn, oldest first within a route.
 //
 // Sinks are numbered as the JobStore numbers them (by name, for the life of the process: the
 // start configuration's order, then each name a reload adds): the number is Event::sink, the
@@ -90,6 +93,7 @@ struct SinkReport {
     SinkCounts counts;
     bool breaker_open = false;                 // open or half-open: jobs wait
     const base::Histogram* duration = nullptr; // attempts, start to outcome
+    int8_t healthy = -1; // with a health probe (a registered consumer's): 1 or 0; else -1
 };
 
 // What Engine::reconfigure did, for the reload's log line.
@@ -187,6 +191,15 @@ private:
     // Destroys the retired clients that are idle.
     void collect_retired();
     void recompute_routes();
+    // The health probe of a registered consumer's sink (SinkConfig::health): (re)starts its
+    // client, the sink counted healthy until a probe says otherwise; retires any earlier one.
+    std::string start_probe_client(Sink& s, int64_t now_mono_ns);
+    // Starts a probe when one is due and none is in flight.
+    void probe_health(Sink& s, int64_t now_mono_ns);
+    // A probe's outcome: on a change, holds or releases the breaker, logs, and tells
+    // (consumer.healthy, consumer.unhealthy).
+    void health_result(Sink& s, bool ok, uint16_t status, std::string_view error,
+                       int64_t now_unix_ns);
     // Creates the exec runner when an exec sink is configured and there is none.
     std::string ensure_exec();
 

@@ -54,6 +54,11 @@ public:
     void record(bool success, int64_t now_ns);
     // The state change since the last call (the engine logs it), then none.
     Transition take_transition();
+    // A registered consumer's health probe failed (true) or passed again (false): held, the
+    // breaker is open and lets nothing through, whatever the cooldown or the outcomes of
+    // deliveries still in flight; released, it closes (failures forgotten).
+    void hold(bool held);
+    bool held() const { return _held; }
 
     State state() const { return _state; }
     uint32_t consecutive_failures() const { return _failures; }
@@ -70,6 +75,7 @@ private:
     int64_t _open_until_ns = 0;
     uint64_t _opened = 0;
     Transition _transition = Transition::none;
+    bool _held = false;
 };
 
 std::string_view breaker_state_name(Breaker::State s); // "closed", "open", "half_open"

@@ -11,7 +11,9 @@
 // number as the epoch.
 //
 //   Reloader reloader(path, shared, readers, slots, std::move(first));
-//   ReloadOutcome o = reloader.reload(desk.asked(), tls_server);  // SIGHUP
+//   uint64_t asked = desk.asked(ReloadDesk::Errand::reload);        // SIGHUP
+//   ReloadOutcome o = reloader.reload(tls_server, check);
+//   desk.done(ReloadDesk::Errand::reload, asked, o);
 //   reloader.collect();                                           // now and then
 #pragma once
 
@@ -43,28 +45,41 @@ struct ReloadOutcome {
     bool certificates_reloaded = false;
 };
 
-// POST /v1/reload's way to the main thread. The control plane asks (and sends the process a
-// SIGHUP, which only the main thread takes) and polls for the outcome between its turns; it never
-// waits. One reload serves every request asked before it started.
+// POST /v1/reload's way to the main thread, and POST or DELETE /v1/consumers'. The control
+// plane asks (and sends the process a signal, which only the main thread takes) and polls for the
+// outcome between its turns; it never waits. One run serves every request asked before it
+// started.
 class ReloadDesk {
 public:
-    // Control plane: a ticket for a reload that will start after this call.
-    uint64_t ask();
-    // Control plane: the outcome once a reload that started after the ticket was asked is done.
-    std::optional<ReloadOutcome> outcome(uint64_t ticket);
-    // Main thread: the tickets a reload starting now serves.
-    uint64_t asked();
-    void done(uint64_t served, const ReloadOutcome& outcome);
+    enum class Errand : uint8_t {
+        reload,    // SIGHUP: load the configuration's files again (Reloader::reload)
+        consumers, // SIGUSR1: consumers.state was written; publish the configuration in use
+                   // again with the consumers it lists now (Reloader::republish)
+    };
+
+    // Control plane: a ticket for a run that will start after this call.
+    uint64_t ask(Errand e);
+    // Control plane: the outcome once a run that started after the ticket was asked is done.
+    std::optional<ReloadOutcome> outcome(Errand e, uint64_t ticket);
+    // Main thread: the tickets a run starting now serves.
+    uint64_t asked(Errand e);
+    void done(Errand e, uint64_t served, const ReloadOutcome& outcome);
     // Reloads done since the start: {taken, refused}.
     std::pair<uint64_t, uint64_t> counts();
 
 private:
-    std::mutex _mutex; // the control plane and the main thread only, never a shard
-    uint64_t _asked = 0;
-    uint64_t _served = 0;
+    struct Tickets {
+        uint64_t asked = 0;
+        uint64_t served = 0;
+        ReloadOutcome last;
+    };
+
+    std::mutex _mutex;   // the control plane and the main thread only, never a shard
+    Tickets _tickets[2]; // by Errand
     uint64_t _taken = 0;
     uint64_t _refused = 0;
-    ReloadOutcome _last;
+
+    Tickets& of(Errand e) { return _tickets[static_cast<size_t>(e)]; }
 };
 
 // "" or why next cannot replace running without a restart, naming the key: listen addresses,
@@ -85,6 +100,10 @@ public:
     // check: what the control plane's job index would refuse (ControlPlane::check_reload).
     ReloadOutcome reload(tls::Server* tls,
                          const std::function<std::string(const config::Snapshot&)>& check);
+    // Publishes the configuration in use again with the consumers <spool dir>/consumers.state
+    // lists now (admin::apply_consumers), without reading the configuration's files: an edit
+    // not yet reloaded is not taken up by a registration. Same checks and wait as reload().
+    ReloadOutcome republish(const std::function<std::string(const config::Snapshot&)>& check);
     // Frees the snapshots no reader holds any more.
     void collect();
     // Called once a snapshot is published, to wake the readers at once.
@@ -102,6 +121,13 @@ private:
 
     // Whether every reader uses generation (or a newer one) for new work.
     bool taken_up(uint64_t generation) const;
+    // The start of reload() and republish(): the outcome so far (the generation in use), with an
+    // error when the readers are still taking the last one up.
+    ReloadOutcome begin() const;
+    // The end of reload() and republish(): check, fits, what changed, publish, wait.
+    void publish(std::unique_ptr<config::Snapshot> next,
+                 const std::function<std::string(const config::Snapshot&)>& check, tls::Server* tls,
+                 int64_t started, ReloadOutcome& out);
 };
 
 } // namespace portcullis::io
