@@ -22,7 +22,8 @@ std::string_view env(const char* name) {
     return v != nullptr ? std::string_view(v) : std::string_view();
 }
 
-template <typename T> bool parse_number(std::string_view text, T& out) {
+template <typename T>
+bool parse_number(std::string_view text, T& out) {
     const char* end = text.data() + text.size();
     auto [ptr, ec] = std::from_chars(text.data(), end, out);
     return ec == std::errc() && ptr == end && !text.empty();
@@ -116,10 +117,9 @@ bool ServiceNotifier::send(std::string_view message) {
     if (_fd < 0) {
         _fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     }
-    const bool sent =
-        _fd >= 0 && sendto(_fd, message.data(), message.size(), MSG_NOSIGNAL,
-                           reinterpret_cast<const sockaddr*>(&_address), _address_len) ==
-                        static_cast<ssize_t>(message.size());
+    const bool sent = _fd >= 0 && sendto(_fd, message.data(), message.size(), MSG_NOSIGNAL,
+                                         reinterpret_cast<const sockaddr*>(&_address),
+                                         _address_len) == static_cast<ssize_t>(message.size());
     if (!sent) {
         if (_failures++ == 0) {
             base::LogLine(base::Level::warn, "systemd notification failed (said once)")

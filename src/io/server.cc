@@ -605,11 +605,10 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
             .write();
         // systemd stops timing the watchdog here; the drain is bounded by drain_timeout, which
         // TimeoutStopSec= of the unit must exceed.
-        notify.stopping("draining (" + std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-                        "), up to " +
-                        std::to_string(reloader.current().config().server.drain_timeout_ns /
-                                       base::ns_per_ms) +
-                        " ms");
+        notify.stopping(
+            "draining (" + std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + "), up to " +
+            std::to_string(reloader.current().config().server.drain_timeout_ns / base::ns_per_ms) +
+            " ms");
         shared.draining.store(true, std::memory_order_relaxed);
         break;
     }

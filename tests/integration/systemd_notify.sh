@@ -31,10 +31,11 @@ EOF
 }
 
 RECEIVER_PID=""
+_receivers=0
 # start_receiver NAME: notify_receiver.py bound to NAME (a path or "@name"), logging to NLOG.
 start_receiver() {
-    NLOG=$WORKDIR/notify-$1.log
-    NLOG=${NLOG//@/at-}
+    _receivers=$((_receivers + 1))
+    NLOG=$WORKDIR/notify-$_receivers.log
     : >"$NLOG"
     python3 "$here/notify_receiver.py" --socket "$1" --log "$NLOG" \
         --server-logs "$WORKDIR" &

@@ -21,8 +21,8 @@ public:
     explicit Receiver(bool abstract) {
         _fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         EXPECT_GE(_fd, 0);
-        const std::string tag = "portcullis-notify-test-" + std::to_string(getpid()) + "-" +
-                                std::to_string(_counter++);
+        const std::string tag =
+            "portcullis-notify-test-" + std::to_string(getpid()) + "-" + std::to_string(_counter++);
         sockaddr_un a{};
         a.sun_family = AF_UNIX;
         socklen_t len = 0;
@@ -135,10 +135,14 @@ TEST(ServiceNotifier, WatchdogForAnotherPidOrUnparsableIsOff) {
     };
     const pid_t self = 100;
     const Row rows[] = {
-        {"30000000", "", 15 * base::ns_per_s}, {"30000000", "100", 15 * base::ns_per_s},
-        {"30000000", "101", 0},                {"30000000", "x", 0},
-        {"", "", 0},                           {"0", "", 0},
-        {"-5", "", 0},                         {"12abc", "", 0},
+        {"30000000", "", 15 * base::ns_per_s},
+        {"30000000", "100", 15 * base::ns_per_s},
+        {"30000000", "101", 0},
+        {"30000000", "x", 0},
+        {"", "", 0},
+        {"0", "", 0},
+        {"-5", "", 0},
+        {"12abc", "", 0},
     };
     for (const Row& row : rows) {
         SCOPED_TRACE(std::string("WATCHDOG_USEC=") + row.usec + " WATCHDOG_PID=" + row.pid);
@@ -149,8 +153,8 @@ TEST(ServiceNotifier, WatchdogForAnotherPidOrUnparsableIsOff) {
 
 TEST(ServiceNotifier, UnusableSocketNamesTurnItOff) {
     const std::string too_long = "/" + std::string(sizeof(sockaddr_un{}.sun_path), 'x');
-    for (const std::string& name : {std::string("relative/notify"), std::string("@"),
-                                    std::string("/"), too_long}) {
+    for (const std::string& name :
+         {std::string("relative/notify"), std::string("@"), std::string("/"), too_long}) {
         SCOPED_TRACE(name);
         ServiceNotifier n(name, "", "", getpid());
         EXPECT_FALSE(n.enabled());
