@@ -8,6 +8,7 @@
 #include "portcullis/base/log.hh"
 #include "portcullis/base/time.hh"
 #include "portcullis/io/fd_budget.hh"
+#include "portcullis/io/notify.hh"
 #include "portcullis/io/reload.hh"
 #include "portcullis/io/shard.hh"
 #include "portcullis/queue/segment.hh"
@@ -43,9 +44,10 @@ constexpr size_t rate_limit_keys = size_t{1} << 20;
 // turns of the control plane's loop (50 ms at most) before it drops and counts.
 constexpr size_t event_queue_slots = 4096;
 constexpr int64_t rate_limit_sweep_ns = int64_t{24} * 3600 * base::ns_per_s;
-// The main thread wakes this often between signals: the rate-limit sweep's check, the TLS
-// ticket-key schedule and freeing replaced certificates.
-constexpr time_t main_tick_s = 5;
+// The main thread wakes at least this often between signals: the rate-limit sweep's check, the
+// TLS ticket-key schedule and freeing replaced certificates. More often when systemd's watchdog
+// wants a ping sooner (WATCHDOG_USEC / 2).
+constexpr int64_t main_tick_ns = 5 * base::ns_per_s;
 
 using base::Level;
 using base::LogLine;
@@ -183,6 +185,17 @@ void report_reload(const ReloadOutcome& o, std::string_view trigger, base::Event
     }
 }
 
+// STATUS= of the READY=1 that ends a reload: systemctl status shows which way it went.
+std::string reload_status(const ReloadOutcome& o, std::string_view trigger) {
+    if (!o.ok) {
+        return "reload (" + std::string(trigger) + ") refused, generation " +
+               std::to_string(o.generation) +
+               " still serving: " + (o.errors.empty() ? std::string() : o.errors.front());
+    }
+    return "reloaded (" + std::string(trigger) + "): generation " + std::to_string(o.generation) +
+           ", " + std::to_string(o.routes) + (o.routes == 1 ? " route" : " routes");
+}
+
 // What /metrics and /healthz read of the shards: their own counters, summed at each scrape.
 std::vector<admin::ShardView> metric_views(const std::vector<std::unique_ptr<Shard>>& shards) {
     std::vector<admin::ShardView> views;
@@ -280,6 +293,8 @@ std::vector<int> open_listeners(const config::ListenAddress& address, unsigned c
 }
 
 int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
+    // Before any thread: it unsets $NOTIFY_SOCKET and the watchdog's variables.
+    ServiceNotifier notify = ServiceNotifier::from_environment();
     ShardShared shared;
     // Every route name's counters and events keep one number for the life of the process.
     config::RouteSlots route_slots;
@@ -509,14 +524,28 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
             .write();
         control_thread = std::thread([&] { control->run(control_stop); });
     }
+    // Every listener is open and the spool recovered (each shard's init, then the control
+    // plane's index): systemd may start what is ordered after us.
+    {
+        std::string status = "listening on " + joined(addresses);
+        if (!tls_addresses.empty()) {
+            status += (addresses.empty() ? "" : ", ") + std::string("TLS ") + joined(tls_addresses);
+        }
+        status += " (" + std::to_string(shards) + (shards == 1 ? " shard)" : " shards)");
+        if (control) {
+            status += ", admin " + admin_address;
+        }
+        notify.ready(status);
+    }
 
     // This thread waits for signals; between them it sweeps the rate-limit table of rested
     // keys once a day (see admit::RateLimiter: no slot may stay untouched for 76 days).
     int64_t next_sweep = base::mono_ns() + rate_limit_sweep_ns;
     uint64_t served_reloads = 0; // POST /v1/reload tickets answered
     while (true) {
-        const timespec wake{main_tick_s, 0};
+        const timespec wake = notify.wait_at_most(main_tick_ns, base::mono_ns());
         int sig = sigtimedwait(&signals, nullptr, &wake);
+        notify.watchdog(base::mono_ns());
         if (tls_server) {
             tls_server->tick(base::mono_ns());
         }
@@ -535,6 +564,7 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
         if (sig == SIGHUP) {
             // POST /v1/reload sends SIGHUP too: one reload serves every request made before it.
             const uint64_t asked = reload_desk.asked(ReloadDesk::Errand::reload);
+            notify.reloading("reloading " + path);
             ReloadOutcome outcome =
                 reloader.reload(tls_server.get(), [&](const config::Snapshot& next) {
                     return control ? control->check_reload(next) : std::string();
@@ -542,8 +572,10 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
             if (outcome.certificates_reloaded) {
                 certificates_reloaded(*tls_server, cert_expiry, main_events);
             }
-            report_reload(outcome, asked != 0 && asked != served_reloads ? "api" : "SIGHUP",
-                          main_events);
+            const std::string_view trigger =
+                asked != 0 && asked != served_reloads ? "api" : "SIGHUP";
+            report_reload(outcome, trigger, main_events);
+            notify.ready(reload_status(outcome, trigger));
             served_reloads = asked;
             reload_desk.done(ReloadDesk::Errand::reload, asked, outcome);
             continue;
@@ -571,6 +603,12 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
             .field("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT")
             .field("timeout_ms", reloader.current().config().server.drain_timeout_ns / 1'000'000)
             .write();
+        // systemd stops timing the watchdog here; the drain is bounded by drain_timeout, which
+        // TimeoutStopSec= of the unit must exceed.
+        notify.stopping(
+            "draining (" + std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + "), up to " +
+            std::to_string(reloader.current().config().server.drain_timeout_ns / base::ns_per_ms) +
+            " ms");
         shared.draining.store(true, std::memory_order_relaxed);
         break;
     }
