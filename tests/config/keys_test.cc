@@ -122,18 +122,18 @@ struct Leaf {
 };
 
 // What the keys need around them: a route with every verify option possible (hmac, with a
-// signed timestamp), and one sink of each kind.
+// signed timestamp), and one sink of each kind (over TLS, so that ca applies).
 const std::vector<Leaf> base = {
     {"routes.x.path", "/x"},
     {"routes.x.verify.scheme", "hmac"},
     {"routes.x.verify.header", "X-Sig"},
     {"routes.x.verify.timestamp_header", "X-Ts"},
     {"routes.x.verify.secrets", "[{env: PORTCULLIS_KEYS_TEST}]"},
-    {"sinks.http.http.url", "\"http://127.0.0.1:1/\""},
+    {"sinks.http.http.url", "\"https://127.0.0.1:1/\""},
     {"sinks.exec.exec.command", "[/bin/true]"},
-    {"sinks.nats.nats.url", "\"nats://127.0.0.1:4222\""},
+    {"sinks.nats.nats.url", "\"tls://127.0.0.1:4222\""},
     {"sinks.nats.nats.subject", "x"},
-    {"sinks.redis.redis.url", "\"redis://127.0.0.1:6379\""},
+    {"sinks.redis.redis.url", "\"rediss://127.0.0.1:6379\""},
     {"sinks.redis.redis.stream", "x"},
 };
 
@@ -268,7 +268,8 @@ TEST(ConfigKeys, EveryNameTheLoaderLooksUpIsInTheTable) {
     for (const KeyDoc& k : key_table) {
         names.insert(key_name(k.path));
     }
-    const std::regex lookup(R"((?:find|required)\([^()"]*"([A-Za-z_]+)"|key == "([A-Za-z_]+)")");
+    const std::regex lookup(
+        R"re((?:find|required)\([^()"]*"([A-Za-z_]+)"|key == "([A-Za-z_]+)")re");
     size_t seen = 0;
     for (const auto& entry :
          std::filesystem::directory_iterator(std::filesystem::path(root) / "src" / "config")) {

@@ -51,7 +51,7 @@ for cmd in "${commands[@]}"; do
         grep -qE -- "(^|[^a-z-])$opt([^a-z-]|$)" "$WORKDIR/page" ||
             fail "portcullis $cmd --help lists $opt, portcullis(8) does not"
         help_options+=("$opt")
-    done < <(sed -n '/^options:/,$p' "$WORKDIR/help" | grep -oE -- '(^|[ ,])--?[a-z][a-z-]*' |
+    done < <(grep -E -- '^ +-' "$WORKDIR/help" | grep -oE -- '(^|[ ,])--?[a-z][a-z-]*' |
         sed 's/^[ ,]*//')
 done
 # The top-level --help and --version are options too.

@@ -150,7 +150,7 @@ inline constexpr KeyDoc key_table[] = {
      "Methods accepted, upper case as HTTP sends them; others get 405."},
     {"routes.*.verify", "mapping", "", "{scheme: none}",
      "Required. How a request is verified."},
-    {"routes.*.dedup", "mapping", "", "{window: 24h}",
+    {"routes.*.dedup", "mapping", "", "{key: \"header:X-Id\", window: 24h}",
      "Drop redeliveries: the same key inside the window answers 200 with the first job's id "
      "(409 when the body differs)."},
     {"routes.*.ordering", "mapping", "", "{key: \"header:X-Key\", timestamp: \"header:X-Ts\"}",
