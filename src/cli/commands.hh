@@ -12,5 +12,6 @@ int run_token(int argc, char** argv);
 int run_probe(int argc, char** argv);
 int run_version(int argc, char** argv);
 int run_top(int argc, char** argv);
+int run_config_keys(int argc, char** argv);
 
 } // namespace portcullis::cli

@@ -20,9 +20,11 @@ commands:
   probe                               show the io_uring features of this kernel
   version                             version, build options, library versions
   top (-c PATH | --url URL) [--once]  a live view of traffic, refusals, queues and sinks
+  config-keys [--roff]                every configuration key: type, default, meaning
 
 Run 'portcullis COMMAND --help' for a command's options.
 Exit status: 0 success, 1 runtime failure, 2 bad usage or invalid configuration.
+See portcullis(8) and portcullis.yaml(5).
 )";
 
 } // namespace
@@ -46,8 +48,9 @@ int main(int argc, char** argv) {
         int (*run)(int, char**);
     };
     constexpr Entry commands[] = {
-        {"serve", run_serve}, {"check", run_check}, {"sign", run_sign},       {"spool", run_spool},
-        {"token", run_token}, {"probe", run_probe}, {"version", run_version}, {"top", run_top},
+        {"serve", run_serve},     {"check", run_check}, {"sign", run_sign},
+        {"spool", run_spool},     {"token", run_token}, {"probe", run_probe},
+        {"version", run_version}, {"top", run_top},     {"config-keys", run_config_keys},
     };
     for (const Entry& e : commands) {
         if (e.name == cmd) {

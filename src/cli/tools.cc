@@ -1,10 +1,11 @@
-// The small subcommands: spool, token, probe, version.
+// The small subcommands: spool, token, probe, version, config-keys.
 #include "commands.hh"
 
 #include "build_info.hh"
 #include "portcullis/admin/token_store.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/cli/args.hh"
+#include "portcullis/config/keys.hh"
 #include "portcullis/io/ring.hh"
 #include "portcullis/queue/spool_tool.hh"
 
@@ -123,6 +124,28 @@ int run_version(int argc, char** argv) {
     std::printf("libyaml:   %s\n", yaml_get_version_string());
     int mi = mi_version();
     std::printf("mimalloc:  %d.%d.%d\n", mi / 100, mi / 10 % 10, mi % 10);
+    return 0;
+}
+
+int run_config_keys(int argc, char** argv) {
+    Command cmd{"config-keys",
+                "[--roff]",
+                "Print every key the configuration may hold, with its type, default and "
+                "meaning: the table the loader checks keys against, and the reference of "
+                "portcullis.yaml(5).",
+                {{"roff", 0, "", "print it as the roff of portcullis.yaml(5)'s KEYS section"}}};
+    ParsedArgs a = cmd.parse(argc, argv);
+    if (a.help) {
+        std::fputs(cmd.usage().c_str(), stdout);
+        return 0;
+    }
+    if (!a.error.empty()) {
+        std::fprintf(stderr, "portcullis config-keys: %s\n", a.error.c_str());
+        return 2;
+    }
+    const std::string out =
+        a.has("roff") ? config::key_reference_roff() : config::key_reference_text();
+    std::fputs(out.c_str(), stdout);
     return 0;
 }
 

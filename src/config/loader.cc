@@ -18,8 +18,8 @@ namespace portcullis::config {
 namespace {
 
 constexpr size_t max_config_file_bytes = 16u << 20;
-constexpr std::string_view top_keys[] = {"server", "admin",  "spool",    "routes",
-                                         "sinks",  "tokens", "integrity"};
+// The keys a mapping allows come from the key table (portcullis/config/keys.hh).
+constexpr auto top_keys = keys_of<key_count("")>("");
 
 } // namespace
 

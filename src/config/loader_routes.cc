@@ -11,12 +11,11 @@ namespace portcullis::config::detail {
 
 namespace {
 
-constexpr std::string_view route_keys[] = {"path",       "methods",      "verify",  "dedup",
-                                           "ordering",   "rate_limit",   "allow",   "max_attempts",
-                                           "durability", "keep_headers", "deliver", "ordered"};
-constexpr std::string_view dedup_keys[] = {"key", "window"};
-constexpr std::string_view ordering_keys[] = {"key", "timestamp"};
-constexpr std::string_view rate_limit_keys[] = {"per_ip", "burst", "route"};
+// The keys a mapping allows come from the key table (portcullis/config/keys.hh).
+constexpr auto route_keys = keys_of<key_count("routes.*")>("routes.*");
+constexpr auto dedup_keys = keys_of<key_count("routes.*.dedup")>("routes.*.dedup");
+constexpr auto ordering_keys = keys_of<key_count("routes.*.ordering")>("routes.*.ordering");
+constexpr auto rate_limit_keys = keys_of<key_count("routes.*.rate_limit")>("routes.*.rate_limit");
 
 // The dedup key each provider documents as its delivery id.
 std::optional<std::string_view> default_dedup_key(Scheme s) {

@@ -8,26 +8,18 @@ namespace portcullis::config::detail {
 
 namespace {
 
-constexpr std::string_view server_keys[] = {"listen",
-                                            "shards",
-                                            "max_connections",
-                                            "max_connections_per_ip",
-                                            "deny",
-                                            "drain_timeout",
-                                            "limits",
-                                            "timeouts",
-                                            "client_ip",
-                                            "tls"};
-constexpr std::string_view limits_keys[] = {"header_bytes", "headers", "body_bytes"};
-constexpr std::string_view timeouts_keys[] = {"header", "body", "idle"};
-constexpr std::string_view client_ip_keys[] = {"trusted_proxies", "proxy_protocol"};
-constexpr std::string_view tls_keys[] = {"listen", "certificates", "min_version",
-                                         "session_tickets"};
-constexpr std::string_view tls_certificate_keys[] = {"cert", "key"};
-constexpr std::string_view admin_keys[] = {"listen", "max_connections", "events", "consumers"};
-constexpr std::string_view admin_consumers_keys[] = {"health_interval"};
-constexpr std::string_view admin_events_keys[] = {"buffer", "subscribers", "backlog"};
-constexpr std::string_view spool_keys[] = {"dir", "durability", "segment_size", "retention"};
+// The keys a mapping allows come from the key table (portcullis/config/keys.hh).
+constexpr auto server_keys = keys_of<key_count("server")>("server");
+constexpr auto limits_keys = keys_of<key_count("server.limits")>("server.limits");
+constexpr auto timeouts_keys = keys_of<key_count("server.timeouts")>("server.timeouts");
+constexpr auto client_ip_keys = keys_of<key_count("server.client_ip")>("server.client_ip");
+constexpr auto tls_keys = keys_of<key_count("server.tls")>("server.tls");
+constexpr auto tls_certificate_keys =
+    keys_of<key_count("server.tls.certificates[]")>("server.tls.certificates[]");
+constexpr auto admin_keys = keys_of<key_count("admin")>("admin");
+constexpr auto admin_consumers_keys = keys_of<key_count("admin.consumers")>("admin.consumers");
+constexpr auto admin_events_keys = keys_of<key_count("admin.events")>("admin.events");
+constexpr auto spool_keys = keys_of<key_count("spool")>("spool");
 constexpr Choice<ProxyProtocol> proxy_protocols[] = {{"off", ProxyProtocol::off},
                                                      {"v1", ProxyProtocol::v1},
                                                      {"v2", ProxyProtocol::v2},

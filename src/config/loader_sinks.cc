@@ -14,21 +14,22 @@ namespace portcullis::config::detail {
 namespace {
 
 constexpr std::string_view sink_kinds[] = {"http", "exec", "nats", "redis"};
+static_assert(keys_within(sink_kinds, keys_of<key_count("sinks.*")>("sinks.*")));
 // A sink's keys: one kind, and the engine's settings for every kind.
-constexpr std::string_view sink_keys[] = {"http", "exec", "nats", "redis", "breaker"};
-constexpr std::string_view breaker_keys[] = {"failures", "cooldown"};
+// The keys a mapping allows come from the key table (portcullis/config/keys.hh).
+constexpr auto sink_keys = keys_of<key_count("sinks.*")>("sinks.*");
+constexpr auto breaker_keys = keys_of<key_count("sinks.*.breaker")>("sinks.*.breaker");
 constexpr int64_t min_cooldown_ns = 100 * ns_per_ms;
 constexpr int64_t max_cooldown_ns = 3600 * 1000 * ns_per_ms;
-constexpr std::string_view http_sink_keys[] = {"url",  "method",  "timeout", "concurrency",
-                                               "rate", "headers", "ca",      "sign"};
-constexpr std::string_view sign_keys[] = {"secrets"};
-constexpr std::string_view exec_sink_keys[] = {"command", "concurrency", "timeout"};
-constexpr std::string_view nats_sink_keys[] = {"url", "subject", "credentials", "max_in_flight",
-                                               "ca"};
-constexpr std::string_view nats_credential_keys[] = {"user", "password", "token", "nkey_seed"};
-constexpr std::string_view redis_sink_keys[] = {"url",         "stream",        "maxlen",
-                                                "credentials", "max_in_flight", "ca"};
-constexpr std::string_view redis_credential_keys[] = {"user", "password"};
+constexpr auto http_sink_keys = keys_of<key_count("sinks.*.http")>("sinks.*.http");
+constexpr auto sign_keys = keys_of<key_count("sinks.*.http.sign")>("sinks.*.http.sign");
+constexpr auto exec_sink_keys = keys_of<key_count("sinks.*.exec")>("sinks.*.exec");
+constexpr auto nats_sink_keys = keys_of<key_count("sinks.*.nats")>("sinks.*.nats");
+constexpr auto nats_credential_keys =
+    keys_of<key_count("sinks.*.nats.credentials")>("sinks.*.nats.credentials");
+constexpr auto redis_sink_keys = keys_of<key_count("sinks.*.redis")>("sinks.*.redis");
+constexpr auto redis_credential_keys =
+    keys_of<key_count("sinks.*.redis.credentials")>("sinks.*.redis.credentials");
 
 } // namespace
 

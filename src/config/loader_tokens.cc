@@ -20,7 +20,8 @@ namespace portcullis::config::detail {
 
 namespace {
 
-constexpr std::string_view token_keys[] = {"sha256", "scopes"};
+// The keys a mapping allows come from the key table (portcullis/config/keys.hh).
+constexpr auto token_keys = keys_of<key_count("tokens.*")>("tokens.*");
 
 std::string sha256_hex(std::span<const uint8_t> digest) {
     return base::hex(digest);

@@ -11,13 +11,16 @@ namespace portcullis::config::detail {
 
 namespace {
 
-constexpr std::string_view verify_keys[] = {"scheme",    "secrets",          "tolerance",
-                                            "header",    "prefix",           "encoding",
-                                            "algorithm", "timestamp_header", "template"};
+// The keys a mapping allows come from the key table (portcullis/config/keys.hh).
+constexpr auto verify_keys = keys_of<key_count("routes.*.verify")>("routes.*.verify");
 constexpr std::string_view shared_secret_keys[] = {"scheme", "secrets", "header"};
 constexpr std::string_view windowed_keys[] = {"scheme", "secrets", "tolerance"};
 constexpr std::string_view plain_keys[] = {"scheme", "secrets"};
 constexpr std::string_view none_keys[] = {"scheme"};
+// Each scheme's options are some of verify's (the table's): a key no scheme takes is refused.
+static_assert(keys_within(shared_secret_keys, verify_keys) &&
+              keys_within(windowed_keys, verify_keys) && keys_within(plain_keys, verify_keys) &&
+              keys_within(none_keys, verify_keys));
 
 constexpr Choice<Scheme> schemes[] = {
     {"github", Scheme::github},

@@ -15,7 +15,8 @@ namespace portcullis::config::detail {
 namespace {
 
 constexpr size_t max_secret_file_bytes = 64u << 10;
-constexpr std::string_view secret_keys[] = {"env", "file", "value"};
+// The keys a mapping allows come from the key table (portcullis/config/keys.hh).
+constexpr auto secret_keys = keys_of<key_count("<secret>")>("<secret>");
 
 } // namespace
 

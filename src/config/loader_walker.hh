@@ -16,6 +16,7 @@
 #pragma once
 
 #include "portcullis/config/config.hh"
+#include "portcullis/config/keys.hh"
 
 #include "routes.hh"
 #include "text.hh"
