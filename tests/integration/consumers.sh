@@ -34,13 +34,6 @@ tokens:
   narrow: {sha256: "$(sha "$NARROW")", scopes: ["jobs:*"]}
 EOF
 
-# capi METHOD PATH TOKEN [JSON]: a control-plane call with another token than TOKEN.
-capi() {
-    local saved=$TOKEN
-    TOKEN=$3
-    api "$1" "$2" "${4:-}"
-    TOKEN=$saved
-}
 # send ROUTE NAME: a signed webhook to ROUTE; sets JOB_ID.
 send() {
     local file="$WORKDIR/body-$2.json"
@@ -86,7 +79,7 @@ open_events
 URL="http://127.0.0.1:${RECV_PORT[app]}/hooks"
 
 # --- wrong requests ---
-capi POST /v1/consumers "$NARROW" '{"name":"x","routes":["alpha"]}'
+api_as "$NARROW" POST /v1/consumers '{"name":"x","routes":["alpha"]}'
 expect_api "without admin:consumers" 403
 api POST /v1/consumers '{"name":"x","routes":["alpha"'
 expect_api "bad JSON" 400
@@ -136,22 +129,22 @@ if hdr(r, "webhook-signature") != want or hdr(r, "webhook-id") != a1:
 PY
 
 # --- the token sees nothing of beta ---
-capi GET "/v1/jobs/$A1" "$CTOKEN"
+api_as "$CTOKEN" GET "/v1/jobs/$A1"
 expect_api "own route's job" 200
-capi GET "/v1/jobs/$B1" "$CTOKEN"
+api_as "$CTOKEN" GET "/v1/jobs/$B1"
 expect_api "beta's job" 404
-capi POST /v1/lease "$CTOKEN" '{"route":"beta","max":1}'
+api_as "$CTOKEN" POST /v1/lease '{"route":"beta","max":1}'
 [[ $API_STATUS == 403 || $API_STATUS == 404 ]] || fail "lease on beta: $API_STATUS"
 api POST /v1/lease '{"route":"beta","max":1}'
 expect_api "admin leases beta" 200
 api POST "/v1/jobs/$B1/nack" '{"delay":"0s"}'
 expect_api "nack beta's job into the dead letters" 200
-capi GET "/v1/dead-letters" "$CTOKEN"
+api_as "$CTOKEN" GET "/v1/dead-letters"
 expect_api "dead letters" 200
 ! grep -q "$B1" <<<"$API_BODY" || fail "the consumer lists beta's dead letter: $API_BODY"
-capi GET "/v1/dead-letters?route=beta" "$CTOKEN"
+api_as "$CTOKEN" GET "/v1/dead-letters?route=beta"
 expect_api "beta's dead letters" 404
-capi POST "/v1/dead-letters/$B1/replay" "$CTOKEN"
+api_as "$CTOKEN" POST "/v1/dead-letters/$B1/replay"
 [[ $API_STATUS == 403 || $API_STATUS == 404 ]] || fail "replay of beta's dead letter: $API_STATUS"
 
 # --- GET lists it, without secrets ---
@@ -161,7 +154,7 @@ expect_eq "list" "billing alpha $URL /health True" \
     "$(py '" ".join(str(x) for c in j["consumers"] for x in (c["name"], ",".join(c["routes"]), c["url"], c["health_path"], c["healthy"]))')"
 ! grep -qF -e "$CTOKEN" -e "$SECRET" -e "$(sha "$CTOKEN")" -e whsec_ <<<"$API_BODY" ||
     fail "the list shows a secret: $API_BODY"
-capi GET /v1/consumers "$CTOKEN"
+api_as "$CTOKEN" GET /v1/consumers
 expect_api "list with the consumer's token" 403
 
 # --- health: a failing probe holds delivery without spending attempts ---
@@ -185,7 +178,7 @@ grep -q '"consumer":"billing"' "$WORKDIR/events.sse" || fail "events do not name
 # --- restart ---
 stop_server
 start_server "$WORKDIR/config.yaml"
-capi GET "/v1/jobs/$A2" "$CTOKEN"
+api_as "$CTOKEN" GET "/v1/jobs/$A2"
 expect_api "the consumer's token after a restart" 200
 send alpha a3
 A3=$JOB_ID
@@ -232,7 +225,7 @@ api DELETE /v1/consumers/billing
 expect_api "DELETE again" 404
 stop_server
 start_server "$WORKDIR/config.yaml"
-capi GET "/v1/jobs/$A3" "$CTOKEN"
+api_as "$CTOKEN" GET "/v1/jobs/$A3"
 expect_api "the removed consumer's token after a restart" 401
 stop_server
 echo "ok"

@@ -99,21 +99,6 @@ EOF
     } >"$1"
 }
 
-# api METHOD PATH [JSON]: a control-plane call with TOKEN; sets API_STATUS and API_BODY.
-api() {
-    local method=$1 path=$2 data=${3:-}
-    local args=(-sS -m 30 -o "$WORKDIR/api-body" -w '%{http_code}' -X "$method"
-        -H "Authorization: Bearer $TOKEN")
-    [[ -z $data ]] || args+=(-H "Content-Type: application/json" --data-binary "$data")
-    API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path") || API_STATUS="curl-failed-$?"
-    API_BODY=$(cat "$WORKDIR/api-body")
-}
-expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
-# py EXPR: EXPR evaluated with j = the last answer's JSON ("" and a failure when it is not JSON).
-py() {
-    python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY" 2>/dev/null ||
-        fail "evaluating $1 over the answer to the last call ($API_STATUS): $API_BODY"
-}
 
 # delivery_state ID SINK: "STATE ATTEMPTS" of that sink's delivery of job ID (GET /v1/jobs/{id}),
 # "none" when the answer has no such delivery.

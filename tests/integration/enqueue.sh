@@ -32,20 +32,9 @@ tokens:
 EOF
 export GH_SECRET=enqueue-test-secret
 
-# api METHOD PATH [TOKEN] [JSON]: sets API_STATUS and API_BODY.
-api() {
-    local method=$1 path=$2 token=${3:-} data=${4:-}
-    local args=(-sS -m 30 -o "$WORKDIR/api-body" -w '%{http_code}' -X "$method")
-    [[ -z $token ]] || args+=(-H "Authorization: Bearer $token")
-    [[ -z $data ]] || args+=(-H "Content-Type: application/json" --data-binary "$data")
-    API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path") || API_STATUS="curl-failed-$?"
-    API_BODY=$(cat "$WORKDIR/api-body")
-}
-expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
-py() { python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY"; }
-
 # enqueue ROUTE TOKEN FILE [curl arguments...]: POST /v1/routes/ROUTE/jobs with the file's bytes;
-# sets API_STATUS, API_BODY.
+# sets API_STATUS, API_BODY (as lib.sh's api does, for expect_api and py).
+# shellcheck disable=SC2034
 enqueue() {
     local route=$1 token=$2 file=$3
     shift 3
@@ -93,7 +82,7 @@ expect_eq "404 of a missing route = 404 of a route outside the scopes" "$outside
 enqueue nosuchroute "$OPS" "$WORKDIR/small"
 expect_api "a route that does not exist, with jobs:*" 404
 expect_eq "404 with jobs:* = 404 outside the scopes" "$outside" "$API_BODY"
-api GET /v1/routes/github/jobs "$OPS"
+api_as "$OPS" GET /v1/routes/github/jobs
 expect_api "GET on the endpoint" 405
 # Refused from the head: answered before the body is sent, and the connection closed.
 python3 - "$ADMIN_PORT" "$GITHUB_ONLY" "$READER" <<'PY' || fail "refusals before the body"
@@ -132,7 +121,7 @@ python3 -c 'import sys; sys.stdout.buffer.write(bytes(range(256)) + b"\r\n\xff\x
 enqueue github "$OPS" "$WORKDIR/binary" -H "X-Trigger: manual" -H "Content-Type: application/octet-stream"
 expect_enqueued "a binary body to a route that verifies signatures (none needed here)"
 J1=$JOB_ID
-api POST /v1/lease "$OPS" '{"route":"github","max":10,"visibility":"1h"}'
+api_as "$OPS" POST /v1/lease '{"route":"github","max":10,"visibility":"1h"}'
 expect_api "lease right after the 202" 200
 printf %s "$API_BODY" >"$WORKDIR/lease.json"
 python3 - "$WORKDIR/lease.json" "$J1" "$BIG" "$WORKDIR/binary" "$WORKDIR/big" <<'PY' || fail "lease: see the assertion above"
@@ -151,7 +140,7 @@ assert "authorization" not in job["headers"], job["headers"]
 big = jobs[sys.argv[3]]
 assert big["body"].encode() == open(sys.argv[5], "rb").read() and big["enqueued_by"] == "ops"
 PY
-api GET "/v1/jobs/$J1" "$OPS"
+api_as "$OPS" GET "/v1/jobs/$J1"
 expect_api "job state" 200
 expect_eq "job state: leased, enqueued by ops" "leased ops" "$(py 'j["state"] + " " + j["enqueued_by"]')"
 
@@ -198,7 +187,7 @@ assert all(x["peer"] == "127.0.0.1" for x in events), events
 PY
 
 # --- metrics: enqueues by route and outcome ---
-api GET /metrics "$OPS"
+api_as "$OPS" GET /metrics
 expect_api "metrics" 200
 grep -qx 'portcullis_enqueues_total{route="github",outcome="queued"} 8' "$WORKDIR/api-body" ||
     fail "metrics: github queued 8: $(grep portcullis_enqueues "$WORKDIR/api-body")"
@@ -217,7 +206,7 @@ DURABLE=$JOB_ID
 kill9_server
 kill "$events_pid" 2>/dev/null || true
 start_server "$WORKDIR/config.yaml"
-api GET "/v1/jobs/$DURABLE" "$OPS"
+api_as "$OPS" GET "/v1/jobs/$DURABLE"
 expect_api "the job after kill -9" 200
 expect_eq "after kill -9: queued, enqueued by ops" "queued ops" "$(py 'j["state"] + " " + j["enqueued_by"]')"
 spool_dump "$SPOOL" "$WORKDIR/dump.jsonl"

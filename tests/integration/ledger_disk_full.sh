@@ -33,17 +33,6 @@ tokens:
   worker: {sha256: "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)", scopes: ["jobs:*", "events:read"]}
 EOF
 
-# api METHOD PATH [JSON]: sets API_STATUS and API_BODY.
-api() {
-    local method=$1 path=$2 data=${3:-}
-    local args=(-sS -m 30 -o "$WORKDIR/api-body" -D "$WORKDIR/api-headers" -w '%{http_code}'
-        -X "$method" -H "Authorization: Bearer $TOKEN")
-    [[ -z $data ]] || args+=(-H "Content-Type: application/json" --data-binary "$data")
-    API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path") || API_STATUS="curl-failed-$?"
-    API_BODY=$(cat "$WORKDIR/api-body")
-}
-expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
-py() { python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY"; }
 webhook() {
     printf '{"job":"%s"}' "$2" >"$WORKDIR/body"
     post "/webhooks/$1" "$WORKDIR/body"

@@ -551,3 +551,28 @@ cert_fingerprint() {
 cert_subject() {
     openssl x509 -in "$1" -noout -subject -nameopt oneline | sed 's/^subject= *//'
 }
+
+# api METHOD PATH [JSON]: a control-plane call with $TOKEN (no Authorization header when it is
+# empty or unset); sets API_STATUS (the HTTP status, or curl-failed-N) and API_BODY, and keeps the
+# answer's headers in $WORKDIR/api-headers.
+api() {
+    local method=$1 path=$2 data=${3:-}
+    local args=(-sS -m 30 -o "$WORKDIR/api-body" -D "$WORKDIR/api-headers" -w '%{http_code}'
+        -X "$method")
+    [[ -z ${TOKEN:-} ]] || args+=(-H "Authorization: Bearer $TOKEN")
+    [[ -z $data ]] || args+=(-H "Content-Type: application/json" --data-binary "$data")
+    API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path") || API_STATUS="curl-failed-$?"
+    API_BODY=$(cat "$WORKDIR/api-body")
+}
+# api_as TOKEN METHOD PATH [JSON]: the same with another token ("" for none).
+api_as() {
+    local TOKEN=$1
+    shift
+    api "$@"
+}
+expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
+# py EXPR: EXPR evaluated with j = the last answer's JSON ("" and a failure when it is not JSON).
+py() {
+    python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY" 2>/dev/null ||
+        fail "evaluating $1 over the answer to the last call ($API_STATUS): $API_BODY"
+}

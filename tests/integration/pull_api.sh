@@ -32,18 +32,6 @@ tokens:
   metrics_only: {sha256: "$(sha "$METRICS_ONLY")", scopes: ["metrics:read"]}
 EOF
 
-# api METHOD PATH [TOKEN] [JSON]: sets API_STATUS and API_BODY.
-api() {
-    local method=$1 path=$2 token=${3:-} data=${4:-}
-    local args=(-sS -m 30 -o "$WORKDIR/api-body" -w '%{http_code}' -X "$method")
-    [[ -z $token ]] || args+=(-H "Authorization: Bearer $token")
-    [[ -z $data ]] || args+=(-H "Content-Type: application/json" --data-binary "$data")
-    API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path") || API_STATUS="curl-failed-$?"
-    API_BODY=$(cat "$WORKDIR/api-body")
-}
-expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
-# py EXPR: evaluates EXPR with j = the last answer's JSON.
-py() { python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY"; }
 
 # webhook ROUTE FILE: posts a job; sets JOB_ID.
 webhook() {
@@ -77,20 +65,20 @@ webhook stripe "$WORKDIR/b3"
 J3=$JOB_ID
 
 # --- tokens and scopes ---
-api POST /v1/lease "" '{"route":"github"}'
+api_as "" POST /v1/lease '{"route":"github"}'
 expect_api "no token" 401
 expect_eq "no token: answer" '{"error":"unauthorized"}' "$API_BODY"
-api POST /v1/lease "pct_not-a-real-token" '{"route":"github"}'
+api_as "pct_not-a-real-token" POST /v1/lease '{"route":"github"}'
 expect_api "unknown token" 401
-api POST /v1/lease "$METRICS_ONLY" '{"route":"github"}'
+api_as "$METRICS_ONLY" POST /v1/lease '{"route":"github"}'
 expect_api "token without jobs scopes" 403
-api POST /v1/lease "$GITHUB_ONLY" '{"route":"stripe"}'
+api_as "$GITHUB_ONLY" POST /v1/lease '{"route":"stripe"}'
 expect_api "lease on a route outside the token's scopes" 404
-api POST /v1/lease "$GITHUB_ONLY" '{"route":"nosuchroute"}'
+api_as "$GITHUB_ONLY" POST /v1/lease '{"route":"nosuchroute"}'
 expect_api "lease on a route that does not exist" 404
-api GET "/v1/jobs/$J3" "$GITHUB_ONLY"
+api_as "$GITHUB_ONLY" GET "/v1/jobs/$J3"
 expect_api "a job of another route is not found" 404
-api GET "/v1/jobs/$J1" "$GITHUB_ONLY"
+api_as "$GITHUB_ONLY" GET "/v1/jobs/$J1"
 expect_api "a job of its own route" 200
 expect_eq "state of a new job" queued "$(py 'j["state"]')"
 
@@ -98,7 +86,7 @@ expect_eq "state of a new job" queued "$(py 'j["state"]')"
 # Checks that depend on time are written so that a slow machine cannot fail them: a lease that
 # must not expire is leased for an hour, and answers that must come before a delay passes are
 # fetched first and checked afterwards.
-api POST /v1/lease "$WORKER" '{"route":"github","max":1,"visibility":"1h"}'
+api_as "$WORKER" POST /v1/lease '{"route":"github","max":1,"visibility":"1h"}'
 expect_api "lease 1" 200
 expect_eq "leased first: the oldest" "$J1" "$(py 'j["jobs"][0]["id"]')"
 expect_eq "one job for max 1" 1 "$(py 'len(j["jobs"])')"
@@ -111,7 +99,7 @@ assert job["body"].encode("utf-8") == open(sys.argv[2], "rb").read()
 assert job["route"] == "github" and job["source_ip"] == "127.0.0.1"
 assert job["received_at"].endswith("Z")
 PY
-api POST /v1/lease "$WORKER" '{"route":"github","max":10}'
+api_as "$WORKER" POST /v1/lease '{"route":"github","max":10}'
 expect_eq "the rest of github" "$J2" "$(py '" ".join(x["id"] for x in j["jobs"])')"
 python3 - "$API_BODY" "$WORKDIR/b2" <<'PY' || fail "binary body not returned byte for byte as base64"
 import base64, json, sys
@@ -121,60 +109,60 @@ assert base64.b64decode(job["body"], validate=True) == open(sys.argv[2], "rb").r
 PY
 
 # --- ack, idempotent; nack of a settled job refused ---
-api POST "/v1/jobs/$J2/ack" "$WORKER"
+api_as "$WORKER" POST "/v1/jobs/$J2/ack"
 expect_api "ack" 200
 expect_eq "acked state" "done" "$(py 'j["state"]')"
-api POST "/v1/jobs/$J2/ack" "$WORKER"
+api_as "$WORKER" POST "/v1/jobs/$J2/ack"
 expect_api "ack again" 200
-api POST "/v1/jobs/$J2/nack" "$WORKER"
+api_as "$WORKER" POST "/v1/jobs/$J2/nack"
 expect_api "nack of a done job" 409
 expect_eq "nack of a done job: answer" '{"error":"not_leased"}' "$API_BODY"
-api POST "/v1/jobs/01aaaaaaaaaaaaaaaaaaaaaaaa/ack" "$WORKER"
+api_as "$WORKER" POST "/v1/jobs/01aaaaaaaaaaaaaaaaaaaaaaaa/ack"
 expect_api "ack of an unknown job" 404
-api POST "/v1/jobs/not-an-id/ack" "$WORKER"
+api_as "$WORKER" POST "/v1/jobs/not-an-id/ack"
 expect_api "ack of a malformed id" 404
 
 # --- visibility: a lease not acked in time ends; at max_attempts (2) the job goes dead ---
-api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"0s"}'
+api_as "$WORKER" POST "/v1/jobs/$J1/nack" '{"delay":"0s"}'
 expect_eq "nacked without delay: queued, attempts kept" "queued 1" "$(py 'j["state"] + " " + str(j["attempts"])')"
-api POST /v1/lease "$WORKER" '{"route":"github","visibility":"1s"}'
+api_as "$WORKER" POST /v1/lease '{"route":"github","visibility":"1s"}'
 expect_eq "leased again: second attempt" "$J1 2" "$(py 'j["jobs"][0]["id"] + " " + str(j["jobs"][0]["attempt"])')"
 sleep 1.5
-api POST /v1/lease "$WORKER" '{"route":"github"}'
+api_as "$WORKER" POST /v1/lease '{"route":"github"}'
 expect_eq "an expired lease at max_attempts is not delivered again" 0 "$(py 'len(j["jobs"])')"
-api GET "/v1/jobs/$J1" "$WORKER"
+api_as "$WORKER" GET "/v1/jobs/$J1"
 expect_eq "expired at max_attempts: dead" dead "$(py 'j["state"]')"
-api GET "/v1/dead-letters?route=github" "$WORKER"
+api_as "$WORKER" GET "/v1/dead-letters?route=github"
 expect_eq "dead letters" "$J1" "$(py '" ".join(x["id"] for x in j["jobs"])')"
-api GET "/v1/dead-letters" "$GITHUB_ONLY"
+api_as "$GITHUB_ONLY" GET "/v1/dead-letters"
 expect_api "dead letters need jobs:read" 200
-api POST "/v1/dead-letters/$J1/replay" "$GITHUB_ONLY"
+api_as "$GITHUB_ONLY" POST "/v1/dead-letters/$J1/replay"
 expect_api "replay needs jobs:replay" 403
-api POST "/v1/dead-letters/$J1/replay" "$WORKER"
+api_as "$WORKER" POST "/v1/dead-letters/$J1/replay"
 expect_api "replay" 200
 expect_eq "replayed state" queued "$(py 'j["state"]')"
-api POST "/v1/dead-letters/$J1/replay" "$WORKER"
+api_as "$WORKER" POST "/v1/dead-letters/$J1/replay"
 expect_api "replay of a job that is not dead" 409
 
 # --- nack with a delay: not leased before it passes; a long poll gets it when it has ---
-api POST /v1/lease "$WORKER" '{"route":"github","visibility":"1h"}'
+api_as "$WORKER" POST /v1/lease '{"route":"github","visibility":"1h"}'
 expect_eq "replayed job leased again, attempts from 1" "$J1 1" "$(py 'j["jobs"][0]["id"] + " " + str(j["jobs"][0]["attempt"])')"
-api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"5s"}'
+api_as "$WORKER" POST "/v1/jobs/$J1/nack" '{"delay":"5s"}'
 nack_answer=$API_BODY
-api POST /v1/lease "$WORKER" '{"route":"github"}'
+api_as "$WORKER" POST /v1/lease '{"route":"github"}'
 expect_eq "nothing before the delay" 0 "$(py 'len(j["jobs"])')"
 API_BODY=$nack_answer
 expect_eq "nacked with a delay" queued "$(py 'j["state"]')"
 [[ $(py '"not_before" in j') == True ]] || fail "a delayed job shows no not_before: $API_BODY"
-api POST /v1/lease "$WORKER" '{"route":"github","wait":"30s","visibility":"1h"}'
+api_as "$WORKER" POST /v1/lease '{"route":"github","wait":"30s","visibility":"1h"}'
 expect_eq "long poll gets the delayed job" "$J1 2" "$(py 'j["jobs"][0]["id"] + " " + str(j["jobs"][0]["attempt"])')"
-api POST "/v1/jobs/$J1/nack" "$WORKER" '{"delay":"1h"}'
+api_as "$WORKER" POST "/v1/jobs/$J1/nack" '{"delay":"1h"}'
 expect_eq "nack at max_attempts: dead" dead "$(py 'j["state"]')"
-api POST "/v1/dead-letters/$J1/replay" "$WORKER"
+api_as "$WORKER" POST "/v1/dead-letters/$J1/replay"
 expect_api "replay again" 200
 
 # --- a long poll wakes for a new webhook ---
-api POST "/v1/ack" "$WORKER" "{\"ids\":[\"$J1\",\"$J3\",\"01aaaaaaaaaaaaaaaaaaaaaaaa\"]}"
+api_as "$WORKER" POST "/v1/ack" "{\"ids\":[\"$J1\",\"$J3\",\"01aaaaaaaaaaaaaaaaaaaaaaaa\"]}"
 expect_api "bulk ack" 200
 expect_eq "bulk ack: settled" "$J1 $J3" "$(py '" ".join(j["settled"])')"
 expect_eq "bulk ack: failed" "01aaaaaaaaaaaaaaaaaaaaaaaa:not_found" \
@@ -186,39 +174,39 @@ expect_eq "bulk ack: failed" "01aaaaaaaaaaaaaaaaaaaaaaaa:not_found" \
 ) &
 writer=$!
 start=$(date +%s%N)
-api POST /v1/lease "$WORKER" '{"route":"stripe","wait":"30s","visibility":"1h"}'
+api_as "$WORKER" POST /v1/lease '{"route":"stripe","wait":"30s","visibility":"1h"}'
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 wait "$writer"
 expect_eq "the long poll got the new job" 1 "$(py 'len(j["jobs"])')"
 J4=$(py 'j["jobs"][0]["id"]')
 ((elapsed_ms < 25000)) || fail "the long poll took ${elapsed_ms} ms to see a new job"
-api POST /v1/lease "$WORKER" '{"route":"stripe","wait":"300ms"}'
+api_as "$WORKER" POST /v1/lease '{"route":"stripe","wait":"300ms"}'
 expect_eq "an empty long poll ends at its wait" 0 "$(py 'len(j["jobs"])')"
 
 # --- restart: settled jobs stay settled, leases never acked come back ---
 webhook stripe "$WORKDIR/b3"
 J5=$JOB_ID
-api POST /v1/lease "$WORKER" '{"route":"stripe","visibility":"1h"}'
+api_as "$WORKER" POST /v1/lease '{"route":"stripe","visibility":"1h"}'
 expect_eq "J5 leased" "$J5" "$(py 'j["jobs"][0]["id"]')"
-api POST "/v1/jobs/$J5/ack" "$WORKER"
+api_as "$WORKER" POST "/v1/jobs/$J5/ack"
 expect_api "ack J5" 200
 kill9_server
 start_server "$WORKDIR/config.yaml"
 for id in "$J1" "$J2" "$J3" "$J5"; do
-    api GET "/v1/jobs/$id" "$WORKER"
+    api_as "$WORKER" GET "/v1/jobs/$id"
     expect_eq "after kill -9, $id" "done" "$(py 'j["state"]')"
 done
-api GET "/v1/jobs/$J4" "$WORKER"
+api_as "$WORKER" GET "/v1/jobs/$J4"
 expect_eq "J4 (leased for 1h, never acked) after kill -9" leased "$(py 'j["state"]')"
-api POST "/v1/jobs/$J4/nack" "$WORKER" '{"delay":"0s"}'
-api POST /v1/lease "$WORKER" '{"route":"stripe","max":10}'
+api_as "$WORKER" POST "/v1/jobs/$J4/nack" '{"delay":"0s"}'
+api_as "$WORKER" POST /v1/lease '{"route":"stripe","max":10}'
 expect_eq "only J4 is delivered again" "$J4" "$(py '" ".join(x["id"] for x in j["jobs"])')"
-api POST "/v1/jobs/$J4/ack" "$WORKER"
+api_as "$WORKER" POST "/v1/jobs/$J4/ack"
 stop_server
 start_server "$WORKDIR/config.yaml"
 api GET /healthz
 expect_eq "nothing queued after a clean restart" "0 0" "$(py 'str(j["routes"]["github"]["queued"] + j["routes"]["stripe"]["queued"]) + " " + str(j["routes"]["stripe"]["leased"])')"
-api POST /v1/lease "$WORKER" '{"route":"github","max":10}'
+api_as "$WORKER" POST /v1/lease '{"route":"github","max":10}'
 expect_eq "no settled job is delivered again" 0 "$(py 'len(j["jobs"])')"
 
 # --- credentials sent with a webhook are not handed out, unless the route keeps them ---
@@ -231,10 +219,10 @@ lease_headers() {
         -H 'X-Custom-Field: kept'
     expect_queued "webhook with credentials to $1"
     local id=$JOB_ID
-    api POST /v1/lease "$WORKER" "{\"route\":\"$1\",\"visibility\":\"1h\"}"
+    api_as "$WORKER" POST /v1/lease "{\"route\":\"$1\",\"visibility\":\"1h\"}"
     expect_eq "leased the job with credentials ($1)" "$id" "$(py '" ".join(x["id"] for x in j["jobs"])')"
     LEASED_HEADERS=$(py '" ".join(sorted(n for n in j["jobs"][0]["headers"] if n in ("authorization", "proxy-authorization", "cookie", "x-custom-field")))')
-    api POST "/v1/jobs/$id/ack" "$WORKER"
+    api_as "$WORKER" POST "/v1/jobs/$id/ack"
     expect_api "ack the job with credentials ($1)" 200
 }
 lease_headers github

@@ -22,13 +22,6 @@ tokens:
   consumer: {sha256: "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)", scopes: ["jobs:*"]}
 EOF
 
-api() {
-    local method=$1 path=$2 data=${3:-}
-    local args=(-sS -m 30 -X "$method" -H "Authorization: Bearer $TOKEN")
-    [[ -z $data ]] || args+=(--data-binary "$data")
-    API_BODY=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path")
-}
-py() { python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY"; }
 lease_ids() {
     api POST /v1/lease '{"route":"jobs","max":100}'
     py '" ".join(x["id"] for x in j["jobs"])'

@@ -29,23 +29,12 @@ tokens:
   narrow: {sha256: "$(sha "$NARROW")", scopes: ["admin:tokens", "jobs:consume:github"]}
 EOF
 
-# api METHOD PATH [TOKEN] [JSON]: sets API_STATUS and API_BODY.
-api() {
-    local method=$1 path=$2 token=${3:-} data=${4:-}
-    local args=(-sS -m 30 -o "$WORKDIR/api-body" -w '%{http_code}' -X "$method")
-    [[ -z $token ]] || args+=(-H "Authorization: Bearer $token")
-    [[ -z $data ]] || args+=(-H "Content-Type: application/json" --data-binary "$data")
-    API_STATUS=$(curl "${args[@]}" "http://127.0.0.1:$ADMIN_PORT$path") || API_STATUS="curl-failed-$?"
-    API_BODY=$(cat "$WORKDIR/api-body")
-}
-expect_api() { expect_eq "$1: status (answer: $API_BODY)" "$2" "$API_STATUS"; }
-py() { python3 -c "import json, sys; j = json.loads(sys.argv[1]); print($1)" "$API_BODY"; }
-lease() { api POST /v1/lease "$1" '{"route":"github","max":1}'; }
+lease() { api_as "$1" POST /v1/lease '{"route":"github","max":1}'; }
 
 start_server "$WORKDIR/config.yaml"
 
 # --- mint, use, list ---
-api POST /v1/tokens "$ADMIN" '{"name":"ci","scopes":["jobs:consume:github"]}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"ci","scopes":["jobs:consume:github"]}'
 expect_api "mint" 201
 CI=$(py 'j["token"]')
 [[ $CI == pct_* ]] || fail "mint: no token in $API_BODY"
@@ -55,9 +44,9 @@ grep -q "$(sha "$CI")" "$STATE" || fail "the state file does not hold the token'
 ! grep -q "$CI" "$SERVER_LOG" || fail "the log holds the plaintext token"
 lease "$CI"
 expect_api "lease with the minted token" 200
-api POST /v1/lease "$CI" '{"route":"stripe","max":1}'
+api_as "$CI" POST /v1/lease '{"route":"stripe","max":1}'
 [[ $API_STATUS == 403 || $API_STATUS == 404 ]] || fail "minted token leased outside its scope: $API_STATUS"
-api GET /v1/tokens "$ADMIN"
+api_as "$ADMIN" GET /v1/tokens
 expect_api "list" 200
 expect_eq "list: names" "admin narrow ci" "$(py '" ".join(t["name"] for t in j["tokens"])')"
 expect_eq "list: ci created_at set" True "$(py '[t for t in j["tokens"] if t["name"]=="ci"][0]["created_at"] is not None')"
@@ -65,35 +54,35 @@ for t in "$ADMIN" "$NARROW" "$CI"; do
     ! grep -q "$(sha "$t")" <<<"$API_BODY" || fail "the list shows a digest: $API_BODY"
 done
 grep -Eq '[0-9a-f]{64}' <<<"$API_BODY" && fail "the list shows something like a digest: $API_BODY"
-api GET /v1/tokens "$CI"
+api_as "$CI" GET /v1/tokens
 expect_api "list without admin:tokens" 403
 
 # --- escalation, bad requests, name clashes ---
-api POST /v1/tokens "$NARROW" '{"name":"wider","scopes":["jobs:consume:*"]}'
+api_as "$NARROW" POST /v1/tokens '{"name":"wider","scopes":["jobs:consume:*"]}'
 expect_api "escalation" 403
 grep -q 'jobs:consume:\*' <<<"$API_BODY" || fail "escalation: the answer does not name the scope: $API_BODY"
-api POST /v1/tokens "$NARROW" '{"name":"meta","scopes":["metrics:read"]}'
+api_as "$NARROW" POST /v1/tokens '{"name":"meta","scopes":["metrics:read"]}'
 expect_api "escalation to another resource" 403
-api POST /v1/tokens "$NARROW" '{"name":"gh","scopes":["jobs:consume:github","!jobs:consume:github"]}'
+api_as "$NARROW" POST /v1/tokens '{"name":"gh","scopes":["jobs:consume:github","!jobs:consume:github"]}'
 expect_api "a narrower token from the narrow minter" 201
-api POST /v1/tokens "$ADMIN" '{"name":"admin","scopes":["jobs:read"]}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"admin","scopes":["jobs:read"]}'
 expect_api "name of a configured token" 409
-api POST /v1/tokens "$ADMIN" '{"name":"ci","scopes":["jobs:read"]}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"ci","scopes":["jobs:read"]}'
 expect_api "name of a minted token" 409
-api POST /v1/tokens "$ADMIN" '{"name":"Bad Name","scopes":["jobs:read"]}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"Bad Name","scopes":["jobs:read"]}'
 expect_api "bad name" 400
-api POST /v1/tokens "$ADMIN" '{"name":"x","scopes":["job:read"]}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"x","scopes":["job:read"]}'
 expect_api "bad scope" 400
-api POST /v1/tokens "$ADMIN" '{"name":"x","scopes":["jobs:read"],"expires_in":"10"}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"x","scopes":["jobs:read"],"expires_in":"10"}'
 expect_api "bad expires_in" 400
-api DELETE /v1/tokens/admin "$ADMIN"
+api_as "$ADMIN" DELETE /v1/tokens/admin
 expect_api "revoke a configured token" 409
-api DELETE /v1/tokens/nosuch "$ADMIN"
+api_as "$ADMIN" DELETE /v1/tokens/nosuch
 expect_api "revoke an unknown token" 404
 grep -q '"reason":"token_refused"' "$SERVER_LOG" || fail "refusals are not logged"
 
 # --- revoke while a keep-alive connection holds the token ---
-api POST /v1/tokens "$ADMIN" '{"name":"held","scopes":["jobs:consume:github"]}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"held","scopes":["jobs:consume:github"]}'
 expect_api "mint held" 201
 HELD=$(py 'j["token"]')
 python3 - "$ADMIN_PORT" "$HELD" "$ADMIN" >"$WORKDIR/keepalive.out" <<'PY'
@@ -118,18 +107,18 @@ PY
 expect_eq "keep-alive: lease, revoke, lease" "200 200 401" "$(cat "$WORKDIR/keepalive.out")"
 
 # --- a minted token that revokes itself ---
-api POST /v1/tokens "$ADMIN" '{"name":"selfish","scopes":["admin:tokens"]}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"selfish","scopes":["admin:tokens"]}'
 expect_api "mint selfish" 201
 SELFISH=$(py 'j["token"]')
-api DELETE /v1/tokens/selfish "$SELFISH"
+api_as "$SELFISH" DELETE /v1/tokens/selfish
 expect_api "a token revokes itself" 200
-api GET /v1/tokens "$SELFISH"
+api_as "$SELFISH" GET /v1/tokens
 expect_api "after revoking itself" 401
 grep -q '"msg":"control plane: token revoked","name":"selfish","by":"selfish"' "$SERVER_LOG" ||
     fail "the self-revocation is not logged with its minter: $(grep selfish "$SERVER_LOG")"
 
 # --- expiry ---
-api POST /v1/tokens "$ADMIN" '{"name":"brief","scopes":["jobs:consume:github"],"expires_in":"2s"}'
+api_as "$ADMIN" POST /v1/tokens '{"name":"brief","scopes":["jobs:consume:github"],"expires_in":"2s"}'
 expect_api "mint brief" 201
 BRIEF=$(py 'j["token"]')
 [[ $(py 'j["minted"]["expires_at"] is not None') == True ]] || fail "no expires_at: $API_BODY"
@@ -148,12 +137,12 @@ lease "$HELD"
 expect_api "revoked token after kill -9" 401
 lease "$BRIEF"
 expect_api "expired token after kill -9" 401
-api GET /v1/tokens "$ADMIN"
+api_as "$ADMIN" GET /v1/tokens
 expect_eq "list after restart" "admin narrow ci gh brief" "$(py '" ".join(t["name"] for t in j["tokens"])')"
 
 # --- kill -9 at random moments during mints ---
 after_round() {
-    api GET /v1/tokens "$ADMIN"
+    api_as "$ADMIN" GET /v1/tokens
     expect_api "round $1: list" 200
 }
 kill9_during_posts 5 150 /v1/tokens "$ADMIN" '"scopes":["jobs:read"]' "$STATE" after_round
