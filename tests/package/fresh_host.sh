@@ -132,7 +132,7 @@ step "repacking the package as $new_version (the upgrade)"
 repack=$work/repack
 dpkg-deb -R "$deb" "$repack"
 sed -i "s/^Version: .*/Version: $new_version/" "$repack/DEBIAN/control"
-unit_in_deb=$(cd "$repack" && find lib usr/lib -name portcullis.service -path '*/system/*' 2>/dev/null | head -n 1)
+unit_in_deb=$(cd "$repack" && find . -path "*/systemd/system/portcullis.service" | sed "s|^\./||" | head -n 1)
 [[ -n $unit_in_deb ]] || fail "the package ships no portcullis.service"
 echo "# $new_version" >>"$repack/$unit_in_deb"
 echo "# $new_version" >>"$repack/etc/portcullis/portcullis.yaml"
@@ -207,7 +207,7 @@ deb2_in_root=/tmp/$(basename "$deb2")
 apt_in_root() {
     local log=$work/$1
     shift
-    if ! in_root apt-get -q -y "$@" >"$log" 2>&1; then
+    if ! in_root apt-get -q -y -o Dpkg::Use-Pty=0 "$@" >"$log" 2>&1; then
         tail -n 30 "$log" | sed 's/^/    /' >&2
         fail "apt-get $* failed in the root"
     fi
