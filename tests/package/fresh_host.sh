@@ -117,7 +117,7 @@ if [[ $# -ge 1 ]]; then
     [[ -f $deb ]] || fail "no such package: $1"
 else
     step "building the package: scripts/build-deb"
-    "$repo/scripts/build-deb" 2>&1 | sed 's/^/    /'
+    "$repo/scripts/build-deb" 2>&1 | sed "s/^/    /" || fail "scripts/build-deb failed"
     deb=$(ls -t "$repo"/dist/portcullis_*_amd64.deb | head -n 1)
 fi
 version=$(dpkg-deb -f "$deb" Version)
