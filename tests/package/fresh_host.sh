@@ -132,6 +132,21 @@ step "repacking the package as $new_version (the upgrade)"
 repack=$work/repack
 dpkg-deb -R "$deb" "$repack"
 sed -i "s/^Version: .*/Version: $new_version/" "$repack/DEBIAN/control"
+# What the maintainer scripts do with the service where systemd runs (not in the root): enabled
+# on install, not started; after an upgrade restarted only if it was running (try-restart), not
+# stopped before it; stopped (it drains) on remove.
+scripts=$repack/DEBIAN
+grep -q "deb-systemd-helper enable 'portcullis.service'" "$scripts/postinst" ||
+    fail "the postinst does not enable portcullis.service"
+grep -q "deb-systemd-invoke try-restart 'portcullis.service'" "$scripts/postinst" ||
+    fail "the postinst does not try-restart portcullis.service after an upgrade"
+! grep -Eq "deb-systemd-invoke (start|restart) " "$scripts/postinst" ||
+    fail "the postinst starts portcullis.service"
+! grep -q "deb-systemd-invoke stop" "$scripts/preinst" 2>/dev/null ||
+    fail "the preinst stops portcullis.service before an upgrade (and nothing would start it again)"
+grep -q 'deb-systemd-invoke stop portcullis.service' "$scripts/prerm" ||
+    fail "the prerm does not stop portcullis.service on remove"
+echo "    maintainer scripts: enable on install, try-restart after an upgrade, stop on remove"
 unit_in_deb=$(cd "$repack" && find . -path "*/systemd/system/portcullis.service" | sed "s|^\./||" | head -n 1)
 [[ -n $unit_in_deb ]] || fail "the package ships no portcullis.service"
 echo "# $new_version" >>"$repack/$unit_in_deb"
