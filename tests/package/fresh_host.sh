@@ -270,7 +270,13 @@ cmp -s "$root$unit" "$repo/packaging/systemd/portcullis.service" ||
 ls "$root"/usr/share/doc/portcullis/README.md* >/dev/null 2>&1 || fail "no README in /usr/share/doc/portcullis"
 echo "    user portcullis (uid $uid), $unit (the project's, enabled), conffile portcullis.yaml," \
     "environment 0600 root, /var/lib/portcullis 0750 portcullis; $(in_root dpkg -L portcullis | wc -l) paths"
-in_root dpkg -L portcullis | grep -E '^/usr/share/(man|bash-completion)/.+\.' | sed 's/^/    /' || true
+# The manual pages and the bash completion (meson install puts them there; dh_compress gzips).
+for f in /usr/share/man/man8/portcullis.8.gz /usr/share/man/man5/portcullis.yaml.5.gz \
+    /usr/share/bash-completion/completions/portcullis; do
+    in_root dpkg -L portcullis | grep -qx "$f" || fail "$f is not in the package"
+    [[ -s $root$f ]] || fail "$f is not installed"
+done
+echo "    portcullis(8), portcullis.yaml(5) and the bash completion are installed"
 
 # --- the unit's way of running portcullis ------------------------------------------------------
 # unit_value KEY: the last KEY= line of the installed unit, without systemd's command prefixes
