@@ -2,6 +2,8 @@
 // must never crash the loader, and whatever it accepts must be a set the control plane could have
 // written (each consumer passes consumer_error, no name or token digest twice) and write back the
 // same bytes.
+#include "fuzz_check.hh"
+
 #include "portcullis/admin/consumer_store.hh"
 
 #include <cstddef>
@@ -11,16 +13,7 @@
 #include <vector>
 
 using namespace portcullis;
-
-namespace {
-
-void check(bool ok) {
-    if (!ok) {
-        __builtin_trap();
-    }
-}
-
-} // namespace
+using portcullis::fuzz::check;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string_view text(reinterpret_cast<const char*>(data), size);

@@ -6,6 +6,8 @@
 // call (the refill path of a file read in chunks); both scans must agree. Then the invariants:
 // every op found re-encodes to a record that checks; the damaged stretches lie inside the file,
 // in order, apart from each other; the tail is what lies after the last valid record.
+#include "fuzz_check.hh"
+
 #include "portcullis/queue/ledger.hh"
 
 #include <cstddef>
@@ -15,15 +17,7 @@
 
 using namespace portcullis::queue;
 
-namespace {
-
-void check(bool ok) {
-    if (!ok) {
-        __builtin_trap();
-    }
-}
-
-} // namespace
+using portcullis::fuzz::check;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::span<const uint8_t> image(data, size);

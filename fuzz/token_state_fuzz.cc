@@ -1,6 +1,8 @@
 // tokens.state comes back from disk at every start: a torn or edited file must never crash the
 // loader, and whatever it accepts must be a set the control plane could have written (names and
 // scopes that pass the configuration's rules, no name or digest twice) and write back the same.
+#include "fuzz_check.hh"
+
 #include "portcullis/admin/token_store.hh"
 #include "portcullis/config/config.hh"
 
@@ -11,16 +13,7 @@
 #include <vector>
 
 using namespace portcullis;
-
-namespace {
-
-void check(bool ok) {
-    if (!ok) {
-        __builtin_trap();
-    }
-}
-
-} // namespace
+using portcullis::fuzz::check;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string_view text(reinterpret_cast<const char*>(data), size);
