@@ -33,7 +33,7 @@ JobId id_of(uint64_t n) {
 
 void add_job(JobTable& table, uint64_t n) {
     JobLocation where{0, n / jobs_per_segment, (n % jobs_per_segment) * 1024, 1000};
-    table.add(id_of(n), 0, t0, where);
+    table.add(id_of(n), 0, where);
 }
 
 // The server's side of one batch: settle what was leased, encode the pending ops into the

@@ -1,6 +1,7 @@
 #include "portcullis/queue/job_table.hh"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <limits>
 
@@ -92,20 +93,45 @@ int64_t retry_backoff_ns(uint16_t attempts) {
 }
 
 void JobTable::RefRing::pop_front() {
-    _head = (_head + 1) & (_slots.size() - 1);
+    _head = (_head + 1) & (_capacity - 1);
     --_count;
 }
 
-void JobTable::RefRing::push_back(Ref ref) {
-    if (_count == _slots.size()) {
-        std::vector<Ref> grown(std::max<size_t>(16, _slots.size() * 2));
-        for (size_t i = 0; i < _count; ++i) {
-            grown[i] = _slots[(_head + i) & (_slots.size() - 1)];
-        }
-        _slots.swap(grown);
-        _head = 0;
+void JobTable::RefRing::reserve(size_t n) {
+    if (n <= _capacity) {
+        return;
     }
-    _slots[(_head + _count) & (_slots.size() - 1)] = ref;
+    size_t capacity = std::bit_ceil(std::max<size_t>(16, n));
+    auto grown = std::make_unique_for_overwrite<Ref[]>(capacity);
+    for (size_t i = 0; i < _count; ++i) {
+        grown[i] = _slots[(_head + i) & (_capacity - 1)];
+    }
+    _slots = std::move(grown);
+    _capacity = capacity;
+    _head = 0;
+}
+
+JobTable::RefRing& JobTable::RefRing::operator=(const RefRing& other) {
+    if (this == &other) {
+        return *this;
+    }
+    _slots.reset();
+    _capacity = 0;
+    _head = 0;
+    _count = 0;
+    reserve(other._count);
+    for (size_t i = 0; i < other._count; ++i) {
+        _slots[i] = other.at(i);
+    }
+    _count = other._count;
+    return *this;
+}
+
+void JobTable::RefRing::push_back(Ref ref) {
+    if (_count == _capacity) {
+        reserve(std::max<size_t>(16, _capacity * 2));
+    }
+    _slots[(_head + _count) & (_capacity - 1)] = ref;
     ++_count;
 }
 
@@ -114,7 +140,7 @@ void JobTable::RefRing::rotate_back_to_front(size_t n) {
     if (n == 0 || n == _count) {
         return;
     }
-    const size_t mask = _slots.size() - 1;
+    const size_t mask = _capacity - 1;
     std::vector<Ref> moved(n);
     for (size_t i = 0; i < n; ++i) {
         moved[i] = _slots[(_head + _count - n + i) & mask];
@@ -130,7 +156,7 @@ void JobTable::RefRing::rotate_back_to_front(size_t n) {
 
 template <typename F>
 void JobTable::RefRing::filter(F&& keep) {
-    size_t mask = _slots.size() - 1;
+    size_t mask = _capacity - 1;
     size_t kept = 0;
     for (size_t i = 0; i < _count; ++i) {
         Ref ref = _slots[(_head + i) & mask];
@@ -186,7 +212,7 @@ void JobTable::set_routes(const std::vector<RouteOptions>& options) {
     // holds_segment() reads the flag: take the jobs of those routes out of their segments'
     // counts under the old value and back in under the new one.
     for (const Entry& e : _entries) {
-        if (e.in_use && flips[e.route] && holds_segment(e)) {
+        if (e.has(flag_in_use) && flips[e.route] && holds_segment(e)) {
             --_segments[e.segment].unsettled;
         }
     }
@@ -194,7 +220,7 @@ void JobTable::set_routes(const std::vector<RouteOptions>& options) {
         _routes[r].optional = options[r].optional;
     }
     for (const Entry& e : _entries) {
-        if (e.in_use && flips[e.route] && holds_segment(e)) {
+        if (e.has(flag_in_use) && flips[e.route] && holds_segment(e)) {
             ++_segments[e.segment].unsettled;
         }
     }
@@ -209,9 +235,10 @@ RouteOptions JobTable::route_options(uint16_t route) const {
 }
 
 void JobTable::jobs_of(const std::vector<bool>& routes, std::vector<JobInfo>& out) const {
-    for (const Entry& e : _entries) {
-        if (e.in_use && e.route < routes.size() && routes[e.route]) {
-            out.push_back(info(e));
+    for (uint32_t index = 0; index < _entries.size(); ++index) {
+        const Entry& e = _entries[index];
+        if (e.has(flag_in_use) && e.route < routes.size() && routes[e.route]) {
+            out.push_back(info(index));
         }
     }
 }
@@ -221,8 +248,7 @@ uint32_t JobTable::find_index(const JobId& id) const {
         return no_index;
     }
     uint32_t hash = hash_id(id);
-    size_t mask = _index.size() - 1;
-    for (size_t pos = hash & mask;; pos = (pos + 1) & mask) {
+    for (size_t pos = home_of(hash);; pos = next_slot(pos)) {
         const IndexSlot& slot = _index[pos];
         if (slot.entry == no_index) {
             return no_index;
@@ -235,38 +261,50 @@ uint32_t JobTable::find_index(const JobId& id) const {
 }
 
 void JobTable::index_place(IndexSlot slot) {
-    size_t mask = _index.size() - 1;
-    size_t pos = slot.hash & mask;
+    size_t pos = home_of(slot.hash);
     while (_index[pos].entry != no_index) {
-        pos = (pos + 1) & mask;
+        pos = next_slot(pos);
     }
     _index[pos] = slot;
 }
 
-void JobTable::index_insert(uint32_t index) {
-    // Linear probing stays short below 70% load.
-    if ((_count + 1) * 10 > _index.size() * 7) {
-        std::vector<IndexSlot> old(std::max<size_t>(64, _index.size() * 2));
-        old.swap(_index);
-        for (const IndexSlot& slot : old) {
-            if (slot.entry != no_index) {
-                index_place(slot);
-            }
+void JobTable::index_resize(size_t slots) {
+    std::vector<IndexSlot> old(slots);
+    old.swap(_index);
+    for (const IndexSlot& slot : old) {
+        if (slot.entry != no_index) {
+            index_place(slot);
         }
+    }
+}
+
+void JobTable::reserve(size_t jobs) {
+    if (jobs > _entries.capacity()) {
+        _entries.reserve(jobs);
+    }
+    // Linear probing stays short below 70% load.
+    const size_t slots = jobs * 10 / 7 + 1;
+    if (slots > _index.size()) {
+        index_resize(slots);
+    }
+}
+
+void JobTable::index_insert(uint32_t index) {
+    if ((_count + 1) * 10 > _index.size() * 7) {
+        index_resize(std::max<size_t>(64, _index.size() * 2));
     }
     index_place({index, hash_id(_entries[index].id)});
 }
 
 void JobTable::index_erase(uint32_t index) {
-    size_t mask = _index.size() - 1;
-    size_t hole = hash_id(_entries[index].id) & mask;
+    size_t hole = home_of(hash_id(_entries[index].id));
     while (_index[hole].entry != index) {
-        hole = (hole + 1) & mask;
+        hole = next_slot(hole);
     }
     // Backward-shift deletion: no tombstones, so probes never lengthen over time.
     _index[hole] = IndexSlot{};
-    for (size_t pos = (hole + 1) & mask; _index[pos].entry != no_index; pos = (pos + 1) & mask) {
-        size_t home = _index[pos].hash & mask;
+    for (size_t pos = next_slot(hole); _index[pos].entry != no_index; pos = next_slot(pos)) {
+        size_t home = home_of(_index[pos].hash);
         // The slot may move back into the hole unless its home lies cyclically in (hole, pos].
         bool stays = hole <= pos ? (hole < home && home <= pos) : (hole < home || home <= pos);
         if (!stays) {
@@ -310,12 +348,46 @@ uint32_t JobTable::segment_slot(uint32_t shard, uint64_t seq) {
 
 bool JobTable::live(Ref ref) const {
     const Entry& e = _entries[ref.index];
-    return e.in_use && e.generation == ref.generation;
+    return e.has(flag_in_use) && e.generation == ref.generation;
 }
 
 bool JobTable::live(const Timer& t) const {
     const Entry& e = _entries[t.index];
-    return e.in_use && e.generation == t.generation;
+    return e.has(flag_in_use) && e.generation == t.generation;
+}
+
+int64_t JobTable::due_of(uint32_t index) const {
+    if (!_entries[index].has(flag_has_due)) {
+        return 0;
+    }
+    return _due.find(index)->second;
+}
+
+void JobTable::set_due(uint32_t index, int64_t due_ns) {
+    Entry& e = _entries[index];
+    if (due_ns != 0) {
+        _due[index] = due_ns;
+    } else if (e.has(flag_has_due)) {
+        _due.erase(index);
+    }
+    e.set(flag_has_due, due_ns != 0);
+}
+
+uint32_t JobTable::chain_of(uint32_t index) const {
+    if (!_entries[index].has(flag_chained)) {
+        return no_index;
+    }
+    return _chain_of.find(index)->second;
+}
+
+void JobTable::set_chain(uint32_t index, uint32_t chain) {
+    Entry& e = _entries[index];
+    if (chain != no_index) {
+        _chain_of[index] = chain;
+    } else if (e.has(flag_chained)) {
+        _chain_of.erase(index);
+    }
+    e.set(flag_chained, chain != no_index);
 }
 
 bool JobTable::exhausted(const Entry& e) const {
@@ -344,7 +416,7 @@ void JobTable::leave_state(Entry& e, Route& r) {
     switch (e.state) {
     case JobState::queued:
         --r.depth.queued;
-        if (e.delayed) {
+        if (e.has(flag_delayed)) {
             --r.depth.delayed;
         }
         break;
@@ -372,14 +444,15 @@ bool JobTable::holds_segment(const Entry& e) const {
 
 void JobTable::enter_queue(Route& r, uint32_t index) {
     Entry& e = _entries[index];
-    if (e.due_ns == 0) {
+    const int64_t due_ns = due_of(index);
+    if (due_ns == 0) {
         push_ready(r, index);
     } else {
         // Even a not-before already past waits in the heap: the next lease() promotes it,
         // which keeps this path free of any notion of "now" (apply() has none).
-        e.delayed = true;
+        e.set(flag_delayed, true);
         ++r.depth.delayed;
-        push_timer(r.delayed, r.depth.delayed, {e.due_ns, index, e.generation});
+        push_timer(r.delayed, r.depth.delayed, {due_ns, index, e.generation});
     }
 }
 
@@ -390,15 +463,15 @@ void JobTable::move(uint32_t index, JobState to, uint16_t attempts, int64_t due_
     ++e.generation;
     e.state = to;
     e.attempts = attempts;
-    e.due_ns = due_ns;
-    e.delayed = false;
+    set_due(index, due_ns);
+    e.set(flag_delayed, false);
     if (holds_segment(e)) {
         ++_segments[e.segment].unsettled;
     }
     switch (to) {
     case JobState::queued:
         ++r.depth.queued;
-        if (e.chain == no_index || !held(e, index)) {
+        if (!e.has(flag_chained) || !held(index)) {
             enter_queue(r, index);
         }
         break;
@@ -421,8 +494,10 @@ void JobTable::remove_entry(uint32_t index) {
     leave_state(e, _routes[e.route]);
     --_segments[e.segment].jobs;
     index_erase(index);
+    set_due(index, 0);
+    set_chain(index, no_index);
     ++e.generation;
-    e.in_use = false;
+    e.set(flag_in_use, false);
     _free_entries.push_back(index);
     --_count;
 }
@@ -441,15 +516,15 @@ void JobTable::prune(Route& r) {
 
 JobTable::Undo JobTable::prior(uint32_t index, bool waits) const {
     const Entry& e = _entries[index];
-    return {e.due_ns, index, e.attempts, e.state, waits, false};
+    return {due_of(index), index, e.attempts, e.state, waits, false};
 }
 
 void JobTable::record(LedgerOp::Kind kind, uint32_t index, int64_t now_ns, const Undo& before) {
     const Entry& e = _entries[index];
-    _pending.push_back({kind, 0, e.attempts, e.id, now_ns, e.due_ns});
+    _pending.push_back({kind, 0, e.attempts, e.id, now_ns, due_of(index)});
     _undo.push_back(before);
     ++_segments[e.segment].unresolved;
-    if (e.chain != no_index) {
+    if (e.has(flag_chained)) {
         ++_chain_ops[index];
     }
 }
@@ -460,7 +535,8 @@ void JobTable::forget_undo(const Undo& u, bool durable) {
     }
     const Entry& e = _entries[u.index];
     --_segments[e.segment].unresolved;
-    if (e.chain == no_index) {
+    const uint32_t chain = chain_of(u.index);
+    if (chain == no_index) {
         return;
     }
     auto it = _chain_ops.find(u.index);
@@ -469,7 +545,7 @@ void JobTable::forget_undo(const Undo& u, bool durable) {
         // Only a settlement in the ledger lets the next job of the sequence go: one that a
         // failed group took with it must be written again first (ops_failed).
         if (durable) {
-            advance_chain(e.chain, false);
+            advance_chain(chain, false);
         }
     }
 }
@@ -478,8 +554,8 @@ bool JobTable::chain_has_ops(uint32_t index) const {
     return _chain_ops.contains(index);
 }
 
-bool JobTable::held(const Entry& e, uint32_t index) const {
-    const Chain& c = _chains[e.chain];
+bool JobTable::held(uint32_t index) const {
+    const Chain& c = _chains[chain_of(index)];
     return c.jobs[c.head] != index;
 }
 
@@ -513,7 +589,7 @@ void JobTable::advance_chain(uint32_t chain, bool head_changed) {
             }
             break;
         }
-        e.chain = no_index;
+        set_chain(index, no_index);
         ++c.head;
         head_changed = true;
     }
@@ -529,11 +605,11 @@ void JobTable::advance_chain(uint32_t chain, bool head_changed) {
 }
 
 void JobTable::leave_chain_before(uint32_t index) {
-    Chain& c = _chains[_entries[index].chain];
+    Chain& c = _chains[chain_of(index)];
     for (bool was_head = true; c.jobs[c.head] != index; was_head = false) {
         const uint32_t before = c.jobs[c.head];
-        Entry& b = _entries[before];
-        b.chain = no_index;
+        const Entry& b = _entries[before];
+        set_chain(before, no_index);
         ++c.head;
         // The head is where its state put it already; the others were held.
         if (!was_head && b.state == JobState::queued) {
@@ -565,8 +641,8 @@ size_t JobTable::ops_failed() {
             continue;
         }
         Entry& e = _entries[u.index];
-        u.undo = u.waits || e.undoing;
-        e.undoing = e.undoing || u.undo;
+        u.undo = u.waits || e.has(flag_undoing);
+        e.set(flag_undoing, e.has(flag_undoing) || u.undo);
     }
     // Newest first: each undone op restores the state its job had before it.
     size_t undone = 0;
@@ -585,14 +661,14 @@ size_t JobTable::ops_failed() {
     for (size_t i = 0; i < _undo.size(); ++i) {
         const Undo u = _undo[i];
         if (u.index != no_index) {
-            _entries[u.index].undoing = false;
+            _entries[u.index].set(flag_undoing, false);
         }
         if (i >= taken && !u.undo) {
             _pending[kept] = _pending[i - taken];
             _undo[kept] = u;
             ++kept;
         } else {
-            if (!u.undo && u.index != no_index && _entries[u.index].chain != no_index) {
+            if (!u.undo && u.index != no_index && _entries[u.index].has(flag_chained)) {
                 rewrite.push_back(u.index);
             }
             forget_undo(u, false);
@@ -604,7 +680,7 @@ size_t JobTable::ops_failed() {
     // once the ledger has it, so it is written again with the next group.
     for (uint32_t index : rewrite) {
         const Entry& e = _entries[index];
-        if (e.chain != no_index && !unsettled(e.state) && !chain_has_ops(index)) {
+        if (e.has(flag_chained) && !unsettled(e.state) && !chain_has_ops(index)) {
             record(e.state == JobState::dead ? LedgerOp::Kind::dead : LedgerOp::Kind::ack, index, 0,
                    prior(index, false));
         }
@@ -612,20 +688,20 @@ size_t JobTable::ops_failed() {
     return undone;
 }
 
-JobInfo JobTable::info(const Entry& e) const {
+JobInfo JobTable::info(uint32_t index) const {
+    const Entry& e = _entries[index];
     const Segment& s = _segments[e.segment];
     return {e.id,
             e.route,
             e.state,
             e.attempts,
-            e.received_at_ns,
-            e.due_ns,
+            e.id.unix_ms() * 1'000'000,
+            due_of(index),
             {s.shard, s.seq, e.offset, e.size}};
 }
 
-bool JobTable::add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation where,
-                   uint64_t order_key) {
-    if (route >= _routes.size() || find_index(id) != no_index) {
+bool JobTable::add(JobId id, uint16_t route, JobLocation where, uint64_t order_key) {
+    if (route >= _routes.size() || where.offset > UINT32_MAX || find_index(id) != no_index) {
         return false;
     }
     uint32_t index;
@@ -643,8 +719,11 @@ bool JobTable::add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation
     Entry& e = _entries[index];
     // The generation carries on from the slot's previous job: its stale refs must stay stale.
     uint32_t generation = e.generation + 1;
-    e = Entry{id,         received_at_ns, 0, where.offset,     where.size, segment,
-              generation, route,          0, JobState::queued, false,      true};
+    e = Entry{id,         static_cast<uint32_t>(where.offset),
+              where.size, segment,
+              generation, route,
+              0,          JobState::queued,
+              flag_in_use};
     index_insert(index);
     ++_count;
     ++_segments[segment].jobs;
@@ -655,9 +734,9 @@ bool JobTable::add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation
     ++r.depth.queued;
     if (r.ordered) {
         const uint32_t chain = chain_slot(route, order_key);
-        e.chain = chain;
+        set_chain(index, chain);
         _chains[chain].jobs.push_back(index);
-        if (held(e, index)) {
+        if (held(index)) {
             return true;
         }
     }
@@ -684,7 +763,7 @@ void JobTable::run_timers(Route& r, int64_t now_ns) {
         }
         Entry& e = _entries[t.index];
         if (retry_first) {
-            e.delayed = false;
+            e.set(flag_delayed, false);
             --r.depth.delayed;
             push_ready(r, t.index);
         } else {
@@ -699,7 +778,7 @@ void JobTable::expire(uint32_t index, int64_t now_ns) {
     if (exhausted(e)) {
         move(index, JobState::dead, e.attempts, 0);
         record(LedgerOp::Kind::dead, index, now_ns, before);
-        _expired_deaths.push_back(info(e));
+        _expired_deaths.push_back(info(index));
     } else {
         move(index, JobState::queued, e.attempts, 0);
         record(LedgerOp::Kind::expire, index, now_ns, before);
@@ -725,7 +804,7 @@ size_t JobTable::expire_leases(int64_t now_ns) {
                 expire(t.index, now_ns);
                 ++expired;
                 const Entry& e = _entries[t.index];
-                if (e.state == JobState::queued && (e.chain == no_index || !held(e, t.index))) {
+                if (e.state == JobState::queued && (!e.has(flag_chained) || !held(t.index))) {
                     ++pushed; // the last ref pushed onto the ready FIFO
                 }
             }
@@ -756,7 +835,7 @@ size_t JobTable::lease(uint16_t route, size_t max, int64_t visibility_ns, int64_
         Undo before = prior(ref.index, false);
         move(ref.index, JobState::leased, attempts, deadline);
         record(LedgerOp::Kind::lease, ref.index, now_ns, before);
-        out.push_back(info(e));
+        out.push_back(info(ref.index));
         ++leased;
     }
     prune(r);
@@ -844,7 +923,7 @@ std::optional<JobInfo> JobTable::find(JobId id) const {
     if (index == no_index) {
         return std::nullopt;
     }
-    return info(_entries[index]);
+    return info(index);
 }
 
 void JobTable::dead_letters(uint16_t route, JobId after, size_t limit,
@@ -854,7 +933,7 @@ void JobTable::dead_letters(uint16_t route, JobId after, size_t limit,
     }
     const std::set<JobId>& dead = _routes[route].dead;
     for (auto it = dead.upper_bound(after); it != dead.end() && limit > 0; ++it, --limit) {
-        out.push_back(info(_entries[find_index(*it)]));
+        out.push_back(info(find_index(*it)));
     }
 }
 
@@ -888,7 +967,7 @@ int64_t JobTable::oldest_waiting_ns(uint16_t route) const {
     const Route& r = _routes[route];
     int64_t oldest = 0;
     auto consider = [&](uint32_t index) {
-        const int64_t at = _entries[index].received_at_ns;
+        const int64_t at = _entries[index].id.unix_ms() * 1'000'000;
         oldest = oldest == 0 ? at : std::min(oldest, at);
     };
     // The FIFO is in the order jobs became ready: its first live job waited longest of them.
@@ -927,7 +1006,7 @@ void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
         _segments[*slot].unresolved = 0;
     }
     for (uint32_t i = 0; i < _entries.size() && _segments[*slot].jobs > 0; ++i) {
-        if (_entries[i].in_use && _entries[i].segment == *slot) {
+        if (_entries[i].has(flag_in_use) && _entries[i].segment == *slot) {
             remove_entry(i);
         }
     }
@@ -939,7 +1018,8 @@ void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
     if (_any_ordered) {
         // The removed jobs leave their sequences (their slots will be reused); a sequence that
         // lost its head goes on with the next job.
-        std::erase_if(_chain_ops, [this](const auto& kv) { return !_entries[kv.first].in_use; });
+        std::erase_if(_chain_ops,
+                      [this](const auto& kv) { return !_entries[kv.first].has(flag_in_use); });
         for (uint32_t chain = 0; chain < _chains.size(); ++chain) {
             Chain& c = _chains[chain];
             if (c.head >= c.jobs.size()) {
@@ -949,7 +1029,7 @@ void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
             // Those before head have left the sequence: their slots go now too.
             size_t kept = 0;
             for (size_t k = c.head; k < c.jobs.size(); ++k) {
-                if (_entries[c.jobs[k]].in_use) {
+                if (_entries[c.jobs[k]].has(flag_in_use)) {
                     c.jobs[kept++] = c.jobs[k];
                 }
             }
@@ -968,7 +1048,7 @@ void JobTable::apply(const LedgerOp& op) {
     if (index == no_index) {
         return;
     }
-    const uint32_t chain = _entries[index].chain;
+    const uint32_t chain = chain_of(index);
     // Any op but an ack without a lease (one the pull API allows on a queued job, even a held
     // one) says the job was handed out: so were all before it in its sequence, in order.
     const bool handed_out = op.kind != LedgerOp::Kind::ack || op.attempts != 0;
@@ -1009,17 +1089,19 @@ void JobTable::apply(const LedgerOp& op) {
 
 std::vector<LedgerOp> JobTable::snapshot_ops() const {
     std::vector<LedgerOp> ops;
-    for (const Entry& e : _entries) {
-        if (!e.in_use) {
+    for (uint32_t index = 0; index < _entries.size(); ++index) {
+        const Entry& e = _entries[index];
+        if (!e.has(flag_in_use)) {
             continue;
         }
+        const int64_t due_ns = due_of(index);
         LedgerOp::Kind kind = LedgerOp::Kind::ack;
         switch (e.state) {
         case JobState::queued:
-            if (e.attempts == 0 && e.due_ns == 0) {
+            if (e.attempts == 0 && due_ns == 0) {
                 continue; // what add() makes
             }
-            kind = e.due_ns == 0 ? LedgerOp::Kind::expire : LedgerOp::Kind::nack;
+            kind = due_ns == 0 ? LedgerOp::Kind::expire : LedgerOp::Kind::nack;
             break;
         case JobState::leased:
             kind = LedgerOp::Kind::lease;
@@ -1032,7 +1114,7 @@ std::vector<LedgerOp> JobTable::snapshot_ops() const {
             break;
         }
         // The time of the last change is not kept; compacted ops carry 0.
-        ops.push_back({kind, 0, e.attempts, e.id, 0, e.due_ns});
+        ops.push_back({kind, 0, e.attempts, e.id, 0, due_ns});
     }
     return ops;
 }
@@ -1054,6 +1136,8 @@ size_t JobTable::memory_bytes() const {
     n += _segments.capacity() * sizeof(Segment);
     n += _free_segments.capacity() * sizeof(uint32_t);
     n += _segment_slots.size() * map_node_bytes;
+    // An unordered_map node: the pair and a next pointer, plus a bucket pointer.
+    n += (_due.size() + _chain_of.size()) * (sizeof(std::pair<uint32_t, int64_t>) + 16);
     n += _pending.capacity() * sizeof(LedgerOp);
     n += _undo.capacity() * sizeof(Undo);
     return n;

@@ -44,7 +44,7 @@ JobLocation at(uint32_t shard, uint64_t segment, uint64_t offset = 16) {
 // Adds jobs with the given numbers to route, in segment (0, 1).
 void add_jobs(JobTable& t, std::initializer_list<uint32_t> ns, uint16_t route = 0) {
     for (uint32_t n : ns) {
-        ASSERT_TRUE(t.add(id_of(n), route, t0 - n, at(0, 1, n)));
+        ASSERT_TRUE(t.add(id_of(n), route, at(0, 1, n)));
     }
 }
 
@@ -100,15 +100,15 @@ TEST(JobTable, NamesStates) {
 
 TEST(JobTable, AddRefusesKnownIdsAndUnknownRoutes) {
     JobTable t({5, 5});
-    EXPECT_TRUE(t.add(id_of(1), 0, t0, at(2, 7, 16)));
-    EXPECT_FALSE(t.add(id_of(1), 1, t0, at(2, 7, 116)));
-    EXPECT_FALSE(t.add(id_of(2), 2, t0, at(2, 7, 116)));
+    EXPECT_TRUE(t.add(id_of(1), 0, at(2, 7, 16)));
+    EXPECT_FALSE(t.add(id_of(1), 1, at(2, 7, 116)));
+    EXPECT_FALSE(t.add(id_of(2), 2, at(2, 7, 116)));
     EXPECT_EQ(t.size(), 1u);
     JobInfo j = must_find(t, 1);
     EXPECT_EQ(j.route, 0);
     EXPECT_EQ(j.state, JobState::queued);
     EXPECT_EQ(j.attempts, 0);
-    EXPECT_EQ(j.received_at_ns, t0);
+    EXPECT_EQ(j.received_at_ns, id_of(1).unix_ms() * ms); // the id's time
     EXPECT_EQ(j.due_ns, 0);
     EXPECT_EQ(j.where.shard, 2u);
     EXPECT_EQ(j.where.segment, 7u);
@@ -137,16 +137,50 @@ TEST(JobTable, LeasesInAddOrderAndHonoursMax) {
     EXPECT_EQ(op.due_ns, t0 + visibility);
 }
 
+TEST(JobTable, ReceiveTimeIsTheIdsToTheMillisecond) {
+    JobIdGenerator ids(3);
+    const int64_t at_ns = t0 + 123'456'789;
+    const JobId id = ids.next(at_ns);
+    JobTable t({5});
+    ASSERT_TRUE(t.add(id, 0, at(3, 9, 4096)));
+    EXPECT_EQ(t.find(id)->received_at_ns, t0 + 123 * ms);
+}
+
+TEST(JobTable, RefusesOffsetsPastFourGigabytes) {
+    JobTable t({5});
+    EXPECT_FALSE(t.add(id_of(1), 0, {0, 1, uint64_t{1} << 32, 100}));
+    EXPECT_TRUE(t.add(id_of(1), 0, {0, 1, UINT32_MAX, 100}));
+    EXPECT_EQ(must_find(t, 1).where.offset, UINT32_MAX);
+}
+
+// Issue 19's bound: a deep backlog of queued jobs costs at most 64 bytes each (the entry, the
+// index at most 70% full, the FIFO slot), counted from the containers' capacities.
+TEST(JobTable, AQueuedJobCostsAtMost64Bytes) {
+    constexpr uint32_t jobs = 1'000'000;
+    JobTable t({0});
+    t.reserve(jobs);
+    for (uint32_t n = 1; n <= jobs; ++n) {
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, n / 60'000 + 1, n)));
+    }
+    EXPECT_LE(t.memory_bytes(), size_t{64} * jobs);
+    // Without the reservation the containers grow by doubling: still bounded, with slack.
+    JobTable grown({0});
+    for (uint32_t n = 1; n <= jobs; ++n) {
+        ASSERT_TRUE(grown.add(id_of(n), 0, at(0, n / 60'000 + 1, n)));
+    }
+    EXPECT_LE(grown.memory_bytes(), size_t{96} * jobs);
+}
+
 TEST(JobTable, LeaseCopiesEverythingOut) {
     JobTable t({5});
-    ASSERT_TRUE(t.add(id_of(4), 0, t0 - 5, at(3, 9, 4096)));
+    ASSERT_TRUE(t.add(id_of(4), 0, at(3, 9, 4096)));
     std::vector<JobInfo> out;
     ASSERT_EQ(t.lease(0, 1, 10 * ns_per_s, t0, out), 1u);
     EXPECT_EQ(out[0].id, id_of(4));
     EXPECT_EQ(out[0].route, 0);
     EXPECT_EQ(out[0].state, JobState::leased);
     EXPECT_EQ(out[0].attempts, 1);
-    EXPECT_EQ(out[0].received_at_ns, t0 - 5);
+    EXPECT_EQ(out[0].received_at_ns, id_of(4).unix_ms() * ms);
     EXPECT_EQ(out[0].due_ns, t0 + 10 * ns_per_s);
     EXPECT_EQ(out[0].where.shard, 3u);
     EXPECT_EQ(out[0].where.segment, 9u);
@@ -496,11 +530,11 @@ TEST(JobTable, DepthCountsEveryState) {
 
 TEST(JobTable, SegmentsCountUnsettledJobsAndDropForgetsThem) {
     JobTable t({1, 5});
-    ASSERT_TRUE(t.add(id_of(1), 0, t0, at(0, 1)));
-    ASSERT_TRUE(t.add(id_of(2), 0, t0, at(0, 1)));
-    ASSERT_TRUE(t.add(id_of(3), 1, t0, at(0, 1)));
-    ASSERT_TRUE(t.add(id_of(4), 0, t0, at(0, 2)));
-    ASSERT_TRUE(t.add(id_of(5), 0, t0, at(1, 1)));
+    ASSERT_TRUE(t.add(id_of(1), 0, at(0, 1)));
+    ASSERT_TRUE(t.add(id_of(2), 0, at(0, 1)));
+    ASSERT_TRUE(t.add(id_of(3), 1, at(0, 1)));
+    ASSERT_TRUE(t.add(id_of(4), 0, at(0, 2)));
+    ASSERT_TRUE(t.add(id_of(5), 0, at(1, 1)));
     EXPECT_EQ(t.unsettled_in_segment(0, 1), 3u);
     EXPECT_EQ(t.unsettled_in_segment(0, 2), 1u);
     EXPECT_EQ(t.unsettled_in_segment(1, 1), 1u);
@@ -538,9 +572,9 @@ TEST(JobTable, SegmentsCountUnsettledJobsAndDropForgetsThem) {
 
     // The freed slots are reused; refs left in the FIFO and heaps for the dropped jobs must not
     // come back as the new jobs.
-    ASSERT_TRUE(t.add(id_of(1), 0, t0, at(0, 3)));
-    ASSERT_TRUE(t.add(id_of(6), 0, t0, at(0, 3)));
-    ASSERT_TRUE(t.add(id_of(7), 1, t0, at(0, 3)));
+    ASSERT_TRUE(t.add(id_of(1), 0, at(0, 3)));
+    ASSERT_TRUE(t.add(id_of(6), 0, at(0, 3)));
+    ASSERT_TRUE(t.add(id_of(7), 1, at(0, 3)));
     EXPECT_EQ(must_find(t, 1).attempts, 0);
     EXPECT_EQ(must_find(t, 1).where.segment, 3u);
     EXPECT_EQ(lease_ns(t, 0, 10, t0), (Ns{1, 6}));
@@ -552,12 +586,12 @@ TEST(JobTable, SegmentsCountUnsettledJobsAndDropForgetsThem) {
 TEST(JobTable, DroppingQueuedJobsLeavesNoGhostsInTheQueue) {
     JobTable t({5});
     for (uint32_t n = 1; n <= 300; ++n) {
-        ASSERT_TRUE(t.add(id_of(n), 0, t0, at(0, n % 3)));
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, n % 3)));
     }
     t.drop_segment(0, 0);
     t.drop_segment(0, 2);
     for (uint32_t n = 301; n <= 400; ++n) {
-        ASSERT_TRUE(t.add(id_of(n), 0, t0, at(0, 9)));
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, 9)));
     }
     Ns expected;
     for (uint32_t n = 1; n <= 400; ++n) {
@@ -572,14 +606,14 @@ TEST(JobTable, DroppingQueuedJobsLeavesNoGhostsInTheQueue) {
 TEST(JobTable, CompactionKeepsTheQueueInOrder) {
     JobTable t({5});
     for (uint32_t n = 1; n <= 1000; ++n) {
-        ASSERT_TRUE(t.add(id_of(n), 0, t0, at(0, 1)));
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, 1)));
     }
     // Acking queued jobs leaves stale slots in the FIFO; the adds that follow compact it.
     for (uint32_t n = 1; n <= 1000; n += 2) {
         ASSERT_EQ(t.ack(id_of(n), t0), JobTable::Settle::ok);
     }
     for (uint32_t n = 1001; n <= 1500; ++n) {
-        ASSERT_TRUE(t.add(id_of(n), 0, t0, at(0, 1)));
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, 1)));
     }
     Ns expected;
     for (uint32_t n = 2; n <= 1000; n += 2) {
@@ -630,7 +664,7 @@ TEST(JobTable, MemoryPerJobStaysSmall) {
     JobTable t({5});
     constexpr uint32_t jobs = 100'000;
     for (uint32_t n = 0; n < jobs; ++n) {
-        ASSERT_TRUE(t.add(id_of(n), 0, t0, at(0, n / 10'000, n)));
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, n / 10'000, n)));
     }
     double per_job = static_cast<double>(t.memory_bytes()) / static_cast<double>(t.size());
     // The 64-byte entry, plus the hash map (11 to 23 bytes) and the ready FIFO (8 to 16 bytes),
@@ -901,11 +935,11 @@ TEST(JobTableRollback, SettlingOpsPendingSinceAreUndoneTooAndDurableOnesStay) {
 
 TEST(JobTableRollback, ADroppedSegmentsUndosDoNotTouchTheReusedSlots) {
     JobTable t({5});
-    ASSERT_TRUE(t.add(id_of(1), 0, t0, at(0, 1)));
+    ASSERT_TRUE(t.add(id_of(1), 0, at(0, 1)));
     ASSERT_EQ(t.ack(id_of(1), t0), JobTable::Settle::ok);
     EXPECT_EQ(t.unsettled_in_segment(0, 1), 1u); // retention waits for the ack's group
     t.drop_segment(0, 1);
-    ASSERT_TRUE(t.add(id_of(2), 0, t0, at(0, 2))); // takes job 1's slot
+    ASSERT_TRUE(t.add(id_of(2), 0, at(0, 2))); // takes job 1's slot
     ASSERT_EQ(lease_ns(t, 0, 1, t0), Ns{2});
     durable(t);
     ASSERT_EQ(t.ack(id_of(2), t0), JobTable::Settle::ok);
@@ -915,10 +949,10 @@ TEST(JobTableRollback, ADroppedSegmentsUndosDoNotTouchTheReusedSlots) {
     EXPECT_EQ(t.size(), 1u);
 
     // The same when the group with the dropped job's op is the one that fails.
-    ASSERT_TRUE(t.add(id_of(3), 0, t0, at(0, 3)));
+    ASSERT_TRUE(t.add(id_of(3), 0, at(0, 3)));
     ASSERT_EQ(t.ack(id_of(3), t0), JobTable::Settle::ok);
     t.drop_segment(0, 3);
-    ASSERT_TRUE(t.add(id_of(4), 0, t0, at(0, 4)));
+    ASSERT_TRUE(t.add(id_of(4), 0, at(0, 4)));
     EXPECT_EQ(failed(t), 0u);
     EXPECT_EQ(state_of(t, 4), "queued attempts 0 due 0ms");
     EXPECT_EQ(t.depth(0).queued, 1u);
@@ -970,8 +1004,8 @@ TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
                 auto route = static_cast<uint16_t>(pick(limits.size()));
                 JobLocation where = at(static_cast<uint32_t>(pick(2)), next_n / 50, next_n);
                 const uint64_t key = pick(3);
-                ASSERT_TRUE(t.add(id_of(next_n), route, now, where, key));
-                ASSERT_TRUE(base.add(id_of(next_n), route, now, where, key));
+                ASSERT_TRUE(t.add(id_of(next_n), route, where, key));
+                ASSERT_TRUE(base.add(id_of(next_n), route, where, key));
                 added.push_back({next_n, route, where, key});
                 ++next_n;
                 break;
@@ -1097,7 +1131,7 @@ TEST(JobTableLedger, RandomOperationsRebuildFromAddsAndOps) {
                 if (a.where.shard == 0 && a.where.segment == dropped_segment) {
                     continue; // its file is gone: recovery finds nothing to add
                 }
-                EXPECT_TRUE(r.add(id_of(a.n), a.route, t0, a.where, a.key));
+                EXPECT_TRUE(r.add(id_of(a.n), a.route, a.where, a.key));
             }
             for (const LedgerOp& op : ops) {
                 r.apply(op);
@@ -1290,7 +1324,7 @@ JobTable ordered_table() {
 
 void add_keyed(JobTable& t, std::initializer_list<uint32_t> ns, uint64_t key) {
     for (uint32_t n : ns) {
-        ASSERT_TRUE(t.add(id_of(n), 0, t0 - n, at(0, 1, n), key));
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, 1, n), key));
     }
 }
 
@@ -1445,9 +1479,9 @@ TEST(JobTableOrdered, ADroppedHeadHandsOverToTheNext) {
     // An optional pull lane of an ordered route: its head was never leased, and retention
     // deletes its segment once the sinks are done with it.
     JobTable t(std::vector<RouteOptions>{{2, true, true}});
-    ASSERT_TRUE(t.add(id_of(1), 0, t0, at(0, 1), 0));
-    ASSERT_TRUE(t.add(id_of(2), 0, t0, at(0, 2), 0));
-    ASSERT_TRUE(t.add(id_of(3), 0, t0, at(0, 3), 0));
+    ASSERT_TRUE(t.add(id_of(1), 0, at(0, 1), 0));
+    ASSERT_TRUE(t.add(id_of(2), 0, at(0, 2), 0));
+    ASSERT_TRUE(t.add(id_of(3), 0, at(0, 3), 0));
     EXPECT_EQ(t.unsettled_in_segment(0, 1), 0u);
     t.drop_segment(0, 1);
     EXPECT_EQ(lease_ns(t, 0, 5, t0), Ns{2});
@@ -1455,7 +1489,7 @@ TEST(JobTableOrdered, ADroppedHeadHandsOverToTheNext) {
     ASSERT_EQ(t.ack(id_of(2), t0), JobTable::Settle::ok);
     durable(t);
     EXPECT_EQ(lease_ns(t, 0, 5, t0), Ns{});
-    ASSERT_TRUE(t.add(id_of(4), 0, t0, at(0, 4), 0));
+    ASSERT_TRUE(t.add(id_of(4), 0, at(0, 4), 0));
     EXPECT_EQ(lease_ns(t, 0, 5, t0), Ns{4}) << "a new sequence starts with its first job";
 }
 
@@ -1464,7 +1498,7 @@ TEST(JobTableOrdered, NonOrderedRoutesPayNothing) {
     JobTable t(std::vector<RouteOptions>{{5, false, false}, {5, false, true}});
     constexpr uint32_t jobs = 100'000;
     for (uint32_t n = 0; n < jobs; ++n) {
-        ASSERT_TRUE(t.add(id_of(n), 0, t0, at(0, n / 10'000, n), n));
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, n / 10'000, n), n));
     }
     double per_job = static_cast<double>(t.memory_bytes()) / static_cast<double>(t.size());
     EXPECT_GT(per_job, 83.0);
@@ -1474,23 +1508,32 @@ TEST(JobTableOrdered, NonOrderedRoutesPayNothing) {
 // /metrics' portcullis_jobs_oldest_age_seconds: the oldest job still waiting, ready or waiting
 // for its retry delay; leased, done and dead jobs wait for no one, nor does an optional lane.
 TEST(JobTable, OldestWaitingIsTheOldestReadyOrDelayedJob) {
+    // Job n received at t0 + n * 100 ms: the time is the id's.
+    auto id_at = [](uint32_t n) {
+        JobId id = id_of(n);
+        const auto unix_ms = static_cast<uint64_t>(t0 / ms + n * 100);
+        for (int i = 0; i < 6; ++i) {
+            id.bytes[5 - i] = static_cast<uint8_t>(unix_ms >> (8 * i));
+        }
+        return id;
+    };
     JobTable t({RouteOptions{}, RouteOptions{0, true, false}});
     EXPECT_EQ(t.oldest_waiting_ns(0), 0);
-    ASSERT_TRUE(t.add(id_of(1), 0, t0 + 100, at(0, 1, 1)));
-    ASSERT_TRUE(t.add(id_of(2), 0, t0 + 200, at(0, 1, 2)));
-    ASSERT_TRUE(t.add(id_of(3), 0, t0 + 300, at(0, 1, 3)));
-    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100);
+    ASSERT_TRUE(t.add(id_at(1), 0, at(0, 1, 1)));
+    ASSERT_TRUE(t.add(id_at(2), 0, at(0, 1, 2)));
+    ASSERT_TRUE(t.add(id_at(3), 0, at(0, 1, 3)));
+    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100 * ms);
     EXPECT_EQ(lease_ns(t, 0, 1, t0 + 1000), std::vector<uint32_t>{1});
-    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 200); // job 1 is leased: its consumer has it
+    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 200 * ms); // job 1 is leased: its consumer has it
     // Job 1 back for a retry in a minute: waiting again, and the oldest.
-    EXPECT_EQ(t.nack(id_of(1), 60 * ns_per_s, t0 + 2000), JobTable::Settle::ok);
-    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100);
+    EXPECT_EQ(t.nack(id_at(1), 60 * ns_per_s, t0 + 2000), JobTable::Settle::ok);
+    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100 * ms);
     EXPECT_EQ(lease_ns(t, 0, 2, t0 + 3000, 3600 * ns_per_s), (std::vector<uint32_t>{2, 3}));
-    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100); // only the delayed job waits
+    EXPECT_EQ(t.oldest_waiting_ns(0), t0 + 100 * ms); // only the delayed job waits
     EXPECT_EQ(lease_ns(t, 0, 1, t0 + 61 * ns_per_s), std::vector<uint32_t>{1});
     EXPECT_EQ(t.oldest_waiting_ns(0), 0);
     // An optional lane (the pull API of a route with sinks) holds jobs that wait for no one.
-    ASSERT_TRUE(t.add(id_of(4), 1, t0 + 400, at(0, 1, 4)));
+    ASSERT_TRUE(t.add(id_at(4), 1, at(0, 1, 4)));
     EXPECT_EQ(t.oldest_waiting_ns(1), 0);
     EXPECT_EQ(t.oldest_waiting_ns(7), 0); // an unknown route
 }

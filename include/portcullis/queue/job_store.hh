@@ -220,10 +220,11 @@ private:
     struct Found {
         JobId id;
         uint16_t route;
-        int64_t received_at_ns;
         JobLocation where;
         uint64_t order_key;
     };
+    // What a poll finds is a few records; a start-up finds the whole spool, whose list is freed.
+    static constexpr size_t found_keep = 4096;
 
     // Adds the records advance() found to the table, oldest first.
     void add_found();

@@ -5,7 +5,7 @@
 // can be undone until the ledger has it (see "Durability" below).
 //
 //   JobTable table({10, 3});                                  // max_attempts of routes 0 and 1
-//   table.add(id, 0, received_at_ns, {shard, segment, offset, size}); // each job, at start too
+//   table.add(id, 0, {shard, segment, offset, size});          // each job, at start too
 //   for (const LedgerOp& op : recovered.ops) { table.apply(op); }      // start-up only
 //
 //   std::vector<JobInfo> jobs;
@@ -76,6 +76,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string_view>
@@ -118,9 +119,9 @@ struct JobInfo {
     JobId id;
     uint16_t route = 0;
     JobState state = JobState::queued;
-    uint16_t attempts = 0; // times leased (since the last replay)
-    int64_t received_at_ns = 0;
-    int64_t due_ns = 0; // leased: lease deadline; queued: not-before (0 = now); else 0
+    uint16_t attempts = 0;      // times leased (since the last replay)
+    int64_t received_at_ns = 0; // the id's time (milliseconds)
+    int64_t due_ns = 0;         // leased: lease deadline; queued: not-before (0 = now); else 0
     JobLocation where;
 };
 
@@ -165,8 +166,12 @@ public:
     // A new queued job, ready now (on an ordered route: once the job before it of the same
     // order_key is settled and durable; order_key is ignored on other routes). False if the id
     // is already known or the route out of range.
-    bool add(JobId id, uint16_t route, int64_t received_at_ns, JobLocation where,
-             uint64_t order_key = 0);
+    // The job's receive time is its id's (JobId::unix_ms). False too when where.offset does
+    // not fit 32 bits (segments are at most 4 GiB).
+    bool add(JobId id, uint16_t route, JobLocation where, uint64_t order_key = 0);
+    // Start-up: room for this many jobs in all, so that indexing a deep spool grows nothing
+    // (and leaves no copies behind: the index is sized to the count, not to a power of two).
+    void reserve(size_t jobs);
 
     // Leases up to max ready jobs of route (ready: queued and not-before <= now), in the order
     // they became ready. First moves the route's timers that are due: retries whose not-before
@@ -262,11 +267,19 @@ public:
 private:
     static constexpr uint32_t no_index = UINT32_MAX;
 
+    // Flag bits of Entry::flags.
+    static constexpr uint8_t flag_in_use = 1;   // false: a free slot, reused by add()
+    static constexpr uint8_t flag_delayed = 2;  // queued, waiting in the delayed heap, not the FIFO
+    static constexpr uint8_t flag_undoing = 4;  // ops_failed(): a change of it is being undone
+    static constexpr uint8_t flag_has_due = 8;  // its due time is in _due (else it is 0)
+    static constexpr uint8_t flag_chained = 16; // ordered routes: in a sequence (see _chain_of)
+
+    // 40 bytes a job. What most jobs do not need lives beside it: the due time of a leased or
+    // delayed job in _due, the sequence of an ordered route's job in _chain_of. The receive time
+    // is the id's (the shard makes both from one clock reading; the id keeps milliseconds).
     struct Entry {
         JobId id;
-        int64_t received_at_ns = 0;
-        int64_t due_ns = 0;
-        uint64_t offset = 0;
+        uint32_t offset = 0; // segments are at most 4 GiB
         uint32_t size = 0;
         uint32_t segment = 0; // index into _segments
         // Bumped on every state change: heap and FIFO slots holding an older value are stale.
@@ -274,14 +287,13 @@ private:
         uint16_t route = 0;
         uint16_t attempts = 0;
         JobState state = JobState::queued;
-        bool delayed = false; // queued and waiting in the delayed heap rather than the FIFO
-        bool in_use = false;  // false: a free slot, reused by add()
-        bool undoing = false; // during ops_failed(): a change of this job is being undone
-        // Ordered routes: its sequence (index into _chains) until it leaves it; no_index else.
-        uint32_t chain = no_index;
+        uint8_t flags = 0;
+
+        bool has(uint8_t f) const { return (flags & f) != 0; }
+        void set(uint8_t f, bool on) { flags = on ? (flags | f) : (flags & ~f); }
     };
-    // The memory figures above count on it: the undo flag and the chain fit in the padding.
-    static_assert(sizeof(Entry) == 64);
+    // The memory figures above count on it.
+    static_assert(sizeof(Entry) == 40);
 
     // A job's state before one change, in the same order as the ops (the last pending_ops()
     // entries are the last undos).
@@ -309,13 +321,23 @@ private:
     // A FIFO of refs in a power-of-two ring: no allocation once grown.
     class RefRing {
     public:
+        RefRing() = default;
+        RefRing(RefRing&&) noexcept = default;
+        RefRing& operator=(RefRing&&) noexcept = default;
+        // Tables are copied in tests: the copy holds the refs in order, from slot 0.
+        RefRing(const RefRing& other) { *this = other; }
+        RefRing& operator=(const RefRing& other);
+        ~RefRing() = default;
         bool empty() const { return _count == 0; }
         size_t size() const { return _count; }
-        size_t capacity() const { return _slots.size(); }
+        size_t capacity() const { return _capacity; }
         const Ref& front() const { return _slots[_head]; }
-        const Ref& at(size_t i) const { return _slots[(_head + i) & (_slots.size() - 1)]; }
+        const Ref& at(size_t i) const { return _slots[(_head + i) & (_capacity - 1)]; }
         void pop_front();
         void push_back(Ref ref);
+        // Room for n refs (a power of two at least n). The slots are not initialised: pages
+        // never written are never resident.
+        void reserve(size_t n);
         // Moves the last n refs to the front, in order.
         void rotate_back_to_front(size_t n);
         // Keeps the refs for which keep(ref) is true, in order.
@@ -323,7 +345,8 @@ private:
         void filter(F&& keep);
 
     private:
-        std::vector<Ref> _slots;
+        std::unique_ptr<Ref[]> _slots;
+        size_t _capacity = 0; // a power of two
         size_t _head = 0;
         size_t _count = 0;
     };
@@ -363,6 +386,12 @@ private:
         uint32_t hash = 0;
     };
 
+    // Linear probing over any number of slots: a hash picks its home by multiply-shift.
+    size_t home_of(uint32_t hash) const {
+        return static_cast<size_t>((static_cast<uint64_t>(hash) * _index.size()) >> 32);
+    }
+    size_t next_slot(size_t pos) const { return pos + 1 == _index.size() ? 0 : pos + 1; }
+    void index_resize(size_t slots);
     uint32_t find_index(const JobId& id) const;
     void index_place(IndexSlot slot);
     void index_insert(uint32_t index);
@@ -396,7 +425,12 @@ private:
     void enter_queue(Route& r, uint32_t index);
     bool holds_segment(const Entry& e) const;
     // Ordered routes.
-    bool held(const Entry& e, uint32_t index) const;
+    bool held(uint32_t index) const;
+    int64_t due_of(uint32_t index) const;
+    void set_due(uint32_t index, int64_t due_ns);
+    // The sequence of index, no_index when it is in none.
+    uint32_t chain_of(uint32_t index) const;
+    void set_chain(uint32_t index, uint32_t chain);
     uint32_t chain_slot(uint16_t route, uint64_t key);
     // Lets the head leave its sequence while it is settled with no op unresolved, and queues
     // the job that becomes head (head_changed: the head already changed before the call).
@@ -404,7 +438,7 @@ private:
     // apply(): index's op says it was handed out, so every job before it was too.
     void leave_chain_before(uint32_t index);
     bool chain_has_ops(uint32_t index) const;
-    JobInfo info(const Entry& e) const;
+    JobInfo info(uint32_t index) const;
     bool exhausted(const Entry& e) const;
 
     std::vector<Entry> _entries;
@@ -427,6 +461,9 @@ private:
     std::vector<uint32_t> _free_chains;
     std::map<std::pair<uint16_t, uint64_t>, uint32_t> _chain_slots;
     std::unordered_map<uint32_t, uint32_t> _chain_ops;
+    std::unordered_map<uint32_t, uint32_t> _chain_of; // entry -> its sequence
+    // Due times that are not 0: leased jobs' deadlines and delayed jobs' not-before, by entry.
+    std::unordered_map<uint32_t, int64_t> _due;
 };
 
 } // namespace portcullis::queue
