@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by bench/load/run, idle_memory and pull; sourced, never run.
+# Shared by bench/load/run, idle_memory, pull and latency; sourced, never run.
 # Starts and stops portcullis and nginx as plain child processes under a temp dir and reads
 # their memory and CPU figures from /proc. Every server started here is stopped by the EXIT
 # trap that bench_init installs, by its own pid.
@@ -149,6 +149,28 @@ bench_tls_probe() {
     cipher=$(grep -m1 -o '^New, TLSv1.3, Cipher is [A-Z0-9_]*' <<<"$first" | awk '{print $NF}')
     group=$(grep -m1 -o 'Server Temp Key: [A-Za-z0-9-]*' <<<"$first" | awk '{print $NF}')
     echo "$kind TLSv1.3 ${cipher:-?} ${group:-?}"
+}
+
+# bench_github_payload: the GitHub push delivery every load script sends, signed as GitHub signs
+# it. Writes the payload (a trimmed but realistic push, about 1.3 KB, no trailing newline, so that
+# the signed bytes are exactly the file) to $BENCH_TMP/push.json and sets BODY_FILE, BODY_BYTES and
+# SECRET; exports for github.lua and the route's configuration BENCH_BODY_FILE, BENCH_SIG256
+# ("sha256=<hex HMAC>"), BENCH_SIG1 ("sha1=<hex HMAC>") and BENCH_GITHUB_SECRET. Call after
+# bench_init.
+bench_github_payload() {
+    BODY_FILE=$BENCH_TMP/push.json
+    printf '%s' '{"ref":"refs/heads/main","before":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","after":"0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c","repository":{"id":700158922,"node_id":"R_kgDOKbv7ig","name":"portcullis-demo","full_name":"octo-org/portcullis-demo","private":true,"owner":{"name":"octo-org","login":"octo-org","id":9919,"type":"Organization"},"html_url":"https://github.com/octo-org/portcullis-demo","default_branch":"main","pushed_at":1718000000},"pusher":{"name":"monalisa","email":"monalisa@example.com"},"sender":{"login":"monalisa","id":583231,"type":"User","site_admin":false},"created":false,"deleted":false,"forced":false,"compare":"https://github.com/octo-org/portcullis-demo/compare/6113728f27ae...0d1a26e67d8f","commits":[{"id":"0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c","tree_id":"f9d2a07e9488b91af2641b26b9407fe22a451433","distinct":true,"message":"Fix the retry budget when a sink is slow","timestamp":"2024-06-10T09:13:20Z","url":"https://github.com/octo-org/portcullis-demo/commit/0d1a26e67d8f","author":{"name":"Mona Lisa","email":"monalisa@example.com","username":"monalisa"},"added":[],"removed":[],"modified":["src/queue/retry.cc"]}],"head_commit":{"id":"0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c","message":"Fix the retry budget when a sink is slow","timestamp":"2024-06-10T09:13:20Z"}}' >"$BODY_FILE"
+    # shellcheck disable=SC2034 # read by the callers
+    BODY_BYTES=$(wc -c <"$BODY_FILE")
+    SECRET="bench-only-secret-7f3e2b"
+    local sig256 sig1
+    sig256=$(openssl dgst -sha256 -hmac "$SECRET" -hex <"$BODY_FILE" | awk '{print $NF}')
+    sig1=$(openssl dgst -sha1 -hmac "$SECRET" -hex <"$BODY_FILE" | awk '{print $NF}')
+    [[ "$sig256" =~ ^[0-9a-f]{64}$ && "$sig1" =~ ^[0-9a-f]{40}$ ]] || bench_die "openssl did not give the HMACs"
+    export BENCH_BODY_FILE=$BODY_FILE
+    export BENCH_SIG256="sha256=$sig256"
+    export BENCH_SIG1="sha1=$sig1"
+    export BENCH_GITHUB_SECRET=$SECRET
 }
 
 bench_free_port() {

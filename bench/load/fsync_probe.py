@@ -11,6 +11,10 @@ file and prints one line of key=value figures (latencies in microseconds, neares
 
 The timed span is the write and the fdatasync together (what the spool waits for before a 202);
 python's own few microseconds per loop are small against a disk's sync.
+
+With SPECTRUM_FILE (bench/load/latency), the latency by percentile is also written there, in
+open_loop's --out format: "percentile value_us 1/(1-p)" lines on HdrHistogram's ladder (5 steps
+per halving of the distance to 100%), then the maximum at x = the sample count.
 """
 
 import math
@@ -24,9 +28,28 @@ def percentile(sorted_ns, p):
     return sorted_ns[rank - 1] // 1000
 
 
+def write_spectrum(path, sorted_ns):
+    n = len(sorted_ns)
+    with open(path, "w") as f:
+        f.write("# percentile value_us inverse_tail (append + fdatasync, %d samples)\n" % n)
+        half = 0
+        while half < 64:
+            lo, hi = 1.0 - 0.5 ** half, 1.0 - 0.5 ** (half + 1)
+            for step in range(5):
+                p = lo + (hi - lo) * step / 5.0
+                if 1.0 / (1.0 - p) > n:
+                    half = 64
+                    break
+                rank = max(1, math.ceil(p * n))
+                f.write("%.6f %.1f %.3f\n" % (100.0 * p, sorted_ns[rank - 1] / 1000.0,
+                                                1.0 / (1.0 - p)))
+            half += 1
+        f.write("100 %.1f %.3f\n" % (sorted_ns[-1] / 1000.0, max(n, 1)))
+
+
 def main():
-    if len(sys.argv) != 5:
-        sys.exit("usage: fsync_probe.py DIR COUNT SECONDS RECORD_BYTES")
+    if len(sys.argv) not in (5, 6):
+        sys.exit("usage: fsync_probe.py DIR COUNT SECONDS RECORD_BYTES [SPECTRUM_FILE]")
     directory, count, seconds, record_bytes = (sys.argv[1], int(sys.argv[2]),
                                                float(sys.argv[3]), int(sys.argv[4]))
     path = os.path.join(directory, "fsync-probe.%d" % os.getpid())
@@ -58,6 +81,8 @@ def main():
     if not samples:
         sys.exit("fsync_probe: no sample within %.1f s" % seconds)
     samples.sort()
+    if len(sys.argv) == 6:
+        write_spectrum(sys.argv[5], samples)
     print("fsync-result count=%d seconds=%.3f per_s=%.1f p50_us=%d p99_us=%d p999_us=%d max_us=%d"
           % (len(samples), elapsed, len(samples) / elapsed, percentile(samples, 50),
              percentile(samples, 99), percentile(samples, 99.9), samples[-1] // 1000))
