@@ -4,10 +4,12 @@
 //   clock moves on by one dedup window every pass over the keys, so the previous pass's entries
 //   have expired and the table stays half full of live entries instead of evicting;
 // - BM_DedupDuplicate: a remembered key claimed again (the 200 "duplicate" answer);
-// - the same two with two threads on one table (two shards): fresh keys are each thread's own,
-//   remembered keys are shared, both threads reading the same slots;
+// - the same two with several threads on one table (shards; 2 and one per CPU, see
+//   contended_threads.hh): fresh keys are each thread's own, remembered keys are shared, every
+//   thread reading the same slots;
 // - BM_OrderingStaleCheck and BM_OrderingAdvance: a known ordering key checked, then raised.
 // The counter bytes_per_key is the table's memory per entry it can remember (the target: 64).
+#include "contended_threads.hh"
 #include "portcullis/queue/dedup.hh"
 
 #include <benchmark/benchmark.h>
@@ -86,9 +88,9 @@ void BM_DedupClaimCommit(benchmark::State& state) {
     set_bytes_per_key(state, table.table());
 }
 BENCHMARK(BM_DedupClaimCommit);
-BENCHMARK(BM_DedupClaimCommit)->Threads(2);
+BENCHMARK(BM_DedupClaimCommit)->Apply(bench::contended_threads);
 
-// Every thread claims the same remembered keys, in the same order from different starts.
+// Every thread claims the same remembered keys, in the same order from evenly spaced starts.
 void BM_DedupDuplicate(benchmark::State& state) {
     static DedupTable table(table_entries);
     static const bool filled = [] {
@@ -100,7 +102,8 @@ void BM_DedupDuplicate(benchmark::State& state) {
     }();
     benchmark::DoNotOptimize(filled);
     const std::vector<Fingerprint>& keys = bench_keys();
-    size_t i = key_count / 2 * static_cast<size_t>(state.thread_index());
+    size_t i = key_count / static_cast<size_t>(state.threads()) *
+               static_cast<size_t>(state.thread_index());
     int64_t not_duplicate = 0;
     for (auto _ : state) {
         DedupTable::Claim c = table.claim(keys[i], body_fp, job_of(0), t0 + window_ns, t0 + 1);
@@ -119,7 +122,7 @@ void BM_DedupDuplicate(benchmark::State& state) {
     set_bytes_per_key(state, table.table());
 }
 BENCHMARK(BM_DedupDuplicate);
-BENCHMARK(BM_DedupDuplicate)->Threads(2);
+BENCHMARK(BM_DedupDuplicate)->Apply(bench::contended_threads);
 
 OrderingTable& ordering_table() {
     static OrderingTable table(table_entries);

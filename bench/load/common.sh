@@ -259,11 +259,12 @@ bench_stop_nginx() {
 }
 
 # bench_start_haproxy DIR PORT CONNECTIONS [taskset prefix...]: sets HAPROXY_PID. HAProxy is the
-# peer that verifies the GitHub signature in its configuration: one thread buffers the body
-# (option http-buffer-request), computes HMAC-SHA256 over it with the converter hmac(sha256,<key
-# in base64>) (HAProxy 2.6 or later, built with OpenSSL), compares "sha256=<hex>" with
-# X-Hub-Signature-256 in constant time (secure_memcmp) and answers 202 or 401 itself: no
-# backend, no disk. The secret is $BENCH_GITHUB_SECRET.
+# peer that verifies the GitHub signature in its configuration: one thread (nbthread; or
+# $BENCH_HAPROXY_THREADS, for run --shards) buffers the body (option http-buffer-request),
+# computes HMAC-SHA256 over it with the converter hmac(sha256,<key in base64>) (HAProxy 2.6 or
+# later, built with OpenSSL), compares "sha256=<hex>" with X-Hub-Signature-256 in constant time
+# (secure_memcmp) and answers 202 or 401 itself: no backend, no disk. The secret is
+# $BENCH_GITHUB_SECRET.
 bench_start_haproxy() {
     local dir=$1 port=$2 connections=$3
     shift 3
@@ -280,7 +281,7 @@ bench_start_haproxy() {
     fi
     cat >"$dir/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread ${BENCH_HAPROXY_THREADS:-1}
     maxconn $((connections + 64))
     pidfile $dir/haproxy.pid
     $global_tls
