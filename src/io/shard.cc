@@ -6,7 +6,9 @@
 #include "portcullis/http/error_bodies.hh"
 #include "shard_impl.hh"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -38,6 +40,26 @@ Shard::Impl::~Impl() {
 
 // ---- start-up ------------------------------------------------------------------------------
 
+namespace {
+
+// What a shard's recovery reads for Ingest::remember: every record while a route keeps an
+// ordering (its table has no window), else those younger than the longest dedup window; with
+// neither, none (only the newest segment, for a torn tail).
+int64_t remember_since(const config::Config& cfg, int64_t now_ns) {
+    int64_t window = 0;
+    for (const config::RouteConfig& r : cfg.routes) {
+        if (r.ordering) {
+            return INT64_MIN;
+        }
+        if (r.dedup) {
+            window = std::max(window, r.dedup->window_ns);
+        }
+    }
+    return now_ns - window;
+}
+
+} // namespace
+
 std::string Shard::Impl::init() {
     read_clocks();
     if (auto err = ring.init(ring_entries, shared.features.setup_flags()); !err.empty()) {
@@ -53,7 +75,8 @@ std::string Shard::Impl::init() {
     auto remember = [this](uint64_t, const queue::JobRecord& rec) { ingest.remember(rec); };
     queue::SpoolProgress* progress =
         shared.spool_progress != nullptr ? &shared.spool_progress[index] : nullptr;
-    if (auto err = spool.open(cfg->spool.dir, index, cfg->spool, remember, progress);
+    if (auto err = spool.open(cfg->spool.dir, index, cfg->spool, remember, progress,
+                              remember_since(*cfg, clock.unix_ns));
         !err.empty()) {
         return err;
     }

@@ -289,6 +289,22 @@ void JobTable::reserve(size_t jobs) {
     }
 }
 
+void JobTable::prefetch(const JobId& id) const {
+    if (!_index.empty()) {
+        __builtin_prefetch(&_index[home_of(hash_id(id))], 1);
+    }
+}
+
+void JobTable::reserve(const std::vector<size_t>& more_per_route) {
+    size_t more = 0;
+    for (size_t r = 0; r < more_per_route.size() && r < _routes.size(); ++r) {
+        more += more_per_route[r];
+        Route& route = _routes[r];
+        route.ready.reserve(route.ready.size() + more_per_route[r]);
+    }
+    reserve(_count + more);
+}
+
 void JobTable::index_insert(uint32_t index) {
     if ((_count + 1) * 10 > _index.size() * 7) {
         index_resize(std::max<size_t>(64, _index.size() * 2));
@@ -1040,6 +1056,74 @@ void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
     }
     for (Route& r : _routes) {
         prune(r);
+    }
+    if (_count * 4 <= _entries.size() && _entries.size() > compaction_slack) {
+        compact();
+    }
+}
+
+void JobTable::compact() {
+    // Live entries keep their order, so every heap, FIFO and sequence keeps its order too.
+    std::vector<uint32_t> moved_to(_entries.size(), no_index);
+    std::vector<Entry> kept;
+    kept.reserve(_count);
+    for (uint32_t i = 0; i < _entries.size(); ++i) {
+        if (_entries[i].has(flag_in_use)) {
+            moved_to[i] = static_cast<uint32_t>(kept.size());
+            kept.push_back(_entries[i]);
+        }
+    }
+    for (Route& r : _routes) {
+        RefRing ready;
+        ready.reserve(r.ready.size());
+        for (size_t i = 0; i < r.ready.size(); ++i) {
+            const Ref ref = r.ready.at(i);
+            if (live(ref)) {
+                ready.push_back({moved_to[ref.index], ref.generation});
+            }
+        }
+        r.ready = std::move(ready);
+        for (std::vector<Timer>* heap : {&r.delayed, &r.leases}) {
+            std::erase_if(*heap, [this](const Timer& t) { return !live(t); });
+            for (Timer& t : *heap) {
+                t.index = moved_to[t.index];
+            }
+            std::make_heap(heap->begin(), heap->end(), later<Timer>);
+            heap->shrink_to_fit();
+        }
+    }
+    for (Undo& u : _undo) {
+        if (u.index != no_index) {
+            u.index = moved_to[u.index];
+        }
+    }
+    for (Chain& c : _chains) {
+        for (uint32_t& index : c.jobs) {
+            index = moved_to[index];
+        }
+    }
+    auto renumber = [&](auto& map) {
+        std::remove_reference_t<decltype(map)> renumbered;
+        for (const auto& [index, value] : map) {
+            renumbered.emplace(moved_to[index], value);
+        }
+        map.swap(renumbered);
+    };
+    renumber(_due);
+    renumber(_chain_of);
+    renumber(_chain_ops);
+    _entries.swap(kept);
+    std::vector<uint32_t>().swap(_free_entries);
+    std::vector<uint32_t>().swap(moved_to);
+    std::vector<Entry>().swap(kept);
+    // Ops vectors keep the largest group's room; a mass settlement need not stay reserved.
+    _pending.shrink_to_fit();
+    _undo.shrink_to_fit();
+    // The index is rebuilt at its start-up size for what is left.
+    std::vector<IndexSlot>().swap(_index);
+    reserve(_count);
+    for (uint32_t i = 0; i < _entries.size(); ++i) {
+        index_place({i, hash_id(_entries[i].id)});
     }
 }
 

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace portcullis::queue {
@@ -44,7 +45,7 @@ void SpoolWriter::close_segment() {
 
 std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
                               const config::SpoolConfig& cfg, const RecordCallback& on_record,
-                              SpoolProgress* progress) {
+                              SpoolProgress* progress, int64_t remember_since_unix_ns) {
     _dir = dir;
     _progress = progress;
     _shard = shard;
@@ -63,6 +64,12 @@ std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
     if (!listed.error.empty()) {
         return listed.error;
     }
+    uint64_t newest = 0;
+    for (const SegmentFile& seg : listed.segments) {
+        if (seg.shard == shard) {
+            newest = std::max(newest, seg.seq);
+        }
+    }
     for (const SegmentFile& seg : listed.segments) {
         if (seg.shard != shard) {
             continue;
@@ -72,6 +79,16 @@ std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
                    " (was the file renamed?)";
         }
         _seq = std::max(_seq, seg.seq);
+        struct stat st {};
+        if (seg.seq != newest && remember_since_unix_ns != INT64_MIN &&
+            ::stat(seg.path.c_str(), &st) == 0 &&
+            static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec <
+                remember_since_unix_ns) {
+            // Finished before the last start (a newer segment follows) and older than anything
+            // on_record keeps: the control plane's index still reads and checks it.
+            ++_stats.segments_not_read;
+            continue;
+        }
         std::string error;
         ScanReport report = recover_segment(seg.path, on_record, error);
         if (!error.empty()) {

@@ -171,6 +171,56 @@ TEST(JobTable, AQueuedJobCostsAtMost64Bytes) {
     EXPECT_LE(grown.memory_bytes(), size_t{96} * jobs);
 }
 
+// Issue 19: once retention has deleted most of the spool, the table gives the memory back, and
+// what is left is as it was: states, due times, the FIFO's order, the timers.
+TEST(JobTable, RetentionGivesTheMemoryBack) {
+    constexpr uint32_t per_segment = 10'000;
+    constexpr uint32_t last = 9 * per_segment; // the last job of the 9 segments dropped
+    JobTable t({0});
+    for (uint32_t n = 1; n <= 10 * per_segment; ++n) {
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, (n - 1) / per_segment + 1, n)));
+    }
+    const size_t full = t.memory_bytes();
+    ASSERT_EQ(lease_ns(t, 0, last + 2, t0).size(), last + 2);
+    for (uint32_t n = 1; n <= last; ++n) {
+        ASSERT_EQ(t.ack(id_of(n), t0), JobTable::Settle::ok);
+    }
+    ASSERT_EQ(t.nack(id_of(last + 2), 5 * ns_per_s, t0), JobTable::Settle::ok);
+    t.ops_taken();
+    t.ops_durable(t.ops_unresolved());
+    for (uint64_t segment = 1; segment <= 9; ++segment) {
+        ASSERT_EQ(t.unsettled_in_segment(0, segment), 0u);
+        t.drop_segment(0, segment);
+    }
+    EXPECT_EQ(t.size(), per_segment);
+    EXPECT_LT(t.memory_bytes(), full / 5);
+    EXPECT_FALSE(t.find(id_of(last)).has_value());
+    EXPECT_EQ(must_find(t, last + 1).state, JobState::leased);
+    EXPECT_EQ(must_find(t, last + 1).due_ns, t0 + visibility);
+    EXPECT_EQ(must_find(t, last + 2).state, JobState::queued);
+    EXPECT_EQ(must_find(t, last + 2).due_ns, t0 + 5 * ns_per_s);
+    EXPECT_EQ(t.next_change_ns(0), t0 + 5 * ns_per_s);
+    // The queued jobs in their order, then the retry (due first), then the expired lease.
+    std::vector<uint32_t> want;
+    for (uint32_t n = last + 3; n <= 10 * per_segment; ++n) {
+        want.push_back(n);
+    }
+    want.push_back(last + 2);
+    want.push_back(last + 1);
+    EXPECT_EQ(lease_ns(t, 0, per_segment, t0 + visibility), want);
+    // And it goes on: new jobs, acks, the last segment dropped too.
+    ASSERT_TRUE(t.add(id_of(10 * per_segment + 1), 0, at(0, 11, 1)));
+    for (uint32_t n : want) {
+        ASSERT_EQ(t.ack(id_of(n), t0 + visibility), JobTable::Settle::ok);
+    }
+    t.ops_taken();
+    t.ops_durable(t.ops_unresolved());
+    t.drop_segment(0, 10);
+    EXPECT_EQ(t.size(), 1u);
+    EXPECT_LT(t.memory_bytes(), full / 100);
+    EXPECT_EQ(lease_ns(t, 0, 5, t0 + visibility), std::vector<uint32_t>{10 * per_segment + 1});
+}
+
 TEST(JobTable, LeaseCopiesEverythingOut) {
     JobTable t({5});
     ASSERT_TRUE(t.add(id_of(4), 0, at(3, 9, 4096)));

@@ -4,6 +4,7 @@
 // to on_cqe() later, some of them altered to inject a fault) to choose the order they arrive in.
 #include "portcullis/queue/spool_writer.hh"
 
+#include "portcullis/base/time.hh"
 #include "portcullis/queue/job_id.hh"
 #include "portcullis/queue/record.hh"
 #include "portcullis/queue/segment.hh"
@@ -280,6 +281,52 @@ TEST_F(SpoolWriterTest, ReopeningStartsANewSegmentAndKeepsTheOld) {
     EXPECT_EQ(again.stats().recovered_records, 1u);
     EXPECT_EQ(queue::list_segments(dir).segments.size(), 2u);
     EXPECT_EQ(bodies_on_disk(), std::vector<std::string>{"kept"});
+}
+
+// Issue 19: a deep spool is read once at start (by the control plane's index), not twice. A
+// shard reads a finished segment only when its records may still matter to on_record (its
+// mtime is at or after remember_since); the newest one always, for a torn tail.
+TEST_F(SpoolWriterTest, RecoverySkipsFinishedSegmentsOlderThanWhatItMustRemember) {
+    config::SpoolConfig cfg;
+    for (uint32_t n = 1; n <= 2; ++n) { // one segment per run: 1 and 2, then 3 is opened
+        queue::SpoolWriter w;
+        ASSERT_EQ(w.open(dir, 0, cfg), "");
+        auto rec = make_record("run " + std::to_string(n), n);
+        ASSERT_TRUE(w.append(rec, n, config::Durability::fsync));
+        std::map<uint64_t, bool> outcome;
+        settle(w, outcome, 1);
+    }
+    auto segments = queue::list_segments(dir).segments;
+    ASSERT_EQ(segments.size(), 2u);
+    // Both written an hour ago.
+    const int64_t now = base::unix_ns();
+    const timespec hour_ago[2] = {{now / 1'000'000'000 - 3600, 0}, {now / 1'000'000'000 - 3600, 0}};
+    for (const auto& seg : segments) {
+        ASSERT_EQ(::utimensat(AT_FDCWD, seg.path.c_str(), hour_ago, 0), 0);
+    }
+    auto bodies_seen = [&](int64_t since, uint64_t& not_read) {
+        std::vector<std::string> seen;
+        queue::SpoolWriter w;
+        auto on_record = [&](uint64_t, const queue::JobRecord& r) {
+            seen.emplace_back(reinterpret_cast<const char*>(r.body.data()), r.body.size());
+        };
+        EXPECT_EQ(w.open(dir, 0, cfg, on_record, nullptr, since), "");
+        not_read = w.stats().segments_not_read;
+        return seen;
+    };
+    uint64_t not_read = 0;
+    // Remembering the last 10 minutes: only the newest segment is read (segment 3 is new and
+    // empty after the first of these opens, and is then the newest).
+    EXPECT_EQ(bodies_seen(now - 600 * 1'000'000'000LL, not_read),
+              std::vector<std::string>{"run 2"});
+    EXPECT_EQ(not_read, 1u);
+    EXPECT_TRUE(bodies_seen(now - 600 * 1'000'000'000LL, not_read).empty());
+    EXPECT_EQ(not_read, 2u);
+    // Remembering two hours, or everything (an ordered route): all of them.
+    EXPECT_EQ(bodies_seen(now - 7200 * 1'000'000'000LL, not_read),
+              (std::vector<std::string>{"run 1", "run 2"}));
+    EXPECT_EQ(not_read, 0u);
+    EXPECT_EQ(bodies_seen(INT64_MIN, not_read), (std::vector<std::string>{"run 1", "run 2"}));
 }
 
 TEST_F(SpoolWriterTest, BatchSyncIsDueWithinItsWindowAndNoneNeverSyncs) {

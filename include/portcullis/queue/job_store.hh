@@ -223,7 +223,7 @@ private:
         JobLocation where;
         uint64_t order_key;
     };
-    // What a poll finds is a few records; a start-up finds the whole spool, whose list is freed.
+    // A start-up or a backlog finds more: the tables reserve room, and the list is unmapped.
     static constexpr size_t found_keep = 4096;
 
     // Adds the records advance() found to the table, oldest first.
@@ -285,12 +285,58 @@ private:
     // the first take_ops() reads it.
     int64_t _ledger_end = -1;
     bool _ledger_torn = false; // a failed group's bytes could not be cut yet
-    std::string _scratch;
-    std::string _cache; // read(): bytes of one segment from _cache_from
+    // Where advance() reads a segment: grown without zero-filling (the read overwrites it).
+    class ReadBuffer {
+    public:
+        uint8_t* room(size_t bytes) {
+            if (bytes > _capacity) {
+                _data = std::make_unique_for_overwrite<uint8_t[]>(bytes);
+                _capacity = bytes;
+            }
+            return _data.get();
+        }
+        void trim(size_t keep) {
+            if (_capacity > keep) {
+                _data.reset();
+                _capacity = 0;
+            }
+        }
+
+    private:
+        std::unique_ptr<uint8_t[]> _data;
+        size_t _capacity = 0;
+    };
+    ReadBuffer _scratch;
+    bool _opening = false; // open() reads segment after segment: keep the buffer between them
+    std::string _cache;    // read(): bytes of one segment from _cache_from
     uint32_t _cache_shard = 0;
     uint64_t _cache_segment = 0; // 0: empty (segments count from 1)
     uint64_t _cache_from = 0;
-    std::vector<Found> _found;
+    // What advance() found, for add_found(): a few records a poll, the whole spool at start-up.
+    // Pages of its own (grown by mremap, no copy), given back whole to the system once a
+    // start-up's list is added: tens of bytes a job must not stay in the allocator's free lists.
+    class FoundList {
+    public:
+        FoundList() = default;
+        FoundList(const FoundList&) = delete;
+        FoundList& operator=(const FoundList&) = delete;
+        ~FoundList() { release(); }
+        void push_back(const Found& f);
+        size_t size() const { return _size; }
+        Found* begin() { return _data; }
+        Found* end() { return _data + _size; }
+        const Found& operator[](size_t i) const { return _data[i]; }
+        void clear() { _size = 0; }
+        // Unmaps it when it holds more than keep bytes.
+        void trim(size_t keep);
+
+    private:
+        void release();
+        Found* _data = nullptr;
+        size_t _size = 0;
+        size_t _bytes = 0; // mapped
+    };
+    FoundList _found;
     StoreStats _stats;
 };
 

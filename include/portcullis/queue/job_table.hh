@@ -172,6 +172,12 @@ public:
     // Start-up: room for this many jobs in all, so that indexing a deep spool grows nothing
     // (and leaves no copies behind: the index is sized to the count, not to a power of two).
     void reserve(size_t jobs);
+    // The same for this many more jobs of each route (index = route number), the ready FIFOs
+    // included.
+    void reserve(const std::vector<size_t>& more_per_route);
+    // Start-up: brings the index slot where the id's probe starts into the cache, a few add()s
+    // ahead of the one that needs it (a deep spool's adds otherwise wait on a miss each).
+    void prefetch(const JobId& id) const;
 
     // Leases up to max ready jobs of route (ready: queued and not-before <= now), in the order
     // they became ready. First moves the route's timers that are due: retries whose not-before
@@ -406,6 +412,10 @@ private:
     void move(uint32_t index, JobState to, uint16_t attempts, int64_t due_ns);
     void leave_state(Entry& e, Route& r);
     void remove_entry(uint32_t index);
+    // After drop_segment: when at most a quarter of the entries are in use, moves the live ones
+    // to the front (renumbering every reference to them, in order) and gives the rest of every
+    // container back, so that what retention deleted costs no memory afterwards.
+    void compact();
     void push_timer(std::vector<Timer>& heap, size_t live_count, Timer t);
     void push_ready(Route& r, uint32_t index);
     // Pops stale slots off the fronts, so that next_change_ns reads a live timer; compaction

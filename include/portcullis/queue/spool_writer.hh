@@ -67,7 +67,8 @@ struct SpoolStats {
     uint64_t groups = 0;   // group commits
     uint64_t failures = 0; // groups answered 503
     uint64_t segments_opened = 0;
-    uint64_t recovered_records = 0; // valid records found at start
+    uint64_t recovered_records = 0; // valid records found at start, in the segments read
+    uint64_t segments_not_read = 0; // older than remember_since_unix_ns: nothing to recover
     uint64_t cut_tail_bytes = 0;    // torn tails cut at start
     uint64_t deepest_inflight = 0;  // the most groups in flight at once
     uint64_t overlapped_groups = 0; // groups submitted while an earlier one was in flight
@@ -94,8 +95,12 @@ public:
     // through the log; on_record sees every valid record) and starts a new segment. Blocking
     // I/O; returns "" or the error. progress (may be null) is told, from then on, the segment
     // and the end of every group that completes.
+    // Only the shard's newest segment can end in a torn write; the others are read only for
+    // on_record, and only when written to at or after remember_since_unix_ns (their mtime): a
+    // deep spool whose jobs are older than every dedup window is not read twice at start.
     std::string open(const std::string& dir, uint32_t shard, const config::SpoolConfig& cfg,
-                     const RecordCallback& on_record = {}, SpoolProgress* progress = nullptr);
+                     const RecordCallback& on_record = {}, SpoolProgress* progress = nullptr,
+                     int64_t remember_since_unix_ns = INT64_MIN);
 
     // Queues a sealed record. `record` must stay valid until the cookie is reported. Returns
     // false when the spool cannot take it now (group full, or the disk failed recently): the
