@@ -4,6 +4,7 @@
 #include "portcullis/admin/consumer_store.hh"
 #include "portcullis/base/encoding.hh"
 #include "portcullis/base/log.hh"
+#include "portcullis/base/memory.hh"
 #include "portcullis/cli/args.hh"
 #include "portcullis/config/snapshot.hh"
 #include "portcullis/config/summary.hh"
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <mimalloc.h>
 
 namespace portcullis::cli {
 
@@ -188,6 +190,9 @@ int run_serve(int argc, char** argv) {
         std::fputs(cmd.usage().c_str(), stdout);
         return 0;
     }
+    // mimalloc keeps freed memory for reuse; after a large release (a drained backlog) the
+    // control plane asks it to give it back.
+    base::set_release_hook(+[] { mi_collect(true); });
     if (!a.error.empty() || !a.has("config")) {
         std::fprintf(stderr, "portcullis serve: %s\n",
                      a.error.empty() ? "-c PATH is required" : a.error.c_str());

@@ -459,6 +459,8 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
     // The control plane indexes the spool once the shards have recovered it, before they serve.
     std::unique_ptr<admin::ControlPlane> control;
     std::string admin_address;
+    std::atomic<bool> control_stop{false};
+    std::thread control_thread;
     if (failure.empty() && cfg.admin.listen) {
         std::string error;
         std::vector<int> fds = open_listeners(*cfg.admin.listen, 1, error);
@@ -477,7 +479,17 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
                 ports.push_back(shard->port());
             }
             control->set_shards(ports);
-            if (auto err = control->init(fds[0]); !err.empty()) {
+            // Its thread indexes the spool too: the allocator gives memory back to the thread
+            // that took it, and what indexing a deep spool takes is freed by the control
+            // plane's own loop (retention), never by this thread, which only waits for signals.
+            std::promise<std::string> control_ready;
+            control_thread = std::thread([&, fd = fds[0]] {
+                control_ready.set_value(control->init(fd));
+                if (go_future.get()) {
+                    control->run(control_stop);
+                }
+            });
+            if (auto err = control_ready.get_future().get(); !err.empty()) {
                 failure = "control plane: " + err;
             }
             control->observe(metric_views(all),
@@ -497,6 +509,9 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
         for (auto& t : threads) {
             t.join();
         }
+        if (control_thread.joinable()) {
+            control_thread.join();
+        }
         LogLine(Level::error, "cannot start: " + failure).write();
         return 1;
     }
@@ -515,14 +530,11 @@ int serve(std::unique_ptr<config::Snapshot> snapshot, const std::string& path) {
             .field("shards", static_cast<int64_t>(shards))
             .write();
     }
-    std::atomic<bool> control_stop{false};
-    std::thread control_thread;
     if (control) {
         LogLine(Level::info, "listening")
             .field("plane", "admin")
             .field("address", admin_address)
             .write();
-        control_thread = std::thread([&] { control->run(control_stop); });
     }
     // Every listener is open and the spool recovered (each shard's init, then the control
     // plane's index): systemd may start what is ordered after us.

@@ -1,6 +1,7 @@
 #include "portcullis/queue/job_store.hh"
 
 #include "portcullis/base/log.hh"
+#include "portcullis/base/memory.hh"
 #include "portcullis/queue/lanes.hh"
 #include "portcullis/queue/ledger.hh"
 #include "portcullis/queue/segment.hh"
@@ -304,6 +305,7 @@ std::string JobStore::open(const config::Snapshot& snapshot,
         .field("damaged_regions", static_cast<int64_t>(_stats.damaged_regions))
         .write();
     retire(now_ns);
+    base::release_free_memory(); // what indexing a deep spool used and freed
     return {};
 }
 
@@ -722,6 +724,10 @@ size_t JobStore::retire(int64_t now_ns) {
     }
     for (uint32_t shard : synced) {
         sync_dir(_dir + "/shard-" + std::to_string(shard));
+    }
+    if (deleted != 0) {
+        // Its jobs' entries are gone (and the tables compact once most are): return the memory.
+        base::release_free_memory();
     }
     return deleted;
 }

@@ -23,11 +23,14 @@
 //
 // Cost: lease, ack, nack and replay are O(log n) (heaps) or O(1) amortised (hash map, ready
 // FIFO); nothing allocates per job beyond amortised vector growth, except that a job entering the
-// dead letters allocates one set node. drop_segment and snapshot_ops are O(n) scans (rare).
-// Memory: about 92 bytes per queued job in a table of a million (memory_bytes() / size() in
-// BM_LeaseAck100/1000000): the 64-byte entry, an 8-byte hash slot at most 70% full and an 8-byte
-// FIFO slot, plus vector slack; a leased or delayed job has a 16-byte heap slot instead of the
-// FIFO slot. Jobs stay in the table when done, until drop_segment.
+// dead letters allocates one set node, and a leased or delayed job one node for its due time.
+// drop_segment and snapshot_ops are O(n) scans (rare).
+// Memory (issue 19: at most 64 bytes per queued job): the 40-byte entry, an 8-byte index slot at
+// most 70% full (11.4 bytes a job when reserve() sized it) and an 8-byte FIFO slot: 59.4 bytes a
+// job after a start-up's reserve() (AQueuedJobCostsAtMost64Bytes; 58-60 bytes of RSS a job in
+// bench/spool/deep). A leased or delayed job has a 16-byte heap slot instead of the FIFO slot and
+// a map node for its due time. Jobs stay in the table when done, until drop_segment; once
+// retention has dropped three quarters of the entries the table compacts and frees the rest.
 //
 // Durability. A change is made in the table at once (a lease must see it), and the job's prior
 // state is kept in an undo log (24 bytes an op, a vector that stops growing at the largest
