@@ -32,6 +32,28 @@ TEST(Hex, RejectsOddLengthBadDigitsAndOverflow) {
     EXPECT_EQ(out[1], 0xcd);
 }
 
+// The 16-digits-a-step path (a 64-digit signature, as GitHub and Stripe send): every byte that is
+// not a digit, at every position, is refused; both cases of every digit decode.
+TEST(Hex, EveryBadByteAtEveryPositionOfALongStringIsRefused) {
+    const std::string good = "0123456789abcdefABCDEF0123456789fedcba9876543210FEDCBA0011223344";
+    ASSERT_EQ(good.size(), 64u);
+    uint8_t out[32];
+    ASSERT_EQ(hex_decode(good, out).value(), 32u);
+    EXPECT_EQ(hex(std::span<const uint8_t>(out, 8)), "0123456789abcdef");
+    EXPECT_EQ(hex(std::span<const uint8_t>(out + 8, 8)), "abcdef0123456789");
+    EXPECT_EQ(hex(std::span<const uint8_t>(out + 24, 8)), "fedcba0011223344");
+    for (size_t at = 0; at < good.size(); ++at) {
+        for (int b = 0; b < 256; ++b) {
+            const char c = static_cast<char>(b);
+            const bool digit =
+                (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+            std::string bad = good;
+            bad[at] = c;
+            EXPECT_EQ(hex_decode(bad, out).has_value(), digit) << "byte " << b << " at " << at;
+        }
+    }
+}
+
 TEST(Base64, MatchesRfc4648Vectors) {
     struct Row {
         std::string plain, standard, url;
