@@ -65,6 +65,38 @@ TEST(ConnectionCounts, KeysInOneBucketAreCountedApart) {
     EXPECT_EQ(counts.open(key_in_bucket(3)), 0u);
 }
 
+// acquire's first try is one atomic add on the key's home slot; a key whose home another key
+// holds (counting, or free under its tag) is counted elsewhere, and neither count is disturbed.
+TEST(ConnectionCounts, KeysSharingAHomeSlotAreCountedApart) {
+    ConnectionCounts counts(100);
+    const uint64_t a = key_in_bucket(0), b = key_in_bucket(8); // tags 1 and 9: both home 1
+    const ConnectionCounts::Ticket ta = counts.acquire(a, 5);
+    ASSERT_TRUE(ta.admitted);
+    EXPECT_EQ(ta.slot, 1);
+    const ConnectionCounts::Ticket tb = counts.acquire(b, 5);
+    ASSERT_TRUE(tb.admitted);
+    EXPECT_NE(tb.slot, 1);
+    EXPECT_EQ(counts.open(a), 1u);
+    EXPECT_EQ(counts.open(b), 1u);
+    counts.release(ta);
+    EXPECT_EQ(counts.open(a), 0u);
+    EXPECT_EQ(counts.open(b), 1u);
+    // b's next connection joins its count where it is; home 1 is free under a's tag, and a's
+    // next connection takes it back with the one add.
+    const ConnectionCounts::Ticket tb2 = counts.acquire(b, 5);
+    EXPECT_EQ(tb2.slot, tb.slot);
+    const ConnectionCounts::Ticket ta2 = counts.acquire(a, 5);
+    ASSERT_TRUE(ta2.admitted);
+    EXPECT_EQ(ta2.slot, 1);
+    EXPECT_EQ(counts.open(a), 1u);
+    EXPECT_EQ(counts.open(b), 2u);
+    for (const auto& t : {tb, tb2, ta2}) {
+        counts.release(t);
+    }
+    EXPECT_EQ(counts.open(a), 0u);
+    EXPECT_EQ(counts.open(b), 0u);
+}
+
 TEST(ConnectionCounts, AFullBucketAdmitsUncountedAndRecovers) {
     ConnectionCounts counts(100);
     std::vector<ConnectionCounts::Ticket> held;

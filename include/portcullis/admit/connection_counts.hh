@@ -15,14 +15,17 @@
 // fills only by a very unlikely concentration of keys. A connection whose bucket is full is
 // admitted uncounted, and counted in untracked(): a full table never refuses or blocks.
 //
-// Concurrency. acquire adds one to the key's slot by compare-and-swap, or claims a free slot for
-// it, then reads the bucket again and sums every slot of the key; over the cap, it gives its
-// count back and refuses. Two racing claims of a new key may land in two slots; the sums count
-// both. So no connection is admitted while the cap is already reached; at the cap, two racing
-// connections of one client may both be refused where one would have fitted, and so may one that
-// loses its compare-and-swap 64 times in a row to rivals on its bucket. release subtracts
-// from the very slot acquire counted in; a slot with a count cannot change its tag, so this is a
-// plain atomic subtraction.
+// Concurrency. acquire first adds one to the key's home slot (one of the eight, chosen by its
+// tag) with a plain atomic add, which holds when that slot carries the key's tag (counting or
+// free); otherwise it takes the add back (another key's count was one too high for that
+// instant) and adds one to the key's slot elsewhere by compare-and-swap, or claims a free slot
+// for it, the home slot first. Either way it then reads the bucket again and sums every slot of
+// the key; over the cap, it gives its count back and refuses. Two racing claims of a new key may
+// land in two slots; the sums count both. So no connection is admitted while the cap is already
+// reached; at the cap, two racing connections of one client may both be refused where one would
+// have fitted, and so may one that loses its compare-and-swap 64 times in a row to rivals on its
+// bucket. release subtracts from the very slot acquire counted in; a slot with a count cannot
+// change its tag, so this is a plain atomic subtraction.
 #pragma once
 
 #include <atomic>
