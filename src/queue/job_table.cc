@@ -102,7 +102,8 @@ void JobTable::RefRing::reserve(size_t n) {
         return;
     }
     size_t capacity = std::bit_ceil(std::max<size_t>(16, n));
-    auto grown = std::make_unique_for_overwrite<Ref[]>(capacity);
+    std::unique_ptr<Ref[], Release> grown(base::PageAllocator<Ref>().allocate(capacity),
+                                          Release(capacity));
     for (size_t i = 0; i < _count; ++i) {
         grown[i] = _slots[(_head + i) & (_capacity - 1)];
     }
@@ -269,7 +270,7 @@ void JobTable::index_place(IndexSlot slot) {
 }
 
 void JobTable::index_resize(size_t slots) {
-    std::vector<IndexSlot> old(slots);
+    Pages<IndexSlot> old(slots);
     old.swap(_index);
     for (const IndexSlot& slot : old) {
         if (slot.entry != no_index) {
@@ -1064,8 +1065,8 @@ void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
 
 void JobTable::compact() {
     // Live entries keep their order, so every heap, FIFO and sequence keeps its order too.
-    std::vector<uint32_t> moved_to(_entries.size(), no_index);
-    std::vector<Entry> kept;
+    Pages<uint32_t> moved_to(_entries.size(), no_index);
+    Pages<Entry> kept;
     kept.reserve(_count);
     for (uint32_t i = 0; i < _entries.size(); ++i) {
         if (_entries[i].has(flag_in_use)) {
@@ -1114,13 +1115,13 @@ void JobTable::compact() {
     renumber(_chain_ops);
     _entries.swap(kept);
     std::vector<uint32_t>().swap(_free_entries);
-    std::vector<uint32_t>().swap(moved_to);
-    std::vector<Entry>().swap(kept);
+    Pages<uint32_t>().swap(moved_to);
+    Pages<Entry>().swap(kept);
     // Ops vectors keep the largest group's room; a mass settlement need not stay reserved.
     _pending.shrink_to_fit();
     _undo.shrink_to_fit();
     // The index is rebuilt at its start-up size for what is left.
-    std::vector<IndexSlot>().swap(_index);
+    Pages<IndexSlot>().swap(_index);
     reserve(_count);
     for (uint32_t i = 0; i < _entries.size(); ++i) {
         index_place({i, hash_id(_entries[i].id)});

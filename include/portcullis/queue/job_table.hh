@@ -72,6 +72,7 @@
 // routes.
 #pragma once
 
+#include "portcullis/base/zeroed_pages.hh"
 #include "portcullis/queue/job_id.hh"
 #include "portcullis/queue/ledger.hh"
 
@@ -354,7 +355,14 @@ private:
         void filter(F&& keep);
 
     private:
-        std::unique_ptr<Ref[]> _slots;
+        // Pages of its own past a MiB (base::PageAllocator), never initialised.
+        struct Release {
+            Release() noexcept : capacity(0) {}
+            explicit Release(size_t n) noexcept : capacity(n) {}
+            void operator()(Ref* p) const { base::PageAllocator<Ref>().deallocate(p, capacity); }
+            size_t capacity;
+        };
+        std::unique_ptr<Ref[], Release> _slots;
         size_t _capacity = 0; // a power of two
         size_t _head = 0;
         size_t _count = 0;
@@ -454,11 +462,15 @@ private:
     JobInfo info(uint32_t index) const;
     bool exhausted(const Entry& e) const;
 
-    std::vector<Entry> _entries;
+    // The containers that grow with the spool hold pages of their own (base::PageAllocator): what
+    // retention frees goes back to the system at once.
+    template <typename T>
+    using Pages = std::vector<T, base::PageAllocator<T>>;
+    Pages<Entry> _entries;
     std::vector<uint32_t> _free_entries;
     size_t _count = 0;
     // Open addressing with linear probing, at most 70% full.
-    std::vector<IndexSlot> _index;
+    Pages<IndexSlot> _index;
     std::vector<Route> _routes;
     std::vector<Segment> _segments;
     std::vector<uint32_t> _free_segments;
