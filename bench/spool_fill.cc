@@ -73,18 +73,6 @@ bool parse_u64(std::string_view s, uint64_t& out) {
     return ec == std::errc() && end == s.data() + s.size();
 }
 
-bool route_name_valid(std::string_view s) {
-    if (s.empty() || s.size() > 64) {
-        return false;
-    }
-    for (char c : s) {
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 // Returns "" or what is wrong.
 std::string parse_options(int argc, char** argv, Options& o) {
     for (int i = 1; i < argc; ++i) {
@@ -105,7 +93,7 @@ std::string parse_options(int argc, char** argv, Options& o) {
                 return "--jobs: a positive number";
             }
         } else if (arg == "--route") {
-            if (!route_name_valid(value)) {
+            if (!config::is_name(value)) {
                 return "--route: 1 to 64 of [a-z0-9_-]";
             }
             o.route = value;

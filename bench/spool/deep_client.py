@@ -99,6 +99,15 @@ def cmd_ready(a):
 # ---- latency --------------------------------------------------------------------------------
 
 
+def timed(conn, method, path, body, h):
+    """One request on the keep-alive connection: its status, its body and its round trip."""
+    t0 = time.perf_counter()
+    conn.request(method, path, body, h)
+    r = conn.getresponse()
+    data = r.read()
+    return r.status, data, time.perf_counter() - t0
+
+
 def cmd_latency(a):
     conn = connect(a.port)
     h = headers(a.token)
@@ -108,41 +117,30 @@ def cmd_latency(a):
     errors = []
     acked = 0
     for _ in range(a.count):
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/lease", one, h)
-        r = conn.getresponse()
-        data = r.read()
-        t1 = time.perf_counter()
+        status, data, took = timed(conn, "POST", "/v1/lease", one, h)
         ids = ID_RE.findall(data)
-        if r.status != 200 or len(ids) != 1:
-            errors.append(f"lease:{r.status}:{len(ids)}")
+        if status != 200 or len(ids) != 1:
+            errors.append(f"lease:{status}:{len(ids)}")
             break
-        lease_t.append(t1 - t0)
-        conn.request("POST", f"/v1/jobs/{ids[0].decode()}/ack", b"", h)
-        r = conn.getresponse()
-        r.read()
-        ack_t.append(time.perf_counter() - t1)
-        if r.status != 200:
-            errors.append(f"ack:{r.status}")
+        lease_t.append(took)
+        status, _, took = timed(conn, "POST", f"/v1/jobs/{ids[0].decode()}/ack", b"", h)
+        ack_t.append(took)
+        if status != 200:
+            errors.append(f"ack:{status}")
             break
         acked += 1
     for _ in range(a.batches):
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/lease", hundred, h)
-        r = conn.getresponse()
-        data = r.read()
-        t1 = time.perf_counter()
+        status, data, took = timed(conn, "POST", "/v1/lease", hundred, h)
         ids = ID_RE.findall(data)
-        if r.status != 200 or not ids:
-            errors.append(f"batch-lease:{r.status}:{len(ids)}")
+        if status != 200 or not ids:
+            errors.append(f"batch-lease:{status}:{len(ids)}")
             break
-        blease_t.append(t1 - t0)
-        conn.request("POST", "/v1/ack", b'{"ids":["' + b'","'.join(ids) + b'"]}', h)
-        r = conn.getresponse()
-        answer = json.loads(r.read())
-        back_t.append(time.perf_counter() - t1)
-        if r.status != 200 or answer["failed"]:
-            errors.append(f"batch-ack:{r.status}:{len(answer.get('failed', []))}")
+        blease_t.append(took)
+        status, data, took = timed(conn, "POST", "/v1/ack", b'{"ids":["' + b'","'.join(ids) + b'"]}', h)
+        answer = json.loads(data)
+        back_t.append(took)
+        if status != 200 or answer["failed"]:
+            errors.append(f"batch-ack:{status}:{len(answer.get('failed', []))}")
             break
         acked += len(answer["settled"])
     conn.close()
