@@ -170,11 +170,9 @@ def consumer(port, token, route, batch, nack, budget, go, out):
         if take == 0:
             break
         body = json.dumps({"route": route, "max": take, "visibility": "10m"}).encode()
-        conn.request("POST", "/v1/lease", body, h)
-        r = conn.getresponse()
-        data = r.read()
-        if r.status != 200:
-            errors.append(f"lease:{r.status}")
+        status, data, _ = timed(conn, "POST", "/v1/lease", body, h)
+        if status != 200:
+            errors.append(f"lease:{status}")
             break
         ids = ID_RE.findall(data)
         if len(ids) < take:
@@ -184,11 +182,9 @@ def consumer(port, token, route, batch, nack, budget, go, out):
             break
         path = "/v1/nack" if nack else "/v1/ack"
         payload = b'{"ids":["' + b'","'.join(ids) + b'"]' + (b',"delay":"0s"}' if nack else b"}")
-        conn.request("POST", path, payload, h)
-        r = conn.getresponse()
-        answer = r.read()
-        if r.status != 200:
-            errors.append(f"{path}:{r.status}")
+        status, answer, _ = timed(conn, "POST", path, payload, h)
+        if status != 200:
+            errors.append(f"{path}:{status}")
             break
         doc = json.loads(answer)
         settled += len(doc["settled"])

@@ -2,6 +2,7 @@
 
 #include "portcullis/base/log.hh"
 #include "portcullis/base/memory.hh"
+#include "portcullis/base/zeroed_pages.hh"
 #include "portcullis/queue/lanes.hh"
 #include "portcullis/queue/ledger.hh"
 #include "portcullis/queue/segment.hh"
@@ -206,7 +207,6 @@ std::string JobStore::open(const config::Snapshot& snapshot,
         _tails[f.shard].seq = std::max(_tails[f.shard].seq, f.seq);
     }
     _opening = false;
-    _scratch.trim(scratch_keep_bytes);
 
     add_found(); // before the ledger: its ops apply to these jobs
     const std::string ledger = _dir + "/ledger.log";
@@ -397,11 +397,9 @@ size_t JobStore::advance(uint32_t shard, uint64_t seq, Segment& seg) {
         note_damage(path, r.valid_end, r.tail_bytes, describe(r.tail_why));
     }
     seg.size = from + got;
-    // A start-up or a backlog reads a whole segment at once; tailing needs a few KiB. Do not
-    // keep tens of MiB for the next poll (a start-up keeps them for the next segment).
-    if (!_opening) {
-        _scratch.trim(scratch_keep_bytes);
-    }
+    // A backlog is read a whole segment at once; tailing needs a few KiB. Do not keep tens of
+    // MiB for the next poll.
+    _scratch.trim(scratch_keep_bytes);
     return found;
 }
 
@@ -431,9 +429,8 @@ void JobStore::note_damage(const std::string& path, uint64_t offset, uint64_t le
 
 void JobStore::FoundList::push_back(const Found& f) {
     if ((_size + 1) * sizeof(Found) > _bytes) {
-        const size_t bytes = std::max<size_t>(_bytes * 2, 1 << 20);
-        void* grown = _data == nullptr ? ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
-                                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        const size_t bytes = std::max(_bytes * 2, first_bytes);
+        void* grown = _data == nullptr ? base::map_zeroed(bytes)
                                        : ::mremap(_data, _bytes, bytes, MREMAP_MAYMOVE);
         if (grown == MAP_FAILED) {
             std::abort(); // as std::vector would throw: the system is out of memory
@@ -444,15 +441,15 @@ void JobStore::FoundList::push_back(const Found& f) {
     _data[_size++] = f;
 }
 
-void JobStore::FoundList::trim(size_t keep) {
-    if (_bytes > keep) {
+void JobStore::FoundList::trim() {
+    if (_bytes > first_bytes) {
         release();
     }
 }
 
 void JobStore::FoundList::release() {
     if (_data != nullptr) {
-        ::munmap(_data, _bytes);
+        base::unmap_zeroed(_data, _bytes);
     }
     _data = nullptr;
     _size = 0;
@@ -475,7 +472,7 @@ void JobStore::add_found() {
     if (!std::is_sorted(_found.begin(), _found.end(), before)) {
         std::sort(_found.begin(), _found.end(), before);
     }
-    if (_found.size() > found_keep) {
+    if (_found.size() > reserve_from) {
         // A start-up (or a long backlog): the tables take it all at once, with no growth.
         std::vector<size_t> per_route(_route_names.size(), 0);
         for (const Found& f : _found) {
@@ -506,7 +503,7 @@ void JobStore::add_found() {
         }
     }
     _found.clear();
-    _found.trim(found_keep * sizeof(Found));
+    _found.trim();
 }
 
 size_t JobStore::poll() {

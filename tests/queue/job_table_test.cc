@@ -221,6 +221,38 @@ TEST(JobTable, RetentionGivesTheMemoryBack) {
     EXPECT_EQ(lease_ns(t, 0, 5, t0 + visibility), std::vector<uint32_t>{10 * per_segment + 1});
 }
 
+// Compaction renumbers the entries an ordered route's sequences hold: what is left goes on in
+// order, one job per key at a time.
+TEST(JobTable, CompactionKeepsOrderedSequences) {
+    constexpr uint32_t per_segment = 100;
+    JobTable t({RouteOptions{0, false, true}});
+    for (uint32_t n = 1; n <= 5 * per_segment; ++n) {
+        ASSERT_TRUE(t.add(id_of(n), 0, at(0, (n - 1) / per_segment + 1, n), n % 2));
+    }
+    auto settle_next_two = [&](uint32_t first) {
+        EXPECT_EQ(lease_ns(t, 0, 10, t0), (std::vector<uint32_t>{first, first + 1}));
+        for (uint32_t n : {first, first + 1}) {
+            ASSERT_EQ(t.ack(id_of(n), t0), JobTable::Settle::ok);
+        }
+        t.ops_taken();
+        t.ops_durable(t.ops_unresolved());
+    };
+    for (uint32_t n = 1; n <= 4 * per_segment; n += 2) {
+        settle_next_two(n);
+    }
+    const size_t full = t.memory_bytes();
+    for (uint64_t segment = 1; segment <= 4; ++segment) {
+        ASSERT_EQ(t.unsettled_in_segment(0, segment), 0u);
+        t.drop_segment(0, segment);
+    }
+    EXPECT_EQ(t.size(), per_segment);
+    EXPECT_LT(t.memory_bytes(), full);
+    for (uint32_t n = 4 * per_segment + 1; n <= 5 * per_segment; n += 2) {
+        settle_next_two(n);
+    }
+    EXPECT_TRUE(lease_ns(t, 0, 10, t0).empty());
+}
+
 TEST(JobTable, LeaseCopiesEverythingOut) {
     JobTable t({5});
     ASSERT_TRUE(t.add(id_of(4), 0, at(3, 9, 4096)));

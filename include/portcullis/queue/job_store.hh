@@ -223,8 +223,8 @@ private:
         JobLocation where;
         uint64_t order_key;
     };
-    // A start-up or a backlog finds more: the tables reserve room, and the list is unmapped.
-    static constexpr size_t found_keep = 4096;
+    // Past this many found at once (a start-up, a backlog), the tables reserve room for them all.
+    static constexpr size_t reserve_from = 4096;
 
     // Adds the records advance() found to the table, oldest first.
     void add_found();
@@ -307,7 +307,7 @@ private:
         size_t _capacity = 0;
     };
     ReadBuffer _scratch;
-    bool _opening = false; // open() reads segment after segment: keep the buffer between them
+    bool _opening = false; // open() maps the segments (no writer touches them then)
     std::string _cache;    // read(): bytes of one segment from _cache_from
     uint32_t _cache_shard = 0;
     uint64_t _cache_segment = 0; // 0: empty (segments count from 1)
@@ -327,10 +327,11 @@ private:
         Found* end() { return _data + _size; }
         const Found& operator[](size_t i) const { return _data[i]; }
         void clear() { _size = 0; }
-        // Unmaps it when it holds more than keep bytes.
-        void trim(size_t keep);
+        // Unmaps it when it grew past its first mapping (a poll's few records stay in that).
+        void trim();
 
     private:
+        static constexpr size_t first_bytes = size_t{1} << 20;
         void release();
         Found* _data = nullptr;
         size_t _size = 0;
