@@ -9,12 +9,15 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <system_error>
+#include <thread>
 #include <unistd.h>
 
 namespace portcullis::queue {
@@ -63,6 +66,76 @@ private:
 };
 // How much read() reads at a time when the record asked for is not in its buffer.
 constexpr uint64_t read_ahead_bytes = 1024 * 1024;
+
+// Start-up's reading ahead, on a thread of its own: it asks the page cache for the segments
+// after the one being scanned, up to lead_bytes past it. A WILLNEED blocks once the device's
+// queue is full, so asked for by the scanning thread it made reading and indexing take turns
+// (start-up took the disk's time plus the index's); from here the disk reads while the scan
+// runs. 10 M jobs: 0.68-0.73x dd's rate before, 0.83-0.86x after (bench/spool/deep).
+class ReadAhead {
+public:
+    static constexpr uint64_t lead_bytes = 256ull * 1024 * 1024;
+
+    explicit ReadAhead(const std::vector<SegmentFile>& segments) : _segments(segments) {
+        try {
+            _thread = std::thread([this] { run(); });
+        } catch (const std::system_error&) {
+            // No thread to spare: the scan's own readahead (MADV_SEQUENTIAL) still reads.
+        }
+    }
+    ReadAhead(const ReadAhead&) = delete;
+    ReadAhead& operator=(const ReadAhead&) = delete;
+    ~ReadAhead() {
+        _scanning.store(SIZE_MAX, std::memory_order_release);
+        _scanning.notify_one();
+        if (_thread.joinable()) {
+            _thread.join();
+        }
+    }
+
+    // The scan has reached segment i.
+    void scanning(size_t i) {
+        _scanning.store(i, std::memory_order_release);
+        _scanning.notify_one();
+    }
+
+private:
+    void run() {
+        // before[i]: the bytes of the segments before i.
+        std::vector<uint64_t> before(_segments.size() + 1, 0);
+        for (size_t i = 0; i < _segments.size(); ++i) {
+            before[i + 1] = before[i] + _segments[i].size;
+        }
+        for (size_t i = 1; i < _segments.size(); ++i) {
+            size_t at = _scanning.load(std::memory_order_acquire);
+            while (at < i && before[i] - before[at] > lead_bytes) {
+                _scanning.wait(at, std::memory_order_acquire);
+                at = _scanning.load(std::memory_order_acquire);
+            }
+            if (at == SIZE_MAX) {
+                return;
+            }
+            if (at >= i) {
+                continue; // the scan got there first
+            }
+            const int fd = ::open(_segments[i].path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                continue; // the scan reports it
+            }
+            // One WILLNEED reads at most the device's readahead window (read_ahead_kb, 128 KiB
+            // by default): ask for the segment in pieces no larger.
+            constexpr off_t piece = 128 * 1024;
+            for (off_t off = 0; off < static_cast<off_t>(_segments[i].size); off += piece) {
+                ::posix_fadvise(fd, off, piece, POSIX_FADV_WILLNEED);
+            }
+            ::close(fd);
+        }
+    }
+
+    const std::vector<SegmentFile>& _segments;
+    std::atomic<size_t> _scanning{0};
+    std::thread _thread;
+};
 
 } // namespace
 
@@ -181,30 +254,19 @@ std::string JobStore::open(const config::Snapshot& snapshot,
         return listed.error;
     }
     _opening = true;
-    for (size_t i = 0; i < listed.segments.size(); ++i) {
-        const SegmentFile& f = listed.segments[i];
-        if (i + 1 < listed.segments.size()) {
-            // The disk reads the next segment while this one is scanned and indexed: start-up
-            // then takes about as long as reading the spool, not reading plus indexing.
-            const SegmentFile& next = listed.segments[i + 1];
-            const int fd = segment_fd(next.shard, next.seq, _segments[{next.shard, next.seq}]);
-            struct stat st {};
-            // One WILLNEED reads at most the device's readahead window (read_ahead_kb, 128 KiB
-            // by default): ask for the segment in pieces no larger.
-            constexpr off_t piece = 128 * 1024;
-            if (fd >= 0 && ::fstat(fd, &st) == 0) {
-                for (off_t at = 0; at < st.st_size; at += piece) {
-                    ::posix_fadvise(fd, at, piece, POSIX_FADV_WILLNEED);
-                }
+    {
+        ReadAhead ahead(listed.segments);
+        for (size_t i = 0; i < listed.segments.size(); ++i) {
+            const SegmentFile& f = listed.segments[i];
+            ahead.scanning(i);
+            if (auto err = index_segment(f.shard, f.seq, f.path); !err.empty()) {
+                return err;
             }
+            if (_tails.size() <= f.shard) {
+                _tails.resize(f.shard + 1);
+            }
+            _tails[f.shard].seq = std::max(_tails[f.shard].seq, f.seq);
         }
-        if (auto err = index_segment(f.shard, f.seq, f.path); !err.empty()) {
-            return err;
-        }
-        if (_tails.size() <= f.shard) {
-            _tails.resize(f.shard + 1);
-        }
-        _tails[f.shard].seq = std::max(_tails[f.shard].seq, f.seq);
     }
     _opening = false;
 
