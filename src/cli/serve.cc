@@ -194,7 +194,7 @@ int run_serve(int argc, char** argv) {
     // control plane asks it to give it back. Decommit without delay: mimalloc 2.0 carries out a
     // delayed decommit only when its thread allocates in that segment again, which an idle
     // control plane never does, and mi_collect does not force it. After draining 10M jobs the
-    // process held 20.8 MB over an empty one with the default delay, 9.1 MB without it
+    // process held 20.6 MB over an empty one with the default delay, 9.1 MB without it
     // (bench/spool/deep, "per settled job"). The shards allocate nothing per request, and the
     // control plane keeps its large buffers (a lease's answer): a 10M drain ran at 155k jobs/s
     // either way.

@@ -71,7 +71,7 @@ constexpr uint64_t read_ahead_bytes = 1024 * 1024;
 // after the one being scanned, up to lead_bytes past it. A WILLNEED blocks once the device's
 // queue is full, so asked for by the scanning thread it made reading and indexing take turns
 // (start-up took the disk's time plus the index's); from here the disk reads while the scan
-// runs. 10 M jobs: 0.68-0.73x dd's rate before, 0.83-0.86x after (bench/spool/deep).
+// runs. 10 M jobs: 0.68-0.73x dd's rate before, 0.83-0.87x after (bench/spool/deep).
 class ReadAhead {
 public:
     static constexpr uint64_t lead_bytes = 256ull * 1024 * 1024;
