@@ -37,6 +37,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <numeric>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -300,8 +301,9 @@ struct ControlPlane::Impl {
     std::vector<base::EventQueue*> event_queues;
     std::unique_ptr<EventBuffer> events;
     std::vector<base::Event> event_scratch;
-    bool events_flowing = false;   // the last turn's drain found events: poll the queues often
-    std::vector<uint32_t> streams; // conns streaming events (closed ones are dropped lazily)
+    std::vector<uint32_t> event_order; // event_scratch's indices, in the order of their times
+    bool events_flowing = false;       // the last turn's drain found events: poll the queues often
+    std::vector<uint32_t> streams;     // conns streaming events (closed ones are dropped lazily)
     int64_t next_keepalive_ns = 0;
     uint64_t streams_opened = 0;
     uint64_t streams_cut = 0;     // a subscriber that could not keep up
@@ -2547,9 +2549,22 @@ struct ControlPlane::Impl {
         }
     }
 
-    // The other threads' events, numbered in the order of their times (each thread's queue is
-    // in order; a stable sort merges them, ties in queue order). Returns whether there were any.
+    // The other threads' events, numbered in the order of their times. Most turns only one
+    // queue holds any (one shard's, already in order): they go straight into the buffer. Else
+    // each queue is in order and a stable sort of their indices merges them, ties in queue order.
+    // Returns whether there were any.
     bool drain_event_queues() {
+        base::EventQueue* only = nullptr;
+        size_t holding = 0;
+        for (base::EventQueue* q : event_queues) {
+            if (!q->empty()) {
+                only = q;
+                ++holding;
+            }
+        }
+        if (holding <= 1) {
+            return only != nullptr && events->take(*only) != 0;
+        }
         event_scratch.clear();
         base::Event e;
         for (base::EventQueue* q : event_queues) {
@@ -2557,11 +2572,13 @@ struct ControlPlane::Impl {
                 event_scratch.push_back(e);
             }
         }
-        std::stable_sort(
-            event_scratch.begin(), event_scratch.end(),
-            [](const base::Event& a, const base::Event& b) { return a.ts_ns < b.ts_ns; });
-        for (const base::Event& x : event_scratch) {
-            events->publish(x);
+        event_order.resize(event_scratch.size());
+        std::iota(event_order.begin(), event_order.end(), uint32_t{0});
+        std::stable_sort(event_order.begin(), event_order.end(), [this](uint32_t a, uint32_t b) {
+            return event_scratch[a].ts_ns < event_scratch[b].ts_ns;
+        });
+        for (uint32_t i : event_order) {
+            events->publish(event_scratch[i]);
         }
         return !event_scratch.empty();
     }

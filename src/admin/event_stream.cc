@@ -6,6 +6,7 @@
 
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <charconv>
 
 namespace portcullis::admin {
@@ -195,19 +196,39 @@ void format_event(std::string& out, uint64_t id, const base::Event& e, const Eve
 }
 
 EventBuffer::EventBuffer(size_t capacity, EventNames names)
-    : _slots(capacity == 0 ? 1 : capacity), _names(std::move(names)) {}
+    : _capacity(capacity == 0 ? 1 : capacity), _names(std::move(names)) {
+    _slots.reserve(_capacity);
+}
+
+EventBuffer::Slot& EventBuffer::next_slot() {
+    const size_t i = _newest % _capacity; // id _newest + 1
+    if (i == _slots.size()) {
+        _slots.emplace_back(); // still growing: a take() that found its queue empty left none
+    }
+    return _slots[i];
+}
 
 uint64_t EventBuffer::publish(const base::Event& e) {
-    const uint64_t id = _newest + 1;
-    Slot& s = _slots[id % _slots.size()];
-    s.type = e.type;
+    Slot& s = next_slot();
+    s.event = e;
     s.frame.clear();
-    format_event(s.frame, id, e, _names);
-    _newest = id;
-    if (_held < _slots.size()) {
-        ++_held;
+    ++_newest;
+    _held = std::min<uint64_t>(_held + 1, _capacity);
+    return _newest;
+}
+
+size_t EventBuffer::take(base::EventQueue& q) {
+    size_t n = 0;
+    for (; n < q.capacity(); ++n) {
+        Slot& s = next_slot();
+        if (!q.try_pop(s.event)) { // a failed pop leaves the slot (and the event it holds) as is
+            break;
+        }
+        s.frame.clear();
+        ++_newest;
+        _held = std::min<uint64_t>(_held + 1, _capacity);
     }
-    return id;
+    return n;
 }
 
 uint64_t EventBuffer::next_after(std::optional<uint64_t> last_id) const {
@@ -220,15 +241,18 @@ uint64_t EventBuffer::next_after(std::optional<uint64_t> last_id) const {
     return *last_id + 1;
 }
 
-uint64_t EventBuffer::collect(uint64_t& next, TypeMask mask, std::string& out) const {
+uint64_t EventBuffer::collect(uint64_t& next, TypeMask mask, std::string& out) {
     uint64_t lost = 0;
     if (next < oldest()) {
         lost = oldest() - next;
         next = oldest();
     }
     for (; next <= _newest; ++next) {
-        const Slot& s = _slots[next % _slots.size()];
-        if ((mask & (TypeMask{1} << static_cast<size_t>(s.type))) != 0) {
+        Slot& s = _slots[(next - 1) % _capacity];
+        if ((mask & (TypeMask{1} << static_cast<size_t>(s.event.type))) != 0) {
+            if (s.frame.empty()) {
+                format_event(s.frame, next, s.event, _names);
+            }
             out += s.frame;
         }
     }

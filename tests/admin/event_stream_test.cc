@@ -190,6 +190,78 @@ TEST(EventBuffer, AnIdOlderThanTheBufferStartsAtTheOldest) {
     EXPECT_EQ(ids(out), (std::vector<uint64_t>{7, 8, 9, 10}));
 }
 
+// A slot the buffer wrapped onto is served as its new event's frame, never the frame formatted
+// for the event it held before (frames are formatted when first asked for, then kept).
+TEST(EventBuffer, AFrameIsFormattedOnceAndNeverOutlivesItsEvent) {
+    EventBuffer buf(4, names());
+    auto event = [](EventType type, int64_t number) {
+        Event e = Event::make(type, 1'700'000'000'000'000'000);
+        e.number = number;
+        return e;
+    };
+    for (int i = 0; i < 4; ++i) {
+        buf.publish(event(EventType::sink_breaker_opened, i));
+    }
+    uint64_t next = buf.next_after(0);
+    std::string out;
+    buf.collect(next, all_types, out); // formats and keeps the four frames
+    std::string expected;
+    for (uint64_t id = 1; id <= 4; ++id) {
+        format_event(expected, id, event(EventType::sink_breaker_opened, int64_t(id) - 1), names());
+    }
+    EXPECT_EQ(out, expected);
+    for (int i = 0; i < 3; ++i) {
+        buf.publish(event(EventType::config_reloaded, 100 + i));
+    }
+    out.clear();
+    next = buf.next_after(0);
+    buf.collect(next, all_types, out);
+    expected.clear();
+    format_event(expected, 4, event(EventType::sink_breaker_opened, 3), names());
+    for (uint64_t id = 5; id <= 7; ++id) {
+        format_event(expected, id, event(EventType::config_reloaded, 100 + int64_t(id) - 5),
+                     names());
+    }
+    EXPECT_EQ(out, expected);
+    // A second subscriber gets the same bytes.
+    std::string again;
+    next = buf.next_after(3);
+    buf.collect(next, all_types, again);
+    EXPECT_EQ(again, expected);
+}
+
+// A thread's queue goes into the buffer in its order, numbered after what was published
+// before, and a take that finds the queue empty changes nothing (also while the buffer grows).
+TEST(EventBuffer, TakeNumbersAQueueInItsOrder) {
+    EventBuffer buf(6, names());
+    base::EventQueue q(8);
+    EXPECT_EQ(buf.take(q), 0u);
+    EXPECT_EQ(buf.newest(), 0u);
+    buf.publish(Event::make(EventType::job_acked, 1));
+    EXPECT_EQ(buf.take(q), 0u);
+    for (int i = 0; i < 7; ++i) {
+        ASSERT_TRUE(q.try_push(
+            Event::make(i % 2 == 0 ? EventType::job_queued : EventType::job_dead, 10 + i)));
+    }
+    EXPECT_EQ(buf.take(q), 7u);
+    EXPECT_TRUE(q.empty());
+    EXPECT_EQ(buf.newest(), 8u);
+    EXPECT_EQ(buf.oldest(), 3u); // six held
+    uint64_t next = buf.next_after(0);
+    std::string out;
+    buf.collect(next, bit(EventType::job_dead), out);
+    EXPECT_EQ(ids(out), (std::vector<uint64_t>{3, 5, 7}));
+    buf.publish(Event::make(EventType::job_dead, 20));
+    buf.collect(next, all_types, out);
+    EXPECT_EQ(ids(out), (std::vector<uint64_t>{3, 5, 7, 9}));
+    // At most the queue's capacity per take: a producer that keeps pushing cannot hold it.
+    for (int i = 0; i < 8; ++i) {
+        ASSERT_TRUE(q.try_push(Event::make(EventType::job_queued, 30 + i)));
+    }
+    EXPECT_EQ(buf.take(q), 8u);
+    EXPECT_EQ(buf.newest(), 17u);
+}
+
 TEST(EventFormat, ConfigEventsCarryTheirFields) {
     const int64_t at = 1'700'000'000'123'000'000;
     const std::string head = R"(","ts":"2023-11-14T22:13:20.123Z",)";

@@ -26,10 +26,12 @@ TEST(SpscQueue, FifoAndFullDropsAreCounted) {
         EXPECT_EQ(v, i);
     }
     EXPECT_FALSE(q.try_pop(v));
+    EXPECT_TRUE(q.empty());
     // Wraps around its slots.
     for (int round = 0; round < 10; ++round) {
         EXPECT_TRUE(q.try_push(round));
         EXPECT_TRUE(q.try_push(round + 1000));
+        EXPECT_FALSE(q.empty());
         ASSERT_TRUE(q.try_pop(v));
         EXPECT_EQ(v, round);
         ASSERT_TRUE(q.try_pop(v));

@@ -1,10 +1,12 @@
 // GET /events (SPEC sections 5 and 9): the events of every thread, numbered in the order the
-// control plane takes them, kept formatted as Server-Sent Events frames in one ring buffer
-// (admin.events.buffer), from which every subscriber is served by id: a reconnect with
-// Last-Event-ID and a live stream are the same read.
+// control plane takes them and kept in one ring buffer (admin.events.buffer), from which every
+// subscriber is served by id: a reconnect with Last-Event-ID and a live stream are the same read.
+// An event is formatted as its Server-Sent Events frame when a subscriber first asks for it, and
+// the frame is kept for the others: with nobody watching, events cost a copy, not a format.
 //
 //   EventBuffer buf(10000, names);
-//   buf.publish(event);                          // control-plane thread: numbers and formats it
+//   buf.publish(event);                          // control-plane thread: numbers and keeps it
+//   buf.take(queue);                             // or: all of a thread's queue, in its order
 //   uint64_t next = buf.next_after(last_id);     // where a subscriber starts
 //   buf.collect(next, filter, out);              // appends its frames since, advances next
 #pragma once
@@ -51,27 +53,36 @@ public:
     // A reload changed the sinks: names by their (stable) numbers from now on.
     void set_sinks(std::vector<std::string> sinks) { _names.sinks = std::move(sinks); }
 
-    // Numbers e (ids start at 1 and increase by one) and keeps its frame, dropping the oldest
-    // when full. Returns its id.
+    // Numbers e (ids start at 1 and increase by one) and keeps it, dropping the oldest when
+    // full. Returns its id.
     uint64_t publish(const base::Event& e);
+    // Publishes what q holds, in its order, popping each straight into its slot (at most q's
+    // capacity, so that a producer that keeps pushing cannot hold the caller). Returns how many.
+    size_t take(base::EventQueue& q);
 
     // The first id a subscriber gets: after last_id when the buffer still holds what follows
     // it; the oldest held when last_id is older than that, or unknown (newer than the newest:
     // another run's id); the next one to come without last_id.
     uint64_t next_after(std::optional<uint64_t> last_id) const;
-    // Appends the frames from id `next` on whose types are in mask, and sets next past the
-    // newest. Returns how many were lost: those before the oldest held (0 normally).
-    uint64_t collect(uint64_t& next, TypeMask mask, std::string& out) const;
+    // Appends the frames from id `next` on whose types are in mask (formatting those no
+    // subscriber has asked for yet), and sets next past the newest. Returns how many were lost:
+    // those before the oldest held (0 normally).
+    uint64_t collect(uint64_t& next, TypeMask mask, std::string& out);
 
     uint64_t oldest() const { return _newest + 1 - _held; }
     uint64_t newest() const { return _newest; }
-    size_t capacity() const { return _slots.size(); }
+    size_t capacity() const { return _capacity; }
 
 private:
     struct Slot {
-        base::EventType type = base::EventType::webhook_received;
-        std::string frame; // its capacity is kept: publishing stops allocating once warm
+        base::Event event;
+        std::string frame; // "" until a subscriber asks; its capacity is kept for the next event
     };
+    // The slot the next id goes to (ids start at 1): the buffer grows to its capacity as events
+    // come, so that an idle process does not hold a full buffer's memory.
+    Slot& next_slot();
+
+    size_t _capacity;
     std::vector<Slot> _slots;
     EventNames _names;
     uint64_t _newest = 0;

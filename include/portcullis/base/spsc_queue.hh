@@ -57,6 +57,11 @@ public:
         return true;
     }
 
+    // Consumer thread only: whether a try_pop would find nothing now.
+    bool empty() const {
+        return _head.load(std::memory_order_relaxed) == _tail.load(std::memory_order_acquire);
+    }
+
     size_t capacity() const { return _mask + 1; }
     // Pushes refused because the queue was full (any thread may read it).
     uint64_t dropped() const { return _dropped.load(std::memory_order_relaxed); }
