@@ -305,7 +305,7 @@ fd_budget() {
     wait "$pid" || rc=$?
     PORTCULLIS=$REAL_PORTCULLIS
     expect_eq "exit status with too few descriptors" 1 "$rc"
-    grep -F '"msg":"cannot start: file descriptors:' "$WORKDIR/c5.log" | grep -q RLIMIT_NOFILE ||
+    grep -F '"msg":"cannot start: file descriptors:' "$WORKDIR/c5.log" | grep RLIMIT_NOFILE >/dev/null ||
         fail "no clear start-up error: $(cat "$WORKDIR/c5.log")"
     grep -o '"msg":"cannot start: file descriptors:[^"]*"' "$WORKDIR/c5.log"
 

@@ -100,10 +100,10 @@ retry=$(sed -n 's/^Retry-After: *\([0-9]*\).*/\1/ip' "$HTTP_HEADERS")
     fail "route limit: Retry-After '$retry' is not the 1..20 s until the next request fits"
 wait_for_log '"reason":"rate_limited"' 2
 wait_for_log '"reason":"ip_denied"' 6
-grep -F '"reason":"ip_denied"' "$SERVER_LOG" | grep -qF '"client":"198.51.100.7"' ||
+grep -F '"reason":"ip_denied"' "$SERVER_LOG" | grep -F '"client":"198.51.100.7"' >/dev/null ||
     fail "the refusal log does not name the forwarded client"
 stop_server
-grep -F '"msg":"route refusals"' "$SERVER_LOG" | grep -F '"route":"office"' | grep -qF '"ip_denied":3' ||
+grep -F '"msg":"route refusals"' "$SERVER_LOG" | grep -F '"route":"office"' | grep -F '"ip_denied":3' >/dev/null ||
     fail "the office route does not count its 3 refusals"
 
 spool_dump "$SPOOL" "$WORKDIR/dump.jsonl"

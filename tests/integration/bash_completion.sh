@@ -26,7 +26,7 @@ for cmd in "${commands[@]}"; do
     read -ra words <<<"$cmd" # "spool verify": the command, then its subcommand
     grep -qxF "${words[0]}" <<<"$first" || fail "portcullis <TAB> does not offer ${words[0]}"
     if ((${#words[@]} == 2)); then
-        complete_words portcullis "${words[0]}" "" | grep -qxF "${words[1]}" ||
+        complete_words portcullis "${words[0]}" "" | grep -xF "${words[1]}" >/dev/null ||
             fail "portcullis ${words[0]} <TAB> does not offer ${words[1]}"
     fi
     # The options: exactly those of the command's --help (-h is offered as --help alone).

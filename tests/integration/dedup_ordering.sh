@@ -192,7 +192,7 @@ queued "brief: after the window"
 stop_server
 grep -F '"msg":"route refusals"' "$SERVER_LOG" | grep -F '"route":"github"' |
     grep -qF '"conflict":1' || fail "the stop line does not count github's conflict"
-grep -F '"msg":"stopped"' "$SERVER_LOG" | grep -qF '"dedup_unkeyed":2' ||
+grep -F '"msg":"stopped"' "$SERVER_LOG" | grep -F '"dedup_unkeyed":2' >/dev/null ||
     fail "the stopped line does not count the 2 requests without a dedup key"
 start_server "$WORKDIR/config.yaml"
 github_post d-1 '{"action":"opened","n":1}'

@@ -158,7 +158,7 @@ done
 expect_eq "nostream: /healthz breaker after 3 publishes without a stream" open "$(sink_health nostream breaker)"
 [[ -n $(log_lines_with "sink breaker opened" nostream) ]] ||
     fail "nostream: no \"sink breaker opened\" log line for sink nostream"
-grep -F '"sink":"nostream"' "$SERVER_LOG" | grep -qF 'no JetStream stream for subject nowhere.lost' ||
+grep -F '"sink":"nostream"' "$SERVER_LOG" | grep -F 'no JetStream stream for subject nowhere.lost' >/dev/null ||
     fail "nostream: no log line says \"no JetStream stream for subject nowhere.lost\""
 for id in "${LOST_JOBS[@]}"; do
     got=$(delivery_state "$id" nostream)
@@ -197,6 +197,6 @@ for s in "$NATS_PASSWORD" "$NATS_WRONG_PASSWORD" "$GH_SECRET"; do
 done
 
 stop_server
-grep -F '"msg":"sink stopped"' "$SERVER_LOG" | grep -qF '"sink":"bus"' ||
+grep -F '"msg":"sink stopped"' "$SERVER_LOG" | grep -F '"sink":"bus"' >/dev/null ||
     fail "no \"sink stopped\" line for bus after SIGTERM"
 echo "delivery_nats: ok"

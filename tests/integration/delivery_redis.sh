@@ -163,7 +163,7 @@ for stream in ("pw:raw", "acl:raw"):
 print("pw, acl: both jobs written through AUTH password and AUTH user password")
 PY
 # redis-cli --no-raw shows the binary body escaped: its first bytes as redis-cli prints them.
-rcli open XRANGE webhooks:raw - + COUNT 1 | grep -qF '"\x00\x01\x02\x03' ||
+rcli open XRANGE webhooks:raw - + COUNT 1 | grep -F '"\x00\x01\x02\x03' >/dev/null ||
     fail "main: redis-cli's XRANGE does not show the binary body's first bytes"
 out=$(node "$RECEIVED_VERIFIER" --scheme github --secret "$GH_SECRET" --requests "$WORKDIR/gh-read.jsonl" 2>&1) ||
     fail "main: @octokit/webhooks-methods refused the GitHub job read back from the stream: $out"
@@ -198,7 +198,7 @@ PY
 # --- wt: WRONGTYPE retried, its text in the log ---
 wait_until 15 'state=$(delivery_state "$WT_JOB" wt); [[ $state == queued\ * && ${state#* } -ge 2 ]]' ||
     fail "wt: expected the job queued after at least 2 refused XADDs within 15 s, is '$state'"
-log_lines_with "delivery failed; will retry" wt | grep -qF 'XADD refused: WRONGTYPE' ||
+log_lines_with "delivery failed; will retry" wt | grep -F 'XADD refused: WRONGTYPE' >/dev/null ||
     fail "wt: no \"delivery failed; will retry\" line for sink wt with Redis's WRONGTYPE text"
 expect_eq "wt: the key still holds the string" string "$(rcli open TYPE wt:rwt)"
 rcli open DEL wt:rwt >/dev/null
@@ -246,7 +246,7 @@ echo "badpw: WRONGPASS logged, breaker opened, nothing written; delivered once t
 
 # --- noauth: no credentials ---
 wait_until 10 '[[ -n $(log_lines_with "delivery failed; will retry" noauth) ]]' || true
-log_lines_with "delivery failed; will retry" noauth | grep -qF 'the server wants AUTH' ||
+log_lines_with "delivery failed; will retry" noauth | grep -F 'the server wants AUTH' >/dev/null ||
     fail "noauth: no \"delivery failed; will retry\" line saying the server wants AUTH"
 state=$(delivery_state "$NOAUTH_JOB" noauth)
 [[ $state == queued\ * ]] || fail "noauth: the job should wait in the queue, is '$state'"

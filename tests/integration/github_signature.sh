@@ -338,7 +338,7 @@ stop_server
 # At stop, each route with refusals gets one line counting them by reason code.
 refusals=$(grep -F '"msg":"route refusals"' "$SERVER_LOG" || true)
 expect_eq "rotation: refusal summary lines" 1 "$(printf '%s\n' "$refusals" | grep -c .)"
-printf '%s\n' "$refusals" | grep -qF '"route":"github","rejected":{"signature_mismatch":1}' ||
+printf '%s\n' "$refusals" | grep -F '"route":"github","rejected":{"signature_mismatch":1}' >/dev/null ||
     fail "rotation: refusal summary: $refusals"
 
 spool_dump "$SPOOL2" "$WORKDIR/dump-rotation.jsonl"

@@ -280,7 +280,7 @@ else
 fi
 drain_id=$(python3 -c 'import json, sys
 print((json.loads(sys.argv[1])["finished"] or {}).get("id"))' "$out")
-if "$PORTCULLIS" spool dump --dir "$WORKDIR/drain-spool" | grep -q "\"$drain_id\""; then
+if "$PORTCULLIS" spool dump --dir "$WORKDIR/drain-spool" | grep "\"$drain_id\"" >/dev/null; then
     echo "ok   drain: the job answered 202 during the drain is in the spool"
 else
     echo "FAIL drain: job $drain_id answered 202 during the drain is not in the spool" >&2

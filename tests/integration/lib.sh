@@ -481,7 +481,7 @@ _tls_issue() {
     local name=$1 out=$2 sans days usage=digitalSignature
     { read -r sans; read -r days; } <"$TLS_DIR/$name.params"
     # TLS 1.2's RSA key exchange encrypts to the key.
-    openssl pkey -in "$TLS_DIR/$name.key" -noout -text 2>/dev/null | grep -q '^Private-Key: (2048' &&
+    openssl pkey -in "$TLS_DIR/$name.key" -noout -text 2>/dev/null | grep '^Private-Key: (2048' >/dev/null &&
         usage="digitalSignature,keyEncipherment"
     openssl req -new -key "$TLS_DIR/$name.key" -subj "/CN=$name" -out "$TLS_DIR/$name.csr" \
         2>/dev/null || fail "openssl req ($name)"

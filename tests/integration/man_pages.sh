@@ -59,13 +59,13 @@ help_options+=(--help -h --version)
 # Every option the page names is one some command takes (but those of the other programs it
 # quotes: nginx -t, journalctl -u and -o).
 while read -r opt; do
-    printf '%s\n' "${help_options[@]}" | grep -qxF -- "$opt" ||
+    printf '%s\n' "${help_options[@]}" | grep -xF -- "$opt" >/dev/null ||
         fail "portcullis(8) names $opt, which no command's --help lists"
 done < <(grep -v '^\.\\"' "$WORKDIR/page" | grep -oE -- '(^|[ ([])--?[a-z][a-z-]*' | sed 's/^[ ([]//' |
     grep -vxE -- '-t|-u|-o' | sort -u)
 # And every command the page describes is one --help lists.
 while read -r cmd; do
-    printf '%s\n' "${commands[@]}" | grep -qxF -- "$cmd" ||
+    printf '%s\n' "${commands[@]}" | grep -xF -- "$cmd" >/dev/null ||
         fail "portcullis(8) describes '$cmd', which portcullis --help does not list"
 done < <(sed -n '/^\.SH COMMANDS/,/^\.SH /p' "$WORKDIR/page" | grep -A1 '^\.TP' |
     sed -n 's/^\.BI\? "\?\([a-z][a-z-]*\( [a-z][a-z-]*\)\?\).*/\1/p' |

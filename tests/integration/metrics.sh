@@ -212,8 +212,8 @@ python3 -c 'import sys; assert 0 < float(sys.argv[1]) < 60' "$age" ||
 
 # --- the stop line reads the same counters -------------------------------------------------------
 stop_server
-grep -F '"msg":"stopped"' "$SERVER_LOG" | grep -qF '"jobs_queued":6,' ||
+grep -F '"msg":"stopped"' "$SERVER_LOG" | grep -F '"jobs_queued":6,' >/dev/null ||
     fail "the stop line's jobs_queued is not the 6 /metrics counted: $(grep -F '"msg":"stopped"' "$SERVER_LOG")"
-grep -F '"msg":"route refusals"' "$SERVER_LOG" | grep -F '"route":"limited"' | grep -qF '"rate_limited":2' ||
+grep -F '"msg":"route refusals"' "$SERVER_LOG" | grep -F '"route":"limited"' | grep -F '"rate_limited":2' >/dev/null ||
     fail "the route refusals line does not count the 2 rate-limited requests"
 echo "PASS: metrics"

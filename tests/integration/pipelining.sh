@@ -32,7 +32,7 @@ EOF
 # Under AddressSanitizer freed memory sits in its quarantine and every byte touched brings
 # shadow memory, so the quarantine is turned off for this server and the bound is 6 MiB.
 export RSS_LIMIT_KIB=5120
-if "$PORTCULLIS" version | grep -q 'sanitize=address'; then
+if "$PORTCULLIS" version | grep 'sanitize=address' >/dev/null; then
     export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
     RSS_LIMIT_KIB=6144
 fi

@@ -87,7 +87,7 @@ PORTCULLIS_TOKEN=$VIEWER run_top "$WORKDIR/u3" --url "https://127.0.0.1:$ADMIN_P
 expect_eq "top --url https://: exit status" 2 "$TOP_STATUS"
 PORTCULLIS_TOKEN=$VIEWER run_top "$WORKDIR/u4" --url "$ADMIN_URL"
 expect_eq "the live view without a terminal: exit status" 2 "$TOP_STATUS"
-"$PORTCULLIS" top --help | grep -qF -- "--token-file" || fail "top --help does not list --token-file"
+"$PORTCULLIS" top --help | grep -F -- "--token-file" >/dev/null || fail "top --help does not list --token-file"
 
 # --- the server refuses the token ---------------------------------------------------------------
 PORTCULLIS_TOKEN=$UNKNOWN run_top "$WORKDIR/r401" -c "$WORKDIR/top.yaml" --once

@@ -247,13 +247,13 @@ expect_eq "RUNPATH of /usr/bin/portcullis" /usr/lib/x86_64-linux-gnu/android "$r
 # With nothing in the environment (no LD_LIBRARY_PATH): the loader finds BoringSSL by RUNPATH.
 in_root /usr/bin/portcullis version | sed 's/^/    /' || fail "portcullis version failed in the root"
 echo "    RUNPATH $runpath; runs with an empty environment"
-in_root dpkg-query -W -f='${Conffiles}\n' portcullis | grep -q '^ /etc/portcullis/portcullis.yaml ' ||
+in_root dpkg-query -W -f='${Conffiles}\n' portcullis | grep '^ /etc/portcullis/portcullis.yaml ' >/dev/null ||
     fail "/etc/portcullis/portcullis.yaml is not a conffile"
 grep -q '^  dir: /var/lib/portcullis/spool$' "$root/etc/portcullis/portcullis.yaml" ||
     fail "the shipped configuration does not keep the spool in /var/lib/portcullis/spool"
 expect_eq "/etc/portcullis/environment (mode owner group)" "600 root root" \
     "$(stat -c '%a %U %G' "$root/etc/portcullis/environment")"
-in_root dpkg-query -W -f='${Conffiles}\n' portcullis | grep -q environment &&
+in_root dpkg-query -W -f='${Conffiles}\n' portcullis | grep environment >/dev/null &&
     fail "/etc/portcullis/environment must not be a conffile"
 user_line=$(in_root getent passwd portcullis) || fail "no portcullis user"
 uid=$(cut -d: -f3 <<<"$user_line")
@@ -273,7 +273,7 @@ echo "    user portcullis (uid $uid), $unit (the project's, enabled), conffile p
 # The manual pages and the bash completion (meson install puts them there; dh_compress gzips).
 for f in /usr/share/man/man8/portcullis.8.gz /usr/share/man/man5/portcullis.yaml.5.gz \
     /usr/share/bash-completion/completions/portcullis; do
-    in_root dpkg -L portcullis | grep -qx "$f" || fail "$f is not in the package"
+    in_root dpkg -L portcullis | grep -x "$f" >/dev/null || fail "$f is not in the package"
     [[ -s $root$f ]] || fail "$f is not installed"
 done
 echo "    portcullis(8), portcullis.yaml(5) and the bash completion are installed"
@@ -417,7 +417,7 @@ job_id=$(sed -n 's/.*"id":"\([^"]*\)".*/\1/p' "$work/response")
 [[ -n $job_id ]] || fail "no job id in the answer: $(cat "$work/response")"
 in_root portcullis spool dump --dir /var/lib/portcullis/spool >"$work/dump" 2>&1 ||
     fail "portcullis spool dump failed: $(cat "$work/dump")"
-grep -F "\"id\":\"$job_id\"" "$work/dump" | grep -qF '"route":"github"' ||
+grep -F "\"id\":\"$job_id\"" "$work/dump" | grep -F '"route":"github"' >/dev/null ||
     fail "job $job_id is not in the spool dump: $(cat "$work/dump")"
 echo "    spool dump: $(wc -l <"$work/dump") job(s); $job_id is there (route github)"
 
@@ -432,9 +432,9 @@ expect_eq "the operator's portcullis.yaml after the upgrade" "$edited_md5" \
     "$(md5sum <"$root/etc/portcullis/portcullis.yaml")"
 [[ -f $root/etc/portcullis/portcullis.yaml.dpkg-dist ]] ||
     fail "no portcullis.yaml.dpkg-dist: the package's new configuration is not next to the operator's"
-tail -n 1 "$root/etc/portcullis/portcullis.yaml.dpkg-dist" | grep -qxF "# $new_version" ||
+tail -n 1 "$root/etc/portcullis/portcullis.yaml.dpkg-dist" | grep -xF "# $new_version" >/dev/null ||
     fail "portcullis.yaml.dpkg-dist is not the new package's"
-tail -n 1 "$root$unit" | grep -qxF "# $new_version" || fail "$unit was not replaced by the new package's"
+tail -n 1 "$root$unit" | grep -xF "# $new_version" >/dev/null || fail "$unit was not replaced by the new package's"
 grep -q "^GITHUB_WEBHOOK_SECRET=$github_secret\$" "$root/etc/portcullis/environment" ||
     fail "the upgrade changed /etc/portcullis/environment"
 # Every file of the package is the new package's; only the edited conffile differs.
