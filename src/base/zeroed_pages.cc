@@ -19,4 +19,15 @@ void unmap_zeroed(void* p, size_t bytes) {
     munmap(p, bytes);
 }
 
+void* remap_zeroed(void* p, size_t old_bytes, size_t new_bytes) {
+    if (p == nullptr) {
+        return map_zeroed(new_bytes);
+    }
+    void* q = mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED) {
+        std::abort();
+    }
+    return q;
+}
+
 } // namespace portcullis::base

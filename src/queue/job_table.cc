@@ -101,22 +101,29 @@ void JobTable::RefRing::reserve(size_t n) {
     if (n <= _capacity) {
         return;
     }
-    size_t capacity = std::bit_ceil(std::max<size_t>(16, n));
-    std::unique_ptr<Ref[], Release> grown(base::PageAllocator<Ref>().allocate(capacity),
-                                          Release(capacity));
-    for (size_t i = 0; i < _count; ++i) {
-        grown[i] = _slots[(_head + i) & (_capacity - 1)];
-    }
-    _slots = std::move(grown);
+    const size_t old = _capacity;
+    const size_t capacity = std::bit_ceil(std::max<size_t>(16, n));
+    _slots.extend(capacity); // its slots stay where they were, [0, old)
     _capacity = capacity;
-    _head = 0;
+    // A ring that wrapped (its newest refs at the front) is made whole again by moving the
+    // shorter of its two runs: the front one past the old end, or the back one to the new end.
+    if (_head + _count > old) {
+        const size_t front = _head + _count - old; // at [0, front)
+        const size_t back = old - _head;           // at [_head, old)
+        if (front <= back) {
+            std::copy_n(&_slots[0], front, &_slots[old]);
+        } else {
+            std::copy_n(&_slots[_head], back, &_slots[capacity - back]);
+            _head = capacity - back;
+        }
+    }
 }
 
 JobTable::RefRing& JobTable::RefRing::operator=(const RefRing& other) {
     if (this == &other) {
         return *this;
     }
-    _slots.reset();
+    base::PageVector<Ref>().swap(_slots);
     _capacity = 0;
     _head = 0;
     _count = 0;
@@ -244,36 +251,58 @@ void JobTable::jobs_of(const std::vector<bool>& routes, std::vector<JobInfo>& ou
     }
 }
 
-uint32_t JobTable::find_index(const JobId& id) const {
-    if (_index.empty()) {
+uint32_t JobTable::find_in(const Index& t, const JobId& id, uint32_t hash) const {
+    if (t.empty()) {
         return no_index;
     }
-    uint32_t hash = hash_id(id);
-    for (size_t pos = home_of(hash);; pos = next_slot(pos)) {
-        const IndexSlot& slot = _index[pos];
-        if (slot.entry == no_index) {
+    for (size_t pos = home_in(t, hash);; pos = next_in(t, pos)) {
+        const IndexSlot& slot = t[pos];
+        if (slot.entry() == no_index) {
             return no_index;
         }
         // The hash first: a probe past another job then costs no read of its entry.
-        if (slot.hash == hash && same_id(_entries[slot.entry].id, id)) {
-            return slot.entry;
+        if (slot.hash == hash && slot.entry() != moved && same_id(_entries[slot.entry()].id, id)) {
+            return slot.entry();
         }
     }
 }
 
+uint32_t JobTable::find_index(const JobId& id) const {
+    const uint32_t hash = hash_id(id);
+    const uint32_t index = find_in(_index, id, hash);
+    return index != no_index ? index : find_in(_old_index, id, hash);
+}
+
 void JobTable::index_place(IndexSlot slot) {
     size_t pos = home_of(slot.hash);
-    while (_index[pos].entry != no_index) {
+    while (_index[pos].entry() != no_index) {
         pos = next_slot(pos);
     }
     _index[pos] = slot;
 }
 
+void JobTable::index_migrate(size_t n) {
+    const size_t end = _old_index.size() - _migrated <= n ? _old_index.size() : _migrated + n;
+    for (; _migrated < end; ++_migrated) {
+        // An empty slot stays empty: it ends the probes that reach it, as before.
+        IndexSlot& slot = _old_index[_migrated];
+        if (slot.entry() != no_index && slot.entry() != moved) {
+            index_place(slot);
+            slot.set_entry(moved);
+        }
+    }
+    if (_migrated == _old_index.size()) {
+        Index().swap(_old_index);
+        _migrated = 0;
+    }
+}
+
 void JobTable::index_resize(size_t slots) {
-    Pages<IndexSlot> old(slots);
+    index_migrate(_old_index.size());
+    Index old(slots);
     old.swap(_index);
     for (const IndexSlot& slot : old) {
-        if (slot.entry != no_index) {
+        if (slot.entry() != no_index) {
             index_place(slot);
         }
     }
@@ -307,26 +336,43 @@ void JobTable::reserve(const std::vector<size_t>& more_per_route) {
 }
 
 void JobTable::index_insert(uint32_t index) {
-    if ((_count + 1) * 10 > _index.size() * 7) {
-        index_resize(std::max<size_t>(64, _index.size() * 2));
+    if (!_old_index.empty()) {
+        index_migrate(migrate_per_insert);
+    } else if ((_count + 1) * 10 > _index.size() * 7) {
+        // The old table holds 70% of its size: moving 8 slots per insert empties it after an
+        // eighth of its size in inserts, when the new one (twice as large) is under 41% full.
+        Index grown(std::max<size_t>(64, _index.size() * 2));
+        _old_index.swap(_index);
+        _index.swap(grown);
+        index_migrate(migrate_per_insert);
     }
-    index_place({index, hash_id(_entries[index].id)});
+    index_place(IndexSlot::of(index, hash_id(_entries[index].id)));
 }
 
 void JobTable::index_erase(uint32_t index) {
-    size_t hole = home_of(hash_id(_entries[index].id));
-    while (_index[hole].entry != index) {
+    const uint32_t hash = hash_id(_entries[index].id);
+    size_t hole = home_of(hash);
+    while (_index[hole].entry() != index) {
+        if (_index[hole].entry() == no_index) {
+            // Not moved yet: its old slot becomes one that probes pass.
+            size_t pos = home_in(_old_index, hash);
+            while (_old_index[pos].entry() != index) {
+                pos = next_in(_old_index, pos);
+            }
+            _old_index[pos].set_entry(moved);
+            return;
+        }
         hole = next_slot(hole);
     }
     // Backward-shift deletion: no tombstones, so probes never lengthen over time.
-    _index[hole] = IndexSlot{};
-    for (size_t pos = next_slot(hole); _index[pos].entry != no_index; pos = next_slot(pos)) {
+    _index[hole] = IndexSlot::of(no_index, 0);
+    for (size_t pos = next_slot(hole); _index[pos].entry() != no_index; pos = next_slot(pos)) {
         size_t home = home_of(_index[pos].hash);
         // The slot may move back into the hole unless its home lies cyclically in (hole, pos].
         bool stays = hole <= pos ? (hole < home && home <= pos) : (hole < home || home <= pos);
         if (!stays) {
             _index[hole] = _index[pos];
-            _index[pos] = IndexSlot{};
+            _index[pos] = IndexSlot::of(no_index, 0);
             hole = pos;
         }
     }
@@ -1065,8 +1111,9 @@ void JobTable::drop_segment(uint32_t shard, uint64_t segment) {
 
 void JobTable::compact() {
     // Live entries keep their order, so every heap, FIFO and sequence keeps its order too.
-    Pages<uint32_t> moved_to(_entries.size(), no_index);
-    Pages<Entry> kept;
+    base::PageVector<uint32_t> moved_to(_entries.size());
+    std::fill(moved_to.begin(), moved_to.end(), no_index);
+    base::PageVector<Entry> kept;
     kept.reserve(_count);
     for (uint32_t i = 0; i < _entries.size(); ++i) {
         if (_entries[i].has(flag_in_use)) {
@@ -1115,16 +1162,18 @@ void JobTable::compact() {
     renumber(_chain_ops);
     _entries.swap(kept);
     std::vector<uint32_t>().swap(_free_entries);
-    Pages<uint32_t>().swap(moved_to);
-    Pages<Entry>().swap(kept);
+    base::PageVector<uint32_t>().swap(moved_to);
+    base::PageVector<Entry>().swap(kept);
     // Ops vectors keep the largest group's room; a mass settlement need not stay reserved.
     _pending.shrink_to_fit();
     _undo.shrink_to_fit();
     // The index is rebuilt at its start-up size for what is left.
-    Pages<IndexSlot>().swap(_index);
+    Index().swap(_index);
+    Index().swap(_old_index);
+    _migrated = 0;
     reserve(_count);
     for (uint32_t i = 0; i < _entries.size(); ++i) {
-        index_place({i, hash_id(_entries[i].id)});
+        index_place(IndexSlot::of(i, hash_id(_entries[i].id)));
     }
 }
 
@@ -1211,7 +1260,7 @@ size_t JobTable::memory_bytes() const {
     size_t n = sizeof(*this);
     n += _entries.capacity() * sizeof(Entry);
     n += _free_entries.capacity() * sizeof(uint32_t);
-    n += _index.capacity() * sizeof(IndexSlot);
+    n += (_index.capacity() + _old_index.capacity()) * sizeof(IndexSlot);
     n += _routes.capacity() * sizeof(Route);
     for (const Route& r : _routes) {
         n += r.ready.capacity() * sizeof(Ref);

@@ -665,6 +665,72 @@ TEST(JobTable, SegmentsCountUnsettledJobsAndDropForgetsThem) {
     EXPECT_EQ(t.unsettled_in_segment(0, 3), 3u);
 }
 
+// The index grows by moving its old table into one twice the size a few slots per add, while
+// lookups try both: through a dozen growths, with segments dropped (and the table compacted) in
+// the middle of them, every live job is found, no dropped one is, and no id is added twice.
+TEST(JobTable, TheIndexGrowsWhileItIsUsed) {
+    JobTable t({5});
+    std::mt19937 rng(7);
+    std::map<uint32_t, uint64_t> live; // n -> segment
+    uint32_t next = 1;
+    uint64_t segment = 1;
+    for (int round = 0; round < 60; ++round) {
+        const uint32_t adds = 100 + rng() % 900;
+        for (uint32_t i = 0; i < adds; ++i, ++next) {
+            if (next % 97 == 0) {
+                ++segment;
+            }
+            ASSERT_TRUE(t.add(id_of(next), 0, at(0, segment, next)));
+            live[next] = segment;
+            // A known id, wherever its slot is now, is refused.
+            const uint32_t old = 1 + rng() % next;
+            if (live.contains(old)) {
+                ASSERT_FALSE(t.add(id_of(old), 0, at(0, segment)));
+            }
+        }
+        // Drop a few segments: their jobs leave whichever table holds them.
+        for (int d = 0; d < 3; ++d) {
+            const uint64_t victim = 1 + rng() % segment;
+            t.drop_segment(0, victim);
+            std::erase_if(live, [&](const auto& kv) { return kv.second == victim; });
+        }
+        ASSERT_EQ(t.size(), live.size()) << "round " << round;
+        for (uint32_t n = 1; n < next; n += 1 + rng() % 5) {
+            ASSERT_EQ(t.find(id_of(n)).has_value(), live.contains(n)) << n << " round " << round;
+        }
+    }
+    for (uint32_t n = 1; n < next; ++n) {
+        ASSERT_EQ(t.find(id_of(n)).has_value(), live.contains(n)) << n;
+    }
+    EXPECT_GT(next, 30'000u); // the index grew from 64 slots past 32,768
+}
+
+// The ready FIFO is a ring that grows in place: when it is full and wrapped, the shorter run
+// moves (the front one past the old end, or the back one to the new end) and the order holds.
+TEST(JobTable, TheReadyQueueGrowsWrappedAndKeepsItsOrder) {
+    for (const uint32_t leased_first : {3u, 13u}) {
+        JobTable t({5});
+        uint32_t next = 1;
+        for (; next <= 16; ++next) {
+            ASSERT_TRUE(t.add(id_of(next), 0, at(0, 1, next)));
+        }
+        Ns expected;
+        for (uint32_t n = 1; n <= leased_first; ++n) {
+            expected.push_back(n);
+        }
+        ASSERT_EQ(lease_ns(t, 0, leased_first, t0), expected);
+        // Refill to 16 (the ring wraps), then past it (it grows), then much further.
+        for (uint32_t i = 0; i < leased_first + 1 + 100; ++i, ++next) {
+            ASSERT_TRUE(t.add(id_of(next), 0, at(0, 1, next)));
+        }
+        expected.clear();
+        for (uint32_t n = leased_first + 1; n < next; ++n) {
+            expected.push_back(n);
+        }
+        EXPECT_EQ(lease_ns(t, 0, 1000, t0), expected) << leased_first;
+    }
+}
+
 TEST(JobTable, DroppingQueuedJobsLeavesNoGhostsInTheQueue) {
     JobTable t({5});
     for (uint32_t n = 1; n <= 300; ++n) {

@@ -345,8 +345,7 @@ private:
         const Ref& at(size_t i) const { return _slots[(_head + i) & (_capacity - 1)]; }
         void pop_front();
         void push_back(Ref ref);
-        // Room for n refs (a power of two at least n). The slots are not initialised: pages
-        // never written are never resident.
+        // Room for n refs (a power of two at least n). Pages never written are never resident.
         void reserve(size_t n);
         // Moves the last n refs to the front, in order.
         void rotate_back_to_front(size_t n);
@@ -355,15 +354,8 @@ private:
         void filter(F&& keep);
 
     private:
-        // Pages of its own past a MiB (base::PageAllocator), never initialised.
-        struct Release {
-            Release() noexcept : capacity(0) {}
-            explicit Release(size_t n) noexcept : capacity(n) {}
-            void operator()(Ref* p) const { base::PageAllocator<Ref>().deallocate(p, capacity); }
-            size_t capacity;
-        };
-        std::unique_ptr<Ref[], Release> _slots;
-        size_t _capacity = 0; // a power of two
+        base::PageVector<Ref> _slots; // _capacity of them: grows without copying (see reserve)
+        size_t _capacity = 0;         // a power of two
         size_t _head = 0;
         size_t _count = 0;
     };
@@ -398,17 +390,30 @@ private:
     };
 
     // An index slot keeps the id's hash, so that probing and deletion read no entries.
+    // Stored inverted, so that an all-zero slot (a page nobody wrote: base::PageVector) is
+    // an empty one, no_index.
     struct IndexSlot {
-        uint32_t entry = no_index;
-        uint32_t hash = 0;
+        uint32_t inverted_entry;
+        uint32_t hash;
+
+        static IndexSlot of(uint32_t entry, uint32_t hash) { return {~entry, hash}; }
+        uint32_t entry() const { return ~inverted_entry; }
+        void set_entry(uint32_t entry) { inverted_entry = ~entry; }
     };
+    using Index = base::PageVector<IndexSlot>;
 
     // Linear probing over any number of slots: a hash picks its home by multiply-shift.
-    size_t home_of(uint32_t hash) const {
-        return static_cast<size_t>((static_cast<uint64_t>(hash) * _index.size()) >> 32);
+    static size_t home_in(const Index& t, uint32_t hash) {
+        return static_cast<size_t>((static_cast<uint64_t>(hash) * t.size()) >> 32);
     }
-    size_t next_slot(size_t pos) const { return pos + 1 == _index.size() ? 0 : pos + 1; }
+    static size_t next_in(const Index& t, size_t pos) { return pos + 1 == t.size() ? 0 : pos + 1; }
+    size_t home_of(uint32_t hash) const { return home_in(_index, hash); }
+    size_t next_slot(size_t pos) const { return next_in(_index, pos); }
+    // Start-up and compaction: the index at this size at once (after any growth in progress).
     void index_resize(size_t slots);
+    // Moves up to n slots of the old index into the new one; frees the old one once all are.
+    void index_migrate(size_t n);
+    uint32_t find_in(const Index& t, const JobId& id, uint32_t hash) const;
     uint32_t find_index(const JobId& id) const;
     void index_place(IndexSlot slot);
     void index_insert(uint32_t index);
@@ -462,15 +467,18 @@ private:
     JobInfo info(uint32_t index) const;
     bool exhausted(const Entry& e) const;
 
-    // The containers that grow with the spool hold pages of their own (base::PageAllocator): what
-    // retention frees goes back to the system at once.
-    template <typename T>
-    using Pages = std::vector<T, base::PageAllocator<T>>;
-    Pages<Entry> _entries;
+    base::PageVector<Entry> _entries; // grows without copying; a new entry is Entry{}: zero
     std::vector<uint32_t> _free_entries;
     size_t _count = 0;
-    // Open addressing with linear probing, at most 70% full.
-    Pages<IndexSlot> _index;
+    // Open addressing with linear probing, at most 70% full. It grows without a pause: past 70%
+    // a table twice the size becomes _index and the old one drains into it, a few slots per
+    // insert (done long before the new one is 70% full), while lookups try both. A slot of the
+    // old one whose job moved or was erased keeps the probes that pass it going: `moved`.
+    Index _index;
+    Index _old_index;
+    size_t _migrated = 0;                           // slots of _old_index moved so far
+    static constexpr uint32_t moved = no_index - 1; // entries stop at no_index - 2 (add())
+    static constexpr size_t migrate_per_insert = 8;
     std::vector<Route> _routes;
     std::vector<Segment> _segments;
     std::vector<uint32_t> _free_segments;
