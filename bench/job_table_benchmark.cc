@@ -4,12 +4,20 @@
 // BM_JobLifecycle100 is the steady state of a live appliance: each iteration also adds the 100
 // jobs it will lease and drops segments once all their jobs are settled (retention), so the
 // table neither drains nor grows. Counters: jobs per second, and bytes of table per job.
+// BM_AddWhileGrowing adds jobs to a table that keeps growing (a backlog building up, or ingest
+// after a deep start-up) and reports the slowest add, which is what a lease or an ack waits
+// behind while the table grows: /0/N from empty, /M/N from a table reserved for M and filled
+// (a start-up). N is 2 million unless PORTCULLIS_BENCH_GROW_TO says otherwise (12000000 for the
+// figures in the README: a GB of memory).
 #include "portcullis/queue/job_table.hh"
 #include "portcullis/queue/ledger.hh"
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -126,5 +134,41 @@ void BM_JobLifecycle100(benchmark::State& state) {
     }
 }
 BENCHMARK(BM_JobLifecycle100)->Arg(100'000);
+
+void BM_AddWhileGrowing(benchmark::State& state) {
+    const auto start = static_cast<uint64_t>(state.range(0));
+    const auto total = static_cast<uint64_t>(state.range(1));
+    double slowest_us = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        auto table = std::make_unique<JobTable>(std::vector<uint32_t>{10});
+        table->reserve(start);
+        for (uint64_t n = 0; n < start; ++n) {
+            add_job(*table, n);
+        }
+        state.ResumeTiming();
+        for (uint64_t n = start; n < total; ++n) {
+            const auto before = std::chrono::steady_clock::now();
+            add_job(*table, n);
+            const std::chrono::duration<double, std::micro> took =
+                std::chrono::steady_clock::now() - before;
+            slowest_us = std::max(slowest_us, took.count());
+        }
+        state.PauseTiming();
+        table.reset();
+        state.ResumeTiming();
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * (total - start)));
+    state.counters["slowest_add_us"] = slowest_us;
+}
+BENCHMARK(BM_AddWhileGrowing)
+    ->Apply([](benchmark::internal::Benchmark* b) {
+        const char* to = std::getenv("PORTCULLIS_BENCH_GROW_TO");
+        const int64_t total =
+            to != nullptr ? std::max<int64_t>(std::strtoll(to, nullptr, 10), 2) : 2'000'000;
+        b->Args({0, total})->Args({total * 5 / 6, total});
+    })
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 
 } // namespace
