@@ -83,11 +83,14 @@ public:
         if (n <= _capacity) {
             return;
         }
+        // What is kept: all of it (size() <= capacity() < n), said so that the compiler can
+        // bound the copy by the new block.
+        const size_t kept = _size < n ? _size : n;
         if (n * sizeof(T) < mapped_from) {
             auto* grown = static_cast<T*>(::operator new(n * sizeof(T)));
             std::memset(static_cast<void*>(grown), 0, n * sizeof(T));
-            if (_size != 0) {
-                std::memcpy(static_cast<void*>(grown), _data, _size * sizeof(T));
+            if (kept != 0) {
+                std::memcpy(static_cast<void*>(grown), _data, kept * sizeof(T));
             }
             free_storage();
             _data = grown;
@@ -99,8 +102,8 @@ public:
             _data = static_cast<T*>(remap_zeroed(_data, mapped_bytes(), bytes));
         } else {
             auto* grown = static_cast<T*>(map_zeroed(bytes));
-            if (_size != 0) {
-                std::memcpy(static_cast<void*>(grown), _data, _size * sizeof(T));
+            if (kept != 0) {
+                std::memcpy(static_cast<void*>(grown), _data, kept * sizeof(T));
             }
             free_storage();
             _data = grown;
