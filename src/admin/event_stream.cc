@@ -208,12 +208,16 @@ EventBuffer::Slot& EventBuffer::next_slot() {
     return _slots[i];
 }
 
-uint64_t EventBuffer::publish(const base::Event& e) {
-    Slot& s = next_slot();
-    s.event = e;
+void EventBuffer::commit(Slot& s) {
     s.frame.clear();
     ++_newest;
     _held = std::min<uint64_t>(_held + 1, _capacity);
+}
+
+uint64_t EventBuffer::publish(const base::Event& e) {
+    Slot& s = next_slot();
+    s.event = e;
+    commit(s);
     return _newest;
 }
 
@@ -224,9 +228,7 @@ size_t EventBuffer::take(base::EventQueue& q) {
         if (!q.try_pop(s.event)) { // a failed pop leaves the slot (and the event it holds) as is
             break;
         }
-        s.frame.clear();
-        ++_newest;
-        _held = std::min<uint64_t>(_held + 1, _capacity);
+        commit(s);
     }
     return n;
 }

@@ -93,18 +93,17 @@ int64_t retry_backoff_ns(uint16_t attempts) {
 }
 
 void JobTable::RefRing::pop_front() {
-    _head = (_head + 1) & (_capacity - 1);
+    _head = (_head + 1) & (capacity() - 1);
     --_count;
 }
 
 void JobTable::RefRing::reserve(size_t n) {
-    if (n <= _capacity) {
+    if (n <= capacity()) {
         return;
     }
-    const size_t old = _capacity;
-    const size_t capacity = std::bit_ceil(std::max<size_t>(16, n));
-    _slots.extend(capacity); // its slots stay where they were, [0, old)
-    _capacity = capacity;
+    const size_t old = capacity();
+    const size_t grown = std::bit_ceil(std::max<size_t>(16, n));
+    _slots.extend(grown); // its slots stay where they were, [0, old)
     // A ring that wrapped (its newest refs at the front) is made whole again by moving the
     // shorter of its two runs: the front one past the old end, or the back one to the new end.
     if (_head + _count > old) {
@@ -113,8 +112,8 @@ void JobTable::RefRing::reserve(size_t n) {
         if (front <= back) {
             std::copy_n(&_slots[0], front, &_slots[old]);
         } else {
-            std::copy_n(&_slots[_head], back, &_slots[capacity - back]);
-            _head = capacity - back;
+            std::copy_n(&_slots[_head], back, &_slots[grown - back]);
+            _head = grown - back;
         }
     }
 }
@@ -124,7 +123,6 @@ JobTable::RefRing& JobTable::RefRing::operator=(const RefRing& other) {
         return *this;
     }
     base::PageVector<Ref>().swap(_slots);
-    _capacity = 0;
     _head = 0;
     _count = 0;
     reserve(other._count);
@@ -136,10 +134,10 @@ JobTable::RefRing& JobTable::RefRing::operator=(const RefRing& other) {
 }
 
 void JobTable::RefRing::push_back(Ref ref) {
-    if (_count == _capacity) {
-        reserve(std::max<size_t>(16, _capacity * 2));
+    if (_count == capacity()) {
+        reserve(std::max<size_t>(16, capacity() * 2));
     }
-    _slots[(_head + _count) & (_capacity - 1)] = ref;
+    _slots[(_head + _count) & (capacity() - 1)] = ref;
     ++_count;
 }
 
@@ -148,7 +146,7 @@ void JobTable::RefRing::rotate_back_to_front(size_t n) {
     if (n == 0 || n == _count) {
         return;
     }
-    const size_t mask = _capacity - 1;
+    const size_t mask = capacity() - 1;
     std::vector<Ref> moved(n);
     for (size_t i = 0; i < n; ++i) {
         moved[i] = _slots[(_head + _count - n + i) & mask];
@@ -164,7 +162,7 @@ void JobTable::RefRing::rotate_back_to_front(size_t n) {
 
 template <typename F>
 void JobTable::RefRing::filter(F&& keep) {
-    size_t mask = _capacity - 1;
+    size_t mask = capacity() - 1;
     size_t kept = 0;
     for (size_t i = 0; i < _count; ++i) {
         Ref ref = _slots[(_head + i) & mask];

@@ -81,6 +81,8 @@ private:
     // The slot the next id goes to (ids start at 1): the buffer grows to its capacity as events
     // come, so that an idle process does not hold a full buffer's memory.
     Slot& next_slot();
+    // next_slot() now holds the next event: numbers it (its frame is formatted when asked for).
+    void commit(Slot& s);
 
     size_t _capacity;
     std::vector<Slot> _slots;

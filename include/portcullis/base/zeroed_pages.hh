@@ -88,10 +88,10 @@ public:
         const size_t kept = _size < n ? _size : n;
         if (n * sizeof(T) < mapped_from) {
             auto* grown = static_cast<T*>(::operator new(n * sizeof(T)));
-            std::memset(static_cast<void*>(grown), 0, n * sizeof(T));
             if (kept != 0) {
                 std::memcpy(static_cast<void*>(grown), _data, kept * sizeof(T));
             }
+            std::memset(static_cast<void*>(grown + kept), 0, (n - kept) * sizeof(T));
             free_storage();
             _data = grown;
             _capacity = n;

@@ -340,9 +340,9 @@ private:
         ~RefRing() = default;
         bool empty() const { return _count == 0; }
         size_t size() const { return _count; }
-        size_t capacity() const { return _capacity; }
+        size_t capacity() const { return _slots.size(); } // a power of two
         const Ref& front() const { return _slots[_head]; }
-        const Ref& at(size_t i) const { return _slots[(_head + i) & (_capacity - 1)]; }
+        const Ref& at(size_t i) const { return _slots[(_head + i) & (capacity() - 1)]; }
         void pop_front();
         void push_back(Ref ref);
         // Room for n refs (a power of two at least n). Pages never written are never resident.
@@ -354,8 +354,7 @@ private:
         void filter(F&& keep);
 
     private:
-        base::PageVector<Ref> _slots; // _capacity of them: grows without copying (see reserve)
-        size_t _capacity = 0;         // a power of two
+        base::PageVector<Ref> _slots; // grows without copying (see reserve)
         size_t _head = 0;
         size_t _count = 0;
     };
