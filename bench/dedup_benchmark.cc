@@ -7,6 +7,7 @@
 // - the same two with several threads on one table (shards; 2 and one per CPU, see
 //   contended_threads.hh): fresh keys are each thread's own, remembered keys are shared, every
 //   thread reading the same slots;
+// - BM_DedupDuplicateOneKey: one remembered key claimed by every thread (the contended key);
 // - BM_OrderingStaleCheck and BM_OrderingAdvance: a known ordering key checked, then raised.
 // The counter bytes_per_key is the table's memory per entry it can remember (the target: 64).
 #include "contended_threads.hh"
@@ -123,6 +124,30 @@ void BM_DedupDuplicate(benchmark::State& state) {
 }
 BENCHMARK(BM_DedupDuplicate);
 BENCHMARK(BM_DedupDuplicate)->Apply(bench::contended_threads);
+
+// Every thread claims one remembered key over and over: a provider retrying one delivery at
+// every shard at once, the contended key of the dedup table (bench/tables compares it with
+// BM_SharedLineFloor). A duplicate is found by reads only, so the threads share the bucket's
+// lines instead of taking them from each other.
+void BM_DedupDuplicateOneKey(benchmark::State& state) {
+    static DedupTable table(table_entries);
+    const Fingerprint& key = bench_keys()[0];
+    static const bool filled = [&key] {
+        table.remember(key, body_fp, job_of(0), t0 + window_ns, t0);
+        return true;
+    }();
+    benchmark::DoNotOptimize(filled);
+    int64_t not_duplicate = 0;
+    for (auto _ : state) {
+        DedupTable::Claim c = table.claim(key, body_fp, job_of(1), t0 + window_ns, t0 + 1);
+        benchmark::DoNotOptimize(c.first);
+        not_duplicate += c.outcome == DedupTable::Outcome::duplicate ? 0 : 1;
+    }
+    state.SetItemsProcessed(state.iterations());
+    state.counters["not_duplicate"] = static_cast<double>(not_duplicate);
+}
+BENCHMARK(BM_DedupDuplicateOneKey);
+BENCHMARK(BM_DedupDuplicateOneKey)->Apply(bench::contended_threads)->UseRealTime();
 
 OrderingTable& ordering_table() {
     static OrderingTable table(table_entries);

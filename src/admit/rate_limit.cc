@@ -8,6 +8,7 @@
 #include <bit>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 
 namespace portcullis::admit {
 
@@ -43,6 +44,10 @@ uint64_t tag_of_key(uint64_t key) {
 }
 uint64_t tag_of(uint64_t w) {
     return w >> tag_shift;
+}
+// The slot a key takes when it can: a check finds it there without a scan.
+size_t home_of(uint64_t tag) {
+    return tag % RateLimiter::slots_per_bucket;
 }
 bool is_provisional(uint64_t w) {
     return (w & provisional_bit) != 0;
@@ -87,10 +92,11 @@ struct Scan {
 
 Scan scan(const Word* b, uint64_t tag, uint64_t now_us) {
     Scan s;
+    const auto home = static_cast<int>(home_of(tag));
     for (int i = 0; i < static_cast<int>(RateLimiter::slots_per_bucket); ++i) {
         uint64_t w = b[i].load(std::memory_order_relaxed);
         if (w == 0) {
-            if (s.candidate_rank > 0) {
+            if (s.candidate_rank > 0 || i == home) {
                 s.candidate = i;
                 s.candidate_word = w;
                 s.candidate_rank = 0;
@@ -116,7 +122,7 @@ Scan scan(const Word* b, uint64_t tag, uint64_t now_us) {
         }
         int64_t ahead = ahead_of(w, now_us);
         int rank = ahead == 0 ? 1 : 2;
-        if (rank < s.candidate_rank ||
+        if (rank < s.candidate_rank || (rank == 1 && s.candidate_rank == 1 && i == home) ||
             (rank == 2 && s.candidate_rank == 2 && ahead < s.candidate_ahead)) {
             s.candidate = i;
             s.candidate_word = w;
@@ -149,6 +155,23 @@ void merge_duplicate(Word& first, Word& duplicate, uint64_t tag, uint64_t now_us
         }
     }
     // The first was evicted meanwhile: the key is forgotten either way.
+}
+
+// GCRA on a slot that held the key's state when it was read as w: one compare-and-swap over tag
+// and TAT together. Nothing when the slot is not, or no longer, the key's confirmed state.
+std::optional<RateLimiter::Decision> count(Word& slot, uint64_t w, uint64_t tag, uint64_t now,
+                                           int64_t interval, int64_t tolerance) {
+    while (tag_of(w) == tag && !is_provisional(w)) {
+        int64_t ahead = ahead_of(w, now);
+        if (ahead > tolerance) {
+            return RateLimiter::Decision{false, whole_seconds(ahead - tolerance)};
+        }
+        if (slot.compare_exchange_weak(w, pack(tag, now, ahead + interval),
+                                       std::memory_order_relaxed)) {
+            return RateLimiter::Decision{true, 0};
+        }
+    }
+    return std::nullopt;
 }
 
 } // namespace
@@ -194,6 +217,17 @@ RateLimiter::Decision RateLimiter::check(uint64_t key, const Limit& limit, int64
     const uint64_t now = now_us_of(now_ns);
     const uint64_t tag = tag_of_key(key);
     Word* b = bucket(key);
+    // The hot path: the key in its home slot, found without a scan.
+    Word& home = b[home_of(tag)];
+    if (auto d = count(home, home.load(std::memory_order_relaxed), tag, now, interval, tolerance)) {
+        return *d;
+    }
+    return check_in_bucket(b, tag, now, interval, tolerance);
+}
+
+RateLimiter::Decision RateLimiter::check_in_bucket(std::atomic<uint64_t>* b, uint64_t tag,
+                                                   uint64_t now, int64_t interval,
+                                                   int64_t tolerance) {
     for (int pass = 0; pass < max_passes; ++pass) {
         Scan s = scan(b, tag, now);
         if (s.duplicate >= 0) {
@@ -201,18 +235,8 @@ RateLimiter::Decision RateLimiter::check(uint64_t key, const Limit& limit, int64
             continue;
         }
         if (s.found >= 0) {
-            // The hot path: one compare-and-swap over tag and TAT together.
-            Word& slot = b[s.found];
-            uint64_t w = s.found_word;
-            while (tag_of(w) == tag && !is_provisional(w)) {
-                int64_t ahead = ahead_of(w, now);
-                if (ahead > tolerance) {
-                    return {false, whole_seconds(ahead - tolerance)};
-                }
-                if (slot.compare_exchange_weak(w, pack(tag, now, ahead + interval),
-                                               std::memory_order_relaxed)) {
-                    return {true, 0};
-                }
+            if (auto d = count(b[s.found], s.found_word, tag, now, interval, tolerance)) {
+                return *d;
             }
             continue; // evicted meanwhile: look again
         }

@@ -171,6 +171,25 @@ TEST(RateLimit, FullBucketTakesARestedSlotWithoutEvicting) {
     EXPECT_EQ(t.evictions(), 0u);
 }
 
+TEST(RateLimit, AKeyOffItsHomeSlotKeepsItsStateWhenTheHomeSlotFrees) {
+    RateLimiter t(8); // one bucket of eight slots
+    // Keys 7 and 15 have tags 8 and 16: both are at home in slot 0.
+    const uint64_t first = key_in_bucket(7);
+    const uint64_t second = key_in_bucket(15);
+    const Limit short_limit = Limit::from(per_second(1), 1);
+    const Limit long_limit = Limit::from(per_hour(1), 1);
+    ASSERT_TRUE(t.check(first, short_limit, t0).allowed);
+    ASSERT_TRUE(t.check(second, long_limit, t0).allowed); // slot 0 taken: another slot
+    EXPECT_FALSE(t.check(second, long_limit, t0 + 1 * s).allowed);
+    // The first key has rested, so slot 0 is free to take; the second key still has its state
+    // elsewhere in the bucket and must be found there, not given a fresh burst at home.
+    EXPECT_FALSE(t.check(second, long_limit, t0 + 2 * s).allowed);
+    EXPECT_TRUE(t.check(key_in_bucket(23), long_limit, t0 + 2 * s).allowed); // takes slot 0
+    EXPECT_FALSE(t.check(second, long_limit, t0 + 3 * s).allowed);
+    EXPECT_FALSE(t.check(key_in_bucket(23), long_limit, t0 + 3 * s).allowed);
+    EXPECT_EQ(t.evictions(), 0u);
+}
+
 TEST(RateLimit, FullBucketEvictsTheSmallestTat) {
     RateLimiter t(8);
     const Limit l = Limit::from(per_second(1), 10);

@@ -17,11 +17,14 @@
 //
 // Memory: 8 bytes per key, nothing else. A slot is one 64-bit word, eight slots form a bucket
 // (one cache line), the key's low bits choose the bucket. The table is anonymous memory mapped
-// at start-up: untouched buckets cost no RAM, and it never grows. A key not in its bucket takes
-// an empty slot, else a rested one (TAT in the past: its bucket is full again, so forgetting it
-// loses nothing), else evicts the key with the smallest TAT, the one closest to rested (counted
-// by evictions()). An evicted client gets a full burst again; the route-wide limit bounds what
-// that can cost.
+// at start-up: untouched buckets cost no RAM, and it never grows. Each key has a home slot in
+// its bucket (tag modulo 8), where a check looks first and usually finds it: one load and one
+// compare-and-swap, no scan. A key not in its bucket takes an empty slot, else a rested one (TAT
+// in the past: its bucket is full again, so forgetting it loses nothing), its home slot first
+// among equals, else evicts the key with the smallest TAT, the one closest to rested (counted by
+// evictions()). An evicted client gets a full burst again; the route-wide limit bounds what
+// that can cost. A key that lives off its home slot (the home was taken) is found by a scan of
+// the bucket, and stays where it is when its home frees.
 //
 // A slot word: | tag (20 bits) | provisional (1) | TAT in microseconds modulo 2^43 (43) |.
 // The tag is the key's top 20 bits; 0 is an empty slot. Keys whose bucket and tag agree share
@@ -44,7 +47,8 @@
 // provisional waits for the claim to settle, a bounded number of pauses, then knocks it out (a
 // claimer preempted mid-claim cannot stall others). Should a key ever hold two confirmed slots
 // (only possible through a knocked-out claim rewritten bit for bit by another), the next check
-// merges the later slot into the earlier.
+// that scans the bucket merges the later slot into the earlier; while one of the two is the
+// key's home slot, checks use that one alone and the other rests unused.
 #pragma once
 
 #include "portcullis/base/address.hh"
@@ -110,6 +114,10 @@ public:
     uint64_t unsettled() const { return _unsettled.load(std::memory_order_relaxed); }
 
 private:
+    // check() past the key's home slot: the whole bucket scanned, claims, merges. Kept out of
+    // line so that the hot path saves no registers.
+    [[gnu::noinline]] Decision check_in_bucket(std::atomic<uint64_t>* b, uint64_t tag, uint64_t now,
+                                               int64_t interval, int64_t tolerance);
     std::atomic<uint64_t>* bucket(uint64_t key) const {
         return _slots + (key & (_buckets - 1)) * slots_per_bucket;
     }
