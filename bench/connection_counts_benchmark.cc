@@ -1,12 +1,12 @@
 // What server.max_connections_per_ip costs per connection, in the table shared by the shards:
 // - BM_ConnectionCountsAcquireRelease: one client's connection opened (acquire) and closed
 //   (release) over and over, by one thread and by several (every shard accepting connections of
-//   one client, the worst case for the shared table: each acquire is a compare-and-swap on the
-//   key's bucket, a second read of that cache line to sum the key's slots, and each release an
-//   atomic subtraction on it). The cap is far above the thread count, so every acquire is
-//   admitted unless it loses its compare-and-swap 64 times in a row (counter refused_ratio,
-//   which should stay 0). Compare the per-thread CPU time with BM_SharedLineFloor
-//   (rate_limit_benchmark.cc) at the same thread count: bench/tables does.
+//   one client, the worst case for the shared table: once the key's home slot is verified, each
+//   acquire is one atomic add on the key's cache line and each release one subtraction, so a
+//   connection moves the line twice and the floor's add once). The cap is far above the thread
+//   count, so every acquire is admitted unless it loses its compare-and-swap 64 times in a row
+//   (counter refused_ratio, which should stay 0). Compare the per-thread CPU time with
+//   BM_SharedLineFloor (rate_limit_benchmark.cc) at the same thread count: bench/tables does.
 // The counter bytes_per_key is the table's memory per slot (one key per slot).
 #include "contended_threads.hh"
 #include "portcullis/admit/connection_counts.hh"
