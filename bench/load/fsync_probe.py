@@ -12,6 +12,12 @@ file and prints one line of key=value figures (latencies in microseconds, neares
 The timed span is the write and the fdatasync together (what the spool waits for before a 202);
 python's own few microseconds per loop are small against a disk's sync.
 
+With FSYNC_PROBE_MODE=overwrite in the environment, the file is first written to its full length
+(COUNT records) and synced, and then each sample writes one record over it in place, front to
+back, and syncs: what a spool that wrote into already-written blocks (segments recycled, or
+zero-filled ahead of the writer) would wait for. Such a sync flushes data only; an append's must
+also commit the journal entry of the file's new size (ext4).
+
 With SPECTRUM_FILE (bench/load/latency), the latency by percentile is also written there, in
 open_loop's --out format: "percentile value_us 1/(1-p)" lines on HdrHistogram's ladder (5 steps
 per halving of the distance to 100%), then the maximum at x = the sample count.
@@ -28,10 +34,10 @@ def percentile(sorted_ns, p):
     return sorted_ns[rank - 1] // 1000
 
 
-def write_spectrum(path, sorted_ns):
+def write_spectrum(path, sorted_ns, mode):
     n = len(sorted_ns)
     with open(path, "w") as f:
-        f.write("# percentile value_us inverse_tail (append + fdatasync, %d samples)\n" % n)
+        f.write("# percentile value_us inverse_tail (%s + fdatasync, %d samples)\n" % (mode, n))
         half = 0
         while half < 64:
             lo, hi = 1.0 - 0.5 ** half, 1.0 - 0.5 ** (half + 1)
@@ -54,9 +60,17 @@ def main():
                                                float(sys.argv[3]), int(sys.argv[4]))
     path = os.path.join(directory, "fsync-probe.%d" % os.getpid())
     record = (b"x" * (record_bytes - 1)) + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    mode = os.environ.get("FSYNC_PROBE_MODE", "append")
+    if mode not in ("append", "overwrite"):
+        sys.exit("fsync_probe: FSYNC_PROBE_MODE is append or overwrite, not %r" % mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    fd = os.open(path, flags | (os.O_APPEND if mode == "append" else 0), 0o600)
     samples = []
     try:
+        if mode == "overwrite":
+            os.write(fd, record * count)
+            os.fsync(fd)
+            os.lseek(fd, 0, os.SEEK_SET)
         # The file's name made durable first, as a new segment's is, so that the first sample
         # does not carry the directory's sync.
         os.fdatasync(fd)
@@ -82,9 +96,9 @@ def main():
         sys.exit("fsync_probe: no sample within %.1f s" % seconds)
     samples.sort()
     if len(sys.argv) == 6:
-        write_spectrum(sys.argv[5], samples)
-    print("fsync-result count=%d seconds=%.3f per_s=%.1f p50_us=%d p99_us=%d p999_us=%d max_us=%d"
-          % (len(samples), elapsed, len(samples) / elapsed, percentile(samples, 50),
+        write_spectrum(sys.argv[5], samples, mode)
+    print("fsync-result mode=%s count=%d seconds=%.3f per_s=%.1f p50_us=%d p99_us=%d p999_us=%d max_us=%d"
+          % (mode, len(samples), elapsed, len(samples) / elapsed, percentile(samples, 50),
              percentile(samples, 99), percentile(samples, 99.9), samples[-1] // 1000))
 
 
