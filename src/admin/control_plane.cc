@@ -392,7 +392,8 @@ struct ControlPlane::Impl {
         // every idle turn: a burst would fill them in 50 ms.
         // While the spool grows, it is tailed every tick too: after a 50 ms sleep, a busy shard's
         // records (about 2,300 at 44,000/s) were indexed in one run of 4-8 ms, and a shard on
-        // the same CPU waited that long for it (most of p99 at 80% load, bench/load/latency).
+        // the same CPU waited that long for it (the 3-6 ms episodes behind p99 at 80% load,
+        // bench/load/latency).
         const bool idle = waiting.empty() && reload_waiting.empty() && !consumers.pending() &&
                           !(engine && engine->has_sinks()) && !events_flowing && enqueues.empty() &&
                           !spool_growing;

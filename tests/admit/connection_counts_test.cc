@@ -165,14 +165,17 @@ TEST(ConnectionCounts, TheCapHoldsUnderTwoThreads) {
     EXPECT_EQ(counts.untracked(), 0u);
 }
 
-// Racing first connections of new clients, made to land in two slots: before each round a
+// Racing first connections of new clients, timed to land in two slots: before each round a
 // filler key holds the new key's home slot, and one thread frees it just as both claim the new
-// key, so that one claimer sees the home slot taken (and claims another) and the other sees it
+// key, so that one claimer may see the home slot taken (and claim another) and the other see it
 // free. Even rounds have a cap of one: never both are admitted. Odd rounds a cap of two, so that
 // both may be, in two slots. Then, with both still holding what they got, one more connection
 // of the key under the same cap: admitted exactly when the two hold fewer than the cap. If the
 // home slot were marked verified while the other slot still had a count, that one add would
-// pass the cap.
+// pass the cap. Whether a round splits the key is a race of tens of nanoseconds that the code's
+// layout moves: thousands of rounds in 100,000 in one build, none in another, so this catches a
+// wrong verification only when the race lands. Making the split certain needs a hook that holds
+// a claimer between its compare-and-swap and its read of the home slot.
 TEST(ConnectionCounts, RacingClaimsOfANewKeyAdmitOneAtMost) {
     ConnectionCounts counts(100);
     constexpr int rounds = 200'000;
