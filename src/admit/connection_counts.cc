@@ -119,6 +119,9 @@ ConnectionCounts::Ticket ConnectionCounts::acquire(uint64_t key, uint32_t cap) {
             return {true, -1};
         }
         uint64_t want = mine >= 0 ? seen[slot] + 1 : claim_word(seen[slot], tag);
+        if (_pause != nullptr) [[unlikely]] {
+            _pause(_pause_arg);
+        }
         if (!b[slot].compare_exchange_strong(seen[slot], want)) {
             continue;
         }

@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <semaphore>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using portcullis::admit::ConnectionCounts;
@@ -165,6 +168,122 @@ TEST(ConnectionCounts, TheCapHoldsUnderTwoThreads) {
     EXPECT_EQ(counts.untracked(), 0u);
 }
 
+// Plays a race in a chosen order: a thread that sets `pause_here` before an acquire stops once
+// in the bucket search, between reading the slots and counting, until the test lets it go.
+struct Pause {
+    std::binary_semaphore arrived{0};
+    std::binary_semaphore go{0};
+};
+thread_local Pause* pause_here = nullptr;
+
+void pause_once(void* /*arg*/) {
+    if (Pause* p = std::exchange(pause_here, nullptr)) {
+        p->arrived.release();
+        p->go.acquire();
+    }
+}
+
+bool reached(Pause& p) {
+    return p.arrived.try_acquire_for(std::chrono::seconds(10));
+}
+
+// The new key's home slot is held by a filler key with the same home while thread A reads the
+// bucket, so A chooses another slot. The filler closes, and thread B reads the bucket: the home
+// slot is free and A has not counted yet, so B chooses the home slot. A counts and finishes
+// (the home slot still has the filler's tag when A reads it), then B claims the home slot. The
+// key now counts in two slots, and B must not mark the home slot verified: one more connection
+// under a cap of two is refused (with the home verified, its add alone would admit a third).
+TEST(ConnectionCounts, TwoSlotsOfOneKeyLeaveTheHomeUnverified) {
+    for (uint32_t cap : {1u, 2u}) {
+        SCOPED_TRACE(cap);
+        ConnectionCounts counts(100);
+        counts.set_pause_before_count(pause_once, nullptr);
+        const uint64_t key = key_in_bucket(0, 5);    // tag 1: home slot 1
+        const uint64_t filler = key_in_bucket(8, 5); // tag 9: home slot 1
+        ConnectionCounts::Ticket f = counts.acquire(filler, 1);
+        ASSERT_TRUE(f.admitted);
+        Pause pa, pb;
+        ConnectionCounts::Ticket ta, tb;
+        std::thread a([&] {
+            pause_here = &pa;
+            ta = counts.acquire(key, cap);
+        });
+        ASSERT_TRUE(reached(pa));
+        counts.release(f);
+        std::thread b([&] {
+            pause_here = &pb;
+            tb = counts.acquire(key, cap);
+        });
+        ASSERT_TRUE(reached(pb));
+        pa.go.release();
+        a.join();
+        pb.go.release();
+        b.join();
+        ASSERT_TRUE(ta.admitted);
+        EXPECT_NE(ta.slot, f.slot) << "A counted away from the home slot";
+        if (cap == 1) {
+            EXPECT_FALSE(tb.admitted);
+            EXPECT_EQ(counts.open(key), 1u);
+        } else {
+            ASSERT_TRUE(tb.admitted);
+            EXPECT_EQ(tb.slot, f.slot) << "B claimed the home slot: the key is split";
+            EXPECT_EQ(counts.open(key), 2u);
+            ConnectionCounts::Ticket extra = counts.acquire(key, cap);
+            EXPECT_FALSE(extra.admitted);
+            counts.release(extra);
+            counts.release(tb);
+        }
+        counts.release(ta);
+        EXPECT_EQ(counts.open(key), 0u);
+    }
+}
+
+// Thread A reads the bucket while a filler holds the new key's home slot and chooses another.
+// The filler closes, and a second connection of the key claims the home slot and, counting
+// there alone, marks it verified. Then A counts in the slot it chose; it must see the key's tag
+// at home, give its count back and count at home, or the verified home's add would miss it.
+TEST(ConnectionCounts, ACountAwayFromAVerifiedHomeMovesHome) {
+    for (uint32_t cap : {1u, 2u}) {
+        SCOPED_TRACE(cap);
+        ConnectionCounts counts(100);
+        counts.set_pause_before_count(pause_once, nullptr);
+        const uint64_t key = key_in_bucket(0, 5);
+        const uint64_t filler = key_in_bucket(8, 5);
+        ConnectionCounts::Ticket f = counts.acquire(filler, 1);
+        ASSERT_TRUE(f.admitted);
+        Pause pa;
+        ConnectionCounts::Ticket ta;
+        std::thread a([&] {
+            pause_here = &pa;
+            ta = counts.acquire(key, cap);
+        });
+        ASSERT_TRUE(reached(pa));
+        counts.release(f);
+        ConnectionCounts::Ticket home = counts.acquire(key, cap);
+        ASSERT_TRUE(home.admitted);
+        ASSERT_EQ(home.slot, f.slot) << "the second connection claimed the home slot";
+        pa.go.release();
+        a.join();
+        if (cap == 1) {
+            EXPECT_FALSE(ta.admitted);
+            EXPECT_EQ(counts.open(key), 1u);
+        } else {
+            ASSERT_TRUE(ta.admitted);
+            EXPECT_EQ(ta.slot, home.slot) << "A's count moved home";
+            EXPECT_EQ(counts.open(key), 2u);
+            ConnectionCounts::Ticket extra = counts.acquire(key, cap);
+            EXPECT_FALSE(extra.admitted);
+            counts.release(extra);
+            extra = counts.acquire(key, cap + 1);
+            EXPECT_TRUE(extra.admitted);
+            counts.release(extra);
+            counts.release(ta);
+        }
+        counts.release(home);
+        EXPECT_EQ(counts.open(key), 0u);
+    }
+}
+
 // Racing first connections of new clients, timed to land in two slots: before each round a
 // filler key holds the new key's home slot, and one thread frees it just as both claim the new
 // key, so that one claimer may see the home slot taken (and claim another) and the other see it
@@ -174,8 +293,8 @@ TEST(ConnectionCounts, TheCapHoldsUnderTwoThreads) {
 // home slot were marked verified while the other slot still had a count, that one add would
 // pass the cap. Whether a round splits the key is a race of tens of nanoseconds that the code's
 // layout moves: thousands of rounds in 100,000 in one build, none in another, so this catches a
-// wrong verification only when the race lands. Making the split certain needs a hook that holds
-// a claimer between its compare-and-swap and its read of the home slot.
+// wrong verification only when the race lands: the two tests above play the split in order. This
+// one runs the race itself, with the cores' own timing.
 TEST(ConnectionCounts, RacingClaimsOfANewKeyAdmitOneAtMost) {
     ConnectionCounts counts(100);
     constexpr int rounds = 200'000;

@@ -83,6 +83,15 @@ public:
     // Connections admitted without a count because their bucket was full.
     uint64_t untracked() const { return _untracked.load(std::memory_order_relaxed); }
 
+    // Tests only: called by acquire's search of the bucket between reading the slots and
+    // counting in the one it chose, so that a test can hold one thread there while another
+    // acquires, and so play a race in a chosen order. Set before any acquire runs.
+    using PauseHook = void (*)(void* arg);
+    void set_pause_before_count(PauseHook hook, void* arg) {
+        _pause = hook;
+        _pause_arg = arg;
+    }
+
 private:
     // The end of an acquire that counted in a slot other than by a verified home's add: sums
     // the key's slots (refusing over the cap) and marks the home slot verified when the key
@@ -94,6 +103,8 @@ private:
     std::atomic<uint64_t>* _slots = nullptr;
     size_t _buckets = 0;
     std::atomic<uint64_t> _untracked{0};
+    PauseHook _pause = nullptr;
+    void* _pause_arg = nullptr;
 };
 
 } // namespace portcullis::admit
