@@ -294,7 +294,7 @@ void fill_shard(const Options& o, uint32_t shard, uint64_t jobs, const std::stri
         }
         ring.for_each_cqe([&](const io_uring_cqe& c) {
             const uint64_t tag = c.user_data >> 56;
-            if (tag == queue::spool_write_tag || tag == queue::spool_sync_tag) {
+            if (queue::is_spool_tag(tag)) {
                 writer.on_cqe(c, base::mono_ns(), done);
             }
         });

@@ -194,7 +194,7 @@ void Shard::Impl::read_clocks() {
 
 void Shard::Impl::dispatch(const io_uring_cqe& cqe) {
     uint8_t op = op_of(cqe.user_data);
-    if (op == queue::spool_write_tag || op == queue::spool_sync_tag) {
+    if (queue::is_spool_tag(op)) {
         spool.on_cqe(cqe, clock.mono_ns,
                      [this](uint64_t cookie, bool durable) { on_spooled(cookie, durable); });
         return;

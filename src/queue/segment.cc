@@ -231,6 +231,9 @@ ListResult list_segments(const std::string& dir) {
                 break;
             }
             const std::string file = inner->path().filename().native();
+            if (file == next_segment_file_name) {
+                continue;
+            }
             auto seq = parse_segment_name(file);
             if (!seq || !inner->is_regular_file(ec)) {
                 result.unrecognised.push_back(name);

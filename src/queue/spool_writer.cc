@@ -17,8 +17,10 @@ namespace {
 using base::Level;
 using base::LogLine;
 
-// The file descriptor budget counts one descriptor of the open segment per group in flight.
-static_assert(io::fd_per_shard == 19 + SpoolWriter::max_inflight,
+// The file descriptor budget counts one descriptor of the open segment per group in flight, as
+// many of the prepared next segment, and the shard folder twice (held for the rename's fsync,
+// and opened again when a segment is created in place).
+static_assert(io::fd_per_shard == 18 + 2 * SpoolWriter::max_inflight + 2,
               "io::fd_per_shard must follow SpoolWriter::max_inflight");
 
 // How long the spool refuses appends after a failed group before it tries the disk again.
@@ -32,6 +34,12 @@ std::string errno_text() {
 
 SpoolWriter::~SpoolWriter() {
     close_segment();
+    if (_next != Next::none && _next != Next::failed) {
+        discard_next(nullptr);
+    }
+    if (_dir_fd >= 0) {
+        ::close(_dir_fd);
+    }
 }
 
 void SpoolWriter::close_segment() {
@@ -59,6 +67,13 @@ std::string SpoolWriter::open(const std::string& dir, uint32_t shard,
     std::string shard_dir = dir + "/shard-" + std::to_string(shard);
     if (auto err = make_dir(shard_dir); !err.empty()) {
         return err;
+    }
+    // A next segment a crash left holds no record: it is prepared again.
+    _next_path = shard_dir + "/" + std::string(next_segment_file_name);
+    ::unlink(_next_path.c_str());
+    _dir_fd = ::open(shard_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (_dir_fd < 0) {
+        return "cannot open " + shard_dir + ": " + errno_text();
     }
     ListResult listed = list_segments(dir);
     if (!listed.error.empty()) {
@@ -170,7 +185,155 @@ bool SpoolWriter::rotate() {
         LogLine(Level::error, "spool: cannot rotate segment").field("error", err).write();
         return false;
     }
+    if (_next == Next::failed) {
+        _next = Next::none; // the disk took a segment again: prepare the next one ahead
+    }
     return true;
+}
+
+void SpoolWriter::advance_next(io::Ring& ring) {
+    switch (_next) {
+    case Next::none: {
+        if (_fds[0] < 0 || _dir_fd < 0 || _offset < _cfg.segment_size / 2) {
+            return; // not yet half full, or no segment to rotate from (the next is made in place)
+        }
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_openat(sqe, AT_FDCWD, _next_path.c_str(),
+                             O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        sqe->user_data = prepare_data(Step::open_first, 0);
+        _next = Next::opening;
+        _next_waiting = 1;
+        _next_error = 0;
+        return;
+    }
+    case Next::opened: {
+        encode_segment_header(_shard, std::span<uint8_t, segment_header_size>(_next_header));
+        if (io_uring_sq_space_left(ring.raw()) < 2) {
+            io_uring_submit(ring.raw()); // the write and its fdatasync in one submission
+        }
+        io_uring_sqe* w = ring.sqe();
+        io_uring_prep_write(w, _next_fds[0], _next_header.data(), segment_header_size, 0);
+        w->flags |= IOSQE_IO_LINK;
+        w->user_data = prepare_data(Step::header, 0);
+        io_uring_sqe* s = ring.sqe();
+        io_uring_prep_fsync(s, _next_fds[0], IORING_FSYNC_DATASYNC);
+        s->user_data = prepare_data(Step::header_sync, 0);
+        for (size_t i = 1; i < max_inflight; ++i) {
+            io_uring_sqe* o = ring.sqe();
+            io_uring_prep_openat(o, AT_FDCWD, _next_path.c_str(), O_WRONLY | O_CLOEXEC, 0);
+            o->user_data = prepare_data(Step::open_more, i);
+        }
+        _next = Next::initialising;
+        _next_waiting = 2 + static_cast<int>(max_inflight - 1);
+        return;
+    }
+    case Next::renaming: {
+        if (_next_waiting != 0) {
+            return; // in flight
+        }
+        _rename_to = segment_path(_dir, _shard, _seq + 1);
+        if (io_uring_sq_space_left(ring.raw()) < 2) {
+            io_uring_submit(ring.raw()); // the rename and its fsync in one submission
+        }
+        io_uring_sqe* r = ring.sqe();
+        io_uring_prep_renameat(r, AT_FDCWD, _next_path.c_str(), AT_FDCWD, _rename_to.c_str(), 0);
+        r->flags |= IOSQE_IO_LINK;
+        r->user_data = prepare_data(Step::rename, 0);
+        io_uring_sqe* s = ring.sqe();
+        io_uring_prep_fsync(s, _dir_fd, 0);
+        s->user_data = prepare_data(Step::dir_sync, 0);
+        _next_waiting = 2;
+        _next_error = 0;
+        _renamed = false;
+        return;
+    }
+    case Next::opening:
+    case Next::initialising:
+    case Next::ready:
+    case Next::failed:
+        return;
+    }
+}
+
+void SpoolWriter::on_prepare_cqe(const io_uring_cqe& cqe) {
+    if (_next_waiting == 0) {
+        return;
+    }
+    --_next_waiting;
+    const auto step = static_cast<Step>((cqe.user_data >> 8) & 0xff);
+    const size_t slot = cqe.user_data & 0xff;
+    int error = cqe.res < 0 ? -cqe.res : 0;
+    if (step == Step::header && cqe.res >= 0 && cqe.res != static_cast<int>(segment_header_size)) {
+        error = EIO; // a short write of the header
+    }
+    if (error == 0 && (step == Step::open_first || step == Step::open_more) &&
+        slot < max_inflight) {
+        _next_fds[slot] = cqe.res;
+    }
+    _renamed = _renamed || (step == Step::rename && error == 0);
+    // A linked operation cancelled by its predecessor's failure reports that failure, not its own.
+    if (error != 0 && error != ECANCELED && _next_error == 0) {
+        _next_error = error;
+        _next_failed_step = step;
+    }
+    if (_next_waiting != 0) {
+        return;
+    }
+    if (_next_error != 0) {
+        if (_renamed) {
+            ::unlink(_rename_to.c_str()); // renamed, but the name may not last: it holds no record
+        }
+        discard_next(_next == Next::renaming ? "spool: cannot rename the next segment"
+                                             : "spool: cannot prepare the next segment");
+        return;
+    }
+    switch (_next) {
+    case Next::opening:
+        _next = Next::opened;
+        return;
+    case Next::initialising:
+        _next = Next::ready;
+        return;
+    case Next::renaming:
+        adopt_next();
+        return;
+    default:
+        return;
+    }
+}
+
+void SpoolWriter::discard_next(const char* why) {
+    for (int& fd : _next_fds) {
+        if (fd >= 0) {
+            ::close(fd);
+        }
+        fd = -1;
+    }
+    ::unlink(_next_path.c_str()); // holds no record
+    if (why != nullptr) {
+        static constexpr const char* step_names[] = {
+            "", "create", "write header", "fdatasync header", "open", "rename", "fsync folder"};
+        LogLine(Level::warn, why)
+            .field("shard", static_cast<int64_t>(_shard))
+            .field("step", step_names[static_cast<size_t>(_next_failed_step)])
+            .field("error", std::strerror(_next_error))
+            .field("then", "the next segment is created in place when this one is full")
+            .write();
+    }
+    _next = Next::failed;
+}
+
+void SpoolWriter::adopt_next() {
+    close_segment();
+    _fds = _next_fds;
+    _next_fds.fill(-1);
+    ++_seq;
+    _offset = segment_header_size;
+    ++_stats.segments_opened;
+    if (_progress != nullptr) {
+        _progress->publish(_seq, _offset);
+    }
+    _next = Next::none;
 }
 
 bool SpoolWriter::append(std::span<const uint8_t> record, uint64_t cookie, config::Durability d) {

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,10 +56,11 @@ protected:
         return rec;
     }
 
-    // Runs the ring until `want` waiters were told, or fails.
+    // Runs the ring until `want` waiters were told and nothing is in flight (the next segment's
+    // preparation included), or fails.
     void settle(queue::SpoolWriter& w, std::map<uint64_t, bool>& outcome, size_t want) {
         auto done = [&](uint64_t cookie, bool durable) { outcome[cookie] = durable; };
-        for (int i = 0; i < 200 && outcome.size() < want; ++i) {
+        for (int i = 0; i < 200 && (outcome.size() < want || !w.idle()); ++i) {
             w.flush(ring, 0, done);
             ASSERT_EQ(ring.submit_and_wait(50'000'000), 0);
             ring.for_each_cqe([&](const io_uring_cqe& cqe) { w.on_cqe(cqe, 0, done); });
@@ -227,6 +229,103 @@ TEST_F(SpoolWriterTest, RotatesSegmentsAtSegmentSize) {
     EXPECT_EQ(bodies_on_disk().size(), 3u);
 }
 
+// Issue 19: rotation does not block the shard. Once the segment is half full, the next one is
+// prepared through the ring (created, header written and synced) as next-segment, which is no
+// segment to anyone reading the spool; the rotation renames that very file (same inode) to the
+// next number, and the records land in it.
+TEST_F(SpoolWriterTest, RotationRenamesTheSegmentPreparedAhead) {
+    config::SpoolConfig cfg;
+    cfg.segment_size = 4096;
+    auto owned = std::make_unique<queue::SpoolWriter>();
+    queue::SpoolWriter& w = *owned;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    const std::string next = dir + "/shard-0/" + std::string(queue::next_segment_file_name);
+    std::vector<std::vector<uint8_t>> records;
+    std::vector<std::string> bodies;
+    std::map<uint64_t, bool> outcome;
+    auto add = [&](char c) {
+        bodies.emplace_back(900, c);
+        records.push_back(make_record(bodies.back(), static_cast<uint32_t>(records.size())));
+        ASSERT_TRUE(w.append(records.back(), records.size(), config::Durability::fsync));
+        settle(w, outcome, records.size());
+    };
+    add('a');
+    struct stat st {};
+    EXPECT_NE(::stat(next.c_str(), &st), 0) << "prepared before the segment was half full";
+    add('b');
+    add('c'); // past half of 4096
+    ASSERT_EQ(::stat(next.c_str(), &st), 0) << "no next segment prepared";
+    EXPECT_EQ(static_cast<uint64_t>(st.st_size), queue::segment_header_size);
+    const ino_t prepared = st.st_ino;
+    auto listed = queue::list_segments(dir);
+    EXPECT_EQ(listed.segments.size(), 1u);
+    EXPECT_TRUE(listed.unrecognised.empty()) << listed.unrecognised.front();
+
+    add('d');
+    add('e'); // does not fit: rotates
+    listed = queue::list_segments(dir);
+    ASSERT_EQ(listed.segments.size(), 2u);
+    ASSERT_EQ(::stat(listed.segments[1].path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_ino, prepared) << "the segment was created in place, not renamed";
+    EXPECT_NE(::stat(next.c_str(), &st), 0) << "next-segment still there after the rename";
+    EXPECT_EQ(w.stats().segments_opened, 2u);
+    for (auto& [cookie, durable] : outcome) {
+        EXPECT_TRUE(durable) << cookie;
+    }
+    EXPECT_EQ(bodies_on_disk(), bodies);
+
+    // A clean close removes a prepared next segment: it holds no record.
+    add('f');
+    add('g');
+    ASSERT_EQ(::stat(next.c_str(), &st), 0);
+    owned.reset();
+    EXPECT_NE(::stat(next.c_str(), &st), 0) << "a closed writer left its next segment";
+}
+
+// When the next segment cannot be prepared (here next-segment is a folder), the writer says so
+// and rotates as before, creating the segment in place: nothing is refused.
+TEST_F(SpoolWriterTest, APreparationThatFailsFallsBackToCreatingInPlace) {
+    config::SpoolConfig cfg;
+    cfg.segment_size = 2048;
+    ASSERT_TRUE(std::filesystem::create_directories(dir + "/shard-0/" +
+                                                    std::string(queue::next_segment_file_name)));
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    std::vector<std::vector<uint8_t>> records;
+    std::vector<std::string> bodies;
+    std::map<uint64_t, bool> outcome;
+    for (uint32_t i = 0; i < 8; ++i) {
+        bodies.emplace_back(700, static_cast<char>('a' + i));
+        records.push_back(make_record(bodies.back(), i));
+        ASSERT_TRUE(w.append(records.back(), i, config::Durability::fsync));
+        settle(w, outcome, i + 1);
+        ASSERT_TRUE(outcome[i]) << i;
+    }
+    EXPECT_GE(queue::list_segments(dir).segments.size(), 3u);
+    EXPECT_EQ(bodies_on_disk(), bodies);
+}
+
+// A next segment a crash left behind (prepared, maybe half written) is not a segment: the
+// writer removes it at start and recovers nothing from it.
+TEST_F(SpoolWriterTest, ANextSegmentLeftByACrashIsDropped) {
+    config::SpoolConfig cfg;
+    ASSERT_TRUE(std::filesystem::create_directories(dir + "/shard-0"));
+    const std::string next = dir + "/shard-0/" + std::string(queue::next_segment_file_name);
+    {
+        int fd = ::open(next.c_str(), O_WRONLY | O_CREAT, 0640);
+        ASSERT_GE(fd, 0);
+        ASSERT_EQ(::write(fd, "leftover", 8), 8);
+        ::close(fd);
+    }
+    EXPECT_TRUE(queue::list_segments(dir).unrecognised.empty());
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    struct stat st {};
+    EXPECT_NE(::stat(next.c_str(), &st), 0);
+    EXPECT_EQ(w.stats().recovered_records, 0u);
+    EXPECT_EQ(w.stats().cut_tail_bytes, 0u);
+}
+
 // A segment that cannot be created (here: its folder is gone; in life, a full disk or a file
 // system gone read-only) refuses that group and backs off like a failed write; once the disk
 // takes files again, the spool rotates and takes jobs again, without a restart.
@@ -247,7 +346,14 @@ TEST_F(SpoolWriterTest, AFailedRotationIsRetriedAfterTheBackOff) {
     auto refused = make_record(std::string(200, 'b'), 2);
     ASSERT_TRUE(w.append(refused, 2, config::Durability::fsync));
     std::map<uint64_t, bool> failed;
-    w.flush(ring, 0, [&](uint64_t cookie, bool durable) { failed[cookie] = durable; });
+    // The next segment was prepared while the first filled: its rename fails first, and then
+    // the segment cannot be created in place either.
+    auto refuse = [&](uint64_t cookie, bool durable) { failed[cookie] = durable; };
+    for (int i = 0; i < 20 && failed.empty(); ++i) {
+        w.flush(ring, 0, refuse);
+        ASSERT_EQ(ring.submit_and_wait(50'000'000), 0);
+        ring.for_each_cqe([&](const io_uring_cqe& cqe) { w.on_cqe(cqe, 0, refuse); });
+    }
     ASSERT_EQ(failed.size(), 1u) << "the group that could not rotate was not answered";
     EXPECT_FALSE(failed[2]);
     EXPECT_FALSE(w.healthy()) << "a failed rotation does not back off";

@@ -21,10 +21,11 @@ namespace portcullis::io {
 // libraries open, a file being opened or renamed.
 inline constexpr uint64_t fd_base_allowance = 32;
 // Per shard, on top of its listening sockets: its ring, its doorbell (an eventfd), its open
-// segment (one descriptor per group commit in flight, queue::SpoolWriter::max_inflight, checked
-// there), the shard folder while a segment is created, and room for sockets accepted past
-// server.max_connections that wait in the ring for their close.
-inline constexpr uint64_t fd_per_shard = 21;
+// segment and the next one prepared (one descriptor each per group commit in flight,
+// queue::SpoolWriter::max_inflight, checked there), the shard folder (held, and once more while a
+// segment is created in place), and room for sockets accepted past server.max_connections that
+// wait in the ring for their close.
+inline constexpr uint64_t fd_per_shard = 24;
 // The control plane's own: its ring, its listener, the ledger, its doorbell (an eventfd), and a
 // file it may open for a moment (the ledger's compaction, a folder to fsync).
 inline constexpr uint64_t fd_control_plane = 6;

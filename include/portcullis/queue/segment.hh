@@ -53,6 +53,10 @@ struct ListResult {
 constexpr std::string_view ledger_file_name = "ledger.log";
 constexpr std::string_view ledger_snapshot_file_name = "ledger.log.tmp"; // compaction's
 constexpr std::string_view lock_file_name = "portcullis.lock";
+// In a shard folder: the segment its writer prepares ahead (created, header written and synced)
+// and renames to its number when the current one is full. Not a segment: nothing reads it, and
+// one left by a crash holds no record; the writer replaces it at start.
+constexpr std::string_view next_segment_file_name = "next-segment";
 
 // The largest sequence number a segment may have: the writer starts the next one after it.
 constexpr uint64_t max_segment_seq = UINT64_MAX - 1;
