@@ -16,6 +16,9 @@
 #   none:       must lose jobs, or this file system does not drop unsynced data and the test
 #               proves nothing.
 #
+# Segments are 1 MiB, so that the load rotates them several times a cycle and cuts land while
+# the next segment is being prepared or renamed (it must never cost an answered job).
+#
 # Skipped (77) where FUSE cannot be mounted: no /dev/fuse, no fusepy, no fusermount3, or a
 # mount that fails (a container without CAP_SYS_ADMIN).
 set -euo pipefail
@@ -324,7 +327,7 @@ os.fsync(fd)' "$MNT"
     cat >"$config" <<EOF
 server: {listen: ["127.0.0.1:0"], shards: 2}
 admin: {listen: "127.0.0.1:0"}
-spool: {dir: $MNT/spool, durability: $mode}
+spool: {dir: $MNT/spool, durability: $mode, segment_size: 1MiB}
 routes:
   github: {path: /webhooks/github, verify: {scheme: github, secrets: [{env: GH_SECRET}]}}
 tokens:

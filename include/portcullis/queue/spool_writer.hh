@@ -365,6 +365,12 @@ void SpoolWriter::flush(io::Ring& ring, int64_t now_mono_ns, F&& done) {
         if (_inflight_groups != 0 || _next == Next::renaming) {
             return; // the old segment's groups complete before it is closed
         }
+        if (_dirty && _fds[0] >= 0) {
+            // durability batch: what this segment holds unsynced is synced before it is left,
+            // since the periodic fdatasync goes to the segment being written, never back here.
+            submit_periodic_sync(ring, now_mono_ns);
+            return;
+        }
         if (_fds[0] >= 0 && _next == Next::ready) {
             _next = Next::renaming;
             advance_next(ring);
