@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <iterator>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,7 +21,7 @@ using base::LogLine;
 // The file descriptor budget counts one descriptor of the open segment per group in flight, as
 // many of the prepared next segment, and the shard folder twice (held for the rename's fsync,
 // and opened again when a segment is created in place).
-static_assert(io::fd_per_shard == 18 + 2 * SpoolWriter::max_inflight + 2,
+static_assert(io::fd_per_shard == 20 + 2 * SpoolWriter::max_inflight,
               "io::fd_per_shard must follow SpoolWriter::max_inflight");
 
 // How long the spool refuses appends after a failed group before it tries the disk again.
@@ -313,6 +314,7 @@ void SpoolWriter::discard_next(const char* why) {
     if (why != nullptr) {
         static constexpr const char* step_names[] = {
             "", "create", "write header", "fdatasync header", "open", "rename", "fsync folder"};
+        static_assert(std::size(step_names) == static_cast<size_t>(Step::dir_sync) + 1);
         LogLine(Level::warn, why)
             .field("shard", static_cast<int64_t>(_shard))
             .field("step", step_names[static_cast<size_t>(_next_failed_step)])

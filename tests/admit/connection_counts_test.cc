@@ -183,62 +183,80 @@ void pause_once(void* /*arg*/) {
     }
 }
 
-bool reached(Pause& p) {
-    return p.arrived.try_acquire_for(std::chrono::seconds(10));
-}
+// An acquire on a thread of its own that stops in the bucket search until finish(); the counts
+// must have pause_once as their hook. Let go and joined however the test ends.
+class HeldAcquire {
+public:
+    HeldAcquire(ConnectionCounts& counts, uint64_t key, uint32_t cap)
+        : _thread([this, &counts, key, cap] {
+              pause_here = &_pause;
+              _ticket = counts.acquire(key, cap);
+          }) {}
+    ~HeldAcquire() { finish(); }
+    HeldAcquire(const HeldAcquire&) = delete;
+    HeldAcquire& operator=(const HeldAcquire&) = delete;
 
-// The new key's home slot is held by a filler key with the same home while thread A reads the
-// bucket, so A chooses another slot. The filler closes, and thread B reads the bucket: the home
-// slot is free and A has not counted yet, so B chooses the home slot. A counts and finishes
-// (the home slot still has the filler's tag when A reads it), then B claims the home slot. The
-// key now counts in two slots, and B must not mark the home slot verified: one more connection
-// under a cap of two is refused (with the home verified, its add alone would admit a third).
+    // The acquire stopped where it was to: it read the bucket and chose a slot.
+    bool held() { return _pause.arrived.try_acquire_for(std::chrono::seconds(10)); }
+    ConnectionCounts::Ticket finish() {
+        if (_thread.joinable()) {
+            _pause.go.release();
+            _thread.join();
+        }
+        return _ticket;
+    }
+
+private:
+    Pause _pause;
+    ConnectionCounts::Ticket _ticket;
+    std::thread _thread; // last: started once the members it uses exist
+};
+
+// Two keys of one home slot (slot 1 of bucket 5): a new client's, and a filler's that holds the
+// home slot first.
+const uint64_t new_key = key_in_bucket(0, 5);     // tag 1
+const uint64_t home_filler = key_in_bucket(8, 5); // tag 9
+
+// The new key's home slot is held by the filler while thread A reads the bucket, so A chooses
+// another slot. The filler closes, and thread B reads the bucket: the home slot is free and A
+// has not counted yet, so B chooses the home slot. A counts and finishes (the home slot still
+// has the filler's tag when A reads it), then B claims the home slot. The key now counts in two
+// slots, and B must not mark the home slot verified: one more connection under a cap of two is
+// refused (with the home verified, its add alone would admit a third).
 TEST(ConnectionCounts, TwoSlotsOfOneKeyLeaveTheHomeUnverified) {
     for (uint32_t cap : {1u, 2u}) {
         SCOPED_TRACE(cap);
         ConnectionCounts counts(100);
         counts.set_pause_before_count(pause_once, nullptr);
-        const uint64_t key = key_in_bucket(0, 5);    // tag 1: home slot 1
-        const uint64_t filler = key_in_bucket(8, 5); // tag 9: home slot 1
-        ConnectionCounts::Ticket f = counts.acquire(filler, 1);
+        const ConnectionCounts::Ticket f = counts.acquire(home_filler, 1);
         ASSERT_TRUE(f.admitted);
-        Pause pa, pb;
-        ConnectionCounts::Ticket ta, tb;
-        std::thread a([&] {
-            pause_here = &pa;
-            ta = counts.acquire(key, cap);
-        });
-        ASSERT_TRUE(reached(pa));
+        HeldAcquire a(counts, new_key, cap);
+        ASSERT_TRUE(a.held());
         counts.release(f);
-        std::thread b([&] {
-            pause_here = &pb;
-            tb = counts.acquire(key, cap);
-        });
-        ASSERT_TRUE(reached(pb));
-        pa.go.release();
-        a.join();
-        pb.go.release();
-        b.join();
+        HeldAcquire b(counts, new_key, cap);
+        ASSERT_TRUE(b.held());
+        const ConnectionCounts::Ticket ta = a.finish();
+        const ConnectionCounts::Ticket tb = b.finish();
         ASSERT_TRUE(ta.admitted);
         EXPECT_NE(ta.slot, f.slot) << "A counted away from the home slot";
         if (cap == 1) {
             EXPECT_FALSE(tb.admitted);
-            EXPECT_EQ(counts.open(key), 1u);
+            EXPECT_EQ(counts.open(new_key), 1u);
         } else {
             ASSERT_TRUE(tb.admitted);
             EXPECT_EQ(tb.slot, f.slot) << "B claimed the home slot: the key is split";
-            EXPECT_EQ(counts.open(key), 2u);
-            ConnectionCounts::Ticket extra = counts.acquire(key, cap);
+            EXPECT_EQ(counts.open(new_key), 2u);
+            ConnectionCounts::Ticket extra = counts.acquire(new_key, cap);
             EXPECT_FALSE(extra.admitted);
             counts.release(extra);
             counts.release(tb);
         }
         counts.release(ta);
-        EXPECT_EQ(counts.open(key), 0u);
+        EXPECT_EQ(counts.open(new_key), 0u);
     }
 }
 
-// Thread A reads the bucket while a filler holds the new key's home slot and chooses another.
+// Thread A reads the bucket while the filler holds the new key's home slot and chooses another.
 // The filler closes, and a second connection of the key claims the home slot and, counting
 // there alone, marks it verified. Then A counts in the slot it chose; it must see the key's tag
 // at home, give its count back and count at home, or the verified home's add would miss it.
@@ -247,40 +265,32 @@ TEST(ConnectionCounts, ACountAwayFromAVerifiedHomeMovesHome) {
         SCOPED_TRACE(cap);
         ConnectionCounts counts(100);
         counts.set_pause_before_count(pause_once, nullptr);
-        const uint64_t key = key_in_bucket(0, 5);
-        const uint64_t filler = key_in_bucket(8, 5);
-        ConnectionCounts::Ticket f = counts.acquire(filler, 1);
+        const ConnectionCounts::Ticket f = counts.acquire(home_filler, 1);
         ASSERT_TRUE(f.admitted);
-        Pause pa;
-        ConnectionCounts::Ticket ta;
-        std::thread a([&] {
-            pause_here = &pa;
-            ta = counts.acquire(key, cap);
-        });
-        ASSERT_TRUE(reached(pa));
+        HeldAcquire a(counts, new_key, cap);
+        ASSERT_TRUE(a.held());
         counts.release(f);
-        ConnectionCounts::Ticket home = counts.acquire(key, cap);
+        const ConnectionCounts::Ticket home = counts.acquire(new_key, cap);
         ASSERT_TRUE(home.admitted);
         ASSERT_EQ(home.slot, f.slot) << "the second connection claimed the home slot";
-        pa.go.release();
-        a.join();
+        const ConnectionCounts::Ticket ta = a.finish();
         if (cap == 1) {
             EXPECT_FALSE(ta.admitted);
-            EXPECT_EQ(counts.open(key), 1u);
+            EXPECT_EQ(counts.open(new_key), 1u);
         } else {
             ASSERT_TRUE(ta.admitted);
             EXPECT_EQ(ta.slot, home.slot) << "A's count moved home";
-            EXPECT_EQ(counts.open(key), 2u);
-            ConnectionCounts::Ticket extra = counts.acquire(key, cap);
+            EXPECT_EQ(counts.open(new_key), 2u);
+            ConnectionCounts::Ticket extra = counts.acquire(new_key, cap);
             EXPECT_FALSE(extra.admitted);
             counts.release(extra);
-            extra = counts.acquire(key, cap + 1);
+            extra = counts.acquire(new_key, cap + 1);
             EXPECT_TRUE(extra.admitted);
             counts.release(extra);
             counts.release(ta);
         }
         counts.release(home);
-        EXPECT_EQ(counts.open(key), 0u);
+        EXPECT_EQ(counts.open(new_key), 0u);
     }
 }
 

@@ -722,7 +722,9 @@ TEST_F(SpoolWriterTest, ManyGroupsInFlightRecoverInOrderAcrossSegments) {
             order.push_back(cookie);
         };
         uint32_t next = 0;
-        for (uint32_t i = 0; i < 2000 && outcome.size() < count; ++i) {
+        // Until every job is answered and nothing is in flight (the next segment's preparation
+        // included: it may still be under way when the last answer comes).
+        for (uint32_t i = 0; i < 2000 && (outcome.size() < count || !w.idle()); ++i) {
             // One to three jobs arrive per loop iteration, whatever is in flight.
             for (uint32_t k = 0; k < 1 + i % 3 && next < count; ++k, ++next) {
                 ASSERT_TRUE(w.append(records[next], next, config::Durability::fsync));
@@ -737,7 +739,9 @@ TEST_F(SpoolWriterTest, ManyGroupsInFlightRecoverInOrderAcrossSegments) {
         EXPECT_GT(w.stats().deepest_inflight, 1u) << "the groups never overlapped";
         EXPECT_LE(w.stats().deepest_inflight, queue::SpoolWriter::max_inflight);
         EXPECT_GT(w.stats().overlapped_groups, 0u);
-        EXPECT_GT(w.stats().segments_opened, 10u) << "too few rotations to show anything";
+        // 13-15 segments on a quiet machine; a slow fdatasync (the machine busy) lets the jobs
+        // pile up into larger groups, and a run with the CPUs loaded once opened 7.
+        EXPECT_GE(w.stats().segments_opened, 5u) << "too few rotations to show anything";
     }
     for (uint32_t i = 0; i < count; ++i) {
         EXPECT_TRUE(outcome[i]) << "record " << i;
