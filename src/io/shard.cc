@@ -460,7 +460,7 @@ bool Shard::Impl::drain_finished() {
         }
     }
     return (connections_done || clock.mono_ns >= drain_deadline + base::ns_per_s) &&
-           held_first == nullptr && spool.idle() && accepts_armed == 0;
+           held_first == nullptr && spool.drained() && accepts_armed == 0;
 }
 
 // ---- the public face -----------------------------------------------------------------------

@@ -510,6 +510,42 @@ TEST_F(SpoolWriterTest, BatchSyncIsDueWithinItsWindowAndNoneNeverSyncs) {
     EXPECT_EQ(w.wait_limit_ns(25 * ms, tick), tick) << "synced: nothing is due";
 }
 
+// A stopping shard waits for drained(), not idle(): under durability batch a record is answered
+// once written, and its fdatasync comes within 10 ms. A shard that stopped in between would
+// leave that data to the kernel's write-back, and a power cut in the next 30 s would lose jobs
+// answered 202. The shard's drain used idle(), which is true in that state.
+TEST_F(SpoolWriterTest, AWriterIsDrainedOnlyOnceItsBatchDataIsSynced) {
+    constexpr int64_t ms = 1'000'000;
+    config::SpoolConfig cfg;
+    queue::SpoolWriter w;
+    ASSERT_EQ(w.open(dir, 0, cfg), "");
+    EXPECT_TRUE(w.drained());
+    std::map<uint64_t, bool> outcome;
+    auto done = [&](uint64_t cookie, bool durable) { outcome[cookie] = durable; };
+
+    auto synced = make_record("fsync", 1);
+    ASSERT_TRUE(w.append(synced, 1, config::Durability::fsync));
+    settle(w, outcome, 1);
+    EXPECT_TRUE(w.drained()) << "fsync: answered once synced";
+
+    auto unsynced = make_record("none", 2);
+    ASSERT_TRUE(w.append(unsynced, 2, config::Durability::none));
+    settle(w, outcome, 2);
+    EXPECT_TRUE(w.drained()) << "none promises no sync";
+
+    auto batched = make_record("batch", 3);
+    ASSERT_TRUE(w.append(batched, 3, config::Durability::batch));
+    settle(w, outcome, 3); // answered; the clock stays at 0, so its sync is not due yet
+    ASSERT_TRUE(outcome[3]);
+    EXPECT_TRUE(w.idle());
+    EXPECT_FALSE(w.drained()) << "a shard could stop with answered batch data unsynced";
+    w.flush(ring, 10 * ms, done);
+    EXPECT_FALSE(w.drained());
+    ASSERT_EQ(ring.submit_and_wait(50 * ms), 0);
+    ring.for_each_cqe([&](const io_uring_cqe& cqe) { w.on_cqe(cqe, 11 * ms, done); });
+    EXPECT_TRUE(w.drained()) << "synced, and still not drained";
+}
+
 TEST_F(SpoolWriterTest, NextGroupIsSubmittedWhileTheFirstSyncs) {
     config::SpoolConfig cfg;
     queue::SpoolWriter w;

@@ -147,6 +147,12 @@ public:
     bool idle() const {
         return _inflight_groups == 0 && _pending.empty() && !_sync_inflight && _next_waiting == 0;
     }
+    // idle(), and no record answered under durability batch still waits for its fdatasync: what
+    // a writer must be before its shard stops, since nothing would sync that data afterwards (a
+    // power cut within the kernel's write-back delay would lose jobs answered 202). Keep calling
+    // flush() until then: the periodic sync is due within batch_sync_interval_ns, and
+    // wait_limit_ns() wakes the loop for it.
+    bool drained() const { return idle() && !_dirty; }
     bool healthy() const { return _failed_until_ns == 0; }
     // append() would refuse for want of room only: the next group is full while the groups in
     // flight complete (the caller holds the record back and offers it again).
