@@ -24,6 +24,7 @@
 
 #include "build_info.hh"
 #include "control_consumers.hh"
+#include "control_tokens.hh"
 
 #include <openssl/mem.h>
 
@@ -249,8 +250,7 @@ struct ControlPlane::Impl {
     queue::JobStore store;
     std::unique_ptr<deliver::Engine> engine; // with sinks only
     TokenSet tokens;
-    // The minted tokens as <spool dir>/tokens.state holds them (tokens has them too).
-    std::vector<MintedToken> minted;
+    MintedTokens minted; // as <spool dir>/tokens.state holds them (tokens has them too)
     // Registered consumers (control_consumers.hh): their tokens are in tokens, their sinks in
     // the snapshot. consumer_conn: the connection waiting for the change in progress.
     ConsumerRegistry consumers;
@@ -345,7 +345,7 @@ struct ControlPlane::Impl {
             return "tokens: " + why;
         }
         tokens = std::move(*set);
-        if (std::string err = load_minted(); !err.empty()) {
+        if (std::string err = minted.load(snap->config().spool.dir, tokens); !err.empty()) {
             return err;
         }
         if (std::string err = consumers.load(snap->config().spool.dir, tokens); !err.empty()) {
@@ -1103,22 +1103,8 @@ struct ControlPlane::Impl {
             }
             return;
         }
-        if (path == "/v1/tokens") {
-            if (head.method == "GET") {
-                list_tokens(c, *who);
-            } else if (head.method == "POST") {
-                mint_token(c, *who, body);
-            } else {
-                answer(c, 405, http::error_body::method_not_allowed, "Allow: GET, POST\r\n");
-            }
-            return;
-        }
-        if (path.starts_with("/v1/tokens/")) {
-            if (head.method == "DELETE") {
-                revoke_token(c, *who, path.substr(11));
-            } else {
-                answer(c, 405, http::error_body::method_not_allowed, "Allow: DELETE\r\n");
-            }
+        if (path == "/v1/tokens" || path.starts_with("/v1/tokens/")) {
+            token_request(c, *who, head.method, path, body);
             return;
         }
         if (path == "/v1/consumers" || path.starts_with("/v1/consumers/")) {
@@ -1181,16 +1167,7 @@ struct ControlPlane::Impl {
         std::optional<TokenSet> set = TokenSet::from_config(next->config().tokens, &why);
         if (set) {
             tokens = std::move(*set);
-            // Minted tokens outlive reloads; one whose name a configured token took since the
-            // reload checked is kept out, and the log says so.
-            for (const MintedToken& t : minted) {
-                if (!tokens.add(t.name, t.sha256, t.scopes, t.expires_at, &why)) {
-                    LogLine(Level::error, "control plane: minted token not served after reload")
-                        .field("name", t.name)
-                        .field("error", why)
-                        .write();
-                }
-            }
+            minted.add_tokens(tokens); // minted tokens outlive reloads
             consumers.add_tokens(tokens);
         } else {
             LogLine(Level::error, "control plane: tokens of the reloaded configuration refused; "
@@ -1365,6 +1342,22 @@ struct ControlPlane::Impl {
 
     // ---- consumers (POST, GET /v1/consumers, DELETE /v1/consumers/{name}) ----------------
 
+    // The methods and the scope of an admin collection (GET, POST) or of one of its members
+    // (DELETE): 405 for another method, then admin:<action>. False once the answer is given.
+    bool admit_admin(Conn& c, const Grant& who, std::string_view method, bool collection,
+                     std::string_view action) {
+        const std::string_view allow = collection ? "Allow: GET, POST\r\n" : "Allow: DELETE\r\n";
+        if (collection ? method != "GET" && method != "POST" : method != "DELETE") {
+            answer(c, 405, http::error_body::method_not_allowed, allow);
+            return false;
+        }
+        if (Access a = authorize(&who, "admin", action); a != Access::granted) {
+            answer_access(c, a);
+            return false;
+        }
+        return true;
+    }
+
     ConsumerContext consumer_context() {
         return ConsumerContext{*snap, tokens, reload_desk, now,
                                [this](const base::Event& e) { publish_own(e); }};
@@ -1372,14 +1365,7 @@ struct ControlPlane::Impl {
 
     void consumer_request(Conn& c, const Grant& who, std::string_view method, std::string_view path,
                           std::string_view body) {
-        const bool collection = path == "/v1/consumers";
-        const std::string_view allow = collection ? "Allow: GET, POST\r\n" : "Allow: DELETE\r\n";
-        if (collection ? method != "GET" && method != "POST" : method != "DELETE") {
-            answer(c, 405, http::error_body::method_not_allowed, allow);
-            return;
-        }
-        if (Access a = authorize(&who, "admin", "consumers"); a != Access::granted) {
-            answer_access(c, a);
+        if (!admit_admin(c, who, method, path == "/v1/consumers", "consumers")) {
             return;
         }
         if (method == "GET") {
@@ -1570,240 +1556,22 @@ struct ControlPlane::Impl {
         enqueues.clear();
     }
 
-    // ---- minted tokens (POST, GET /v1/tokens, DELETE /v1/tokens/{name}) ------------------
-    //
-    // The state file is replaced with a blocking write, fsync and rename on this thread, and the
-    // answer goes out only after that: tokens are minted and revoked rarely, and a token must
-    // not be handed out (or a revocation confirmed) before a restart would keep it so.
+    // ---- minted tokens (POST, GET /v1/tokens, DELETE /v1/tokens/{name}; control_tokens.hh) --
 
-    std::string load_minted() {
-        const std::string& dir = snap->config().spool.dir;
-        if (std::string err = read_token_state(dir, minted); !err.empty()) {
-            return "tokens: " + err;
-        }
-        for (const MintedToken& t : minted) {
-            std::string why;
-            if (!tokens.add(t.name, t.sha256, t.scopes, t.expires_at, &why)) {
-                std::string err = "tokens: " + dir;
-                err += "/";
-                err += token_state_file_name;
-                err += ": minted token ";
-                err += t.name;
-                err += ": ";
-                err += why;
-                err += " (a token of the configuration clashes with it: rename one, or revoke the "
-                       "minted one with DELETE /v1/tokens/";
-                err += t.name;
-                err += " after removing the other)";
-                return err;
-            }
-        }
-        return "";
-    }
-
-    // The state file holds the change already: told at once.
-    void token_event(base::EventType type, std::string_view name) {
-        base::Event e = base::Event::make(type, now);
-        e.set_text(name);
-        publish_own(e);
-    }
-
-    void token_refused(Conn& c, uint16_t status, std::string_view detail) {
-        refuse(Refusal::token_refused, c.fd, detail);
-        std::string out;
-        base::StringBuffer buf(out);
-        base::JsonWriter w(buf);
-        w.begin_object()
-            .key("error")
-            .string(status == 403   ? "forbidden"
-                    : status == 409 ? "conflict"
-                                    : "bad_request")
-            .key("detail")
-            .string(detail)
-            .end_object();
-        answer(c, status, out);
-    }
-
-    bool may_manage_tokens(Conn& c, const Grant& who) {
-        if (Access a = authorize(&who, "admin", "tokens"); a != Access::granted) {
-            answer_access(c, a);
-            return false;
-        }
-        return true;
-    }
-
-    void write_token(base::JsonWriter<base::StringBuffer>& w, std::string_view name,
-                     std::span<const std::string> scopes, const MintedToken* m) {
-        w.begin_object().key("name").string(name).key("source").string(m ? "minted" : "config");
-        w.key("scopes").begin_array();
-        for (const std::string& sc : scopes) {
-            w.string(sc);
-        }
-        w.end_array();
-        char tmp[24];
-        w.key("created_at");
-        if (m != nullptr) {
-            w.string(base::format_rfc3339(m->created_at, tmp));
-        } else {
-            w.null();
-        }
-        w.key("expires_at");
-        if (m != nullptr && m->expires_at != 0) {
-            w.string(base::format_rfc3339(m->expires_at, tmp));
-        } else {
-            w.null();
-        }
-        w.end_object();
-    }
-
-    void list_tokens(Conn& c, const Grant& who) {
-        if (!may_manage_tokens(c, who)) {
+    void token_request(Conn& c, const Grant& who, std::string_view method, std::string_view path,
+                       std::string_view body) {
+        if (!admit_admin(c, who, method, path == "/v1/tokens", "tokens")) {
             return;
         }
-        std::string out;
-        base::StringBuffer buf(out);
-        base::JsonWriter w(buf);
-        w.begin_object().key("tokens").begin_array();
-        for (const config::TokenConfig& t : snap->config().tokens) {
-            write_token(w, t.name, t.scopes, nullptr);
+        TokenContext cx{*snap, tokens, now, [this](const base::Event& e) { publish_own(e); }};
+        TokenAnswer a = method == "GET"    ? minted.list(*snap)
+                        : method == "POST" ? minted.mint(body, who, cx)
+                                           : minted.revoke(path.substr(11), who, cx);
+        if (a.refused) {
+            refuse(Refusal::token_refused, c.fd, a.detail);
         }
-        for (const MintedToken& t : minted) {
-            write_token(w, t.name, t.scopes, &t);
-        }
-        w.end_array().end_object();
-        answer(c, 200, out);
-    }
-
-    void mint_token(Conn& c, const Grant& who, std::string_view body) {
-        if (!may_manage_tokens(c, who)) {
-            return;
-        }
-        auto name = json_plain(body, "/name", base::JsonType::string);
-        if (!name || !config::is_name(*name)) {
-            answer(c, 400,
-                   R"({"error":"bad_request","detail":"name: 1 to 64 characters of [a-z0-9_-]"})");
-            return;
-        }
-        base::JsonLookup list = base::json_find(body, "/scopes");
-        std::vector<std::string_view> texts;
-        if (list.status != base::JsonStatus::found || list.value.type != base::JsonType::array ||
-            !base::json_plain_strings(list.value.raw, texts) || texts.empty() ||
-            texts.size() > max_scopes_per_token) {
-            answer(c, 400,
-                   R"({"error":"bad_request","detail":"scopes: an array of 1 to 64 scopes"})");
-            return;
-        }
-        int64_t expires_in = 0;
-        if (duration_field(body, "/expires_in", base::ns_per_s,
-                           100LL * 365 * 86400 * base::ns_per_s, expires_in) == Field::bad) {
-            answer(c, 400, R"({"error":"bad_request","detail":"expires_in: 1s to 100 years"})");
-            return;
-        }
-        std::vector<std::string> scopes;
-        for (std::string_view text : texts) {
-            std::string why;
-            std::optional<Scope> scope = Scope::parse(text, &why);
-            if (!scope) {
-                token_refused(c, 400, "scope \"" + std::string(text) + "\": " + why);
-                return;
-            }
-            if (!who.holds(*scope)) {
-                token_refused(c, 403,
-                              "scope \"" + std::string(text) + "\" is not held by token " +
-                                  who.name() + ": a token cannot grant more than its minter has");
-                return;
-            }
-            scopes.emplace_back(text);
-        }
-        if (tokens.find(*name) != nullptr) {
-            token_refused(c, 409, "a token called " + std::string(*name) + " exists already");
-            return;
-        }
-        if (minted.size() >= max_minted_tokens) {
-            token_refused(c, 409,
-                          "already " + std::to_string(max_minted_tokens) +
-                              " minted tokens: revoke some first");
-            return;
-        }
-        NewToken fresh = generate_token();
-        MintedToken m{std::string(*name), fresh.sha256, std::move(scopes), now,
-                      expires_in == 0 ? 0 : now + expires_in};
-        std::vector<MintedToken> next = minted;
-        next.push_back(m);
-        if (std::string err = write_token_state(snap->config().spool.dir, next); !err.empty()) {
-            LogLine(Level::error, "control plane: cannot save minted tokens")
-                .field("error", err)
-                .write();
-            answer(c, 500,
-                   R"({"error":"internal","detail":"the token state file could not be written"})");
-            return;
-        }
-        std::string why;
-        if (!tokens.add(m.name, m.sha256, m.scopes, m.expires_at, &why)) {
-            // Checked above (name) or practically impossible (a 256-bit digest twice).
-            LogLine(Level::error, "control plane: minted token refused")
-                .field("error", why)
-                .write();
-        }
-        minted = std::move(next);
-        LogLine(Level::info, "control plane: token minted")
-            .field("name", m.name)
-            .field("by", who.name())
-            .write();
-        token_event(base::EventType::config_token_minted, m.name);
-        std::string out;
-        base::StringBuffer buf(out);
-        base::JsonWriter w(buf);
-        w.begin_object().key("token").string(fresh.token).key("minted");
-        write_token(w, m.name, m.scopes, &m);
-        w.end_object();
-        OPENSSL_cleanse(fresh.token.data(), fresh.token.size());
-        answer(c, 201, out);
-    }
-
-    void revoke_token(Conn& c, const Grant& who, std::string_view name) {
-        if (!may_manage_tokens(c, who)) {
-            return;
-        }
-        auto it = std::find_if(minted.begin(), minted.end(),
-                               [&](const MintedToken& t) { return t.name == name; });
-        if (it == minted.end()) {
-            if (config::is_name(name) && tokens.find(name) != nullptr) {
-                token_refused(c, 409,
-                              "token " + std::string(name) +
-                                  " is in the configuration: remove it there and reload");
-            } else {
-                answer(c, 404, http::error_body::not_found);
-            }
-            return;
-        }
-        std::vector<MintedToken> next = minted;
-        next.erase(next.begin() + (it - minted.begin()));
-        if (std::string err = write_token_state(snap->config().spool.dir, next); !err.empty()) {
-            LogLine(Level::error, "control plane: cannot save minted tokens")
-                .field("error", err)
-                .write();
-            answer(c, 500,
-                   R"({"error":"internal","detail":"the token state file could not be written"})");
-            return;
-        }
-        // Every request authenticates anew, so a connection that used the token gets 401 next.
-        const std::string revoked(name);
-        // A copy, not a reference: who may be the token revoked, and its Grant goes with it.
-        // NOLINTNEXTLINE(performance-unnecessary-copy-initialization)
-        const std::string by = who.name();
-        tokens.revoke(revoked);
-        minted = std::move(next);
-        LogLine(Level::info, "control plane: token revoked")
-            .field("name", revoked)
-            .field("by", by)
-            .write();
-        token_event(base::EventType::config_token_revoked, revoked);
-        std::string out;
-        base::StringBuffer buf(out);
-        base::JsonWriter w(buf);
-        w.begin_object().key("revoked").string(revoked).end_object();
-        answer(c, 200, out);
+        answer(c, a.status, a.body);
+        OPENSSL_cleanse(a.body.data(), a.body.size()); // a minted token's plaintext
     }
 
     // The job named by id text, if the token may act on it: else the answer has been given.
