@@ -90,6 +90,12 @@ api POST /v1/consumers '{"name":"admin","routes":["alpha"]}'
 expect_api "name of a configured token" 409
 api POST /v1/consumers '{"name":"x","routes":["alpha"],"health_path":"/h"}'
 expect_api "health_path without url" 400
+api PUT /v1/consumers '{}'
+expect_api "PUT on the collection" 405
+grep -qi '^Allow: GET, POST' "$WORKDIR/api-headers" || fail "405 without Allow: GET, POST"
+api GET /v1/consumers/x
+expect_api "GET of a consumer" 405
+grep -qi '^Allow: DELETE' "$WORKDIR/api-headers" || fail "405 without Allow: DELETE"
 [[ ! -e $STATE ]] || fail "a refused registration wrote $STATE"
 
 # --- register ---

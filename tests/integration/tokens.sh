@@ -79,6 +79,12 @@ api_as "$ADMIN" DELETE /v1/tokens/admin
 expect_api "revoke a configured token" 409
 api_as "$ADMIN" DELETE /v1/tokens/nosuch
 expect_api "revoke an unknown token" 404
+api_as "$ADMIN" DELETE /v1/tokens
+expect_api "DELETE of the collection" 405
+grep -qi '^Allow: GET, POST' "$WORKDIR/api-headers" || fail "405 without Allow: GET, POST"
+api_as "$ADMIN" POST /v1/tokens/ci '{}'
+expect_api "POST to a token" 405
+grep -qi '^Allow: DELETE' "$WORKDIR/api-headers" || fail "405 without Allow: DELETE"
 grep -q '"reason":"token_refused"' "$SERVER_LOG" || fail "refusals are not logged"
 
 # --- revoke while a keep-alive connection holds the token ---
