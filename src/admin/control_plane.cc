@@ -4,7 +4,6 @@
 #include "portcullis/admin/event_stream.hh"
 #include "portcullis/admin/metrics.hh"
 #include "portcullis/admin/request.hh"
-#include "portcullis/admin/token_store.hh"
 #include "portcullis/base/address.hh"
 #include "portcullis/base/doorbell.hh"
 #include "portcullis/base/json.hh"
@@ -1340,7 +1339,7 @@ struct ControlPlane::Impl {
         reload_waiting.swap(still);
     }
 
-    // ---- consumers (POST, GET /v1/consumers, DELETE /v1/consumers/{name}) ----------------
+    // ---- the admin collections (consumers, tokens) ---------------------------------------
 
     // The methods and the scope of an admin collection (GET, POST) or of one of its members
     // (DELETE): 405 for another method, then admin:<action>. False once the answer is given.
@@ -1357,6 +1356,8 @@ struct ControlPlane::Impl {
         }
         return true;
     }
+
+    // ---- consumers (POST, GET /v1/consumers, DELETE /v1/consumers/{name}) ----------------
 
     ConsumerContext consumer_context() {
         return ConsumerContext{*snap, tokens, reload_desk, now,
